@@ -1,0 +1,1 @@
+//! The `scistream.io/v1alpha1` API.

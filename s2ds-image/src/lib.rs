@@ -1,0 +1,1 @@
+//! S2DS, the SciStream data server (work in progress, issue #12).
