@@ -1,1 +1,26 @@
-//! The `scistream.io/v1alpha1` API.
+//! The `scistream.io/v1alpha1` API, shared by the operator, the kubectl plugin and the tests.
+//!
+//! - [`Gateway`] (cluster-scoped): a facility's gateway nodes, port range, bandwidth and
+//!   relay implementation.
+//! - [`StreamRequest`] (namespaced): one side of a stream; the producer and consumer sides
+//!   live in their own facilities' clusters and share a `streamId`.
+//!
+//! Parsers for what people write in these objects ([`rate`], [`endpoint`]) live here too,
+//! so admission (schema patterns, CEL) and the code that acts on the objects agree.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod conditions;
+pub mod crdgen;
+pub mod endpoint;
+pub mod gateway;
+pub mod keys;
+pub mod rate;
+pub mod stream_request;
+
+pub use endpoint::{Endpoint, EndpointError, Host};
+pub use gateway::{Gateway, GatewaySpec, GatewayStatus, Implementation, PortRange, Reservation};
+pub use rate::{Rate, RateError};
+pub use stream_request::{
+    DataChannel, NodeAllocation, Phase, Role, SecretKeyRef, StreamRequest, StreamRequestSpec,
+    StreamRequestStatus,
+};

@@ -1,0 +1,298 @@
+//! `Gateway`: a facility's set of gateway nodes, with the ports and bandwidth SciStream may
+//! use on them and the S2DS implementation that relays streams there.
+//!
+//! Gateway nodes bridge the facility LAN (where instruments and analysis jobs live) and the
+//! WAN. The operator runs S2DS pods with `hostNetwork: true` on them, so each stream's
+//! listeners are real ports on the nodes' addresses.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::{
+    api::core::v1::{ResourceRequirements, Toleration},
+    apimachinery::pkg::apis::meta::v1::Condition,
+};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::rate::RATE_PATTERN;
+
+/// Pattern of a namespace name (DNS-1123 label).
+pub const NAMESPACE_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+/// Most reservations a Gateway's status may list.
+pub const MAX_RESERVATIONS: u32 = 4096;
+/// Most gateway nodes a Gateway's status lists.
+pub const MAX_NODES: u32 = 256;
+
+/// Specification of a facility's gateway.
+// Every `printcolumn(...)` repeats `type_ = ...`; clippy reads that as a duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "scistream.io",
+    version = "v1alpha1",
+    kind = "Gateway",
+    status = "GatewayStatus",
+    derive = "PartialEq",
+    shortname = "gw",
+    category = "scistream",
+    doc = "A facility's SciStream gateway: the nodes that bridge the facility LAN and the WAN, \
+           the port range and total bandwidth streams may use on them, and the S2DS relay \
+           implementation that carries the data. Cluster-scoped; created by facility operators.",
+    printcolumn(
+        name = "Nodes",
+        type_ = "integer",
+        json_path = ".status.readyNodes",
+        description = "Ready gateway nodes"
+    ),
+    printcolumn(
+        name = "Ports",
+        type_ = "string",
+        json_path = ".status.portsSummary",
+        description = "Ports in use / total"
+    ),
+    printcolumn(
+        name = "Bandwidth",
+        type_ = "string",
+        json_path = ".status.bandwidthSummary",
+        description = "Bandwidth promised / declared"
+    ),
+    printcolumn(
+        name = "Streams",
+        type_ = "integer",
+        json_path = ".status.streams",
+        priority = 1
+    ),
+    printcolumn(name = "Impl", type_ = "string", json_path = ".spec.implementation"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewaySpec {
+    /// Labels that select this gateway's nodes, e.g. `scistream.io/gateway: dtn`. Only Ready
+    /// nodes that match are used.
+    #[schemars(extend("minProperties" = 1, "maxProperties" = 16))]
+    pub node_selector: BTreeMap<String, String>,
+
+    /// Tolerations given to S2DS pods, for gateway nodes tainted to keep other work away.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub tolerations: Vec<Toleration>,
+
+    /// Where each node's advertised addresses come from. Default: the node annotations
+    /// `scistream.io/wan-address` and `scistream.io/lan-address`, else the node's
+    /// `ExternalIP` (WAN) and `InternalIP` (LAN) addresses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addresses: Option<AddressSources>,
+
+    /// Ports S2DS listeners may bind on every gateway node (inclusive range). Open these on
+    /// the facility firewall. Default 5100-5200, as in SciStream 1.x.
+    #[serde(default)]
+    pub port_range: PortRange,
+
+    /// Total bandwidth this gateway may promise to streams at once, in bits per second with
+    /// an SI prefix, e.g. `100Gbps`. A StreamRequest whose `rate` does not fit in what is left
+    /// waits in phase `Pending` with reason `BandwidthExhausted`.
+    #[schemars(pattern(RATE_PATTERN), length(max = 20))]
+    #[x_kube(validation = Rule::new(crate::rate::rate_bounds_rule()).message("bandwidth must be between 1kbps and 10Tbps, e.g. 100Gbps"))]
+    pub bandwidth: String,
+
+    /// The S2DS relay implementation. `S2ds` (default): the SciStream Rust relay, with
+    /// mutual TLS, rate limiting and metrics. `Haproxy`, `Nginx`: plain TCP proxies (data
+    /// unencrypted). `Stunnel`: TLS with a pre-shared key.
+    #[serde(default)]
+    pub implementation: Implementation,
+
+    /// Container image of the relay; default: the operator's image for the implementation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    pub image: Option<String>,
+
+    /// Namespace where S2DS pods, their ConfigMaps and key Secrets are created. It must allow
+    /// privileged pods (label `pod-security.kubernetes.io/enforce: privileged`), since the
+    /// relays use the node's network; keep users' workloads out of it.
+    #[schemars(pattern(NAMESPACE_PATTERN), length(min = 1, max = 63))]
+    pub pod_namespace: String,
+
+    /// Resources of each S2DS container. Default: requests of 100m CPU and 64Mi memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+/// Where node addresses come from.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AddressSources {
+    /// WAN address: node annotation, then node address type. Default
+    /// `scistream.io/wan-address`, then `ExternalIP`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wan: Option<AddressSource>,
+    /// LAN address: node annotation, then node address type. Default
+    /// `scistream.io/lan-address`, then `InternalIP`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lan: Option<AddressSource>,
+}
+
+/// One way to find a node's address.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AddressSource {
+    /// Node annotation holding the address (an IP address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub annotation: Option<String>,
+    /// `status.addresses` type to use when the annotation is absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_address_type: Option<NodeAddressType>,
+}
+
+/// Node address types usable as gateway addresses.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeAddressType {
+    /// The node's external (WAN-routable) address.
+    ExternalIP,
+    /// The node's internal (LAN) address.
+    InternalIP,
+}
+
+/// An inclusive port range.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.start <= self.end").message("portRange.start must not exceed portRange.end"))]
+pub struct PortRange {
+    /// First port, 1024 to 65535.
+    #[schemars(range(min = 1024, max = 65535))]
+    pub start: i32,
+    /// Last port (inclusive), 1024 to 65535.
+    #[schemars(range(min = 1024, max = 65535))]
+    pub end: i32,
+}
+
+impl Default for PortRange {
+    fn default() -> Self {
+        Self {
+            start: 5100,
+            end: 5200,
+        }
+    }
+}
+
+impl PortRange {
+    /// Number of ports in the range (0 if it is inverted).
+    pub fn len(&self) -> usize {
+        usize::try_from(self.end - self.start + 1).unwrap_or(0)
+    }
+
+    /// Whether the range holds no port.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// S2DS relay implementations.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Implementation {
+    /// The SciStream Rust relay (`s2ds`): splice zero-copy, mutual TLS, rate limit, metrics.
+    #[default]
+    S2ds,
+    /// HAProxy in TCP mode (plain data channel).
+    Haproxy,
+    /// Nginx stream module (plain data channel).
+    Nginx,
+    /// Stunnel (TLS with a per-stream pre-shared key).
+    Stunnel,
+}
+
+/// One gateway node as the operator sees it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayNodeStatus {
+    /// Node name.
+    pub name: String,
+    /// Whether the node is Ready and has both addresses.
+    pub ready: bool,
+    /// Address advertised on the WAN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wan_address: Option<String>,
+    /// Address advertised on the facility LAN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lan_address: Option<String>,
+    /// Ports of the range held by streams on this node.
+    pub ports_in_use: i32,
+}
+
+/// Ports and bandwidth held by one stream on this gateway: the durable record the operator
+/// allocates from. Written with optimistic concurrency, so two operator replicas never hand
+/// out the same port.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Reservation {
+    /// The holding `StreamRequest`, as `namespace/name`.
+    pub request: String,
+    /// Its stream id.
+    pub stream_id: String,
+    /// Its uid, so a re-created request of the same name does not inherit the holding.
+    pub uid: String,
+    /// Bandwidth promised, in bits per second.
+    pub bandwidth_bps: i64,
+    /// Ports held, per node.
+    #[schemars(length(max = 256))]
+    pub nodes: Vec<crate::stream_request::NodeAllocation>,
+}
+
+/// Observed state of a gateway.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayStatus {
+    /// Gateway nodes matching `spec.nodeSelector`, ready or not.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_NODES))]
+    pub nodes: Vec<GatewayNodeStatus>,
+    /// Number of usable (Ready, addressed) gateway nodes.
+    #[serde(default)]
+    pub ready_nodes: i32,
+    /// Ports held by streams, over all nodes.
+    #[serde(default)]
+    pub ports_in_use: i32,
+    /// Ports on usable nodes (range size times ready nodes).
+    #[serde(default)]
+    pub ports_total: i32,
+    /// `used/total`, for `kubectl get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ports_summary: Option<String>,
+    /// Bandwidth promised to streams, in bits per second.
+    #[serde(default)]
+    pub bandwidth_promised_bps: i64,
+    /// `promised/declared`, for `kubectl get`, e.g. `20Gbps/100Gbps`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bandwidth_summary: Option<String>,
+    /// Number of streams holding resources here.
+    #[serde(default)]
+    pub streams: i32,
+    /// Holdings, one per stream.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_RESERVATIONS))]
+    pub reservations: Vec<Reservation>,
+    /// `Ready`, with a reason saying what to fix when the gateway is unusable.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}

@@ -1,0 +1,51 @@
+//! Names shared by every component: API group, labels, annotations, finalizers and
+//! server-side-apply field managers.
+//!
+//! String literals for these never appear anywhere else: a typo in a label key is a
+//! leaked pod, so every component imports them from here.
+
+/// API group of both kinds.
+pub const GROUP: &str = "scistream.io";
+/// Served and stored API version.
+pub const VERSION: &str = "v1alpha1";
+
+/// Label on every object the operator creates for a stream: the stream id (a UUID).
+pub const LABEL_STREAM_ID: &str = "scistream.io/stream-id";
+/// Label on S2DS objects: `producer` or `consumer`.
+pub const LABEL_ROLE: &str = "scistream.io/role";
+/// Label on S2DS objects: the `Gateway` they belong to.
+pub const LABEL_GATEWAY: &str = "scistream.io/gateway";
+/// Label on S2DS pods: the gateway node they are pinned to.
+pub const LABEL_NODE: &str = "scistream.io/node";
+/// Standard label naming the tool that manages an object.
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// Value of [`LABEL_MANAGED_BY`] on objects the operator creates.
+pub const MANAGED_BY_OPERATOR: &str = "scistream-operator";
+/// Standard label naming the component of an object.
+pub const LABEL_COMPONENT: &str = "app.kubernetes.io/component";
+/// Value of [`LABEL_COMPONENT`] on S2DS pods, ConfigMaps and Secrets.
+pub const COMPONENT_S2DS: &str = "s2ds";
+
+/// Annotation on S2DS objects naming the owning `StreamRequest` as `namespace/name`.
+///
+/// S2DS objects live in the gateway's namespace, not the request's, so owner
+/// references cannot be used across the boundary; this annotation (with the
+/// stream-id label) is how cleanup finds them.
+pub const ANNOTATION_REQUEST: &str = "scistream.io/request";
+/// Node annotation: the address a gateway node advertises on the WAN.
+pub const ANNOTATION_WAN_ADDRESS: &str = "scistream.io/wan-address";
+/// Node annotation: the address a gateway node advertises on the facility LAN.
+pub const ANNOTATION_LAN_ADDRESS: &str = "scistream.io/lan-address";
+
+/// Finalizer on `StreamRequest`: ports, bandwidth and S2DS pods are released first.
+pub const FINALIZER_STREAM_REQUEST: &str = "streamrequests.scistream.io/cleanup";
+
+/// Field manager of the operator's server-side applies.
+pub const FIELD_MANAGER_OPERATOR: &str = "scistream-operator";
+/// Field manager of the kubectl plugin's server-side applies.
+pub const FIELD_MANAGER_PLUGIN: &str = "kubectl-scistream";
+/// Field manager of writes made by the S2DS relay.
+pub const FIELD_MANAGER_S2DS: &str = "s2ds";
+
+/// Default key inside a Hello-key Secret.
+pub const DEFAULT_HELLO_KEY: &str = "key";
