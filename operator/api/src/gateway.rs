@@ -113,7 +113,8 @@ pub struct GatewaySpec {
 
     /// The S2DS relay implementation. `S2ds` (default): the SciStream Rust relay, with
     /// mutual TLS, rate limiting and metrics. `Haproxy`, `Nginx`: plain TCP proxies (data
-    /// unencrypted). `Stunnel`: TLS with a pre-shared key.
+    /// unencrypted; requires `dataChannel: Plain`). `Stunnel`: TLS 1.3 with the stream's
+    /// pinned certificates (requires `dataChannel: MutualTLS`).
     #[serde(default)]
     pub implementation: Implementation,
 
@@ -213,7 +214,7 @@ pub enum Implementation {
     Haproxy,
     /// Nginx stream module (plain data channel).
     Nginx,
-    /// Stunnel (TLS with a per-stream pre-shared key).
+    /// Stunnel (TLS 1.3 with the stream's pinned certificates).
     Stunnel,
 }
 

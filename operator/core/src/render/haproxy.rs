@@ -1,0 +1,43 @@
+//! HAProxy in TCP mode with forced splice, one `listen` section per route.
+
+use std::fmt::Write;
+
+use super::{RenderInput, Rendered, config_path};
+
+pub(super) fn render(input: &RenderInput<'_>) -> Rendered {
+    const FILE: &str = "haproxy.cfg";
+    let mut text = format!(
+        "# HAProxy configuration for stream {}, rendered by scistream-operator.\n\
+         # Plain TCP data channel: traffic between the gateways is not encrypted.\n\
+         global\n    \
+             log stderr format short local0 notice\n    \
+             maxconn 20000\n    \
+             pidfile {}/haproxy.pid\n    \
+             hard-stop-after {}s\n\n\
+         defaults\n    \
+             mode tcp\n    \
+             log global\n    \
+             option splice-request\n    \
+             option splice-response\n    \
+             timeout connect 10s\n    \
+             timeout client 1h\n    \
+             timeout server 1h\n",
+        input.stream_id, input.paths.run_dir, input.drain_seconds
+    );
+    for route in &input.relay.routes {
+        let _ = write!(
+            text,
+            "\nlisten l{index}\n    bind {listen}\n    server t{index} {target}\n",
+            index = route.index,
+            listen = route.listen,
+            target = route.target,
+        );
+    }
+    Rendered {
+        file_name: FILE,
+        text,
+        // -db: stay in the foreground, so the pod's lifetime is the relay's.
+        args: vec!["-db".to_owned(), "-f".to_owned(), config_path(input, FILE)],
+        enforces_rate: false,
+    }
+}

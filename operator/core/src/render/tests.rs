@@ -1,0 +1,309 @@
+//! Snapshots of every renderer, and the real programs accepting what we render:
+//! `haproxy -c`, `nginx -t`, and a stunnel client/server pair relaying bytes through TLS with
+//! pinned certificates.
+
+use std::{
+    io::{Read, Write},
+    net::{TcpListener, TcpStream},
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use scistream_api::{Endpoint, Implementation, Rate};
+
+use super::*;
+use crate::relay::{NodeRelay, RelayMode, Route};
+
+fn ep(s: &str) -> Endpoint {
+    s.parse().unwrap()
+}
+
+fn relay(mode: RelayMode, listens: &[&str], targets: &[&str], rate: u64) -> NodeRelay {
+    NodeRelay {
+        node: "gw-a".into(),
+        mode,
+        routes: listens
+            .iter()
+            .zip(targets)
+            .enumerate()
+            .map(|(index, (l, t))| Route {
+                index,
+                listen: ep(l),
+                target: ep(t),
+            })
+            .collect(),
+        rate: Rate::from_bps(rate),
+    }
+}
+
+fn input<'a>(
+    relay: &'a NodeRelay,
+    paths: &'a Paths,
+    metrics: Option<&'a Endpoint>,
+) -> RenderInput<'a> {
+    RenderInput {
+        stream_id: "5b1d3c7e-2a4f-4e8b-9c0d-1e2f3a4b5c6d",
+        relay,
+        paths,
+        metrics,
+        drain_seconds: 25,
+        nginx_stream_module: Some("/usr/lib/nginx/modules/ngx_stream_module.so"),
+    }
+}
+
+fn sample() -> NodeRelay {
+    relay(
+        RelayMode::TlsServer,
+        &["198.51.100.1:5100", "198.51.100.1:5101"],
+        &["10.1.0.1:7000", "[2001:db8::5]:7000"],
+        10_000_000_000,
+    )
+}
+
+#[test]
+fn snapshots() {
+    let paths = Paths::default();
+    let metrics = ep("198.51.100.1:9100");
+    let tls = sample();
+    let plain = NodeRelay {
+        mode: RelayMode::Plain,
+        ..sample()
+    };
+    insta::assert_snapshot!(
+        "s2ds",
+        render(Implementation::S2ds, &input(&tls, &paths, Some(&metrics))).text
+    );
+    insta::assert_snapshot!(
+        "haproxy",
+        render(Implementation::Haproxy, &input(&plain, &paths, None)).text
+    );
+    insta::assert_snapshot!(
+        "nginx",
+        render(Implementation::Nginx, &input(&plain, &paths, None)).text
+    );
+    insta::assert_snapshot!(
+        "stunnel",
+        render(Implementation::Stunnel, &input(&tls, &paths, None)).text
+    );
+}
+
+#[test]
+fn s2ds_plain_has_no_tls_and_unlimited_rate_is_absent() {
+    let paths = Paths::default();
+    let r = relay(
+        RelayMode::Plain,
+        &["127.0.0.1:5100"],
+        &["127.0.0.1:7000"],
+        0,
+    );
+    let text = render(Implementation::S2ds, &input(&r, &paths, None)).text;
+    assert!(
+        !text.contains("tls:") && !text.contains("rateBitsPerSecond"),
+        "{text}"
+    );
+}
+
+fn temp_paths(dir: &Path) -> Paths {
+    Paths {
+        config_dir: dir.display().to_string(),
+        cert_file: dir.join("tls.crt").display().to_string(),
+        key_file: dir.join("tls.key").display().to_string(),
+        peer_cert_file: dir.join("peer.crt").display().to_string(),
+        run_dir: dir.display().to_string(),
+    }
+}
+
+fn program(name: &str) -> Option<String> {
+    ["/usr/sbin/", "/usr/bin/", "/sbin/", "/bin/"]
+        .iter()
+        .map(|d| format!("{d}{name}"))
+        .find(|p| Path::new(p).exists())
+}
+
+fn require(name: &str) -> String {
+    program(name).unwrap_or_else(|| panic!("{name} is not installed; run kind-tests/setup.sh"))
+}
+
+fn write_rendered(dir: &Path, rendered: &Rendered) {
+    std::fs::write(dir.join(rendered.file_name), &rendered.text).unwrap();
+}
+
+#[test]
+fn haproxy_accepts_the_config() {
+    let haproxy = require("haproxy");
+    let dir = tempfile::tempdir().unwrap();
+    let paths = temp_paths(dir.path());
+    let r = relay(
+        RelayMode::Plain,
+        &["127.0.0.1:5100", "127.0.0.1:5101"],
+        &["127.0.0.1:7000", "[::1]:7000"],
+        0,
+    );
+    let rendered = render(Implementation::Haproxy, &input(&r, &paths, None));
+    write_rendered(dir.path(), &rendered);
+    let out = Command::new(haproxy)
+        .args(["-c", "-f"])
+        .arg(dir.path().join(rendered.file_name))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "haproxy -c: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn nginx_accepts_the_config() {
+    let nginx = require("nginx");
+    let dir = tempfile::tempdir().unwrap();
+    let paths = temp_paths(dir.path());
+    let r = relay(
+        RelayMode::Plain,
+        &["127.0.0.1:5100", "127.0.0.1:5101"],
+        &["127.0.0.1:7000", "[::1]:7000"],
+        8_000_000,
+    );
+    let rendered = render(Implementation::Nginx, &input(&r, &paths, None));
+    write_rendered(dir.path(), &rendered);
+    let out = Command::new(nginx)
+        .args(["-t", "-p"])
+        .arg(dir.path())
+        .args(["-e", "stderr", "-c"])
+        .arg(dir.path().join(rendered.file_name))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "nginx -t: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Kills the child when dropped, so a failing test leaves no process behind.
+struct Reaper(Child);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_listening(port: u16, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("relay exited early: {status}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nothing listens on {port} after 10s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn self_signed(dir: &Path, name: &str) -> String {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec![name.to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    std::fs::write(dir.join("tls.crt"), cert.pem()).unwrap();
+    std::fs::write(dir.join("tls.key"), key.serialize_pem()).unwrap();
+    std::fs::set_permissions(
+        dir.join("tls.key"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    cert.pem()
+}
+
+#[test]
+fn stunnel_pair_relays_bytes_with_pinned_certificates() {
+    let stunnel = program("stunnel4")
+        .or_else(|| program("stunnel"))
+        .expect("stunnel is not installed; run kind-tests/setup.sh");
+    // The producer application: an echo server on loopback.
+    let app = TcpListener::bind("127.0.0.1:0").unwrap();
+    let app_port = app.local_addr().unwrap().port();
+    // Readiness probes connect too, so serve a bounded number of connections, each echoed.
+    std::thread::spawn(move || {
+        for mut s in app.incoming().take(16).flatten() {
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 || s.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let (server_dir, client_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let server_cert = self_signed(server_dir.path(), "producer-gw");
+    let client_cert = self_signed(client_dir.path(), "consumer-gw");
+    std::fs::write(server_dir.path().join("peer.crt"), &client_cert).unwrap();
+    std::fs::write(client_dir.path().join("peer.crt"), &server_cert).unwrap();
+    let (wan_port, lan_port) = (free_port(), free_port());
+
+    let start = |dir: &Path, r: &NodeRelay| {
+        let paths = temp_paths(dir);
+        let rendered = render(Implementation::Stunnel, &input(r, &paths, None));
+        write_rendered(dir, &rendered);
+        Reaper(
+            Command::new(&stunnel)
+                .args(&rendered.args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let server_relay = relay(
+        RelayMode::TlsServer,
+        &[&format!("127.0.0.1:{wan_port}")],
+        &[&format!("127.0.0.1:{app_port}")],
+        0,
+    );
+    let client_relay = relay(
+        RelayMode::TlsClient,
+        &[&format!("127.0.0.1:{lan_port}")],
+        &[&format!("127.0.0.1:{wan_port}")],
+        0,
+    );
+    let mut server = start(server_dir.path(), &server_relay);
+    let mut client = start(client_dir.path(), &client_relay);
+    wait_listening(wan_port, &mut server.0);
+    wait_listening(lan_port, &mut client.0);
+
+    let mut conn = TcpStream::connect(("127.0.0.1", lan_port)).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let payload: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let reader = {
+        let mut conn = conn.try_clone().unwrap();
+        let len = payload.len();
+        std::thread::spawn(move || {
+            let mut got = vec![0u8; len];
+            conn.read_exact(&mut got).map(|()| got)
+        })
+    };
+    conn.write_all(&payload).unwrap();
+    let echoed = reader
+        .join()
+        .unwrap()
+        .expect("echo through the stunnel pair");
+    assert_eq!(echoed, payload);
+}
