@@ -135,25 +135,8 @@ mod tests {
 
     #[test]
     fn transition_time_kept_when_status_unchanged() {
-        let mut list = vec![new(
-            types::READY,
-            false,
-            reasons::PODS_STARTING,
-            "a",
-            Some(1),
-            &at(10),
-        )];
-        let changed = merge(
-            &mut list,
-            new(
-                types::READY,
-                false,
-                reasons::POD_FAILED,
-                "b",
-                Some(1),
-                &at(20),
-            ),
-        );
+        let mut list = vec![new(types::READY, false, reasons::PODS_STARTING, "a", Some(1), &at(10))];
+        let changed = merge(&mut list, new(types::READY, false, reasons::POD_FAILED, "b", Some(1), &at(20)));
         assert!(changed);
         assert_eq!(list[0].last_transition_time, at(10));
         assert_eq!(list[0].reason, reasons::POD_FAILED);
@@ -161,47 +144,16 @@ mod tests {
 
     #[test]
     fn transition_time_moves_when_status_flips() {
-        let mut list = vec![new(
-            types::READY,
-            false,
-            reasons::PODS_STARTING,
-            "a",
-            Some(1),
-            &at(10),
-        )];
-        merge(
-            &mut list,
-            new(
-                types::READY,
-                true,
-                reasons::PODS_READY,
-                "b",
-                Some(1),
-                &at(20),
-            ),
-        );
+        let mut list = vec![new(types::READY, false, reasons::PODS_STARTING, "a", Some(1), &at(10))];
+        merge(&mut list, new(types::READY, true, reasons::PODS_READY, "b", Some(1), &at(20)));
         assert_eq!(list[0].last_transition_time, at(20));
         assert!(is_true(&list, types::READY));
     }
 
     #[test]
     fn identical_verdict_is_no_change() {
-        let mut list = vec![new(
-            types::RESERVED,
-            true,
-            reasons::RESERVED,
-            "m",
-            Some(2),
-            &at(10),
-        )];
-        let again = new(
-            types::RESERVED,
-            true,
-            reasons::RESERVED,
-            "m",
-            Some(2),
-            &at(99),
-        );
+        let mut list = vec![new(types::RESERVED, true, reasons::RESERVED, "m", Some(2), &at(10))];
+        let again = new(types::RESERVED, true, reasons::RESERVED, "m", Some(2), &at(99));
         assert!(!merge(&mut list, again));
         assert_eq!(list.len(), 1);
     }
@@ -209,17 +161,7 @@ mod tests {
     #[test]
     fn new_type_is_appended() {
         let mut list = Vec::new();
-        assert!(merge(
-            &mut list,
-            new(
-                types::HELLO_RECEIVED,
-                true,
-                reasons::HELLO_RECEIVED,
-                "",
-                None,
-                &at(1)
-            )
-        ));
+        assert!(merge(&mut list, new(types::HELLO_RECEIVED, true, reasons::HELLO_RECEIVED, "", None, &at(1))));
         assert!(find(&list, types::HELLO_RECEIVED).is_some());
         assert!(!is_true(&list, types::READY));
     }

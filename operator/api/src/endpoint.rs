@@ -47,9 +47,7 @@ pub struct Endpoint {
 
 /// Why an endpoint string was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "{text:?} is not host:port ({why}); write e.g. 192.0.2.7:5100, [2001:db8::7]:5100 or dtn1.example.org:5100"
-)]
+#[error("{text:?} is not host:port ({why}); write e.g. 192.0.2.7:5100, [2001:db8::7]:5100 or dtn1.example.org:5100")]
 pub struct EndpointError {
     text: String,
     why: &'static str,
@@ -58,10 +56,7 @@ pub struct EndpointError {
 impl Endpoint {
     /// An endpoint for a socket address.
     pub fn from_socket_addr(addr: SocketAddr) -> Self {
-        Self {
-            host: Host::Ip(addr.ip()),
-            port: addr.port(),
-        }
+        Self { host: Host::Ip(addr.ip()), port: addr.port() }
     }
 
     /// The socket address, when the host is an IP address.
@@ -85,10 +80,7 @@ fn valid_dns_name(name: &str) -> bool {
             && !l.starts_with('-')
             && !l.ends_with('-')
     };
-    labels.iter().all(|l| label_ok(l))
-        && labels
-            .last()
-            .is_some_and(|l| l.as_bytes()[0].is_ascii_alphabetic())
+    labels.iter().all(|l| label_ok(l)) && labels.last().is_some_and(|l| l.as_bytes()[0].is_ascii_alphabetic())
 }
 
 fn parse_ipv4_strict(text: &str) -> Option<Ipv4Addr> {
@@ -97,11 +89,7 @@ fn parse_ipv4_strict(text: &str) -> Option<Ipv4Addr> {
 }
 
 fn parse_port(text: &str) -> Option<u16> {
-    if text.is_empty()
-        || text.len() > 5
-        || text.starts_with('0')
-        || !text.bytes().all(|b| b.is_ascii_digit())
-    {
+    if text.is_empty() || text.len() > 5 || text.starts_with('0') || !text.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     text.parse().ok().filter(|p| *p != 0)
@@ -111,10 +99,7 @@ impl FromStr for Endpoint {
     type Err = EndpointError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let err = |why| EndpointError {
-            text: text.to_owned(),
-            why,
-        };
+        let err = |why| EndpointError { text: text.to_owned(), why };
         if text.len() > ENDPOINT_MAX_LENGTH as usize {
             return Err(err("too long"));
         }
@@ -152,11 +137,7 @@ impl fmt::Display for Endpoint {
 
 /// Parses a list of endpoints, naming the index of the first bad one.
 pub fn parse_list(items: &[String]) -> Result<Vec<Endpoint>, (usize, EndpointError)> {
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, s)| s.parse().map_err(|e| (i, e)))
-        .collect()
+    items.iter().enumerate().map(|(i, s)| s.parse().map_err(|e| (i, e))).collect()
 }
 
 #[cfg(test)]

@@ -57,29 +57,16 @@ pub const MAX_NODES: u32 = 256;
         json_path = ".status.bandwidthSummary",
         description = "Bandwidth promised / declared"
     ),
-    printcolumn(
-        name = "Streams",
-        type_ = "integer",
-        json_path = ".status.streams",
-        priority = 1
-    ),
+    printcolumn(name = "Streams", type_ = "integer", json_path = ".status.streams", priority = 1),
     printcolumn(name = "Impl", type_ = "string", json_path = ".spec.implementation"),
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
-    ),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(
         name = "Reason",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
         priority = 1
     ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct GatewaySpec {
@@ -185,10 +172,7 @@ pub struct PortRange {
 
 impl Default for PortRange {
     fn default() -> Self {
-        Self {
-            start: 5100,
-            end: 5200,
-        }
+        Self { start: 5100, end: 5200 }
     }
 }
 

@@ -21,6 +21,5 @@ pub use endpoint::{Endpoint, EndpointError, Host};
 pub use gateway::{Gateway, GatewaySpec, GatewayStatus, Implementation, PortRange, Reservation};
 pub use rate::{Rate, RateError};
 pub use stream_request::{
-    DataChannel, NodeAllocation, Phase, Role, SecretKeyRef, StreamRequest, StreamRequestSpec,
-    StreamRequestStatus,
+    DataChannel, NodeAllocation, Phase, Role, SecretKeyRef, StreamRequest, StreamRequestSpec, StreamRequestStatus,
 };

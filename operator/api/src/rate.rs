@@ -29,9 +29,7 @@ pub struct Rate(u64);
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RateError {
     /// The text does not follow the syntax.
-    #[error(
-        "{0:?} is not a rate; write a number with an optional SI prefix and bps, e.g. 10Gbps, 500Mbps or 2.5G"
-    )]
+    #[error("{0:?} is not a rate; write a number with an optional SI prefix and bps, e.g. 10Gbps, 500Mbps or 2.5G")]
     Syntax(String),
     /// The value is outside the accepted bounds.
     #[error("{0:?} is out of range; a rate must be between 1kbps and 10Tbps")]
@@ -56,10 +54,7 @@ impl Rate {
 
     /// SciStream 1.x clients send rates in kb/s (`Request.rate`); 0 or negative means unset.
     pub fn from_legacy_kbps(kbps: i32) -> Option<Self> {
-        u64::try_from(kbps)
-            .ok()
-            .filter(|k| *k > 0)
-            .map(|k| Self(k * 1_000))
+        u64::try_from(kbps).ok().filter(|k| *k > 0).map(|k| Self(k * 1_000))
     }
 
     /// Sum of two rates, saturating.
@@ -87,18 +82,14 @@ impl FromStr for Rate {
             _ => (body, 1),
         };
         let (int_part, frac_part) = number.split_once('.').unwrap_or((number, ""));
-        let digits = |s: &str, max: usize| {
-            !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_digit())
-        };
+        let digits = |s: &str, max: usize| !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_digit());
         if !digits(int_part, 7) || (number.contains('.') && !digits(frac_part, 6)) {
             return Err(syntax());
         }
         // Exact decimal arithmetic: value = int.frac * multiplier, in u128 (no overflow:
         // at most 13 digits times 10^12 times 10^6).
         let scale = 10u128.pow(frac_part.len() as u32);
-        let mantissa: u128 = format!("{int_part}{frac_part}")
-            .parse()
-            .map_err(|_| syntax())?;
+        let mantissa: u128 = format!("{int_part}{frac_part}").parse().map_err(|_| syntax())?;
         let bps = mantissa * multiplier / scale;
         let bps = u64::try_from(bps).map_err(|_| RateError::OutOfRange(text.to_owned()))?;
         if !(MIN_RATE_BPS..=MAX_RATE_BPS).contains(&bps) {
@@ -111,12 +102,8 @@ impl FromStr for Rate {
 impl fmt::Display for Rate {
     /// Shortest exact form with the largest SI prefix: `10Gbps`, `2.5Gbps`, `1234bps`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const PREFIXES: [(u64, &str); 4] = [
-            (1_000_000_000_000, "T"),
-            (1_000_000_000, "G"),
-            (1_000_000, "M"),
-            (1_000, "k"),
-        ];
+        const PREFIXES: [(u64, &str); 4] =
+            [(1_000_000_000_000, "T"), (1_000_000_000, "G"), (1_000_000, "M"), (1_000, "k")];
         for (scale, prefix) in PREFIXES {
             if self.0 >= scale {
                 let int = self.0 / scale;
@@ -205,13 +192,8 @@ mod tests {
 
     #[test]
     fn refuses_bad_syntax_and_bounds() {
-        for bad in [
-            "", "G", "10 Gbps", "10gbps", "1.Gbps", ".5G", "-1G", "10Gibps", "1e9", "10Gb",
-        ] {
-            assert!(
-                matches!(bad.parse::<Rate>(), Err(RateError::Syntax(_))),
-                "{bad}"
-            );
+        for bad in ["", "G", "10 Gbps", "10gbps", "1.Gbps", ".5G", "-1G", "10Gibps", "1e9", "10Gb"] {
+            assert!(matches!(bad.parse::<Rate>(), Err(RateError::Syntax(_))), "{bad}");
         }
         for out in ["999", "0", "11T", "0.0000001k"] {
             assert!(
@@ -220,10 +202,7 @@ mod tests {
                 "{out}"
             );
         }
-        assert!(matches!(
-            "11T".parse::<Rate>(),
-            Err(RateError::OutOfRange(_))
-        ));
+        assert!(matches!("11T".parse::<Rate>(), Err(RateError::OutOfRange(_))));
     }
 
     #[test]
@@ -236,10 +215,7 @@ mod tests {
 
     #[test]
     fn legacy_kbps() {
-        assert_eq!(
-            Rate::from_legacy_kbps(10_000),
-            Some(Rate::from_bps(10_000_000))
-        );
+        assert_eq!(Rate::from_legacy_kbps(10_000), Some(Rate::from_bps(10_000_000)));
         assert_eq!(Rate::from_legacy_kbps(0), None);
         assert_eq!(Rate::from_legacy_kbps(-5), None);
     }

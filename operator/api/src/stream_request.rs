@@ -12,8 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::{endpoint::ENDPOINT_PATTERN, rate::DURATION_PATTERN, rate::RATE_PATTERN};
 
 /// Pattern of a stream id: a lowercase UUID.
-pub const STREAM_ID_PATTERN: &str =
-    r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$";
+pub const STREAM_ID_PATTERN: &str = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$";
 /// Most connections (and listeners) one stream may ask for.
 pub const MAX_CONNECTIONS: i32 = 256;
 /// Longest PEM certificate accepted in `spec.peerCertificate`.
@@ -45,12 +44,7 @@ pub const MAX_CERTIFICATE_LENGTH: u32 = 16_384;
         description = "Stream id shared by both sides"
     ),
     printcolumn(name = "Role", type_ = "string", json_path = ".spec.role"),
-    printcolumn(
-        name = "Gateway",
-        type_ = "string",
-        json_path = ".spec.gateway",
-        priority = 1
-    ),
+    printcolumn(name = "Gateway", type_ = "string", json_path = ".spec.gateway", priority = 1),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(
         name = "Listeners",
@@ -58,12 +52,7 @@ pub const MAX_CERTIFICATE_LENGTH: u32 = 16_384;
         json_path = ".status.listeners",
         description = "Where the other party connects"
     ),
-    printcolumn(
-        name = "Conns",
-        type_ = "integer",
-        json_path = ".spec.numConnections",
-        priority = 1
-    ),
+    printcolumn(name = "Conns", type_ = "integer", json_path = ".spec.numConnections", priority = 1),
     printcolumn(name = "Rate", type_ = "string", json_path = ".spec.rate"),
     printcolumn(
         name = "Reason",
@@ -71,11 +60,7 @@ pub const MAX_CERTIFICATE_LENGTH: u32 = 16_384;
         json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
         priority = 1
     ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
@@ -275,6 +260,10 @@ pub struct NodeAllocation {
     /// Ports held on that node, in listener order.
     #[schemars(length(max = MAX_CONNECTIONS))]
     pub ports: Vec<i32>,
+    /// Port of the relay's metrics and health endpoint on that node (S2ds relays only),
+    /// held like a listener port so no other stream binds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_port: Option<i32>,
 }
 
 /// Bytes moved by the stream's relays.
@@ -306,8 +295,8 @@ pub struct StreamRequestStatus {
     #[schemars(length(max = MAX_CONNECTIONS))]
     pub listeners: Vec<String>,
 
-    /// Producer side: the producer application's endpoints, from its Hello (or
-    /// `spec.targets`).
+    /// Producer side: the producer application's endpoints, recorded from its Hello by the
+    /// control endpoint. (With static `spec.targets` no Hello is needed and this stays empty.)
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = MAX_CONNECTIONS))]
     pub prod_listeners: Vec<String>,

@@ -15,10 +15,7 @@ fn committed_crds_match_the_types() {
         committed.sort();
         let mut generated: Vec<String> = files.iter().map(|f| f.file_name.clone()).collect();
         generated.sort();
-        assert_eq!(
-            committed, generated,
-            "{dir}/ holds other files than the generated CRDs"
-        );
+        assert_eq!(committed, generated, "{dir}/ holds other files than the generated CRDs");
         for file in &files {
             let on_disk = std::fs::read_to_string(root.join(dir).join(&file.file_name)).unwrap();
             assert!(
@@ -41,11 +38,7 @@ fn every_schema_property_is_documented() {
                 if name == "metadata" || path.ends_with(".conditions[]") {
                     continue;
                 }
-                if child
-                    .get("description")
-                    .and_then(|d| d.as_str())
-                    .is_none_or(str::is_empty)
-                {
+                if child.get("description").and_then(|d| d.as_str()).is_none_or(str::is_empty) {
                     missing.push(child_path.clone());
                 }
                 walk(&child_path, child, missing);
@@ -57,20 +50,10 @@ fn every_schema_property_is_documented() {
     }
     use kube::CustomResourceExt;
     let mut missing = Vec::new();
-    for crd in [
-        scistream_api::Gateway::crd(),
-        scistream_api::StreamRequest::crd(),
-    ] {
-        let schema = serde_json::to_value(
-            crd.spec.versions[0]
-                .schema
-                .as_ref()
-                .unwrap()
-                .open_api_v3_schema
-                .as_ref()
-                .unwrap(),
-        )
-        .unwrap();
+    for crd in [scistream_api::Gateway::crd(), scistream_api::StreamRequest::crd()] {
+        let schema =
+            serde_json::to_value(crd.spec.versions[0].schema.as_ref().unwrap().open_api_v3_schema.as_ref().unwrap())
+                .unwrap();
         walk(&crd.spec.names.kind, &schema, &mut missing);
     }
     assert!(missing.is_empty(), "undocumented fields: {missing:#?}");

@@ -89,18 +89,12 @@ pub enum PlanError {
 }
 
 /// The relay mode for a side, or why its gateway cannot serve it.
-pub fn mode(
-    role: Role,
-    channel: DataChannel,
-    implementation: Implementation,
-) -> Result<RelayMode, PlanError> {
+pub fn mode(role: Role, channel: DataChannel, implementation: Implementation) -> Result<RelayMode, PlanError> {
     match (implementation, channel) {
-        (Implementation::Haproxy | Implementation::Nginx, DataChannel::MutualTLS) => {
-            Err(PlanError::Unsupported {
-                implementation,
-                why: "relays plain TCP only; set spec.dataChannel: Plain (data crosses the WAN unencrypted) or use a gateway with implementation S2ds or Stunnel",
-            })
-        }
+        (Implementation::Haproxy | Implementation::Nginx, DataChannel::MutualTLS) => Err(PlanError::Unsupported {
+            implementation,
+            why: "relays plain TCP only; set spec.dataChannel: Plain (data crosses the WAN unencrypted) or use a gateway with implementation S2ds or Stunnel",
+        }),
         (Implementation::Stunnel, DataChannel::Plain) => Err(PlanError::Unsupported {
             implementation,
             why: "always encrypts; set spec.dataChannel: MutualTLS or use a gateway with implementation S2ds, Haproxy or Nginx",
@@ -130,15 +124,10 @@ pub fn listeners(
 ) -> Result<Vec<Endpoint>, PlanError> {
     let mut out = Vec::new();
     for a in allocations {
-        let addr = addresses
-            .get(&a.node)
-            .ok_or_else(|| PlanError::NoAddress(a.node.clone()))?;
+        let addr = addresses.get(&a.node).ok_or_else(|| PlanError::NoAddress(a.node.clone()))?;
         for &port in &a.ports {
             let port = u16::try_from(port).map_err(|_| PlanError::NoAddress(a.node.clone()))?;
-            out.push(Endpoint {
-                host: Host::Ip(listen_ip(role, *addr)),
-                port,
-            });
+            out.push(Endpoint { host: Host::Ip(listen_ip(role, *addr)), port });
         }
     }
     Ok(out)
@@ -163,20 +152,11 @@ pub fn plan(
     for a in allocations {
         let mut routes = Vec::new();
         for _ in &a.ports {
-            routes.push(Route {
-                index,
-                listen: all[index].clone(),
-                target: targets[index % targets.len()].clone(),
-            });
+            routes.push(Route { index, listen: all[index].clone(), target: targets[index % targets.len()].clone() });
             index += 1;
         }
         let share = Rate::from_bps(rate.bps().saturating_mul(routes.len() as u64) / total);
-        relays.push(NodeRelay {
-            node: a.node.clone(),
-            mode,
-            routes,
-            rate: share,
-        });
+        relays.push(NodeRelay { node: a.node.clone(), mode, routes, rate: share });
     }
     Ok(relays)
 }
@@ -189,17 +169,11 @@ mod tests {
         let mut m = BTreeMap::new();
         m.insert(
             "gw-a".to_owned(),
-            NodeAddresses {
-                wan: "198.51.100.1".parse().unwrap(),
-                lan: "192.0.2.1".parse().unwrap(),
-            },
+            NodeAddresses { wan: "198.51.100.1".parse().unwrap(), lan: "192.0.2.1".parse().unwrap() },
         );
         m.insert(
             "gw-b".to_owned(),
-            NodeAddresses {
-                wan: "198.51.100.2".parse().unwrap(),
-                lan: "192.0.2.2".parse().unwrap(),
-            },
+            NodeAddresses { wan: "198.51.100.2".parse().unwrap(), lan: "192.0.2.2".parse().unwrap() },
         );
         m
     }
@@ -211,31 +185,16 @@ mod tests {
     #[test]
     fn round_robin_over_targets_across_nodes() {
         let allocations = vec![
-            NodeAllocation {
-                node: "gw-a".into(),
-                ports: vec![5100, 5101],
-            },
-            NodeAllocation {
-                node: "gw-b".into(),
-                ports: vec![5100, 5101, 5102],
-            },
+            NodeAllocation { node: "gw-a".into(), ports: vec![5100, 5101], metrics_port: None },
+            NodeAllocation { node: "gw-b".into(), ports: vec![5100, 5101, 5102], metrics_port: None },
         ];
         let targets = [ep("10.1.0.1:7000"), ep("10.1.0.2:7000")];
-        let relays = plan(
-            Role::Producer,
-            RelayMode::TlsServer,
-            &allocations,
-            &addrs(),
-            &targets,
-            Rate::from_bps(5_000),
-        )
-        .unwrap();
+        let relays =
+            plan(Role::Producer, RelayMode::TlsServer, &allocations, &addrs(), &targets, Rate::from_bps(5_000))
+                .unwrap();
         assert_eq!(relays.len(), 2);
         let b = &relays[1];
-        assert_eq!(
-            b.routes.iter().map(|r| r.index).collect::<Vec<_>>(),
-            vec![2, 3, 4]
-        );
+        assert_eq!(b.routes.iter().map(|r| r.index).collect::<Vec<_>>(), vec![2, 3, 4]);
         assert_eq!(b.routes[0].target, targets[0]);
         assert_eq!(b.routes[1].target, targets[1]);
         assert_eq!(b.routes[0].listen, ep("198.51.100.2:5100"));
@@ -244,55 +203,28 @@ mod tests {
 
     #[test]
     fn consumer_listens_on_the_lan() {
-        let allocations = vec![NodeAllocation {
-            node: "gw-a".into(),
-            ports: vec![5105],
-        }];
-        assert_eq!(
-            listeners(Role::Consumer, &allocations, &addrs()).unwrap(),
-            vec![ep("192.0.2.1:5105")]
-        );
+        let allocations = vec![NodeAllocation { node: "gw-a".into(), ports: vec![5105], metrics_port: None }];
+        assert_eq!(listeners(Role::Consumer, &allocations, &addrs()).unwrap(), vec![ep("192.0.2.1:5105")]);
     }
 
     #[test]
     fn modes_and_unsupported_combinations() {
         use DataChannel::*;
         use Implementation::*;
-        assert_eq!(
-            mode(Role::Producer, MutualTLS, S2ds),
-            Ok(RelayMode::TlsServer)
-        );
-        assert_eq!(
-            mode(Role::Consumer, MutualTLS, Stunnel),
-            Ok(RelayMode::TlsClient)
-        );
+        assert_eq!(mode(Role::Producer, MutualTLS, S2ds), Ok(RelayMode::TlsServer));
+        assert_eq!(mode(Role::Consumer, MutualTLS, Stunnel), Ok(RelayMode::TlsClient));
         assert_eq!(mode(Role::Consumer, Plain, Nginx), Ok(RelayMode::Plain));
-        let err = mode(Role::Producer, MutualTLS, Haproxy)
-            .unwrap_err()
-            .to_string();
+        let err = mode(Role::Producer, MutualTLS, Haproxy).unwrap_err().to_string();
         assert!(err.contains("set spec.dataChannel: Plain"), "{err}");
         assert!(mode(Role::Producer, Plain, Stunnel).is_err());
     }
 
     #[test]
     fn unknown_node_address_and_no_targets_are_errors() {
-        let allocations = vec![NodeAllocation {
-            node: "gw-z".into(),
-            ports: vec![5100],
-        }];
+        let allocations = vec![NodeAllocation { node: "gw-z".into(), ports: vec![5100], metrics_port: None }];
+        assert_eq!(listeners(Role::Producer, &allocations, &addrs()), Err(PlanError::NoAddress("gw-z".into())));
         assert_eq!(
-            listeners(Role::Producer, &allocations, &addrs()),
-            Err(PlanError::NoAddress("gw-z".into()))
-        );
-        assert_eq!(
-            plan(
-                Role::Producer,
-                RelayMode::Plain,
-                &allocations,
-                &addrs(),
-                &[],
-                Rate::default()
-            ),
+            plan(Role::Producer, RelayMode::Plain, &allocations, &addrs(), &[], Rate::default()),
             Err(PlanError::NoTargets)
         );
     }

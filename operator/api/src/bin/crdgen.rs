@@ -7,10 +7,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let check = args.iter().any(|a| a == "--check");
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let targets = [
-        root.join("crds"),
-        root.join("charts/scistream-operator/crds"),
-    ];
+    let targets = [root.join("crds"), root.join("charts/scistream-operator/crds")];
     let files = match scistream_api::crdgen::render() {
         Ok(files) => files,
         Err(e) => {
@@ -28,9 +25,7 @@ fn main() -> ExitCode {
             }
             if check {
                 stale.push(path.display().to_string());
-            } else if let Err(e) =
-                std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&path, &file.yaml))
-            {
+            } else if let Err(e) = std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&path, &file.yaml)) {
                 eprintln!("crdgen: cannot write {}: {e}", path.display());
                 return ExitCode::FAILURE;
             } else {

@@ -27,17 +27,8 @@ impl Admission {
     pub fn new() -> Self {
         let mut schemas = BTreeMap::new();
         for crd in [Gateway::crd(), StreamRequest::crd()] {
-            let schema = crd.spec.versions[0]
-                .schema
-                .as_ref()
-                .unwrap()
-                .open_api_v3_schema
-                .as_ref()
-                .unwrap();
-            schemas.insert(
-                crd.spec.names.kind.clone(),
-                serde_json::to_value(schema).unwrap(),
-            );
+            let schema = crd.spec.versions[0].schema.as_ref().unwrap().open_api_v3_schema.as_ref().unwrap();
+            schemas.insert(crd.spec.names.kind.clone(), serde_json::to_value(schema).unwrap());
         }
         Self { schemas }
     }
@@ -45,16 +36,10 @@ impl Admission {
     /// Causes for `new` (an update of `old` when given), in the API server's wording.
     pub fn check(&self, new: &Value, old: Option<&Value>) -> Vec<String> {
         let kind = new["kind"].as_str().unwrap_or_default();
-        let schema = self
-            .schemas
-            .get(kind)
-            .unwrap_or_else(|| panic!("not our kind: {kind}"));
+        let schema = self.schemas.get(kind).unwrap_or_else(|| panic!("not our kind: {kind}"));
         let defaulted = kube::core::cel::apply_defaults(schema, new);
         let validator = jsonschema::validator_for(schema).expect("schema compiles");
-        let structural: Vec<String> = validator
-            .iter_errors(&defaulted)
-            .map(|e| describe(&e, &defaulted))
-            .collect();
+        let structural: Vec<String> = validator.iter_errors(&defaulted).map(|e| describe(&e, &defaulted)).collect();
         if !structural.is_empty() {
             return structural;
         }
@@ -94,55 +79,31 @@ fn k8s_path(pointer: &str) -> String {
 }
 
 fn lookup<'a>(root: &'a Value, path: &str) -> Option<&'a Value> {
-    let pointer: String = path
-        .replace('[', ".")
-        .replace(']', "")
-        .split('.')
-        .filter(|s| !s.is_empty())
-        .map(|s| format!("/{s}"))
-        .collect();
+    let pointer: String =
+        path.replace('[', ".").replace(']', "").split('.').filter(|s| !s.is_empty()).map(|s| format!("/{s}")).collect();
     root.pointer(&pointer)
 }
 
 fn describe(err: &jsonschema::ValidationError<'_>, root: &Value) -> String {
     let path = k8s_path(err.instance_path().as_str());
-    let value = root
-        .pointer(err.instance_path().as_str())
-        .cloned()
-        .unwrap_or(Value::Null);
+    let value = root.pointer(err.instance_path().as_str()).cloned().unwrap_or(Value::Null);
     match err.kind() {
         ValidationErrorKind::Required { property } => {
             let child = property.as_str().unwrap_or_default();
-            let full = if path.is_empty() {
-                child.to_owned()
-            } else {
-                format!("{path}.{child}")
-            };
+            let full = if path.is_empty() { child.to_owned() } else { format!("{path}.{child}") };
             format!("{full}: Required value")
         }
         ValidationErrorKind::Enum { options } => {
-            let supported: Vec<String> = options
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|o| o.to_string())
-                .collect();
-            format!(
-                "{path}: Unsupported value: {value}: supported values: {}",
-                supported.join(", ")
-            )
+            let supported: Vec<String> = options.as_array().into_iter().flatten().map(|o| o.to_string()).collect();
+            format!("{path}: Unsupported value: {value}: supported values: {}", supported.join(", "))
         }
         ValidationErrorKind::Maximum { limit } => {
             let limit = integral(limit);
-            format!(
-                "{path}: Invalid value: {value}: {path} in body should be less than or equal to {limit}"
-            )
+            format!("{path}: Invalid value: {value}: {path} in body should be less than or equal to {limit}")
         }
         ValidationErrorKind::Minimum { limit } => {
             let limit = integral(limit);
-            format!(
-                "{path}: Invalid value: {value}: {path} in body should be greater than or equal to {limit}"
-            )
+            format!("{path}: Invalid value: {value}: {path} in body should be greater than or equal to {limit}")
         }
         ValidationErrorKind::Pattern { pattern } => {
             format!("{path}: Invalid value: {value}: {path} in body should match '{pattern}'")
@@ -159,15 +120,11 @@ fn describe(err: &jsonschema::ValidationError<'_>, root: &Value) -> String {
             format!("{path}: Too long: may not be more than {limit} bytes")
         }
         ValidationErrorKind::MinLength { limit } => {
-            format!(
-                "{path}: Invalid value: {value}: {path} in body should be at least {limit} chars long"
-            )
+            format!("{path}: Invalid value: {value}: {path} in body should be at least {limit} chars long")
         }
         ValidationErrorKind::MinProperties { limit } => {
             let n = value.as_object().map_or(0, |m| m.len());
-            format!(
-                "{path}: Invalid value: {n}: {path} in body should have at least {limit} properties"
-            )
+            format!("{path}: Invalid value: {n}: {path} in body should have at least {limit} properties")
         }
         ValidationErrorKind::MaxProperties { limit } => {
             let n = value.as_object().map_or(0, |m| m.len());
@@ -191,37 +148,24 @@ fn integral(limit: &Value) -> String {
 /// Reads every fixture under `dir`: `# expect:` lines, then one document (create) or two
 /// (stored object, then the update).
 pub fn fixtures(dir: &std::path::Path) -> Vec<Fixture> {
-    let mut paths: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let mut paths: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
     paths.sort();
     paths
         .into_iter()
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
         .map(|path| {
             let text = std::fs::read_to_string(&path).unwrap();
-            let expect: Vec<String> = text
-                .lines()
-                .filter_map(|l| l.strip_prefix("# expect: "))
-                .map(str::to_owned)
-                .collect();
+            let expect: Vec<String> =
+                text.lines().filter_map(|l| l.strip_prefix("# expect: ")).map(str::to_owned).collect();
             let mut docs: Vec<Value> = text
                 .split("\n---\n")
-                .map(|d| {
-                    serde_yaml::from_str(d).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-                })
+                .map(|d| serde_yaml::from_str(d).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
                 .collect();
             let new = docs.pop().unwrap();
             let old = docs.pop();
             let name = path.file_stem().unwrap().to_string_lossy().into_owned();
             assert!(!expect.is_empty(), "{name} has no `# expect:` line");
-            Fixture {
-                name,
-                expect,
-                old,
-                new,
-            }
+            Fixture { name, expect, old, new }
         })
         .collect()
 }
@@ -229,22 +173,13 @@ pub fn fixtures(dir: &std::path::Path) -> Vec<Fixture> {
 /// Reads every object of every YAML file under `dir` (multi-document files included).
 pub fn objects(dir: &std::path::Path) -> Vec<(String, Value)> {
     let mut out = Vec::new();
-    let mut paths: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let mut paths: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
     paths.sort();
-    for path in paths
-        .into_iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-    {
+    for path in paths.into_iter().filter(|p| p.extension().is_some_and(|e| e == "yaml")) {
         let text = std::fs::read_to_string(&path).unwrap();
         for doc in serde_yaml::Deserializer::from_str(&text) {
             let value = <Value as serde::Deserialize>::deserialize(doc).unwrap();
-            out.push((
-                path.file_name().unwrap().to_string_lossy().into_owned(),
-                value,
-            ));
+            out.push((path.file_name().unwrap().to_string_lossy().into_owned(), value));
         }
     }
     out

@@ -29,6 +29,8 @@ pub struct Demand {
     pub connections: usize,
     /// Bandwidth to promise.
     pub rate: Rate,
+    /// Whether each node used also needs a port for the relay's metrics endpoint.
+    pub metrics_port: bool,
 }
 
 /// A gateway's capacity as the allocator sees it.
@@ -51,17 +53,17 @@ pub enum AllocError {
     #[error("the gateway has no ready gateway node with WAN and LAN addresses")]
     NoReadyNodes,
     /// Not enough free ports over all usable nodes.
-    #[error("needs {needed} ports, {}", describe_free(free))]
+    #[error("needs {needed} ports{}, {}", if *per_node > 0 { " plus 1 per node for the relay's metrics" } else { "" }, describe_free(free))]
     PortsExhausted {
         /// Ports asked for.
         needed: usize,
+        /// Extra ports needed on every node used.
+        per_node: usize,
         /// Free ports per usable node.
         free: Vec<(String, usize)>,
     },
     /// Not enough undeclared bandwidth.
-    #[error(
-        "needs {requested}, but {promised} of the gateway's {declared} is already promised ({available} left)"
-    )]
+    #[error("needs {requested}, but {promised} of the gateway's {declared} is already promised ({available} left)")]
     BandwidthExhausted {
         /// Rate asked for.
         requested: Rate,
@@ -78,10 +80,7 @@ fn describe_free(free: &[(String, usize)]) -> String {
     if free.is_empty() {
         return "no node is usable".to_owned();
     }
-    free.iter()
-        .map(|(n, f)| format!("{f} free on {n}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+    free.iter().map(|(n, f)| format!("{f} free on {n}")).collect::<Vec<_>>().join(", ")
 }
 
 /// Invariant violations found in a stored reservation list.
@@ -120,9 +119,7 @@ pub fn used_ports(reservations: &[Reservation]) -> BTreeMap<&str, BTreeSet<i32>>
     let mut used: BTreeMap<&str, BTreeSet<i32>> = BTreeMap::new();
     for r in reservations {
         for a in &r.nodes {
-            used.entry(a.node.as_str())
-                .or_default()
-                .extend(a.ports.iter().copied());
+            used.entry(a.node.as_str()).or_default().extend(a.ports.iter().chain(&a.metrics_port).copied());
         }
     }
     used
@@ -130,10 +127,7 @@ pub fn used_ports(reservations: &[Reservation]) -> BTreeMap<&str, BTreeSet<i32>>
 
 /// Bandwidth promised by all reservations.
 pub fn promised(reservations: &[Reservation]) -> Rate {
-    let bps: u64 = reservations
-        .iter()
-        .map(|r| u64::try_from(r.bandwidth_bps).unwrap_or(0))
-        .sum();
+    let bps: u64 = reservations.iter().map(|r| u64::try_from(r.bandwidth_bps).unwrap_or(0)).sum();
     Rate::from_bps(bps)
 }
 
@@ -142,7 +136,7 @@ pub fn check(reservations: &[Reservation], range: Option<PortRange>) -> Result<(
     let mut holders: BTreeMap<(&str, i32), &str> = BTreeMap::new();
     for r in reservations {
         for a in &r.nodes {
-            for &port in &a.ports {
+            for &port in a.ports.iter().chain(&a.metrics_port) {
                 if let Some(range) = range
                     && !(range.start..=range.end).contains(&port)
                 {
@@ -170,15 +164,24 @@ pub fn check(reservations: &[Reservation], range: Option<PortRange>) -> Result<(
 
 fn free_ports(cap: &Capacity<'_>, used: &BTreeMap<&str, BTreeSet<i32>>, node: &str) -> Vec<i32> {
     let held = used.get(node);
-    (cap.port_range.start..=cap.port_range.end)
-        .filter(|p| held.is_none_or(|h| !h.contains(p)))
-        .collect()
+    (cap.port_range.start..=cap.port_range.end).filter(|p| held.is_none_or(|h| !h.contains(p))).collect()
 }
 
-/// Chooses `count` ports on `nodes` (least loaded node that fits, else striped).
+/// Takes `take` data ports (and the metrics port, when asked) from a node's free ports.
+fn take(node: &str, free: &[i32], take: usize, per_node: usize) -> NodeAllocation {
+    NodeAllocation {
+        node: node.to_owned(),
+        ports: free[..take].to_vec(),
+        metrics_port: (per_node > 0).then(|| free[take]),
+    }
+}
+
+/// Chooses `count` ports on the usable nodes (least loaded node that fits, else striped),
+/// plus `per_node` extra ports (0 or 1) on every node used.
 fn place(
     cap: &Capacity<'_>,
     count: usize,
+    per_node: usize,
     exclude: Option<&str>,
 ) -> Result<Vec<NodeAllocation>, AllocError> {
     let used = used_ports(cap.reservations);
@@ -186,33 +189,23 @@ fn place(
         .nodes
         .iter()
         .filter(|n| Some(n.as_str()) != exclude)
-        .map(|n| {
-            (
-                n,
-                free_ports(cap, &used, n),
-                used.get(n.as_str()).map_or(0, BTreeSet::len),
-            )
-        })
+        .map(|n| (n, free_ports(cap, &used, n), used.get(n.as_str()).map_or(0, BTreeSet::len)))
         .collect();
     if candidates.is_empty() {
         return Err(AllocError::NoReadyNodes);
     }
     // Least loaded first; ties by name, so the choice is deterministic.
     candidates.sort_by(|a, b| a.2.cmp(&b.2).then_with(|| a.0.cmp(b.0)));
-    if let Some((node, free, _)) = candidates.iter().find(|(_, free, _)| free.len() >= count) {
-        return Ok(vec![NodeAllocation {
-            node: (*node).clone(),
-            ports: free[..count].to_vec(),
-        }]);
+    if let Some((node, free, _)) = candidates.iter().find(|(_, free, _)| free.len() >= count + per_node) {
+        return Ok(vec![take(node, free, count, per_node)]);
     }
-    let total: usize = candidates.iter().map(|c| c.1.len()).sum();
+    let usable = |free: &Vec<i32>| free.len().saturating_sub(per_node);
+    let total: usize = candidates.iter().map(|c| usable(&c.1)).sum();
     if total < count {
         return Err(AllocError::PortsExhausted {
             needed: count,
-            free: candidates
-                .iter()
-                .map(|c| (c.0.clone(), c.1.len()))
-                .collect(),
+            per_node,
+            free: candidates.iter().map(|c| (c.0.clone(), c.1.len())).collect(),
         });
     }
     // Stripe: nodes with the most free ports first.
@@ -220,16 +213,10 @@ fn place(
     let mut remaining = count;
     let mut out = Vec::new();
     for (node, free, _) in candidates {
-        if remaining == 0 {
-            break;
-        }
-        let take = remaining.min(free.len());
-        if take > 0 {
-            out.push(NodeAllocation {
-                node: node.clone(),
-                ports: free[..take].to_vec(),
-            });
-            remaining -= take;
+        let n = remaining.min(usable(&free));
+        if n > 0 {
+            out.push(take(node, &free, n, per_node));
+            remaining -= n;
         }
     }
     Ok(out)
@@ -251,7 +238,7 @@ pub fn reserve(cap: &Capacity<'_>, demand: &Demand) -> Result<Reservation, Alloc
             available,
         });
     }
-    let nodes = place(cap, demand.connections, None)?;
+    let nodes = place(cap, demand.connections, usize::from(demand.metrics_port), None)?;
     Ok(Reservation {
         request: demand.request.clone(),
         stream_id: demand.stream_id.clone(),
@@ -263,49 +250,30 @@ pub fn reserve(cap: &Capacity<'_>, demand: &Demand) -> Result<Reservation, Alloc
 
 /// The reservation list with `uid`'s holding removed (unchanged if it holds nothing).
 pub fn release(reservations: &[Reservation], uid: &str) -> Vec<Reservation> {
-    reservations
-        .iter()
-        .filter(|r| r.uid != uid)
-        .cloned()
-        .collect()
+    reservations.iter().filter(|r| r.uid != uid).cloned().collect()
 }
 
 /// Moves the share of `uid`'s reservation held on `lost_node` to other usable nodes, keeping
 /// the ports on surviving nodes (so their listeners do not change). Returns the new
 /// reservation; the caller replaces the old one.
-pub fn relocate(
-    cap: &Capacity<'_>,
-    uid: &str,
-    lost_node: &str,
-) -> Result<Option<Reservation>, AllocError> {
+pub fn relocate(cap: &Capacity<'_>, uid: &str, lost_node: &str) -> Result<Option<Reservation>, AllocError> {
     let Some(current) = cap.reservations.iter().find(|r| r.uid == uid) else {
         return Ok(None);
     };
-    let lost: usize = current
-        .nodes
-        .iter()
-        .filter(|a| a.node == lost_node)
-        .map(|a| a.ports.len())
-        .sum();
+    let lost: usize = current.nodes.iter().filter(|a| a.node == lost_node).map(|a| a.ports.len()).sum();
     if lost == 0 {
         return Ok(Some(current.clone()));
     }
     let mut kept = current.clone();
     kept.nodes.retain(|a| a.node != lost_node);
-    let others: Vec<Reservation> = cap
-        .reservations
-        .iter()
-        .filter(|r| r.uid != uid)
-        .cloned()
-        .chain([kept.clone()])
-        .collect();
-    let view = Capacity {
-        reservations: &others,
-        ..cap.clone()
-    };
-    let moved = place(&view, lost, Some(lost_node))?;
+    let others: Vec<Reservation> =
+        cap.reservations.iter().filter(|r| r.uid != uid).cloned().chain([kept.clone()]).collect();
+    let view = Capacity { reservations: &others, ..cap.clone() };
+    let per_node = usize::from(current.nodes.iter().any(|a| a.metrics_port.is_some()));
+    let moved = place(&view, lost, per_node, Some(lost_node))?;
     for m in moved {
         match kept.nodes.iter_mut().find(|a| a.node == m.node) {
+            // The node already runs this stream's relay: reuse its metrics port, free the new one.
             Some(existing) => existing.ports.extend(m.ports),
             None => kept.nodes.push(m),
         }

@@ -12,20 +12,13 @@ fn demand(uid: &str, connections: usize, gbps: u64) -> Demand {
         uid: uid.to_owned(),
         connections,
         rate: Rate::from_bps(gbps * 1_000_000_000),
+        metrics_port: false,
     }
 }
 
-fn cap<'a>(
-    nodes: &'a [String],
-    reservations: &'a [Reservation],
-    ports: (i32, i32),
-    gbps: u64,
-) -> Capacity<'a> {
+fn cap<'a>(nodes: &'a [String], reservations: &'a [Reservation], ports: (i32, i32), gbps: u64) -> Capacity<'a> {
     Capacity {
-        port_range: PortRange {
-            start: ports.0,
-            end: ports.1,
-        },
+        port_range: PortRange { start: ports.0, end: ports.1 },
         bandwidth: Rate::from_bps(gbps * 1_000_000_000),
         nodes,
         reservations,
@@ -38,19 +31,13 @@ fn fits_on_the_least_loaded_node() {
     let first = reserve(&cap(&n, &[], (5100, 5109), 100), &demand("1", 3, 1)).unwrap();
     assert_eq!(
         first.nodes,
-        vec![NodeAllocation {
-            node: "gw-a".into(),
-            ports: vec![5100, 5101, 5102]
-        }]
+        vec![NodeAllocation { node: "gw-a".into(), ports: vec![5100, 5101, 5102], metrics_port: None }]
     );
     let held = vec![first];
     let second = reserve(&cap(&n, &held, (5100, 5109), 100), &demand("2", 3, 1)).unwrap();
     assert_eq!(
         second.nodes,
-        vec![NodeAllocation {
-            node: "gw-b".into(),
-            ports: vec![5100, 5101, 5102]
-        }]
+        vec![NodeAllocation { node: "gw-b".into(), ports: vec![5100, 5101, 5102], metrics_port: None }]
     );
 }
 
@@ -66,16 +53,9 @@ fn stripes_when_no_single_node_fits() {
 fn exhaustion_says_what_is_short() {
     let n = nodes(&["gw-a", "gw-b"]);
     let held = vec![reserve(&cap(&n, &[], (5100, 5104), 100), &demand("1", 5, 1)).unwrap()];
-    let held2 = [
-        held.clone(),
-        vec![reserve(&cap(&n, &held, (5100, 5104), 100), &demand("2", 2, 1)).unwrap()],
-    ]
-    .concat();
+    let held2 = [held.clone(), vec![reserve(&cap(&n, &held, (5100, 5104), 100), &demand("2", 2, 1)).unwrap()]].concat();
     let err = reserve(&cap(&n, &held2, (5100, 5104), 100), &demand("3", 5, 1)).unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "needs 5 ports, 3 free on gw-b, 0 free on gw-a"
-    );
+    assert_eq!(err.to_string(), "needs 5 ports, 3 free on gw-b, 0 free on gw-a");
 }
 
 #[test]
@@ -83,10 +63,7 @@ fn bandwidth_is_never_overpromised() {
     let n = nodes(&["gw-a"]);
     let held = vec![reserve(&cap(&n, &[], (5100, 5199), 10), &demand("1", 1, 8)).unwrap()];
     let err = reserve(&cap(&n, &held, (5100, 5199), 10), &demand("2", 1, 3)).unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "needs 3Gbps, but 8Gbps of the gateway's 10Gbps is already promised (2Gbps left)"
-    );
+    assert_eq!(err.to_string(), "needs 3Gbps, but 8Gbps of the gateway's 10Gbps is already promised (2Gbps left)");
     assert!(reserve(&cap(&n, &held, (5100, 5199), 10), &demand("3", 1, 2)).is_ok());
 }
 
@@ -99,11 +76,42 @@ fn reserve_is_idempotent_per_uid() {
 }
 
 #[test]
-fn no_nodes_is_its_own_error() {
+fn metrics_ports_are_held_per_node_used() {
+    let n = nodes(&["gw-a", "gw-b"]);
+    let with_metrics = |uid, c| Demand { metrics_port: true, ..demand(uid, c, 1) };
+    let one = reserve(&cap(&n, &[], (5100, 5104), 100), &with_metrics("1", 4)).unwrap();
     assert_eq!(
-        reserve(&cap(&[], &[], (5100, 5199), 10), &demand("1", 1, 1)),
-        Err(AllocError::NoReadyNodes)
+        one.nodes,
+        vec![NodeAllocation { node: "gw-a".into(), ports: vec![5100, 5101, 5102, 5103], metrics_port: Some(5104) }]
     );
+    // 5 connections do not fit with a metrics port on one 5-port node: striped, 4 + 1.
+    let striped = reserve(&cap(&n, &[], (5100, 5104), 100), &with_metrics("2", 5)).unwrap();
+    assert_eq!(
+        striped.nodes.iter().map(|a| (a.ports.len(), a.metrics_port.is_some())).collect::<Vec<_>>(),
+        vec![(4, true), (1, true)]
+    );
+    let err = reserve(&cap(&n, &[], (5100, 5104), 100), &with_metrics("3", 9)).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "needs 9 ports plus 1 per node for the relay's metrics, 5 free on gw-a, 5 free on gw-b"
+    );
+}
+
+/// Regression (found by `sequences_keep_the_invariants`): metrics ports were not counted as
+/// used, so the next stream on the node was given one as a listener port.
+#[test]
+fn a_metrics_port_is_never_given_to_another_stream() {
+    let n = nodes(&["gw-a"]);
+    let first = reserve(&cap(&n, &[], (5100, 5109), 100), &Demand { metrics_port: true, ..demand("1", 1, 1) }).unwrap();
+    assert_eq!(first.nodes[0].metrics_port, Some(5101));
+    let held = vec![first];
+    let second = reserve(&cap(&n, &held, (5100, 5109), 100), &demand("2", 2, 1)).unwrap();
+    assert_eq!(second.nodes[0].ports, vec![5102, 5103]);
+}
+
+#[test]
+fn no_nodes_is_its_own_error() {
+    assert_eq!(reserve(&cap(&[], &[], (5100, 5199), 10), &demand("1", 1, 1)), Err(AllocError::NoReadyNodes));
 }
 
 #[test]
@@ -114,20 +122,11 @@ fn relocation_keeps_surviving_ports() {
     let lost = r.nodes[0].node.clone();
     let survivor = r.nodes[1].clone();
     let held = vec![r];
-    let moved = relocate(&cap(&n, &held, (5100, 5102), 100), "1", &lost)
-        .unwrap()
-        .unwrap();
+    let moved = relocate(&cap(&n, &held, (5100, 5102), 100), "1", &lost).unwrap().unwrap();
     assert!(moved.nodes.iter().all(|a| a.node != lost));
     assert!(moved.nodes.contains(&survivor));
     assert_eq!(moved.nodes.iter().map(|a| a.ports.len()).sum::<usize>(), 5);
-    check(
-        &[moved],
-        Some(PortRange {
-            start: 5100,
-            end: 5102,
-        }),
-    )
-    .unwrap();
+    check(&[moved], Some(PortRange { start: 5100, end: 5102 })).unwrap();
 }
 
 #[test]
@@ -135,29 +134,13 @@ fn check_finds_double_holdings_and_strays() {
     let a = Reservation {
         request: "ns/a".into(),
         uid: "a".into(),
-        nodes: vec![NodeAllocation {
-            node: "n".into(),
-            ports: vec![5100],
-        }],
+        nodes: vec![NodeAllocation { node: "n".into(), ports: vec![5100], metrics_port: None }],
         ..Default::default()
     };
-    let b = Reservation {
-        request: "ns/b".into(),
-        uid: "b".into(),
-        ..a.clone()
-    };
+    let b = Reservation { request: "ns/b".into(), uid: "b".into(), ..a.clone() };
+    assert!(matches!(check(&[a.clone(), b], None), Err(Conflict::DoubleHeld { port: 5100, .. })));
     assert!(matches!(
-        check(&[a.clone(), b], None),
-        Err(Conflict::DoubleHeld { port: 5100, .. })
-    ));
-    assert!(matches!(
-        check(
-            &[a],
-            Some(PortRange {
-                start: 6000,
-                end: 6001
-            })
-        ),
+        check(&[a], Some(PortRange { start: 6000, end: 6001 })),
         Err(Conflict::OutOfRange { port: 5100, .. })
     ));
 }
@@ -168,6 +151,7 @@ enum Op {
         uid: u8,
         connections: usize,
         gbps: u64,
+        metrics: bool,
     },
     Release {
         uid: u8,
@@ -181,7 +165,7 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => (0u8..12, 1usize..8, 1u64..5).prop_map(|(uid, connections, gbps)| Op::Reserve { uid, connections, gbps }),
+        4 => (0u8..12, 1usize..8, 1u64..5, any::<bool>()).prop_map(|(uid, connections, gbps, metrics)| Op::Reserve { uid, connections, gbps, metrics }),
         3 => (0u8..12).prop_map(|uid| Op::Release { uid }),
         1 => Just(Op::Restart),
         1 => (0usize..3).prop_map(|node| Op::LoseNode { node }),
@@ -199,10 +183,11 @@ proptest! {
         let mut held: Vec<Reservation> = Vec::new();
         for op in ops {
             match op {
-                Op::Reserve { uid, connections, gbps } => {
+                Op::Reserve { uid, connections, gbps, metrics } => {
                     let c = cap(&usable, &held, (range.start, range.end), 12);
                     let before = held.len();
-                    if let Ok(r) = reserve(&c, &demand(&uid.to_string(), connections, gbps))
+                    let d = Demand { metrics_port: metrics, ..demand(&uid.to_string(), connections, gbps) };
+                    if let Ok(r) = reserve(&c, &d)
                         && !held.iter().any(|h| h.uid == r.uid)
                     {
                         prop_assert_eq!(r.nodes.iter().map(|a| a.ports.len()).sum::<usize>(), connections);

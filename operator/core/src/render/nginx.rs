@@ -7,10 +7,7 @@ use super::{RenderInput, Rendered, config_path};
 pub(super) fn render(input: &RenderInput<'_>) -> Rendered {
     const FILE: &str = "nginx.conf";
     let relay = input.relay;
-    let load = input
-        .nginx_stream_module
-        .map(|m| format!("load_module {m};\n"))
-        .unwrap_or_default();
+    let load = input.nginx_stream_module.map(|m| format!("load_module {m};\n")).unwrap_or_default();
     let mut text = format!(
         "# Nginx configuration for stream {}, rendered by scistream-operator.\n\
          # Plain TCP data channel: traffic between the gateways is not encrypted.\n\
@@ -44,12 +41,7 @@ pub(super) fn render(input: &RenderInput<'_>) -> Rendered {
     Rendered {
         file_name: FILE,
         text,
-        args: vec![
-            "-c".to_owned(),
-            config_path(input, FILE),
-            "-e".to_owned(),
-            "stderr".to_owned(),
-        ],
+        args: vec!["-c".to_owned(), config_path(input, FILE), "-e".to_owned(), "stderr".to_owned()],
         enforces_rate: true,
     }
 }

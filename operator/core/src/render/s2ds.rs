@@ -50,10 +50,7 @@ pub(super) fn render(input: &RenderInput<'_>) -> Rendered {
     let yaml = serde_yaml::to_string(&config).unwrap_or_default();
     Rendered {
         file_name: FILE,
-        text: format!(
-            "# s2ds configuration for stream {}, rendered by scistream-operator\n{yaml}",
-            input.stream_id
-        ),
+        text: format!("# s2ds configuration for stream {}, rendered by scistream-operator\n{yaml}", input.stream_id),
         args: vec!["--config".to_owned(), config_path(input, FILE)],
         enforces_rate: true,
     }

@@ -40,10 +40,5 @@ pub(super) fn render(input: &RenderInput<'_>) -> Rendered {
             target = route.target,
         );
     }
-    Rendered {
-        file_name: FILE,
-        text,
-        args: vec![config_path(input, FILE)],
-        enforces_rate: false,
-    }
+    Rendered { file_name: FILE, text, args: vec![config_path(input, FILE)], enforces_rate: false }
 }

@@ -27,21 +27,13 @@ fn relay(mode: RelayMode, listens: &[&str], targets: &[&str], rate: u64) -> Node
             .iter()
             .zip(targets)
             .enumerate()
-            .map(|(index, (l, t))| Route {
-                index,
-                listen: ep(l),
-                target: ep(t),
-            })
+            .map(|(index, (l, t))| Route { index, listen: ep(l), target: ep(t) })
             .collect(),
         rate: Rate::from_bps(rate),
     }
 }
 
-fn input<'a>(
-    relay: &'a NodeRelay,
-    paths: &'a Paths,
-    metrics: Option<&'a Endpoint>,
-) -> RenderInput<'a> {
+fn input<'a>(relay: &'a NodeRelay, paths: &'a Paths, metrics: Option<&'a Endpoint>) -> RenderInput<'a> {
     RenderInput {
         stream_id: "5b1d3c7e-2a4f-4e8b-9c0d-1e2f3a4b5c6d",
         relay,
@@ -66,42 +58,19 @@ fn snapshots() {
     let paths = Paths::default();
     let metrics = ep("198.51.100.1:9100");
     let tls = sample();
-    let plain = NodeRelay {
-        mode: RelayMode::Plain,
-        ..sample()
-    };
-    insta::assert_snapshot!(
-        "s2ds",
-        render(Implementation::S2ds, &input(&tls, &paths, Some(&metrics))).text
-    );
-    insta::assert_snapshot!(
-        "haproxy",
-        render(Implementation::Haproxy, &input(&plain, &paths, None)).text
-    );
-    insta::assert_snapshot!(
-        "nginx",
-        render(Implementation::Nginx, &input(&plain, &paths, None)).text
-    );
-    insta::assert_snapshot!(
-        "stunnel",
-        render(Implementation::Stunnel, &input(&tls, &paths, None)).text
-    );
+    let plain = NodeRelay { mode: RelayMode::Plain, ..sample() };
+    insta::assert_snapshot!("s2ds", render(Implementation::S2ds, &input(&tls, &paths, Some(&metrics))).text);
+    insta::assert_snapshot!("haproxy", render(Implementation::Haproxy, &input(&plain, &paths, None)).text);
+    insta::assert_snapshot!("nginx", render(Implementation::Nginx, &input(&plain, &paths, None)).text);
+    insta::assert_snapshot!("stunnel", render(Implementation::Stunnel, &input(&tls, &paths, None)).text);
 }
 
 #[test]
 fn s2ds_plain_has_no_tls_and_unlimited_rate_is_absent() {
     let paths = Paths::default();
-    let r = relay(
-        RelayMode::Plain,
-        &["127.0.0.1:5100"],
-        &["127.0.0.1:7000"],
-        0,
-    );
+    let r = relay(RelayMode::Plain, &["127.0.0.1:5100"], &["127.0.0.1:7000"], 0);
     let text = render(Implementation::S2ds, &input(&r, &paths, None)).text;
-    assert!(
-        !text.contains("tls:") && !text.contains("rateBitsPerSecond"),
-        "{text}"
-    );
+    assert!(!text.contains("tls:") && !text.contains("rateBitsPerSecond"), "{text}");
 }
 
 fn temp_paths(dir: &Path) -> Paths {
@@ -115,10 +84,7 @@ fn temp_paths(dir: &Path) -> Paths {
 }
 
 fn program(name: &str) -> Option<String> {
-    ["/usr/sbin/", "/usr/bin/", "/sbin/", "/bin/"]
-        .iter()
-        .map(|d| format!("{d}{name}"))
-        .find(|p| Path::new(p).exists())
+    ["/usr/sbin/", "/usr/bin/", "/sbin/", "/bin/"].iter().map(|d| format!("{d}{name}")).find(|p| Path::new(p).exists())
 }
 
 fn require(name: &str) -> String {
@@ -134,19 +100,10 @@ fn haproxy_accepts_the_config() {
     let haproxy = require("haproxy");
     let dir = tempfile::tempdir().unwrap();
     let paths = temp_paths(dir.path());
-    let r = relay(
-        RelayMode::Plain,
-        &["127.0.0.1:5100", "127.0.0.1:5101"],
-        &["127.0.0.1:7000", "[::1]:7000"],
-        0,
-    );
+    let r = relay(RelayMode::Plain, &["127.0.0.1:5100", "127.0.0.1:5101"], &["127.0.0.1:7000", "[::1]:7000"], 0);
     let rendered = render(Implementation::Haproxy, &input(&r, &paths, None));
     write_rendered(dir.path(), &rendered);
-    let out = Command::new(haproxy)
-        .args(["-c", "-f"])
-        .arg(dir.path().join(rendered.file_name))
-        .output()
-        .unwrap();
+    let out = Command::new(haproxy).args(["-c", "-f"]).arg(dir.path().join(rendered.file_name)).output().unwrap();
     assert!(
         out.status.success(),
         "haproxy -c: {}{}",
@@ -160,12 +117,8 @@ fn nginx_accepts_the_config() {
     let nginx = require("nginx");
     let dir = tempfile::tempdir().unwrap();
     let paths = temp_paths(dir.path());
-    let r = relay(
-        RelayMode::Plain,
-        &["127.0.0.1:5100", "127.0.0.1:5101"],
-        &["127.0.0.1:7000", "[::1]:7000"],
-        8_000_000,
-    );
+    let r =
+        relay(RelayMode::Plain, &["127.0.0.1:5100", "127.0.0.1:5101"], &["127.0.0.1:7000", "[::1]:7000"], 8_000_000);
     let rendered = render(Implementation::Nginx, &input(&r, &paths, None));
     write_rendered(dir.path(), &rendered);
     let out = Command::new(nginx)
@@ -175,11 +128,7 @@ fn nginx_accepts_the_config() {
         .arg(dir.path().join(rendered.file_name))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "nginx -t: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "nginx -t: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// Kills the child when dropped, so a failing test leaves no process behind.
@@ -193,11 +142,7 @@ impl Drop for Reaper {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn wait_listening(port: u16, child: &mut Child) {
@@ -206,35 +151,24 @@ fn wait_listening(port: u16, child: &mut Child) {
         if let Ok(Some(status)) = child.try_wait() {
             panic!("relay exited early: {status}");
         }
-        assert!(
-            Instant::now() < deadline,
-            "nothing listens on {port} after 10s"
-        );
+        assert!(Instant::now() < deadline, "nothing listens on {port} after 10s");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
 fn self_signed(dir: &Path, name: &str) -> String {
     let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec![name.to_owned()])
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
+    let cert = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap().self_signed(&key).unwrap();
     std::fs::write(dir.join("tls.crt"), cert.pem()).unwrap();
     std::fs::write(dir.join("tls.key"), key.serialize_pem()).unwrap();
-    std::fs::set_permissions(
-        dir.join("tls.key"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .unwrap();
+    std::fs::set_permissions(dir.join("tls.key"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     cert.pem()
 }
 
 #[test]
 fn stunnel_pair_relays_bytes_with_pinned_certificates() {
-    let stunnel = program("stunnel4")
-        .or_else(|| program("stunnel"))
-        .expect("stunnel is not installed; run kind-tests/setup.sh");
+    let stunnel =
+        program("stunnel4").or_else(|| program("stunnel")).expect("stunnel is not installed; run kind-tests/setup.sh");
     // The producer application: an echo server on loopback.
     let app = TcpListener::bind("127.0.0.1:0").unwrap();
     let app_port = app.local_addr().unwrap().port();
@@ -262,35 +196,19 @@ fn stunnel_pair_relays_bytes_with_pinned_certificates() {
         let paths = temp_paths(dir);
         let rendered = render(Implementation::Stunnel, &input(r, &paths, None));
         write_rendered(dir, &rendered);
-        Reaper(
-            Command::new(&stunnel)
-                .args(&rendered.args)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        )
+        Reaper(Command::new(&stunnel).args(&rendered.args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap())
     };
-    let server_relay = relay(
-        RelayMode::TlsServer,
-        &[&format!("127.0.0.1:{wan_port}")],
-        &[&format!("127.0.0.1:{app_port}")],
-        0,
-    );
-    let client_relay = relay(
-        RelayMode::TlsClient,
-        &[&format!("127.0.0.1:{lan_port}")],
-        &[&format!("127.0.0.1:{wan_port}")],
-        0,
-    );
+    let server_relay =
+        relay(RelayMode::TlsServer, &[&format!("127.0.0.1:{wan_port}")], &[&format!("127.0.0.1:{app_port}")], 0);
+    let client_relay =
+        relay(RelayMode::TlsClient, &[&format!("127.0.0.1:{lan_port}")], &[&format!("127.0.0.1:{wan_port}")], 0);
     let mut server = start(server_dir.path(), &server_relay);
     let mut client = start(client_dir.path(), &client_relay);
     wait_listening(wan_port, &mut server.0);
     wait_listening(lan_port, &mut client.0);
 
     let mut conn = TcpStream::connect(("127.0.0.1", lan_port)).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let payload: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
     let reader = {
         let mut conn = conn.try_clone().unwrap();
@@ -301,9 +219,6 @@ fn stunnel_pair_relays_bytes_with_pinned_certificates() {
         })
     };
     conn.write_all(&payload).unwrap();
-    let echoed = reader
-        .join()
-        .unwrap()
-        .expect("echo through the stunnel pair");
+    let echoed = reader.join().unwrap().expect("echo through the stunnel pair");
     assert_eq!(echoed, payload);
 }
