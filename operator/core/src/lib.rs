@@ -4,5 +4,6 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod allocator;
+pub mod phase;
 pub mod relay;
 pub mod render;
