@@ -32,10 +32,10 @@ pub struct Paths {
 impl Default for Paths {
     fn default() -> Self {
         Self {
-            config_dir: "/etc/s2ds".to_owned(),
+            config_dir: "/etc/s2ds/config".to_owned(),
             cert_file: "/etc/s2ds/tls/tls.crt".to_owned(),
             key_file: "/etc/s2ds/tls/tls.key".to_owned(),
-            peer_cert_file: "/etc/s2ds/peer/peer.crt".to_owned(),
+            peer_cert_file: "/etc/s2ds/config/peer.crt".to_owned(),
             run_dir: "/run/s2ds".to_owned(),
         }
     }

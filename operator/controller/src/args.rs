@@ -1,0 +1,75 @@
+//! Command-line flags (each also readable from an environment variable, for the chart).
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::Parser;
+
+use crate::context::{Config, Images};
+
+/// The SciStream operator (S2CS): reconciles Gateways and StreamRequests into S2DS relays.
+#[derive(Clone, Debug, Parser)]
+#[command(version, about)]
+pub struct Args {
+    /// Kubeconfig to use instead of the in-cluster service account (or $KUBECONFIG).
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context.
+    #[arg(long)]
+    pub context: Option<String>,
+    /// Namespace of the operator (where its leader Lease lives).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "scistream-system")]
+    pub namespace: String,
+    /// This replica's identity for leader election.
+    #[arg(long, env = "POD_NAME", default_value = "scistream-operator")]
+    pub identity: String,
+    /// Run without leader election (one replica only).
+    #[arg(long)]
+    pub no_leader_election: bool,
+    /// Name of the leader Lease.
+    #[arg(long, default_value = "scistream-operator")]
+    pub lease_name: String,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "SCISTREAM_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+    /// Image of the s2ds relay.
+    #[arg(long, env = "SCISTREAM_S2DS_IMAGE", default_value = "ghcr.io/scistream/s2ds:0.1.0")]
+    pub s2ds_image: String,
+    /// Image of HAProxy relays.
+    #[arg(long, env = "SCISTREAM_HAPROXY_IMAGE", default_value = "haproxy:2.6")]
+    pub haproxy_image: String,
+    /// Image of Nginx relays (with the stream module).
+    #[arg(long, env = "SCISTREAM_NGINX_IMAGE", default_value = "nginx:1.27")]
+    pub nginx_image: String,
+    /// Image of Stunnel relays.
+    #[arg(long, env = "SCISTREAM_STUNNEL_IMAGE", default_value = "dweomer/stunnel:latest")]
+    pub stunnel_image: String,
+    /// Path of Nginx's stream module when the Nginx image has it as a dynamic module.
+    #[arg(long, env = "SCISTREAM_NGINX_STREAM_MODULE")]
+    pub nginx_stream_module: Option<String>,
+    /// Seconds relays drain established connections when stopped.
+    #[arg(long, default_value_t = 20)]
+    pub drain_seconds: u32,
+    /// Seconds between drift checks of healthy objects.
+    #[arg(long, default_value_t = 300)]
+    pub resync_seconds: u64,
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "SCISTREAM_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+}
+
+impl Args {
+    /// Operator settings from the flags.
+    pub fn config(&self) -> Config {
+        Config {
+            images: Images {
+                s2ds: self.s2ds_image.clone(),
+                haproxy: self.haproxy_image.clone(),
+                nginx: self.nginx_image.clone(),
+                stunnel: self.stunnel_image.clone(),
+            },
+            nginx_stream_module: self.nginx_stream_module.clone(),
+            drain_seconds: self.drain_seconds,
+            resync: Duration::from_secs(self.resync_seconds.max(10)),
+        }
+    }
+}

@@ -1,0 +1,113 @@
+use super::*;
+use scistream_core::relay::{RelayMode, Route};
+
+fn gateway() -> Gateway {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "scistream.io/v1alpha1", "kind": "Gateway", "metadata": {"name": "dtn"},
+        "spec": {"nodeSelector": {"gw": "true"}, "bandwidth": "10Gbps", "podNamespace": "scistream-gateway",
+                 "tolerations": [{"key": "dtn", "operator": "Exists", "effect": "NoSchedule"}]}
+    }))
+    .unwrap()
+}
+
+fn side() -> Side<'static> {
+    Side {
+        request: "science/beamline".into(),
+        stream_id: "5b1d3c7e-2a4f-4e8b-9c0d-1e2f3a4b5c6d",
+        role: Role::Producer,
+        gateway: "dtn",
+        namespace: "scistream-gateway",
+    }
+}
+
+fn relay() -> NodeRelay {
+    NodeRelay {
+        node: "gw-a".into(),
+        mode: RelayMode::TlsServer,
+        routes: vec![Route {
+            index: 0,
+            listen: "198.51.100.1:5100".parse().unwrap(),
+            target: "10.0.0.1:7000".parse().unwrap(),
+        }],
+        rate: scistream_api::Rate::from_bps(1_000_000),
+    }
+}
+
+#[test]
+fn relay_pod_is_pinned_host_network_and_locked_down() {
+    let gw = gateway();
+    let s = side();
+    let r = relay();
+    let rendered =
+        Rendered { file_name: "config.yaml", text: String::new(), args: vec!["--config".into()], enforces_rate: true };
+    let pod = relay_pod(&RelayPod {
+        side: &s,
+        relay: &r,
+        rendered: &rendered,
+        image: "s2ds:test",
+        gateway: &gw,
+        health: Health::Http("192.0.2.1:5101".parse().unwrap()),
+        drain_seconds: 20,
+        tls: true,
+        spec_hash: "abc".into(),
+    });
+    let spec = pod.spec.as_ref().unwrap();
+    assert_eq!(spec.node_name.as_deref(), Some("gw-a"));
+    assert_eq!(spec.host_network, Some(true));
+    assert_eq!(spec.dns_policy.as_deref(), Some("ClusterFirstWithHostNet"));
+    assert_eq!(spec.tolerations.as_ref().unwrap()[0].key.as_deref(), Some("dtn"));
+    assert_eq!(spec.security_context.as_ref().unwrap().run_as_non_root, Some(true));
+    let c = &spec.containers[0];
+    let sc = c.security_context.as_ref().unwrap();
+    assert_eq!((sc.read_only_root_filesystem, sc.allow_privilege_escalation), (Some(true), Some(false)));
+    assert_eq!(sc.capabilities.as_ref().unwrap().drop.as_deref(), Some(&["ALL".to_owned()][..]));
+    let probe = c.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap();
+    assert_eq!((probe.host.as_deref(), probe.path.as_deref()), (Some("192.0.2.1"), Some("/readyz")));
+    assert!(c.resources.as_ref().unwrap().requests.as_ref().unwrap().contains_key("cpu"));
+    let labels = pod.metadata.labels.as_ref().unwrap();
+    assert_eq!(labels[keys::LABEL_STREAM_ID], "5b1d3c7e-2a4f-4e8b-9c0d-1e2f3a4b5c6d");
+    assert_eq!(labels[keys::LABEL_NODE], "gw-a");
+    assert_eq!(pod.metadata.annotations.as_ref().unwrap()[keys::ANNOTATION_REQUEST], "science/beamline");
+    let volumes: Vec<&str> = spec.volumes.as_ref().unwrap().iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(volumes, vec!["config", "run", "tls"]);
+}
+
+#[test]
+fn plain_relay_mounts_no_secret_and_probes_tcp() {
+    let gw = gateway();
+    let s = side();
+    let r = NodeRelay { mode: RelayMode::Plain, ..relay() };
+    let rendered = Rendered { file_name: "haproxy.cfg", text: String::new(), args: vec![], enforces_rate: false };
+    let pod = relay_pod(&RelayPod {
+        side: &s,
+        relay: &r,
+        rendered: &rendered,
+        image: "haproxy:2.6",
+        gateway: &gw,
+        health: Health::Tcp("198.51.100.1:5100".parse().unwrap()),
+        drain_seconds: 20,
+        tls: false,
+        spec_hash: "abc".into(),
+    });
+    let spec = pod.spec.unwrap();
+    assert!(spec.volumes.unwrap().iter().all(|v| v.secret.is_none()));
+    assert_eq!(
+        spec.containers[0].readiness_probe.as_ref().unwrap().tcp_socket.as_ref().unwrap().port,
+        IntOrString::Int(5100)
+    );
+    assert!(spec.containers[0].liveness_probe.is_none());
+}
+
+#[test]
+fn config_map_has_a_key_per_node_and_the_peer_certificate() {
+    let s = side();
+    let rendered = vec![
+        ("gw-a".to_owned(), Rendered { file_name: "config.yaml", text: "a".into(), args: vec![], enforces_rate: true }),
+        ("gw-b".to_owned(), Rendered { file_name: "config.yaml", text: "b".into(), args: vec![], enforces_rate: true }),
+    ];
+    let cm = config_map(&s, &rendered, Some("PEM"));
+    let data = cm.data.unwrap();
+    assert_eq!(data["relay-gw-a"], "a");
+    assert_eq!(data["relay-gw-b"], "b");
+    assert_eq!(data[names::PEER_CERT_KEY], "PEM");
+}

@@ -1,0 +1,118 @@
+//! Shared state of the operator's controllers: the client, caches, configuration, event
+//! recorder and metrics, built once and passed to every reconcile as `Arc<Context>`.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use k8s_openapi::api::core::v1::Node;
+use kube::{
+    Client,
+    runtime::{
+        events::{Recorder, Reporter},
+        reflector::{ObjectRef, Store},
+    },
+};
+use scistream_api::{Gateway, StreamRequest};
+
+use crate::metrics::Metrics;
+
+/// Relay images per implementation.
+#[derive(Clone, Debug)]
+pub struct Images {
+    /// The s2ds relay.
+    pub s2ds: String,
+    /// HAProxy.
+    pub haproxy: String,
+    /// Nginx (with the stream module).
+    pub nginx: String,
+    /// Stunnel.
+    pub stunnel: String,
+}
+
+/// Operator settings (from flags and environment).
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Default relay images.
+    pub images: Images,
+    /// Path of Nginx's dynamic stream module in the Nginx image, if it is one.
+    pub nginx_stream_module: Option<String>,
+    /// Seconds relays drain established connections on SIGTERM.
+    pub drain_seconds: u32,
+    /// Requeue interval of a healthy object (drift safety net).
+    pub resync: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            images: Images {
+                s2ds: "ghcr.io/scistream/s2ds:0.1.0".to_owned(),
+                haproxy: "haproxy:2.6".to_owned(),
+                nginx: "nginx:1.27".to_owned(),
+                stunnel: "dweomer/stunnel:latest".to_owned(),
+            },
+            nginx_stream_module: None,
+            drain_seconds: 20,
+            resync: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Caches fed by watches; reads in reconcile come from here, writes go to the API.
+#[derive(Clone)]
+pub struct Stores {
+    /// Gateways.
+    pub gateways: Store<Gateway>,
+    /// Nodes.
+    pub nodes: Store<Node>,
+    /// StreamRequests.
+    pub requests: Store<StreamRequest>,
+}
+
+/// Everything a reconcile needs.
+pub struct Context {
+    /// API client.
+    pub client: Client,
+    /// Publishes events.
+    pub recorder: Recorder,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    /// Settings.
+    pub config: Config,
+    /// Caches.
+    pub stores: Stores,
+    /// Consecutive failures per StreamRequest, for backoff (reset on success).
+    pub failures: Mutex<HashMap<ObjectRef<StreamRequest>, u32>>,
+}
+
+impl Context {
+    /// Builds the context.
+    pub fn new(client: Client, config: Config, stores: Stores, metrics: Arc<Metrics>, instance: String) -> Arc<Self> {
+        let reporter =
+            Reporter { controller: scistream_api::keys::FIELD_MANAGER_OPERATOR.to_owned(), instance: Some(instance) };
+        Arc::new(Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+            config,
+            stores,
+            failures: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Records a failure of `obj` and returns the consecutive count.
+    pub fn failed(&self, obj: ObjectRef<StreamRequest>) -> u32 {
+        let mut map = self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = map.entry(obj).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    }
+
+    /// Forgets the failures of `obj` after a success.
+    pub fn succeeded(&self, obj: &ObjectRef<StreamRequest>) {
+        self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(obj);
+    }
+}

@@ -1,0 +1,95 @@
+//! The operator's errors. Each says what we were doing; [`Error::reason`] gives the stable
+//! CamelCase name used in conditions, events and metric labels, and [`Error::is_transient`]
+//! decides between backing off and waiting for a change.
+
+use std::time::Duration;
+
+/// Everything a reconcile can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A call to the API server failed.
+    #[error("failed to {context}")]
+    Kube {
+        /// What we were doing.
+        context: String,
+        /// The cause.
+        #[source]
+        source: kube::Error,
+    },
+    /// An object lacks a field the API server always sets.
+    #[error("object has no {0}")]
+    MissingField(&'static str),
+    /// Generating key material failed.
+    #[error("failed to generate the data-channel certificate")]
+    Certificate(#[source] rcgen::Error),
+    /// Another writer changed the Gateway's reservations first, too many times in a row.
+    #[error("gateway {0} kept changing under us; will retry")]
+    Contended(String),
+    /// Relay pods of a released stream are still stopping.
+    #[error("{0} relay pod(s) still stopping")]
+    StillTerminating(usize),
+    /// No relay can be planned (a node lost its address between observation and action).
+    #[error("cannot plan the relays")]
+    Plan(#[source] scistream_core::relay::PlanError),
+    /// The finalizer machinery failed.
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+}
+
+/// Result with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Wraps a kube error with what we were doing.
+    pub fn kube(context: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+        let context = context.into();
+        move |source| Error::Kube { context, source }
+    }
+
+    /// Stable CamelCase name for conditions, events and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Kube { source, .. } => match source {
+                kube::Error::Api(s) if s.code == 409 => "Conflict",
+                kube::Error::Api(s) if s.code == 403 => "Forbidden",
+                kube::Error::Api(s) if s.code == 404 => "NotFound",
+                kube::Error::Api(s) if s.code == 422 => "Invalid",
+                _ => "ApiError",
+            },
+            Error::MissingField(_) => "MissingField",
+            Error::Certificate(_) => "CertificateFailed",
+            Error::Contended(_) => "Contended",
+            Error::StillTerminating(_) => "StillTerminating",
+            Error::Plan(_) => "PlanFailed",
+            Error::Finalizer(e) => match e.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(inner)
+                | kube::runtime::finalizer::Error::CleanupFailed(inner) => inner.reason(),
+                _ => "FinalizerFailed",
+            },
+        }
+    }
+
+    /// Delay before the next attempt for the `attempt`-th consecutive failure: short for a
+    /// relay pod still stopping, exponential with a cap for API trouble.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        if self.reason() == "StillTerminating" {
+            return Duration::from_millis(500);
+        }
+        let base = Duration::from_millis(200).saturating_mul(1u32 << attempt.min(8));
+        base.min(Duration::from_secs(60))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let e = Error::Contended("gw".into());
+        assert!(e.backoff(0) < e.backoff(3));
+        assert_eq!(e.backoff(30), Duration::from_secs(51).min(Duration::from_secs(60)).max(e.backoff(30)));
+        assert!(e.backoff(30) <= Duration::from_secs(60));
+        assert_eq!(Error::StillTerminating(1).backoff(9), Duration::from_millis(500));
+    }
+}

@@ -1,0 +1,112 @@
+//! The Gateway controller: finds the gateway's nodes and their addresses, checks its pod
+//! namespace, releases reservations of StreamRequests that no longer exist, and keeps the
+//! status (nodes, ports, bandwidth, Ready) current.
+
+pub mod status;
+
+use std::{collections::BTreeSet, sync::Arc};
+
+use k8s_openapi::{
+    api::core::v1::{Namespace, Node},
+    jiff::Timestamp,
+};
+use kube::{Api, ResourceExt, runtime::controller::Action};
+use scistream_api::{Gateway, StreamRequest, conditions};
+
+use crate::{
+    context::Context,
+    error::{Error, Result},
+    metrics::GatewayLabels,
+    reservations::update_gateway_status,
+};
+
+/// Name of this controller in metrics and logs.
+pub const CONTROLLER: &str = "gateway";
+
+fn selects(gateway: &Gateway, node: &Node) -> bool {
+    let labels = node.labels();
+    gateway.spec.node_selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// The label that decides whether a namespace may run privileged (hostNetwork) pods.
+const POD_SECURITY_ENFORCE: &str = "pod-security.kubernetes.io/enforce";
+
+async fn namespace_problem(ctx: &Context, name: &str) -> Result<Option<String>> {
+    let api: Api<Namespace> = Api::all(ctx.client.clone());
+    let ns = api.get_opt(name).await.map_err(Error::kube(format!("read Namespace {name}")))?;
+    Ok(match ns {
+        None => Some(format!(
+            "spec.podNamespace {name} does not exist; create it with the label {POD_SECURITY_ENFORCE}=privileged"
+        )),
+        Some(ns) => match ns.labels().get(POD_SECURITY_ENFORCE).map(String::as_str) {
+            Some("privileged") | None => None,
+            Some(level) => Some(format!(
+                "namespace {name} enforces the {level} Pod Security level, but relays need hostNetwork; label it {POD_SECURITY_ENFORCE}=privileged"
+            )),
+        },
+    })
+}
+
+/// Uids of reservations whose StreamRequest is gone (checked against the API, not only the
+/// cache, so a request the cache has not seen yet keeps its holding).
+async fn vanished(ctx: &Context, gateway: &Gateway) -> Result<BTreeSet<String>> {
+    let mut gone = BTreeSet::new();
+    let live: BTreeSet<String> = ctx.stores.requests.state().iter().filter_map(|r| r.uid()).collect();
+    for r in gateway.status.iter().flat_map(|s| &s.reservations) {
+        if live.contains(&r.uid) {
+            continue;
+        }
+        let Some((ns, name)) = r.request.split_once('/') else {
+            gone.insert(r.uid.clone());
+            continue;
+        };
+        let api: Api<StreamRequest> = Api::namespaced(ctx.client.clone(), ns);
+        let current = api.get_opt(name).await.map_err(Error::kube(format!("read StreamRequest {}", r.request)))?;
+        if current.and_then(|c| c.uid()).as_deref() != Some(r.uid.as_str()) {
+            gone.insert(r.uid.clone());
+        }
+    }
+    Ok(gone)
+}
+
+/// Reconciles one Gateway.
+#[tracing::instrument(skip_all, fields(gateway = %gateway.name_any()))]
+pub async fn reconcile(gateway: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile(CONTROLLER);
+    let name = gateway.name_any();
+    let mut nodes: Vec<_> = ctx
+        .stores
+        .nodes
+        .state()
+        .iter()
+        .filter(|n| selects(&gateway, n))
+        .map(|n| (n.as_ref().clone(), status::node_status(&gateway.spec, n)))
+        .collect();
+    nodes.sort_by(|a, b| a.1.name.cmp(&b.1.name));
+    let problem = namespace_problem(&ctx, &gateway.spec.pod_namespace).await?;
+    let (ready, reason, message) = status::readiness(&gateway.spec, &nodes, problem);
+    let gone = vanished(&ctx, &gateway).await?;
+    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now());
+    let generation = gateway.metadata.generation;
+    let stored = update_gateway_status(&ctx.client, &name, |_, st| {
+        st.nodes = nodes.iter().map(|(_, s)| s.clone()).collect();
+        for uid in &gone {
+            tracing::info!(uid = %uid, "released the reservation of a StreamRequest that no longer exists");
+        }
+        st.reservations.retain(|r| !gone.contains(&r.uid));
+        let verdict = conditions::new(conditions::types::READY, ready, reason, message.clone(), generation, &now);
+        conditions::merge(&mut st.conditions, verdict);
+        st.observed_generation = generation;
+        true
+    })
+    .await?;
+    if let Some(status) = stored.and_then(|g| g.status) {
+        let labels = GatewayLabels { gateway: name.clone() };
+        ctx.metrics.ports_in_use.get_or_create(&labels).set(i64::from(status.ports_in_use));
+        ctx.metrics.ports_total.get_or_create(&labels).set(i64::from(status.ports_total));
+        ctx.metrics.bandwidth_promised.get_or_create(&labels).set(status.bandwidth_promised_bps);
+        let declared = gateway.spec.bandwidth.parse::<scistream_api::Rate>().map(|r| r.bps()).unwrap_or(0);
+        ctx.metrics.bandwidth_declared.get_or_create(&labels).set(i64::try_from(declared).unwrap_or(i64::MAX));
+    }
+    Ok(Action::requeue(ctx.config.resync))
+}

@@ -1,0 +1,145 @@
+//! What a Gateway's status says, computed from its spec, its nodes and its reservations.
+
+use std::{collections::BTreeMap, net::IpAddr};
+
+use k8s_openapi::api::core::v1::{Node, Taint, Toleration};
+use scistream_api::{
+    GatewaySpec, GatewayStatus, Rate,
+    conditions::reasons,
+    gateway::{AddressSource, GatewayNodeStatus, NodeAddressType},
+    keys,
+};
+use scistream_core::allocator;
+
+/// Whether `toleration` tolerates `taint` (the kube-scheduler's rule).
+pub fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
+    let effect_ok = toleration.effect.as_deref().is_none_or(|e| e.is_empty() || e == taint.effect);
+    let key_ok = match toleration.key.as_deref() {
+        None | Some("") => toleration.operator.as_deref() == Some("Exists"),
+        Some(k) => k == taint.key,
+    };
+    let value_ok = match toleration.operator.as_deref() {
+        Some("Exists") => true,
+        _ => toleration.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or(""),
+    };
+    effect_ok && key_ok && value_ok
+}
+
+fn address(
+    node: &Node,
+    source: Option<&AddressSource>,
+    default_annotation: &str,
+    default_type: NodeAddressType,
+) -> Option<IpAddr> {
+    let annotation = source.and_then(|s| s.annotation.as_deref()).unwrap_or(default_annotation);
+    if let Some(value) = node.metadata.annotations.as_ref().and_then(|a| a.get(annotation)) {
+        return value.trim().parse().ok();
+    }
+    let wanted = match source.and_then(|s| s.node_address_type).unwrap_or(default_type) {
+        NodeAddressType::ExternalIP => "ExternalIP",
+        NodeAddressType::InternalIP => "InternalIP",
+    };
+    node.status.as_ref()?.addresses.as_ref()?.iter().find(|a| a.type_ == wanted).and_then(|a| a.address.parse().ok())
+}
+
+/// A gateway node's status entry (without its port count).
+pub fn node_status(spec: &GatewaySpec, node: &Node) -> GatewayNodeStatus {
+    let name = node.metadata.name.clone().unwrap_or_default();
+    let sources = spec.addresses.as_ref();
+    let wan =
+        address(node, sources.and_then(|s| s.wan.as_ref()), keys::ANNOTATION_WAN_ADDRESS, NodeAddressType::ExternalIP);
+    let lan =
+        address(node, sources.and_then(|s| s.lan.as_ref()), keys::ANNOTATION_LAN_ADDRESS, NodeAddressType::InternalIP);
+    let node_ready = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    let schedulable = !node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false);
+    let tolerated = node.spec.as_ref().and_then(|s| s.taints.as_ref()).is_none_or(|taints| {
+        taints
+            .iter()
+            .filter(|t| t.effect == "NoSchedule" || t.effect == "NoExecute")
+            .all(|t| spec.tolerations.iter().any(|tol| tolerates(tol, t)))
+    });
+    GatewayNodeStatus {
+        name,
+        ready: node_ready && schedulable && tolerated && wan.is_some() && lan.is_some(),
+        wan_address: wan.map(|a| a.to_string()),
+        lan_address: lan.map(|a| a.to_string()),
+        ports_in_use: 0,
+    }
+}
+
+/// Why a node matching the selector is not usable, for the Ready condition's message.
+fn unusable_reason(node: &Node, status: &GatewayNodeStatus, spec: &GatewaySpec) -> (&'static str, String) {
+    let name = &status.name;
+    if status.wan_address.is_none() || status.lan_address.is_none() {
+        let missing = if status.wan_address.is_none() { "WAN" } else { "LAN" };
+        return (
+            reasons::NO_ADDRESS,
+            format!(
+                "node {name} has no {missing} address: annotate it with {} / {} or give it an {} address",
+                keys::ANNOTATION_WAN_ADDRESS,
+                keys::ANNOTATION_LAN_ADDRESS,
+                if missing == "WAN" { "ExternalIP" } else { "InternalIP" }
+            ),
+        );
+    }
+    let _ = (node, spec);
+    (
+        reasons::NO_READY_NODES,
+        format!("node {name} is not Ready, is cordoned, or has a taint the gateway does not tolerate"),
+    )
+}
+
+/// The Ready verdict of a gateway.
+pub fn readiness(
+    spec: &GatewaySpec,
+    nodes: &[(Node, GatewayNodeStatus)],
+    namespace_problem: Option<String>,
+) -> (bool, &'static str, String) {
+    if let Some(problem) = namespace_problem {
+        return (false, reasons::NAMESPACE_NOT_PRIVILEGED, problem);
+    }
+    if spec.port_range.is_empty() {
+        return (false, reasons::INVALID_SPEC, "spec.portRange is empty".to_owned());
+    }
+    let ready = nodes.iter().filter(|(_, s)| s.ready).count();
+    if nodes.is_empty() {
+        let selector: Vec<String> = spec.node_selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        return (
+            false,
+            reasons::NO_READY_NODES,
+            format!("no node matches spec.nodeSelector {}; label the gateway nodes", selector.join(",")),
+        );
+    }
+    if ready == 0 {
+        let (node, status) = &nodes[0];
+        let (reason, message) = unusable_reason(node, status, spec);
+        return (false, reason, message);
+    }
+    (true, reasons::GATEWAY_READY, format!("{ready} of {} gateway nodes ready", nodes.len()))
+}
+
+/// Fills the counters and summaries of `status` from its nodes and reservations.
+pub fn summarize(spec: &GatewaySpec, status: &mut GatewayStatus) {
+    let used = allocator::used_ports(&status.reservations);
+    let counts: BTreeMap<String, usize> = used.iter().map(|(n, p)| ((*n).to_owned(), p.len())).collect();
+    for node in &mut status.nodes {
+        node.ports_in_use = counts.get(&node.name).copied().unwrap_or(0) as i32;
+    }
+    let ready = status.nodes.iter().filter(|n| n.ready).count();
+    status.ready_nodes = ready as i32;
+    status.ports_in_use = counts.values().sum::<usize>() as i32;
+    status.ports_total = (spec.port_range.len() * ready) as i32;
+    status.ports_summary = Some(format!("{}/{}", status.ports_in_use, status.ports_total));
+    let promised = allocator::promised(&status.reservations);
+    status.bandwidth_promised_bps = i64::try_from(promised.bps()).unwrap_or(i64::MAX);
+    let declared = spec.bandwidth.parse::<Rate>().map(|r| r.to_string()).unwrap_or_else(|_| spec.bandwidth.clone());
+    status.bandwidth_summary = Some(format!("{promised}/{declared}"));
+    status.streams = status.reservations.len() as i32;
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,102 @@
+use super::*;
+use k8s_openapi::api::core::v1::{NodeAddress, NodeCondition, NodeSpec, NodeStatus};
+use scistream_api::{NodeAllocation, Reservation};
+
+fn spec() -> GatewaySpec {
+    serde_json::from_value(serde_json::json!({
+        "nodeSelector": {"gw": "true"}, "bandwidth": "10Gbps", "podNamespace": "gw",
+        "portRange": {"start": 5100, "end": 5109},
+        "tolerations": [{"key": "dtn", "operator": "Exists", "effect": "NoSchedule"}]
+    }))
+    .unwrap()
+}
+
+fn node(name: &str, ready: bool, annotations: &[(&str, &str)], taints: Vec<Taint>) -> Node {
+    let mut n = Node::default();
+    n.metadata.name = Some(name.to_owned());
+    n.metadata.annotations = Some(annotations.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect());
+    n.spec = Some(NodeSpec { taints: Some(taints), ..NodeSpec::default() });
+    n.status = Some(NodeStatus {
+        conditions: Some(vec![NodeCondition {
+            type_: "Ready".into(),
+            status: if ready { "True" } else { "False" }.into(),
+            ..NodeCondition::default()
+        }]),
+        addresses: Some(vec![NodeAddress { type_: "InternalIP".into(), address: "192.0.2.9".into() }]),
+        ..NodeStatus::default()
+    });
+    n
+}
+
+#[test]
+fn addresses_come_from_annotations_then_node_addresses() {
+    let s = spec();
+    let n = node("a", true, &[(keys::ANNOTATION_WAN_ADDRESS, "198.51.100.1")], vec![]);
+    let st = node_status(&s, &n);
+    assert_eq!(st.wan_address.as_deref(), Some("198.51.100.1"));
+    assert_eq!(st.lan_address.as_deref(), Some("192.0.2.9"));
+    assert!(st.ready);
+    let no_wan = node_status(&s, &node("b", true, &[], vec![]));
+    assert!(!no_wan.ready);
+    let (ok, reason, message) = readiness(&s, &[(node("b", true, &[], vec![]), no_wan)], None);
+    assert!(!ok);
+    assert_eq!(reason, reasons::NO_ADDRESS);
+    assert!(message.contains("scistream.io/wan-address"), "{message}");
+}
+
+#[test]
+fn untolerated_taints_and_not_ready_nodes_are_unusable() {
+    let s = spec();
+    let wan = [(keys::ANNOTATION_WAN_ADDRESS, "198.51.100.1")];
+    let tolerated = Taint { key: "dtn".into(), effect: "NoSchedule".into(), ..Taint::default() };
+    let other = Taint { key: "gpu".into(), effect: "NoExecute".into(), ..Taint::default() };
+    assert!(node_status(&s, &node("a", true, &wan, vec![tolerated])).ready);
+    assert!(!node_status(&s, &node("a", true, &wan, vec![other])).ready);
+    assert!(!node_status(&s, &node("a", false, &wan, vec![])).ready);
+}
+
+#[test]
+fn tolerations_follow_the_scheduler_rules() {
+    let taint = Taint { key: "k".into(), value: Some("v".into()), effect: "NoSchedule".into(), ..Taint::default() };
+    let equal = Toleration { key: Some("k".into()), value: Some("v".into()), ..Toleration::default() };
+    let wrong_value = Toleration { key: Some("k".into()), value: Some("w".into()), ..Toleration::default() };
+    let wildcard = Toleration { operator: Some("Exists".into()), ..Toleration::default() };
+    let other_effect = Toleration { effect: Some("NoExecute".into()), ..equal.clone() };
+    assert!(tolerates(&equal, &taint));
+    assert!(!tolerates(&wrong_value, &taint));
+    assert!(tolerates(&wildcard, &taint));
+    assert!(!tolerates(&other_effect, &taint));
+}
+
+#[test]
+fn empty_selector_match_and_namespace_problems_are_explained() {
+    let s = spec();
+    let (ok, reason, message) = readiness(&s, &[], None);
+    assert!(!ok && reason == reasons::NO_READY_NODES && message.contains("gw=true"), "{message}");
+    let (ok, reason, _) = readiness(&s, &[], Some("namespace gw does not exist".into()));
+    assert!(!ok && reason == reasons::NAMESPACE_NOT_PRIVILEGED);
+}
+
+#[test]
+fn summaries_count_ports_bandwidth_and_streams() {
+    let s = spec();
+    let mut st = GatewayStatus {
+        nodes: vec![
+            GatewayNodeStatus { name: "a".into(), ready: true, ..Default::default() },
+            GatewayNodeStatus { name: "b".into(), ready: false, ..Default::default() },
+        ],
+        reservations: vec![Reservation {
+            request: "ns/x".into(),
+            uid: "u".into(),
+            bandwidth_bps: 2_500_000_000,
+            nodes: vec![NodeAllocation { node: "a".into(), ports: vec![5100, 5101], metrics_port: Some(5102) }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    summarize(&s, &mut st);
+    assert_eq!((st.ready_nodes, st.ports_in_use, st.ports_total, st.streams), (1, 3, 10, 1));
+    assert_eq!(st.nodes[0].ports_in_use, 3);
+    assert_eq!(st.ports_summary.as_deref(), Some("3/10"));
+    assert_eq!(st.bandwidth_summary.as_deref(), Some("2.5Gbps/10Gbps"));
+}

@@ -1,0 +1,22 @@
+//! The SciStream operator (S2CS): reconciles `Gateway`s (nodes, addresses, capacity) and
+//! `StreamRequest`s (reservation, Hello, relays, release) into S2DS relay pods on gateway
+//! nodes. Decisions live in `scistream-core`; this crate observes and acts.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod args;
+pub mod certs;
+pub mod children;
+pub mod context;
+pub mod error;
+pub mod gateway;
+pub mod lease;
+pub mod metrics;
+pub mod names;
+pub mod reservations;
+pub mod run;
+pub mod server;
+pub mod stream;
+pub mod telemetry;
+
+pub use args::Args;
+pub use run::run;

@@ -1,0 +1,190 @@
+//! Wiring: client, caches, leader election, both controllers and the HTTP endpoints, all
+//! stopped by one cancellation token (SIGTERM, SIGINT, or loss of leadership).
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
+
+use anyhow::Context as _;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::{
+    Api, Client, ResourceExt,
+    api::ListParams,
+    config::{KubeConfigOptions, Kubeconfig},
+    runtime::{
+        Controller, WatchStreamExt, controller::Config as ControllerConfig, reflector, reflector::ObjectRef, watcher,
+    },
+};
+use scistream_api::{Gateway, StreamRequest, keys};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    args::Args,
+    context::{Context, Stores},
+    gateway, lease,
+    metrics::Metrics,
+    server, stream, telemetry,
+};
+
+async fn client(args: &Args) -> anyhow::Result<Client> {
+    let config = match &args.kubeconfig {
+        Some(path) => {
+            let kubeconfig =
+                Kubeconfig::read_from(path).with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            let options = KubeConfigOptions { context: args.context.clone(), ..KubeConfigOptions::default() };
+            kube::Config::from_custom_kubeconfig(kubeconfig, &options).await?
+        }
+        None => kube::Config::infer().await.context("no kubeconfig and not running in a cluster")?,
+    };
+    Ok(Client::try_from(config)?)
+}
+
+/// Fails with the command to run when our CRDs are not installed.
+async fn check_crds(client: &Client) -> anyhow::Result<()> {
+    let probe = ListParams::default().limit(1);
+    let hint = "install the CRDs first: kubectl apply -f crds/ (or install the Helm chart)";
+    Api::<Gateway>::all(client.clone())
+        .list(&probe)
+        .await
+        .with_context(|| format!("Gateways are not served; {hint}"))?;
+    Api::<StreamRequest>::all(client.clone())
+        .list(&probe)
+        .await
+        .with_context(|| format!("StreamRequests are not served; {hint}"))?;
+    Ok(())
+}
+
+fn relay_pod_selector() -> String {
+    format!(
+        "{}={},{}={}",
+        keys::LABEL_MANAGED_BY,
+        keys::MANAGED_BY_OPERATOR,
+        keys::LABEL_COMPONENT,
+        keys::COMPONENT_S2DS
+    )
+}
+
+/// The StreamRequest a relay pod belongs to, from its annotation.
+fn owner_of(pod: &Pod) -> Option<ObjectRef<StreamRequest>> {
+    let (ns, name) = pod.annotations().get(keys::ANNOTATION_REQUEST)?.split_once('/')?;
+    Some(ObjectRef::new(name).within(ns))
+}
+
+/// Runs the operator until SIGTERM/SIGINT or loss of leadership.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    telemetry::init(&args.log_format);
+    let client = client(&args).await?;
+    check_crds(&client).await?;
+    let token = CancellationToken::new();
+    spawn_signal_handler(token.clone());
+    let metrics = Arc::new(Metrics::default());
+    let ready = Arc::new(AtomicBool::new(false));
+    let http = server::serve(args.metrics_addr, metrics.clone(), ready.clone(), token.clone())
+        .await
+        .with_context(|| format!("binding {}", args.metrics_addr))?;
+
+    if !args.no_leader_election {
+        let cfg = lease::LeaseConfig {
+            namespace: args.namespace.clone(),
+            name: args.lease_name.clone(),
+            identity: args.identity.clone(),
+            duration: std::time::Duration::from_secs(15),
+            renew: std::time::Duration::from_secs(5),
+        };
+        ready.store(true, Ordering::Relaxed); // a standby replica is healthy and ready
+        if !lease::acquire(&client, &cfg, &token).await {
+            let _ = http.await;
+            return Ok(());
+        }
+        tokio::spawn(lease::keep(client.clone(), cfg, token.clone()));
+    }
+
+    let (nodes, node_writer) = reflector::store::<Node>();
+    let node_cache = watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .reflect(node_writer)
+        .for_each(|_| futures::future::ready(()));
+    tokio::spawn(node_cache);
+    let gateways_api = Api::<Gateway>::all(client.clone());
+    let requests_api = Api::<StreamRequest>::all(client.clone());
+    let gw_ctrl = Controller::new(gateways_api.clone(), watcher::Config::default());
+    let sr_ctrl = Controller::new(requests_api, watcher::Config::default());
+    let stores = Stores { gateways: gw_ctrl.store(), nodes: nodes.clone(), requests: sr_ctrl.store() };
+    let ctx = Context::new(client.clone(), args.config(), stores.clone(), metrics, args.identity.clone());
+
+    let all_gateways = stores.gateways.clone();
+    let gw_ctrl = gw_ctrl
+        .watches(Api::<Node>::all(client.clone()), watcher::Config::default(), move |_node: Node| {
+            all_gateways.state().iter().map(|g| ObjectRef::from_obj(g.as_ref())).collect::<Vec<_>>()
+        })
+        .with_config(ControllerConfig::default().concurrency(2))
+        .graceful_shutdown_on(token.clone().cancelled_owned())
+        .run(gateway::reconcile, gateway_error_policy, ctx.clone())
+        .for_each(|_| futures::future::ready(()));
+
+    let requests = stores.requests.clone();
+    let sr_ctrl = sr_ctrl
+        .watches(Api::<Pod>::all(client.clone()), watcher::Config::default().labels(&relay_pod_selector()), |pod| {
+            owner_of(&pod)
+        })
+        .watches(gateways_api, watcher::Config::default(), move |gw: Gateway| {
+            let name = gw.name_any();
+            requests
+                .state()
+                .iter()
+                .filter(|r| r.spec.gateway == name)
+                .map(|r| ObjectRef::from_obj(r.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .with_config(ControllerConfig::default().concurrency(8))
+        .graceful_shutdown_on(token.clone().cancelled_owned())
+        .run(stream::reconcile, stream::error_policy, ctx.clone())
+        .for_each(|_| futures::future::ready(()));
+
+    let readiness = {
+        let (stores, ready) = (stores.clone(), ready.clone());
+        async move {
+            let _ = stores.gateways.wait_until_ready().await;
+            let _ = stores.requests.wait_until_ready().await;
+            let _ = stores.nodes.wait_until_ready().await;
+            ready.store(true, Ordering::Relaxed);
+            tracing::info!("caches synced; reconciling");
+        }
+    };
+    tokio::join!(gw_ctrl, sr_ctrl, readiness);
+    token.cancel();
+    let _ = http.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn gateway_error_policy(
+    _gw: Arc<Gateway>,
+    error: &crate::error::Error,
+    ctx: Arc<Context>,
+) -> kube::runtime::controller::Action {
+    let reason = error.reason();
+    ctx.metrics.errors.get_or_create(&crate::metrics::ErrorLabels { controller: gateway::CONTROLLER, reason }).inc();
+    tracing::warn!(error = %error, reason, "gateway reconcile failed");
+    kube::runtime::controller::Action::requeue(error.backoff(2))
+}
+
+fn spawn_signal_handler(token: CancellationToken) {
+    tokio::spawn(async move {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot handle SIGTERM");
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+        }
+        token.cancel();
+    });
+}

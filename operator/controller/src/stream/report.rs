@@ -1,0 +1,127 @@
+//! Reporting a side's state: the status the operator owns (applied server-side, so the
+//! control endpoint's Hello fields are left alone) and an event on each phase transition.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{Patch, PatchParams},
+    runtime::events::{Event, EventType},
+};
+use scistream_api::{Phase, StreamRequest, StreamRequestStatus, conditions, keys};
+use scistream_core::phase::{Decision, Verdict};
+
+use crate::{
+    context::Context,
+    error::{Error, Result},
+};
+
+/// The status fields the operator owns.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Owned {
+    /// Phase.
+    pub phase: Option<Phase>,
+    /// Listeners.
+    pub listeners: Vec<String>,
+    /// Nodes and ports.
+    pub allocations: Vec<scistream_api::NodeAllocation>,
+    /// Certificate.
+    pub certificate: Option<String>,
+}
+
+fn merge(
+    conds: &mut Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+    type_: &str,
+    v: &Verdict,
+    generation: Option<i64>,
+    now: &Time,
+) {
+    conditions::merge(conds, conditions::new(type_, v.status, v.reason, v.message.clone(), generation, now));
+}
+
+/// The whole status after `decision`, from the current one (Hello fields and timestamps are
+/// carried over).
+pub fn desired(sr: &StreamRequest, decision: &Decision, owned: Owned, now: &Time) -> StreamRequestStatus {
+    let current = sr.status.clone().unwrap_or_default();
+    let generation = sr.metadata.generation;
+    let mut conds = current.conditions.clone();
+    merge(&mut conds, conditions::types::RESERVED, &decision.reserved, generation, now);
+    merge(&mut conds, conditions::types::HELLO_RECEIVED, &decision.hello, generation, now);
+    merge(&mut conds, conditions::types::DATA_PATH_READY, &decision.data_path, generation, now);
+    merge(&mut conds, conditions::types::READY, &decision.ready, generation, now);
+    let reserved = decision.reserved.status;
+    StreamRequestStatus {
+        phase: owned.phase,
+        listeners: owned.listeners,
+        allocations: owned.allocations,
+        certificate: owned.certificate,
+        reserved_time: if reserved {
+            current.reserved_time.clone().or_else(|| Some(now.clone()))
+        } else {
+            current.reserved_time.clone()
+        },
+        ready_time: if decision.phase == Phase::Ready {
+            current.ready_time.clone().or_else(|| Some(now.clone()))
+        } else {
+            current.ready_time.clone()
+        },
+        failed_time: if decision.phase == Phase::Failed {
+            current.failed_time.clone().or_else(|| Some(now.clone()))
+        } else {
+            None
+        },
+        conditions: conds,
+        observed_generation: generation,
+        ..current
+    }
+}
+
+/// The operator's part of the status as an apply patch: everything but the fields the
+/// control endpoint owns (`prodListeners`, `helloTime`).
+fn apply_body(status: &StreamRequestStatus) -> serde_json::Value {
+    let mut value = serde_json::to_value(status).unwrap_or_default();
+    if let Some(map) = value.as_object_mut() {
+        map.remove("prodListeners");
+        map.remove("helloTime");
+    }
+    serde_json::json!({
+        "apiVersion": StreamRequest::api_version(&()),
+        "kind": StreamRequest::kind(&()),
+        "status": value,
+    })
+}
+
+/// Writes `status` if it differs from the stored one, and publishes an event when the phase
+/// changed. Returns whether anything was written.
+pub async fn write(
+    ctx: &Context,
+    sr: &StreamRequest,
+    status: StreamRequestStatus,
+    decision: &Decision,
+) -> Result<bool> {
+    let current = sr.status.clone().unwrap_or_default();
+    if current == status {
+        return Ok(false);
+    }
+    let ns = sr.namespace().ok_or(Error::MissingField(".metadata.namespace"))?;
+    let api: Api<StreamRequest> = Api::namespaced(ctx.client.clone(), &ns);
+    let params = PatchParams::apply(keys::FIELD_MANAGER_OPERATOR).force();
+    api.patch_status(&sr.name_any(), &params, &Patch::Apply(apply_body(&status)))
+        .await
+        .map_err(Error::kube(format!("write the status of StreamRequest {ns}/{}", sr.name_any())))?;
+    if current.phase != status.phase {
+        let phase = status.phase.map(|p| format!("{p:?}")).unwrap_or_default();
+        tracing::info!(phase = %phase, reason = decision.ready.reason, "phase changed");
+        let warning = matches!(status.phase, Some(Phase::Failed));
+        let event = Event {
+            type_: if warning { EventType::Warning } else { EventType::Normal },
+            reason: if decision.ready.status { "Ready".to_owned() } else { decision.ready.reason.to_owned() },
+            note: Some(format!("{phase}: {}", decision.ready.message).chars().take(1000).collect()),
+            action: "Reconcile".to_owned(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&event, &sr.object_ref(&())).await {
+            tracing::warn!(error = %e, "could not publish an event");
+        }
+    }
+    Ok(true)
+}
