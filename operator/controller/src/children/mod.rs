@@ -205,7 +205,7 @@ fn volumes(p: &RelayPod<'_>) -> (Vec<Volume>, Vec<VolumeMount>) {
             name: "tls".to_owned(),
             secret: Some(SecretVolumeSource {
                 secret_name: Some(names::tls_secret(side.stream_id, side.role)),
-                default_mode: Some(0o400),
+                default_mode: Some(0o440),
                 ..SecretVolumeSource::default()
             }),
             ..Volume::default()
@@ -271,6 +271,8 @@ pub fn relay_pod(p: &RelayPod<'_>) -> Pod {
                 run_as_non_root: Some(true),
                 run_as_user: Some(RELAY_UID),
                 run_as_group: Some(RELAY_UID),
+                // Secret files are root-owned; fsGroup makes them group-readable by the relay.
+                fs_group: Some(RELAY_UID),
                 seccomp_profile: Some(SeccompProfile {
                     type_: "RuntimeDefault".to_owned(),
                     ..SeccompProfile::default()

@@ -56,7 +56,8 @@ fn relay_pod_is_pinned_host_network_and_locked_down() {
     assert_eq!(spec.host_network, Some(true));
     assert_eq!(spec.dns_policy.as_deref(), Some("ClusterFirstWithHostNet"));
     assert_eq!(spec.tolerations.as_ref().unwrap()[0].key.as_deref(), Some("dtn"));
-    assert_eq!(spec.security_context.as_ref().unwrap().run_as_non_root, Some(true));
+    let psc = spec.security_context.as_ref().unwrap();
+    assert_eq!((psc.run_as_non_root, psc.fs_group), (Some(true), Some(RELAY_UID)));
     let c = &spec.containers[0];
     let sc = c.security_context.as_ref().unwrap();
     assert_eq!((sc.read_only_root_filesystem, sc.allow_privilege_escalation), (Some(true), Some(false)));
