@@ -88,10 +88,45 @@ fn authenticate(state: &Shared, h: &HeaderMap) -> ApiResult<UserInfo> {
         .strip_prefix("Bearer ")
         .unwrap_or_default()
         .trim();
-    state
+    let user = state
         .auth
         .authenticate(token)
-        .ok_or_else(ApiError::unauthorized)
+        .ok_or_else(ApiError::unauthorized)?;
+    let Some(target) = h.get("Impersonate-User").and_then(|v| v.to_str().ok()) else {
+        return Ok(user);
+    };
+    let attrs = Attributes {
+        verb: "impersonate".into(),
+        resource: "users".into(),
+        name: target.into(),
+        ..Default::default()
+    };
+    if !authorize(&state.store, &user, &attrs).0 {
+        return Err(ApiError {
+            code: 403,
+            reason: "Forbidden",
+            message: format!(
+                "users \"{target}\" is forbidden: User \"{}\" cannot impersonate resource \"users\" in API group \"\" at the cluster scope",
+                user.name
+            ),
+            details: Some(json!({"name": target, "kind": "users"})),
+        });
+    }
+    let mut groups: Vec<String> = h
+        .get_all("Impersonate-Group")
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(String::from))
+        .collect();
+    groups.push("system:authenticated".into());
+    Ok(UserInfo {
+        name: target.into(),
+        uid: h
+            .get("Impersonate-Uid")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .into(),
+        groups,
+    })
 }
 
 async fn serve(state: Shared, addr: String, req: Request<Incoming>) -> ApiResult<Response<Body>> {

@@ -140,8 +140,17 @@ pub fn start(
             snapshot_rv
         }
     };
-    let (backlog, rx) = state.store.watch_from(&w.info.key(), since)?;
     let (tx, out) = mpsc::channel(256);
+    // As the real watch cache does, a too old version is an ERROR event
+    // in a 200 response, not an HTTP error.
+    let (backlog, rx) = match state.store.watch_from(&w.info.key(), since) {
+        Ok(x) => x,
+        Err(e) if e.code == 410 => {
+            let _ = tx.try_send(error_line(&e));
+            return Ok(out);
+        }
+        Err(e) => return Err(e),
+    };
     tokio::spawn(run(w, initial, since, backlog, rx, tx));
     Ok(out)
 }
