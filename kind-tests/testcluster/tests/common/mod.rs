@@ -165,6 +165,22 @@ impl Kubectl {
         self.ok_stdin(args, None)
     }
 
+    /// Runs with extra environment variables and asserts success; returns stdout.
+    pub fn ok_env(&self, args: &[&str], env: &[(&str, &str)]) -> String {
+        let mut c = self.command(args);
+        c.envs(env.iter().copied()).stdin(Stdio::null());
+        let out = c.output().expect("kubectl output");
+        let (o, e) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed\nstdout: {o}\nstderr: {e}"
+        );
+        o.into_owned()
+    }
+
     /// Runs with stdin and asserts success; returns stdout.
     pub fn ok_stdin(&self, args: &[&str], stdin: Option<&str>) -> String {
         let out = self.run(args, stdin);
