@@ -1,0 +1,89 @@
+//! Type-specific validation of built-in objects beyond the schema (the
+//! checks our tests and tools rely on).
+
+use serde_json::Value;
+
+use crate::resources::ResourceInfo;
+use crate::status::{ApiError, ApiResult, Cause};
+
+fn invalid(info: &ResourceInfo, name: &str, field: &str, message: String) -> ApiError {
+    ApiError::invalid(
+        info,
+        name,
+        vec![Cause {
+            reason: "FieldValueInvalid".into(),
+            message,
+            field: field.into(),
+        }],
+    )
+}
+
+fn required(info: &ResourceInfo, name: &str, field: &str) -> ApiError {
+    ApiError::invalid(
+        info,
+        name,
+        vec![Cause {
+            reason: "FieldValueRequired".into(),
+            message: "Required value".into(),
+            field: field.into(),
+        }],
+    )
+}
+
+/// Validates a new object.
+pub fn validate_create(info: &ResourceInfo, obj: &Value) -> ApiResult<()> {
+    let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+    match (info.group.as_str(), info.plural.as_str()) {
+        ("apiextensions.k8s.io", "customresourcedefinitions") => {
+            let spec = &obj["spec"];
+            let plural = spec["names"]["plural"].as_str().unwrap_or_default();
+            let group = spec["group"].as_str().unwrap_or_default();
+            if plural.is_empty() {
+                return Err(required(info, name, "spec.names.plural"));
+            }
+            if spec["names"]["kind"]
+                .as_str()
+                .unwrap_or_default()
+                .is_empty()
+            {
+                return Err(required(info, name, "spec.names.kind"));
+            }
+            if name != format!("{plural}.{group}") {
+                return Err(invalid(
+                    info,
+                    name,
+                    "metadata.name",
+                    format!(
+                        "Invalid value: \"{name}\": must be spec.names.plural+\".\"+spec.group"
+                    ),
+                ));
+            }
+            let versions = spec["versions"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            if versions
+                .iter()
+                .filter(|v| v["storage"].as_bool() == Some(true))
+                .count()
+                != 1
+            {
+                return Err(invalid(
+                    info,
+                    name,
+                    "spec.versions",
+                    "Invalid value: must have exactly one version marked as storage version".into(),
+                ));
+            }
+        }
+        ("", "pods")
+            if obj["spec"]["containers"]
+                .as_array()
+                .is_none_or(Vec::is_empty) =>
+        {
+            return Err(required(info, name, "spec.containers"));
+        }
+        _ => {}
+    }
+    Ok(())
+}
