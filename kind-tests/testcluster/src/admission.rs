@@ -7,7 +7,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::openapi::{builtin_schemas, schema_for};
+use crate::openapi::{builtin_schemas, crd_schema};
 use crate::resources::ResourceInfo;
 use crate::status::{ApiError, ApiResult, Cause};
 
@@ -50,9 +50,21 @@ pub struct Request<'a> {
 /// Prunes, defaults and validates `obj`; returns warnings for the client.
 pub fn admit(req: &Request<'_>, obj: &mut Value) -> ApiResult<Vec<String>> {
     let mut unknown = vec![];
-    if let Some((name, comps)) = schema_for(req.info) {
-        let resolve = |n: &str| comps.get(n).or_else(|| builtin_schemas().defs.get(n));
-        if let Some(root) = resolve(&name) {
+    // Built-in schemas are static; a CRD's is rebuilt per write (cheap
+    // next to a request) so that it always matches the served CRD.
+    let defs = &builtin_schemas().defs;
+    let resolve = |n: &str| defs.get(n);
+    if req.info.crd.is_some() {
+        let root = crd_schema(req.info);
+        prune(obj, &root, &resolve, "", &mut unknown);
+    } else {
+        let b = builtin_schemas();
+        let gvk = (
+            req.info.group.clone(),
+            req.info.version.clone(),
+            req.info.kind.clone(),
+        );
+        if let Some(root) = b.by_kind.get(&gvk).and_then(|n| defs.get(n)) {
             prune(obj, root, &resolve, "", &mut unknown);
         }
     }

@@ -162,7 +162,11 @@ async fn watch_timeout_ends_the_stream() {
     let all: Vec<_> = tokio::time::timeout(T, s.collect::<Vec<_>>())
         .await
         .unwrap();
-    assert!(all.is_empty());
+    // The stream ends by itself; only bookmarks may have come (no objects exist).
+    assert!(
+        all.iter().all(|e| matches!(e, Ok(WatchEvent::Bookmark(_)))),
+        "{all:?}"
+    );
 }
 
 async fn watcher_sees_everything(cfg: watcher::Config) {
