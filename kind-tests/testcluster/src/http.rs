@@ -257,9 +257,8 @@ fn selectors(
             .map(String::as_str)
             .unwrap_or_default(),
     )?;
-    let crd_fields: Vec<String> = vec![];
     let extra = if info.crd.is_some() {
-        Some(crd_fields.as_slice())
+        Some(info.selectable_fields.as_slice())
     } else {
         None
     };

@@ -198,8 +198,7 @@ impl State {
         ctx: &Ctx,
     ) -> ApiResult<Reply> {
         check_type(info, &body)?;
-        body["apiVersion"] = json!(info.api_version());
-        body["kind"] = json!(info.kind);
+        body = crate::convert::to_storage(info, body);
         let body_ns = body["metadata"]["namespace"].as_str().unwrap_or_default();
         if info.namespaced && !body_ns.is_empty() && body_ns != ns {
             return Err(ApiError::bad_request(
@@ -258,8 +257,7 @@ impl State {
         subresource: &str,
         track: bool,
     ) -> ApiResult<(Write, Vec<String>)> {
-        new["apiVersion"] = json!(info.api_version());
-        new["kind"] = json!(info.kind);
+        new = crate::convert::to_storage(info, new);
         if !new["metadata"].is_object() {
             new["metadata"] = json!({});
         }
@@ -402,10 +400,11 @@ impl State {
         let mut warnings = vec![];
         let out = self.commit(info, ns, name, ctx, |cur| {
             let old = cur.ok_or_else(|| ApiError::not_found(info, name))?;
+            let view = crate::state::as_version(old, info);
             let patched = match ptype {
-                PatchType::Merge => merge_patch(old, &patch),
-                PatchType::Json => json_patch(old, &patch)?,
-                _ => strategic_merge(old, &patch)?,
+                PatchType::Merge => merge_patch(&view, &patch),
+                PatchType::Json => json_patch(&view, &patch)?,
+                _ => strategic_merge(&view, &patch)?,
             };
             if patched["metadata"]["resourceVersion"] != old["metadata"]["resourceVersion"] {
                 return Err(ApiError::modified(info, name));
@@ -462,6 +461,7 @@ impl State {
             let Some(old) = cur else {
                 let mut obj =
                     managed::apply(&json!({}), &applied, &w, ctx.force).map_err(conflict)?;
+                obj = crate::convert::to_storage(info, obj);
                 obj["metadata"]["name"] = json!(name);
                 crate::validation::validate_create(info, &obj)?;
                 let entries = managed::entries(&obj);
@@ -476,7 +476,8 @@ impl State {
             if !want_rv.is_empty() && old["metadata"]["resourceVersion"].as_str() != Some(want_rv) {
                 return Err(ApiError::modified(info, name));
             }
-            let merged = managed::apply(old, &applied, &w, ctx.force).map_err(conflict)?;
+            let view = crate::state::as_version(old, info);
+            let merged = managed::apply(&view, &applied, &w, ctx.force).map_err(conflict)?;
             let (wr, warn) = self.finish_update(info, old, merged, ctx, subresource, false)?;
             warnings = warn;
             Ok(wr)

@@ -93,8 +93,5 @@ pub fn name_of(obj: &Value) -> &str {
 
 /// Sets apiVersion/kind of a stored object to those of the served version.
 pub fn as_version(obj: &Value, info: &ResourceInfo) -> Value {
-    let mut o = obj.clone();
-    o["apiVersion"] = Value::String(info.api_version());
-    o["kind"] = Value::String(info.kind.clone());
-    o
+    crate::convert::to_view(info, obj)
 }

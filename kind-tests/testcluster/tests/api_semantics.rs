@@ -438,3 +438,53 @@ async fn rbac_and_reviews() {
     assert_eq!(st.authenticated, Some(true));
     assert_eq!(st.user.unwrap().username.as_deref(), Some("alice"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorder_events_are_core_events_too() {
+    use kube::Resource;
+    use kube::runtime::events::{Event, EventType, Recorder};
+    let c = start().await;
+    let client = c.client().await.unwrap();
+    let cms: Api<ConfigMap> = Api::default_namespaced(client.clone());
+    let cm = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some("evented".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let cm = cms.create(&PostParams::default(), &cm).await.unwrap();
+    let recorder = Recorder::new(client.clone(), "widget-controller".into());
+    let ev = Event {
+        type_: EventType::Normal,
+        reason: "Configured".into(),
+        note: Some("all good".into()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    recorder.publish(&ev, &cm.object_ref(&())).await.unwrap();
+    recorder.publish(&ev, &cm.object_ref(&())).await.unwrap();
+    let core: Api<k8s_openapi::api::core::v1::Event> = Api::default_namespaced(client.clone());
+    let listed = core
+        .list(&ListParams::default().fields("involvedObject.name=evented"))
+        .await
+        .unwrap();
+    assert_eq!(
+        listed.items.len(),
+        1,
+        "a repeated event is one object with a series"
+    );
+    let e = &listed.items[0];
+    assert_eq!(
+        (e.reason.as_deref(), e.message.as_deref()),
+        (Some("Configured"), Some("all good"))
+    );
+    assert_eq!(e.reporting_component.as_deref(), Some("widget-controller"));
+    let new_api: Api<k8s_openapi::api::events::v1::Event> = Api::default_namespaced(client);
+    let same = new_api
+        .get(e.metadata.name.as_deref().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(same.note.as_deref(), Some("all good"));
+    assert_eq!(same.regarding.unwrap().name.as_deref(), Some("evented"));
+}

@@ -274,3 +274,60 @@ async fn controller_converges() {
     .await;
     handle.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtime_finalizer_helper_cleans_up() {
+    use kube::runtime::finalizer::{Event as Fin, finalizer};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let c = start().await;
+    let client = c.client().await.unwrap();
+    install_widget_crd(&client).await;
+    let api: Api<Widget> = Api::default_namespaced(client);
+    let cleaned = Arc::new(AtomicUsize::new(0));
+    let ctx = Arc::new((api.clone(), cleaned.clone()));
+    async fn reconcile(
+        w: Arc<Widget>,
+        ctx: Arc<(Api<Widget>, Arc<AtomicUsize>)>,
+    ) -> Result<Action, kube::runtime::finalizer::Error<kube::Error>> {
+        let (api, cleaned) = (&ctx.0, ctx.1.clone());
+        finalizer(api, "example.com/cleanup", w, |ev| async move {
+            if let Fin::Cleanup(_) = ev {
+                cleaned.fetch_add(1, Ordering::SeqCst);
+            }
+            Ok::<_, kube::Error>(Action::await_change())
+        })
+        .await
+    }
+    let ctl = Controller::new(api.clone(), watcher::Config::default())
+        .run(
+            reconcile,
+            |_, _, _| Action::requeue(Duration::from_millis(200)),
+            ctx,
+        )
+        .for_each(|_| async {});
+    let handle = tokio::spawn(ctl);
+    api.create(&PostParams::default(), &widget("f", 1))
+        .await
+        .unwrap();
+    eventually(T, || {
+        let api = api.clone();
+        async move {
+            api.get("f")
+                .await
+                .unwrap()
+                .metadata
+                .finalizers
+                .unwrap_or_default()
+                == ["example.com/cleanup"]
+        }
+    })
+    .await;
+    api.delete("f", &Default::default()).await.unwrap();
+    eventually(T, || {
+        let api = api.clone();
+        async move { api.get_opt("f").await.unwrap().is_none() }
+    })
+    .await;
+    assert_eq!(cleaned.load(Ordering::SeqCst), 1);
+    handle.abort();
+}

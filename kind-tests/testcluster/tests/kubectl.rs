@@ -68,7 +68,24 @@ fn create_get_describe_delete() {
         k.ok(&["-n", "team", "get", "cm", "cfg", "-o", "jsonpath={.data.a}"]),
         "1"
     );
+    let uid = k.ok(&[
+        "-n",
+        "team",
+        "get",
+        "cm",
+        "cfg",
+        "-o",
+        "jsonpath={.metadata.uid}",
+    ]);
+    let event = format!(
+        "apiVersion: events.k8s.io/v1\nkind: Event\nmetadata: {{name: cfg.1, namespace: team}}\neventTime: \"2026-01-01T00:00:00.000000Z\"\nreportingController: tests\nreportingInstance: tests-1\naction: Check\nreason: Checked\nnote: looked at it\ntype: Normal\nregarding: {{apiVersion: v1, kind: ConfigMap, name: cfg, namespace: team, uid: {uid}}}\n"
+    );
+    k.ok_stdin(&["apply", "-f", "-"], Some(&event));
     let described = k.ok(&["-n", "team", "describe", "cm", "cfg"]);
+    assert!(
+        described.contains("Checked") && described.contains("looked at it"),
+        "{described}"
+    );
     assert!(described.contains("Name:         cfg"), "{described}");
     let ns = k.ok(&["get", "ns"]);
     assert!(ns.contains("team") && ns.contains("Active"), "{ns}");
