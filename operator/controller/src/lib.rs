@@ -19,4 +19,4 @@ pub mod stream;
 pub mod telemetry;
 
 pub use args::Args;
-pub use run::run;
+pub use run::{run, run_until};

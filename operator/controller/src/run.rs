@@ -74,12 +74,17 @@ fn owner_of(pod: &Pod) -> Option<ObjectRef<StreamRequest>> {
 
 /// Runs the operator until SIGTERM/SIGINT or loss of leadership.
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    let token = CancellationToken::new();
+    spawn_signal_handler(token.clone());
+    run_until(args, token).await
+}
+
+/// Runs the operator until `token` is cancelled (or leadership is lost, which cancels it).
+pub async fn run_until(args: Args, token: CancellationToken) -> anyhow::Result<()> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     telemetry::init(&args.log_format);
     let client = client(&args).await?;
     check_crds(&client).await?;
-    let token = CancellationToken::new();
-    spawn_signal_handler(token.clone());
     let metrics = Arc::new(Metrics::default());
     let ready = Arc::new(AtomicBool::new(false));
     let http = server::serve(args.metrics_addr, metrics.clone(), ready.clone(), token.clone())

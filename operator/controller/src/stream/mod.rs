@@ -184,6 +184,48 @@ async fn reserve(
     Ok(outcome)
 }
 
+/// Moves the share of a reservation held on nodes that are no longer usable to usable ones
+/// (ports on surviving nodes are kept). Returns the new reservation and the nodes lost.
+async fn relocate(ctx: &Context, gateway: &Gateway, current: Reservation) -> Result<(Reservation, Vec<String>)> {
+    let usable = usable_nodes(gateway);
+    let lost: Vec<String> =
+        current.nodes.iter().filter(|a| !usable.contains(&a.node)).map(|a| a.node.clone()).collect();
+    if lost.is_empty() {
+        return Ok((current, lost));
+    }
+    let mut moved = current.clone();
+    update_gateway_status(&ctx.client, &gateway.name_any(), |gw, st| {
+        let nodes = usable_nodes(&Gateway { status: Some(st.clone()), ..gw.clone() });
+        let declared = gw.spec.bandwidth.parse::<Rate>().unwrap_or_default();
+        let mut reservations = st.reservations.clone();
+        for node in &lost {
+            let cap = allocator::Capacity {
+                port_range: gw.spec.port_range,
+                bandwidth: declared,
+                nodes: &nodes,
+                reservations: &reservations,
+            };
+            match allocator::relocate(&cap, &current.uid, node) {
+                Ok(Some(r)) => {
+                    for slot in reservations.iter_mut().filter(|x| x.uid == r.uid) {
+                        *slot = r.clone();
+                    }
+                }
+                // Nowhere to go now: keep the holding; the relay on the lost node stays down.
+                _ => return false,
+            }
+        }
+        let changed = reservations != st.reservations;
+        if let Some(r) = reservations.iter().find(|r| r.uid == current.uid) {
+            moved = r.clone();
+        }
+        st.reservations = reservations;
+        changed
+    })
+    .await?;
+    Ok((moved, lost))
+}
+
 /// Releases `uid`'s holding on the gateway (no-op if it holds nothing or the gateway is gone).
 async fn release(ctx: &Context, gateway: &str, uid: &str) -> Result<()> {
     update_gateway_status(&ctx.client, gateway, |_, st| {
@@ -258,6 +300,21 @@ async fn apply(sr: &StreamRequest, ctx: &Context) -> Result<Action> {
             },
         },
     };
+    if failed.is_none()
+        && let Some(current) = reservation.clone()
+    {
+        let (moved, lost) = relocate(ctx, &gateway, current.clone()).await?;
+        if moved != current {
+            let note = format!(
+                "gateway node(s) {} lost; listeners moved to other gateway nodes. The peer side must be updated: `kubectl scistream update {}`",
+                lost.join(", "),
+                sr.name_any()
+            );
+            tracing::warn!(lost = %lost.join(","), "relocated listeners of lost gateway nodes");
+            report::warn(ctx, sr, reasons::NODE_LOST, &note).await;
+            reservation = Some(moved);
+        }
+    }
     let mode = mode.unwrap_or(RelayMode::Plain);
     let live = failed.is_none() && reservation.is_some();
     let certificate = if live && mode.encrypted() {

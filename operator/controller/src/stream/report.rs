@@ -125,3 +125,17 @@ pub async fn write(
     }
     Ok(true)
 }
+
+/// Publishes a Warning event (best effort: a failed event never fails a reconcile).
+pub async fn warn(ctx: &Context, sr: &StreamRequest, reason: &str, note: &str) {
+    let event = Event {
+        type_: EventType::Warning,
+        reason: reason.to_owned(),
+        note: Some(note.chars().take(1000).collect()),
+        action: "Reconcile".to_owned(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &sr.object_ref(&())).await {
+        tracing::warn!(error = %e, "could not publish an event");
+    }
+}
