@@ -84,13 +84,22 @@ pub struct Context {
     pub config: Config,
     /// Caches.
     pub stores: Stores,
+    /// Becomes true once every cache is synced.
+    pub synced: tokio::sync::watch::Receiver<bool>,
     /// Consecutive failures per StreamRequest, for backoff (reset on success).
     pub failures: Mutex<HashMap<ObjectRef<StreamRequest>, u32>>,
 }
 
 impl Context {
     /// Builds the context.
-    pub fn new(client: Client, config: Config, stores: Stores, metrics: Arc<Metrics>, instance: String) -> Arc<Self> {
+    pub fn new(
+        client: Client,
+        config: Config,
+        stores: Stores,
+        metrics: Arc<Metrics>,
+        instance: String,
+        synced: tokio::sync::watch::Receiver<bool>,
+    ) -> Arc<Self> {
         let reporter =
             Reporter { controller: scistream_api::keys::FIELD_MANAGER_OPERATOR.to_owned(), instance: Some(instance) };
         Arc::new(Self {
@@ -99,8 +108,19 @@ impl Context {
             metrics,
             config,
             stores,
+            synced,
             failures: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Waits (bounded) until the caches hold a first full list, so no decision is made on an
+    /// empty cache at start-up. (kube's `Store::wait_until_ready` wakes only one of several
+    /// concurrent waiters, so one task waits on the stores and flips this flag for all.)
+    pub async fn caches_ready(&self) {
+        let mut ready = self.synced.clone();
+        if tokio::time::timeout(Duration::from_secs(30), ready.wait_for(|r| *r)).await.is_err() {
+            tracing::warn!("caches not synced after 30s; reconciling anyway");
+        }
     }
 
     /// Records a failure of `obj` and returns the consecutive count.

@@ -118,7 +118,8 @@ pub async fn run_until(args: Args, token: CancellationToken) -> anyhow::Result<(
     let gw_ctrl = Controller::new(gateways_api.clone(), watcher::Config::default());
     let sr_ctrl = Controller::new(requests_api, watcher::Config::default());
     let stores = Stores { gateways: gw_ctrl.store(), nodes: nodes.clone(), requests: sr_ctrl.store() };
-    let ctx = Context::new(client.clone(), args.config(), stores.clone(), metrics, args.identity.clone());
+    let (synced_tx, synced) = tokio::sync::watch::channel(false);
+    let ctx = Context::new(client.clone(), args.config(), stores.clone(), metrics, args.identity.clone(), synced);
 
     let all_gateways = stores.gateways.clone();
     let gw_ctrl = gw_ctrl
@@ -156,6 +157,7 @@ pub async fn run_until(args: Args, token: CancellationToken) -> anyhow::Result<(
             let _ = stores.requests.wait_until_ready().await;
             let _ = stores.nodes.wait_until_ready().await;
             ready.store(true, Ordering::Relaxed);
+            let _ = synced_tx.send(true);
             tracing::info!("caches synced; reconciling");
         }
     };

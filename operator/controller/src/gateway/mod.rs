@@ -3,6 +3,7 @@
 //! status (nodes, ports, bandwidth, Ready) current.
 
 pub mod status;
+mod sweep;
 
 use std::{collections::BTreeSet, sync::Arc};
 
@@ -73,6 +74,7 @@ async fn vanished(ctx: &Context, gateway: &Gateway) -> Result<BTreeSet<String>> 
 #[tracing::instrument(skip_all, fields(gateway = %gateway.name_any()))]
 pub async fn reconcile(gateway: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile(CONTROLLER);
+    ctx.caches_ready().await;
     let name = gateway.name_any();
     let mut nodes: Vec<_> = ctx
         .stores
@@ -84,6 +86,7 @@ pub async fn reconcile(gateway: Arc<Gateway>, ctx: Arc<Context>) -> Result<Actio
         .collect();
     nodes.sort_by(|a, b| a.1.name.cmp(&b.1.name));
     let problem = namespace_problem(&ctx, &gateway.spec.pod_namespace).await?;
+    let namespace_usable = problem.is_none();
     let (ready, reason, message) = status::readiness(&gateway.spec, &nodes, problem);
     let gone = vanished(&ctx, &gateway).await?;
     let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now());
@@ -100,6 +103,9 @@ pub async fn reconcile(gateway: Arc<Gateway>, ctx: Arc<Context>) -> Result<Actio
         true
     })
     .await?;
+    if namespace_usable {
+        sweep::sweep(&ctx, &gateway).await?;
+    }
     if let Some(status) = stored.and_then(|g| g.status) {
         let labels = GatewayLabels { gateway: name.clone() };
         ctx.metrics.ports_in_use.get_or_create(&labels).set(i64::from(status.ports_in_use));

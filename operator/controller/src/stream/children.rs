@@ -182,7 +182,7 @@ fn failed_for_good(pod: &Pod) -> bool {
     matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Failed" | "Succeeded"))
 }
 
-async fn delete<K>(api: &Api<K>, name: &str) -> Result<()>
+pub(crate) async fn delete<K>(api: &Api<K>, name: &str) -> Result<()>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
@@ -208,6 +208,38 @@ pub async fn remove(ctx: &Context, side: &Side<'_>) -> Result<usize> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), side.namespace);
     delete(&secrets, &names::tls_secret(side.stream_id, side.role)).await?;
     Ok(current_pods(ctx, side).await?.len())
+}
+
+/// Deletes a request's relay objects in every namespace (its Gateway, which named the
+/// namespace, is gone). Returns how many pods still exist.
+pub async fn remove_everywhere(ctx: &Context, sr: &scistream_api::StreamRequest) -> Result<usize> {
+    let request = format!("{}/{}", sr.namespace().unwrap_or_default(), sr.name_any());
+    let selector =
+        format!("{}={},{}={}", keys::LABEL_STREAM_ID, sr.spec.stream_id, keys::LABEL_ROLE, sr.spec.role.label_value());
+    let lp = ListParams::default().labels(&selector);
+    let mut remaining = 0;
+    let pods: Api<Pod> = Api::all(ctx.client.clone());
+    for pod in pods.list(&lp).await.map_err(Error::kube("list relay pods"))?.items {
+        if pod.annotations().get(keys::ANNOTATION_REQUEST) != Some(&request) {
+            continue;
+        }
+        remaining += 1;
+        if pod.metadata.deletion_timestamp.is_none() {
+            let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &pod.namespace().unwrap_or_default());
+            delete(&api, &pod.name_any()).await?;
+        }
+    }
+    let cms: Api<ConfigMap> = Api::all(ctx.client.clone());
+    for cm in cms.list(&lp).await.map_err(Error::kube("list relay ConfigMaps"))?.items {
+        let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &cm.namespace().unwrap_or_default());
+        delete(&api, &cm.name_any()).await?;
+    }
+    let secrets: Api<Secret> = Api::all(ctx.client.clone());
+    for secret in secrets.list(&lp).await.map_err(Error::kube("list relay Secrets"))?.items {
+        let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &secret.namespace().unwrap_or_default());
+        delete(&api, &secret.name_any()).await?;
+    }
+    Ok(remaining)
 }
 
 /// 64-bit FNV-1a, for spec hashes that must be stable across operator versions.

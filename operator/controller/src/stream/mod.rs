@@ -5,7 +5,7 @@
 //! reservations), asks `scistream_core::phase::decide`, acts (reservation, key Secret,
 //! ConfigMap, pods: each idempotent on its own) and reports (status, events).
 
-mod children;
+pub(crate) mod children;
 pub mod report;
 pub mod targets;
 
@@ -44,6 +44,7 @@ pub const CONTROLLER: &str = "streamrequest";
 #[tracing::instrument(skip_all, fields(ns = %sr.namespace().unwrap_or_default(), name = %sr.name_any(), stream = %sr.spec.stream_id))]
 pub async fn reconcile(sr: Arc<StreamRequest>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile(CONTROLLER);
+    ctx.caches_ready().await;
     let ns = sr.namespace().ok_or(Error::MissingField(".metadata.namespace"))?;
     let api: Api<StreamRequest> = Api::namespaced(ctx.client.clone(), &ns);
     let action = finalizer(&api, keys::FINALIZER_STREAM_REQUEST, sr.clone(), |event| async {
@@ -69,6 +70,16 @@ pub fn error_policy(sr: Arc<StreamRequest>, error: &Error, ctx: Arc<Context>) ->
         tracing::warn!(error = %error, reason, attempt, "reconcile failed");
     }
     Action::requeue(error.backoff(attempt.saturating_sub(1)))
+}
+
+/// The request's Gateway: from the cache, confirmed against the API on a miss (a cache that
+/// lags must never make a live stream look orphaned).
+async fn find_gateway(ctx: &Context, name: &str) -> Result<Option<Arc<Gateway>>> {
+    if let Some(gw) = ctx.stores.gateways.get(&ObjectRef::new(name)) {
+        return Ok(Some(gw));
+    }
+    let api: Api<Gateway> = Api::all(ctx.client.clone());
+    Ok(api.get_opt(name).await.map_err(Error::kube(format!("read Gateway {name}")))?.map(Arc::new))
 }
 
 fn side<'a>(sr: &'a StreamRequest, gateway: &'a Gateway) -> Side<'a> {
@@ -259,7 +270,7 @@ async fn apply(sr: &StreamRequest, ctx: &Context) -> Result<Action> {
         };
         (reason, ready.map(|c| c.message.clone()).unwrap_or_default())
     });
-    let Some(gateway) = ctx.stores.gateways.get(&ObjectRef::new(&sr.spec.gateway)) else {
+    let Some(gateway) = find_gateway(ctx, &sr.spec.gateway).await? else {
         let message =
             format!("Gateway {} does not exist; `kubectl get gateways` lists this cluster's gateways", sr.spec.gateway);
         return finish(
@@ -428,14 +439,15 @@ fn next_check(decision: &phase::Decision, facts: &Facts, ctx: &Context) -> Actio
 /// Tolerates an apply that never ran or never finished, and a Gateway that no longer exists.
 async fn cleanup(sr: &StreamRequest, ctx: &Context) -> Result<Action> {
     let uid = sr.uid().unwrap_or_default();
-    if let Some(gateway) = ctx.stores.gateways.get(&ObjectRef::new(&sr.spec.gateway)) {
-        let side = side(sr, &gateway);
-        let stopping = children::remove(ctx, &side).await?;
-        if stopping > 0 {
-            return Err(Error::StillTerminating(stopping));
-        }
-        release(ctx, &gateway.name_any(), &uid).await?;
+    let stopping = match find_gateway(ctx, &sr.spec.gateway).await? {
+        Some(gateway) => children::remove(ctx, &side(sr, &gateway)).await?,
+        // The Gateway is gone, and with it the namespace we would look in: search everywhere.
+        None => children::remove_everywhere(ctx, sr).await?,
+    };
+    if stopping > 0 {
+        return Err(Error::StillTerminating(stopping));
     }
+    release(ctx, &sr.spec.gateway, &uid).await?;
     tracing::info!("released");
     Ok(Action::await_change())
 }

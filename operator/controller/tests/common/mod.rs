@@ -40,6 +40,7 @@ pub struct Facility {
     pub client: Client,
     operators: Vec<(CancellationToken, JoinHandle<anyhow::Result<()>>)>,
     kubelet: JoinHandle<()>,
+    started: usize,
     /// Pods the stand-in kubelet must leave NotReady (by node).
     pub broken_nodes: Arc<Mutex<Vec<String>>>,
 }
@@ -83,13 +84,14 @@ impl Facility {
         }
         let broken_nodes = Arc::new(Mutex::new(Vec::new()));
         let kubelet = tokio::spawn(kubelet(client.clone(), broken_nodes.clone()));
-        Facility { cluster, client, operators: Vec::new(), kubelet, broken_nodes }
+        Facility { cluster, client, operators: Vec::new(), kubelet, broken_nodes, started: 0 }
     }
 
     /// Starts an operator (several may run at once; `leader_election` decides whether they
     /// compete for the Lease).
     pub fn start_operator(&mut self, leader_election: bool) {
-        let identity = format!("operator-{}", self.operators.len());
+        let identity = format!("operator-{}", self.started);
+        self.started += 1;
         let mut args = vec![
             "scistream-operator".to_owned(),
             "--kubeconfig".to_owned(),

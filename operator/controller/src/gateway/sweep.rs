@@ -1,0 +1,80 @@
+//! The orphan sweep: relay pods, ConfigMaps and Secrets in a gateway's namespace whose
+//! StreamRequest no longer exists are deleted. Normally the finalizer removes them; this
+//! catches whatever a crash, a forced finalizer removal or a bug left behind.
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use kube::{Api, ResourceExt, api::ListParams};
+use scistream_api::{Gateway, StreamRequest, keys};
+
+use crate::{
+    context::Context,
+    error::{Error, Result},
+    stream::children::delete,
+};
+
+/// `namespace/name` of the StreamRequest an object belongs to, with its stream id.
+fn owner(
+    labels: &std::collections::BTreeMap<String, String>,
+    annotations: &std::collections::BTreeMap<String, String>,
+) -> Option<(String, String)> {
+    Some((annotations.get(keys::ANNOTATION_REQUEST)?.clone(), labels.get(keys::LABEL_STREAM_ID)?.clone()))
+}
+
+/// Whether the owner exists (cache first, confirmed against the API before a deletion).
+async fn owner_alive(ctx: &Context, request: &str, stream_id: &str) -> Result<bool> {
+    let cached = ctx.stores.requests.state().iter().any(|r| {
+        format!("{}/{}", r.namespace().unwrap_or_default(), r.name_any()) == request && r.spec.stream_id == stream_id
+    });
+    if cached {
+        return Ok(true);
+    }
+    let Some((ns, name)) = request.split_once('/') else { return Ok(false) };
+    let api: Api<StreamRequest> = Api::namespaced(ctx.client.clone(), ns);
+    let current = api.get_opt(name).await.map_err(Error::kube(format!("read StreamRequest {request}")))?;
+    Ok(current.is_some_and(|r| r.spec.stream_id == stream_id))
+}
+
+/// Deletes the orphaned relay objects of `gateway`; returns how many it deleted.
+pub async fn sweep(ctx: &Context, gateway: &Gateway) -> Result<usize> {
+    let ns = &gateway.spec.pod_namespace;
+    let selector = format!(
+        "{}={},{}={},{}={}",
+        keys::LABEL_MANAGED_BY,
+        keys::MANAGED_BY_OPERATOR,
+        keys::LABEL_COMPONENT,
+        keys::COMPONENT_S2DS,
+        keys::LABEL_GATEWAY,
+        gateway.name_any()
+    );
+    let lp = ListParams::default().labels(&selector);
+    let mut dead: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut alive: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut deleted = 0;
+    macro_rules! sweep_kind {
+        ($kind:ty, $what:literal) => {{
+            let api: Api<$kind> = Api::namespaced(ctx.client.clone(), ns);
+            for obj in api.list(&lp).await.map_err(Error::kube(concat!("list relay ", $what)))?.items {
+                let Some(key) = owner(obj.labels(), obj.annotations()) else { continue };
+                if alive.contains(&key) {
+                    continue;
+                }
+                if !dead.contains(&key) {
+                    if owner_alive(ctx, &key.0, &key.1).await? {
+                        alive.insert(key);
+                        continue;
+                    }
+                    dead.insert(key.clone());
+                }
+                tracing::warn!(object = %obj.name_any(), request = %key.0, concat!("deleting an orphaned relay ", $what));
+                delete(&api, &obj.name_any()).await?;
+                deleted += 1;
+            }
+        }};
+    }
+    sweep_kind!(Pod, "pod");
+    sweep_kind!(ConfigMap, "ConfigMap");
+    sweep_kind!(Secret, "Secret");
+    Ok(deleted)
+}
