@@ -58,8 +58,17 @@ pub fn node(name: &str, wan: &str, lan: &str) -> Node {
 
 impl Facility {
     pub async fn start(name: &str) -> Facility {
+        Self::start_with_users(name, &[]).await
+    }
+
+    /// A facility whose API server also knows `(token, user, groups)` users (RBAC applies to them).
+    pub async fn start_with_users(name: &str, users: &[(&str, &str, &[&str])]) -> Facility {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        let cluster = TestCluster::builder().name(name).start().await.unwrap();
+        let mut builder = TestCluster::builder().name(name);
+        for (token, user, groups) in users {
+            builder = builder.user(token, user, groups);
+        }
+        let cluster = builder.start().await.unwrap();
         let client = cluster.client().await.unwrap();
         let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
         for crd in [Gateway::crd(), StreamRequest::crd()] {
@@ -90,12 +99,24 @@ impl Facility {
     /// Starts an operator (several may run at once; `leader_election` decides whether they
     /// compete for the Lease).
     pub fn start_operator(&mut self, leader_election: bool) {
+        let kubeconfig = self.cluster.kubeconfig_path().to_owned();
+        self.start_operator_with(kubeconfig, leader_election);
+    }
+
+    /// Starts an operator authenticated as the user of `token`.
+    pub fn start_operator_as(&mut self, token: &str, leader_election: bool) {
+        let path = std::env::temp_dir().join(format!("scistream-operator-{}-{token}.kubeconfig", self.cluster.name()));
+        std::fs::write(&path, self.cluster.kubeconfig_for_token(token)).unwrap();
+        self.start_operator_with(path, leader_election);
+    }
+
+    fn start_operator_with(&mut self, kubeconfig: std::path::PathBuf, leader_election: bool) {
         let identity = format!("operator-{}", self.started);
         self.started += 1;
         let mut args = vec![
             "scistream-operator".to_owned(),
             "--kubeconfig".to_owned(),
-            self.cluster.kubeconfig_path().display().to_string(),
+            kubeconfig.display().to_string(),
             "--metrics-addr".to_owned(),
             "127.0.0.1:0".to_owned(),
             "--namespace".to_owned(),
