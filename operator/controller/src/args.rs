@@ -52,6 +52,9 @@ pub struct Args {
     /// Seconds between drift checks of healthy objects.
     #[arg(long, default_value_t = 300)]
     pub resync_seconds: u64,
+    /// Seconds between readings of the relays' byte counters (status.transfer).
+    #[arg(long, default_value_t = 15)]
+    pub transfer_interval_seconds: u64,
     /// Log format: `text` or `json`.
     #[arg(long, env = "SCISTREAM_LOG_FORMAT", default_value = "text")]
     pub log_format: String,

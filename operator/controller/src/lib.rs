@@ -17,6 +17,7 @@ pub mod run;
 pub mod server;
 pub mod stream;
 pub mod telemetry;
+pub mod transfer;
 
 pub use args::Args;
 pub use run::{run, run_until};

@@ -161,7 +161,13 @@ pub async fn run_until(args: Args, token: CancellationToken) -> anyhow::Result<(
             tracing::info!("caches synced; reconciling");
         }
     };
+    let poller = tokio::spawn(crate::transfer::run(
+        ctx.clone(),
+        std::time::Duration::from_secs(args.transfer_interval_seconds.max(1)),
+        token.clone(),
+    ));
     tokio::join!(gw_ctrl, sr_ctrl, readiness);
+    poller.abort();
     token.cancel();
     let _ = http.await;
     tracing::info!("stopped");

@@ -214,3 +214,97 @@ async fn refused_combinations_and_missing_gateways_are_explained() {
     let _ = ResourceExt::name_any(&f.gateway().await);
     f.shutdown().await;
 }
+
+/// Serves an s2ds-style metrics page whose byte counter grows by 125,000,000 per scrape.
+async fn fake_relay_metrics(port: u16) -> tokio::task::JoinHandle<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    tokio::spawn(async move {
+        for scrape in 1..=200u64 {
+            let Ok((mut conn, _)) = listener.accept().await else { return };
+            let mut buf = [0u8; 2048];
+            let _ = conn.read(&mut buf).await;
+            let body = format!(
+                "s2ds_bytes_total{{stream=\"s\",listener=\"0\",direction=\"target_to_client\"}} {}\n\
+                 s2ds_bytes_total{{stream=\"s\",listener=\"0\",direction=\"client_to_target\"}} 5\n",
+                scrape * 125_000_000
+            );
+            let reply = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+            let _ = conn.write_all(reply.as_bytes()).await;
+        }
+    })
+}
+
+#[tokio::test]
+async fn bytes_and_throughput_are_read_from_the_relays() {
+    let f = Facility::start("transfer").await;
+    // The relays' metrics endpoints bind the nodes' LAN addresses: put those on loopback.
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(f.client.clone());
+    for n in ["gw-a", "gw-b"] {
+        let patch = json!({"metadata": {"annotations": {"scistream.io/lan-address": "127.0.0.1"}}});
+        nodes.patch(n, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    }
+    let mut f = f;
+    f.start_operator(false);
+    // A port range unlikely to be in use on this machine.
+    f.apply_gateway(gateway_spec("S2ds", 47100, 47119)).await;
+    f.wait_gateway(15, |g| g.status.as_ref().is_some_and(|s| s.ready_nodes == 2)).await;
+    f.create_request(
+        "t",
+        json!({"streamId": ID, "role": "Producer", "gateway": "dtn", "numConnections": 1,
+        "dataChannel": "Plain", "targets": ["192.0.2.50:7000"]}),
+    )
+    .await;
+    let sr = f.wait_request("t", 20, |sr| phase(sr) == Some(Phase::Ready)).await;
+    let port = sr.status.unwrap().allocations[0].metrics_port.unwrap();
+    let server = fake_relay_metrics(u16::try_from(port).unwrap()).await;
+    let sr = f
+        .wait_request("t", 20, |sr| {
+            sr.status.as_ref().and_then(|s| s.transfer.as_ref()).is_some_and(|t| t.throughput.is_some())
+        })
+        .await;
+    let transfer = sr.status.unwrap().transfer.unwrap();
+    assert!(transfer.bytes >= 250_000_000, "{transfer:?}");
+    assert!(transfer.throughput.unwrap().ends_with("bps"));
+    // A later reconcile (any status change) must not remove the poller's field.
+    f.requests().patch("t", &PatchParams::default(), &Patch::Merge(&json!({"spec": {"rate": "2Gbps"}}))).await.unwrap();
+    let sr = f.wait_request("t", 20, |sr| sr.status.as_ref().and_then(|s| s.observed_generation) == Some(2)).await;
+    assert!(sr.status.unwrap().transfer.is_some());
+    server.abort();
+    f.shutdown().await;
+}
+
+/// Regression: a changed rate used to leave the gateway's promise at the old value.
+#[tokio::test]
+async fn rate_changes_are_readmitted_against_the_gateway() {
+    let mut f = Facility::start("resize").await;
+    f.start_operator(false);
+    let mut spec = gateway_spec("S2ds", 5100, 5119);
+    spec["bandwidth"] = json!("10Gbps");
+    f.apply_gateway(spec).await;
+    f.wait_gateway(15, |g| g.status.as_ref().is_some_and(|s| s.ready_nodes == 2)).await;
+    f.create_request(
+        "r",
+        json!({"streamId": ID, "role": "Producer", "gateway": "dtn", "numConnections": 1,
+        "rate": "4Gbps", "dataChannel": "Plain", "targets": ["192.0.2.50:7000"]}),
+    )
+    .await;
+    f.wait_request("r", 20, |sr| phase(sr) == Some(Phase::Ready)).await;
+    let set_rate = |rate: &'static str| {
+        let api = f.requests();
+        async move {
+            api.patch("r", &PatchParams::default(), &Patch::Merge(&json!({"spec": {"rate": rate}}))).await.unwrap()
+        }
+    };
+    set_rate("8Gbps").await;
+    f.wait_gateway(20, |g| g.status.as_ref().is_some_and(|s| s.bandwidth_promised_bps == 8_000_000_000)).await;
+    // Too much: refused, the promise stays, an event says why.
+    set_rate("12Gbps").await;
+    f.wait_request("r", 20, |sr| sr.status.as_ref().and_then(|s| s.observed_generation) == Some(3)).await;
+    assert_eq!(f.gateway().await.status.unwrap().bandwidth_promised_bps, 8_000_000_000);
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(f.client.clone(), common::USER_NS);
+    let reasons: Vec<String> =
+        events.list(&Default::default()).await.unwrap().items.iter().filter_map(|e| e.reason.clone()).collect();
+    assert!(reasons.iter().any(|r| r == "BandwidthExhausted"), "{reasons:?}");
+    f.shutdown().await;
+}

@@ -237,6 +237,33 @@ async fn relocate(ctx: &Context, gateway: &Gateway, current: Reservation) -> Res
     Ok((moved, lost))
 }
 
+/// Re-admits a changed `spec.rate`: the reservation's bandwidth follows it when the gateway
+/// has room (or when it shrinks). Returns the reservation as held afterwards and whether the
+/// change was refused.
+async fn resize(ctx: &Context, gateway: &Gateway, current: Reservation, rate: Rate) -> Result<(Reservation, bool)> {
+    let wanted = i64::try_from(rate.bps()).unwrap_or(i64::MAX);
+    if current.bandwidth_bps == wanted {
+        return Ok((current, false));
+    }
+    let mut refused = false;
+    let mut held = current.clone();
+    update_gateway_status(&ctx.client, &gateway.name_any(), |gw, st| {
+        let declared = i64::try_from(gw.spec.bandwidth.parse::<Rate>().unwrap_or_default().bps()).unwrap_or(i64::MAX);
+        let others: i64 = st.reservations.iter().filter(|r| r.uid != current.uid).map(|r| r.bandwidth_bps).sum();
+        let Some(slot) = st.reservations.iter_mut().find(|r| r.uid == current.uid) else { return false };
+        held = slot.clone();
+        if others.saturating_add(wanted) > declared {
+            refused = true;
+            return false;
+        }
+        slot.bandwidth_bps = wanted;
+        held = slot.clone();
+        true
+    })
+    .await?;
+    Ok((held, refused))
+}
+
 /// Releases `uid`'s holding on the gateway (no-op if it holds nothing or the gateway is gone).
 async fn release(ctx: &Context, gateway: &str, uid: &str) -> Result<()> {
     update_gateway_status(&ctx.client, gateway, |_, st| {
@@ -326,6 +353,20 @@ async fn apply(sr: &StreamRequest, ctx: &Context) -> Result<Action> {
             reservation = Some(moved);
         }
     }
+    if failed.is_none()
+        && let Some(current) = reservation.clone()
+    {
+        let (held, refused) = resize(ctx, &gateway, current, rate).await?;
+        if refused {
+            let note = format!(
+                "rate {rate} does not fit in Gateway {}'s remaining bandwidth; the stream keeps its reserved {}",
+                gateway.name_any(),
+                Rate::from_bps(u64::try_from(held.bandwidth_bps).unwrap_or(0))
+            );
+            report::warn(ctx, sr, reasons::BANDWIDTH_EXHAUSTED, &note).await;
+        }
+        reservation = Some(held);
+    }
     let mode = mode.unwrap_or(RelayMode::Plain);
     let live = failed.is_none() && reservation.is_some();
     let certificate = if live && mode.encrypted() {
@@ -363,7 +404,8 @@ async fn apply(sr: &StreamRequest, ctx: &Context) -> Result<Action> {
             reservation: r,
             addresses: &addresses,
             targets: t,
-            rate,
+            // Relays enforce what the gateway promised, not what was asked for.
+            rate: Rate::from_bps(u64::try_from(r.bandwidth_bps).unwrap_or(0)),
             peer_certificate: sr.spec.peer_certificate.as_deref(),
         };
         children::ensure_relays(ctx, &set, &existing).await?;

@@ -127,6 +127,8 @@ impl Facility {
             "10".to_owned(),
             "--drain-seconds".to_owned(),
             "1".to_owned(),
+            "--transfer-interval-seconds".to_owned(),
+            "1".to_owned(),
         ];
         if !leader_election {
             args.push("--no-leader-election".to_owned());

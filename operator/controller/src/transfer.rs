@@ -1,0 +1,158 @@
+//! Transfer statistics: every interval, the leader reads the bytes relayed by each Ready
+//! stream's s2ds relays from their metrics endpoints and records bytes and throughput in
+//! `status.transfer` (its own field manager, so reconciles never fight over it). The same
+//! loop keeps the streams-by-phase gauge current.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper_util::{client::legacy::Client as HttpClient, rt::TokioExecutor};
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+use kube::{
+    Api, ResourceExt,
+    api::{Patch, PatchParams},
+    runtime::reflector::ObjectRef,
+};
+use scistream_api::{Implementation, Phase, Rate, StreamRequest};
+use tokio_util::sync::CancellationToken;
+
+use crate::{context::Context, metrics::PhaseLabels};
+
+/// Field manager of `status.transfer`.
+pub const FIELD_MANAGER: &str = "scistream-operator-transfer";
+
+/// Bytes relayed from the producer towards the consumer, from an s2ds `/metrics` page: the
+/// `target_to_client` direction on both sides (producer side: the producer application is
+/// the target; consumer side: the peer gateway is).
+pub fn producer_to_consumer_bytes(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("s2ds_bytes_total{") && l.contains("direction=\"target_to_client\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
+}
+
+/// Throughput between two samples (None on the first sample or after a counter reset).
+pub fn throughput(previous: Option<(u64, Instant)>, bytes: u64, at: Instant) -> Option<Rate> {
+    let (before, then) = previous?;
+    let secs = at.checked_duration_since(then)?.as_secs_f64();
+    if bytes < before || secs <= 0.0 {
+        return None;
+    }
+    Some(Rate::from_bps(((bytes - before) as f64 * 8.0 / secs) as u64))
+}
+
+async fn fetch(
+    http: &HttpClient<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>,
+    url: &str,
+) -> Option<String> {
+    let uri: hyper::Uri = url.parse().ok()?;
+    let response = tokio::time::timeout(Duration::from_secs(2), http.get(uri)).await.ok()?.ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    let body = tokio::time::timeout(Duration::from_secs(2), response.into_body().collect()).await.ok()?.ok()?;
+    String::from_utf8(body.to_bytes().to_vec()).ok()
+}
+
+/// Runs until `token` is cancelled.
+pub async fn run(ctx: Arc<Context>, interval: Duration, token: CancellationToken) {
+    let http = HttpClient::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let mut previous: HashMap<String, (u64, Instant)> = HashMap::new();
+    loop {
+        tokio::select! {
+            () = token.cancelled() => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+        let requests = ctx.stores.requests.state();
+        let mut phases: BTreeMap<String, i64> = BTreeMap::new();
+        for sr in &requests {
+            let phase = sr.status.as_ref().and_then(|s| s.phase).unwrap_or(Phase::Pending);
+            *phases.entry(format!("{phase:?}")).or_default() += 1;
+        }
+        for phase in ["Pending", "AwaitingHello", "Provisioning", "Ready", "Failed", "Releasing"] {
+            ctx.metrics
+                .streams
+                .get_or_create(&PhaseLabels { phase: phase.to_owned() })
+                .set(phases.get(phase).copied().unwrap_or(0));
+        }
+        for sr in requests.iter().filter(|sr| sr.status.as_ref().and_then(|s| s.phase) == Some(Phase::Ready)) {
+            let Some(bytes) = sample(&ctx, &http, sr).await else { continue };
+            let uid = sr.uid().unwrap_or_default();
+            let now = Instant::now();
+            let rate = throughput(previous.get(&uid).copied(), bytes, now);
+            previous.insert(uid, (bytes, now));
+            record(&ctx, sr, bytes, rate).await;
+        }
+        previous.retain(|uid, _| requests.iter().any(|r| r.uid().as_deref() == Some(uid)));
+    }
+}
+
+/// Sum over the stream's relays, or None when a relay cannot be read (no partial sums).
+async fn sample(
+    ctx: &Context,
+    http: &HttpClient<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>,
+    sr: &StreamRequest,
+) -> Option<u64> {
+    let gateway = ctx.stores.gateways.get(&ObjectRef::new(&sr.spec.gateway))?;
+    if gateway.spec.implementation != Implementation::S2ds {
+        return None;
+    }
+    let nodes = gateway.status.as_ref()?.nodes.clone();
+    let mut total = 0;
+    for allocation in &sr.status.as_ref()?.allocations {
+        let port = allocation.metrics_port?;
+        let lan = nodes.iter().find(|n| n.name == allocation.node)?.lan_address.clone()?;
+        let host = if lan.contains(':') { format!("[{lan}]") } else { lan };
+        total += producer_to_consumer_bytes(&fetch(http, &format!("http://{host}:{port}/metrics")).await?);
+    }
+    Some(total)
+}
+
+async fn record(ctx: &Context, sr: &StreamRequest, bytes: u64, rate: Option<Rate>) {
+    let Some(ns) = sr.namespace() else { return };
+    let api: Api<StreamRequest> = Api::namespaced(ctx.client.clone(), &ns);
+    let mut transfer = serde_json::json!({
+        "bytes": i64::try_from(bytes).unwrap_or(i64::MAX),
+        "sampledTime": Time(Timestamp::now()),
+    });
+    if let Some(rate) = rate {
+        transfer["throughput"] = serde_json::Value::String(rate.to_string());
+    }
+    let body = serde_json::json!({"apiVersion": "scistream.io/v1alpha1", "kind": "StreamRequest", "status": {"transfer": transfer}});
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    if let Err(e) = api.patch_status(&sr.name_any(), &params, &Patch::Apply(&body)).await {
+        tracing::debug!(error = %e, stream = %sr.spec.stream_id, "could not record transfer statistics");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_the_producer_to_consumer_direction_only() {
+        let page = "# HELP s2ds_bytes_total bytes\n\
+            s2ds_bytes_total{stream=\"s\",listener=\"0\",direction=\"target_to_client\"} 1000\n\
+            s2ds_bytes_total{stream=\"s\",listener=\"1\",direction=\"target_to_client\"} 24\n\
+            s2ds_bytes_total{stream=\"s\",listener=\"0\",direction=\"client_to_target\"} 7\n\
+            s2ds_connections_open{stream=\"s\",listener=\"0\"} 1\n";
+        assert_eq!(producer_to_consumer_bytes(page), 1024);
+        assert_eq!(producer_to_consumer_bytes(""), 0);
+    }
+
+    #[test]
+    fn throughput_needs_two_increasing_samples() {
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_secs(2);
+        assert_eq!(throughput(None, 10, t1), None);
+        assert_eq!(throughput(Some((0, t0)), 250_000_000, t1), Some(Rate::from_bps(1_000_000_000)));
+        assert_eq!(throughput(Some((500, t0)), 100, t1), None, "counter reset (relay restarted)");
+    }
+}
