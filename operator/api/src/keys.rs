@@ -37,6 +37,12 @@ pub const ANNOTATION_WAN_ADDRESS: &str = "scistream.io/wan-address";
 /// Node annotation: the address a gateway node advertises on the facility LAN.
 pub const ANNOTATION_LAN_ADDRESS: &str = "scistream.io/lan-address";
 
+/// Annotation on a `StreamRequest` made by the plugin: the kubeconfig context of the other
+/// side's cluster.
+pub const ANNOTATION_PEER_CONTEXT: &str = "scistream.io/peer-context";
+/// Annotation on a `StreamRequest` made by the plugin: the namespace of the other side.
+pub const ANNOTATION_PEER_NAMESPACE: &str = "scistream.io/peer-namespace";
+
 /// Finalizer on `StreamRequest`: ports, bandwidth and S2DS pods are released first.
 pub const FINALIZER_STREAM_REQUEST: &str = "streamrequests.scistream.io/cleanup";
 

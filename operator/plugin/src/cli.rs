@@ -1,0 +1,203 @@
+//! Command-line interface of `kubectl scistream`. Every `///` below is the `--help` text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Set up and operate SciStream streams between two facilities' Kubernetes clusters.
+///
+/// A stream has a producer side (where the data is made) and a consumer side (where it is
+/// analysed), each a StreamRequest in its facility's cluster. `create` makes both, waits for
+/// their gateway reservations, exchanges listeners and certificates, and tells you what the
+/// application controllers need for their Hello.
+#[derive(Debug, Parser)]
+#[command(name = "kubectl-scistream", bin_name = "kubectl scistream", version, after_help = EXAMPLES)]
+pub struct Cli {
+    /// Path of the kubeconfig (default: $KUBECONFIG, then ~/.kube/config).
+    #[arg(long, global = true, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Output format of read commands.
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+    /// How long to wait for each step, e.g. 180s or 5m.
+    #[arg(long, global = true, default_value = "5m")]
+    pub timeout: String,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+const EXAMPLES: &str = "\
+Examples:
+  # A stream from the beamline facility (context aps) to the HPC facility (context alcf)
+  kubectl scistream create run-42 --prod-context aps --prod-gateway dtn \\
+      --cons-context alcf --cons-gateway dtn --num-conn 8 --rate 10Gbps --wait
+  # Both sides of every stream, with throughput
+  kubectl scistream list --context aps
+  kubectl scistream describe run-42 --context aps
+  kubectl scistream release run-42 --context aps
+  # Gateway capacity and health
+  kubectl scistream gateways --context alcf";
+
+/// Output formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// A table for people.
+    Table,
+    /// A table with more columns.
+    Wide,
+    /// JSON for scripts.
+    Json,
+    /// YAML for scripts.
+    Yaml,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a stream: both StreamRequests, Hello keys, the connection map.
+    Create(Box<CreateArgs>),
+    /// Show one stream (both sides).
+    Get(StreamRef),
+    /// List streams of one or two facilities, joined by stream id.
+    List(ListArgs),
+    /// Everything about one stream: conditions, events, relays, ports, bytes.
+    Describe(StreamRef),
+    /// Delete both sides of a stream and wait until they are gone.
+    Release(StreamRef),
+    /// Re-run the connection map (after a gateway failover moved the producer's listeners).
+    Update(StreamRef),
+    /// Capacity and health of a facility's gateways.
+    Gateways(ContextArgs),
+    /// Print a shell completion script: `source <(kubectl scistream completion bash)`.
+    Completion {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// One facility's cluster and namespace.
+#[derive(Debug, Clone, Args)]
+pub struct ContextArgs {
+    /// Kubeconfig context of the facility (default: the current context).
+    #[arg(long)]
+    pub context: Option<String>,
+    /// Namespace (default: the context's namespace, else `default`).
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+}
+
+/// A stream by name (or stream id), found through one of its sides.
+#[derive(Debug, Clone, Args)]
+pub struct StreamRef {
+    /// Name of the StreamRequests, or the stream id.
+    pub name: String,
+    /// Where to find one side.
+    #[command(flatten)]
+    pub at: ContextArgs,
+}
+
+/// `list` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct ListArgs {
+    /// Facility to list (its peers are found through annotations).
+    #[command(flatten)]
+    pub at: ContextArgs,
+    /// List across all namespaces.
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+}
+
+/// `create` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct CreateArgs {
+    /// Name of the stream (the StreamRequest in both facilities).
+    pub name: String,
+    /// Kubeconfig context of the producer facility.
+    #[arg(long)]
+    pub prod_context: Option<String>,
+    /// Namespace on the producer side.
+    #[arg(long)]
+    pub prod_namespace: Option<String>,
+    /// Gateway of the producer facility.
+    #[arg(long)]
+    pub prod_gateway: String,
+    /// Kubeconfig context of the consumer facility.
+    #[arg(long)]
+    pub cons_context: Option<String>,
+    /// Namespace on the consumer side.
+    #[arg(long)]
+    pub cons_namespace: Option<String>,
+    /// Gateway of the consumer facility.
+    #[arg(long)]
+    pub cons_gateway: String,
+    /// Parallel connections (1-256).
+    #[arg(long, default_value_t = 5)]
+    pub num_conn: i32,
+    /// Bandwidth to reserve and enforce, e.g. 10Gbps, 500Mbps, 2.5G.
+    #[arg(long, default_value = "1Gbps")]
+    pub rate: String,
+    /// Producer application endpoints (host:port,...); when given, no producer Hello is needed.
+    #[arg(long, value_delimiter = ',')]
+    pub prod_targets: Vec<String>,
+    /// Data channel between the gateways.
+    #[arg(long, value_enum, default_value_t = Channel::MutualTls)]
+    pub data_channel: Channel,
+    /// How long the operators wait for each Hello, e.g. 180s.
+    #[arg(long, default_value = "180s")]
+    pub hello_timeout: String,
+    /// Control endpoint of the producer facility (host:port), shown to its application controller.
+    #[arg(long)]
+    pub prod_control: Option<String>,
+    /// Control endpoint of the consumer facility (host:port).
+    #[arg(long)]
+    pub cons_control: Option<String>,
+    /// Wait for both Hellos and the data path, then print where the consumer connects.
+    #[arg(long)]
+    pub wait: bool,
+    /// Leave what was created in place when a step fails (default: roll back).
+    #[arg(long)]
+    pub keep_on_failure: bool,
+}
+
+/// Data-channel choices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Channel {
+    /// TLS 1.3 with per-stream pinned certificates.
+    #[value(name = "MutualTLS")]
+    MutualTls,
+    /// Unencrypted TCP (trusted networks only).
+    #[value(name = "Plain")]
+    Plain,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn create_parses_lists_and_defaults() {
+        let cli = Cli::try_parse_from([
+            "kubectl-scistream",
+            "create",
+            "s",
+            "--prod-gateway",
+            "a",
+            "--cons-gateway",
+            "b",
+            "--prod-targets",
+            "10.0.0.1:7000,10.0.0.2:7000",
+        ])
+        .unwrap();
+        let Command::Create(c) = cli.command else { panic!("not create") };
+        let c = *c;
+        assert_eq!(c.prod_targets.len(), 2);
+        assert_eq!((c.num_conn, c.rate.as_str(), c.data_channel), (5, "1Gbps", Channel::MutualTls));
+    }
+}

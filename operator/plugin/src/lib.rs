@@ -1,0 +1,33 @@
+//! `kubectl scistream`, SciStream's user client (S2UC) as a kubectl plugin: it drives both
+//! facilities' clusters through two kubeconfig contexts to create, inspect and release
+//! streams. Progress goes to stderr, data to stdout; exit codes are in [`error`].
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod cli;
+pub mod create;
+pub mod error;
+pub mod facility;
+pub mod objects;
+pub mod progress;
+pub mod release;
+pub mod show;
+
+use clap::CommandFactory;
+
+/// Runs a parsed command line.
+pub async fn run(cli: cli::Cli) -> error::Result<()> {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    match &cli.command {
+        cli::Command::Create(args) => create::run(&cli, args).await,
+        cli::Command::Get(r) => show::get(&cli, r).await,
+        cli::Command::List(args) => show::list(&cli, args).await,
+        cli::Command::Describe(r) => show::describe(&cli, r).await,
+        cli::Command::Release(r) => release::release(&cli, r).await,
+        cli::Command::Update(r) => release::update(&cli, r).await,
+        cli::Command::Gateways(at) => show::gateways(&cli, at).await,
+        cli::Command::Completion { shell } => {
+            clap_complete::generate(*shell, &mut cli::Cli::command(), "kubectl-scistream", &mut std::io::stdout());
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! The plugin between two facilities (two embedded API servers, each with an operator and
+//! a stand-in kubelet), driven through the real `kubectl-scistream` binary and a kubeconfig
+//! with one context per facility.
+
+#[path = "../../controller/tests/common/mod.rs"]
+mod common;
+
+use std::{path::Path, process::Command};
+
+use common::Facility;
+use kube::{
+    Api,
+    api::{Patch, PatchParams},
+};
+use scistream_api::StreamRequest;
+use serde_json::{Value, json};
+
+fn merged_kubeconfig(dir: &Path, facilities: &[&Facility]) -> std::path::PathBuf {
+    let mut merged = json!({"apiVersion": "v1", "kind": "Config", "clusters": [], "users": [], "contexts": []});
+    for f in facilities {
+        let text = std::fs::read_to_string(f.cluster.kubeconfig_path()).unwrap();
+        let one: Value = serde_yaml::from_str(&text).unwrap();
+        for key in ["clusters", "users", "contexts"] {
+            for item in one[key].as_array().unwrap() {
+                merged[key].as_array_mut().unwrap().push(item.clone());
+            }
+        }
+    }
+    merged["current-context"] = json!(facilities[0].cluster.name());
+    let path = dir.join("kubeconfig");
+    std::fs::write(&path, serde_yaml::to_string(&merged).unwrap()).unwrap();
+    path
+}
+
+fn plugin(kubeconfig: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_kubectl-scistream"))
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(out: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+async fn facility(name: &str) -> Facility {
+    let mut f = Facility::start(name).await;
+    f.start_operator(false);
+    f.apply_gateway(json!({"nodeSelector": {"scistream.io/gateway": "dtn"}, "bandwidth": "20Gbps",
+        "podNamespace": common::GATEWAY_NS, "portRange": {"start": 5100, "end": 5119}}))
+        .await;
+    f.wait_gateway(15, |g| g.status.as_ref().is_some_and(|s| s.ready_nodes == 2)).await;
+    f
+}
+
+/// What the control endpoint records when the application controller says Hello.
+async fn hello(f: &Facility, name: &str, prod_listeners: &[&str]) {
+    let mut status = json!({"helloTime": "2026-01-01T00:00:00Z"});
+    if !prod_listeners.is_empty() {
+        status["prodListeners"] = json!(prod_listeners);
+    }
+    let body = json!({"apiVersion": "scistream.io/v1alpha1", "kind": "StreamRequest", "status": status});
+    f.requests()
+        .patch_status(name, &PatchParams::apply("scistream-control-endpoint"), &Patch::Apply(&body))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_get_release_across_two_facilities() {
+    let (aps, alcf) = (facility("aps").await, facility("alcf").await);
+    let dir = tempfile::tempdir().unwrap();
+    let kc = merged_kubeconfig(dir.path(), &[&aps, &alcf]);
+    let ns = common::USER_NS;
+    let create = tokio::task::spawn_blocking({
+        let kc = kc.clone();
+        move || {
+            plugin(
+                &kc,
+                &[
+                    "create",
+                    "run-42",
+                    "--prod-context",
+                    "aps",
+                    "--prod-namespace",
+                    ns,
+                    "--prod-gateway",
+                    "dtn",
+                    "--cons-context",
+                    "alcf",
+                    "--cons-namespace",
+                    ns,
+                    "--cons-gateway",
+                    "dtn",
+                    "--num-conn",
+                    "3",
+                    "--rate",
+                    "5Gbps",
+                    "--wait",
+                    "--timeout",
+                    "60s",
+                    "-o",
+                    "json",
+                ],
+            )
+        }
+    });
+    // Play both application controllers once the plugin has made the requests and exchanged
+    // listeners and certificates.
+    alcf.wait_request("run-42", 30, |sr| sr.spec.remote_listeners.is_some() && sr.spec.peer_certificate.is_some())
+        .await;
+    // The producer pins the consumer's certificate (set before the consumer's listeners).
+    let p = aps.wait_request("run-42", 5, |sr| sr.spec.peer_certificate.is_some()).await;
+    hello(&aps, "run-42", &["192.0.2.77:9000"]).await;
+    hello(&alcf, "run-42", &[]).await;
+    let out = create.await.unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let json_end = stdout.rfind('}').unwrap();
+    let report: Value = serde_json::from_str(&stdout[..=json_end]).unwrap();
+    assert_eq!(report["consumer"]["listeners"].as_array().unwrap().len(), 3);
+    assert!(stdout.contains("Ready: the consumer application connects to 192.0.2."), "{stdout}");
+    let c = alcf.requests().get("run-42").await.unwrap();
+    assert_eq!(c.spec.remote_listeners.unwrap(), p.status.unwrap().listeners);
+
+    // get joins both sides through the peer annotations.
+    let out = plugin(&kc, &["get", "run-42", "--context", "alcf", "-n", ns, "-o", "json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows[0]["producer"]["phase"], "Ready");
+    assert_eq!(rows[0]["consumer"]["phase"], "Ready");
+    let out = plugin(&kc, &["list", "--context", "aps", "-n", ns]);
+    assert!(text(&out).contains("aps:Ready") && text(&out).contains("alcf:Ready"), "{}", text(&out));
+    let out = plugin(&kc, &["gateways", "--context", "aps"]);
+    assert!(text(&out).contains("3/") || text(&out).contains("4/"), "{}", text(&out));
+
+    let out = plugin(&kc, &["release", "run-42", "--context", "aps", "-n", ns, "--timeout", "60s"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stream_id = report["streamId"].as_str().unwrap().to_owned();
+    aps.assert_nothing_left(&stream_id).await;
+    alcf.assert_nothing_left(&stream_id).await;
+    for f in [&aps, &alcf] {
+        let left: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(f.client.clone(), ns);
+        let hello_secret = left.get_opt("run-42-hello").await.unwrap();
+        assert!(hello_secret.is_none_or(|s| s.metadata.deletion_timestamp.is_some()), "Hello key left");
+    }
+    aps.shutdown().await;
+    alcf.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_before_anything_is_created() {
+    let (aps, alcf) = (facility("aps").await, facility("alcf").await);
+    let dir = tempfile::tempdir().unwrap();
+    let kc = merged_kubeconfig(dir.path(), &[&aps, &alcf]);
+    let ns = common::USER_NS;
+    let base = [
+        "create",
+        "s",
+        "--prod-context",
+        "aps",
+        "--prod-namespace",
+        ns,
+        "--cons-context",
+        "alcf",
+        "--cons-namespace",
+        ns,
+    ];
+    let cases: Vec<(Vec<&str>, i32, &str)> = vec![
+        (vec!["--prod-gateway", "dtn", "--cons-gateway", "nope"], 5, "Gateway nope does not exist in alcf"),
+        (vec!["--prod-gateway", "dtn", "--cons-gateway", "dtn", "--num-conn", "60"], 3, "free ports"),
+        (
+            vec!["--prod-gateway", "dtn", "--cons-gateway", "dtn", "--rate", "30Gbps"],
+            3,
+            "left; the stream asks for 30Gbps",
+        ),
+        (vec!["--prod-gateway", "dtn", "--cons-gateway", "dtn", "--rate", "fast"], 2, "--rate"),
+        (vec!["--prod-gateway", "dtn", "--cons-gateway", "dtn", "--prod-targets", "no-port"], 2, "--prod-targets[0]"),
+    ];
+    for (extra, code, message) in cases {
+        let args: Vec<&str> = base.iter().copied().chain(extra.iter().copied()).collect();
+        let out = plugin(&kc, &args);
+        assert_eq!(out.status.code(), Some(code), "{extra:?}: {}", text(&out));
+        assert!(text(&out).contains(message), "{extra:?}: {}", text(&out));
+    }
+    let out =
+        plugin(&kc, &["create", "s", "--prod-context", "elsewhere", "--prod-gateway", "dtn", "--cons-gateway", "dtn"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("\"elsewhere\" is not in the kubeconfig"), "{}", text(&out));
+    // The name is taken on the consumer side: refused, and nothing made on the producer side.
+    let taken: StreamRequest = serde_json::from_value(json!({"apiVersion": "scistream.io/v1alpha1", "kind": "StreamRequest",
+        "metadata": {"name": "s"}, "spec": {"streamId": "00000000-0000-4000-8000-000000000001", "role": "Consumer", "gateway": "dtn"}}))
+    .unwrap();
+    alcf.requests().create(&Default::default(), &taken).await.unwrap();
+    let args: Vec<&str> = base.iter().copied().chain(["--prod-gateway", "dtn", "--cons-gateway", "dtn"]).collect();
+    let out = plugin(&kc, &args);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("already exists in alcf"), "{}", text(&out));
+    assert!(aps.requests().list(&Default::default()).await.unwrap().items.is_empty());
+    aps.shutdown().await;
+    alcf.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_step_rolls_back_both_facilities() {
+    let (aps, alcf) = (facility("aps").await, facility("alcf").await);
+    let dir = tempfile::tempdir().unwrap();
+    let kc = merged_kubeconfig(dir.path(), &[&aps, &alcf]);
+    let ns = common::USER_NS;
+    // Nobody says Hello: with --wait and a short timeout the plugin gives up and rolls back.
+    let out = tokio::task::spawn_blocking(move || {
+        plugin(
+            &kc,
+            &[
+                "create",
+                "late",
+                "--prod-context",
+                "aps",
+                "--prod-namespace",
+                ns,
+                "--prod-gateway",
+                "dtn",
+                "--cons-context",
+                "alcf",
+                "--cons-namespace",
+                ns,
+                "--cons-gateway",
+                "dtn",
+                "--wait",
+                "--timeout",
+                "3s",
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(text(&out).contains("timed out") && text(&out).contains("rolled back"), "{}", text(&out));
+    for f in [&aps, &alcf] {
+        common::wait_until(std::time::Duration::from_secs(20), || {
+            let api = f.requests();
+            async move { api.list(&Default::default()).await.unwrap().items.is_empty() }
+        })
+        .await;
+        let gw = f.gateway().await;
+        assert!(gw.status.unwrap().reservations.is_empty());
+    }
+    aps.shutdown().await;
+    alcf.shutdown().await;
+}
+
+#[test]
+fn completions_and_help_generate() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_kubectl-scistream")).args(["completion", shell]).output().unwrap();
+        assert!(out.status.success() && out.stdout.len() > 500, "{shell}");
+    }
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_kubectl-scistream")).arg("--help").env_remove("KUBECONFIG").output().unwrap();
+    insta::assert_snapshot!("help", String::from_utf8_lossy(&out.stdout));
+}
+
+#[test]
+fn the_krew_manifest_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("krew.yaml");
+    let m: Value = serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    assert_eq!(m["apiVersion"], "krew.googlecontainertools.github.com/v1alpha2");
+    assert_eq!(m["kind"], "Plugin");
+    assert_eq!(m["metadata"]["name"], "scistream", "kubectl finds the plugin as kubectl-<name>");
+    assert_eq!(m["spec"]["version"], format!("v{}", env!("CARGO_PKG_VERSION")));
+    for field in ["homepage", "shortDescription", "description"] {
+        assert!(m["spec"][field].as_str().is_some_and(|s| !s.is_empty()), "{field}");
+    }
+    for p in m["spec"]["platforms"].as_array().unwrap() {
+        assert_eq!(p["bin"], "kubectl-scistream");
+        assert!(p["selector"]["matchLabels"]["os"].is_string());
+        assert_eq!(p["sha256"].as_str().unwrap().len(), 64);
+        assert!(p["uri"].as_str().unwrap().starts_with("https://"));
+    }
+}
