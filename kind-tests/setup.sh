@@ -9,6 +9,7 @@ packages=(
   socat iperf3        # test peers and the relay benchmark
   haproxy nginx libnginx-mod-stream stunnel4   # the three non-Rust S2DS implementations
   python3-venv        # the independent grpcio client of the control-endpoint tests
+  unzip               # unpacking helm (kind-tests/helm.sh)
 )
 
 missing=()
@@ -30,6 +31,7 @@ if ((${#missing[@]})); then
   done
 fi
 
+"$(dirname "$0")/helm.sh" >/dev/null
 command -v kubectl >/dev/null || { echo "setup: kubectl not found (expected /usr/bin/kubectl)" >&2; exit 1; }
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "setup: cargo-nextest not found; installing it from crates.io" >&2

@@ -1,0 +1,80 @@
+//! The install as facilities do it: the Helm chart renders (several value sets), its schema
+//! refuses bad values, and `manifests/` is exactly the chart's rendering.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+fn helm() -> String {
+    let out = Command::new(root().join("kind-tests/helm.sh")).output().unwrap();
+    assert!(out.status.success(), "kind-tests/helm.sh: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+fn template(values: &[&str]) -> std::process::Output {
+    let mut cmd = Command::new(helm());
+    cmd.current_dir(root()).args(["template", "t", "charts/scistream-operator", "--namespace", "scistream-system"]);
+    for v in values {
+        cmd.args(["--set", v]);
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn manifests_are_the_charts_rendering() {
+    let out = Command::new(root().join("kind-tests/gen-manifests.sh")).arg("--stdout").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let committed = std::fs::read_to_string(root().join("manifests/scistream-operator.yaml")).unwrap();
+    assert!(
+        committed == String::from_utf8_lossy(&out.stdout),
+        "manifests/ is out of date: run kind-tests/gen-manifests.sh and commit the result"
+    );
+    // The chart's CRDs are the generated ones.
+    for crd in ["gateways.scistream.io.yaml", "streamrequests.scistream.io.yaml"] {
+        let top = std::fs::read_to_string(root().join("crds").join(crd)).unwrap();
+        let chart = std::fs::read_to_string(root().join("charts/scistream-operator/crds").join(crd)).unwrap();
+        assert_eq!(top, chart, "{crd}");
+    }
+}
+
+#[test]
+fn the_chart_lints_and_renders_with_several_value_sets() {
+    let lint = Command::new(helm())
+        .current_dir(root())
+        .args(["lint", "--strict", "charts/scistream-operator"])
+        .output()
+        .unwrap();
+    assert!(lint.status.success(), "{}", String::from_utf8_lossy(&lint.stdout));
+    let sets: [&[&str]; 4] = [
+        &[],
+        &["replicaCount=1", "defaultGateway.enabled=true", "defaultGateway.implementation=Haproxy"],
+        &["serviceMonitor.enabled=true", "prometheusRule.enabled=true", "grafanaDashboard.enabled=true"],
+        &[
+            "controlEndpoint.tls.certManager.enabled=true",
+            "controlEndpoint.tls.certManager.issuerRef.name=ca",
+            "controlEndpoint.service.type=LoadBalancer",
+        ],
+    ];
+    for set in sets {
+        let out = template(set);
+        assert!(out.status.success(), "{set:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("kind: Deployment") && text.contains("runAsNonRoot: true"), "{set:?}");
+        if set.contains(&"replicaCount=1") {
+            assert!(text.contains("--no-leader-election") && !text.contains("PodDisruptionBudget"));
+            assert!(text.contains("kind: Gateway"));
+        }
+        if set.contains(&"grafanaDashboard.enabled=true") {
+            assert!(text.contains("kind: PrometheusRule") && text.contains("scistream.json"));
+        }
+    }
+    for bad in ["replicaCount=0", "defaultGateway.bandwidth=fast", "controlEndpoint.auth=guess", "logFormat=xml"] {
+        let out = template(&[bad]);
+        assert!(!out.status.success(), "{bad} must be refused by values.schema.json");
+    }
+}
