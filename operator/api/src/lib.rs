@@ -15,6 +15,7 @@ pub mod endpoint;
 pub mod gateway;
 pub mod keys;
 pub mod rate;
+pub mod reference;
 pub mod stream_request;
 
 pub use endpoint::{Endpoint, EndpointError, Host};

@@ -28,6 +28,16 @@ fn committed_crds_match_the_types() {
 }
 
 #[test]
+fn the_reference_doc_matches_the_types() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let on_disk = std::fs::read_to_string(root.join("docs/reference.md")).unwrap_or_default();
+    assert!(
+        on_disk == scistream_api::reference::render(),
+        "docs/reference.md is out of date: run `cargo run -p scistream-api --bin crdgen` and commit the result"
+    );
+}
+
+#[test]
 fn every_schema_property_is_documented() {
     // `kubectl explain` must read like a manual: no property without a description.
     fn walk(path: &str, schema: &serde_json::Value, missing: &mut Vec<String>) {

@@ -16,6 +16,18 @@ fn main() -> ExitCode {
         }
     };
     let mut stale = Vec::new();
+    let reference = root.join("docs/reference.md");
+    let doc = scistream_api::reference::render();
+    if std::fs::read_to_string(&reference).unwrap_or_default() != doc {
+        if check {
+            stale.push(reference.display().to_string());
+        } else if let Err(e) = std::fs::write(&reference, &doc) {
+            eprintln!("crdgen: cannot write {}: {e}", reference.display());
+            return ExitCode::FAILURE;
+        } else {
+            println!("wrote {}", reference.display());
+        }
+    }
     for dir in targets.iter().filter(|d| !check || d.exists()) {
         for file in &files {
             let path = dir.join(&file.file_name);
