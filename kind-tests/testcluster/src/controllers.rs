@@ -15,6 +15,9 @@ use crate::delete::{CRD_CLEANUP_FINALIZER, DeleteOptions, FOREGROUND_FINALIZER, 
 use crate::resources::{ResKey, ResourceInfo};
 use crate::state::{Ctx, Shared, State};
 
+/// The ConfigMap holding the cluster CA in every namespace.
+pub const ROOT_CA_CONFIGMAP: &str = "kube-root-ca.crt";
+
 fn system_ctx() -> Ctx {
     Ctx {
         user: UserInfo::admin(),
@@ -81,6 +84,7 @@ impl State {
     pub fn reconcile(&self) -> bool {
         let before = self.store.current_rv();
         let all = self.store.all();
+        self.seed_namespaces(&all);
         let ns_key = ResKey {
             group: String::new(),
             plural: "namespaces".into(),
@@ -136,6 +140,47 @@ impl State {
             }
         }
         self.store.current_rv() != before
+    }
+
+    /// What the service-account and root-CA publisher controllers create
+    /// in every active namespace: the `default` ServiceAccount and the
+    /// `kube-root-ca.crt` ConfigMap.
+    fn seed_namespaces(&self, all: &[(ResKey, Arc<Value>)]) {
+        let seeds = [
+            ("serviceaccounts", "ServiceAccount", "default", json!({})),
+            (
+                "configmaps",
+                "ConfigMap",
+                ROOT_CA_CONFIGMAP,
+                json!({"data": {"ca.crt": self.ca_pem}}),
+            ),
+        ];
+        for (_, ns) in all
+            .iter()
+            .filter(|(k, _)| k.group.is_empty() && k.plural == "namespaces")
+        {
+            if ns["metadata"]["deletionTimestamp"].is_string() {
+                continue;
+            }
+            let ns_name = crate::state::name_of(ns);
+            for (plural, kind, name, extra) in &seeds {
+                let Some(info) = self.registry.lookup("", "v1", plural) else {
+                    continue;
+                };
+                if self.store.get(&info.key(), ns_name, name).is_some() {
+                    continue;
+                }
+                let mut body = json!({"apiVersion": "v1", "kind": kind, "metadata": {"name": name, "namespace": ns_name}});
+                if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+                    b.extend(e.clone());
+                }
+                if let Err(e) = self.create(&info, ns_name, body, &system_ctx())
+                    && e.code != 409
+                {
+                    tracing::debug!(namespace = ns_name, %name, error = %e, "seeding namespace failed; will retry");
+                }
+            }
+        }
     }
 
     fn empty_namespace(&self, all: &[(ResKey, Arc<Value>)], key: &ResKey, ns_obj: &Value) {

@@ -307,7 +307,7 @@ async fn selectors_and_paging() {
     assert_eq!(not.items.len(), 6);
 
     let mut names = vec![];
-    let mut lp = ListParams::default().limit(3);
+    let mut lp = ListParams::default().labels("app=t").limit(3);
     for _ in 0..10 {
         let page = api.list(&lp).await.unwrap();
         names.extend(page.items.iter().filter_map(|i| i.metadata.name.clone()));
@@ -320,7 +320,11 @@ async fn selectors_and_paging() {
 
     let all: Api<ConfigMap> = Api::all(client.clone());
     assert_eq!(
-        all.list(&ListParams::default()).await.unwrap().items.len(),
+        all.list(&ListParams::default().labels("app=t"))
+            .await
+            .unwrap()
+            .items
+            .len(),
         7
     );
     let bad = api_status(
@@ -405,4 +409,32 @@ async fn data_dir_survives_restart() {
     tokio::time::timeout(Duration::from_secs(5), c2.shutdown())
         .await
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespaces_are_seeded_like_a_real_cluster() {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let c = start().await;
+    let client = c.client().await.unwrap();
+    let nss: Api<Namespace> = Api::all(client.clone());
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some("fresh".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    nss.create(&PostParams::default(), &ns).await.unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "fresh");
+    let sas: Api<ServiceAccount> = Api::namespaced(client, "fresh");
+    common::eventually(std::time::Duration::from_secs(5), || {
+        let (cms, sas) = (cms.clone(), sas.clone());
+        async move {
+            cms.get_opt("kube-root-ca.crt").await.unwrap().is_some()
+                && sas.get_opt("default").await.unwrap().is_some()
+        }
+    })
+    .await;
+    let ca = cms.get("kube-root-ca.crt").await.unwrap().data.unwrap();
+    assert_eq!(ca["ca.crt"], c.ca_pem());
 }
