@@ -129,6 +129,11 @@ const TOKEN_REVIEW: &[F] = &[
     (1, "metadata", Kind::Msg(META)),
     (2, "spec", Kind::Msg(TOKEN_SPEC)),
 ];
+const SSRR_SPEC: &[F] = &[(1, "namespace", Kind::Str)];
+const SSRR: &[F] = &[
+    (1, "metadata", Kind::Msg(META)),
+    (2, "spec", Kind::Msg(SSRR_SPEC)),
+];
 const EMPTY: &[F] = &[(1, "metadata", Kind::Msg(META))];
 const TYPE_META: &[F] = &[(1, "apiVersion", Kind::Str), (2, "kind", Kind::Str)];
 
@@ -143,6 +148,7 @@ fn schema(kind: &str) -> Option<&'static [F]> {
         "SelfSubjectAccessReview" => SSAR,
         "SubjectAccessReview" | "LocalSubjectAccessReview" => SAR,
         "TokenReview" => TOKEN_REVIEW,
+        "SelfSubjectRulesReview" => SSRR,
         "SelfSubjectReview" => EMPTY,
         _ => return None,
     })

@@ -446,6 +446,13 @@ fn auth_can_i_with_rbac() {
     let no = alice.run(&["auth", "can-i", "delete", "configmaps"], None);
     assert_eq!(String::from_utf8_lossy(&no.stdout).trim(), "no");
     alice.ok(&["get", "pods"]);
+    let rules = alice.ok(&["auth", "can-i", "--list"]);
+    assert!(
+        rules
+            .lines()
+            .any(|l| l.starts_with("configmaps") && l.contains("[get list watch]")),
+        "{rules}"
+    );
     let denied = alice.fail(&["create", "configmap", "x"], None);
     assert!(
         denied.contains(
