@@ -301,7 +301,11 @@ async fn selectors_and_paging() {
         .unwrap();
     assert_eq!(named.items.len(), 1);
     let not = api
-        .list(&ListParams::default().fields("metadata.name!=c3,metadata.namespace=default"))
+        .list(
+            &ListParams::default()
+                .labels("app=t")
+                .fields("metadata.name!=c3,metadata.namespace=default"),
+        )
         .await
         .unwrap();
     assert_eq!(not.items.len(), 6);
