@@ -129,7 +129,11 @@ impl State {
         }
         let out = stored.map(|s| (*s).clone()).unwrap_or(Value::Null);
         if info.plural == "customresourcedefinitions" && out.is_object() {
-            self.sync_crd(&out);
+            // A write that completed the CRD's deletion unregisters it.
+            match self.store.get(&info.key(), ns, name) {
+                Some(current) => self.sync_crd(&current),
+                None => self.registry.remove_crd(name),
+            }
         }
         Ok(out)
     }

@@ -89,6 +89,18 @@ fn create_get_describe_delete() {
     assert!(described.contains("Name:         cfg"), "{described}");
     let ns = k.ok(&["get", "ns"]);
     assert!(ns.contains("team") && ns.contains("Active"), "{ns}");
+    let future = k.fail(
+        &[
+            "get",
+            "--raw",
+            "/api/v1/namespaces/team/configmaps?resourceVersion=999999",
+        ],
+        None,
+    );
+    assert!(
+        future.contains("Too large resource version: 999999"),
+        "{future}"
+    );
     let missing = k.fail(&["-n", "team", "get", "cm", "nope"], None);
     assert!(
         missing.contains("Error from server (NotFound): configmaps \"nope\" not found"),
