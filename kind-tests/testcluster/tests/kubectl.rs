@@ -51,6 +51,27 @@ fn create_get_describe_delete() {
         "sec",
         "--from-literal=p=s3cret",
     ]);
+    k.ok(&["-n", "team", "create", "serviceaccount", "bot"]);
+    k.ok(&[
+        "-n",
+        "team",
+        "create",
+        "service",
+        "clusterip",
+        "svc",
+        "--tcp=80:8080",
+    ]);
+    let svc = k.ok(&[
+        "-n",
+        "team",
+        "get",
+        "svc",
+        "svc",
+        "-o",
+        "jsonpath={.spec.ports[0].port} {.spec.ports[0].targetPort} {.spec.selector.app}",
+    ]);
+    assert_eq!(svc, "80 8080 svc");
+    k.ok(&["-n", "team", "run", "runner", "--image=busybox"]);
     let table = k.ok(&["-n", "team", "get", "cm,secret"]);
     assert!(
         table.contains("DATA") && table.contains("cfg") && table.contains("Opaque"),
