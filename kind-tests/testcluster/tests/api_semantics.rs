@@ -488,3 +488,42 @@ async fn recorder_events_are_core_events_too() {
     assert_eq!(same.note.as_deref(), Some("all good"));
     assert_eq!(same.regarding.unwrap().name.as_deref(), Some("evented"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_discovery_legacy_and_aggregated() {
+    use kube::api::{DynamicObject, GroupVersionKind};
+    use kube::discovery::{self, Discovery, Scope};
+    let c = start().await;
+    let client = c.client().await.unwrap();
+    install_widget_crd(&client).await;
+    let gvk = GroupVersionKind::gvk("example.com", "v1", "Widget");
+    for d in [
+        Discovery::new(client.clone()).run().await.unwrap(),
+        Discovery::new(client.clone())
+            .run_aggregated()
+            .await
+            .unwrap(),
+    ] {
+        let (ar, caps) = d.resolve_gvk(&gvk).expect("widgets discovered");
+        assert_eq!(ar.plural, "widgets");
+        assert_eq!(caps.scope, Scope::Namespaced);
+        assert!(
+            caps.subresources
+                .iter()
+                .any(|(s, _)| s.plural == "widgets/status" || s.plural == "status"),
+            "{:?}",
+            caps.subresources
+        );
+        let pods = d
+            .resolve_gvk(&GroupVersionKind::gvk("", "v1", "Pod"))
+            .expect("pods discovered");
+        assert_eq!(pods.0.plural, "pods");
+    }
+    let (ar, _) = discovery::pinned_kind(&client, &gvk).await.unwrap();
+    let dynamic: Api<DynamicObject> = Api::default_namespaced_with(client, &ar);
+    dynamic.create(&PostParams::default(), &serde_json::from_value(json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "dyn"}, "spec": {"replicas": 1}})).unwrap()).await.unwrap();
+    assert_eq!(
+        dynamic.get("dyn").await.unwrap().data["spec"]["replicas"],
+        1
+    );
+}
