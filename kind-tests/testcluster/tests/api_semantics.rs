@@ -429,6 +429,23 @@ async fn rbac_and_reviews() {
         .unwrap();
     assert!(!r.status.unwrap().allowed);
 
+    use k8s_openapi::api::authorization::v1::SubjectAccessReview;
+    let sar = |user: &str, groups: &[&str]| -> SubjectAccessReview {
+        serde_json::from_value(json!({"spec": {"user": user, "groups": groups,
+            "resourceAttributes": {"namespace": "default", "verb": "get", "resource": "configmaps"}}}))
+        .unwrap()
+    };
+    let sars = Api::<SubjectAccessReview>::all(admin.clone());
+    let yes = sars
+        .create(&PostParams::default(), &sar("carol", &["dev"]))
+        .await
+        .unwrap();
+    assert!(yes.status.unwrap().allowed);
+    let no = sars
+        .create(&PostParams::default(), &sar("carol", &["ops"]))
+        .await
+        .unwrap();
+    assert!(!no.status.unwrap().allowed);
     let tr: TokenReview = serde_json::from_value(json!({"spec": {"token": "tok-alice"}})).unwrap();
     let r = Api::<TokenReview>::all(admin)
         .create(&PostParams::default(), &tr)
