@@ -343,6 +343,16 @@ fn patch_label_edit_and_errors() {
         Some("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: u}\nbogus: 1\n"),
     );
     assert!(unknown.contains("unknown field \"bogus\""), "{unknown}");
+    let warned = k.run(
+        &["apply", "--validate=warn", "-f", "-"],
+        Some("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: u}\nbogus: 1\n"),
+    );
+    assert!(warned.status.success());
+    let stderr = String::from_utf8_lossy(&warned.stderr);
+    assert!(
+        stderr.contains("Warning: unknown field \"bogus\""),
+        "{stderr}"
+    );
 }
 
 #[test]
