@@ -14,6 +14,7 @@ use crate::auth::UserInfo;
 use crate::delete::{CRD_CLEANUP_FINALIZER, DeleteOptions, FOREGROUND_FINALIZER, ORPHAN_FINALIZER};
 use crate::resources::{ResKey, ResourceInfo};
 use crate::state::{Ctx, Shared, State};
+use crate::store::{Event, EventType};
 
 /// The ConfigMap holding the cluster CA in every namespace.
 pub const ROOT_CA_CONFIGMAP: &str = "kube-root-ca.crt";
@@ -227,22 +228,40 @@ impl State {
     }
 }
 
-/// Runs the controllers until `stop` turns true: after changes (debounced)
-/// and every `period`.
+/// Whether a change can give the controllers work: deletions (dependents,
+/// namespaces, CRDs), objects being deleted or with owners, new namespaces.
+fn relevant(e: &Event) -> bool {
+    let meta = &e.object["metadata"];
+    e.etype == EventType::Deleted
+        || meta["deletionTimestamp"].is_string()
+        || meta["ownerReferences"].is_array()
+        || (e.key.group.is_empty() && e.key.plural == "namespaces")
+}
+
+/// Runs the controllers until `stop` turns true: soon after relevant
+/// changes (batched) and every `period` (a full pass as a safety net).
 pub async fn run(state: Shared, mut stop: watch::Receiver<bool>, period: Duration) {
+    use tokio::sync::broadcast::error::RecvError;
     let mut events = state.store.subscribe();
+    let mut next_full = tokio::time::Instant::now() + period;
     loop {
-        tokio::select! {
+        let work = tokio::select! {
             _ = stop.changed() => return,
-            r = events.recv() => {
-                if let Err(tokio::sync::broadcast::error::RecvError::Closed) = r {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                events = events.resubscribe();
-            }
-            _ = tokio::time::sleep(period) => {}
+            r = events.recv() => match r {
+                Ok(e) => relevant(&e),
+                Err(RecvError::Lagged(_)) => true,
+                Err(RecvError::Closed) => return,
+            },
+            _ = tokio::time::sleep_until(next_full) => true,
+        };
+        if !work {
+            continue;
         }
+        // Let a burst of related writes land, then drop what is queued: the
+        // pass below looks at the whole store anyway.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        events = events.resubscribe();
+        next_full = tokio::time::Instant::now() + period;
         // Converge: a pass may enable the next (namespace emptied -> removed).
         for _ in 0..8 {
             if !state.reconcile() {
