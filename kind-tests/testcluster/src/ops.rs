@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use crate::admission::{self, Request};
-use crate::fields::Scope;
+use crate::fields::{BuiltinLists, ListTypes, SchemaLists, Scope};
 use crate::managed::{self, Writer};
 use crate::patch::{PatchType, json_patch, merge_patch, strategic_merge};
 use crate::resources::{self, ResourceInfo};
@@ -41,6 +41,14 @@ fn spec_of(obj: &Value) -> Value {
         m.remove("kind");
     }
     o
+}
+
+/// How lists merge for `info`: its CRD schema, or the built-in rules.
+fn lists_of(info: &ResourceInfo) -> Box<dyn ListTypes + '_> {
+    match (&info.crd, &info.schema) {
+        (Some(_), Some(root)) => Box::new(SchemaLists { root }),
+        _ => Box::new(BuiltinLists),
+    }
 }
 
 fn check_type(info: &ResourceInfo, body: &Value) -> ApiResult<()> {
@@ -121,7 +129,11 @@ impl State {
         }
         let out = stored.map(|s| (*s).clone()).unwrap_or(Value::Null);
         if info.plural == "customresourcedefinitions" && out.is_object() {
-            self.sync_crd(&out);
+            // A write that completed the CRD's deletion unregisters it.
+            match self.store.get(&info.key(), ns, name) {
+                Some(current) => self.sync_crd(&current),
+                None => self.registry.remove_crd(name),
+            }
         }
         Ok(out)
     }
@@ -184,6 +196,7 @@ impl State {
             api_version: &info.api_version(),
             scope: subresource_scope,
             now: &now_rfc3339(),
+            lists: &*lists_of(info),
         };
         managed::track_update(None, obj, &w);
         Ok(warnings)
@@ -323,6 +336,7 @@ impl State {
                 api_version: &info.api_version(),
                 scope: scope(info, subresource),
                 now: &now_rfc3339(),
+                lists: &*lists_of(info),
             };
             managed::track_update(Some(old), &mut new, &w);
         }
@@ -445,12 +459,14 @@ impl State {
         let sc = scope(info, subresource);
         let now = now_rfc3339();
         let av = info.api_version();
+        let lists = lists_of(info);
         let w = Writer {
             manager: &ctx.manager,
             subresource,
             api_version: &av,
             scope: sc,
             now: &now,
+            lists: &*lists,
         };
         let conflict =
             |c: Vec<managed::Conflict>| ApiError::apply_conflict(info, name, &info.version, &c);

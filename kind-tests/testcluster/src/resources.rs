@@ -281,6 +281,12 @@ pub fn builtin() -> Vec<ResourceInfo> {
         ),
         (
             "authorization.k8s.io",
+            "SelfSubjectRulesReview",
+            "selfsubjectrulesreviews",
+            false,
+        ),
+        (
+            "authorization.k8s.io",
             "SubjectAccessReview",
             "subjectaccessreviews",
             false,

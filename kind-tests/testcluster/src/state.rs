@@ -20,6 +20,8 @@ pub struct State {
     pub registry: Registry,
     /// Tokens and users.
     pub auth: Authenticator,
+    /// PEM of the cluster CA (published as `kube-root-ca.crt` in every namespace).
+    pub ca_pem: String,
 }
 
 /// Shared handle on the state.

@@ -156,7 +156,10 @@ async fn watch_timeout_ends_the_stream() {
     let c = start().await;
     let api: Api<ConfigMap> = Api::default_namespaced(c.client().await.unwrap());
     let s = api
-        .watch(&WatchParams::default().timeout(1), "0")
+        .watch(
+            &WatchParams::default().labels("nothing=here").timeout(1),
+            "0",
+        )
         .await
         .unwrap();
     let all: Vec<_> = tokio::time::timeout(T, s.collect::<Vec<_>>())
@@ -173,19 +176,22 @@ async fn watcher_sees_everything(cfg: watcher::Config) {
     let c = start().await;
     let api: Api<ConfigMap> = Api::default_namespaced(c.client().await.unwrap());
     for i in 0..3 {
-        api.create(&PostParams::default(), &cm(&format!("pre{i}"), &[]))
-            .await
-            .unwrap();
+        api.create(
+            &PostParams::default(),
+            &cm(&format!("pre{i}"), &[("t", "w")]),
+        )
+        .await
+        .unwrap();
     }
     let (reader, writer) = reflector::store();
-    let stream = reflector(writer, watcher(api.clone(), cfg)).applied_objects();
+    let stream = reflector(writer, watcher(api.clone(), cfg.labels("t=w"))).applied_objects();
     let handle = tokio::spawn(async move {
         let mut s = std::pin::pin!(stream);
         while let Some(Ok(_)) = s.next().await {}
     });
     reader.wait_until_ready().await.unwrap();
     assert_eq!(reader.state().len(), 3);
-    api.create(&PostParams::default(), &cm("live", &[]))
+    api.create(&PostParams::default(), &cm("live", &[("t", "w")]))
         .await
         .unwrap();
     api.delete("pre0", &Default::default()).await.unwrap();
