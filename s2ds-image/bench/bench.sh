@@ -4,6 +4,7 @@
 #
 #   s2ds-image/bench/bench.sh            # 10 s per case, 1 and 8 streams
 #   DURATION=5 STREAMS="1 4 8" s2ds-image/bench/bench.sh
+#   ONLY='direct|s2ds' BUF=1048576 s2ds-image/bench/bench.sh   # subset, s2ds bufferBytes
 #
 # Installs its Debian packages if missing (needs root + apt), builds s2ds
 # --release, prints a table: Gbit/s (iperf3 receiver side), relay CPU
@@ -213,6 +214,7 @@ echo "case streams gbps cpu_s_per_gib" >"$W/results.txt"
 for n in $STREAMS; do
   for c in "${CASES[@]}"; do
     read -r name port relays <<<"$c"
+    if [ -n "${ONLY:-}" ] && ! [[ $name =~ $ONLY ]]; then echo "$name $n 0 nan" >>"$W/results.txt"; continue; fi
     pids=()
     for r in $relays; do pids+=("$(pid "$r")"); done
     before=0; [ ${#pids[@]} -gt 0 ] && before=$(cpu_ticks "${pids[@]}")

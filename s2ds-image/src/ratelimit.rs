@@ -180,6 +180,17 @@ impl RateLimiter {
         }
     }
 
+    /// Like [`RateLimiter::take`] but never waits: 0 means "no tokens now".
+    pub fn try_take(&self, want: usize) -> usize {
+        match self.lock().as_mut() {
+            None => want,
+            Some(b) => match b.take(want as u64, self.now()) {
+                Grant::Now(n) => usize::try_from(n).unwrap_or(want).min(want),
+                Grant::Wait(_) => 0,
+            },
+        }
+    }
+
     /// Returns unused tokens after a short read.
     pub fn give_back(&self, n: usize) {
         if n > 0

@@ -156,38 +156,59 @@ async fn spliced(
 ) -> io::Result<Outcome> {
     let (src_fd, dst_fd) = (src.as_raw_fd(), dst.as_raw_fd());
     let (pipe_r, pipe_w) = (pipe.read.as_raw_fd(), pipe.write.as_raw_fd());
-    let mut total = 0u64;
+    let cap = pipe.size;
+    // Bytes in the pipe; rate tokens granted but not yet used; bytes out.
+    let (mut in_pipe, mut held, mut total) = (0usize, 0usize, 0u64);
+    let mut eof = false;
+    // Filling and draining overlap: while the destination is full the
+    // pipe keeps absorbing the source, and the reverse.
     loop {
-        let grant = limiter.take(pipe.size).await;
-        // Fill: the pipe is empty here, so EAGAIN can only mean "no data".
-        let n = loop {
-            match src.try_io(Interest::READABLE, || splice(src_fd, pipe_w, grant)) {
-                Ok(n) => break n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => src.readable().await?,
-                Err(e) if total == 0 && unsupported(&e) => {
-                    limiter.give_back(grant);
-                    return Ok(Outcome::Unsupported);
+        let mut progress = false;
+        if !eof && in_pipe < cap {
+            if held == 0 {
+                held = limiter.try_take(cap - in_pipe);
+            }
+            if held > 0 {
+                let want = held.min(cap - in_pipe);
+                match src.try_io(Interest::READABLE, || splice(src_fd, pipe_w, want)) {
+                    Ok(0) => (eof, progress) = (true, true),
+                    Ok(n) => (held, in_pipe, progress) = (held - n, in_pipe + n, true),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) if total == 0 && in_pipe == 0 && unsupported(&e) => {
+                        limiter.give_back(held);
+                        return Ok(Outcome::Unsupported);
+                    }
+                    Err(e) => return Err(e),
                 }
+            }
+        }
+        if in_pipe > 0 {
+            match dst.try_io(Interest::WRITABLE, || splice(pipe_r, dst_fd, in_pipe)) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(m) => {
+                    (in_pipe, total, progress) = (in_pipe - m, total + m as u64, true);
+                    counter.inc_by(m as u64);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(e),
             }
-        };
-        limiter.give_back(grant - n);
-        if n == 0 {
+        }
+        if eof && in_pipe == 0 {
+            limiter.give_back(held);
             socket2::SockRef::from(dst).shutdown(std::net::Shutdown::Write)?;
             return Ok(Outcome::Done(total));
         }
-        // Drain: the pipe holds n bytes; EAGAIN means the socket is full.
-        let mut left = n;
-        while left > 0 {
-            match dst.try_io(Interest::WRITABLE, || splice(pipe_r, dst_fd, left)) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(m) => left -= m,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => dst.writable().await?,
-                Err(e) => return Err(e),
-            }
+        if progress {
+            continue;
         }
-        counter.inc_by(n as u64);
-        total += n as u64;
+        let want_read = !eof && in_pipe < cap;
+        // At least one branch is enabled: data in the pipe enables the
+        // write branch; an empty pipe before EOF enables a read branch.
+        tokio::select! {
+            r = src.readable(), if want_read && held > 0 => r?,
+            r = dst.writable(), if in_pipe > 0 => r?,
+            n = limiter.take(cap - in_pipe), if want_read && held == 0 => held = n,
+        }
     }
 }
 
