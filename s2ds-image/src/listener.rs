@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
+use tokio::io::BufReader;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
@@ -153,9 +154,13 @@ async fn handle(ctx: &Ctx, key: SocketAddr, lm: &ListenerMetrics, inbound: TcpSt
             splice::bidirectional(&inbound, &out, &opts, &counters).await
         }
         (Mode::TlsServer, Some(acceptor), _) => {
-            let Some(tls) = handshake(lm, acceptor.accept(inbound)).await else {
+            let io = BufReader::with_capacity(opts.buffer_bytes, inbound);
+            let Some(mut tls) = handshake(lm, acceptor.accept(io)).await else {
                 return;
             };
+            tls.get_mut()
+                .1
+                .set_buffer_limit(Some(2 * opts.buffer_bytes));
             let Some(out) = connect(&target, lm).await else {
                 return;
             };
@@ -168,10 +173,14 @@ async fn handle(ctx: &Ctx, key: SocketAddr, lm: &ListenerMetrics, inbound: TcpSt
             let Some(out) = connect(&target, lm).await else {
                 return;
             };
-            let Some(tls) = handshake(lm, connector.connect(target.server_name(), out)).await
+            let io = BufReader::with_capacity(opts.buffer_bytes, out);
+            let Some(mut tls) = handshake(lm, connector.connect(target.server_name(), io)).await
             else {
                 return;
             };
+            tls.get_mut()
+                .1
+                .set_buffer_limit(Some(2 * opts.buffer_bytes));
             let _open = OpenGuard::new(lm);
             let a = Counted::new(inbound, counters.to_target);
             let b = Counted::new(tls, counters.to_client);
