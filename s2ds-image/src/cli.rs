@@ -22,6 +22,9 @@ pub struct Args {
     /// Path to the YAML config file (see the README for the format).
     #[arg(long, short, global = true, env = "S2DS_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Runtime worker threads (default: one per core).
+    #[arg(long, global = true, env = "S2DS_WORKERS")]
+    pub workers: Option<usize>,
     /// Sub-command; without one, the relay runs.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -43,7 +46,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!("{}: ok", path.display());
         return Ok(());
     }
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = args.workers.unwrap_or(cores).max(1);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
         .thread_name("s2ds-worker")
