@@ -48,21 +48,43 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let workers = args.workers.unwrap_or(cores).max(1);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .thread_name("s2ds-worker")
+    let workers = spawn_workers(workers)?;
+    // Control plane (signals, reload, metrics endpoint) on the main thread.
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    rt.block_on(serve(path, config))
+    rt.block_on(serve(path, config, workers))
 }
 
-async fn serve(path: PathBuf, config: Config) -> anyhow::Result<()> {
+/// Starts `n` threads, each driving a single-threaded runtime that carries
+/// connections. They run until the process exits.
+fn spawn_workers(n: usize) -> anyhow::Result<Vec<tokio::runtime::Handle>> {
+    let mut handles = Vec::with_capacity(n);
+    for i in 0..n {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start a worker runtime")?;
+        handles.push(rt.handle().clone());
+        std::thread::Builder::new()
+            .name(format!("s2ds-worker-{i}"))
+            .spawn(move || rt.block_on(std::future::pending::<()>()))
+            .context("cannot start a worker thread")?;
+    }
+    Ok(handles)
+}
+
+async fn serve(
+    path: PathBuf,
+    config: Config,
+    workers: Vec<tokio::runtime::Handle>,
+) -> anyhow::Result<()> {
     let grace = Duration::from_secs(config.drain_seconds);
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let server = Arc::new(
-        Server::start(config)
+        Server::start(config, workers)
             .await
             .map_err(|e| anyhow::anyhow!(crate::report(&e)))?,
     );

@@ -46,6 +46,29 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
+/// Binds `n` sockets to `addr` with SO_REUSEPORT (one per worker thread;
+/// the kernel spreads new connections over them). With port 0 the first
+/// socket's port is reused for the others. Dropping the result unbinds.
+pub fn bind_group(addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    let mut out = Vec::with_capacity(n);
+    let mut at = addr;
+    for _ in 0..n.max(1) {
+        let socket = Socket::new(Domain::for_address(at), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        if at.is_ipv6() {
+            socket.set_only_v6(true)?;
+        }
+        socket.set_nonblocking(true)?;
+        socket.bind(&at.into())?;
+        socket.listen(BACKLOG)?;
+        let l: std::net::TcpListener = socket.into();
+        at = l.local_addr()?;
+        out.push(l);
+    }
+    Ok(out)
+}
+
 /// Sets TCP_NODELAY and keepalive (20 s idle, 5 s interval, 4 probes).
 pub fn tune(stream: &TcpStream) -> io::Result<()> {
     stream.set_nodelay(true)?;
@@ -61,10 +84,18 @@ pub fn tune(stream: &TcpStream) -> io::Result<()> {
 pub async fn accept_loop(
     ctx: Arc<Ctx>,
     key: SocketAddr,
-    listener: TcpListener,
+    listener: std::net::TcpListener,
     stop: CancellationToken,
 ) {
     let lm = ctx.metrics.listener(&key.to_string());
+    // Registered here, with the reactor of the worker that runs this loop.
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            warn!(stream = %ctx.stream_id, listener = %key, error = %e, "Cannot register listener");
+            return;
+        }
+    };
     loop {
         let accepted = tokio::select! {
             () = stop.cancelled() => break,

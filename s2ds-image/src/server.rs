@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
+use tokio::runtime::Handle;
 use tokio::sync::Mutex;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tokio_util::sync::CancellationToken;
@@ -85,17 +86,27 @@ pub struct Server {
     listeners: Mutex<HashMap<SocketAddr, ListenerHandle>>,
     metrics_stop: CancellationToken,
     metrics_addr: Option<SocketAddr>,
+    workers: Vec<Handle>,
 }
 
 impl Server {
     /// Loads TLS material, binds every listener and the metrics address,
     /// then starts accepting. On any error nothing stays bound.
-    pub async fn start(config: Config) -> Result<Self, Error> {
+    ///
+    /// `workers` are the runtimes that carry connections (one
+    /// single-threaded runtime per core: a connection and its two
+    /// directions stay on one thread, with no cross-thread wake-ups); each
+    /// listener gets one SO_REUSEPORT socket per worker. Empty means the
+    /// current runtime.
+    pub async fn start(config: Config, mut workers: Vec<Handle>) -> Result<Self, Error> {
+        if workers.is_empty() {
+            workers.push(Handle::current());
+        }
         let state = State::build(config)?;
         let cfg = &state.config;
         let mut bound = Vec::new();
         for addr in &cfg.listeners {
-            let l = listener::bind(*addr).map_err(|source| Error::Bind {
+            let l = listener::bind_group(*addr, workers.len()).map_err(|source| Error::Bind {
                 addr: *addr,
                 source,
             })?;
@@ -130,7 +141,7 @@ impl Server {
         });
         let mut handles = HashMap::new();
         for (addr, l) in bound {
-            handles.insert(addr, spawn_listener(&ctx, addr, l));
+            handles.insert(addr, spawn_listener(&ctx, &workers, addr, l));
         }
         let metrics_stop = CancellationToken::new();
         let metrics_addr = match metrics_listener {
@@ -150,6 +161,7 @@ impl Server {
             listeners: Mutex::new(handles),
             metrics_stop,
             metrics_addr,
+            workers,
         })
     }
 
@@ -199,9 +211,9 @@ impl Server {
         let mut ok = true;
         for addr in &state.config.listeners {
             if !listeners.contains_key(addr) {
-                match listener::bind(*addr) {
+                match listener::bind_group(*addr, self.workers.len()) {
                     Ok(l) => {
-                        listeners.insert(*addr, spawn_listener(&self.ctx, *addr, l));
+                        listeners.insert(*addr, spawn_listener(&self.ctx, &self.workers, *addr, l));
                     }
                     Err(e) => {
                         ok = false;
@@ -247,12 +259,22 @@ impl Ctx {
     }
 }
 
-fn spawn_listener(ctx: &Arc<Ctx>, addr: SocketAddr, l: tokio::net::TcpListener) -> ListenerHandle {
-    let local = l.local_addr().unwrap_or(addr);
+fn spawn_listener(
+    ctx: &Arc<Ctx>,
+    workers: &[Handle],
+    addr: SocketAddr,
+    group: Vec<std::net::TcpListener>,
+) -> ListenerHandle {
+    let local = group
+        .first()
+        .and_then(|l| l.local_addr().ok())
+        .unwrap_or(addr);
     if let Ok(mut b) = ctx.bound.lock() {
         b.push((addr, local));
     }
     let stop = CancellationToken::new();
-    tokio::spawn(listener::accept_loop(ctx.clone(), addr, l, stop.clone()));
+    for (l, worker) in group.into_iter().zip(workers.iter().cycle()) {
+        worker.spawn(listener::accept_loop(ctx.clone(), addr, l, stop.clone()));
+    }
     ListenerHandle { stop }
 }
