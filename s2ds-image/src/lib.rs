@@ -1,1 +1,64 @@
-//! S2DS, the SciStream data server (work in progress, issue #12).
+//! S2DS, the SciStream data server: relays TCP between listeners and
+//! targets on a gateway node, plain (zero-copy `splice(2)`) or over mutual
+//! TLS 1.3 with pinned peer certificates, with an aggregate rate limit,
+//! Prometheus metrics, hot reload and graceful drain.
+//!
+//! Layout: [`config`] and [`endpoint`] (pure parsing/validation),
+//! [`ratelimit`] (token bucket), [`tls`] (pinning), [`relay`] (splice and
+//! copy), [`listener`] (accept loop, per-connection work), [`server`]
+//! (state, reload), [`drain`], [`reload`] (SIGHUP / file watch), [`http`]
+//! (metrics endpoint), [`cli`].
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod cli;
+pub mod config;
+pub mod drain;
+pub mod endpoint;
+pub mod http;
+pub mod listener;
+pub mod metrics;
+pub mod ratelimit;
+pub mod relay;
+pub mod reload;
+pub mod server;
+pub mod tls;
+
+use std::net::SocketAddr;
+
+/// Errors of the relay library.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The config file is unreadable or invalid.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// TLS material is unreadable or inconsistent.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// A listener (or the metrics address) could not be bound.
+    #[error("cannot bind {addr}; is another process using it, or is the address not on this node?")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A reload tried to change a field that needs a restart.
+    #[error("{0} changed; restart s2ds to apply it")]
+    NeedsRestart(&'static str),
+}
+
+/// Result with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Formats an error with its chain of causes: `a: b: c`.
+pub fn report(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

@@ -1,0 +1,104 @@
+//! Command line: `s2ds --config PATH` runs, `s2ds check --config PATH`
+//! validates (including reading the TLS files) and exits 0 or 1.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::config::Config;
+use crate::server::{Server, State};
+
+/// SciStream data server: relays TCP between listeners and targets, plain or
+/// over mutual TLS with pinned certificates.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Args {
+    /// Path to the YAML config file (see the README for the format).
+    #[arg(long, short, global = true, env = "S2DS_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Runtime worker threads (default: one per core).
+    #[arg(long, global = true, env = "S2DS_WORKERS")]
+    pub workers: Option<usize>,
+    /// Sub-command; without one, the relay runs.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Sub-commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate the config (and the TLS files it names), then exit 0 or 1.
+    Check,
+}
+
+/// Runs the parsed command line.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let path = args.config.context("--config PATH is required")?;
+    let config = Config::load(&path).map_err(|e| anyhow::anyhow!(crate::report(&e)))?;
+    if let Some(Command::Check) = args.command {
+        State::build(config).map_err(|e| anyhow::anyhow!(crate::report(&e)))?;
+        println!("{}: ok", path.display());
+        return Ok(());
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = args.workers.unwrap_or(cores).max(1);
+    let workers = spawn_workers(workers)?;
+    // Control plane (signals, reload, metrics endpoint) on the main thread.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(serve(path, config, workers))
+}
+
+/// Starts `n` threads, each driving a single-threaded runtime that carries
+/// connections. They run until the process exits.
+fn spawn_workers(n: usize) -> anyhow::Result<Vec<tokio::runtime::Handle>> {
+    let mut handles = Vec::with_capacity(n);
+    for i in 0..n {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start a worker runtime")?;
+        handles.push(rt.handle().clone());
+        std::thread::Builder::new()
+            .name(format!("s2ds-worker-{i}"))
+            .spawn(move || rt.block_on(std::future::pending::<()>()))
+            .context("cannot start a worker thread")?;
+    }
+    Ok(handles)
+}
+
+async fn serve(
+    path: PathBuf,
+    config: Config,
+    workers: Vec<tokio::runtime::Handle>,
+) -> anyhow::Result<()> {
+    let grace = Duration::from_secs(config.drain_seconds);
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let server = Arc::new(
+        Server::start(config, workers)
+            .await
+            .map_err(|e| anyhow::anyhow!(crate::report(&e)))?,
+    );
+    let stop = CancellationToken::new();
+    let watcher = tokio::spawn(crate::reload::watch(server.clone(), path, stop.clone()));
+    let sig = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    info!(signal = sig, "Shutting down");
+    stop.cancel();
+    let _ = watcher.await;
+    let server = Arc::try_unwrap(server)
+        .map_err(|_| anyhow::anyhow!("internal error: server still shared at shutdown"))?;
+    server.shutdown(grace).await;
+    Ok(())
+}

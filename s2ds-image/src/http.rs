@@ -1,0 +1,107 @@
+//! A tiny HTTP/1.1 server for `/metrics`, `/healthz` and `/readyz`.
+//!
+//! One request per connection (`Connection: close`), request head bounded
+//! to 8 KiB and 5 s, so a slow or hostile scraper costs nothing. `/readyz`
+//! answers 200 once every configured listener is bound (and not draining)
+//! and lists `configured -> bound` addresses, one per line.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use crate::server::Ctx;
+
+const MAX_HEAD: usize = 8 * 1024;
+const IO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Serves until `stop` is cancelled.
+pub async fn serve(ctx: Arc<Ctx>, listener: TcpListener, stop: CancellationToken) {
+    loop {
+        let (stream, _) = tokio::select! {
+            () = stop.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    debug!(error = %e, "Metrics accept failed");
+                    continue;
+                }
+            },
+        };
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            if let Err(e) = tokio::time::timeout(IO_TIMEOUT, answer(&ctx, stream)).await {
+                debug!(error = %e, "Metrics request timed out");
+            }
+        });
+    }
+}
+
+/// Status, content type and body for a request path.
+pub fn route(ctx: &Ctx, path: &str) -> (&'static str, &'static str, String) {
+    const TEXT: &str = "text/plain; charset=utf-8";
+    match path {
+        "/metrics" => (
+            "200 OK",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            ctx.metrics.encode(),
+        ),
+        "/healthz" => ("200 OK", TEXT, "ok\n".into()),
+        "/readyz" => {
+            let listeners: String = ctx
+                .bound_addrs()
+                .iter()
+                .map(|(c, b)| format!("{c} -> {b}\n"))
+                .collect();
+            if ctx.ready.load(Ordering::SeqCst) {
+                ("200 OK", TEXT, format!("ready\n{listeners}"))
+            } else {
+                (
+                    "503 Service Unavailable",
+                    TEXT,
+                    format!("not ready\n{listeners}"),
+                )
+            }
+        }
+        _ => (
+            "404 Not Found",
+            TEXT,
+            "try /metrics, /healthz or /readyz\n".into(),
+        ),
+    }
+}
+
+async fn answer(ctx: &Ctx, mut stream: TcpStream) -> std::io::Result<()> {
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 || head.len() + n > MAX_HEAD {
+            return Ok(());
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let line = head.split(|b| *b == b'\r').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let mut parts = line.split(' ');
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let path = target.split('?').next().unwrap_or("");
+    let (status, ctype, body) = if method == "GET" || method == "HEAD" {
+        route(ctx, path)
+    } else {
+        ("405 Method Not Allowed", "text/plain", "GET only\n".into())
+    };
+    let mut resp = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    if method != "HEAD" {
+        resp.push_str(&body);
+    }
+    stream.write_all(resp.as_bytes()).await?;
+    stream.shutdown().await
+}

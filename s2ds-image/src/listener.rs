@@ -1,0 +1,282 @@
+//! Binding listeners, the accept loop and per-connection handling.
+//!
+//! The accept loop never stops on an accept error (it logs, backs off
+//! briefly on descriptor exhaustion, and continues). Each connection runs in
+//! its own task, tracked for draining, inside a span with `stream`,
+//! `listener` and `peer`. A connection that cannot be relayed (no target,
+//! target down, TLS failure) is closed and counted; nothing else is
+//! affected.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
+use tokio::io::BufReader;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info_span, warn};
+
+use crate::config::Mode;
+use crate::endpoint::Endpoint;
+use crate::metrics::{Counted, ListenerMetrics, reason};
+use crate::relay::{DirectionCounters, RelayOptions, copy, splice};
+use crate::server::Ctx;
+use crate::tls;
+
+/// Time allowed for a TCP connect to a target.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time allowed for a TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Listen backlog.
+const BACKLOG: i32 = 1024;
+
+/// Binds `addr` exactly (no wildcard unless configured), with SO_REUSEADDR
+/// and IPV6_V6ONLY for IPv6 addresses.
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Binds `n` sockets to `addr` with SO_REUSEPORT (one per worker thread;
+/// the kernel spreads new connections over them). With port 0 the first
+/// socket's port is reused for the others. Dropping the result unbinds.
+pub fn bind_group(addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    let mut out = Vec::with_capacity(n);
+    let mut at = addr;
+    for _ in 0..n.max(1) {
+        let socket = Socket::new(Domain::for_address(at), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        if at.is_ipv6() {
+            socket.set_only_v6(true)?;
+        }
+        socket.set_nonblocking(true)?;
+        socket.bind(&at.into())?;
+        socket.listen(BACKLOG)?;
+        let l: std::net::TcpListener = socket.into();
+        at = l.local_addr()?;
+        out.push(l);
+    }
+    Ok(out)
+}
+
+/// Sets TCP_NODELAY and keepalive (20 s idle, 5 s interval, 4 probes).
+pub fn tune(stream: &TcpStream) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    let ka = TcpKeepalive::new()
+        .with_time(Duration::from_secs(20))
+        .with_interval(Duration::from_secs(5))
+        .with_retries(4);
+    SockRef::from(stream).set_tcp_keepalive(&ka)
+}
+
+/// Accepts on `listener` until `stop` is cancelled. `key` is the configured
+/// bind address (it selects the target).
+pub async fn accept_loop(
+    ctx: Arc<Ctx>,
+    key: SocketAddr,
+    listener: std::net::TcpListener,
+    stop: CancellationToken,
+) {
+    let lm = ctx.metrics.listener(&key.to_string());
+    // Registered here, with the reactor of the worker that runs this loop.
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            warn!(stream = %ctx.stream_id, listener = %key, error = %e, "Cannot register listener");
+            return;
+        }
+    };
+    loop {
+        let accepted = tokio::select! {
+            () = stop.cancelled() => break,
+            r = listener.accept() => r,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                lm.total.inc();
+                let span = info_span!("conn", stream = %ctx.stream_id, listener = %key, %peer);
+                let (ctx2, lm2) = (ctx.clone(), lm.clone());
+                let abort = ctx.abort.clone();
+                ctx.tracker.spawn(
+                    async move {
+                        tokio::select! {
+                            () = handle(&ctx2, key, &lm2, stream) => {}
+                            () = abort.cancelled() => {
+                                ctx2.aborted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                debug!("Aborted at the end of the drain period");
+                            }
+                        }
+                    }
+                    .instrument(span),
+                );
+            }
+            Err(e) => {
+                warn!(stream = %ctx.stream_id, listener = %key, error = %e, "Accept failed");
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                ) {
+                    // Out of descriptors/memory: back off instead of spinning.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+    debug!(stream = %ctx.stream_id, listener = %key, "Listener closed");
+}
+
+/// Marks a connection open for its lifetime (gauge + duration histogram).
+struct OpenGuard<'a> {
+    lm: &'a ListenerMetrics,
+    start: Instant,
+}
+
+impl<'a> OpenGuard<'a> {
+    fn new(lm: &'a ListenerMetrics) -> Self {
+        lm.open.inc();
+        Self {
+            lm,
+            start: Instant::now(),
+        }
+    }
+}
+
+impl Drop for OpenGuard<'_> {
+    fn drop(&mut self) {
+        self.lm.open.dec();
+        self.lm.duration.observe(self.start.elapsed().as_secs_f64());
+    }
+}
+
+async fn handle(ctx: &Ctx, key: SocketAddr, lm: &ListenerMetrics, inbound: TcpStream) {
+    let state = ctx.state.load_full();
+    if let Err(e) = tune(&inbound) {
+        debug!(error = %e, "Cannot set socket options on the accepted connection");
+    }
+    let Some(target) = state.config.target_for(key).cloned() else {
+        lm.refused(reason::NO_TARGET);
+        debug!("Refused: no target configured");
+        return;
+    };
+    let opts = RelayOptions {
+        buffer_bytes: state.config.buffer_bytes,
+        limiter: ctx.limiter.clone(),
+    };
+    let counters = DirectionCounters {
+        to_target: lm.to_target.clone(),
+        to_client: lm.to_client.clone(),
+    };
+    let result = match (state.config.mode, &state.acceptor, &state.connector) {
+        (Mode::Plain, _, _) => {
+            let Some(out) = connect(&target, lm).await else {
+                return;
+            };
+            let _open = OpenGuard::new(lm);
+            splice::bidirectional(&inbound, &out, &opts, &counters).await
+        }
+        (Mode::TlsServer, Some(acceptor), _) => {
+            let io = BufReader::with_capacity(opts.buffer_bytes, inbound);
+            let Some(mut tls) = handshake(lm, acceptor.accept(io)).await else {
+                return;
+            };
+            tls.get_mut()
+                .1
+                .set_buffer_limit(Some(2 * opts.buffer_bytes));
+            let Some(out) = connect(&target, lm).await else {
+                return;
+            };
+            let _open = OpenGuard::new(lm);
+            let a = Counted::new(tls, counters.to_target);
+            let b = Counted::new(out, counters.to_client);
+            copy::bidirectional(a, b, &opts).await
+        }
+        (Mode::TlsClient, _, Some(connector)) => {
+            let Some(out) = connect(&target, lm).await else {
+                return;
+            };
+            let io = BufReader::with_capacity(opts.buffer_bytes, out);
+            let Some(mut tls) = handshake(lm, connector.connect(target.server_name(), io)).await
+            else {
+                return;
+            };
+            tls.get_mut()
+                .1
+                .set_buffer_limit(Some(2 * opts.buffer_bytes));
+            let _open = OpenGuard::new(lm);
+            let a = Counted::new(inbound, counters.to_target);
+            let b = Counted::new(tls, counters.to_client);
+            copy::bidirectional(a, b, &opts).await
+        }
+        _ => {
+            // Unreachable by construction (Server builds the TLS side per mode).
+            warn!("TLS mode without TLS configuration; refusing");
+            lm.refused(reason::TLS_HANDSHAKE);
+            return;
+        }
+    };
+    match result {
+        Ok((up, down)) => debug!(up, down, "Closed"),
+        Err(e) => debug!(error = %e, "Closed with error"),
+    }
+}
+
+async fn handshake<S>(lm: &ListenerMetrics, fut: impl Future<Output = io::Result<S>>) -> Option<S> {
+    let r = tokio::time::timeout(HANDSHAKE_TIMEOUT, fut)
+        .await
+        .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()));
+    match r {
+        Ok(s) => Some(s),
+        Err(e) => {
+            lm.tls_failures.inc();
+            if tls::is_pin_mismatch(&e) {
+                lm.refused(reason::PEER_CERT_MISMATCH);
+                warn!(error = %e, "TLS peer refused: certificate does not match the pin");
+            } else {
+                lm.refused(reason::TLS_HANDSHAKE);
+                debug!(error = %e, "TLS handshake failed");
+            }
+            None
+        }
+    }
+}
+
+/// Connects to `target` (every resolved address in turn), or counts the
+/// refusal and returns `None`.
+async fn connect(target: &Endpoint, lm: &ListenerMetrics) -> Option<TcpStream> {
+    let attempt = async {
+        let mut last = io::Error::new(io::ErrorKind::NotFound, "name resolved to no address");
+        for addr in target.resolve().await? {
+            match TcpStream::connect(addr).await {
+                Ok(s) => return Ok(s),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    };
+    let r = tokio::time::timeout(CONNECT_TIMEOUT, attempt)
+        .await
+        .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()));
+    match r {
+        Ok(s) => {
+            if let Err(e) = tune(&s) {
+                debug!(error = %e, "Cannot set socket options on the target connection");
+            }
+            Some(s)
+        }
+        Err(e) => {
+            lm.refused(reason::TARGET_UNREACHABLE);
+            warn!(%target, error = %e, "Target unreachable; closing this connection only");
+            None
+        }
+    }
+}

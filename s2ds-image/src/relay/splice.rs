@@ -1,0 +1,267 @@
+//! Zero-copy TCP-to-TCP relay with `splice(2)` through a sized pipe.
+//!
+//! Per direction: take rate tokens, splice at most that many bytes from the
+//! source socket into an empty pipe, then splice the pipe out to the
+//! destination socket until it is empty again. The pipe is the only buffer
+//! (its size is set with `F_SETPIPE_SZ`), so memory stays bounded and the
+//! payload never enters userspace. On EOF the destination's write half is
+//! shut down. If the kernel refuses splice for these descriptors (`EINVAL`,
+//! `ENOSYS`) before any byte moved, or a pipe cannot be created, the
+//! direction falls back to [`super::copy::one_way_tcp`].
+//!
+//! This is the crate's only module with `unsafe`: three libc calls on file
+//! descriptors we own or borrow for the duration of the call.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use prometheus_client::metrics::counter::Counter;
+use tokio::io::Interest;
+use tokio::net::TcpStream;
+
+use super::{DirectionCounters, RelayOptions, copy};
+use crate::ratelimit::RateLimiter;
+
+/// A non-blocking, close-on-exec pipe.
+#[derive(Debug)]
+pub struct Pipe {
+    read: OwnedFd,
+    write: OwnedFd,
+    size: usize,
+}
+
+impl Pipe {
+    /// Creates a pipe and asks for `size` bytes of capacity; if the kernel
+    /// refuses (above `/proc/sys/fs/pipe-max-size` for an unprivileged
+    /// user), the default capacity is kept and reported by [`Pipe::size`].
+    pub fn new(size: usize) -> io::Result<Self> {
+        let mut fds: [RawFd; 2] = [-1, -1];
+        // SAFETY: `fds` is a valid, writable array of two c_ints, as pipe2 requires.
+        let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let want = libc::c_int::try_from(size).unwrap_or(libc::c_int::MAX);
+        // SAFETY: fcntl on a descriptor we own; F_SETPIPE_SZ takes an int argument.
+        let got = unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, want) };
+        let size = if got > 0 {
+            usize::try_from(got).unwrap_or(size)
+        } else {
+            warn_once_pipe_size(size);
+            // SAFETY: as above; F_GETPIPE_SZ takes no argument.
+            let cur = unsafe { libc::fcntl(write.as_raw_fd(), libc::F_GETPIPE_SZ) };
+            usize::try_from(cur)
+                .ok()
+                .filter(|c| *c > 0)
+                .unwrap_or(64 * 1024)
+        };
+        Ok(Self { read, write, size })
+    }
+
+    /// The pipe's capacity in bytes.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+}
+
+fn warn_once_pipe_size(size: usize) {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if !WARNED.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            size,
+            "F_SETPIPE_SZ refused; using the default pipe size (raise fs.pipe-max-size)"
+        );
+    }
+}
+
+fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
+    // SAFETY: both descriptors are open for the duration of the call (borrowed
+    // from a live TcpStream or Pipe); null offsets are allowed for pipes and
+    // sockets; splice does not touch our memory.
+    let n = unsafe {
+        libc::splice(
+            from,
+            std::ptr::null_mut(),
+            to,
+            std::ptr::null_mut(),
+            len,
+            libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+        )
+    };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+}
+
+fn unsupported(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
+    )
+}
+
+/// Outcome of one spliced direction.
+enum Outcome {
+    Done(u64),
+    /// Splice is not possible here; nothing was moved yet.
+    Unsupported,
+}
+
+/// Relays between two TCP sockets with splice in both directions (each
+/// falling back to a userspace copy independently). Returns bytes a->b and
+/// b->a.
+pub async fn bidirectional(
+    a: &TcpStream,
+    b: &TcpStream,
+    opts: &RelayOptions,
+    counters: &DirectionCounters,
+) -> io::Result<(u64, u64)> {
+    tokio::try_join!(
+        one_way(a, b, opts, &counters.to_target),
+        one_way(b, a, opts, &counters.to_client),
+    )
+}
+
+async fn one_way(
+    src: &TcpStream,
+    dst: &TcpStream,
+    opts: &RelayOptions,
+    counter: &Counter,
+) -> io::Result<u64> {
+    match Pipe::new(opts.buffer_bytes) {
+        Ok(pipe) => match spliced(src, dst, &pipe, &opts.limiter, counter).await? {
+            Outcome::Done(n) => return Ok(n),
+            Outcome::Unsupported => fallback_note("splice refused by the kernel"),
+        },
+        Err(e) => fallback_note(&format!("cannot create a pipe: {e}")),
+    }
+    copy::one_way_tcp(src, dst, opts.buffer_bytes, &opts.limiter, counter).await
+}
+
+fn fallback_note(why: &str) {
+    static NOTED: AtomicBool = AtomicBool::new(false);
+    if !NOTED.swap(true, Ordering::Relaxed) {
+        tracing::warn!(why, "Falling back to userspace copy for plain relaying");
+    }
+}
+
+async fn spliced(
+    src: &TcpStream,
+    dst: &TcpStream,
+    pipe: &Pipe,
+    limiter: &RateLimiter,
+    counter: &Counter,
+) -> io::Result<Outcome> {
+    let (src_fd, dst_fd) = (src.as_raw_fd(), dst.as_raw_fd());
+    let (pipe_r, pipe_w) = (pipe.read.as_raw_fd(), pipe.write.as_raw_fd());
+    let cap = pipe.size;
+    // Bytes in the pipe; rate tokens granted but not yet used; bytes out.
+    let (mut in_pipe, mut held, mut total) = (0usize, 0usize, 0u64);
+    let mut eof = false;
+    // Filling and draining overlap: while the destination is full the
+    // pipe keeps absorbing the source, and the reverse.
+    loop {
+        let mut progress = false;
+        if !eof && in_pipe < cap {
+            if held == 0 {
+                held = limiter.try_take(cap - in_pipe);
+            }
+            if held > 0 {
+                let want = held.min(cap - in_pipe);
+                match src.try_io(Interest::READABLE, || splice(src_fd, pipe_w, want)) {
+                    Ok(0) => (eof, progress) = (true, true),
+                    Ok(n) => (held, in_pipe, progress) = (held - n, in_pipe + n, true),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) if total == 0 && in_pipe == 0 && unsupported(&e) => {
+                        limiter.give_back(held);
+                        return Ok(Outcome::Unsupported);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        if in_pipe > 0 {
+            match dst.try_io(Interest::WRITABLE, || splice(pipe_r, dst_fd, in_pipe)) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(m) => {
+                    (in_pipe, total, progress) = (in_pipe - m, total + m as u64, true);
+                    counter.inc_by(m as u64);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if eof && in_pipe == 0 {
+            limiter.give_back(held);
+            socket2::SockRef::from(dst).shutdown(std::net::Shutdown::Write)?;
+            return Ok(Outcome::Done(total));
+        }
+        if progress {
+            continue;
+        }
+        let want_read = !eof && in_pipe < cap;
+        // At least one branch is enabled: data in the pipe enables the
+        // write branch; an empty pipe before EOF enables a read branch.
+        tokio::select! {
+            r = src.readable(), if want_read && held > 0 => r?,
+            r = dst.writable(), if in_pipe > 0 => r?,
+            n = limiter.take(cap - in_pipe), if want_read && held == 0 => held = n,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    async fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (s, _) = l.accept().await.unwrap();
+        (c, s)
+    }
+
+    #[test]
+    fn pipe_size_is_applied() {
+        let p = Pipe::new(256 * 1024).unwrap();
+        assert!(p.size() >= 64 * 1024);
+    }
+
+    #[tokio::test]
+    async fn splices_and_half_closes() {
+        let (mut client, a) = pair().await;
+        let (b, mut target) = pair().await;
+        let opts = RelayOptions {
+            buffer_bytes: 64 * 1024,
+            limiter: Arc::new(RateLimiter::new(None, Default::default())),
+        };
+        let counters = DirectionCounters {
+            to_target: Counter::default(),
+            to_client: Counter::default(),
+        };
+        let c2 = counters.clone();
+        let relay = tokio::spawn(async move { bidirectional(&a, &b, &opts, &c2).await });
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+        let d2 = data.clone();
+        let w = tokio::spawn(async move {
+            client.write_all(&d2).await.unwrap();
+            client.shutdown().await.unwrap();
+            let mut back = Vec::new();
+            client.read_to_end(&mut back).await.unwrap();
+            back
+        });
+        let mut got = Vec::new();
+        target.read_to_end(&mut got).await.unwrap();
+        assert!(got == data);
+        target.write_all(b"late reply").await.unwrap();
+        drop(target);
+        assert_eq!(w.await.unwrap(), b"late reply");
+        assert_eq!(relay.await.unwrap().unwrap(), (3_000_000, 10));
+        assert_eq!(counters.to_target.get(), 3_000_000);
+    }
+}
