@@ -186,7 +186,7 @@ impl NodeAgent {
             }
         }
         agent.tasks.push(tokio::spawn(heartbeat(client.clone(), agent.config.clone(), network.clone(), agent.stop.subscribe())));
-        agent.tasks.push(tokio::spawn(watch_pods(agent.ctx.clone(), agent.config.topology.nodes.iter().map(|n| n.name.clone()).collect(), agent.stop.subscribe())));
+        agent.tasks.push(tokio::spawn(watch_pods(agent.ctx.clone(), agent.config.topology.nodes.clone(), agent.stop.subscribe())));
         tracing::info!(agent = %agent.id, nodes = agent.config.topology.nodes.len(), mode = ?agent.config.mode, "node agent started");
         Ok(agent)
     }
@@ -278,7 +278,8 @@ fn deletion_grace(p: &Pod) -> Option<Duration> {
 }
 
 /// Watches all pods and keeps one worker per pod bound to our nodes.
-async fn watch_pods(ctx: Arc<Ctx>, nodes: Vec<String>, mut stop: watch::Receiver<bool>) {
+async fn watch_pods(ctx: Arc<Ctx>, specs: Vec<NodeSpec>, mut stop: watch::Receiver<bool>) {
+    let nodes: Vec<String> = specs.iter().map(|n| n.name.clone()).collect();
     let api: Api<Pod> = Api::all(ctx.client.clone());
     let mut stream = watcher(api, watcher::Config::default()).boxed();
     let mut running: HashMap<String, Running> = HashMap::new();
@@ -305,6 +306,15 @@ async fn watch_pods(ctx: Arc<Ctx>, nodes: Vec<String>, mut stop: watch::Receiver
             watcher::Event::InitApply(p) | watcher::Event::Apply(p) => {
                 if let Some(seen) = seen_in_init.as_mut() {
                     seen.push(p.uid().unwrap_or_default());
+                }
+                if let Some(node) = crate::scheduler::choose(&p, &specs) {
+                    let (client, node) = (ctx.client.clone(), node.name.clone());
+                    tokio::spawn(async move {
+                        if let Err(e) = crate::scheduler::bind(&client, &p, &node).await {
+                            tracing::warn!(pod = %p.name_any(), node, error = %e, "binding pod failed");
+                        }
+                    });
+                    continue;
                 }
                 apply(&ctx, &nodes, &mut running, p);
             }

@@ -37,6 +37,7 @@ pub mod node;
 pub mod plan;
 pub mod probe;
 pub mod process;
+pub mod scheduler;
 pub mod status;
 mod sys;
 pub mod topology;

@@ -65,3 +65,27 @@ async fn facilities_are_isolated_and_gateways_bridge_them() {
     agent.stop().await;
     assert_eq!(ours(list_netns().await), 0, "no namespace (and so no veth or bridge) left behind");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespaces_of_a_crashed_agent_are_removed_on_next_start() {
+    if !root() {
+        return;
+    }
+    // A pid that no longer runs stands for the crashed agent.
+    let mut child = std::process::Command::new("true").spawn().expect("spawn");
+    let dead = child.id();
+    child.wait().expect("wait");
+    let ns = format!("sna-{dead}-deadbe-n-gw");
+    let st = tokio::process::Command::new("ip").args(["netns", "add", &ns]).status().await.expect("ip");
+    assert!(st.success());
+    let mut orphan = tokio::process::Command::new("ip")
+        .args(["netns", "exec", &ns, "sleep", "600"])
+        .kill_on_drop(true)
+        .spawn()
+        .expect("orphan");
+    let env = start(Topology::two_facilities(), NetworkMode::Netns).await;
+    assert!(!list_netns().await.contains(&ns), "stale namespace removed at start");
+    let exited = tokio::time::timeout(std::time::Duration::from_secs(10), orphan.wait()).await;
+    assert!(exited.is_ok(), "the orphan process in it was killed");
+    env.agent.stop().await;
+}

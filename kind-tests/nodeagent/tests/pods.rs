@@ -178,3 +178,19 @@ async fn nodes_register_heartbeat_and_turn_not_ready_at_stop() {
     let n = Api::<Node>::all(client.clone()).get("gw-a").await.expect("node");
     assert_eq!(node_ready(&n).as_deref(), Some("False"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_with_only_a_node_selector_are_scheduled_to_a_matching_node() {
+    let topo = Topology::new().node(NodeSpec::new("gw-a").label("site", "a")).node(NodeSpec::new("gw-b").label("site", "b"));
+    let env = start(topo, NetworkMode::Loopback).await;
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "sel", "namespace": NS},
+        "spec": {"nodeSelector": {"site": "b"}, "terminationGracePeriodSeconds": 1,
+                 "containers": [{"name": "c", "image": "sh", "args": ["-c", "sleep 600"]}]}
+    }))
+    .expect("pod");
+    create_pod(&env.client, &pod).await;
+    let p = wait_pod(&env.client, "sel", 20, "scheduled and Ready", is_ready).await;
+    assert_eq!(p.spec.and_then(|s| s.node_name).as_deref(), Some("gw-b"));
+    env.agent.stop().await;
+}
