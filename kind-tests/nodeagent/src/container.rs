@@ -154,7 +154,8 @@ pub fn grace_of(pod: &Pod) -> Duration {
 async fn probe_loop(pc: Arc<PodCtx>, pod: Pod, c: Container, idx: usize, shared: Arc<Shared>, liveness_failed: Arc<Notify>) {
     let target = ProbeTarget { netns: pc.netns.clone(), pod_ip: pc.address.into() };
     let exec_pc = pc.clone();
-    let exec = move |cmd: &[String]| exec_pc.exec_command(cmd);
+    let (exec_pod, exec_c) = (pod.clone(), c.clone());
+    let exec = move |cmd: &[String]| exec_pc.exec_command(&exec_pod, &exec_c, cmd);
     let readiness = c.readiness_probe.clone().map(|p| (probe::timing(&p), p, Tracker::new(false), Instant::now()));
     let liveness = c.liveness_probe.clone().map(|p| (probe::timing(&p), p, Tracker::new(true), Instant::now()));
     let mut probes: Vec<_> = readiness.into_iter().map(|r| (true, r)).chain(liveness.into_iter().map(|l| (false, l))).collect();

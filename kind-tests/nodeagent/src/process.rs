@@ -60,6 +60,11 @@ fn prepare_mount_points(binds: &[(PathBuf, String)]) -> std::io::Result<Vec<(Pat
 
 /// Starts the process described by `l`.
 pub fn spawn(l: &Launch) -> std::io::Result<tokio::process::Child> {
+    command(l)?.spawn()
+}
+
+/// The command for `l`, ready to spawn (its output appended to `l.log`).
+pub fn command(l: &Launch) -> std::io::Result<tokio::process::Command> {
     let log = OpenOptions::new().create(true).append(true).open(&l.log)?;
     let mut cmd = std::process::Command::new(&l.program);
     cmd.args(&l.args)
@@ -84,7 +89,7 @@ pub fn spawn(l: &Launch) -> std::io::Result<tokio::process::Child> {
     isolate(&mut cmd, iso);
     let mut cmd = tokio::process::Command::from(cmd);
     cmd.kill_on_drop(true);
-    cmd.spawn()
+    Ok(cmd)
 }
 
 use std::os::unix::process::CommandExt as _;

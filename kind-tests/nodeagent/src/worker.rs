@@ -172,17 +172,26 @@ impl PodCtx {
         })
     }
 
-    /// An exec-probe command run like the container (namespaces), as root.
-    pub fn exec_command(&self, cmd: &[String]) -> tokio::process::Command {
+    /// An exec-probe command, run like the container (same namespaces,
+    /// mounts and user, output discarded).
+    pub fn exec_command(&self, pod: &Pod, c: &Container, cmd: &[String]) -> tokio::process::Command {
         let Some((program, args)) = cmd.split_first() else { return tokio::process::Command::new("false") };
-        let mut c = std::process::Command::new(program);
-        c.args(args).stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
-        let mut cmd = tokio::process::Command::from(c);
-        if let Some(ns) = &self.netns {
-            cmd = tokio::process::Command::new("ip");
-            cmd.args(["netns", "exec"]).arg(ns.file_name().unwrap_or_default()).arg(program).args(args);
-        }
-        cmd
+        let mounts = self.mounts(c);
+        let privileged = self.ctx.privileged;
+        let launch = Launch {
+            program: program.into(),
+            args: if privileged { args.to_vec() } else { args.iter().map(|a| volumes::rewrite_paths(a, &mounts)).collect() },
+            hostname: self.node.clone(),
+            log: "/dev/null".into(),
+            netns: self.netns.clone(),
+            binds: if privileged { mounts.iter().map(|(m, h)| (h.clone(), m.clone())).collect() } else { vec![] },
+            user: if privileged { container::user_of(pod, c) } else { None },
+            env: vec![],
+        };
+        crate::process::command(&launch).unwrap_or_else(|e| {
+            tracing::debug!(pod = %self.key, error = %e, "preparing exec probe failed");
+            tokio::process::Command::new("false")
+        })
     }
 }
 
