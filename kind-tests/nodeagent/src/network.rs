@@ -67,13 +67,30 @@ pub async fn delete_netns(netns: &str) {
     }
 }
 
-/// Removes namespaces left behind by agents that are no longer running.
-/// Returns how many were removed.
+fn pid_alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Removes what agents that are no longer running left behind: their
+/// network namespaces (root only; processes inside are killed) and their
+/// scratch directories (`$TMPDIR/nodeagent-sna-<pid>-…`). Returns how many
+/// namespaces and directories were removed.
 pub async fn cleanup_stale() -> usize {
     let mut n = 0;
+    let tmp = std::env::temp_dir();
+    for e in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix("nodeagent-").and_then(|r| owner_pid(NETNS_BASE, r)) else { continue };
+        if !pid_alive(pid) && std::fs::remove_dir_all(e.path()).is_ok() {
+            n += 1;
+        }
+    }
+    if !nix::unistd::geteuid().is_root() {
+        return n;
+    }
     for ns in list_netns().await {
         let Some(pid) = owner_pid(NETNS_BASE, &ns) else { continue };
-        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        if !pid_alive(pid) {
             tracing::info!(netns = %ns, pid, "removing namespace of a stopped agent");
             delete_netns(&ns).await;
             n += 1;
@@ -95,6 +112,7 @@ impl Network {
         let prefix = fresh_prefix();
         let plan = topology.plan(&prefix)?;
         let mut loopback = BTreeMap::new();
+        cleanup_stale().await;
         match mode {
             NetworkMode::Loopback => {
                 let seed = u16::from_be_bytes([prefix.as_bytes()[prefix.len() - 3], prefix.as_bytes()[prefix.len() - 2]]);
@@ -105,7 +123,6 @@ impl Network {
                 if !nix::unistd::geteuid().is_root() {
                     return Err(Error::NotRoot("netns network mode"));
                 }
-                cleanup_stale().await;
                 let net = Network { mode, plan, loopback };
                 for c in net.plan.commands() {
                     if let Err(e) = ip(&c).await {

@@ -21,9 +21,18 @@ pub struct Env {
 }
 
 pub async fn start(topology: Topology, mode: NetworkMode) -> Env {
+    start_with(topology, mode, None).await
+}
+
+/// As [`start`], with the s2ds image mapped to `s2ds`.
+pub async fn start_with(topology: Topology, mode: NetworkMode, s2ds: Option<&std::path::Path>) -> Env {
     let cluster = TestCluster::builder().name("nodeagent").start().await.expect("cluster");
     let client = cluster.client().await.expect("client");
-    let agent = NodeAgent::builder(client.clone())
+    let mut builder = NodeAgent::builder(client.clone());
+    if let Some(p) = s2ds {
+        builder = builder.s2ds(p);
+    }
+    let agent = builder
         .topology(topology)
         .mode(mode)
         .image("socat", "/usr/bin/socat")
