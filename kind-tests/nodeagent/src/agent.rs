@@ -38,6 +38,8 @@ pub struct AgentConfig {
     pub heartbeat: Duration,
     /// ConfigMap/Secret volume refresh period.
     pub sync_period: Duration,
+    /// Only these nodes of the topology are served (default: all).
+    pub serve: Option<Vec<String>>,
 }
 
 impl Default for AgentConfig {
@@ -50,6 +52,7 @@ impl Default for AgentConfig {
             backoff: Backoff::default(),
             heartbeat: Duration::from_secs(10),
             sync_period: Duration::from_secs(1),
+            serve: None,
         }
     }
 }
@@ -59,6 +62,7 @@ impl Default for AgentConfig {
 pub struct NodeAgentBuilder {
     client: Client,
     config: AgentConfig,
+    network: Option<Arc<Network>>,
 }
 
 impl NodeAgentBuilder {
@@ -120,9 +124,21 @@ impl NodeAgentBuilder {
         self.config.sync_period = d;
         self
     }
+    /// Uses an already built network (its topology and mode replace the
+    /// builder's), e.g. one network shared by the agents of two clusters.
+    /// The agent does not tear it down.
+    pub fn network(mut self, n: Arc<Network>) -> Self {
+        self.network = Some(n);
+        self
+    }
+    /// Serves only these nodes of the topology (default: all of them).
+    pub fn serve<S: Into<String>>(mut self, nodes: impl IntoIterator<Item = S>) -> Self {
+        self.config.serve = Some(nodes.into_iter().map(Into::into).collect());
+        self
+    }
     /// Builds the network, registers the nodes and starts running pods.
     pub async fn start(self) -> Result<NodeAgent> {
-        NodeAgent::start(self.client, self.config).await
+        NodeAgent::start(self.client, self.config, self.network).await
     }
 }
 
@@ -130,6 +146,8 @@ impl NodeAgentBuilder {
 pub struct NodeAgent {
     ctx: Arc<Ctx>,
     config: AgentConfig,
+    nodes: Vec<NodeSpec>,
+    owns_network: bool,
     id: String,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -148,13 +166,34 @@ fn addresses(net: &Network, n: &NodeSpec) -> NodeAddresses {
 impl NodeAgent {
     /// A builder using `client`.
     pub fn builder(client: Client) -> NodeAgentBuilder {
-        NodeAgentBuilder { client, config: AgentConfig::default() }
+        NodeAgentBuilder { client, config: AgentConfig::default(), network: None }
     }
 
-    async fn start(client: Client, config: AgentConfig) -> Result<NodeAgent> {
+    async fn start(client: Client, mut config: AgentConfig, shared: Option<Arc<Network>>) -> Result<NodeAgent> {
         crate::install_crypto_provider();
-        let network = Arc::new(Network::build(&config.topology, config.mode).await?);
-        let id = network.plan().prefix.trim_end_matches('-').to_string();
+        let owns_network = shared.is_none();
+        let network = match shared {
+            Some(n) => {
+                config.topology = n.topology().clone();
+                config.mode = n.mode();
+                n
+            }
+            None => Arc::new(Network::build(&config.topology, config.mode).await?),
+        };
+        let nodes: Vec<NodeSpec> = match &config.serve {
+            None => config.topology.nodes.clone(),
+            Some(names) => {
+                let unknown: Vec<&String> = names.iter().filter(|n| !config.topology.nodes.iter().any(|t| &&t.name == n)).collect();
+                if !unknown.is_empty() {
+                    if owns_network {
+                        network.teardown().await;
+                    }
+                    return Err(Error::Config(format!("nodes {unknown:?} are not in the topology; declare them with .node(..)")));
+                }
+                config.topology.nodes.iter().filter(|t| names.contains(&t.name)).cloned().collect()
+            }
+        };
+        let id = format!("{}-{}", network.plan().prefix.trim_end_matches('-'), &uuid::Uuid::new_v4().simple().to_string()[..4]);
         let (pods_dir, scratch) = match &config.state_dir {
             Some(d) => (d.join("pods"), None),
             None => {
@@ -172,8 +211,8 @@ impl NodeAgent {
             sync_period: config.sync_period,
             privileged: nix::unistd::geteuid().is_root(),
         });
-        let mut agent = NodeAgent { ctx, config, id, stop: watch::channel(false).0, tasks: vec![], scratch };
-        for n in &agent.config.topology.nodes {
+        let mut agent = NodeAgent { ctx, config, nodes, owns_network, id, stop: watch::channel(false).0, tasks: vec![], scratch };
+        for n in &agent.nodes {
             let addrs = addresses(&network, n);
             let reg = async {
                 node::register(&client, n, addrs, &agent.id).await?;
@@ -181,13 +220,16 @@ impl NodeAgent {
                 node::renew_lease(&client, &n.name, 40).await
             };
             if let Err(e) = reg.await {
-                network.teardown().await;
+                if agent.owns_network {
+                    network.teardown().await;
+                }
                 return Err(e);
             }
         }
-        agent.tasks.push(tokio::spawn(heartbeat(client.clone(), agent.config.clone(), network.clone(), agent.stop.subscribe())));
-        agent.tasks.push(tokio::spawn(watch_pods(agent.ctx.clone(), agent.config.topology.nodes.clone(), agent.stop.subscribe())));
-        tracing::info!(agent = %agent.id, nodes = agent.config.topology.nodes.len(), mode = ?agent.config.mode, "node agent started");
+        let hb = heartbeat(client.clone(), agent.config.heartbeat, agent.nodes.clone(), network.clone(), agent.stop.subscribe());
+        agent.tasks.push(tokio::spawn(hb));
+        agent.tasks.push(tokio::spawn(watch_pods(agent.ctx.clone(), agent.nodes.clone(), agent.stop.subscribe())));
+        tracing::info!(agent = %agent.id, nodes = agent.nodes.len(), mode = ?agent.config.mode, "node agent started");
         Ok(agent)
     }
 
@@ -196,7 +238,7 @@ impl NodeAgent {
         &self.ctx.network
     }
 
-    /// Unique id of this agent (also the prefix of its namespaces).
+    /// Unique id of this agent (its network's namespace prefix plus a suffix).
     pub fn id(&self) -> &str {
         &self.id
     }
@@ -207,19 +249,22 @@ impl NodeAgent {
     }
 
     /// Stops every pod (SIGTERM, grace period, SIGKILL; pod objects stay),
-    /// marks the nodes NotReady and removes namespaces and scratch files.
+    /// marks the nodes NotReady and removes scratch files, and the
+    /// namespaces unless the network was shared in.
     pub async fn stop(mut self) {
         let _ = self.stop.send(true);
         for t in std::mem::take(&mut self.tasks) {
             let _ = t.await;
         }
         let net = &self.ctx.network;
-        for n in &self.config.topology.nodes {
+        for n in &self.nodes {
             if let Err(e) = node::post_status(&self.ctx.client, n, addresses(net, n), false, Timestamp::now()).await {
                 tracing::warn!(node = %n.name, error = %e, "marking node NotReady failed");
             }
         }
-        net.teardown().await;
+        if self.owns_network {
+            net.teardown().await;
+        }
         if let Some(d) = self.scratch.take() {
             let _ = std::fs::remove_dir_all(d);
         }
@@ -245,17 +290,17 @@ impl Drop for NodeAgent {
     }
 }
 
-async fn heartbeat(client: Client, config: AgentConfig, net: Arc<Network>, mut stop: watch::Receiver<bool>) {
+async fn heartbeat(client: Client, period: Duration, nodes: Vec<NodeSpec>, net: Arc<Network>, mut stop: watch::Receiver<bool>) {
     let since = Timestamp::now();
-    let lease_secs = (config.heartbeat.as_secs() as i32 * 4).max(4);
-    let mut tick = tokio::time::interval(config.heartbeat);
+    let lease_secs = (period.as_secs() as i32 * 4).max(4);
+    let mut tick = tokio::time::interval(period);
     tick.tick().await;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }
-        for n in &config.topology.nodes {
+        for n in &nodes {
             if let Err(e) = node::renew_lease(&client, &n.name, lease_secs).await {
                 tracing::warn!(node = %n.name, error = %e, "lease renewal failed");
             }

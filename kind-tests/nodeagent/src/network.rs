@@ -28,6 +28,7 @@ pub enum NetworkMode {
 #[derive(Debug)]
 pub struct Network {
     mode: NetworkMode,
+    topology: Topology,
     plan: Plan,
     loopback: BTreeMap<String, Ipv4Addr>,
 }
@@ -106,8 +107,11 @@ pub fn fresh_prefix() -> String {
 }
 
 impl Network {
-    /// Builds `topology` in `mode`. In `netns` mode namespaces of dead agents
-    /// are removed first, and a failed build is undone.
+    /// Builds `topology` in `mode`. Leftovers of dead agents are removed
+    /// first, and a failed build is undone. Share the result between
+    /// several agents (one per cluster) with
+    /// [`NodeAgentBuilder::network`](crate::NodeAgentBuilder::network); the
+    /// one who built it calls [`Network::teardown`].
     pub async fn build(topology: &Topology, mode: NetworkMode) -> Result<Network> {
         let prefix = fresh_prefix();
         let plan = topology.plan(&prefix)?;
@@ -123,7 +127,7 @@ impl Network {
                 if !nix::unistd::geteuid().is_root() {
                     return Err(Error::NotRoot("netns network mode"));
                 }
-                let net = Network { mode, plan, loopback };
+                let net = Network { mode, topology: topology.clone(), plan, loopback };
                 for c in net.plan.commands() {
                     if let Err(e) = ip(&c).await {
                         net.teardown().await;
@@ -133,12 +137,17 @@ impl Network {
                 return Ok(net);
             }
         }
-        Ok(Network { mode, plan, loopback })
+        Ok(Network { mode, topology: topology.clone(), plan, loopback })
     }
 
     /// The mode.
     pub fn mode(&self) -> NetworkMode {
         self.mode
+    }
+
+    /// The declared topology.
+    pub fn topology(&self) -> &Topology {
+        &self.topology
     }
 
     /// The plan (namespaces, interfaces, addresses).
