@@ -40,6 +40,9 @@ pub struct AgentConfig {
     pub sync_period: Duration,
     /// Only these nodes of the topology are served (default: all).
     pub serve: Option<Vec<String>>,
+    /// Mount namespaces and pod users (default: when running as root);
+    /// `false` uses the documented path rewrite instead.
+    pub privileged: Option<bool>,
 }
 
 impl Default for AgentConfig {
@@ -53,6 +56,7 @@ impl Default for AgentConfig {
             heartbeat: Duration::from_secs(10),
             sync_period: Duration::from_secs(1),
             serve: None,
+            privileged: None,
         }
     }
 }
@@ -129,6 +133,12 @@ impl NodeAgentBuilder {
     /// The agent does not tear it down.
     pub fn network(mut self, n: Arc<Network>) -> Self {
         self.network = Some(n);
+        self
+    }
+    /// Forces the unprivileged path-rewrite mode (`false`) even as root, or
+    /// asks for mount namespaces and pod users (`true`, needs root).
+    pub fn privileged(mut self, on: bool) -> Self {
+        self.config.privileged = Some(on);
         self
     }
     /// Serves only these nodes of the topology (default: all of them).
@@ -209,7 +219,7 @@ impl NodeAgent {
             pods_dir,
             backoff: config.backoff,
             sync_period: config.sync_period,
-            privileged: nix::unistd::geteuid().is_root(),
+            privileged: config.privileged.unwrap_or_else(|| nix::unistd::geteuid().is_root()),
         });
         let mut agent = NodeAgent { ctx, config, nodes, owns_network, id, stop: watch::channel(false).0, tasks: vec![], scratch };
         for n in &agent.nodes {

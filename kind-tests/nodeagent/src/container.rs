@@ -218,3 +218,23 @@ pub fn user_of(pod: &Pod, c: &Container) -> Option<(u32, u32, Vec<u32>)> {
 
 /// A prepared launch, or the waiting reason and message that prevent it.
 pub type LaunchResult = Result<Launch, (&'static str, String)>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_from_pod_and_container_security_contexts() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "spec": {"securityContext": {"runAsUser": 65532, "runAsGroup": 65532, "fsGroup": 65532, "supplementalGroups": [4, 65532]},
+                     "containers": [{"name": "a"}, {"name": "b", "securityContext": {"runAsUser": 1000}}]}
+        }))
+        .expect("pod");
+        let cs = &pod.spec.as_ref().expect("spec").containers;
+        assert_eq!(user_of(&pod, &cs[0]), Some((65532, 65532, vec![4, 65532])));
+        assert_eq!(user_of(&pod, &cs[1]), Some((1000, 65532, vec![4, 65532])));
+        let bare: Pod = serde_json::from_value(serde_json::json!({"spec": {"containers": [{"name": "a"}]}})).expect("pod");
+        assert_eq!(user_of(&bare, &bare.spec.as_ref().expect("spec").containers[0]), None);
+        assert_eq!(grace_of(&pod), Duration::from_secs(30));
+    }
+}

@@ -194,3 +194,28 @@ async fn pods_with_only_a_node_selector_are_scheduled_to_a_matching_node() {
     assert_eq!(p.spec.and_then(|s| s.node_name).as_deref(), Some("gw-b"));
     env.agent.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unprivileged_mode_rewrites_mount_paths_in_args_and_files() {
+    let cluster = scistream_testcluster::TestCluster::builder().start().await.expect("cluster");
+    let client = cluster.client().await.expect("client");
+    let agent = scistream_nodeagent::NodeAgent::builder(client.clone())
+        .node(NodeSpec::new("gw-a"))
+        .privileged(false)
+        .image("socat", "/usr/bin/socat")
+        .start()
+        .await
+        .expect("agent");
+    let addr = agent.network().address("gw-a").expect("address").to_string();
+    let port = port(25000);
+    create_config(&client, "rw", "cert: /etc/s2ds/tls/tls.crt\n", "PEM\n").await;
+    let args = socat_args(&addr, port, "/etc/s2ds/config/config.yaml");
+    create_pod(&client, &relay_pod("rw", "gw-a", "socat", &args, tcp_probe(&addr, port))).await;
+    let pod = wait_pod(&client, "rw", 20, "Ready", is_ready).await;
+    let body = fetch(tokio::net::TcpStream::connect((addr.as_str(), port)).await).await.expect("served");
+    let uid = pod.metadata.uid.expect("uid");
+    let tls_dir = agent.pods_dir().join(&uid).join("volumes/tls");
+    assert_eq!(body, format!("cert: {}/tls.crt\n", tls_dir.display()), "paths point into the pod directory");
+    assert_eq!(std::fs::read_to_string(tls_dir.join("tls.crt")).expect("secret file"), "PEM\n");
+    agent.stop().await;
+}
