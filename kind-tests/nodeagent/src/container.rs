@@ -41,99 +41,148 @@ async fn pause(d: Duration, stop: &mut watch::Receiver<Option<Duration>>) -> boo
     }
 }
 
-/// Runs container `idx` of `pod` until a stop arrives (`Some(grace)`) or,
-/// with restartPolicy Never/OnFailure, until it is done.
-pub async fn run(pc: Arc<PodCtx>, pod: Pod, idx: usize, shared: Arc<Shared>, mut stop: watch::Receiver<Option<Duration>>) {
-    let Some(c) = pod.spec.as_ref().and_then(|s| s.containers.get(idx)).cloned() else { return };
-    let policy = pod.spec.as_ref().and_then(|s| s.restart_policy.clone()).unwrap_or_else(|| "Always".into());
-    let mut failures = 0u32;
-    loop {
-        let launch = match pc.launch(&pod, &c).await {
+/// One container's supervisor.
+struct Runner {
+    pc: Arc<PodCtx>,
+    pod: Pod,
+    c: Container,
+    idx: usize,
+    shared: Arc<Shared>,
+    stop: watch::Receiver<Option<Duration>>,
+    /// Consecutive failures (drives the backoff).
+    failures: u32,
+}
+
+/// What ended a run.
+enum Ended {
+    /// The process exited (or was killed after a failed liveness probe).
+    Exited(Option<std::process::ExitStatus>),
+    /// A stop arrived; the process is gone.
+    Stopped,
+}
+
+impl Runner {
+    async fn event(&self, warning: bool, reason: &str, msg: String) {
+        events::record(&self.pc.ctx.client, &self.pod, &self.pc.node, warning, reason, msg).await;
+    }
+
+    /// Records a failure to start, waits the backoff; `false` means stop.
+    async fn start_failed(&mut self, reason: &str, msg: String) -> bool {
+        self.shared.update(self.idx, |r| r.state = RunState::waiting(reason, Some(msg.clone()))).await;
+        self.event(true, reason::FAILED, msg).await;
+        let delay = self.pc.ctx.backoff.delay(self.failures);
+        self.failures = self.failures.saturating_add(1);
+        !pause(delay, &mut self.stop).await
+    }
+
+    /// Starts the process; `Err(keep_going)` when it could not be started.
+    async fn start(&mut self) -> Result<(tokio::process::Child, Launch), bool> {
+        let launch = match self.pc.launch(&self.pod, &self.c).await {
             Ok(l) => l,
-            Err((reason, msg)) => {
-                shared.update(idx, |r| r.state = RunState::waiting(reason, Some(msg.clone()))).await;
-                events::record(&pc.ctx.client, &pod, &pc.node, true, reason::FAILED, msg).await;
-                if pause(pc.ctx.backoff.delay(failures), &mut stop).await {
-                    return;
-                }
-                failures = failures.saturating_add(1);
-                continue;
-            }
+            Err((reason, msg)) => return Err(self.start_failed(reason, msg).await),
         };
-        let started = SystemTime::now();
-        let t0 = Instant::now();
-        let mut child = match process::spawn(&launch) {
-            Ok(ch) => ch,
+        match process::spawn(&launch) {
+            Ok(child) => Ok((child, launch)),
             Err(e) => {
                 let msg = format!("starting {}: {e}", launch.program.display());
-                shared.update(idx, |r| r.state = RunState::waiting(REASON_START_ERROR, Some(msg.clone()))).await;
-                events::record(&pc.ctx.client, &pod, &pc.node, true, reason::FAILED, msg).await;
-                if pause(pc.ctx.backoff.delay(failures), &mut stop).await {
-                    return;
-                }
-                failures = failures.saturating_add(1);
-                continue;
+                Err(self.start_failed(REASON_START_ERROR, msg).await)
             }
-        };
-        let has_readiness = c.readiness_probe.is_some();
-        shared
-            .update(idx, |r| {
-                r.state = RunState::Running { started };
-                r.ready = !has_readiness;
-            })
-            .await;
-        let msg = format!("Started container {} ({})", c.name, launch.program.display());
-        events::record(&pc.ctx.client, &pod, &pc.node, false, reason::STARTED, msg).await;
+        }
+    }
+
+    /// Waits for the process to exit, a stop, or a failed liveness verdict.
+    async fn supervise(&mut self, child: &mut tokio::process::Child, started: SystemTime) -> Ended {
         let liveness_failed = Arc::new(Notify::new());
-        let probes = tokio::spawn(probe_loop(pc.clone(), pod.clone(), c.clone(), idx, shared.clone(), liveness_failed.clone()));
-        let exit = tokio::select! {
-            st = child.wait() => st.ok(),
-            _ = stop.changed() => {
-                let grace = stop.borrow().unwrap_or_default();
-                let msg = format!("Stopping container {}", c.name);
-                events::record(&pc.ctx.client, &pod, &pc.node, false, reason::KILLING, msg).await;
-                let (how, st) = process::terminate(&mut child, grace).await;
-                probes.abort();
-                tracing::info!(pod = %pc.key, container = %c.name, ?how, "container stopped");
-                let st = st.map(|s| exit_parts(&s)).unwrap_or((Some(137), Some(9)));
-                let killed = if how == Stopped::Killed { (None, Some(9)) } else { st };
-                shared.update(idx, |r| { r.ready = false; r.state = RunState::exited(killed.0, killed.1, started, SystemTime::now()); }).await;
-                return;
+        let probes = probe_loop(self.pc.clone(), self.pod.clone(), self.c.clone(), self.idx, self.shared.clone(), liveness_failed.clone());
+        let _probes = AbortOnDrop(tokio::spawn(probes));
+        tokio::select! {
+            st = child.wait() => Ended::Exited(st.ok()),
+            _ = self.stop.changed() => {
+                let grace = self.stop.borrow().unwrap_or_default();
+                self.event(false, reason::KILLING, format!("Stopping container {}", self.c.name)).await;
+                let (how, st) = process::terminate(child, grace).await;
+                tracing::info!(pod = %self.pc.key, container = %self.c.name, ?how, "container stopped");
+                let (code, sig) = match (how, st) {
+                    (Stopped::Gracefully, Some(s)) => exit_parts(&s),
+                    _ => (None, Some(9)),
+                };
+                let end = RunState::exited(code, sig, started, SystemTime::now());
+                self.shared.update(self.idx, |r| { r.ready = false; r.state = end; }).await;
+                Ended::Stopped
             }
             _ = liveness_failed.notified() => {
-                let msg = format!("Container {} failed liveness probe, will be restarted", c.name);
-                events::record(&pc.ctx.client, &pod, &pc.node, false, reason::KILLING, msg).await;
-                process::terminate(&mut child, grace_of(&pod)).await.1
+                let msg = format!("Container {} failed liveness probe, will be restarted", self.c.name);
+                self.event(false, reason::KILLING, msg).await;
+                Ended::Exited(process::terminate(child, grace_of(&self.pod)).await.1)
             }
-        };
-        probes.abort();
+        }
+    }
+
+    /// Records an exit and waits the backoff; `false` means do not restart.
+    async fn exited(&mut self, exit: Option<std::process::ExitStatus>, started: SystemTime, ran: Duration) -> bool {
         let (code, sig) = exit.map(|s| exit_parts(&s)).unwrap_or((None, Some(9)));
         let term = RunState::exited(code, sig, started, SystemTime::now());
         let success = matches!(term, RunState::Terminated { exit_code: 0, .. });
         if !success {
-            let msg = format!("Container {} exited: {:?}/{:?}", c.name, code, sig);
-            events::record(&pc.ctx.client, &pod, &pc.node, true, reason::FAILED, msg).await;
+            self.event(true, reason::FAILED, format!("Container {} exited: code {code:?}, signal {sig:?}", self.c.name)).await;
         }
-        let restart = policy == "Always" || (policy == "OnFailure" && !success);
-        if !restart {
-            shared.update(idx, |r| { r.ready = false; r.state = term; }).await;
-            return;
+        let policy = self.pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref()).unwrap_or("Always");
+        if !(policy == "Always" || (policy == "OnFailure" && !success)) {
+            self.shared.update(self.idx, |r| { r.ready = false; r.state = term; }).await;
+            return false;
         }
-        failures = pc.ctx.backoff.next_count(failures, t0.elapsed());
-        let delay = pc.ctx.backoff.delay(failures.saturating_sub(1));
-        shared
-            .update(idx, |r| {
+        self.failures = self.pc.ctx.backoff.next_count(self.failures, ran);
+        let delay = self.pc.ctx.backoff.delay(self.failures.saturating_sub(1));
+        let msg = format!("back-off {delay:?} restarting failed container={} pod={}", self.c.name, self.pc.key);
+        self.shared
+            .update(self.idx, |r| {
                 r.ready = false;
                 r.last = Some(term);
                 r.restarts += 1;
-                let msg = format!("back-off {delay:?} restarting failed container={} pod={}", c.name, pc.key);
                 r.state = RunState::waiting(REASON_CRASH_LOOP, Some(msg));
             })
             .await;
-        let msg = format!("Back-off restarting failed container {}", c.name);
-        events::record(&pc.ctx.client, &pod, &pc.node, true, reason::BACK_OFF, msg).await;
-        if pause(delay, &mut stop).await {
-            return;
+        self.event(true, reason::BACK_OFF, format!("Back-off restarting failed container {}", self.c.name)).await;
+        !pause(delay, &mut self.stop).await
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Runs container `idx` of `pod` until a stop arrives (`Some(grace)`) or,
+/// with restartPolicy Never/OnFailure, until it is done.
+pub async fn run(pc: Arc<PodCtx>, pod: Pod, idx: usize, shared: Arc<Shared>, stop: watch::Receiver<Option<Duration>>) {
+    let Some(c) = pod.spec.as_ref().and_then(|s| s.containers.get(idx)).cloned() else { return };
+    let mut r = Runner { pc, pod, c, idx, shared, stop, failures: 0 };
+    loop {
+        let (mut child, launch) = match r.start().await {
+            Ok(started) => started,
+            Err(true) => continue,
+            Err(false) => return,
+        };
+        let (started, t0) = (SystemTime::now(), Instant::now());
+        let ready_without_probe = r.c.readiness_probe.is_none();
+        r.shared
+            .update(r.idx, |rec| {
+                rec.state = RunState::Running { started };
+                rec.ready = ready_without_probe;
+            })
+            .await;
+        r.event(false, reason::STARTED, format!("Started container {} ({})", r.c.name, launch.program.display())).await;
+        match r.supervise(&mut child, started).await {
+            Ended::Stopped => return,
+            Ended::Exited(st) => {
+                if !r.exited(st, started, t0.elapsed()).await {
+                    return;
+                }
+            }
         }
     }
 }

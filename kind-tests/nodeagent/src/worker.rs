@@ -249,32 +249,67 @@ impl StatusWriter {
     }
 }
 
-/// Runs `pod` on `node` until the agent says otherwise through `rx`.
-pub async fn run(ctx: Arc<Ctx>, node: String, pod: Pod, mut rx: watch::Receiver<Desired>) {
+fn pod_ctx(ctx: &Arc<Ctx>, node: String, pod: &Pod) -> Arc<PodCtx> {
     let ns = pod.namespace().unwrap_or_else(|| "default".into());
     let uid = pod.uid().unwrap_or_else(|| pod.name_any());
-    let address = ctx.network.address(&node).unwrap_or(Ipv4Addr::LOCALHOST);
-    let pc = Arc::new(PodCtx {
+    Arc::new(PodCtx {
         key: format!("{ns}/{}", pod.name_any()),
-        namespace: ns.clone(),
+        namespace: ns,
         dir: ctx.pods_dir.join(&uid),
         netns: ctx.network.netns_path(&node),
-        address,
+        address: ctx.network.address(&node).unwrap_or(Ipv4Addr::LOCALHOST),
         node,
         ctx: ctx.clone(),
-    });
-    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    })
+}
+
+/// The pod's containers: started once its volumes are ready.
+struct Containers {
+    pc: Arc<PodCtx>,
+    pod: Pod,
+    shared: Arc<Shared>,
+    stop_rx: watch::Receiver<Option<Duration>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Containers {
+    /// Refreshes volumes; starts the containers after the first success.
+    async fn sync(&mut self, latest: &Pod) {
+        match self.pc.sync_volumes(latest).await {
+            Ok(_) if self.tasks.is_empty() => {
+                let n = self.pod.spec.as_ref().map_or(0, |s| s.containers.len());
+                for idx in 0..n {
+                    let run = container::run(self.pc.clone(), self.pod.clone(), idx, self.shared.clone(), self.stop_rx.clone());
+                    self.tasks.push(tokio::spawn(run));
+                }
+            }
+            Ok(_) => {}
+            Err(msg) if self.tasks.is_empty() => {
+                for c in self.shared.record.lock().await.containers.iter_mut() {
+                    c.state = RunState::waiting(REASON_CONFIG, Some(msg.clone()));
+                }
+                self.shared.changed.notify_one();
+            }
+            Err(msg) => tracing::warn!(pod = %self.pc.key, error = %msg, "refreshing volumes failed"),
+        }
+    }
+}
+
+/// Runs `pod` on `node` until the agent says otherwise through `rx`.
+pub async fn run(ctx: Arc<Ctx>, node: String, pod: Pod, mut rx: watch::Receiver<Desired>) {
+    let pc = pod_ctx(&ctx, node, &pod);
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &pc.namespace);
     let _ = std::fs::create_dir_all(pc.dir.join("logs"));
     let logs = json!({"metadata": {"annotations": {ANNOTATION_LOGS: pc.dir.join("logs").to_string_lossy()}}});
     if let Err(e) = api.patch(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&logs)).await {
         tracing::debug!(pod = %pc.key, error = %e, "annotating log directory failed");
     }
-    let shared = Arc::new(Shared { record: Mutex::new(initial_record(&pod, address)), changed: Notify::new() });
+    let shared = Arc::new(Shared { record: Mutex::new(initial_record(&pod, pc.address)), changed: Notify::new() });
     let writer = StatusWriter { api: api.clone(), name: pod.name_any(), transitions: Mutex::default(), last: Mutex::default() };
     writer.write(&*shared.record.lock().await).await;
     let (stop_tx, stop_rx) = watch::channel(None::<Duration>);
-    let mut latest = pod.clone();
-    let mut tasks = Vec::new();
+    let mut containers = Containers { pc: pc.clone(), pod: pod.clone(), shared: shared.clone(), stop_rx, tasks: vec![] };
+    let mut latest = pod;
     let mut tick = tokio::time::interval(ctx.sync_period);
     let outcome = loop {
         tokio::select! {
@@ -285,24 +320,7 @@ pub async fn run(ctx: Arc<Ctx>, node: String, pod: Pod, mut rx: watch::Receiver<
                     other => break other,
                 }
             }
-            _ = tick.tick() => {
-                match pc.sync_volumes(&latest).await {
-                    Ok(_) if tasks.is_empty() => {
-                        let n = pod.spec.as_ref().map_or(0, |s| s.containers.len());
-                        for idx in 0..n {
-                            tasks.push(tokio::spawn(container::run(pc.clone(), pod.clone(), idx, shared.clone(), stop_rx.clone())));
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(msg) if tasks.is_empty() => {
-                        for c in shared.record.lock().await.containers.iter_mut() {
-                            c.state = RunState::waiting(REASON_CONFIG, Some(msg.clone()));
-                        }
-                        shared.changed.notify_one();
-                    }
-                    Err(msg) => tracing::warn!(pod = %pc.key, error = %msg, "refreshing volumes failed"),
-                }
-            }
+            _ = tick.tick() => containers.sync(&latest).await,
             _ = shared.changed.notified() => writer.write(&*shared.record.lock().await).await,
         }
     };
@@ -312,22 +330,27 @@ pub async fn run(ctx: Arc<Ctx>, node: String, pod: Pod, mut rx: watch::Receiver<
     };
     tracing::info!(pod = %pc.key, ?outcome, ?grace, "stopping pod");
     let _ = stop_tx.send(Some(grace));
-    let deadline = grace + Duration::from_secs(10);
-    for t in tasks {
-        let _ = tokio::time::timeout(deadline, t).await;
+    let deadline = tokio::time::Instant::now() + grace + Duration::from_secs(10);
+    for t in containers.tasks {
+        let _ = tokio::time::timeout_at(deadline, t).await;
     }
     if let Desired::Delete(_) = outcome {
         writer.write(&*shared.record.lock().await).await;
-        let dp = DeleteParams {
-            grace_period_seconds: Some(0),
-            preconditions: Some(Preconditions { uid: Some(uid), resource_version: None }),
-            ..DeleteParams::default()
-        };
-        match api.delete(&latest.name_any(), &dp).await {
-            Ok(_) => tracing::info!(pod = %pc.key, "pod removed"),
-            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
-            Err(e) => tracing::warn!(pod = %pc.key, error = %e, "removing pod failed"),
-        }
+        release(&api, &latest, &pc.key).await;
     }
     let _ = std::fs::remove_dir_all(&pc.dir);
+}
+
+/// Deletes the pod object for good (`gracePeriodSeconds=0`, uid precondition).
+async fn release(api: &Api<Pod>, pod: &Pod, key: &str) {
+    let dp = DeleteParams {
+        grace_period_seconds: Some(0),
+        preconditions: Some(Preconditions { uid: pod.uid(), resource_version: None }),
+        ..DeleteParams::default()
+    };
+    match api.delete(&pod.name_any(), &dp).await {
+        Ok(_) => tracing::info!(pod = %key, "pod removed"),
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+        Err(e) => tracing::warn!(pod = %key, error = %e, "removing pod failed"),
+    }
 }
