@@ -219,3 +219,24 @@ async fn unprivileged_mode_rewrites_mount_paths_in_args_and_files() {
     assert_eq!(std::fs::read_to_string(tls_dir.join("tls.crt")).expect("secret file"), "PEM\n");
     agent.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_to_completion_pods_end_succeeded_or_failed() {
+    let env = start(two_nodes(), NetworkMode::Loopback).await;
+    for (name, code) in [("ok", 0), ("bad", 1)] {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": NS},
+            "spec": {"nodeName": "gw-a", "restartPolicy": "Never",
+                     "containers": [{"name": "c", "image": "sh", "args": ["-c", format!("exit {code}")]}]}
+        }))
+        .expect("pod");
+        create_pod(&env.client, &pod).await;
+    }
+    let phase = |p: &Pod| p.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
+    wait_pod(&env.client, "ok", 20, "Succeeded", |p| phase(p) == "Succeeded").await;
+    let bad = wait_pod(&env.client, "bad", 20, "Failed", |p| phase(p) == "Failed").await;
+    let cs = &bad.status.and_then(|s| s.container_statuses).expect("statuses")[0];
+    assert_eq!(cs.restart_count, 0);
+    assert_eq!(cs.state.as_ref().and_then(|s| s.terminated.as_ref()).map(|t| t.exit_code), Some(1));
+    env.agent.stop().await;
+}
