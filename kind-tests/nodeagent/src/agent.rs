@@ -222,25 +222,28 @@ impl NodeAgent {
             privileged: config.privileged.unwrap_or_else(|| nix::unistd::geteuid().is_root()),
         });
         let mut agent = NodeAgent { ctx, config, nodes, owns_network, id, stop: watch::channel(false).0, tasks: vec![], scratch };
-        for n in &agent.nodes {
-            let addrs = addresses(&network, n);
-            let reg = async {
-                node::register(&client, n, addrs, &agent.id).await?;
-                node::post_status(&client, n, addrs, true, Timestamp::now()).await?;
-                node::renew_lease(&client, &n.name, 40).await
-            };
-            if let Err(e) = reg.await {
-                if agent.owns_network {
-                    network.teardown().await;
-                }
-                return Err(e);
+        if let Err(e) = agent.register_nodes().await {
+            if agent.owns_network {
+                network.teardown().await;
             }
+            return Err(e);
         }
         let hb = heartbeat(client.clone(), agent.config.heartbeat, agent.nodes.clone(), network.clone(), agent.stop.subscribe());
         agent.tasks.push(tokio::spawn(hb));
         agent.tasks.push(tokio::spawn(watch_pods(agent.ctx.clone(), agent.nodes.clone(), agent.stop.subscribe())));
         tracing::info!(agent = %agent.id, nodes = agent.nodes.len(), mode = ?agent.config.mode, "node agent started");
         Ok(agent)
+    }
+
+    async fn register_nodes(&self) -> Result<()> {
+        let client = &self.ctx.client;
+        for n in &self.nodes {
+            let addrs = addresses(&self.ctx.network, n);
+            node::register(client, n, addrs, &self.id).await?;
+            node::post_status(client, n, addrs, true, Timestamp::now()).await?;
+            node::renew_lease(client, &n.name, 40).await?;
+        }
+        Ok(())
     }
 
     /// The built network: addresses, `command_on`, `connect`, `listen`.
