@@ -59,11 +59,15 @@ pub fn admit(req: &Request<'_>, obj: &mut Value) -> ApiResult<Vec<String>> {
         prune(obj, &root, &resolve, "", &mut unknown);
     } else {
         let b = builtin_schemas();
-        let gvk = (
-            req.info.group.clone(),
-            req.info.version.clone(),
-            req.info.kind.clone(),
-        );
+        let gvk = if crate::convert::is_event_view(req.info) {
+            (String::new(), "v1".to_string(), "Event".to_string())
+        } else {
+            (
+                req.info.group.clone(),
+                req.info.version.clone(),
+                req.info.kind.clone(),
+            )
+        };
         if let Some(root) = b.by_kind.get(&gvk).and_then(|n| defs.get(n)) {
             prune(obj, root, &resolve, "", &mut unknown);
         }

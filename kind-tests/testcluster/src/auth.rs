@@ -205,6 +205,51 @@ fn always_allowed(a: &Attributes) -> bool {
             ))
 }
 
+/// Every RBAC rule that applies to the user in `ns` (cluster-wide rules
+/// included), for `SelfSubjectRulesReview`.
+pub fn rules_for(store: &Store, u: &UserInfo, ns: &str) -> Vec<Value> {
+    if u.groups.iter().any(|g| g == MASTERS) {
+        return vec![
+            serde_json::json!({"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}),
+            serde_json::json!({"verbs": ["*"], "nonResourceURLs": ["*"]}),
+        ];
+    }
+    let mut rules = vec![
+        serde_json::json!({"verbs": ["create"], "apiGroups": ["authorization.k8s.io"], "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"]}),
+        serde_json::json!({"verbs": ["get"], "nonResourceURLs": ["/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez", "/openapi", "/openapi/*", "/readyz", "/version", "/version/"]}),
+    ];
+    let matches = |b: &Value, ns: &str| {
+        b["subjects"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|s| subject_matches(s, u, ns))
+    };
+    let role = |b: &Value, ns: &str| -> Vec<Value> {
+        let name = b["roleRef"]["name"].as_str().unwrap_or_default();
+        let found = match b["roleRef"]["kind"].as_str() {
+            Some("ClusterRole") => store.get(&rbac_key("clusterroles"), "", name),
+            _ => store.get(&rbac_key("roles"), ns, name),
+        };
+        found
+            .and_then(|r| r["rules"].as_array().cloned())
+            .unwrap_or_default()
+    };
+    for b in store.list(&rbac_key("clusterrolebindings"), None, None).0 {
+        if matches(&b, "") {
+            rules.extend(role(&b, ""));
+        }
+    }
+    if !ns.is_empty() {
+        for b in store.list(&rbac_key("rolebindings"), Some(ns), None).0 {
+            if matches(&b, ns) {
+                rules.extend(role(&b, ns));
+            }
+        }
+    }
+    rules
+}
+
 /// Whether RBAC allows the user to do `a`; returns the reason text.
 pub fn authorize(store: &Store, u: &UserInfo, a: &Attributes) -> (bool, String) {
     if u.groups.iter().any(|g| g == MASTERS) || always_allowed(a) {

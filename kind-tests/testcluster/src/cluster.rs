@@ -160,6 +160,7 @@ impl TestClusterBuilder {
             store: Store::new(self.log_capacity),
             registry: Registry::with_builtins(),
             auth,
+            ca_pem: material.ca_pem.clone(),
         });
         if let Some(d) = &self.data_dir {
             persist::load(&state, d)?;

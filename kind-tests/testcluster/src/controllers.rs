@@ -14,6 +14,10 @@ use crate::auth::UserInfo;
 use crate::delete::{CRD_CLEANUP_FINALIZER, DeleteOptions, FOREGROUND_FINALIZER, ORPHAN_FINALIZER};
 use crate::resources::{ResKey, ResourceInfo};
 use crate::state::{Ctx, Shared, State};
+use crate::store::{Event, EventType};
+
+/// The ConfigMap holding the cluster CA in every namespace.
+pub const ROOT_CA_CONFIGMAP: &str = "kube-root-ca.crt";
 
 fn system_ctx() -> Ctx {
     Ctx {
@@ -81,6 +85,7 @@ impl State {
     pub fn reconcile(&self) -> bool {
         let before = self.store.current_rv();
         let all = self.store.all();
+        self.seed_namespaces(&all);
         let ns_key = ResKey {
             group: String::new(),
             plural: "namespaces".into(),
@@ -138,6 +143,47 @@ impl State {
         self.store.current_rv() != before
     }
 
+    /// What the service-account and root-CA publisher controllers create
+    /// in every active namespace: the `default` ServiceAccount and the
+    /// `kube-root-ca.crt` ConfigMap.
+    fn seed_namespaces(&self, all: &[(ResKey, Arc<Value>)]) {
+        let seeds = [
+            ("serviceaccounts", "ServiceAccount", "default", json!({})),
+            (
+                "configmaps",
+                "ConfigMap",
+                ROOT_CA_CONFIGMAP,
+                json!({"data": {"ca.crt": self.ca_pem}}),
+            ),
+        ];
+        for (_, ns) in all
+            .iter()
+            .filter(|(k, _)| k.group.is_empty() && k.plural == "namespaces")
+        {
+            if ns["metadata"]["deletionTimestamp"].is_string() {
+                continue;
+            }
+            let ns_name = crate::state::name_of(ns);
+            for (plural, kind, name, extra) in &seeds {
+                let Some(info) = self.registry.lookup("", "v1", plural) else {
+                    continue;
+                };
+                if self.store.get(&info.key(), ns_name, name).is_some() {
+                    continue;
+                }
+                let mut body = json!({"apiVersion": "v1", "kind": kind, "metadata": {"name": name, "namespace": ns_name}});
+                if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+                    b.extend(e.clone());
+                }
+                if let Err(e) = self.create(&info, ns_name, body, &system_ctx())
+                    && e.code != 409
+                {
+                    tracing::debug!(namespace = ns_name, %name, error = %e, "seeding namespace failed; will retry");
+                }
+            }
+        }
+    }
+
     fn empty_namespace(&self, all: &[(ResKey, Arc<Value>)], key: &ResKey, ns_obj: &Value) {
         let ns = crate::state::name_of(ns_obj);
         let content: Vec<_> = all
@@ -182,22 +228,40 @@ impl State {
     }
 }
 
-/// Runs the controllers until `stop` turns true: after changes (debounced)
-/// and every `period`.
+/// Whether a change can give the controllers work: deletions (dependents,
+/// namespaces, CRDs), objects being deleted or with owners, new namespaces.
+fn relevant(e: &Event) -> bool {
+    let meta = &e.object["metadata"];
+    e.etype == EventType::Deleted
+        || meta["deletionTimestamp"].is_string()
+        || meta["ownerReferences"].is_array()
+        || (e.key.group.is_empty() && e.key.plural == "namespaces")
+}
+
+/// Runs the controllers until `stop` turns true: soon after relevant
+/// changes (batched) and every `period` (a full pass as a safety net).
 pub async fn run(state: Shared, mut stop: watch::Receiver<bool>, period: Duration) {
+    use tokio::sync::broadcast::error::RecvError;
     let mut events = state.store.subscribe();
+    let mut next_full = tokio::time::Instant::now() + period;
     loop {
-        tokio::select! {
+        let work = tokio::select! {
             _ = stop.changed() => return,
-            r = events.recv() => {
-                if let Err(tokio::sync::broadcast::error::RecvError::Closed) = r {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                events = events.resubscribe();
-            }
-            _ = tokio::time::sleep(period) => {}
+            r = events.recv() => match r {
+                Ok(e) => relevant(&e),
+                Err(RecvError::Lagged(_)) => true,
+                Err(RecvError::Closed) => return,
+            },
+            _ = tokio::time::sleep_until(next_full) => true,
+        };
+        if !work {
+            continue;
         }
+        // Let a burst of related writes land, then drop what is queued: the
+        // pass below looks at the whole store anyway.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        events = events.resubscribe();
+        next_full = tokio::time::Instant::now() + period;
         // Converge: a pass may enable the next (namespace emptied -> removed).
         for _ in 0..8 {
             if !state.reconcile() {

@@ -28,6 +28,8 @@ pub struct DeleteOptions {
     pub uid: Option<String>,
     /// `preconditions.resourceVersion`.
     pub resource_version: Option<String>,
+    /// `dryRun: ["All"]` in the body (the query parameter is in the context).
+    pub dry_run: bool,
 }
 
 impl DeleteOptions {
@@ -53,6 +55,9 @@ impl DeleteOptions {
             if let Some(g) = v["gracePeriodSeconds"].as_i64() {
                 o.grace = Some(g);
             }
+            o.dry_run = v["dryRun"]
+                .as_array()
+                .is_some_and(|d| d.iter().any(|x| x == "All"));
             o.uid = v["preconditions"]["uid"].as_str().map(String::from);
             o.resource_version = v["preconditions"]["resourceVersion"]
                 .as_str()
@@ -196,19 +201,26 @@ impl State {
         o: &DeleteOptions,
         ctx: &Ctx,
     ) -> ApiResult<Reply> {
-        let dry = ctx.dry_run;
+        let dry = ctx.dry_run || o.dry_run;
         let (out, gone) = self.store.mutate(&info.key(), ns, name, |cur| {
             let old = cur.ok_or_else(|| ApiError::not_found(info, name))?;
             check_preconditions(info, name, old, o)?;
             let w = decide(info, old, o);
             let gone = matches!(w, Write::Delete);
             if dry {
-                return Ok((Write::Keep, gone));
+                let preview = match w {
+                    Write::Put(v) => Some(v),
+                    _ => None,
+                };
+                return Ok((Write::Keep, (gone, preview)));
             }
-            Ok((w, gone))
+            Ok((w, (gone, None)))
         })?;
-        let body = out.map(|v| (*v).clone()).unwrap_or(Value::Null);
-        if gone && info.plural == "customresourcedefinitions" {
+        let (gone, preview) = gone;
+        let body = preview
+            .or_else(|| out.map(|v| (*v).clone()))
+            .unwrap_or(Value::Null);
+        if gone && !dry && info.plural == "customresourcedefinitions" {
             self.registry.remove_crd(name);
         }
         Ok(Reply {

@@ -64,7 +64,7 @@ pub fn api_group_list(reg: &Registry) -> Value {
                 .iter()
                 .map(|v| json!({"groupVersion": format!("{g}/{v}"), "version": v}))
                 .collect();
-            json!({"name": g, "versions": versions, "preferredVersion": versions[0].clone()})
+            json!({"name": g, "versions": versions, "preferredVersion": versions.first().cloned()})
         })
         .collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
@@ -78,7 +78,7 @@ pub fn api_group(reg: &Registry, group: &str) -> Option<Value> {
         .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
         .collect();
     Some(
-        json!({"kind": "APIGroup", "apiVersion": "v1", "name": group, "versions": versions, "preferredVersion": versions[0].clone()}),
+        json!({"kind": "APIGroup", "apiVersion": "v1", "name": group, "versions": versions, "preferredVersion": versions.first().cloned()}),
     )
 }
 

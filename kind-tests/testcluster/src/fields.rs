@@ -24,10 +24,88 @@ pub enum Scope {
     Status,
 }
 
+/// How a list merges (`x-kubernetes-list-type`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListKind {
+    /// Replaced as a whole, owned as one field.
+    Atomic,
+    /// Scalars merged as a set (`v:` elements).
+    Set,
+    /// Objects merged by these keys (`k:` elements).
+    Map(Vec<String>),
+}
+
+/// Tells how the list at a path merges.
+pub trait ListTypes {
+    /// The kind of the list at `path` (a path of `f:`/`k:`/`v:` elements).
+    fn kind(&self, path: &[String], items: &[Value]) -> ListKind;
+}
+
+/// Built-in types: the merge keys of their Go struct tags we use.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BuiltinLists;
+
+impl ListTypes for BuiltinLists {
+    fn kind(&self, path: &[String], items: &[Value]) -> ListKind {
+        let field = path
+            .last()
+            .and_then(|l| l.strip_prefix("f:"))
+            .unwrap_or_default();
+        if field == "finalizers" {
+            return ListKind::Set;
+        }
+        match merge_key(field, items) {
+            Some(k) => ListKind::Map(vec![k.to_string()]),
+            None => ListKind::Atomic,
+        }
+    }
+}
+
+/// Custom resources: the CRD schema's `x-kubernetes-list-type` and
+/// `x-kubernetes-list-map-keys` (metadata follows the built-in rules).
+#[derive(Debug, Clone, Copy)]
+pub struct SchemaLists<'a> {
+    /// The version's openAPIV3Schema.
+    pub root: &'a Value,
+}
+
+impl ListTypes for SchemaLists<'_> {
+    fn kind(&self, path: &[String], items: &[Value]) -> ListKind {
+        if path.first().map(String::as_str) == Some("f:metadata") {
+            return BuiltinLists.kind(path, items);
+        }
+        let mut s = self.root;
+        for el in path {
+            let next = match el.strip_prefix("f:") {
+                Some(f) => s["properties"]
+                    .get(f)
+                    .or_else(|| s.get("additionalProperties").filter(|a| a.is_object())),
+                None => s.get("items"),
+            };
+            match next {
+                Some(n) => s = n,
+                None => return ListKind::Atomic,
+            }
+        }
+        match s["x-kubernetes-list-type"].as_str() {
+            Some("set") => ListKind::Set,
+            Some("map") => ListKind::Map(
+                s["x-kubernetes-list-map-keys"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|k| k.as_str().map(String::from))
+                    .collect(),
+            ),
+            _ => ListKind::Atomic,
+        }
+    }
+}
+
 const OWNABLE_METADATA: [&str; 4] = ["labels", "annotations", "finalizers", "ownerReferences"];
 
 /// The owned paths of an object (or applied configuration).
-pub fn fields_of(obj: &Value, scope: Scope) -> FieldSet {
+pub fn fields_of(obj: &Value, scope: Scope, lists: &dyn ListTypes) -> FieldSet {
     let mut out = FieldSet::new();
     let Some(m) = obj.as_object() else { return out };
     for (k, v) in m {
@@ -48,47 +126,54 @@ pub fn fields_of(obj: &Value, scope: Scope) -> FieldSet {
             for mk in OWNABLE_METADATA {
                 if let Some(mv) = v.get(mk) {
                     prefix.push(format!("f:{mk}"));
-                    collect(mv, mk, &mut prefix, &mut out);
+                    collect(mv, &mut prefix, &mut out, lists);
                     prefix.pop();
                 }
             }
         } else {
-            collect(v, k, &mut prefix, &mut out);
+            collect(v, &mut prefix, &mut out, lists);
         }
     }
     out
 }
 
-/// The `k:` element of a keyed list item, if it has the key.
-fn item_key(key: &str, item: &Value) -> Option<String> {
-    let kv = item.get(key)?;
-    Some(format!("k:{}", json!({ key: kv })))
+/// The `k:` element of a list item keyed by `keys`, if it has them all.
+pub fn item_key(keys: &[String], item: &Value) -> Option<String> {
+    let mut m = Map::new();
+    for k in keys {
+        m.insert(k.clone(), item.get(k)?.clone());
+    }
+    Some(format!("k:{}", Value::Object(m)))
 }
 
-fn collect(v: &Value, field: &str, prefix: &mut Path, out: &mut FieldSet) {
+fn collect(v: &Value, prefix: &mut Path, out: &mut FieldSet, lists: &dyn ListTypes) {
     match v {
         Value::Object(m) if !m.is_empty() => {
             for (k, c) in m {
                 prefix.push(format!("f:{k}"));
-                collect(c, k, prefix, out);
+                collect(c, prefix, out, lists);
                 prefix.pop();
             }
         }
-        Value::Array(items) if field == "finalizers" => {
-            out.insert(prefix.clone());
-            for i in items {
-                prefix.push(format!("v:{i}"));
+        Value::Array(items) if !items.is_empty() => match lists.kind(prefix, items) {
+            ListKind::Set => {
                 out.insert(prefix.clone());
-                prefix.pop();
-            }
-        }
-        Value::Array(items) if !items.is_empty() => match merge_key(field, items) {
-            Some(key) if items.iter().all(|i| i.get(key).is_some()) => {
                 for i in items {
-                    let Some(k) = item_key(key, i) else { continue };
+                    prefix.push(format!("v:{i}"));
+                    out.insert(prefix.clone());
+                    prefix.pop();
+                }
+            }
+            ListKind::Map(keys)
+                if !keys.is_empty() && items.iter().all(|i| item_key(&keys, i).is_some()) =>
+            {
+                for i in items {
+                    let Some(k) = item_key(&keys, i) else {
+                        continue;
+                    };
                     prefix.push(k);
                     out.insert(prefix.clone());
-                    collect_item(i, prefix, out);
+                    collect_item(i, prefix, out, lists);
                     prefix.pop();
                 }
             }
@@ -102,11 +187,11 @@ fn collect(v: &Value, field: &str, prefix: &mut Path, out: &mut FieldSet) {
     }
 }
 
-fn collect_item(item: &Value, prefix: &mut Path, out: &mut FieldSet) {
+fn collect_item(item: &Value, prefix: &mut Path, out: &mut FieldSet, lists: &dyn ListTypes) {
     if let Some(m) = item.as_object() {
         for (k, c) in m {
             prefix.push(format!("f:{k}"));
-            collect(c, k, prefix, out);
+            collect(c, prefix, out, lists);
             prefix.pop();
         }
     }
@@ -258,7 +343,7 @@ mod tests {
             "metadata": {"name": "x", "labels": {"a": "1"}},
             "spec": {"containers": [{"name": "c", "image": "i"}], "args": ["x"]},
             "status": {"phase": "Running"}});
-        let set = fields_of(&obj, Scope::MainNoStatus);
+        let set = fields_of(&obj, Scope::MainNoStatus, &BuiltinLists);
         assert!(set.contains(&p(&["f:metadata", "f:labels", "f:a"])));
         assert!(set.contains(&p(&["f:spec", "f:containers", "k:{\"name\":\"c\"}"])));
         assert!(set.contains(&p(&[

@@ -43,7 +43,10 @@ fn json_response(code: u16, v: &Value, content_type: &str, warnings: &[String]) 
         .status(StatusCode::from_u16(code).unwrap_or(StatusCode::OK))
         .header(header::CONTENT_TYPE, content_type);
     for w in warnings {
-        b = b.header("Warning", format!("299 - \"{}\"", w.replace('"', "'")));
+        b = b.header(
+            "Warning",
+            format!("299 - \"{}\"", w.replace('\\', "\\\\").replace('"', "\\\"")),
+        );
     }
     b.body(full(serde_json::to_vec(v).unwrap_or_default()))
         .unwrap_or_else(|_| Response::new(full("")))
@@ -257,9 +260,8 @@ fn selectors(
             .map(String::as_str)
             .unwrap_or_default(),
     )?;
-    let crd_fields: Vec<String> = vec![];
     let extra = if info.crd.is_some() {
-        Some(crd_fields.as_slice())
+        Some(info.selectable_fields.as_slice())
     } else {
         None
     };

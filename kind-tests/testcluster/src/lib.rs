@@ -21,6 +21,7 @@
 pub mod admission;
 pub mod auth;
 pub mod controllers;
+pub mod convert;
 pub mod defaults;
 pub mod delete;
 pub mod discovery;

@@ -9,10 +9,9 @@
 use serde_json::{Value, json};
 
 use crate::fields::{
-    FieldSet, Path, Scope, display_path, fields_of, from_fields_v1, remove_at, to_fields_v1,
-    value_at,
+    FieldSet, ListKind, ListTypes, Path, Scope, display_path, fields_of, from_fields_v1, item_key,
+    remove_at, to_fields_v1, value_at,
 };
-use crate::patch::merge_key;
 
 /// One `managedFields` entry.
 #[derive(Debug, Clone, PartialEq)]
@@ -72,7 +71,7 @@ pub fn set_entries(obj: &mut Value, list: &[Entry]) {
 }
 
 /// Who is writing.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Writer<'a> {
     /// Field manager.
     pub manager: &'a str,
@@ -84,46 +83,70 @@ pub struct Writer<'a> {
     pub scope: Scope,
     /// Timestamp for the entry.
     pub now: &'a str,
+    /// How lists of this resource merge.
+    pub lists: &'a dyn ListTypes,
+}
+
+impl std::fmt::Debug for Writer<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer")
+            .field("manager", &self.manager)
+            .field("subresource", &self.subresource)
+            .finish()
+    }
 }
 
 /// A field owned by another manager that an apply would change.
 pub type Conflict = (String, String);
 
-/// Merges an applied configuration into `base` (maps recursively, keyed
-/// lists by key, everything else replaced).
-pub fn merge_applied(base: &Value, applied: &Value, field: &str) -> Value {
+/// Merges an applied configuration into `base`: maps recursively, `map`
+/// lists by their keys, `set` lists as sets, atomic lists replaced.
+pub fn merge_applied(
+    base: &Value,
+    applied: &Value,
+    path: &mut Path,
+    lists: &dyn ListTypes,
+) -> Value {
     match (base, applied) {
         (Value::Object(b), Value::Object(a)) => {
             let mut out = b.clone();
             for (k, v) in a {
+                path.push(format!("f:{k}"));
                 let merged = match out.get(k) {
-                    Some(cur) => merge_applied(cur, v, k),
+                    Some(cur) => merge_applied(cur, v, path, lists),
                     None => v.clone(),
                 };
+                path.pop();
                 out.insert(k.clone(), merged);
             }
             Value::Object(out)
         }
-        (Value::Array(b), Value::Array(a)) if field == "finalizers" => {
-            let mut out = b.clone();
-            out.extend(a.iter().filter(|x| !b.contains(x)).cloned());
-            Value::Array(out)
-        }
-        (Value::Array(b), Value::Array(a)) => match merge_key(field, a) {
-            Some(key) => {
+        (Value::Array(b), Value::Array(a)) => match lists.kind(path, a) {
+            ListKind::Set => {
+                let mut out = b.clone();
+                out.extend(a.iter().filter(|x| !b.contains(x)).cloned());
+                Value::Array(out)
+            }
+            ListKind::Map(keys) if !keys.is_empty() => {
                 let mut out = b.clone();
                 for item in a {
+                    let Some(k) = item_key(&keys, item) else {
+                        out.push(item.clone());
+                        continue;
+                    };
+                    path.push(k.clone());
                     match out
                         .iter()
-                        .position(|x| x.get(key).is_some() && x.get(key) == item.get(key))
+                        .position(|x| item_key(&keys, x).as_ref() == Some(&k))
                     {
-                        Some(i) => out[i] = merge_applied(&out[i], item, ""),
+                        Some(i) => out[i] = merge_applied(&out[i], item, path, lists),
                         None => out.push(item.clone()),
                     }
+                    path.pop();
                 }
                 Value::Array(out)
             }
-            None => applied.clone(),
+            _ => applied.clone(),
         },
         _ => applied.clone(),
     }
@@ -138,7 +161,7 @@ pub fn apply(
     force: bool,
 ) -> Result<Value, Vec<Conflict>> {
     let mut list = entries(current);
-    let new_set = fields_of(applied, w.scope);
+    let new_set = fields_of(applied, w.scope, w.lists);
     let is_mine = |e: &Entry| {
         e.manager == w.manager && e.operation == "Apply" && e.subresource == w.subresource
     };
@@ -171,7 +194,7 @@ pub fn apply(
         .find(|e| is_mine(e))
         .map(|e| e.set.clone())
         .unwrap_or_default();
-    let mut merged = merge_applied(current, applied, "");
+    let mut merged = merge_applied(current, applied, &mut vec![], w.lists);
     let others: FieldSet = list
         .iter()
         .filter(|e| !is_mine(e))
@@ -181,9 +204,16 @@ pub fn apply(
         .difference(&new_set)
         .filter(|p| !others.contains(*p) && !others.iter().any(|o| o.starts_with(p)))
         .collect();
-    removed.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    // Remove the shallowest paths only: removing a keyed item's fields
+    // first would make the item unfindable by its key.
+    removed.sort_by_key(|p| p.len());
+    let mut done: Vec<&Path> = vec![];
     for p in removed {
+        if done.iter().any(|d| p.starts_with(d)) {
+            continue;
+        }
         remove_at(&mut merged, p);
+        done.push(p);
     }
     list.retain(|e| !is_mine(e));
     list.push(Entry {
@@ -203,13 +233,13 @@ pub fn apply(
 /// object are dropped from every manager.
 pub fn track_update(old: Option<&Value>, new: &mut Value, w: &Writer<'_>) {
     let mut list = old.map(entries).unwrap_or_default();
-    let now_set = fields_of(new, w.scope);
+    let now_set = fields_of(new, w.scope, w.lists);
     let changed: FieldSet = now_set
         .iter()
         .filter(|p| old.is_none_or(|o| value_at(o, p) != value_at(new, p)))
         .cloned()
         .collect();
-    let all_now = fields_of(new, Scope::All);
+    let all_now = fields_of(new, Scope::All, w.lists);
     for e in list.iter_mut() {
         e.set
             .retain(|p| all_now.contains(p) && !changed.contains(p));
@@ -250,6 +280,7 @@ mod tests {
             subresource: "",
             api_version: "v1",
             scope: Scope::All,
+            lists: &crate::fields::BuiltinLists,
             now: "t",
         }
     }
@@ -292,5 +323,47 @@ mod tests {
         assert_eq!(es[0].manager, "editor");
         let err = apply(&two, &cm(json!({"a": "3"})), &w("m1"), false).unwrap_err();
         assert_eq!(err[0].0, "editor");
+    }
+
+    #[test]
+    fn crd_map_lists_merge_by_key_per_manager() {
+        use crate::fields::SchemaLists;
+        let schema = json!({"type": "object", "properties": {"spec": {"type": "object", "properties": {
+            "items": {"type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"],
+                      "items": {"type": "object", "properties": {"name": {"type": "string"}, "v": {"type": "integer"}}}},
+            "tags": {"type": "array", "items": {"type": "string"}}}}}});
+        let lists = SchemaLists { root: &schema };
+        let wr = |m: &'static str| Writer {
+            manager: m,
+            subresource: "",
+            api_version: "v1",
+            scope: Scope::All,
+            now: "t",
+            lists: &lists,
+        };
+        let obj = |items: Value| json!({"apiVersion": "example.com/v1", "kind": "W", "metadata": {"name": "w"}, "spec": {"items": items}});
+        let a = apply(
+            &json!({}),
+            &obj(json!([{"name": "a", "v": 1}])),
+            &wr("ma"),
+            false,
+        )
+        .unwrap();
+        let ab = apply(&a, &obj(json!([{"name": "b", "v": 2}])), &wr("mb"), false).unwrap();
+        assert_eq!(
+            ab["spec"]["items"],
+            json!([{"name": "a", "v": 1}, {"name": "b", "v": 2}])
+        );
+        let b_only = apply(&ab, &obj(json!([])), &wr("ma"), false).unwrap();
+        assert_eq!(b_only["spec"]["items"], json!([{"name": "b", "v": 2}]));
+        // Atomic lists are replaced and owned whole.
+        let t = json!({"apiVersion": "example.com/v1", "kind": "W", "metadata": {"name": "w"}, "spec": {"tags": ["x"]}});
+        let t1 = apply(&json!({}), &t, &wr("ma"), false).unwrap();
+        let mut t2 = t.clone();
+        t2["spec"]["tags"] = json!(["y"]);
+        assert_eq!(
+            apply(&t1, &t2, &wr("mb"), false).unwrap_err()[0],
+            ("ma".to_string(), ".spec.tags".to_string())
+        );
     }
 }

@@ -76,6 +76,11 @@ pub fn builtin_schemas() -> &'static BuiltinSchemas {
             k,
             (az, "v1", "SelfSubjectAccessReview"),
         );
+        add::<authorization::v1::SelfSubjectRulesReview>(
+            &mut g,
+            k,
+            (az, "v1", "SelfSubjectRulesReview"),
+        );
         add::<authorization::v1::SubjectAccessReview>(&mut g, k, (az, "v1", "SubjectAccessReview"));
         add::<authorization::v1::LocalSubjectAccessReview>(
             &mut g,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use crate::admission::{self, Request};
-use crate::fields::Scope;
+use crate::fields::{BuiltinLists, ListTypes, SchemaLists, Scope};
 use crate::managed::{self, Writer};
 use crate::patch::{PatchType, json_patch, merge_patch, strategic_merge};
 use crate::resources::{self, ResourceInfo};
@@ -41,6 +41,14 @@ fn spec_of(obj: &Value) -> Value {
         m.remove("kind");
     }
     o
+}
+
+/// How lists merge for `info`: its CRD schema, or the built-in rules.
+fn lists_of(info: &ResourceInfo) -> Box<dyn ListTypes + '_> {
+    match (&info.crd, &info.schema) {
+        (Some(_), Some(root)) => Box::new(SchemaLists { root }),
+        _ => Box::new(BuiltinLists),
+    }
 }
 
 fn check_type(info: &ResourceInfo, body: &Value) -> ApiResult<()> {
@@ -121,7 +129,11 @@ impl State {
         }
         let out = stored.map(|s| (*s).clone()).unwrap_or(Value::Null);
         if info.plural == "customresourcedefinitions" && out.is_object() {
-            self.sync_crd(&out);
+            // A write that completed the CRD's deletion unregisters it.
+            match self.store.get(&info.key(), ns, name) {
+                Some(current) => self.sync_crd(&current),
+                None => self.registry.remove_crd(name),
+            }
         }
         Ok(out)
     }
@@ -184,6 +196,7 @@ impl State {
             api_version: &info.api_version(),
             scope: subresource_scope,
             now: &now_rfc3339(),
+            lists: &*lists_of(info),
         };
         managed::track_update(None, obj, &w);
         Ok(warnings)
@@ -198,8 +211,7 @@ impl State {
         ctx: &Ctx,
     ) -> ApiResult<Reply> {
         check_type(info, &body)?;
-        body["apiVersion"] = json!(info.api_version());
-        body["kind"] = json!(info.kind);
+        body = crate::convert::to_storage(info, body);
         let body_ns = body["metadata"]["namespace"].as_str().unwrap_or_default();
         if info.namespaced && !body_ns.is_empty() && body_ns != ns {
             return Err(ApiError::bad_request(
@@ -258,8 +270,7 @@ impl State {
         subresource: &str,
         track: bool,
     ) -> ApiResult<(Write, Vec<String>)> {
-        new["apiVersion"] = json!(info.api_version());
-        new["kind"] = json!(info.kind);
+        new = crate::convert::to_storage(info, new);
         if !new["metadata"].is_object() {
             new["metadata"] = json!({});
         }
@@ -325,6 +336,7 @@ impl State {
                 api_version: &info.api_version(),
                 scope: scope(info, subresource),
                 now: &now_rfc3339(),
+                lists: &*lists_of(info),
             };
             managed::track_update(Some(old), &mut new, &w);
         }
@@ -402,10 +414,11 @@ impl State {
         let mut warnings = vec![];
         let out = self.commit(info, ns, name, ctx, |cur| {
             let old = cur.ok_or_else(|| ApiError::not_found(info, name))?;
+            let view = crate::state::as_version(old, info);
             let patched = match ptype {
-                PatchType::Merge => merge_patch(old, &patch),
-                PatchType::Json => json_patch(old, &patch)?,
-                _ => strategic_merge(old, &patch)?,
+                PatchType::Merge => merge_patch(&view, &patch),
+                PatchType::Json => json_patch(&view, &patch)?,
+                _ => strategic_merge(&view, &patch)?,
             };
             if patched["metadata"]["resourceVersion"] != old["metadata"]["resourceVersion"] {
                 return Err(ApiError::modified(info, name));
@@ -446,12 +459,14 @@ impl State {
         let sc = scope(info, subresource);
         let now = now_rfc3339();
         let av = info.api_version();
+        let lists = lists_of(info);
         let w = Writer {
             manager: &ctx.manager,
             subresource,
             api_version: &av,
             scope: sc,
             now: &now,
+            lists: &*lists,
         };
         let conflict =
             |c: Vec<managed::Conflict>| ApiError::apply_conflict(info, name, &info.version, &c);
@@ -462,6 +477,7 @@ impl State {
             let Some(old) = cur else {
                 let mut obj =
                     managed::apply(&json!({}), &applied, &w, ctx.force).map_err(conflict)?;
+                obj = crate::convert::to_storage(info, obj);
                 obj["metadata"]["name"] = json!(name);
                 crate::validation::validate_create(info, &obj)?;
                 let entries = managed::entries(&obj);
@@ -476,7 +492,8 @@ impl State {
             if !want_rv.is_empty() && old["metadata"]["resourceVersion"].as_str() != Some(want_rv) {
                 return Err(ApiError::modified(info, name));
             }
-            let merged = managed::apply(old, &applied, &w, ctx.force).map_err(conflict)?;
+            let view = crate::state::as_version(old, info);
+            let merged = managed::apply(&view, &applied, &w, ctx.force).map_err(conflict)?;
             let (wr, warn) = self.finish_update(info, old, merged, ctx, subresource, false)?;
             warnings = warn;
             Ok(wr)

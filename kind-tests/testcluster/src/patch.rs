@@ -43,13 +43,30 @@ pub fn merge_patch(target: &Value, patch: &Value) -> Value {
 pub fn json_patch(target: &Value, patch: &Value) -> ApiResult<Value> {
     let ops: json_patch::Patch = serde_json::from_value(patch.clone())
         .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
-    let mut out = target.clone();
-    json_patch::patch(&mut out, &ops).map_err(|e| ApiError {
+    let invalid = |e: String| ApiError {
         code: 422,
         reason: "Invalid",
         message: format!("the server rejected our request due to an error in our request: {e}"),
         details: None,
-    })?;
+    };
+    let mut out = target.clone();
+    for op in ops.0 {
+        // As the API server's json-patch library does, `test` of a missing
+        // path against null succeeds (kube-runtime's finalizer helper relies
+        // on it).
+        if let json_patch::PatchOperation::Test(t) = &op {
+            let found = out.pointer(t.path.as_str());
+            let ok = match found {
+                None => t.value.is_null(),
+                Some(v) => *v == t.value,
+            };
+            if !ok {
+                return Err(invalid(format!("testing value {} failed", t.path)));
+            }
+            continue;
+        }
+        json_patch::patch(&mut out, &[op]).map_err(|e| invalid(e.to_string()))?;
+    }
     Ok(out)
 }
 
@@ -246,6 +263,16 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ok, json!({"a": 1}));
+    }
+
+    #[test]
+    fn json_patch_test_of_missing_path_against_null_succeeds() {
+        let p = json!([{"op": "test", "path": "/metadata/finalizers", "value": null},
+                       {"op": "add", "path": "/metadata/finalizers", "value": ["f"]}]);
+        let out = json_patch(&json!({"metadata": {}}), &p).unwrap();
+        assert_eq!(out["metadata"]["finalizers"], json!(["f"]));
+        let fail = json!([{"op": "test", "path": "/metadata/finalizers", "value": null}]);
+        assert_eq!(json_patch(&out, &fail).unwrap_err().code, 422);
     }
 
     #[test]

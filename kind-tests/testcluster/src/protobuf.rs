@@ -16,6 +16,8 @@ const MAGIC: &[u8] = b"k8s\x00";
 enum Kind {
     Str,
     Bool,
+    Int,
+    IntOrString,
     Msg(&'static [F]),
     MapStr,
     MapBytes,
@@ -129,7 +131,38 @@ const TOKEN_REVIEW: &[F] = &[
     (1, "metadata", Kind::Msg(META)),
     (2, "spec", Kind::Msg(TOKEN_SPEC)),
 ];
+const SSRR_SPEC: &[F] = &[(1, "namespace", Kind::Str)];
+const SSRR: &[F] = &[
+    (1, "metadata", Kind::Msg(META)),
+    (2, "spec", Kind::Msg(SSRR_SPEC)),
+];
+const SERVICE_PORT: &[F] = &[
+    (1, "name", Kind::Str),
+    (2, "protocol", Kind::Str),
+    (3, "port", Kind::Int),
+    (4, "targetPort", Kind::IntOrString),
+    (5, "nodePort", Kind::Int),
+    (6, "appProtocol", Kind::Str),
+];
+const SERVICE_SPEC: &[F] = &[
+    (1, "ports", Kind::RepMsg(SERVICE_PORT)),
+    (2, "selector", Kind::MapStr),
+    (3, "clusterIP", Kind::Str),
+    (4, "type", Kind::Str),
+    (5, "externalIPs", Kind::RepStr),
+    (7, "sessionAffinity", Kind::Str),
+    (11, "externalName", Kind::Str),
+];
+const SERVICE: &[F] = &[
+    (1, "metadata", Kind::Msg(META)),
+    (2, "spec", Kind::Msg(SERVICE_SPEC)),
+];
 const EMPTY: &[F] = &[(1, "metadata", Kind::Msg(META))];
+const INT_OR_STRING: &[F] = &[
+    (1, "type", Kind::Int),
+    (2, "intVal", Kind::Int),
+    (3, "strVal", Kind::Str),
+];
 const TYPE_META: &[F] = &[(1, "apiVersion", Kind::Str), (2, "kind", Kind::Str)];
 
 fn schema(kind: &str) -> Option<&'static [F]> {
@@ -143,6 +176,8 @@ fn schema(kind: &str) -> Option<&'static [F]> {
         "SelfSubjectAccessReview" => SSAR,
         "SubjectAccessReview" | "LocalSubjectAccessReview" => SAR,
         "TokenReview" => TOKEN_REVIEW,
+        "Service" => SERVICE,
+        "SelfSubjectRulesReview" => SSRR,
         "SelfSubjectReview" => EMPTY,
         _ => return None,
     })
@@ -241,6 +276,22 @@ fn decode(b: &[u8], fields: &[F]) -> Option<Value> {
             }
             (Kind::Bool, Err(v)) => {
                 out.insert(name, json!(v != 0));
+            }
+            (Kind::Int, Err(v)) => {
+                // int32/int64 fields are varints (two's complement for
+                // negatives); zero is what Go's omitempty leaves out of JSON.
+                if v != 0 {
+                    out.insert(name, json!(v as i64));
+                }
+            }
+            (Kind::IntOrString, Ok(x)) => {
+                let ios = decode(x, INT_OR_STRING)?;
+                let v = if ios["type"] == json!(1) {
+                    ios["strVal"].clone()
+                } else {
+                    ios.get("intVal").cloned().unwrap_or(json!(0))
+                };
+                out.insert(name, v);
             }
             (Kind::Msg(s), Ok(x)) => {
                 out.insert(name, decode(x, s)?);

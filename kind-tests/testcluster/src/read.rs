@@ -115,7 +115,12 @@ impl State {
         let start = after
             .as_ref()
             .map(|(_, ns, name)| (ns.clone(), name.clone()));
-        let (all, rv) = self.store.list(&info.key(), ns, start.as_ref());
+        let (all, rv) = match o.labels.first_equality() {
+            Some(label) => self
+                .store
+                .list_labeled(&info.key(), ns, label, start.as_ref()),
+            None => self.store.list(&info.key(), ns, start.as_ref()),
+        };
         let mut items: Vec<Arc<Value>> = Vec::with_capacity(all.len().min(o.limit.max(1)));
         let mut remaining = 0usize;
         let mut iter = all

@@ -61,6 +61,8 @@ pub struct ResourceInfo {
     pub schema: Option<Value>,
     /// Name of the CRD that defines it.
     pub crd: Option<String>,
+    /// Field selector paths a CRD declares in `selectableFields` (`spec.color`).
+    pub selectable_fields: Vec<String>,
 }
 
 impl ResourceInfo {
@@ -84,10 +86,7 @@ impl ResourceInfo {
 
     /// Storage key: one per group and plural, whatever the version.
     pub fn key(&self) -> ResKey {
-        ResKey {
-            group: self.group.clone(),
-            plural: self.plural.clone(),
-        }
+        crate::convert::storage_key(self)
     }
 
     /// Whether `generation` is maintained (custom resources and types with a status).
@@ -131,6 +130,7 @@ fn res(
         printer_columns: vec![],
         schema: None,
         crd: None,
+        selectable_fields: vec![],
     }
 }
 
@@ -277,6 +277,12 @@ pub fn builtin() -> Vec<ResourceInfo> {
             "authorization.k8s.io",
             "SelfSubjectAccessReview",
             "selfsubjectaccessreviews",
+            false,
+        ),
+        (
+            "authorization.k8s.io",
+            "SelfSubjectRulesReview",
+            "selfsubjectrulesreviews",
             false,
         ),
         (
@@ -445,6 +451,13 @@ pub fn from_crd(crd: &Value) -> Vec<ResourceInfo> {
             printer_columns,
             schema: Some(ver["schema"]["openAPIV3Schema"].clone()).filter(|s| !s.is_null()),
             crd: Some(name.into()),
+            selectable_fields: ver["selectableFields"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|f| f["jsonPath"].as_str())
+                .map(|p| p.trim_start_matches('.').to_string())
+                .collect(),
         });
     }
     out
@@ -462,12 +475,14 @@ mod tests {
             "names": {"kind": "Widget", "plural": "widgets", "shortNames": ["wd"]},
             "versions": [
                 {"name": "v1", "served": true, "storage": true, "subresources": {"status": {}},
+                 "selectableFields": [{"jsonPath": ".spec.color"}],
                  "additionalPrinterColumns": [{"name": "Phase", "type": "string", "jsonPath": ".status.phase"}]},
                 {"name": "v0", "served": false, "storage": false}]}});
         let infos = from_crd(&crd);
         assert_eq!(infos.len(), 1);
         assert!(infos[0].status_subresource);
         assert_eq!(infos[0].printer_columns[0].json_path, ".status.phase");
+        assert_eq!(infos[0].selectable_fields, vec!["spec.color".to_string()]);
         let reg = Registry::with_builtins();
         reg.add(infos[0].clone());
         assert!(reg.lookup("example.com", "v1", "widgets").is_some());

@@ -84,6 +84,14 @@ impl State {
                     out["status"]["reason"] = json!(reason);
                 }
             }
+            "selfsubjectrulesreviews" => {
+                let ns = out["spec"]["namespace"].as_str().unwrap_or(ns).to_string();
+                let (resource, non_resource): (Vec<Value>, Vec<Value>) =
+                    crate::auth::rules_for(&self.store, &ctx.user, &ns)
+                        .into_iter()
+                        .partition(|r| r.get("nonResourceURLs").is_none());
+                out["status"] = json!({"resourceRules": resource, "nonResourceRules": non_resource, "incomplete": false});
+            }
             "tokenreviews" => {
                 let token = out["spec"]["token"].as_str().unwrap_or_default();
                 out["status"] = match self.auth.authenticate(token) {

@@ -103,6 +103,15 @@ impl LabelSelector {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// A `key=value` requirement usable with the label index, if any.
+    pub fn first_equality(&self) -> Option<(&str, &str)> {
+        self.0.iter().find_map(|r| match r {
+            Req::Eq(k, v) => Some((k.as_str(), v.as_str())),
+            Req::In(k, vs) if vs.len() == 1 => Some((k.as_str(), vs[0].as_str())),
+            _ => None,
+        })
+    }
 }
 
 /// A parsed field selector (`metadata.name=x,spec.nodeName!=y`).

@@ -20,6 +20,8 @@ pub struct State {
     pub registry: Registry,
     /// Tokens and users.
     pub auth: Authenticator,
+    /// PEM of the cluster CA (published as `kube-root-ca.crt` in every namespace).
+    pub ca_pem: String,
 }
 
 /// Shared handle on the state.
@@ -93,8 +95,5 @@ pub fn name_of(obj: &Value) -> &str {
 
 /// Sets apiVersion/kind of a stored object to those of the served version.
 pub fn as_version(obj: &Value, info: &ResourceInfo) -> Value {
-    let mut o = obj.clone();
-    o["apiVersion"] = Value::String(info.api_version());
-    o["kind"] = Value::String(info.kind.clone());
-    o
+    crate::convert::to_view(info, obj)
 }

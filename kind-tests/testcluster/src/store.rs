@@ -3,7 +3,7 @@
 //! buffer) that watches resume from, and a broadcast of `Arc` events so that
 //! a watch fan-out never copies objects per watcher.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, OnceLock, RwLock};
 
 use bytes::Bytes;
@@ -83,6 +83,9 @@ pub enum Write {
 /// The backlog of a new watch and its receiver of later events.
 pub type WatchStart = (Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>);
 
+/// (label key, value) -> objects carrying it.
+type LabelIndex = HashMap<(String, String), BTreeSet<(String, String)>>;
+
 type Table = BTreeMap<(String, String), Arc<Value>>;
 
 #[derive(Debug, Default)]
@@ -90,6 +93,7 @@ struct Inner {
     rv: u64,
     tables: HashMap<ResKey, Table>,
     uids: HashMap<String, (ResKey, String, String)>,
+    labels: HashMap<ResKey, LabelIndex>,
     log: VecDeque<Arc<Event>>,
     /// Events with rv <= this are no longer in the log.
     compacted: u64,
@@ -109,6 +113,37 @@ pub const DEFAULT_LOG_CAPACITY: usize = 20_000;
 
 fn meta_str<'a>(obj: &'a Value, field: &str) -> &'a str {
     obj["metadata"][field].as_str().unwrap_or_default()
+}
+
+impl Inner {
+    fn labels_of(obj: &Value) -> impl Iterator<Item = (String, String)> + '_ {
+        obj["metadata"]["labels"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+    }
+
+    fn index_labels(&mut self, key: &ResKey, id: &(String, String), obj: &Value) {
+        let idx = self.labels.entry(key.clone()).or_default();
+        for kv in Self::labels_of(obj) {
+            idx.entry(kv).or_default().insert(id.clone());
+        }
+    }
+
+    fn unindex_labels(&mut self, key: &ResKey, id: &(String, String), obj: &Value) {
+        let Some(idx) = self.labels.get_mut(key) else {
+            return;
+        };
+        for kv in Self::labels_of(obj) {
+            if let Some(set) = idx.get_mut(&kv) {
+                set.remove(id);
+                if set.is_empty() {
+                    idx.remove(&kv);
+                }
+            }
+        }
+    }
 }
 
 impl Default for Store {
@@ -181,6 +216,36 @@ impl Store {
         (items, inner.rv)
     }
 
+    /// Like [`Store::list`], restricted through the label index to objects
+    /// carrying `label` (key, value).
+    pub fn list_labeled(
+        &self,
+        key: &ResKey,
+        ns: Option<&str>,
+        label: (&str, &str),
+        after: Option<&(String, String)>,
+    ) -> (Vec<Arc<Value>>, u64) {
+        let inner = self.read();
+        let (Some(table), Some(idx)) = (inner.tables.get(key), inner.labels.get(key)) else {
+            return (vec![], inner.rv);
+        };
+        let Some(ids) = idx.get(&(label.0.to_string(), label.1.to_string())) else {
+            return (vec![], inner.rv);
+        };
+        use std::ops::Bound::{Excluded, Included, Unbounded};
+        let lower = match (after, ns) {
+            (Some(a), _) => Excluded(a.clone()),
+            (None, Some(ns)) => Included((ns.to_string(), String::new())),
+            (None, None) => Unbounded,
+        };
+        let items = ids
+            .range((lower, Unbounded))
+            .take_while(|(ons, _)| ns.is_none_or(|ns| ons == ns))
+            .filter_map(|id| table.get(id).cloned())
+            .collect();
+        (items, inner.rv)
+    }
+
     /// Every object of every resource (for the controllers and persistence).
     pub fn all(&self) -> Vec<(ResKey, Arc<Value>)> {
         let inner = self.read();
@@ -224,6 +289,10 @@ impl Store {
                         .uids
                         .insert(uid, (key.clone(), ns.to_string(), name.to_string()));
                 }
+                if let Some(old) = &current {
+                    inner.unindex_labels(key, &id, old);
+                }
+                inner.index_labels(key, &id, &obj);
                 inner
                     .tables
                     .entry(key.clone())
@@ -247,6 +316,7 @@ impl Store {
                     t.remove(&id);
                 }
                 inner.uids.remove(meta_str(&cur, "uid"));
+                inner.unindex_labels(key, &id, &cur);
                 let mut last = (*cur).clone();
                 last["metadata"]["resourceVersion"] = json!(inner.rv.to_string());
                 (EventType::Deleted, Arc::new(last))
@@ -327,6 +397,7 @@ impl Store {
                 group: group.into(),
                 plural: plural.into(),
             };
+            let key_for_index = key.clone();
             let ns = meta_str(&obj, "namespace").to_string();
             let name = meta_str(&obj, "name").to_string();
             let uid = meta_str(&obj, "uid").to_string();
@@ -337,7 +408,8 @@ impl Store {
                 .tables
                 .entry(key)
                 .or_default()
-                .insert((ns, name), Arc::new(obj));
+                .insert((ns.clone(), name.clone()), Arc::new(obj.clone()));
+            inner.index_labels(&key_for_index, &(ns, name), &obj);
         }
     }
 }
@@ -383,6 +455,38 @@ mod tests {
         let after = ("a".to_string(), "1".to_string());
         assert_eq!(s.list(&key(), None, Some(&after)).0.len(), 2);
         assert_eq!(s.list(&key(), Some("a"), Some(&after)).0.len(), 1);
+    }
+
+    #[test]
+    fn label_index_follows_writes() {
+        let s = Store::default();
+        let put_l = |name: &str, app: &str| {
+            let obj = json!({"metadata": {"name": name, "namespace": "a", "labels": {"app": app}}});
+            s.mutate(&key(), "a", name, |_| Ok((Write::Put(obj), ())))
+                .unwrap();
+        };
+        put_l("x", "web");
+        put_l("y", "web");
+        put_l("z", "db");
+        assert_eq!(
+            s.list_labeled(&key(), Some("a"), ("app", "web"), None)
+                .0
+                .len(),
+            2
+        );
+        put_l("y", "db");
+        assert_eq!(
+            s.list_labeled(&key(), None, ("app", "web"), None).0.len(),
+            1
+        );
+        s.mutate(&key(), "a", "z", |_| Ok((Write::Delete, ())))
+            .unwrap();
+        assert_eq!(s.list_labeled(&key(), None, ("app", "db"), None).0.len(), 1);
+        assert!(
+            s.list_labeled(&key(), Some("b"), ("app", "db"), None)
+                .0
+                .is_empty()
+        );
     }
 
     #[test]

@@ -301,13 +301,17 @@ async fn selectors_and_paging() {
         .unwrap();
     assert_eq!(named.items.len(), 1);
     let not = api
-        .list(&ListParams::default().fields("metadata.name!=c3,metadata.namespace=default"))
+        .list(
+            &ListParams::default()
+                .labels("app=t")
+                .fields("metadata.name!=c3,metadata.namespace=default"),
+        )
         .await
         .unwrap();
     assert_eq!(not.items.len(), 6);
 
     let mut names = vec![];
-    let mut lp = ListParams::default().limit(3);
+    let mut lp = ListParams::default().labels("app=t").limit(3);
     for _ in 0..10 {
         let page = api.list(&lp).await.unwrap();
         names.extend(page.items.iter().filter_map(|i| i.metadata.name.clone()));
@@ -320,7 +324,11 @@ async fn selectors_and_paging() {
 
     let all: Api<ConfigMap> = Api::all(client.clone());
     assert_eq!(
-        all.list(&ListParams::default()).await.unwrap().items.len(),
+        all.list(&ListParams::default().labels("app=t"))
+            .await
+            .unwrap()
+            .items
+            .len(),
         7
     );
     let bad = api_status(
@@ -405,4 +413,106 @@ async fn data_dir_survives_restart() {
     tokio::time::timeout(Duration::from_secs(5), c2.shutdown())
         .await
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespaces_are_seeded_like_a_real_cluster() {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let c = start().await;
+    let client = c.client().await.unwrap();
+    let nss: Api<Namespace> = Api::all(client.clone());
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some("fresh".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    nss.create(&PostParams::default(), &ns).await.unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "fresh");
+    let sas: Api<ServiceAccount> = Api::namespaced(client, "fresh");
+    common::eventually(std::time::Duration::from_secs(5), || {
+        let (cms, sas) = (cms.clone(), sas.clone());
+        async move {
+            cms.get_opt("kube-root-ca.crt").await.unwrap().is_some()
+                && sas.get_opt("default").await.unwrap().is_some()
+        }
+    })
+    .await;
+    let ca = cms.get("kube-root-ca.crt").await.unwrap().data.unwrap();
+    assert_eq!(ca["ca.crt"], c.ca_pem());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_collection_dry_run_and_list_versions() {
+    use kube::api::VersionMatch;
+    let c = start().await;
+    let api: Api<ConfigMap> = Api::default_namespaced(c.client().await.unwrap());
+    for i in 0..4 {
+        let tier = if i < 2 { "a" } else { "b" };
+        api.create(
+            &PostParams::default(),
+            &cm(&format!("d{i}"), &[("tier", tier)]),
+        )
+        .await
+        .unwrap();
+    }
+    let dry = DeleteParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    api.delete("d0", &dry).await.unwrap();
+    assert!(
+        api.get_opt("d0").await.unwrap().is_some(),
+        "dry-run delete keeps the object"
+    );
+
+    let gone = api
+        .delete_collection(
+            &DeleteParams::default(),
+            &ListParams::default().labels("tier=a"),
+        )
+        .await
+        .unwrap();
+    let names: Vec<_> = gone
+        .left()
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|o| o.metadata.name)
+        .collect();
+    assert_eq!(names, ["d0", "d1"]);
+    assert_eq!(
+        api.list(&ListParams::default().labels("tier"))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        2
+    );
+
+    let rv = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let exact = ListParams::default().at(&rv).matching(VersionMatch::Exact);
+    assert_eq!(
+        api.list(&exact)
+            .await
+            .unwrap()
+            .metadata
+            .resource_version
+            .as_deref(),
+        Some(rv.as_str())
+    );
+    api.create(&PostParams::default(), &cm("newer", &[]))
+        .await
+        .unwrap();
+    let e = api_status(api.list(&exact).await.unwrap_err());
+    assert_eq!((e.code, e.reason.as_str()), (410, "Expired"));
+    // (A version from the future is 504 Timeout; kube-rs retries those, so
+    // that case is checked with kubectl in tests/kubectl.rs.)
 }

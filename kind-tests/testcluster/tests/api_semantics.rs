@@ -429,6 +429,23 @@ async fn rbac_and_reviews() {
         .unwrap();
     assert!(!r.status.unwrap().allowed);
 
+    use k8s_openapi::api::authorization::v1::SubjectAccessReview;
+    let sar = |user: &str, groups: &[&str]| -> SubjectAccessReview {
+        serde_json::from_value(json!({"spec": {"user": user, "groups": groups,
+            "resourceAttributes": {"namespace": "default", "verb": "get", "resource": "configmaps"}}}))
+        .unwrap()
+    };
+    let sars = Api::<SubjectAccessReview>::all(admin.clone());
+    let yes = sars
+        .create(&PostParams::default(), &sar("carol", &["dev"]))
+        .await
+        .unwrap();
+    assert!(yes.status.unwrap().allowed);
+    let no = sars
+        .create(&PostParams::default(), &sar("carol", &["ops"]))
+        .await
+        .unwrap();
+    assert!(!no.status.unwrap().allowed);
     let tr: TokenReview = serde_json::from_value(json!({"spec": {"token": "tok-alice"}})).unwrap();
     let r = Api::<TokenReview>::all(admin)
         .create(&PostParams::default(), &tr)
@@ -437,4 +454,93 @@ async fn rbac_and_reviews() {
     let st = r.status.unwrap();
     assert_eq!(st.authenticated, Some(true));
     assert_eq!(st.user.unwrap().username.as_deref(), Some("alice"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorder_events_are_core_events_too() {
+    use kube::Resource;
+    use kube::runtime::events::{Event, EventType, Recorder};
+    let c = start().await;
+    let client = c.client().await.unwrap();
+    let cms: Api<ConfigMap> = Api::default_namespaced(client.clone());
+    let cm = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some("evented".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let cm = cms.create(&PostParams::default(), &cm).await.unwrap();
+    let recorder = Recorder::new(client.clone(), "widget-controller".into());
+    let ev = Event {
+        type_: EventType::Normal,
+        reason: "Configured".into(),
+        note: Some("all good".into()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    recorder.publish(&ev, &cm.object_ref(&())).await.unwrap();
+    recorder.publish(&ev, &cm.object_ref(&())).await.unwrap();
+    let core: Api<k8s_openapi::api::core::v1::Event> = Api::default_namespaced(client.clone());
+    let listed = core
+        .list(&ListParams::default().fields("involvedObject.name=evented"))
+        .await
+        .unwrap();
+    assert_eq!(
+        listed.items.len(),
+        1,
+        "a repeated event is one object with a series"
+    );
+    let e = &listed.items[0];
+    assert_eq!(
+        (e.reason.as_deref(), e.message.as_deref()),
+        (Some("Configured"), Some("all good"))
+    );
+    assert_eq!(e.reporting_component.as_deref(), Some("widget-controller"));
+    let new_api: Api<k8s_openapi::api::events::v1::Event> = Api::default_namespaced(client);
+    let same = new_api
+        .get(e.metadata.name.as_deref().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(same.note.as_deref(), Some("all good"));
+    assert_eq!(same.regarding.unwrap().name.as_deref(), Some("evented"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_discovery_legacy_and_aggregated() {
+    use kube::api::{DynamicObject, GroupVersionKind};
+    use kube::discovery::{self, Discovery, Scope};
+    let c = start().await;
+    let client = c.client().await.unwrap();
+    install_widget_crd(&client).await;
+    let gvk = GroupVersionKind::gvk("example.com", "v1", "Widget");
+    for d in [
+        Discovery::new(client.clone()).run().await.unwrap(),
+        Discovery::new(client.clone())
+            .run_aggregated()
+            .await
+            .unwrap(),
+    ] {
+        let (ar, caps) = d.resolve_gvk(&gvk).expect("widgets discovered");
+        assert_eq!(ar.plural, "widgets");
+        assert_eq!(caps.scope, Scope::Namespaced);
+        assert!(
+            caps.subresources
+                .iter()
+                .any(|(s, _)| s.plural == "widgets/status" || s.plural == "status"),
+            "{:?}",
+            caps.subresources
+        );
+        let pods = d
+            .resolve_gvk(&GroupVersionKind::gvk("", "v1", "Pod"))
+            .expect("pods discovered");
+        assert_eq!(pods.0.plural, "pods");
+    }
+    let (ar, _) = discovery::pinned_kind(&client, &gvk).await.unwrap();
+    let dynamic: Api<DynamicObject> = Api::default_namespaced_with(client, &ar);
+    dynamic.create(&PostParams::default(), &serde_json::from_value(json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "dyn"}, "spec": {"replicas": 1}})).unwrap()).await.unwrap();
+    assert_eq!(
+        dynamic.get("dyn").await.unwrap().data["spec"]["replicas"],
+        1
+    );
 }

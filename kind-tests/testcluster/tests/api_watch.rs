@@ -156,7 +156,10 @@ async fn watch_timeout_ends_the_stream() {
     let c = start().await;
     let api: Api<ConfigMap> = Api::default_namespaced(c.client().await.unwrap());
     let s = api
-        .watch(&WatchParams::default().timeout(1), "0")
+        .watch(
+            &WatchParams::default().labels("nothing=here").timeout(1),
+            "0",
+        )
         .await
         .unwrap();
     let all: Vec<_> = tokio::time::timeout(T, s.collect::<Vec<_>>())
@@ -173,19 +176,22 @@ async fn watcher_sees_everything(cfg: watcher::Config) {
     let c = start().await;
     let api: Api<ConfigMap> = Api::default_namespaced(c.client().await.unwrap());
     for i in 0..3 {
-        api.create(&PostParams::default(), &cm(&format!("pre{i}"), &[]))
-            .await
-            .unwrap();
+        api.create(
+            &PostParams::default(),
+            &cm(&format!("pre{i}"), &[("t", "w")]),
+        )
+        .await
+        .unwrap();
     }
     let (reader, writer) = reflector::store();
-    let stream = reflector(writer, watcher(api.clone(), cfg)).applied_objects();
+    let stream = reflector(writer, watcher(api.clone(), cfg.labels("t=w"))).applied_objects();
     let handle = tokio::spawn(async move {
         let mut s = std::pin::pin!(stream);
         while let Some(Ok(_)) = s.next().await {}
     });
     reader.wait_until_ready().await.unwrap();
     assert_eq!(reader.state().len(), 3);
-    api.create(&PostParams::default(), &cm("live", &[]))
+    api.create(&PostParams::default(), &cm("live", &[("t", "w")]))
         .await
         .unwrap();
     api.delete("pre0", &Default::default()).await.unwrap();
@@ -272,5 +278,62 @@ async fn controller_converges() {
         }
     })
     .await;
+    handle.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtime_finalizer_helper_cleans_up() {
+    use kube::runtime::finalizer::{Event as Fin, finalizer};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let c = start().await;
+    let client = c.client().await.unwrap();
+    install_widget_crd(&client).await;
+    let api: Api<Widget> = Api::default_namespaced(client);
+    let cleaned = Arc::new(AtomicUsize::new(0));
+    let ctx = Arc::new((api.clone(), cleaned.clone()));
+    async fn reconcile(
+        w: Arc<Widget>,
+        ctx: Arc<(Api<Widget>, Arc<AtomicUsize>)>,
+    ) -> Result<Action, kube::runtime::finalizer::Error<kube::Error>> {
+        let (api, cleaned) = (&ctx.0, ctx.1.clone());
+        finalizer(api, "example.com/cleanup", w, |ev| async move {
+            if let Fin::Cleanup(_) = ev {
+                cleaned.fetch_add(1, Ordering::SeqCst);
+            }
+            Ok::<_, kube::Error>(Action::await_change())
+        })
+        .await
+    }
+    let ctl = Controller::new(api.clone(), watcher::Config::default())
+        .run(
+            reconcile,
+            |_, _, _| Action::requeue(Duration::from_millis(200)),
+            ctx,
+        )
+        .for_each(|_| async {});
+    let handle = tokio::spawn(ctl);
+    api.create(&PostParams::default(), &widget("f", 1))
+        .await
+        .unwrap();
+    eventually(T, || {
+        let api = api.clone();
+        async move {
+            api.get("f")
+                .await
+                .unwrap()
+                .metadata
+                .finalizers
+                .unwrap_or_default()
+                == ["example.com/cleanup"]
+        }
+    })
+    .await;
+    api.delete("f", &Default::default()).await.unwrap();
+    eventually(T, || {
+        let api = api.clone();
+        async move { api.get_opt("f").await.unwrap().is_none() }
+    })
+    .await;
+    assert_eq!(cleaned.load(Ordering::SeqCst), 1);
     handle.abort();
 }

@@ -72,6 +72,15 @@ fn binary_serves_persists_and_stops_on_sigterm() {
     );
     let k = Kubectl::with_kubeconfig(&kc);
     k.ok(&["create", "configmap", "kept", "--from-literal=a=1"]);
+    k.ok_stdin(&["apply", "-f", "-"], Some(&common::widget_crd_yaml()));
+    k.ok(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/widgets.example.com",
+        "--timeout=5s",
+    ]);
+    let w = "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w}\nspec: {replicas: 7}\n";
+    k.ok_stdin(&["apply", "-f", "-"], Some(w));
     stop(&mut child);
 
     let (mut child, _) = start(&kc, &data, &tokens);
@@ -79,6 +88,10 @@ fn binary_serves_persists_and_stops_on_sigterm() {
     assert_eq!(
         k.ok(&["get", "configmap", "kept", "-o", "jsonpath={.data.a}"]),
         "1"
+    );
+    assert_eq!(
+        k.ok(&["get", "widget", "w", "-o", "jsonpath={.spec.replicas}"]),
+        "7"
     );
     let who = k.run(
         &[

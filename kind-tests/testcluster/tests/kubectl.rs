@@ -51,6 +51,27 @@ fn create_get_describe_delete() {
         "sec",
         "--from-literal=p=s3cret",
     ]);
+    k.ok(&["-n", "team", "create", "serviceaccount", "bot"]);
+    k.ok(&[
+        "-n",
+        "team",
+        "create",
+        "service",
+        "clusterip",
+        "svc",
+        "--tcp=80:8080",
+    ]);
+    let svc = k.ok(&[
+        "-n",
+        "team",
+        "get",
+        "svc",
+        "svc",
+        "-o",
+        "jsonpath={.spec.ports[0].port} {.spec.ports[0].targetPort} {.spec.selector.app}",
+    ]);
+    assert_eq!(svc, "80 8080 svc");
+    k.ok(&["-n", "team", "run", "runner", "--image=busybox"]);
     let table = k.ok(&["-n", "team", "get", "cm,secret"]);
     assert!(
         table.contains("DATA") && table.contains("cfg") && table.contains("Opaque"),
@@ -68,10 +89,39 @@ fn create_get_describe_delete() {
         k.ok(&["-n", "team", "get", "cm", "cfg", "-o", "jsonpath={.data.a}"]),
         "1"
     );
+    let uid = k.ok(&[
+        "-n",
+        "team",
+        "get",
+        "cm",
+        "cfg",
+        "-o",
+        "jsonpath={.metadata.uid}",
+    ]);
+    let event = format!(
+        "apiVersion: events.k8s.io/v1\nkind: Event\nmetadata: {{name: cfg.1, namespace: team}}\neventTime: \"2026-01-01T00:00:00.000000Z\"\nreportingController: tests\nreportingInstance: tests-1\naction: Check\nreason: Checked\nnote: looked at it\ntype: Normal\nregarding: {{apiVersion: v1, kind: ConfigMap, name: cfg, namespace: team, uid: {uid}}}\n"
+    );
+    k.ok_stdin(&["apply", "-f", "-"], Some(&event));
     let described = k.ok(&["-n", "team", "describe", "cm", "cfg"]);
+    assert!(
+        described.contains("Checked") && described.contains("looked at it"),
+        "{described}"
+    );
     assert!(described.contains("Name:         cfg"), "{described}");
     let ns = k.ok(&["get", "ns"]);
     assert!(ns.contains("team") && ns.contains("Active"), "{ns}");
+    let future = k.fail(
+        &[
+            "get",
+            "--raw",
+            "/api/v1/namespaces/team/configmaps?resourceVersion=999999",
+        ],
+        None,
+    );
+    assert!(
+        future.contains("Too large resource version: 999999"),
+        "{future}"
+    );
     let missing = k.fail(&["-n", "team", "get", "cm", "nope"], None);
     assert!(
         missing.contains("Error from server (NotFound): configmaps \"nope\" not found"),
@@ -293,6 +343,16 @@ fn patch_label_edit_and_errors() {
         Some("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: u}\nbogus: 1\n"),
     );
     assert!(unknown.contains("unknown field \"bogus\""), "{unknown}");
+    let warned = k.run(
+        &["apply", "--validate=warn", "-f", "-"],
+        Some("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: u}\nbogus: 1\n"),
+    );
+    assert!(warned.status.success());
+    let stderr = String::from_utf8_lossy(&warned.stderr);
+    assert!(
+        stderr.contains("Warning: unknown field \"bogus\""),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -429,6 +489,13 @@ fn auth_can_i_with_rbac() {
     let no = alice.run(&["auth", "can-i", "delete", "configmaps"], None);
     assert_eq!(String::from_utf8_lossy(&no.stdout).trim(), "no");
     alice.ok(&["get", "pods"]);
+    let rules = alice.ok(&["auth", "can-i", "--list"]);
+    assert!(
+        rules
+            .lines()
+            .any(|l| l.starts_with("configmaps") && l.contains("[get list watch]")),
+        "{rules}"
+    );
     let denied = alice.fail(&["create", "configmap", "x"], None);
     assert!(
         denied.contains(

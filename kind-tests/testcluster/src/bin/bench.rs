@@ -105,7 +105,7 @@ async fn main() -> anyhow::Result<()> {
     let mut best = Duration::MAX;
     for _ in 0..5 {
         let start = Instant::now();
-        let list = api.list(&ListParams::default()).await?;
+        let list = api.list(&ListParams::default().labels("bench=obj")).await?;
         anyhow::ensure!(
             list.items.len() == OBJECTS,
             "listed {} objects",

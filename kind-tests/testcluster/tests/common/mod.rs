@@ -132,7 +132,10 @@ impl Kubectl {
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("/usr/bin/kubectl");
+        // TESTCLUSTER_KUBECTL picks another kubectl binary (e.g. a fixed minor version).
+        let bin =
+            std::env::var("TESTCLUSTER_KUBECTL").unwrap_or_else(|_| "/usr/bin/kubectl".into());
+        let mut c = Command::new(bin);
         c.arg("--kubeconfig")
             .arg(&self.kubeconfig)
             .arg("--cache-dir")
