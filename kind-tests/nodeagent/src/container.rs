@@ -1,0 +1,289 @@
+//! One container's life: start, probe, restart with backoff, stop.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use k8s_openapi::api::core::v1::{Container, Pod};
+use tokio::sync::{Mutex, Notify, watch};
+
+use crate::events::{self, reason};
+use crate::probe::{self, ProbeTarget, Tracker};
+use crate::process::{self, Launch, Stopped};
+use crate::status::{PodRecord, REASON_CRASH_LOOP, REASON_IMAGE, REASON_START_ERROR, RunState};
+use crate::worker::PodCtx;
+
+/// State shared by a pod's tasks: its record and a signal that it changed.
+#[derive(Debug)]
+pub struct Shared {
+    /// The record status is computed from.
+    pub record: Mutex<PodRecord>,
+    /// Notified after each change of `record`.
+    pub changed: Notify,
+}
+
+impl Shared {
+    async fn update(&self, idx: usize, f: impl FnOnce(&mut crate::status::ContainerRecord)) {
+        if let Some(c) = self.record.lock().await.containers.get_mut(idx) {
+            f(c);
+        }
+        self.changed.notify_one();
+    }
+}
+
+/// Sleeps `d` unless a stop arrives first; returns whether to stop.
+async fn pause(d: Duration, stop: &mut watch::Receiver<Option<Duration>>) -> bool {
+    if stop.borrow().is_some() {
+        return true;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(d) => stop.borrow().is_some(),
+        _ = stop.changed() => true,
+    }
+}
+
+/// One container's supervisor.
+struct Runner {
+    pc: Arc<PodCtx>,
+    pod: Pod,
+    c: Container,
+    idx: usize,
+    shared: Arc<Shared>,
+    stop: watch::Receiver<Option<Duration>>,
+    /// Consecutive failures (drives the backoff).
+    failures: u32,
+}
+
+/// What ended a run.
+enum Ended {
+    /// The process exited (or was killed after a failed liveness probe).
+    Exited(Option<std::process::ExitStatus>),
+    /// A stop arrived; the process is gone.
+    Stopped,
+}
+
+impl Runner {
+    async fn event(&self, warning: bool, reason: &str, msg: String) {
+        events::record(&self.pc.ctx.client, &self.pod, &self.pc.node, warning, reason, msg).await;
+    }
+
+    /// Records a failure to start, waits the backoff; `false` means stop.
+    async fn start_failed(&mut self, reason: &str, msg: String) -> bool {
+        self.shared.update(self.idx, |r| r.state = RunState::waiting(reason, Some(msg.clone()))).await;
+        self.event(true, reason::FAILED, msg).await;
+        let delay = self.pc.ctx.backoff.delay(self.failures);
+        self.failures = self.failures.saturating_add(1);
+        !pause(delay, &mut self.stop).await
+    }
+
+    /// Starts the process; `Err(keep_going)` when it could not be started.
+    async fn start(&mut self) -> Result<(tokio::process::Child, Launch), bool> {
+        let launch = match self.pc.launch(&self.pod, &self.c).await {
+            Ok(l) => l,
+            Err((reason, msg)) => return Err(self.start_failed(reason, msg).await),
+        };
+        match process::spawn(&launch) {
+            Ok(child) => Ok((child, launch)),
+            Err(e) => {
+                let msg = format!("starting {}: {e}", launch.program.display());
+                Err(self.start_failed(REASON_START_ERROR, msg).await)
+            }
+        }
+    }
+
+    /// Waits for the process to exit, a stop, or a failed liveness verdict.
+    async fn supervise(&mut self, child: &mut tokio::process::Child, started: SystemTime) -> Ended {
+        let liveness_failed = Arc::new(Notify::new());
+        let probes = probe_loop(self.pc.clone(), self.pod.clone(), self.c.clone(), self.idx, self.shared.clone(), liveness_failed.clone());
+        let _probes = AbortOnDrop(tokio::spawn(probes));
+        tokio::select! {
+            st = child.wait() => Ended::Exited(st.ok()),
+            _ = self.stop.changed() => {
+                let grace = self.stop.borrow().unwrap_or_default();
+                self.event(false, reason::KILLING, format!("Stopping container {}", self.c.name)).await;
+                let (how, st) = process::terminate(child, grace).await;
+                tracing::info!(pod = %self.pc.key, container = %self.c.name, ?how, "container stopped");
+                let (code, sig) = match (how, st) {
+                    (Stopped::Gracefully, Some(s)) => exit_parts(&s),
+                    _ => (None, Some(9)),
+                };
+                let end = RunState::exited(code, sig, started, SystemTime::now());
+                self.shared.update(self.idx, |r| { r.ready = false; r.state = end; }).await;
+                Ended::Stopped
+            }
+            _ = liveness_failed.notified() => {
+                let msg = format!("Container {} failed liveness probe, will be restarted", self.c.name);
+                self.event(false, reason::KILLING, msg).await;
+                Ended::Exited(process::terminate(child, grace_of(&self.pod)).await.1)
+            }
+        }
+    }
+
+    /// Records an exit and waits the backoff; `false` means do not restart.
+    async fn exited(&mut self, exit: Option<std::process::ExitStatus>, started: SystemTime, ran: Duration) -> bool {
+        let (code, sig) = exit.map(|s| exit_parts(&s)).unwrap_or((None, Some(9)));
+        let term = RunState::exited(code, sig, started, SystemTime::now());
+        let success = matches!(term, RunState::Terminated { exit_code: 0, .. });
+        if !success {
+            self.event(true, reason::FAILED, format!("Container {} exited: code {code:?}, signal {sig:?}", self.c.name)).await;
+        }
+        let policy = self.pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref()).unwrap_or("Always");
+        if !(policy == "Always" || (policy == "OnFailure" && !success)) {
+            self.shared.update(self.idx, |r| { r.ready = false; r.state = term; }).await;
+            return false;
+        }
+        self.failures = self.pc.ctx.backoff.next_count(self.failures, ran);
+        let delay = self.pc.ctx.backoff.delay(self.failures.saturating_sub(1));
+        let msg = format!("back-off {delay:?} restarting failed container={} pod={}", self.c.name, self.pc.key);
+        self.shared
+            .update(self.idx, |r| {
+                r.ready = false;
+                r.last = Some(term);
+                r.restarts += 1;
+                r.state = RunState::waiting(REASON_CRASH_LOOP, Some(msg));
+            })
+            .await;
+        self.event(true, reason::BACK_OFF, format!("Back-off restarting failed container {}", self.c.name)).await;
+        !pause(delay, &mut self.stop).await
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Runs container `idx` of `pod` until a stop arrives (`Some(grace)`) or,
+/// with restartPolicy Never/OnFailure, until it is done.
+pub async fn run(pc: Arc<PodCtx>, pod: Pod, idx: usize, shared: Arc<Shared>, stop: watch::Receiver<Option<Duration>>) {
+    let Some(c) = pod.spec.as_ref().and_then(|s| s.containers.get(idx)).cloned() else { return };
+    let mut r = Runner { pc, pod, c, idx, shared, stop, failures: 0 };
+    loop {
+        let (mut child, launch) = match r.start().await {
+            Ok(started) => started,
+            Err(true) => continue,
+            Err(false) => return,
+        };
+        let (started, t0) = (SystemTime::now(), Instant::now());
+        let ready_without_probe = r.c.readiness_probe.is_none();
+        r.shared
+            .update(r.idx, |rec| {
+                rec.state = RunState::Running { started };
+                rec.ready = ready_without_probe;
+            })
+            .await;
+        r.event(false, reason::STARTED, format!("Started container {} ({})", r.c.name, launch.program.display())).await;
+        match r.supervise(&mut child, started).await {
+            Ended::Stopped => return,
+            Ended::Exited(st) => {
+                if !r.exited(st, started, t0.elapsed()).await {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn exit_parts(s: &std::process::ExitStatus) -> (Option<i32>, Option<i32>) {
+    use std::os::unix::process::ExitStatusExt;
+    (s.code(), s.signal())
+}
+
+/// The pod's termination grace period (default 30 s).
+pub fn grace_of(pod: &Pod) -> Duration {
+    let s = pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30);
+    Duration::from_secs(s.max(0) as u64)
+}
+
+/// Probes one running container until aborted: readiness sets `ready`,
+/// a failed liveness verdict notifies `liveness_failed` once.
+async fn probe_loop(pc: Arc<PodCtx>, pod: Pod, c: Container, idx: usize, shared: Arc<Shared>, liveness_failed: Arc<Notify>) {
+    let target = ProbeTarget { netns: pc.netns.clone(), pod_ip: pc.address.into() };
+    let exec_pc = pc.clone();
+    let (exec_pod, exec_c) = (pod.clone(), c.clone());
+    let exec = move |cmd: &[String]| exec_pc.exec_command(&exec_pod, &exec_c, cmd);
+    let readiness = c.readiness_probe.clone().map(|p| (probe::timing(&p), p, Tracker::new(false), Instant::now()));
+    let liveness = c.liveness_probe.clone().map(|p| (probe::timing(&p), p, Tracker::new(true), Instant::now()));
+    let mut probes: Vec<_> = readiness.into_iter().map(|r| (true, r)).chain(liveness.into_iter().map(|l| (false, l))).collect();
+    if probes.is_empty() {
+        return;
+    }
+    for (_, (t, _, _, next)) in probes.iter_mut() {
+        *next = Instant::now() + t.initial_delay;
+    }
+    loop {
+        let Some(wake) = probes.iter().map(|(_, p)| p.3).min() else { return };
+        tokio::time::sleep_until(wake.into()).await;
+        for (is_readiness, (t, p, tracker, next)) in probes.iter_mut() {
+            if *next > Instant::now() {
+                continue;
+            }
+            *next = Instant::now() + t.period;
+            let result = probe::run(p, &c, &target, &exec).await;
+            let before = tracker.ok;
+            let ok = tracker.record(result.is_ok(), t);
+            if let Err(e) = &result {
+                let kind = if *is_readiness { "Readiness" } else { "Liveness" };
+                tracing::debug!(pod = %pc.key, container = %c.name, kind, error = %e, "probe failed");
+                if before && !ok {
+                    let msg = format!("{kind} probe failed: {e}");
+                    events::record(&pc.ctx.client, &pod, &pc.node, true, reason::UNHEALTHY, msg).await;
+                }
+            }
+            if *is_readiness && before != ok {
+                shared.update(idx, |r| r.ready = ok).await;
+            } else if !*is_readiness && !ok {
+                liveness_failed.notify_one();
+                return;
+            }
+        }
+    }
+}
+
+/// Maps a launch failure to its waiting reason.
+pub fn image_error(image: &str) -> (&'static str, String) {
+    (REASON_IMAGE, format!("image {image:?} maps to no local program; add an image rule (--images file or .image())"))
+}
+
+/// Builds the [`Launch`] type's user field: (uid, gid, groups) from the pod's
+/// and container's security contexts; `None` when nothing asks for a user.
+pub fn user_of(pod: &Pod, c: &Container) -> Option<(u32, u32, Vec<u32>)> {
+    let psc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
+    let csc = c.security_context.as_ref();
+    let uid = csc.and_then(|s| s.run_as_user).or_else(|| psc.and_then(|s| s.run_as_user));
+    let gid = csc.and_then(|s| s.run_as_group).or_else(|| psc.and_then(|s| s.run_as_group));
+    let fs_group = psc.and_then(|s| s.fs_group);
+    let supplemental = psc.and_then(|s| s.supplemental_groups.clone()).unwrap_or_default();
+    let uid = uid? as u32;
+    let gid = gid.map_or(0, |g| g as u32);
+    let mut groups: Vec<u32> = fs_group.into_iter().chain(supplemental).map(|g| g as u32).collect();
+    groups.sort_unstable();
+    groups.dedup();
+    Some((uid, gid, groups))
+}
+
+/// A prepared launch, or the waiting reason and message that prevent it.
+pub type LaunchResult = Result<Launch, (&'static str, String)>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_from_pod_and_container_security_contexts() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "spec": {"securityContext": {"runAsUser": 65532, "runAsGroup": 65532, "fsGroup": 65532, "supplementalGroups": [4, 65532]},
+                     "containers": [{"name": "a"}, {"name": "b", "securityContext": {"runAsUser": 1000}}]}
+        }))
+        .expect("pod");
+        let cs = &pod.spec.as_ref().expect("spec").containers;
+        assert_eq!(user_of(&pod, &cs[0]), Some((65532, 65532, vec![4, 65532])));
+        assert_eq!(user_of(&pod, &cs[1]), Some((1000, 65532, vec![4, 65532])));
+        let bare: Pod = serde_json::from_value(serde_json::json!({"spec": {"containers": [{"name": "a"}]}})).expect("pod");
+        assert_eq!(user_of(&bare, &bare.spec.as_ref().expect("spec").containers[0]), None);
+        assert_eq!(grace_of(&pod), Duration::from_secs(30));
+    }
+}

@@ -1,0 +1,356 @@
+//! One pod's life on its node: volumes, containers, status, deletion.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+use tokio::sync::{Mutex, Notify, watch};
+
+use crate::container::{self, LaunchResult, Shared};
+use crate::images::ImageMap;
+use crate::network::Network;
+use crate::process::Launch;
+use crate::status::{self, ContainerRecord, PodRecord, REASON_CREATING, RunState};
+use crate::volumes::{self, Sources, VolumeContent};
+use crate::{ANNOTATION_LOGS, Backoff};
+
+/// Waiting reason when volumes or env cannot be prepared.
+pub const REASON_CONFIG: &str = "CreateContainerConfigError";
+
+/// Agent-wide context of pod workers.
+pub struct Ctx {
+    /// API client.
+    pub client: Client,
+    /// Image → program rules.
+    pub images: ImageMap,
+    /// The built topology.
+    pub network: Arc<Network>,
+    /// Directory holding one directory per pod.
+    pub pods_dir: PathBuf,
+    /// Restart backoff.
+    pub backoff: Backoff,
+    /// How often ConfigMap/Secret volumes are refreshed.
+    pub sync_period: Duration,
+    /// Whether processes get mount namespaces and pod users (root).
+    pub privileged: bool,
+}
+
+/// What the agent wants from a pod worker.
+#[derive(Debug, Clone)]
+pub enum Desired {
+    /// Keep running (the latest pod object).
+    Run(Box<Pod>),
+    /// The pod is being deleted with this grace period: stop, then remove it.
+    Delete(Duration),
+    /// The pod object is gone: stop.
+    Gone,
+    /// The agent stops: stop the processes, leave the pod object.
+    Shutdown,
+}
+
+/// A pod's context, shared by its tasks.
+pub struct PodCtx {
+    /// Agent context.
+    pub ctx: Arc<Ctx>,
+    /// Node name.
+    pub node: String,
+    /// `namespace/name`, for logs.
+    pub key: String,
+    /// Pod namespace.
+    pub namespace: String,
+    /// Pod directory (`volumes/`, `logs/`).
+    pub dir: PathBuf,
+    /// Node network namespace.
+    pub netns: Option<PathBuf>,
+    /// Node address (the pod IP for hostNetwork).
+    pub address: Ipv4Addr,
+}
+
+impl PodCtx {
+    fn volume_dir(&self, name: &str) -> PathBuf {
+        self.dir.join("volumes").join(name)
+    }
+
+    /// Log file of `container`.
+    pub fn log_path(&self, container: &str) -> PathBuf {
+        self.dir.join("logs").join(format!("{container}.log"))
+    }
+
+    /// (mount path, host directory) of every mount of `c` (no subPath
+    /// support beyond a plain subdirectory).
+    fn mounts(&self, c: &Container) -> Vec<(String, PathBuf)> {
+        c.volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| {
+                let mut host = self.volume_dir(&m.name);
+                if let Some(sub) = m.sub_path.as_ref().filter(|s| !s.is_empty()) {
+                    host = host.join(sub);
+                }
+                (m.mount_path.clone(), host)
+            })
+            .collect()
+    }
+
+    async fn sources(&self, pod: &Pod) -> Sources {
+        let (cms, secrets) = volumes::references(pod);
+        let mut s = Sources::default();
+        let cm_api: Api<ConfigMap> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
+        for name in cms {
+            if let Ok(Some(cm)) = cm_api.get_opt(&name).await {
+                s.config_maps.insert(name, cm);
+            }
+        }
+        let secret_api: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
+        for name in secrets {
+            if let Ok(Some(sec)) = secret_api.get_opt(&name).await {
+                s.secrets.insert(name, sec);
+            }
+        }
+        s
+    }
+
+    fn fs_group(pod: &Pod) -> Option<u32> {
+        pod.spec.as_ref()?.security_context.as_ref()?.fs_group.map(|g| g as u32)
+    }
+
+    /// Brings every volume's files up to date; returns whether any changed.
+    pub async fn sync_volumes(&self, pod: &Pod) -> Result<bool, String> {
+        let sources = self.sources(pod).await;
+        let all_mounts: Vec<(String, PathBuf)> =
+            pod.spec.iter().flat_map(|s| s.containers.iter()).flat_map(|c| self.mounts(c)).collect();
+        let mut changed = false;
+        for v in pod.spec.as_ref().and_then(|s| s.volumes.as_ref()).into_iter().flatten() {
+            let Some(mut content) = volumes::content(v, &sources)? else { continue };
+            if !self.ctx.privileged
+                && let VolumeContent::Files(files) = &mut content
+            {
+                for (bytes, _) in files.values_mut() {
+                    if let Ok(text) = std::str::from_utf8(bytes) {
+                        *bytes = volumes::rewrite_paths(text, &all_mounts).into_bytes();
+                    }
+                }
+            }
+            let dir = self.volume_dir(&v.name);
+            changed |= volumes::sync(&dir, &content, Self::fs_group(pod))
+                .map_err(|e| format!("writing volume {} in {}: {e}", v.name, dir.display()))?;
+        }
+        Ok(changed)
+    }
+
+    /// Prepares the launch of `c`.
+    pub async fn launch(&self, pod: &Pod, c: &Container) -> LaunchResult {
+        let image = c.image.clone().unwrap_or_default();
+        let command = c.command.clone().unwrap_or_default();
+        let args = c.args.clone().unwrap_or_default();
+        let sources = self.sources(pod).await;
+        let env = crate::env::resolve(pod, c, &sources, &self.address.to_string()).map_err(|e| (REASON_CONFIG, e))?;
+        let args: Vec<String> = args.iter().map(|a| crate::env::expand(a, &env)).collect();
+        let inv = self.ctx.images.resolve(&image, &command, &args).ok_or_else(|| container::image_error(&image))?;
+        let mounts = self.mounts(c);
+        let (args, binds, user) = if self.ctx.privileged {
+            let binds = mounts.iter().map(|(m, h)| (h.clone(), m.clone())).collect();
+            (inv.args, binds, container::user_of(pod, c))
+        } else {
+            (inv.args.iter().map(|a| volumes::rewrite_paths(a, &mounts)).collect(), vec![], None)
+        };
+        Ok(Launch {
+            program: inv.program,
+            args,
+            env,
+            hostname: self.node.clone(),
+            log: self.log_path(&c.name),
+            netns: self.netns.clone(),
+            binds,
+            user,
+        })
+    }
+
+    /// An exec-probe command, run like the container (same namespaces,
+    /// mounts and user, output discarded).
+    pub fn exec_command(&self, pod: &Pod, c: &Container, cmd: &[String]) -> tokio::process::Command {
+        let Some((program, args)) = cmd.split_first() else { return tokio::process::Command::new("false") };
+        let mounts = self.mounts(c);
+        let privileged = self.ctx.privileged;
+        let launch = Launch {
+            program: program.into(),
+            args: if privileged { args.to_vec() } else { args.iter().map(|a| volumes::rewrite_paths(a, &mounts)).collect() },
+            hostname: self.node.clone(),
+            log: "/dev/null".into(),
+            netns: self.netns.clone(),
+            binds: if privileged { mounts.iter().map(|(m, h)| (h.clone(), m.clone())).collect() } else { vec![] },
+            user: if privileged { container::user_of(pod, c) } else { None },
+            env: vec![],
+        };
+        crate::process::command(&launch).unwrap_or_else(|e| {
+            tracing::debug!(pod = %self.key, error = %e, "preparing exec probe failed");
+            tokio::process::Command::new("false")
+        })
+    }
+}
+
+fn initial_record(pod: &Pod, address: Ipv4Addr) -> PodRecord {
+    let spec = pod.spec.clone().unwrap_or_default();
+    PodRecord {
+        host_ip: address.to_string(),
+        start_time: SystemTime::now(),
+        restart_policy: spec.restart_policy.clone().unwrap_or_else(|| "Always".into()),
+        containers: spec
+            .containers
+            .iter()
+            .map(|c| ContainerRecord {
+                name: c.name.clone(),
+                image: c.image.clone().unwrap_or_default(),
+                state: RunState::waiting(REASON_CREATING, None),
+                last: None,
+                restarts: 0,
+                ready: false,
+            })
+            .collect(),
+    }
+}
+
+/// Writes the pod's status when it differs from the last one written.
+struct StatusWriter {
+    api: Api<Pod>,
+    name: String,
+    transitions: Mutex<HashMap<String, (bool, SystemTime)>>,
+    last: Mutex<Option<serde_json::Value>>,
+}
+
+impl StatusWriter {
+    async fn write(&self, record: &PodRecord) {
+        let mut tr = self.transitions.lock().await;
+        let st = status::pod_status(record, &|t, ok| match tr.get(t) {
+            Some((was, at)) if *was == ok => *at,
+            _ => SystemTime::now(),
+        });
+        for c in st.conditions.iter().flatten() {
+            let ok = c.status == "True";
+            if tr.get(&c.type_).map(|(was, _)| *was) != Some(ok) {
+                tr.insert(c.type_.clone(), (ok, SystemTime::now()));
+            }
+        }
+        let body = json!({"status": st});
+        let mut last = self.last.lock().await;
+        if last.as_ref() == Some(&body) {
+            return;
+        }
+        match self.api.patch_status(&self.name, &PatchParams::default(), &Patch::Merge(&body)).await {
+            Ok(_) => *last = Some(body),
+            Err(e) => tracing::debug!(pod = %self.name, error = %e, "writing pod status failed"),
+        }
+    }
+}
+
+fn pod_ctx(ctx: &Arc<Ctx>, node: String, pod: &Pod) -> Arc<PodCtx> {
+    let ns = pod.namespace().unwrap_or_else(|| "default".into());
+    let uid = pod.uid().unwrap_or_else(|| pod.name_any());
+    Arc::new(PodCtx {
+        key: format!("{ns}/{}", pod.name_any()),
+        namespace: ns,
+        dir: ctx.pods_dir.join(&uid),
+        netns: ctx.network.netns_path(&node),
+        address: ctx.network.address(&node).unwrap_or(Ipv4Addr::LOCALHOST),
+        node,
+        ctx: ctx.clone(),
+    })
+}
+
+/// The pod's containers: started once its volumes are ready.
+struct Containers {
+    pc: Arc<PodCtx>,
+    pod: Pod,
+    shared: Arc<Shared>,
+    stop_rx: watch::Receiver<Option<Duration>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Containers {
+    /// Refreshes volumes; starts the containers after the first success.
+    async fn sync(&mut self, latest: &Pod) {
+        match self.pc.sync_volumes(latest).await {
+            Ok(_) if self.tasks.is_empty() => {
+                let n = self.pod.spec.as_ref().map_or(0, |s| s.containers.len());
+                for idx in 0..n {
+                    let run = container::run(self.pc.clone(), self.pod.clone(), idx, self.shared.clone(), self.stop_rx.clone());
+                    self.tasks.push(tokio::spawn(run));
+                }
+            }
+            Ok(_) => {}
+            Err(msg) if self.tasks.is_empty() => {
+                for c in self.shared.record.lock().await.containers.iter_mut() {
+                    c.state = RunState::waiting(REASON_CONFIG, Some(msg.clone()));
+                }
+                self.shared.changed.notify_one();
+            }
+            Err(msg) => tracing::warn!(pod = %self.pc.key, error = %msg, "refreshing volumes failed"),
+        }
+    }
+}
+
+/// Runs `pod` on `node` until the agent says otherwise through `rx`.
+pub async fn run(ctx: Arc<Ctx>, node: String, pod: Pod, mut rx: watch::Receiver<Desired>) {
+    let pc = pod_ctx(&ctx, node, &pod);
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &pc.namespace);
+    let _ = std::fs::create_dir_all(pc.dir.join("logs"));
+    let logs = json!({"metadata": {"annotations": {ANNOTATION_LOGS: pc.dir.join("logs").to_string_lossy()}}});
+    if let Err(e) = api.patch(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&logs)).await {
+        tracing::debug!(pod = %pc.key, error = %e, "annotating log directory failed");
+    }
+    let shared = Arc::new(Shared { record: Mutex::new(initial_record(&pod, pc.address)), changed: Notify::new() });
+    let writer = StatusWriter { api: api.clone(), name: pod.name_any(), transitions: Mutex::default(), last: Mutex::default() };
+    writer.write(&*shared.record.lock().await).await;
+    let (stop_tx, stop_rx) = watch::channel(None::<Duration>);
+    let mut containers = Containers { pc: pc.clone(), pod: pod.clone(), shared: shared.clone(), stop_rx, tasks: vec![] };
+    let mut latest = pod;
+    let mut tick = tokio::time::interval(ctx.sync_period);
+    let outcome = loop {
+        tokio::select! {
+            r = rx.changed() => {
+                let d = if r.is_err() { Desired::Shutdown } else { rx.borrow_and_update().clone() };
+                match d {
+                    Desired::Run(p) => latest = *p,
+                    other => break other,
+                }
+            }
+            _ = tick.tick() => containers.sync(&latest).await,
+            _ = shared.changed.notified() => writer.write(&*shared.record.lock().await).await,
+        }
+    };
+    let grace = match &outcome {
+        Desired::Delete(g) => *g,
+        _ => container::grace_of(&latest),
+    };
+    tracing::info!(pod = %pc.key, ?outcome, ?grace, "stopping pod");
+    let _ = stop_tx.send(Some(grace));
+    let deadline = tokio::time::Instant::now() + grace + Duration::from_secs(10);
+    for t in containers.tasks {
+        let _ = tokio::time::timeout_at(deadline, t).await;
+    }
+    if let Desired::Delete(_) = outcome {
+        writer.write(&*shared.record.lock().await).await;
+        release(&api, &latest, &pc.key).await;
+    }
+    let _ = std::fs::remove_dir_all(&pc.dir);
+}
+
+/// Deletes the pod object for good (`gracePeriodSeconds=0`, uid precondition).
+async fn release(api: &Api<Pod>, pod: &Pod, key: &str) {
+    let dp = DeleteParams {
+        grace_period_seconds: Some(0),
+        preconditions: Some(Preconditions { uid: pod.uid(), resource_version: None }),
+        ..DeleteParams::default()
+    };
+    match api.delete(&pod.name_any(), &dp).await {
+        Ok(_) => tracing::info!(pod = %key, "pod removed"),
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+        Err(e) => tracing::warn!(pod = %key, error = %e, "removing pod failed"),
+    }
+}
