@@ -166,9 +166,10 @@ pub async fn load(client: &Client, source: &TlsSource) -> Result<Arc<Certs>> {
     secret.metadata.annotations = Some([(ANNOTATION_SANS.to_owned(), sans)].into());
     let stored = match existing {
         None => api.create(&PostParams::default(), &secret).await,
+        // Regenerated for other names: a merge patch guarded by the resourceVersion read.
         Some(old) => {
             secret.metadata.resource_version = old.metadata.resource_version;
-            api.replace(name, &PostParams::default(), &secret).await
+            api.patch(name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&secret)).await
         }
     };
     match stored {
