@@ -186,8 +186,17 @@ mod tests {
         assert!(c.handler.placement.is_none());
         assert!(!c.insecure);
         let c = Cli::parse_from([
-            "x", "--control-gateway", "dtn", "--control-auth", "none", "--control-http-addr", "off",
-            "--control-tls-ip", "127.0.0.1,::1", "--control-data-channel", "MutualTLS",
+            "x",
+            "--control-gateway",
+            "dtn",
+            "--control-auth",
+            "none",
+            "--control-http-addr",
+            "off",
+            "--control-tls-ip",
+            "127.0.0.1,::1",
+            "--control-data-channel",
+            "MutualTLS",
         ])
         .control
         .config()
@@ -196,7 +205,10 @@ mod tests {
         assert_eq!(c.http_addr, None);
         assert_eq!(c.tls.ips.len(), 2);
         let p = c.handler.placement.unwrap();
-        assert_eq!((p.gateway.as_str(), p.namespace.as_str(), p.data_channel), ("dtn", "default", DataChannel::MutualTLS));
+        assert_eq!(
+            (p.gateway.as_str(), p.namespace.as_str(), p.data_channel),
+            ("dtn", "default", DataChannel::MutualTLS)
+        );
         assert!(Cli::parse_from(["x", "--control-auth", "introspection"]).control.config().is_err());
     }
 }

@@ -24,14 +24,14 @@ pub fn order_candidates(mut candidates: Vec<Arc<StreamRequest>>, role: Option<Ro
 /// `outbound-request` quirk sends PROD for a consumer), others only their own.
 pub fn role_fits(sr: &StreamRequest, role: Option<Role>) -> Result<(), Error> {
     match role {
-        Some(r) if r != sr.spec.role && !crate::legacy::is_legacy(sr.annotations()) => Err(Error::InvalidArgument(
-            format!(
+        Some(r) if r != sr.spec.role && !crate::legacy::is_legacy(sr.annotations()) => {
+            Err(Error::InvalidArgument(format!(
                 "StreamRequest {} is the {:?} side; its Hello must say role {}",
                 display(sr),
                 sr.spec.role,
                 sr.spec.role.legacy_name()
-            ),
-        )),
+            )))
+        }
         _ => Ok(()),
     }
 }
@@ -54,7 +54,10 @@ pub fn accepts_hello(sr: &StreamRequest) -> Result<(), Error> {
     }
 }
 
-fn condition<'a>(sr: &'a StreamRequest, type_: &str) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+fn condition<'a>(
+    sr: &'a StreamRequest,
+    type_: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
     sr.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)
 }
 
@@ -97,7 +100,10 @@ pub enum FailKind {
 /// Decides a blocked `req` from the current state of its StreamRequest (`None`: deleted).
 pub fn req_outcome(sr: Option<&StreamRequest>) -> ReqOutcome {
     let Some(sr) = sr else {
-        return ReqOutcome::Fail { error: "the request was released while waiting for Hello".into(), kind: FailKind::Failed };
+        return ReqOutcome::Fail {
+            error: "the request was released while waiting for Hello".into(),
+            kind: FailKind::Failed,
+        };
     };
     let status = sr.status.clone().unwrap_or_default();
     if status.phase == Some(Phase::Failed) {
@@ -105,7 +111,10 @@ pub fn req_outcome(sr: Option<&StreamRequest>) -> ReqOutcome {
             condition(sr, conditions::types::READY).is_some_and(|c| c.reason == conditions::reasons::HELLO_TIMEOUT);
         let kind = if timeout { FailKind::Timeout } else { FailKind::Failed };
         let error = if timeout {
-            format!("Hello not received within the timeout period ({}); the request was released", sr.spec.hello_timeout)
+            format!(
+                "Hello not received within the timeout period ({}); the request was released",
+                sr.spec.hello_timeout
+            )
         } else {
             format!("the request failed: {}", ready_message(sr).unwrap_or_else(|| "see its conditions".into()))
         };
@@ -115,7 +124,10 @@ pub fn req_outcome(sr: Option<&StreamRequest>) -> ReqOutcome {
         && c.status == conditions::status::FALSE
         && (c.reason == conditions::reasons::PORTS_EXHAUSTED || c.reason == conditions::reasons::BANDWIDTH_EXHAUSTED)
     {
-        return ReqOutcome::Fail { error: format!("no capacity on the gateway: {}", c.message), kind: FailKind::Exhausted };
+        return ReqOutcome::Fail {
+            error: format!("no capacity on the gateway: {}", c.message),
+            kind: FailKind::Exhausted,
+        };
     }
     if status.hello_time.is_some() && !status.listeners.is_empty() {
         return ReqOutcome::Answer { listeners: status.listeners, prod_listeners: status.prod_listeners };
@@ -172,15 +184,27 @@ mod tests {
     #[test]
     fn req_outcomes() {
         assert_eq!(req_outcome(Some(&sr("Producer", true, json!({"phase": "AwaitingHello"})))), ReqOutcome::Wait);
-        let ready = sr("Producer", true, json!({"phase": "Provisioning", "helloTime": "2026-01-01T00:00:00Z",
-            "listeners": ["198.51.100.1:5100"], "prodListeners": ["192.0.2.9:7000"]}));
+        let ready = sr(
+            "Producer",
+            true,
+            json!({"phase": "Provisioning", "helloTime": "2026-01-01T00:00:00Z",
+            "listeners": ["198.51.100.1:5100"], "prodListeners": ["192.0.2.9:7000"]}),
+        );
         assert_eq!(
             req_outcome(Some(&ready)),
-            ReqOutcome::Answer { listeners: vec!["198.51.100.1:5100".into()], prod_listeners: vec!["192.0.2.9:7000".into()] }
+            ReqOutcome::Answer {
+                listeners: vec!["198.51.100.1:5100".into()],
+                prod_listeners: vec!["192.0.2.9:7000".into()]
+            }
         );
-        let timeout = sr("Producer", true, json!({"phase": "Failed", "conditions": [cond("Ready", "False", "HelloTimeout")]}));
+        let timeout =
+            sr("Producer", true, json!({"phase": "Failed", "conditions": [cond("Ready", "False", "HelloTimeout")]}));
         assert!(matches!(req_outcome(Some(&timeout)), ReqOutcome::Fail { kind: FailKind::Timeout, .. }));
-        let full = sr("Producer", true, json!({"phase": "Pending", "conditions": [cond("Reserved", "False", "PortsExhausted")]}));
+        let full = sr(
+            "Producer",
+            true,
+            json!({"phase": "Pending", "conditions": [cond("Reserved", "False", "PortsExhausted")]}),
+        );
         assert!(matches!(req_outcome(Some(&full)), ReqOutcome::Fail { kind: FailKind::Exhausted, .. }));
         assert!(matches!(req_outcome(None), ReqOutcome::Fail { kind: FailKind::Failed, .. }));
     }

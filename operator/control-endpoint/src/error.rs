@@ -180,9 +180,7 @@ mod tests {
     fn api_errors_keep_their_meaning() {
         let api = |code| Error::Kube {
             context: "create StreamRequest default/x".into(),
-            source: kube::Error::Api(
-                kube::core::Status::failure("spec.rate: bad", "Invalid").with_code(code).boxed(),
-            ),
+            source: kube::Error::Api(kube::core::Status::failure("spec.rate: bad", "Invalid").with_code(code).boxed()),
         };
         assert_eq!(api(409).code(), tonic::Code::AlreadyExists);
         assert_eq!(api(422).code(), tonic::Code::InvalidArgument);

@@ -2,8 +2,9 @@
 //! validate, authenticate, then act through [`Streams`]. Bad input is refused before any write.
 
 use std::{
+    collections::HashSet,
     net::IpAddr,
-    sync::Arc,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -49,12 +50,24 @@ pub struct Handler<S, A> {
     access: A,
     limiter: FailureLimiter,
     config: HandlerConfig,
+    /// Stream ids of `req`s being created here: a Hello for one of them (s2uc sends it 0.5 s
+    /// after `req`, on the same channel) waits for the StreamRequest instead of NOT_FOUND.
+    creating: Arc<Mutex<HashSet<String>>>,
+}
+
+/// Removes a stream id from [`Handler::creating`] when dropped.
+struct Creating(Arc<Mutex<HashSet<String>>>, String);
+
+impl Drop for Creating {
+    fn drop(&mut self) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.1);
+    }
 }
 
 impl<S: Streams, A: Access> Handler<S, A> {
     /// A handler.
     pub fn new(streams: S, access: A, limiter: FailureLimiter, config: HandlerConfig) -> Self {
-        Self { streams, access, limiter, config }
+        Self { streams, access, limiter, config, creating: Arc::default() }
     }
 
     fn check_peer(&self, peer: Option<IpAddr>) -> Result<()> {
@@ -94,9 +107,17 @@ impl<S: Streams, A: Access> Handler<S, A> {
         let role = legacy::parse_hello_role(&msg.role)?;
         legacy::endpoints(&msg.prod_listeners, "prod_listeners", true)?;
         self.index_ready().await;
-        let candidates = self.streams.index().by_stream_id(&uid);
+        let mut candidates = self.streams.index().by_stream_id(&uid);
+        if candidates.is_empty() && self.creating.lock().unwrap_or_else(|p| p.into_inner()).contains(&uid) {
+            let deadline = tokio::time::Instant::now() + self.config.index_wait;
+            let found =
+                self.streams.index().wait_for(deadline, |i| Some(i.by_stream_id(&uid)).filter(|c| !c.is_empty()));
+            candidates = found.await.unwrap_or_default();
+        }
         if candidates.is_empty() {
-            return Err(Error::NotFound(format!("entry not found for uid '{uid}': no StreamRequest has this stream id")));
+            return Err(Error::NotFound(format!(
+                "entry not found for uid '{uid}': no StreamRequest has this stream id"
+            )));
         }
         let token = auth::credential(authorization).map_err(|e| self.auth_failed(peer, e))?;
         let sr = self.authenticate_hello(peer, token, candidates, role).await?;
@@ -244,10 +265,15 @@ impl<S: Streams + Clone, A: Access> Handler<S, A> {
         msg: proto::Request,
     ) -> Result<proto::Response> {
         let placement = self.placement()?.clone();
+        // Validate before anything else, so bad input costs nothing.
         let probe = legacy::new_stream(&msg.uid, &msg.role, msg.num_conn, msg.rate, &placement, "")?;
+        let _creating = {
+            let mut creating = self.creating.lock().unwrap_or_else(|p| p.into_inner());
+            creating.insert(probe.stream_id.clone());
+            Creating(self.creating.clone(), probe.stream_id.clone())
+        };
         let token = self.user(peer, authorization, Verb::Create).await?;
         let new = legacy::new_stream(&msg.uid, &msg.role, msg.num_conn, msg.rate, &placement, &token)?;
-        debug_assert_eq!(probe.name, new.name);
         self.index_ready().await;
         if let Ok(existing) = self.legacy_streams(&new.stream_id, Some(new.role)) {
             return Err(Error::AlreadyExists(format!(
@@ -259,10 +285,9 @@ impl<S: Streams + Clone, A: Access> Handler<S, A> {
         self.streams.create(&new, &placement.namespace).await?;
         tracing::info!(stream = %new.stream_id, role = ?new.role, "legacy req: StreamRequest created");
         let streams = self.streams.clone();
-        let hello_timeout = scistream_api::rate::parse_duration(
-            new.object["spec"]["helloTimeout"].as_str().unwrap_or("180s"),
-        )
-        .unwrap_or(Duration::from_secs(180));
+        let hello_timeout =
+            scistream_api::rate::parse_duration(new.object["spec"]["helloTimeout"].as_str().unwrap_or("180s"))
+                .unwrap_or(Duration::from_secs(180));
         let deadline = tokio::time::Instant::now() + hello_timeout + self.config.req_grace;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let (ns, name) = (placement.namespace.clone(), new.name.clone());

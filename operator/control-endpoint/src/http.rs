@@ -89,9 +89,8 @@ pub fn routes<S: Streams + Clone, A: Access>(
                 }
             }
         });
-    let not_found = warp::any().map(|| {
-        error_reply(&Error::NotFound("no such path; the JSON Hello is POST /v1/hello".into()))
-    });
+    let not_found =
+        warp::any().map(|| error_reply(&Error::NotFound("no such path; the JSON Hello is POST /v1/hello".into())));
     hello.or(not_found).unify()
 }
 

@@ -130,11 +130,14 @@ pub fn new_stream(
     let role = parse_role(role)?;
     let num_conn = if num_conn == 0 { DEFAULT_NUM_CONN } else { num_conn };
     if !(1..=MAX_CONNECTIONS).contains(&num_conn) {
-        return Err(Error::InvalidArgument(format!("num_conn {num_conn} is out of range; send 1 to {MAX_CONNECTIONS}")));
+        return Err(Error::InvalidArgument(format!(
+            "num_conn {num_conn} is out of range; send 1 to {MAX_CONNECTIONS}"
+        )));
     }
     let rate_kbps = if rate_kbps == 0 { DEFAULT_RATE_KBPS } else { rate_kbps };
-    let rate = Rate::from_legacy_kbps(rate_kbps)
-        .ok_or_else(|| Error::InvalidArgument(format!("rate {rate_kbps} kb/s is not positive; send kb/s, e.g. 10000")))?;
+    let rate = Rate::from_legacy_kbps(rate_kbps).ok_or_else(|| {
+        Error::InvalidArgument(format!("rate {rate_kbps} kb/s is not positive; send kb/s, e.g. 10000"))
+    })?;
     let name = format!("legacy-{stream_id}-{}", role.legacy_name().to_ascii_lowercase());
     let secret_name = format!("{name}-hello");
     let object = json!({

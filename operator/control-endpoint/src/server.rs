@@ -96,9 +96,9 @@ async fn access(client: &Client, config: &EndpointConfig) -> Result<AnyAccess> {
                 })?;
             let data = secret.data.unwrap_or_default();
             let field = |k: &str| {
-                data.get(k).and_then(|b| String::from_utf8(b.0.clone()).ok()).ok_or_else(|| {
-                    Error::Setup(format!("Secret {ns}/{credentials_secret} has no key {k}"))
-                })
+                data.get(k)
+                    .and_then(|b| String::from_utf8(b.0.clone()).ok())
+                    .ok_or_else(|| Error::Setup(format!("Secret {ns}/{credentials_secret} has no key {k}")))
             };
             let (id, secret) = (field("client_id")?, field("client_secret")?);
             AnyAccess::Introspection(Box::new(Introspector::new(url, &id, &secret, prefix, client.clone())?))
@@ -131,7 +131,8 @@ impl Bound {
             background.spawn(tls::watch(client.clone(), config.tls.clone(), certs.clone()));
         }
         if let Some(http) = http {
-            let acceptor = certs.as_ref().map(|c| TlsAcceptor::from(tls::server_config(c.clone(), &[b"h2", b"http/1.1"])));
+            let acceptor =
+                certs.as_ref().map(|c| TlsAcceptor::from(tls::server_config(c.clone(), &[b"h2", b"http/1.1"])));
             background.spawn(serve_http(http, acceptor, handler.clone(), metrics.clone(), shutdown.clone()));
         }
         tracing::info!(addr = ?grpc.local_addr().ok(), tls = certs.is_some(), "control endpoint serving");

@@ -71,7 +71,12 @@ impl Streams for KubeStreams {
         Ok(secret.and_then(|s| s.data).and_then(|mut d| d.remove(&r.key)).map(|b| b.0))
     }
 
-    async fn record_hello(&self, sr: &StreamRequest, hello_time: &str, prod_listeners: Option<&[String]>) -> Result<()> {
+    async fn record_hello(
+        &self,
+        sr: &StreamRequest,
+        hello_time: &str,
+        prod_listeners: Option<&[String]>,
+    ) -> Result<()> {
         let (ns, name) = name_of(sr)?;
         let mut status = json!({ "helloTime": hello_time });
         if let Some(l) = prod_listeners {
@@ -125,7 +130,9 @@ impl Streams for KubeStreams {
         let (ns, name) = name_of(sr)?;
         let api: Api<StreamRequest> = Api::namespaced(self.client.clone(), &ns);
         let pp = PatchParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..Default::default() };
-        api.patch(&name, &pp, &Patch::Merge(patch)).await.map_err(Error::kube(format!("patch StreamRequest {ns}/{name}")))?;
+        api.patch(&name, &pp, &Patch::Merge(patch))
+            .await
+            .map_err(Error::kube(format!("patch StreamRequest {ns}/{name}")))?;
         Ok(())
     }
 

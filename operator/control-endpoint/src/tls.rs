@@ -98,8 +98,8 @@ pub fn generate(dns_names: &[String], ips: &[IpAddr]) -> Result<(String, String)
     if sans.is_empty() {
         sans.push("localhost".to_owned());
     }
-    let mut params = rcgen::CertificateParams::new(sans)
-        .map_err(|e| Error::Setup(format!("bad --control-tls-dns-name: {e}")))?;
+    let mut params =
+        rcgen::CertificateParams::new(sans).map_err(|e| Error::Setup(format!("bad --control-tls-dns-name: {e}")))?;
     params.distinguished_name.push(rcgen::DnType::CommonName, "scistream-control-endpoint");
     params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
     params.not_before = rcgen::date_time_ymd(2024, 1, 1);
@@ -136,9 +136,8 @@ pub async fn load(client: &Client, source: &TlsSource) -> Result<Arc<Certs>> {
                     source.namespace
                 ))
             })?;
-        let (cert, key) = pem_pair(&secret).ok_or_else(|| {
-            Error::Setup(format!("Secret {}/{name} lacks tls.crt or tls.key", source.namespace))
-        })?;
+        let (cert, key) = pem_pair(&secret)
+            .ok_or_else(|| Error::Setup(format!("Secret {}/{name} lacks tls.crt or tls.key", source.namespace)))?;
         return Ok(Arc::new(Certs::from_pem(&cert, &key)?));
     }
     let name = &source.generated_secret;
@@ -162,7 +161,8 @@ pub async fn load(client: &Client, source: &TlsSource) -> Result<Arc<Certs>> {
         ..Default::default()
     };
     secret.metadata.name = Some(name.clone());
-    secret.metadata.labels = Some([(scistream_api::keys::LABEL_MANAGED_BY.to_owned(), MANAGED_BY_ENDPOINT.to_owned())].into());
+    secret.metadata.labels =
+        Some([(scistream_api::keys::LABEL_MANAGED_BY.to_owned(), MANAGED_BY_ENDPOINT.to_owned())].into());
     secret.metadata.annotations = Some([(ANNOTATION_SANS.to_owned(), sans)].into());
     let stored = match existing {
         None => api.create(&PostParams::default(), &secret).await,
@@ -179,9 +179,10 @@ pub async fn load(client: &Client, source: &TlsSource) -> Result<Arc<Certs>> {
         }
         // Another replica stored one first: serve theirs.
         Err(kube::Error::Api(s)) if s.code == 409 => {
-            let theirs = api.get(name).await.map_err(Error::kube(format!("read Secret {}/{name}", source.namespace)))?;
-            let (cert, key) =
-                pem_pair(&theirs).ok_or_else(|| Error::Setup(format!("Secret {}/{name} lacks tls.crt", source.namespace)))?;
+            let theirs =
+                api.get(name).await.map_err(Error::kube(format!("read Secret {}/{name}", source.namespace)))?;
+            let (cert, key) = pem_pair(&theirs)
+                .ok_or_else(|| Error::Setup(format!("Secret {}/{name} lacks tls.crt", source.namespace)))?;
             Ok(Arc::new(Certs::from_pem(&cert, &key)?))
         }
         Err(e) => Err(Error::kube(format!("store the serving certificate in Secret {}/{name}", source.namespace))(e)),
@@ -202,7 +203,9 @@ pub async fn watch(client: Client, source: TlsSource, certs: Arc<Certs>) {
         }
         match certs.replace(&cert, &key) {
             Ok(()) => tracing::info!(secret = %name, "serving certificate reloaded"),
-            Err(e) => tracing::error!(secret = %name, error = %e, "the changed serving certificate is unusable; keeping the old one"),
+            Err(e) => {
+                tracing::error!(secret = %name, error = %e, "the changed serving certificate is unusable; keeping the old one")
+            }
         }
     }
 }

@@ -21,15 +21,23 @@ fn phase(sr: &scistream_api::StreamRequest) -> Option<Phase> {
 }
 
 fn hello(uid: &str, role: &str, listeners: &[&str]) -> proto::Hello {
-    proto::Hello { uid: uid.into(), role: role.into(), prod_listeners: listeners.iter().map(|s| s.to_string()).collect() }
+    proto::Hello {
+        uid: uid.into(),
+        role: role.into(),
+        prod_listeners: listeners.iter().map(|s| s.to_string()).collect(),
+    }
 }
 
 #[tokio::test]
 async fn hello_records_on_both_sides_of_a_stream_in_one_cluster() {
     let mut f = Facility::start("hello", 5119).await;
     f.start_endpoint(endpoint_config(AuthConfig::Kubernetes)).await;
-    f.plugin_request("prod", "k-prod", json!({"streamId": ID, "role": "Producer", "gateway": "dtn", "dataChannel": "Plain"}))
-        .await;
+    f.plugin_request(
+        "prod",
+        "k-prod",
+        json!({"streamId": ID, "role": "Producer", "gateway": "dtn", "dataChannel": "Plain"}),
+    )
+    .await;
     f.plugin_request(
         "cons",
         "k-cons",
@@ -109,7 +117,10 @@ async fn hello_records_on_both_sides_of_a_stream_in_one_cluster() {
     let (status, body) = post("{not json".into(), Some("k-cons")).await;
     assert_eq!((status, body["code"].as_str()), (400, Some("INVALID_ARGUMENT")), "{body}");
     let text = f.metrics_text().await;
-    assert!(text.contains("scistream_control_errors_total{method=\"http_hello\",code=\"UNAUTHENTICATED\"} 1"), "{text}");
+    assert!(
+        text.contains("scistream_control_errors_total{method=\"http_hello\",code=\"UNAUTHENTICATED\"} 1"),
+        "{text}"
+    );
     assert!(text.contains("scistream_control_errors_total{method=\"hello\",code=\"NOT_FOUND\"} 1"), "{text}");
     f.shutdown().await;
 }
@@ -127,8 +138,12 @@ async fn preconditions_deadlines_and_the_failed_authentication_limit() {
     let e = c.req(with_auth(proto::Request { uid: ID.into(), role: "PROD".into(), num_conn: 1, rate: 1 }, "t")).await;
     assert_eq!(e.unwrap_err().code(), Code::FailedPrecondition);
     // A consumer whose listeners never come (no such gateway): DEADLINE_EXCEEDED after the wait.
-    f.plugin_request("lost", "k1", json!({"streamId": ID, "role": "Consumer", "gateway": "nope", "dataChannel": "Plain"}))
-        .await;
+    f.plugin_request(
+        "lost",
+        "k1",
+        json!({"streamId": ID, "role": "Consumer", "gateway": "nope", "dataChannel": "Plain"}),
+    )
+    .await;
     let e = c.hello(with_auth(hello(ID, "CONS", &[]), "k1")).await.unwrap_err();
     assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
     // A stream that failed (Hello timeout) takes no Hello.
@@ -182,7 +197,6 @@ fn https_client(ca_pem: &str) -> HttpsClient {
         roots.add(cert.unwrap()).unwrap();
     }
     let tls = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
-    let connector =
-        hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_only().enable_http1().build();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_only().enable_http1().build();
     hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector)
 }

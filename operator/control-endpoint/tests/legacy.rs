@@ -57,7 +57,11 @@ async fn s2uc_inbound_request_producer_sequence() {
     client
         .clone()
         .update(with_auth(
-            proto::UpdateTargets { uid: UID.into(), remote_listeners: reply.prod_listeners.clone(), role: "PROD".into() },
+            proto::UpdateTargets {
+                uid: UID.into(),
+                remote_listeners: reply.prod_listeners.clone(),
+                role: "PROD".into(),
+            },
             ALICE,
         ))
         .await
@@ -99,7 +103,10 @@ async fn s2uc_outbound_request_consumer_sequence_with_the_role_quirk() {
     let name = format!("legacy-{UID}-cons");
     client
         .clone()
-        .update(with_auth(proto::UpdateTargets { uid: UID.into(), remote_listeners: remote.clone(), role: "CONS".into() }, ALICE))
+        .update(with_auth(
+            proto::UpdateTargets { uid: UID.into(), remote_listeners: remote.clone(), role: "CONS".into() },
+            ALICE,
+        ))
         .await
         .unwrap();
     let sr = f.wait_request(&name, 20, |sr| phase(sr) == Some(Phase::Ready)).await;
@@ -114,7 +121,8 @@ async fn s2uc_outbound_request_consumer_sequence_with_the_role_quirk() {
 async fn legacy_errors_have_precise_codes_and_change_nothing() {
     let f = facility("legacy-errors").await;
     let mut c = f.grpc_client().await;
-    let req = |uid: &str, role: &str, n: i32| proto::Request { uid: uid.into(), role: role.into(), num_conn: n, rate: 0 };
+    let req =
+        |uid: &str, role: &str, n: i32| proto::Request { uid: uid.into(), role: role.into(), num_conn: n, rate: 0 };
     let cases: Vec<(tonic::Request<proto::Request>, Code)> = vec![
         (tonic::Request::new(req(UID, "PROD", 1)), Code::Unauthenticated),
         (with_auth(req(UID, "PROD", 1), "not-a-token"), Code::Unauthenticated),
@@ -137,7 +145,10 @@ async fn legacy_errors_have_precise_codes_and_change_nothing() {
     f.wait_gone(&format!("legacy-{UID}-prod"), 20).await;
     // Unknown uids.
     let e = c
-        .update(with_auth(proto::UpdateTargets { uid: UID.into(), remote_listeners: vec!["h:1".into()], role: "PROD".into() }, ALICE))
+        .update(with_auth(
+            proto::UpdateTargets { uid: UID.into(), remote_listeners: vec!["h:1".into()], role: "PROD".into() },
+            ALICE,
+        ))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::NotFound, "{e:?}");
@@ -155,12 +166,18 @@ async fn legacy_errors_have_precise_codes_and_change_nothing() {
     assert_eq!(e.code(), Code::AlreadyExists, "{e:?}");
     // Bad update input changes nothing; a permitted-but-wrong user is refused.
     let e = c
-        .update(with_auth(proto::UpdateTargets { uid: UID.into(), remote_listeners: vec!["nope".into()], role: "PROD".into() }, ALICE))
+        .update(with_auth(
+            proto::UpdateTargets { uid: UID.into(), remote_listeners: vec!["nope".into()], role: "PROD".into() },
+            ALICE,
+        ))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
     let e = c
-        .update(with_auth(proto::UpdateTargets { uid: UID.into(), remote_listeners: vec!["h:1".into()], role: "PROD".into() }, BOB))
+        .update(with_auth(
+            proto::UpdateTargets { uid: UID.into(), remote_listeners: vec!["h:1".into()], role: "PROD".into() },
+            BOB,
+        ))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");

@@ -36,7 +36,9 @@ async fn none_mode_accepts_invalid_token_and_hello_with_it() {
     let r = loop {
         attempts += 1;
         match client.clone().hello(with_auth(hello.clone(), INVALID_TOKEN)).await {
-            Err(e) if e.code() == Code::NotFound && attempts < 100 => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(e) if e.code() == Code::NotFound && attempts < 100 => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
             other => break other,
         }
     };
@@ -62,7 +64,10 @@ async fn introspection_server() -> SocketAddr {
             use base64::Engine;
             let expected = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("endpoint:s3cret"));
             if auth != expected {
-                return warp::reply::with_status(warp::reply::json(&json!({"error": "invalid_client"})), warp::http::StatusCode::UNAUTHORIZED);
+                return warp::reply::with_status(
+                    warp::reply::json(&json!({"error": "invalid_client"})),
+                    warp::http::StatusCode::UNAUTHORIZED,
+                );
             }
             let body = match form.get("token").map(String::as_str) {
                 Some("carol-token") => json!({"active": true, "username": "carol@uni.edu", "sub": "c-1"}),
@@ -101,7 +106,8 @@ async fn introspection_mode_maps_identities_to_users_checked_by_rbac() {
     let pending = tokio::spawn(async move { c2.req(with_auth(req("CONS"), "carol-token")).await });
     let name = format!("legacy-{UID}-cons");
     f.wait_request(&name, 20, |sr| sr.status.as_ref().is_some_and(|s| !s.listeners.is_empty())).await;
-    let r = c.hello(with_auth(proto::Hello { uid: UID.into(), prod_listeners: vec![], role: "CONS".into() }, "carol-token"))
+    let r = c
+        .hello(with_auth(proto::Hello { uid: UID.into(), prod_listeners: vec![], role: "CONS".into() }, "carol-token"))
         .await
         .unwrap()
         .into_inner();
@@ -162,10 +168,7 @@ async fn the_serving_certificate_comes_from_its_secret_and_reloads() {
     assert_eq!(call_with_ca(f.grpc, &cert1).await.unwrap().code(), Code::NotFound);
     let (cert2, key2) = tls::generate(&[], &["127.0.0.1".parse().unwrap()]).unwrap();
     assert!(call_with_ca(f.grpc, &cert2).await.is_err(), "a client trusting only the next certificate fails");
-    secrets
-        .patch("control-cert", &PatchParams::default(), &Patch::Merge(tls_secret(&cert2, &key2)))
-        .await
-        .unwrap();
+    secrets.patch("control-cert", &PatchParams::default(), &Patch::Merge(tls_secret(&cert2, &key2))).await.unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while call_with_ca(f.grpc, &cert2).await.is_err() {
         assert!(tokio::time::Instant::now() < deadline, "the new certificate was never served");

@@ -21,8 +21,8 @@ use kube::{
 };
 use scistream_api::{DataChannel, Gateway, StreamRequest, keys};
 use scistream_control_endpoint::{
-    AuthConfig, EndpointConfig, Metrics, handler::HandlerConfig, legacy::Placement, proto::control_client::ControlClient,
-    tls::TlsSource,
+    AuthConfig, EndpointConfig, Metrics, handler::HandlerConfig, legacy::Placement,
+    proto::control_client::ControlClient, tls::TlsSource,
 };
 use scistream_testcluster::TestCluster;
 use serde_json::json;
@@ -214,8 +214,9 @@ impl Facility {
     /// Creates a Hello-key Secret and a StreamRequest the way the kubectl plugin does.
     pub async fn plugin_request(&self, name: &str, key: &str, spec: serde_json::Value) -> StreamRequest {
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), USER_NS);
-        let secret = serde_json::from_value(json!({"metadata": {"name": format!("{name}-key")}, "stringData": {"key": key}}))
-            .unwrap();
+        let secret =
+            serde_json::from_value(json!({"metadata": {"name": format!("{name}-key")}, "stringData": {"key": key}}))
+                .unwrap();
         secrets.create(&PostParams::default(), &secret).await.unwrap();
         let mut spec = spec;
         spec["helloKeySecretRef"] = json!({"name": format!("{name}-key")});
