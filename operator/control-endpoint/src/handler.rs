@@ -378,3 +378,7 @@ async fn await_hello<S: Streams>(
 fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
+
+#[cfg(test)]
+#[path = "handler_tests.rs"]
+mod tests;
