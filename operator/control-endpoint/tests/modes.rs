@@ -4,18 +4,16 @@
 
 mod common;
 
-use std::{collections::HashMap, net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
 use common::{CAROL_USER, Facility, SYSTEM_NS, endpoint_config, with_auth};
 use k8s_openapi::{ByteString, api::core::v1::Secret};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use scistream_control_endpoint::{AuthConfig, auth::INVALID_TOKEN, proto, tls};
-use serde_json::json;
 use tonic::{
     Code,
     transport::{Certificate, Channel, ClientTlsConfig},
 };
-use warp::Filter;
 
 const UID: &str = "9e8d7c6b-5a49-4837-a625-140f0e0d0c0b";
 
@@ -53,47 +51,10 @@ async fn none_mode_accepts_invalid_token_and_hello_with_it() {
     f.shutdown().await;
 }
 
-/// An RFC 7662 introspection endpoint for client `endpoint`/`s3cret`: `carol-token` is carol,
-/// `dave-token` is dave (no RBAC), anything else is inactive.
-async fn introspection_server() -> SocketAddr {
-    let route = warp::post()
-        .and(warp::path("introspect"))
-        .and(warp::header::<String>("authorization"))
-        .and(warp::body::form::<HashMap<String, String>>())
-        .map(|auth: String, form: HashMap<String, String>| {
-            use base64::Engine;
-            let expected = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("endpoint:s3cret"));
-            if auth != expected {
-                return warp::reply::with_status(
-                    warp::reply::json(&json!({"error": "invalid_client"})),
-                    warp::http::StatusCode::UNAUTHORIZED,
-                );
-            }
-            let body = match form.get("token").map(String::as_str) {
-                Some("carol-token") => json!({"active": true, "username": "carol@uni.edu", "sub": "c-1"}),
-                Some("dave-token") => json!({"active": true, "username": "dave@uni.edu"}),
-                _ => json!({"active": false}),
-            };
-            warp::reply::with_status(warp::reply::json(&body), warp::http::StatusCode::OK)
-        });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(warp::serve(route).incoming(listener).run());
-    addr
-}
-
 #[tokio::test]
 async fn introspection_mode_maps_identities_to_users_checked_by_rbac() {
     let mut f = Facility::start("mode-introspection", 5119).await;
-    let addr = introspection_server().await;
-    let secrets: Api<Secret> = Api::namespaced(f.client.clone(), SYSTEM_NS);
-    let creds = json!({"metadata": {"name": "introspection"}, "stringData": {"client_id": "endpoint", "client_secret": "s3cret"}});
-    secrets.create(&PostParams::default(), &serde_json::from_value(creds).unwrap()).await.unwrap();
-    let auth = AuthConfig::Introspection {
-        url: format!("http://{addr}/introspect"),
-        credentials_secret: "introspection".into(),
-        prefix: "globus:".into(),
-    };
+    let auth = common::introspection_auth(&f).await;
     assert!(CAROL_USER.starts_with("globus:"));
     f.start_endpoint(endpoint_config(auth)).await;
     let mut c = f.grpc_client().await;

@@ -24,25 +24,40 @@ fn run(cmd: &mut Command) -> std::process::Output {
 }
 
 /// The virtualenv's python, with grpcio and grpcio-tools (needs python3-venv and PyPI access
-/// the first time; `kind-tests/setup.sh` installs python3-venv).
+/// the first time; `kind-tests/setup.sh` installs python3-venv). Built aside and renamed into
+/// place, so tests running in parallel never see a half-made one.
 fn python() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("control-endpoint-py");
     let py = dir.join("venv/bin/python");
-    let ready =
-        py.exists() && Command::new(&py).args(["-c", "import grpc, grpc_tools"]).status().is_ok_and(|s| s.success());
-    if !ready {
-        std::fs::create_dir_all(&dir).unwrap();
-        run(Command::new("python3").args(["-m", "venv", "--clear"]).arg(dir.join("venv")));
-        run(Command::new(&py).args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "grpcio",
-            "grpcio-tools",
-        ]));
+    let ready = |py: &PathBuf| {
+        py.exists() && Command::new(py).args(["-c", "import grpc, grpc_tools"]).status().is_ok_and(|s| s.success())
+    };
+    if ready(&py) {
+        return py;
     }
+    std::fs::create_dir_all(&dir).unwrap();
+    let building = dir.join(format!("venv-{}", std::process::id()));
+    run(Command::new("python3").args(["-m", "venv", "--clear"]).arg(&building));
+    let tmp_py = building.join("bin/python");
+    run(Command::new(&tmp_py).args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "grpcio",
+        "grpcio-tools",
+    ]));
+    if std::fs::rename(&building, dir.join("venv")).is_err() {
+        // Another test finished first (or a broken venv is in the way): use or replace it.
+        if !ready(&py) {
+            let _ = std::fs::remove_dir_all(dir.join("venv"));
+            std::fs::rename(&building, dir.join("venv")).unwrap();
+        } else {
+            let _ = std::fs::remove_dir_all(&building);
+        }
+    }
+    assert!(ready(&py), "the grpcio virtualenv at {} is unusable", dir.display());
     py
 }
 
@@ -59,13 +74,21 @@ fn stubs(py: &PathBuf) -> tempfile::TempDir {
     out
 }
 
-#[tokio::test]
-async fn grpcio_replays_the_1x_client_sequences() {
+fn uid(n: u8) -> String {
+    format!("7d6c5b4a-3928-4716-a504-0000000000{n:02x}")
+}
+
+/// Starts a facility with the endpoint in `auth` mode and a plugin-made consumer stream
+/// (`uid(4)`, key `app-key`), runs the replay with `config` (uids added) and returns what it saw.
+async fn replay(name: &str, auth: Option<AuthConfig>, mut config: serde_json::Value) -> (Facility, serde_json::Value) {
     let py = tokio::task::spawn_blocking(python).await.unwrap();
     let stubs = stubs(&py);
-    let mut f = Facility::start("python", 5119).await;
-    f.start_endpoint(endpoint_config(AuthConfig::Kubernetes)).await;
-    let uid = |n: u8| format!("7d6c5b4a-3928-4716-a504-0000000000{n:02x}");
+    let mut f = Facility::start(name, 5119).await;
+    let auth = match auth {
+        Some(a) => a,
+        None => common::introspection_auth(&f).await,
+    };
+    f.start_endpoint(endpoint_config(auth)).await;
     f.plugin_request(
         "app",
         "app-key",
@@ -74,8 +97,10 @@ async fn grpcio_replays_the_1x_client_sequences() {
     .await;
     let cert = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(cert.path(), f.cert_pem.as_deref().unwrap()).unwrap();
-    let config = json!({"token": ALICE, "bob": BOB, "uid_in": uid(1), "uid_out": uid(2), "uid_prod_req": uid(3),
-        "uid_app": uid(4), "app_key": "app-key", "uid_unknown": uid(5)});
+    for (k, n) in [("uid_in", 1), ("uid_out", 2), ("uid_prod_req", 3), ("uid_app", 4), ("uid_unknown", 5)] {
+        config[k] = json!(uid(n));
+    }
+    config["app_key"] = json!("app-key");
     let mut cmd = Command::new(&py);
     cmd.arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/py/replay.py"))
         .arg(stubs.path())
@@ -83,14 +108,17 @@ async fn grpcio_replays_the_1x_client_sequences() {
         .arg(cert.path())
         .arg(config.to_string());
     let out = tokio::task::spawn_blocking(move || run(&mut cmd)).await.unwrap();
-    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    (f, serde_json::from_slice(&out.stdout).unwrap())
+}
 
+fn check_inbound(seen: &serde_json::Value) {
     assert_eq!(seen["inbound"]["listeners"].as_array().unwrap().len(), 5, "{seen:#}");
     assert_eq!(seen["inbound"]["prod_listeners"], json!(["192.0.2.30:7000", "192.0.2.31:7000"]), "{seen:#}");
     assert_eq!(seen["inbound"]["hello_message"], "Sending Prod listeners...");
-    assert_eq!(seen["outbound"]["listeners"].as_array().unwrap().len(), 2, "{seen:#}");
-    assert_eq!(seen["prod_req"]["hello"]["result"], "OK", "{seen:#}");
-    assert_eq!(seen["prod_req"]["prod_listeners"], json!(["192.0.2.40:6000"]), "{seen:#}");
+    assert_eq!(seen["release"], "OK");
+}
+
+fn check_appctrl(seen: &serde_json::Value) {
     assert_eq!(
         seen["appctrl_unknown"],
         json!({"result": "NOT_FOUND", "attempts": 6}),
@@ -99,6 +127,19 @@ async fn grpcio_replays_the_1x_client_sequences() {
     assert_eq!(seen["appctrl_wrong_key"], json!({"result": "UNAUTHENTICATED", "attempts": 1}), "appctrl stops");
     assert_eq!(seen["appctrl_consumer"]["result"], "OK", "{seen:#}");
     assert_eq!(seen["appctrl_consumer"]["message"], "Sending listeners...");
+}
+
+#[tokio::test]
+async fn grpcio_replays_the_1x_client_sequences() {
+    let config = json!({"token": ALICE, "bob": BOB, "bad_token": "not-a-token",
+        "scenarios": ["inbound", "outbound", "prod_req", "appctrl", "bad_token", "errors"]});
+    let (f, seen) = replay("python", Some(AuthConfig::Kubernetes), config).await;
+    check_inbound(&seen);
+    check_appctrl(&seen);
+    assert_eq!(seen["outbound"]["listeners"].as_array().unwrap().len(), 2, "{seen:#}");
+    assert_eq!(seen["prod_req"]["hello"]["result"], "OK", "{seen:#}");
+    assert_eq!(seen["prod_req"]["prod_listeners"], json!(["192.0.2.40:6000"]), "{seen:#}");
+    assert_eq!(seen["bad_token"], "UNAUTHENTICATED");
     let errors = &seen["errors"];
     for (case, code) in [
         ("bad_role", "INVALID_ARGUMENT"),
@@ -112,7 +153,6 @@ async fn grpcio_replays_the_1x_client_sequences() {
     ] {
         assert_eq!(errors[case], code, "{case}: {seen:#}");
     }
-    assert_eq!(seen["release"], "OK");
 
     // What the sequences did in the cluster.
     f.wait_gone(&format!("legacy-{}-prod", uid(1)), 20).await;
@@ -123,5 +163,26 @@ async fn grpcio_replays_the_1x_client_sequences() {
     assert_eq!(sr.spec.targets, Some(vec!["192.0.2.40:6000".to_owned()]));
     let app = f.requests().get("app").await.unwrap();
     assert_eq!(seen["appctrl_consumer"]["listeners"], json!(app.status.unwrap().listeners));
+    f.shutdown().await;
+}
+
+#[tokio::test]
+async fn grpcio_in_the_trusted_testbed_mode_sends_invalid_token() {
+    let config = json!({"token": "INVALID_TOKEN", "scenarios": ["inbound", "outbound", "appctrl"]});
+    let (f, seen) = replay("python-none", Some(AuthConfig::None), config).await;
+    check_inbound(&seen);
+    check_appctrl(&seen);
+    assert_eq!(seen["outbound"]["listeners"].as_array().unwrap().len(), 2, "{seen:#}");
+    f.shutdown().await;
+}
+
+#[tokio::test]
+async fn grpcio_with_introspected_tokens() {
+    let config =
+        json!({"token": "carol-token", "bad_token": "dave-token", "scenarios": ["inbound", "appctrl", "bad_token"]});
+    let (f, seen) = replay("python-introspection", None, config).await;
+    check_inbound(&seen);
+    check_appctrl(&seen);
+    assert_eq!(seen["bad_token"], "PERMISSION_DENIED", "dave is active but has no RoleBinding: {seen:#}");
     f.shutdown().await;
 }

@@ -342,3 +342,47 @@ pub fn with_auth<T>(msg: T, token: &str) -> tonic::Request<T> {
     request.metadata_mut().insert("authorization", token.parse().unwrap());
     request
 }
+
+/// An RFC 7662 introspection endpoint for client `endpoint`/`s3cret`: `carol-token` is carol,
+/// `dave-token` is dave (no RBAC), anything else is inactive.
+pub async fn introspection_server() -> SocketAddr {
+    use warp::Filter;
+    let route = warp::post()
+        .and(warp::path("introspect"))
+        .and(warp::header::<String>("authorization"))
+        .and(warp::body::form::<std::collections::HashMap<String, String>>())
+        .map(|auth: String, form: std::collections::HashMap<String, String>| {
+            use base64::Engine;
+            let expected = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("endpoint:s3cret"));
+            if auth != expected {
+                return warp::reply::with_status(
+                    warp::reply::json(&json!({"error": "invalid_client"})),
+                    warp::http::StatusCode::UNAUTHORIZED,
+                );
+            }
+            let body = match form.get("token").map(String::as_str) {
+                Some("carol-token") => json!({"active": true, "username": "carol@uni.edu", "sub": "c-1"}),
+                Some("dave-token") => json!({"active": true, "username": "dave@uni.edu"}),
+                _ => json!({"active": false}),
+            };
+            warp::reply::with_status(warp::reply::json(&body), warp::http::StatusCode::OK)
+        });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(warp::serve(route).incoming(listener).run());
+    addr
+}
+
+/// Creates the introspection client-credentials Secret and returns the mode's settings.
+pub async fn introspection_auth(f: &Facility) -> AuthConfig {
+    let addr = introspection_server().await;
+    let secrets: Api<Secret> = Api::namespaced(f.client.clone(), SYSTEM_NS);
+    let creds = json!({"metadata": {"name": "introspection"},
+        "stringData": {"client_id": "endpoint", "client_secret": "s3cret"}});
+    secrets.create(&PostParams::default(), &serde_json::from_value(creds).unwrap()).await.unwrap();
+    AuthConfig::Introspection {
+        url: format!("http://{addr}/introspect"),
+        credentials_secret: "introspection".into(),
+        prefix: "globus:".into(),
+    }
+}

@@ -86,23 +86,33 @@ def prod_req(uid, key):
     return {"hello": hello, "prod_listeners": list(reply.prod_listeners), "listeners": list(reply.listeners)}
 
 
-out["inbound"] = inbound(config["uid_in"], ["192.0.2.30:7000", "192.0.2.31:7000"])
-out["outbound"] = outbound(config["uid_out"], "198.51.100.70:5100,198.51.100.70:5101")
-out["prod_req"] = prod_req(config["uid_prod_req"], token)
-out["appctrl_unknown"] = appctrl(config["uid_unknown"], "k", "PROD", ["192.0.2.1:1"])
-out["appctrl_wrong_key"] = appctrl(config["uid_app"], "wrong-key", "CONS")
-out["appctrl_consumer"] = appctrl(config["uid_app"], config["app_key"], "CONS")
-out["errors"] = {
-    "bad_role": code_of(stub.req, pb.Request(uid=config["uid_unknown"], role="BOTH"), metadata=md),
-    "bad_uid": code_of(stub.req, pb.Request(uid="not-a-uuid", role="PROD"), metadata=md),
-    "no_token": code_of(stub.req, pb.Request(uid=config["uid_unknown"], role="PROD")),
-    "no_rights": code_of(stub.req, pb.Request(uid=config["uid_unknown"], role="PROD"),
-                         metadata=[("authorization", config["bob"])]),
-    "duplicate": code_of(stub.req, pb.Request(uid=config["uid_in"], role="PROD"), metadata=md),
-    "bad_update": code_of(stub.update, pb.UpdateTargets(uid=config["uid_in"], remote_listeners=["x"], role="PROD"),
-                          metadata=md),
-    "release_unknown": code_of(stub.release, pb.Release(uid=config["uid_unknown"]), metadata=md),
-    "too_big": code_of(stub.hello, pb.Hello(uid=config["uid_app"], prod_listeners=["a" * 70000]), metadata=md),
-}
-out["release"] = code_of(stub.release, pb.Release(uid=config["uid_in"]), metadata=md)
+scenarios = config["scenarios"]
+if "inbound" in scenarios:
+    out["inbound"] = inbound(config["uid_in"], ["192.0.2.30:7000", "192.0.2.31:7000"])
+if "outbound" in scenarios:
+    out["outbound"] = outbound(config["uid_out"], "198.51.100.70:5100,198.51.100.70:5101")
+if "prod_req" in scenarios:
+    out["prod_req"] = prod_req(config["uid_prod_req"], token)
+if "appctrl" in scenarios:
+    out["appctrl_unknown"] = appctrl(config["uid_unknown"], "k", "PROD", ["192.0.2.1:1"])
+    out["appctrl_wrong_key"] = appctrl(config["uid_app"], "wrong-key", "CONS")
+    out["appctrl_consumer"] = appctrl(config["uid_app"], config["app_key"], "CONS")
+if "bad_token" in scenarios:
+    out["bad_token"] = code_of(stub.req, pb.Request(uid=config["uid_unknown"], role="PROD"),
+                               metadata=[("authorization", config["bad_token"])])
+if "errors" in scenarios:
+    out["errors"] = {
+        "bad_role": code_of(stub.req, pb.Request(uid=config["uid_unknown"], role="BOTH"), metadata=md),
+        "bad_uid": code_of(stub.req, pb.Request(uid="not-a-uuid", role="PROD"), metadata=md),
+        "no_token": code_of(stub.req, pb.Request(uid=config["uid_unknown"], role="PROD")),
+        "no_rights": code_of(stub.req, pb.Request(uid=config["uid_unknown"], role="PROD"),
+                             metadata=[("authorization", config["bob"])]),
+        "duplicate": code_of(stub.req, pb.Request(uid=config["uid_in"], role="PROD"), metadata=md),
+        "bad_update": code_of(stub.update, pb.UpdateTargets(uid=config["uid_in"], remote_listeners=["x"], role="PROD"),
+                              metadata=md),
+        "release_unknown": code_of(stub.release, pb.Release(uid=config["uid_unknown"]), metadata=md),
+        "too_big": code_of(stub.hello, pb.Hello(uid=config["uid_app"], prod_listeners=["a" * 70000]), metadata=md),
+    }
+if "inbound" in scenarios:
+    out["release"] = code_of(stub.release, pb.Release(uid=config["uid_in"]), metadata=md)
 print(json.dumps(out))
