@@ -34,7 +34,26 @@
 //!   RFC 7662; `none`: nothing) and a SubjectAccessReview.
 //!
 //! Errors are precise gRPC codes ([`error::Error::code`]); an unknown stream is `NOT_FOUND`,
-//! never `UNAUTHENTICATED` (`appctrl` retries every other code).
+//! never `UNAUTHENTICATED` (`appctrl` retries every other code). A message over
+//! [`EndpointConfig::max_message_bytes`] is refused by tonic with `OUT_OF_RANGE`.
+//!
+//! # Layout
+//!
+//! Pure logic, unit-tested: [`legacy`] (1.x messages to StreamRequests), [`decide`] (which
+//! side a Hello is for, what a blocked `req` answers), [`auth`] (credentials, the Hello-key
+//! check, the failure limiter), [`error`] (codes and HTTP statuses), [`index`] (the stream-id
+//! index). The protocol in [`handler`] is generic over [`streams::Streams`] and
+//! [`auth::Access`]; [`streams::KubeStreams`], [`grpc`], [`http`], [`tls`] and [`server`] do
+//! the I/O.
+//!
+//! # Tests and fuzzing
+//!
+//! `cargo nextest run -p scistream-control-endpoint` runs the unit tests and the integration
+//! tests (embedded API server, real operator, TLS on 127.0.0.1), including a Python `grpcio`
+//! client with stubs generated from `proto/scistream.proto` (a virtualenv is made under the
+//! cargo target directory; needs `python3-venv` and PyPI once). Fuzzing needs nightly:
+//! `operator/control-endpoint/fuzz/run.sh [seconds]` (skips cleanly without nightly), or
+//! `cd operator/control-endpoint && cargo +nightly fuzz run --fuzz-dir fuzz decode_requests`.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod auth;
