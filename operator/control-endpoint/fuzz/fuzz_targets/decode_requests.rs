@@ -1,0 +1,42 @@
+//! Arbitrary bytes as each request message of `scistream.Control` (and as a JSON Hello), then
+//! through every validator a request meets before anything is written: nothing may panic, and
+//! whatever is accepted must be well-formed.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use prost::Message;
+use scistream_api::DataChannel;
+use scistream_control_endpoint::{auth, http, legacy, proto};
+
+fuzz_target!(|data: &[u8]| {
+    let placement =
+        legacy::Placement { namespace: "science".into(), gateway: "dtn".into(), data_channel: DataChannel::Plain };
+    if let Ok(r) = proto::Request::decode(data)
+        && let Ok(new) = legacy::new_stream(&r.uid, &r.role, r.num_conn, r.rate, &placement, "token")
+    {
+        let sr: scistream_api::StreamRequest =
+            serde_json::from_value(new.object).expect("an accepted req builds a valid StreamRequest");
+        assert_eq!(sr.spec.stream_id.len(), 36);
+        assert!((1..=256).contains(&sr.spec.num_connections));
+    }
+    if let Ok(h) = proto::Hello::decode(data) {
+        let _ = legacy::lookup_uid(&h.uid);
+        let _ = legacy::parse_hello_role(&h.role);
+        let _ = legacy::endpoints(&h.prod_listeners, "prod_listeners", true);
+    }
+    if let Ok(u) = proto::UpdateTargets::decode(data)
+        && let Ok(role) = legacy::parse_role(&u.role)
+    {
+        let _ = legacy::update_patch(role, &u.remote_listeners);
+    }
+    if let Ok(r) = proto::Release::decode(data) {
+        let _ = legacy::lookup_uid(&r.uid);
+    }
+    let _ = http::parse_body(data);
+    if let Ok(text) = std::str::from_utf8(data)
+        && let Ok(token) = auth::credential(Some(text))
+    {
+        assert!(!token.is_empty());
+        let _ = auth::hello_accepted(token, Some(data), Some("00"));
+    }
+});

@@ -1,0 +1,92 @@
+//! The S2CS control endpoint: the SciStream 1.x gRPC interface (`scistream.Control`: `req`,
+//! `update`, `release`, `hello`), wire-compatible with unchanged 1.x `s2uc` and `appctrl`
+//! clients, plus the same Hello as JSON over HTTP (`POST /v1/hello`).
+//!
+//! # Wiring it into the operator
+//!
+//! ```ignore
+//! #[derive(clap::Parser)]
+//! struct Args {
+//!     // ...
+//!     #[command(flatten)]
+//!     control: scistream_control_endpoint::Args,
+//! }
+//! let config = args.control.config()?;                       // EndpointConfig
+//! let metrics = scistream_control_endpoint::Metrics::new(&mut registry);
+//! let bound = scistream_control_endpoint::bind(client.clone(), config, metrics).await?;
+//! tokio::spawn(bound.run(token.clone()));                     // or: serve(client, config, token)
+//! ```
+//!
+//! Every replica serves (state lives in the API). The endpoint keeps its own watch of all
+//! StreamRequests (an index by stream id: a Hello never LISTs) and needs the RBAC rules
+//! appended to `charts/scistream-operator/files/operator-clusterrole-rules.yaml`.
+//!
+//! # What each call does
+//!
+//! - `hello`: finds the StreamRequest by `spec.streamId`, checks the `authorization` metadata
+//!   against the Hello key (Secret `spec.helloKeySecretRef`) in constant time, or, for a
+//!   stream a legacy `req` created, against the SHA-256 of the creating credential (annotation
+//!   [`legacy::ANNOTATION_CREDENTIAL`]); records `status.helloTime` (and `prodListeners` on the
+//!   producer side) by server-side apply as field manager `scistream-control-endpoint`. A
+//!   consumer's Hello answers with `status.listeners`, waiting for them within a deadline.
+//! - `req`/`update`/`release`: create/patch/delete StreamRequests in the configured namespace
+//!   and gateway, after authenticating the token (`kubernetes`: TokenReview; `introspection`:
+//!   RFC 7662; `none`: nothing) and a SubjectAccessReview.
+//!
+//! Errors are precise gRPC codes ([`error::Error::code`]); an unknown stream is `NOT_FOUND`,
+//! never `UNAUTHENTICATED` (`appctrl` retries every other code). A message over
+//! [`EndpointConfig::max_message_bytes`] is refused by tonic with `OUT_OF_RANGE`.
+//!
+//! # Layout
+//!
+//! Pure logic, unit-tested: [`legacy`] (1.x messages to StreamRequests), [`decide`] (which
+//! side a Hello is for, what a blocked `req` answers), [`auth`] (credentials, the Hello-key
+//! check, the failure limiter), [`error`] (codes and HTTP statuses), [`index`] (the stream-id
+//! index). The protocol in [`handler`] is generic over [`streams::Streams`] and
+//! [`auth::Access`]; [`streams::KubeStreams`], [`grpc`], [`http`], [`tls`] and [`server`] do
+//! the I/O.
+//!
+//! # Tests and fuzzing
+//!
+//! `cargo nextest run -p scistream-control-endpoint` runs the unit tests and the integration
+//! tests (embedded API server, real operator, TLS on 127.0.0.1), including a Python `grpcio`
+//! client with stubs generated from `proto/scistream.proto` (a virtualenv is made under the
+//! cargo target directory; needs `python3-venv` and PyPI once). Fuzzing needs nightly:
+//! `operator/control-endpoint/fuzz/run.sh [seconds]` (skips cleanly without nightly), or
+//! `cd operator/control-endpoint && cargo +nightly fuzz run --fuzz-dir fuzz decode_requests`.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod auth;
+pub mod config;
+pub mod decide;
+pub mod error;
+pub mod grpc;
+pub mod handler;
+pub mod http;
+pub mod index;
+pub mod legacy;
+pub mod metrics;
+pub mod server;
+pub mod streams;
+pub mod tls;
+
+/// Code generated from `proto/scistream.proto`.
+pub mod proto {
+    #![allow(missing_docs, clippy::all, clippy::pedantic)]
+    tonic::include_proto!("scistream");
+}
+
+pub use config::{Args, AuthConfig, EndpointConfig};
+pub use error::{Error, Result};
+pub use metrics::Metrics;
+pub use server::{Bound, bind};
+
+/// Serves the control endpoint with `client` until `shutdown` is cancelled (metrics are kept
+/// but not registered anywhere; use [`bind`] with [`Metrics::new`] to export them).
+pub async fn serve(
+    client: kube::Client,
+    config: EndpointConfig,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Result<()> {
+    bind(client, config, Metrics::default()).await?.run(shutdown).await
+}
