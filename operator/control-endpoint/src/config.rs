@@ -51,6 +51,7 @@ pub struct EndpointConfig {
 /// Command-line flags of the control endpoint (all prefixed `--control-`, each also an
 /// environment variable, for the chart).
 #[derive(Clone, Debug, clap::Args)]
+#[group(id = "control-endpoint")]
 pub struct Args {
     /// Address of the SciStream 1.x gRPC control endpoint.
     #[arg(long = "control-addr", env = "SCISTREAM_CONTROL_ADDR", default_value = "0.0.0.0:5000")]

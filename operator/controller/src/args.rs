@@ -55,6 +55,12 @@ pub struct Args {
     /// Seconds between readings of the relays' byte counters (status.transfer).
     #[arg(long, default_value_t = 15)]
     pub transfer_interval_seconds: u64,
+    /// Do not serve the control endpoint (SciStream 1.x gRPC and POST /v1/hello).
+    #[arg(long)]
+    pub no_control_endpoint: bool,
+    /// The control endpoint.
+    #[command(flatten)]
+    pub control: scistream_control_endpoint::Args,
     /// Log format: `text` or `json`.
     #[arg(long, env = "SCISTREAM_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
@@ -74,5 +80,17 @@ impl Args {
             drain_seconds: self.drain_seconds,
             resync: Duration::from_secs(self.resync_seconds.max(10)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Regression: two flattened `Args` structs once clashed on their group id, which makes
+    /// clap panic when the binary starts.
+    #[test]
+    fn the_flags_are_consistent() {
+        super::Args::command().debug_assert();
     }
 }

@@ -62,6 +62,8 @@ pub struct Metrics {
     pub bandwidth_promised: Family<GatewayLabels, Gauge>,
     /// Bandwidth declared per gateway (bit/s).
     pub bandwidth_declared: Family<GatewayLabels, Gauge>,
+    /// The control endpoint's calls, errors and latency.
+    pub control: scistream_control_endpoint::Metrics,
 }
 
 impl Default for Metrics {
@@ -93,8 +95,10 @@ impl Default for Metrics {
             "Bandwidth a gateway declares",
             bandwidth_declared.clone(),
         );
+        let control = scistream_control_endpoint::Metrics::new(&mut registry);
         Self {
             registry,
+            control,
             reconciles,
             errors,
             duration,

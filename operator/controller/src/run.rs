@@ -91,6 +91,18 @@ pub async fn run_until(args: Args, token: CancellationToken) -> anyhow::Result<(
         .await
         .with_context(|| format!("binding {}", args.metrics_addr))?;
 
+    // Every replica serves the control endpoint: its state lives in the API.
+    let control = if args.no_control_endpoint {
+        None
+    } else {
+        let config = args.control.config().context("control endpoint flags")?;
+        let bound = scistream_control_endpoint::bind(client.clone(), config, metrics.control.clone())
+            .await
+            .context("starting the control endpoint")?;
+        tracing::info!(addr = %bound.grpc_addr().map(|a| a.to_string()).unwrap_or_default(), "serving the control endpoint");
+        Some(tokio::spawn(bound.run(token.clone())))
+    };
+
     if !args.no_leader_election {
         let cfg = lease::LeaseConfig {
             namespace: args.namespace.clone(),
@@ -102,6 +114,9 @@ pub async fn run_until(args: Args, token: CancellationToken) -> anyhow::Result<(
         ready.store(true, Ordering::Relaxed); // a standby replica is healthy and ready
         if !lease::acquire(&client, &cfg, &token).await {
             let _ = http.await;
+            if let Some(c) = control {
+                let _ = c.await;
+            }
             return Ok(());
         }
         tokio::spawn(lease::keep(client.clone(), cfg, token.clone()));
@@ -170,6 +185,13 @@ pub async fn run_until(args: Args, token: CancellationToken) -> anyhow::Result<(
     poller.abort();
     token.cancel();
     let _ = http.await;
+    if let Some(c) = control {
+        match c.await {
+            Ok(Err(e)) => tracing::error!(error = %e, "the control endpoint failed"),
+            Err(e) => tracing::error!(error = %e, "the control endpoint task failed"),
+            Ok(Ok(())) => {}
+        }
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -78,3 +78,40 @@ fn the_chart_lints_and_renders_with_several_value_sets() {
         assert!(!out.status.success(), "{bad} must be refused by values.schema.json");
     }
 }
+
+#[test]
+fn the_operator_accepts_the_arguments_the_chart_renders() {
+    let sets: [&[&str]; 3] = [
+        &[],
+        &["replicaCount=1", "controlEndpoint.enabled=false"],
+        &[
+            "controlEndpoint.tls.certManager.enabled=true",
+            "controlEndpoint.tls.certManager.issuerRef.name=ca",
+            "controlEndpoint.tls.ipAddresses={198.51.100.7}",
+            "controlEndpoint.legacy.gateway=dtn",
+        ],
+    ];
+    for set in sets {
+        let out = template(set);
+        assert!(out.status.success(), "{set:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let deployment = text
+            .split("\n---\n")
+            .map(|d| serde_yaml::from_str::<serde_json::Value>(d).unwrap_or_default())
+            .find(|d| d["kind"] == "Deployment")
+            .expect("a Deployment");
+        let args: Vec<String> = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_owned())
+            .collect();
+        let parsed = <scistream_controller::Args as clap::Parser>::try_parse_from(
+            std::iter::once("scistream-operator".to_owned()).chain(args.clone()),
+        );
+        let parsed =
+            parsed.unwrap_or_else(|e| panic!("{set:?}: the operator refuses the chart's arguments {args:?}: {e}"));
+        assert_eq!(parsed.no_control_endpoint, set.contains(&"controlEndpoint.enabled=false"));
+        parsed.control.config().unwrap_or_else(|e| panic!("{set:?}: control endpoint flags: {e}"));
+    }
+}

@@ -264,4 +264,53 @@ mod tests {
         assert_eq!(relay.await.unwrap().unwrap(), (3_000_000, 10));
         assert_eq!(counters.to_target.get(), 3_000_000);
     }
+
+    /// Regression: through two chained relays, multi-MiB transfers stalled part-way in about
+    /// half the runs. A pipe holds a fixed number of page buffers, so with fragmented input it
+    /// fills before `cap` bytes; splice then answers EAGAIN, which was taken as "socket not
+    /// readable" and cleared the socket's readiness: a lost wakeup.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn chained_relays_carry_megabytes_without_stalling() {
+        let opts = Arc::new(RelayOptions {
+            buffer_bytes: 64 * 1024,
+            limiter: Arc::new(RateLimiter::new(None, Default::default())),
+        });
+        for round in 0..6 {
+            let (mut client, a1) = pair().await;
+            let (b1, a2) = pair().await;
+            let (b2, mut target) = pair().await;
+            let counters = DirectionCounters { to_target: Counter::default(), to_client: Counter::default() };
+            let (o1, o2, c1, c2) = (opts.clone(), opts.clone(), counters.clone(), counters.clone());
+            let r1 = tokio::spawn(async move { bidirectional(&a1, &b1, &o1, &c1).await });
+            let r2 = tokio::spawn(async move { bidirectional(&a2, &b2, &o2, &c2).await });
+            let len = 16 * 1024 * 1024;
+            let writer = tokio::spawn(async move {
+                // Small writes: many small segments, as through a real chain of relays.
+                let chunk = vec![7u8; 1500];
+                let mut sent = 0;
+                while sent < len {
+                    client.write_all(&chunk).await.unwrap();
+                    sent += chunk.len();
+                }
+                client.shutdown().await.unwrap();
+                sent
+            });
+            let got = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+                let mut buf = vec![0u8; 1 << 16];
+                let mut total = 0usize;
+                loop {
+                    let n = target.read(&mut buf).await.unwrap();
+                    if n == 0 {
+                        break total;
+                    }
+                    total += n;
+                }
+            })
+            .await;
+            let sent = writer.await.unwrap();
+            assert_eq!(got.unwrap_or_else(|_| panic!("round {round}: the chain stalled")), sent);
+            drop(target);
+            let _ = (r1.await, r2.await);
+        }
+    }
 }

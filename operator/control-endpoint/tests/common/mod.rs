@@ -146,6 +146,7 @@ impl Facility {
             "--namespace",
             "default",
             "--no-leader-election",
+            "--no-control-endpoint",
             "--resync-seconds",
             "10",
             "--drain-seconds",

@@ -129,6 +129,7 @@ impl Facility {
             "1".to_owned(),
             "--transfer-interval-seconds".to_owned(),
             "1".to_owned(),
+            "--no-control-endpoint".to_owned(),
         ];
         if !leader_election {
             args.push("--no-leader-election".to_owned());
