@@ -14,9 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 fn arg<T: std::str::FromStr>(args: &[String], i: usize, what: &str) -> anyhow::Result<T> {
-    args.get(i)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("argument {i} ({what}) missing or invalid"))
+    args.get(i).and_then(|s| s.parse().ok()).ok_or_else(|| anyhow::anyhow!("argument {i} ({what}) missing or invalid"))
 }
 
 async fn one(addr: SocketAddr) -> std::io::Result<()> {
@@ -84,9 +82,7 @@ async fn main() -> anyhow::Result<()> {
             let mut b = [0u8; 1];
             let _ = stdin.read(&mut b).await;
         }
-        _ => anyhow::bail!(
-            "usage: loadgen sink LISTEN | connrate ADDR SECONDS CONC | hold ADDR COUNT"
-        ),
+        _ => anyhow::bail!("usage: loadgen sink LISTEN | connrate ADDR SECONDS CONC | hold ADDR COUNT"),
     }
     Ok(())
 }

@@ -50,10 +50,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let workers = args.workers.unwrap_or(cores).max(1);
     let workers = spawn_workers(workers)?;
     // Control plane (signals, reload, metrics endpoint) on the main thread.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let rt =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")?;
     rt.block_on(serve(path, config, workers))
 }
 
@@ -75,19 +73,11 @@ fn spawn_workers(n: usize) -> anyhow::Result<Vec<tokio::runtime::Handle>> {
     Ok(handles)
 }
 
-async fn serve(
-    path: PathBuf,
-    config: Config,
-    workers: Vec<tokio::runtime::Handle>,
-) -> anyhow::Result<()> {
+async fn serve(path: PathBuf, config: Config, workers: Vec<tokio::runtime::Handle>) -> anyhow::Result<()> {
     let grace = Duration::from_secs(config.drain_seconds);
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    let server = Arc::new(
-        Server::start(config, workers)
-            .await
-            .map_err(|e| anyhow::anyhow!(crate::report(&e)))?,
-    );
+    let server = Arc::new(Server::start(config, workers).await.map_err(|e| anyhow::anyhow!(crate::report(&e)))?);
     let stop = CancellationToken::new();
     let watcher = tokio::spawn(crate::reload::watch(server.clone(), path, stop.clone()));
     let sig = tokio::select! {
@@ -97,8 +87,8 @@ async fn serve(
     info!(signal = sig, "Shutting down");
     stop.cancel();
     let _ = watcher.await;
-    let server = Arc::try_unwrap(server)
-        .map_err(|_| anyhow::anyhow!("internal error: server still shared at shutdown"))?;
+    let server =
+        Arc::try_unwrap(server).map_err(|_| anyhow::anyhow!("internal error: server still shared at shutdown"))?;
     server.shutdown(grace).await;
     Ok(())
 }

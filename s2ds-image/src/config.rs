@@ -148,27 +148,20 @@ pub enum ConfigError {
 }
 
 fn join(errors: &[FieldError]) -> String {
-    errors
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ")
+    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }
 
 impl Config {
     /// Reads and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
         Self::parse(&text)
     }
 
     /// Parses and validates YAML text.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        let raw: RawConfig =
-            serde_yaml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        let raw: RawConfig = serde_yaml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
         validate(raw).map_err(ConfigError::Invalid)
     }
 
@@ -195,26 +188,12 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
     let mut err = |field: String, message: String| errs.push(FieldError { field, message });
 
     let sid = raw.stream_id.trim();
-    if sid.is_empty()
-        || sid.len() > 128
-        || !sid
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-    {
-        err(
-            "streamId".into(),
-            format!(
-                "{:?} must be 1 to 128 characters of [A-Za-z0-9._-]",
-                raw.stream_id
-            ),
-        );
+    if sid.is_empty() || sid.len() > 128 || !sid.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+        err("streamId".into(), format!("{:?} must be 1 to 128 characters of [A-Za-z0-9._-]", raw.stream_id));
     }
 
     if raw.listeners.is_empty() {
-        err(
-            "listeners".into(),
-            "must list at least one bind address".into(),
-        );
+        err("listeners".into(), "must list at least one bind address".into());
     }
     let mut listeners = Vec::new();
     for (i, l) in raw.listeners.iter().enumerate() {
@@ -227,10 +206,7 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
                 format!("listeners[{i}]"),
                 format!("{l:?} is not an IP address:port (bind addresses cannot be DNS names)"),
             ),
-            Err(e) => err(
-                format!("listeners[{i}]"),
-                format!("{l:?} is not host:port ({e})"),
-            ),
+            Err(e) => err(format!("listeners[{i}]"), format!("{l:?} is not host:port ({e})")),
         }
     }
 
@@ -238,18 +214,12 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
     for (i, t) in raw.targets.iter().enumerate() {
         match Endpoint::parse(t, false) {
             Ok(e) => targets.push(e),
-            Err(e) => err(
-                format!("targets[{i}]"),
-                format!("{t:?} is not host:port ({e})"),
-            ),
+            Err(e) => err(format!("targets[{i}]"), format!("{t:?} is not host:port ({e})")),
         }
     }
 
     if raw.rate_bits_per_second == Some(0) {
-        err(
-            "rateBitsPerSecond".into(),
-            "0 would block all traffic; omit the field for unlimited".into(),
-        );
+        err("rateBitsPerSecond".into(), "0 would block all traffic; omit the field for unlimited".into());
     }
 
     let tls = match (raw.mode, raw.tls) {
@@ -259,41 +229,28 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
         }
         (Mode::Plain, None) => None,
         (m, None) => {
-            err(
-                "tls".into(),
-                format!("is required when mode is {}", m.as_str()),
-            );
+            err("tls".into(), format!("is required when mode is {}", m.as_str()));
             None
         }
         (_, Some(t)) => validate_tls(t, &mut err),
     };
 
-    let metrics_address = raw.metrics_address.as_ref().and_then(|m| {
-        match Endpoint::parse(m, true).map(|e| e.socket_addr()) {
+    let metrics_address =
+        raw.metrics_address.as_ref().and_then(|m| match Endpoint::parse(m, true).map(|e| e.socket_addr()) {
             Ok(Some(a)) => Some(a),
             _ => {
-                err(
-                    "metricsAddress".into(),
-                    format!("{m:?} is not an IP address:port"),
-                );
+                err("metricsAddress".into(), format!("{m:?} is not an IP address:port"));
                 None
             }
-        }
-    });
+        });
 
     let drain_seconds = raw.drain_seconds.unwrap_or(DEFAULT_DRAIN_SECONDS);
     if drain_seconds > 3600 {
-        err(
-            "drainSeconds".into(),
-            format!("{drain_seconds} is more than 3600"),
-        );
+        err("drainSeconds".into(), format!("{drain_seconds} is more than 3600"));
     }
     let buffer_bytes = raw.buffer_bytes.unwrap_or(DEFAULT_BUFFER_BYTES);
     if !(MIN_BUFFER_BYTES..=MAX_BUFFER_BYTES).contains(&buffer_bytes) {
-        err(
-            "bufferBytes".into(),
-            format!("{buffer_bytes} is outside {MIN_BUFFER_BYTES}..={MAX_BUFFER_BYTES}"),
-        );
+        err("bufferBytes".into(), format!("{buffer_bytes} is outside {MIN_BUFFER_BYTES}..={MAX_BUFFER_BYTES}"));
     }
 
     if !errs.is_empty() {
@@ -323,10 +280,7 @@ fn validate_tls(t: RawTls, err: &mut impl FnMut(String, String)) -> Option<TlsFi
         (None, Some(f)) => match parse_fingerprint(&f) {
             Some(fp) => Some(PeerPin::Fingerprint(fp)),
             None => {
-                err(
-                    "tls.peerFingerprintSha256".into(),
-                    format!("{f:?} is not 32 hex bytes (colons optional)"),
-                );
+                err("tls.peerFingerprintSha256".into(), format!("{f:?} is not 32 hex bytes (colons optional)"));
                 None
             }
         },
@@ -335,18 +289,11 @@ fn validate_tls(t: RawTls, err: &mut impl FnMut(String, String)) -> Option<TlsFi
             None
         }
         _ => {
-            err(
-                "tls".into(),
-                "exactly one of peerCertFile and peerFingerprintSha256 is required".into(),
-            );
+            err("tls".into(), "exactly one of peerCertFile and peerFingerprintSha256 is required".into());
             None
         }
     };
-    Some(TlsFiles {
-        cert_file: t.cert_file,
-        key_file: t.key_file,
-        peer: peer?,
-    })
+    Some(TlsFiles { cert_file: t.cert_file, key_file: t.key_file, peer: peer? })
 }
 
 /// Parses a SHA-256 fingerprint: 64 hex digits, optionally separated by
@@ -376,10 +323,7 @@ pub fn parse_fingerprint(s: &str) -> Option<[u8; 32]> {
 
 /// Formats a fingerprint as `AB:CD:...` (for logs and tests).
 pub fn format_fingerprint(fp: &[u8; 32]) -> String {
-    fp.iter()
-        .map(|b| format!("{b:02X}"))
-        .collect::<Vec<_>>()
-        .join(":")
+    fp.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
 }
 
 #[cfg(test)]

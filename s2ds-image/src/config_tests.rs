@@ -57,9 +57,7 @@ fn minimal_plain_uses_defaults() {
 
 #[test]
 fn errors_name_field_and_value() {
-    let errs = invalid(
-        "streamId: s\nmode: plain\nlisteners: [127.0.0.1:1, 127.0.0.1:2, 1.2.3.4]\ntargets: ['x:0']\n",
-    );
+    let errs = invalid("streamId: s\nmode: plain\nlisteners: [127.0.0.1:1, 127.0.0.1:2, 1.2.3.4]\ntargets: ['x:0']\n");
     assert_eq!(
         errs,
         vec![
@@ -72,10 +70,7 @@ fn errors_name_field_and_value() {
 #[test]
 fn listener_rules() {
     let errs = invalid("streamId: s\nmode: plain\nlisteners: [a.b:1, 127.0.0.1:1, 127.0.0.1:1]\n");
-    assert!(
-        errs[0].starts_with(r#"listeners[0]: "a.b:1" is not an IP"#),
-        "{errs:?}"
-    );
+    assert!(errs[0].starts_with(r#"listeners[0]: "a.b:1" is not an IP"#), "{errs:?}");
     assert!(errs[1].starts_with("listeners[2]"), "{errs:?}");
     let errs = invalid("streamId: s\nmode: plain\nlisteners: []\n");
     assert!(errs[0].starts_with("listeners: must list"));
@@ -86,21 +81,15 @@ fn tls_rules() {
     let base = "streamId: s\nlisteners: [127.0.0.1:1]\n";
     let errs = invalid(&format!("{base}mode: tls-server\n"));
     assert_eq!(errs, vec!["tls: is required when mode is tls-server"]);
-    let errs = invalid(&format!(
-        "{base}mode: plain\ntls: {{certFile: a, keyFile: b, peerCertFile: c}}\n"
-    ));
+    let errs = invalid(&format!("{base}mode: plain\ntls: {{certFile: a, keyFile: b, peerCertFile: c}}\n"));
     assert_eq!(errs, vec!["tls: must be absent when mode is plain"]);
     let errs = invalid(&format!(
         "{base}mode: tls-client\ntls: {{certFile: a, keyFile: b, peerCertFile: c, peerFingerprintSha256: '00'}}\n"
     ));
     assert!(errs[0].contains("exactly one of"), "{errs:?}");
-    let errs = invalid(&format!(
-        "{base}mode: tls-client\ntls: {{certFile: a, keyFile: b, peerFingerprintSha256: 'zz'}}\n"
-    ));
-    assert_eq!(
-        errs,
-        vec![r#"tls.peerFingerprintSha256: "zz" is not 32 hex bytes (colons optional)"#]
-    );
+    let errs =
+        invalid(&format!("{base}mode: tls-client\ntls: {{certFile: a, keyFile: b, peerFingerprintSha256: 'zz'}}\n"));
+    assert_eq!(errs, vec![r#"tls.peerFingerprintSha256: "zz" is not 32 hex bytes (colons optional)"#]);
 }
 
 #[test]
@@ -110,10 +99,7 @@ fn scalar_rules() {
     assert!(invalid(&format!("{base}bufferBytes: 10\n"))[0].starts_with("bufferBytes: 10 "));
     assert!(invalid(&format!("{base}drainSeconds: 99999\n"))[0].starts_with("drainSeconds"));
     assert!(invalid(&format!("{base}metricsAddress: x\n"))[0].starts_with("metricsAddress"));
-    assert!(
-        invalid("streamId: 'a b'\nmode: plain\nlisteners: [127.0.0.1:1]\n")[0]
-            .starts_with(r#"streamId: "a b""#)
-    );
+    assert!(invalid("streamId: 'a b'\nmode: plain\nlisteners: [127.0.0.1:1]\n")[0].starts_with(r#"streamId: "a b""#));
 }
 
 #[test]
@@ -129,10 +115,7 @@ fn fingerprint_forms() {
     let fp: [u8; 32] = core::array::from_fn(|i| u8::try_from(i * 7).unwrap());
     let colons = format_fingerprint(&fp);
     assert_eq!(parse_fingerprint(&colons), Some(fp));
-    assert_eq!(
-        parse_fingerprint(&colons.replace(':', "").to_lowercase()),
-        Some(fp)
-    );
+    assert_eq!(parse_fingerprint(&colons.replace(':', "").to_lowercase()), Some(fp));
     assert_eq!(parse_fingerprint(&colons[3..]), None);
     assert_eq!(parse_fingerprint("é"), None);
 }

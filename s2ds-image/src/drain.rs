@@ -23,18 +23,12 @@ pub async fn drain(ctx: &Ctx, grace: Duration) -> DrainReport {
     ctx.tracker.close();
     let open_at_start = ctx.tracker.len();
     info!(stream = %ctx.stream_id, open = open_at_start, grace_s = grace.as_secs_f64(), "Draining");
-    if tokio::time::timeout(grace, ctx.tracker.wait())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(grace, ctx.tracker.wait()).await.is_err() {
         ctx.abort.cancel();
         // Aborting is immediate (the tasks only drop their sockets).
         let _ = tokio::time::timeout(Duration::from_secs(5), ctx.tracker.wait()).await;
     }
-    let report = DrainReport {
-        open_at_start,
-        aborted: ctx.aborted.load(Ordering::Relaxed),
-    };
+    let report = DrainReport { open_at_start, aborted: ctx.aborted.load(Ordering::Relaxed) };
     info!(stream = %ctx.stream_id, drained = open_at_start as u64 - report.aborted.min(open_at_start as u64),
         aborted = report.aborted, "Drained");
     report

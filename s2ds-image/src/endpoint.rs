@@ -89,9 +89,7 @@ impl Endpoint {
     pub async fn resolve(&self) -> std::io::Result<Vec<SocketAddr>> {
         match &self.host {
             Host::Ip(ip) => Ok(vec![SocketAddr::new(*ip, self.port)]),
-            Host::Dns(name) => Ok(tokio::net::lookup_host((name.as_str(), self.port))
-                .await?
-                .collect()),
+            Host::Dns(name) => Ok(tokio::net::lookup_host((name.as_str(), self.port)).await?.collect()),
         }
     }
 
@@ -99,11 +97,8 @@ impl Endpoint {
     pub fn server_name(&self) -> rustls_pki_types::ServerName<'static> {
         match &self.host {
             Host::Ip(ip) => rustls_pki_types::ServerName::IpAddress((*ip).into()),
-            Host::Dns(name) => {
-                rustls_pki_types::ServerName::try_from(name.clone()).unwrap_or_else(|_| {
-                    rustls_pki_types::ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into())
-                })
-            }
+            Host::Dns(name) => rustls_pki_types::ServerName::try_from(name.clone())
+                .unwrap_or_else(|_| rustls_pki_types::ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into())),
         }
     }
 }

@@ -45,33 +45,17 @@ pub async fn serve(ctx: Arc<Ctx>, listener: TcpListener, stop: CancellationToken
 pub fn route(ctx: &Ctx, path: &str) -> (&'static str, &'static str, String) {
     const TEXT: &str = "text/plain; charset=utf-8";
     match path {
-        "/metrics" => (
-            "200 OK",
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            ctx.metrics.encode(),
-        ),
+        "/metrics" => ("200 OK", "application/openmetrics-text; version=1.0.0; charset=utf-8", ctx.metrics.encode()),
         "/healthz" => ("200 OK", TEXT, "ok\n".into()),
         "/readyz" => {
-            let listeners: String = ctx
-                .bound_addrs()
-                .iter()
-                .map(|(c, b)| format!("{c} -> {b}\n"))
-                .collect();
+            let listeners: String = ctx.bound_addrs().iter().map(|(c, b)| format!("{c} -> {b}\n")).collect();
             if ctx.ready.load(Ordering::SeqCst) {
                 ("200 OK", TEXT, format!("ready\n{listeners}"))
             } else {
-                (
-                    "503 Service Unavailable",
-                    TEXT,
-                    format!("not ready\n{listeners}"),
-                )
+                ("503 Service Unavailable", TEXT, format!("not ready\n{listeners}"))
             }
         }
-        _ => (
-            "404 Not Found",
-            TEXT,
-            "try /metrics, /healthz or /readyz\n".into(),
-        ),
+        _ => ("404 Not Found", TEXT, "try /metrics, /healthz or /readyz\n".into()),
     }
 }
 

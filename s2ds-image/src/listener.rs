@@ -72,21 +72,14 @@ pub fn bind_group(addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::TcpLis
 /// Sets TCP_NODELAY and keepalive (20 s idle, 5 s interval, 4 probes).
 pub fn tune(stream: &TcpStream) -> io::Result<()> {
     stream.set_nodelay(true)?;
-    let ka = TcpKeepalive::new()
-        .with_time(Duration::from_secs(20))
-        .with_interval(Duration::from_secs(5))
-        .with_retries(4);
+    let ka =
+        TcpKeepalive::new().with_time(Duration::from_secs(20)).with_interval(Duration::from_secs(5)).with_retries(4);
     SockRef::from(stream).set_tcp_keepalive(&ka)
 }
 
 /// Accepts on `listener` until `stop` is cancelled. `key` is the configured
 /// bind address (it selects the target).
-pub async fn accept_loop(
-    ctx: Arc<Ctx>,
-    key: SocketAddr,
-    listener: std::net::TcpListener,
-    stop: CancellationToken,
-) {
+pub async fn accept_loop(ctx: Arc<Ctx>, key: SocketAddr, listener: std::net::TcpListener, stop: CancellationToken) {
     let lm = ctx.metrics.listener(&key.to_string());
     // Registered here, with the reactor of the worker that runs this loop.
     let listener = match TcpListener::from_std(listener) {
@@ -122,10 +115,7 @@ pub async fn accept_loop(
             }
             Err(e) => {
                 warn!(stream = %ctx.stream_id, listener = %key, error = %e, "Accept failed");
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-                ) {
+                if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)) {
                     // Out of descriptors/memory: back off instead of spinning.
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
@@ -144,10 +134,7 @@ struct OpenGuard<'a> {
 impl<'a> OpenGuard<'a> {
     fn new(lm: &'a ListenerMetrics) -> Self {
         lm.open.inc();
-        Self {
-            lm,
-            start: Instant::now(),
-        }
+        Self { lm, start: Instant::now() }
     }
 }
 
@@ -168,14 +155,8 @@ async fn handle(ctx: &Ctx, key: SocketAddr, lm: &ListenerMetrics, inbound: TcpSt
         debug!("Refused: no target configured");
         return;
     };
-    let opts = RelayOptions {
-        buffer_bytes: state.config.buffer_bytes,
-        limiter: ctx.limiter.clone(),
-    };
-    let counters = DirectionCounters {
-        to_target: lm.to_target.clone(),
-        to_client: lm.to_client.clone(),
-    };
+    let opts = RelayOptions { buffer_bytes: state.config.buffer_bytes, limiter: ctx.limiter.clone() };
+    let counters = DirectionCounters { to_target: lm.to_target.clone(), to_client: lm.to_client.clone() };
     let result = match (state.config.mode, &state.acceptor, &state.connector) {
         (Mode::Plain, _, _) => {
             let Some(out) = connect(&target, lm).await else {
@@ -189,9 +170,7 @@ async fn handle(ctx: &Ctx, key: SocketAddr, lm: &ListenerMetrics, inbound: TcpSt
             let Some(mut tls) = handshake(lm, acceptor.accept(io)).await else {
                 return;
             };
-            tls.get_mut()
-                .1
-                .set_buffer_limit(Some(2 * opts.buffer_bytes));
+            tls.get_mut().1.set_buffer_limit(Some(2 * opts.buffer_bytes));
             let Some(out) = connect(&target, lm).await else {
                 return;
             };
@@ -205,13 +184,10 @@ async fn handle(ctx: &Ctx, key: SocketAddr, lm: &ListenerMetrics, inbound: TcpSt
                 return;
             };
             let io = BufReader::with_capacity(opts.buffer_bytes, out);
-            let Some(mut tls) = handshake(lm, connector.connect(target.server_name(), io)).await
-            else {
+            let Some(mut tls) = handshake(lm, connector.connect(target.server_name(), io)).await else {
                 return;
             };
-            tls.get_mut()
-                .1
-                .set_buffer_limit(Some(2 * opts.buffer_bytes));
+            tls.get_mut().1.set_buffer_limit(Some(2 * opts.buffer_bytes));
             let _open = OpenGuard::new(lm);
             let a = Counted::new(inbound, counters.to_target);
             let b = Counted::new(tls, counters.to_client);
@@ -231,9 +207,7 @@ async fn handle(ctx: &Ctx, key: SocketAddr, lm: &ListenerMetrics, inbound: TcpSt
 }
 
 async fn handshake<S>(lm: &ListenerMetrics, fut: impl Future<Output = io::Result<S>>) -> Option<S> {
-    let r = tokio::time::timeout(HANDSHAKE_TIMEOUT, fut)
-        .await
-        .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()));
+    let r = tokio::time::timeout(HANDSHAKE_TIMEOUT, fut).await.unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()));
     match r {
         Ok(s) => Some(s),
         Err(e) => {
@@ -263,9 +237,8 @@ async fn connect(target: &Endpoint, lm: &ListenerMetrics) -> Option<TcpStream> {
         }
         Err(last)
     };
-    let r = tokio::time::timeout(CONNECT_TIMEOUT, attempt)
-        .await
-        .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()));
+    let r =
+        tokio::time::timeout(CONNECT_TIMEOUT, attempt).await.unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()));
     match r {
         Ok(s) => {
             if let Err(e) = tune(&s) {

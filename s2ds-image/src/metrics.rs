@@ -98,22 +98,13 @@ impl Metrics {
         let refused = Family::default();
         let tls_failures = Family::default();
         let ratelimit_wait = Family::default();
-        let duration = Family::<ListenerLabels, Histogram>::new_with_constructor(
-            duration_histogram as fn() -> Histogram,
-        );
+        let duration =
+            Family::<ListenerLabels, Histogram>::new_with_constructor(duration_histogram as fn() -> Histogram);
         let reloads = Family::default();
         registry.register("s2ds_bytes", "Bytes relayed", bytes.clone());
-        registry.register(
-            "s2ds_connections_open",
-            "Connections being relayed",
-            open.clone(),
-        );
+        registry.register("s2ds_connections_open", "Connections being relayed", open.clone());
         registry.register("s2ds_connections", "Connections accepted", total.clone());
-        registry.register(
-            "s2ds_connections_refused",
-            "Connections closed before relaying, by reason",
-            refused.clone(),
-        );
+        registry.register("s2ds_connections_refused", "Connections closed before relaying, by reason", refused.clone());
         registry.register(
             "s2ds_tls_handshake_failures",
             "Failed TLS handshakes (including pin mismatches)",
@@ -124,11 +115,7 @@ impl Metrics {
             "Time relay directions spent waiting for rate-limit tokens",
             ratelimit_wait.clone(),
         );
-        registry.register(
-            "s2ds_connection_duration_seconds",
-            "Lifetime of relayed connections",
-            duration.clone(),
-        );
+        registry.register("s2ds_connection_duration_seconds", "Lifetime of relayed connections", duration.clone());
         registry.register("s2ds_reloads", "Config reloads, by result", reloads.clone());
         Self {
             registry,
@@ -146,36 +133,20 @@ impl Metrics {
 
     /// The counter the rate limiter adds its waiting time to.
     pub fn ratelimit_wait(&self) -> Counter<f64, AtomicU64> {
-        self.ratelimit_wait
-            .get_or_create(&StreamLabels {
-                stream: self.stream.clone(),
-            })
-            .clone()
+        self.ratelimit_wait.get_or_create(&StreamLabels { stream: self.stream.clone() }).clone()
     }
 
     /// Counts a reload attempt (`result` is `ok` or `error`).
     pub fn reload(&self, result: &'static str) {
-        self.reloads
-            .get_or_create(&ReloadLabels {
-                stream: self.stream.clone(),
-                result,
-            })
-            .inc();
+        self.reloads.get_or_create(&ReloadLabels { stream: self.stream.clone(), result }).inc();
     }
 
     /// Pre-resolved handles for one listener (no label lookups per byte).
     pub fn listener(&self, listener: &str) -> ListenerMetrics {
-        let l = ListenerLabels {
-            stream: self.stream.clone(),
-            listener: listener.to_owned(),
-        };
+        let l = ListenerLabels { stream: self.stream.clone(), listener: listener.to_owned() };
         let bytes = |direction| {
             self.bytes
-                .get_or_create(&BytesLabels {
-                    stream: self.stream.clone(),
-                    listener: listener.to_owned(),
-                    direction,
-                })
+                .get_or_create(&BytesLabels { stream: self.stream.clone(), listener: listener.to_owned(), direction })
                 .clone()
         };
         ListenerMetrics {
@@ -246,11 +217,7 @@ impl<S> Counted<S> {
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let res = Pin::new(&mut self.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = res {
@@ -261,11 +228,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
@@ -308,9 +271,12 @@ mod tests {
         assert_eq!(lm.to_target.get(), 5);
         lm.refused(reason::NO_TARGET);
         let text = m.encode();
-        assert!(text.contains(
-            r#"s2ds_bytes_total{stream="s1",listener="127.0.0.1:1",direction="client_to_target"} 5"#
-        ), "{text}");
-        assert!(text.contains(r#"s2ds_connections_refused_total{stream="s1",listener="127.0.0.1:1",reason="no-target"} 1"#));
+        assert!(
+            text.contains(r#"s2ds_bytes_total{stream="s1",listener="127.0.0.1:1",direction="client_to_target"} 5"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"s2ds_connections_refused_total{stream="s1",listener="127.0.0.1:1",reason="no-target"} 1"#)
+        );
     }
 }

@@ -47,12 +47,7 @@ impl TokenBucket {
     /// A full bucket refilling at `bytes_per_second`.
     pub fn new(bytes_per_second: u64, now: Duration) -> Self {
         let capacity = capacity_for(bytes_per_second);
-        Self {
-            rate: bytes_per_second.max(1) as f64,
-            capacity,
-            tokens: capacity,
-            last: now,
-        }
+        Self { rate: bytes_per_second.max(1) as f64, capacity, tokens: capacity, last: now }
     }
 
     /// Changes the rate, keeping the current fill (capped to the new size).
@@ -121,15 +116,10 @@ pub struct RateLimiter {
 impl RateLimiter {
     /// A limiter at `bits_per_second` (or unlimited), counting time spent
     /// waiting into `waited` (seconds).
-    pub fn new(
-        bits_per_second: Option<u64>,
-        waited: Counter<f64, std::sync::atomic::AtomicU64>,
-    ) -> Self {
+    pub fn new(bits_per_second: Option<u64>, waited: Counter<f64, std::sync::atomic::AtomicU64>) -> Self {
         let epoch = tokio::time::Instant::now();
         Self {
-            bucket: Mutex::new(
-                bits_per_second.map(|b| TokenBucket::new(bytes_per_second(b), Duration::ZERO)),
-            ),
+            bucket: Mutex::new(bits_per_second.map(|b| TokenBucket::new(bytes_per_second(b), Duration::ZERO))),
             epoch,
             waited,
         }
@@ -141,9 +131,7 @@ impl RateLimiter {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<TokenBucket>> {
         // A panic while holding this lock leaves plain numbers behind; keep going.
-        self.bucket
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.bucket.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Applies a reloaded rate; established connections follow it at once.
@@ -224,9 +212,7 @@ mod tests {
     #[test]
     fn give_back_and_rate_change() {
         let mut b = TokenBucket::new(10_000_000, Duration::ZERO);
-        let Grant::Now(n) = b.take(100_000, Duration::ZERO) else {
-            panic!()
-        };
+        let Grant::Now(n) = b.take(100_000, Duration::ZERO) else { panic!() };
         b.give_back(n);
         assert_eq!(b.take(u64::MAX, Duration::ZERO), Grant::Now(b.capacity()));
         b.set_rate(1_000_000, Duration::ZERO);

@@ -38,11 +38,7 @@ fn digest(path: &Path, config: &Config) -> [u8; 32] {
 }
 
 /// Watches for SIGHUP and file changes until `stop` is cancelled.
-pub async fn watch(
-    server: Arc<Server>,
-    path: PathBuf,
-    stop: CancellationToken,
-) -> std::io::Result<()> {
+pub async fn watch(server: Arc<Server>, path: PathBuf, stop: CancellationToken) -> std::io::Result<()> {
     let mut hup = signal(SignalKind::hangup())?;
     let mut config = server.ctx().state.load().config.clone();
     let mut last = digest(&path, &config);

@@ -38,19 +38,11 @@ impl State {
     pub fn build(config: Config) -> Result<Self, Error> {
         let (mut acceptor, mut connector) = (None, None);
         match (config.mode, &config.tls) {
-            (Mode::TlsServer, Some(t)) => {
-                acceptor = Some(TlsAcceptor::from(tls::server_config(t)?))
-            }
-            (Mode::TlsClient, Some(t)) => {
-                connector = Some(TlsConnector::from(tls::client_config(t)?))
-            }
+            (Mode::TlsServer, Some(t)) => acceptor = Some(TlsAcceptor::from(tls::server_config(t)?)),
+            (Mode::TlsClient, Some(t)) => connector = Some(TlsConnector::from(tls::client_config(t)?)),
             _ => {}
         }
-        Ok(Self {
-            config,
-            acceptor,
-            connector,
-        })
+        Ok(Self { config, acceptor, connector })
     }
 }
 
@@ -106,10 +98,7 @@ impl Server {
         let cfg = &state.config;
         let mut bound = Vec::new();
         for addr in &cfg.listeners {
-            let l = listener::bind_group(*addr, workers.len()).map_err(|source| Error::Bind {
-                addr: *addr,
-                source,
-            })?;
+            let l = listener::bind_group(*addr, workers.len()).map_err(|source| Error::Bind { addr: *addr, source })?;
             bound.push((*addr, l));
         }
         let metrics_listener = match cfg.metrics_address {
@@ -117,17 +106,12 @@ impl Server {
             None => None,
         };
         if tls::ktls_available() {
-            info!(
-                "Kernel TLS (tls ULP) is available but not used by this build; TLS is relayed in userspace"
-            );
+            info!("Kernel TLS (tls ULP) is available but not used by this build; TLS is relayed in userspace");
         } else if cfg.mode != Mode::Plain {
             info!("Kernel TLS (tls ULP) not available; TLS is relayed in userspace");
         }
         let metrics = Metrics::new(&cfg.stream_id);
-        let limiter = Arc::new(RateLimiter::new(
-            cfg.rate_bits_per_second,
-            metrics.ratelimit_wait(),
-        ));
+        let limiter = Arc::new(RateLimiter::new(cfg.rate_bits_per_second, metrics.ratelimit_wait()));
         let ctx = Arc::new(Ctx {
             stream_id: cfg.stream_id.clone(),
             metrics,
@@ -156,13 +140,7 @@ impl Server {
         let s = ctx.state.load();
         info!(stream = %ctx.stream_id, mode = s.config.mode.as_str(), listeners = ?ctx.bound_addrs(),
             targets = s.config.targets.len(), metrics = ?metrics_addr, "Ready");
-        Ok(Self {
-            ctx,
-            listeners: Mutex::new(handles),
-            metrics_stop,
-            metrics_addr,
-            workers,
-        })
+        Ok(Self { ctx, listeners: Mutex::new(handles), metrics_stop, metrics_addr, workers })
     }
 
     /// Shared context (metrics, state).
@@ -186,9 +164,7 @@ impl Server {
     /// disappear stop accepting (their connections continue).
     pub async fn reload(&self, config: Config) -> Result<(), Error> {
         let r = self.try_reload(config).await;
-        self.ctx
-            .metrics
-            .reload(if r.is_ok() { "ok" } else { "error" });
+        self.ctx.metrics.reload(if r.is_ok() { "ok" } else { "error" });
         r
     }
 
@@ -197,10 +173,7 @@ impl Server {
         for (field, changed) in [
             ("streamId", old.config.stream_id != config.stream_id),
             ("mode", old.config.mode != config.mode),
-            (
-                "metricsAddress",
-                old.config.metrics_address != config.metrics_address,
-            ),
+            ("metricsAddress", old.config.metrics_address != config.metrics_address),
         ] {
             if changed {
                 return Err(Error::NeedsRestart(field));
@@ -265,10 +238,7 @@ fn spawn_listener(
     addr: SocketAddr,
     group: Vec<std::net::TcpListener>,
 ) -> ListenerHandle {
-    let local = group
-        .first()
-        .and_then(|l| l.local_addr().ok())
-        .unwrap_or(addr);
+    let local = group.first().and_then(|l| l.local_addr().ok()).unwrap_or(addr);
     if let Ok(mut b) = ctx.bound.lock() {
         b.push((addr, local));
     }

@@ -40,9 +40,7 @@ pub enum TlsError {
         source: rustls::pki_types::pem::Error,
     },
     /// rustls refused the key or certificate.
-    #[error(
-        "rustls rejected the certificate/key pair; check that tls.keyFile matches tls.certFile"
-    )]
+    #[error("rustls rejected the certificate/key pair; check that tls.keyFile matches tls.certFile")]
     Rustls(#[source] rustls::Error),
 }
 
@@ -78,24 +76,15 @@ pub fn load_pin(pin: &PeerPin) -> Result<[u8; 32], TlsError> {
 }
 
 fn load_certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem = |source| TlsError::Pem {
-        what,
-        path: path.to_owned(),
-        source,
-    };
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(pem)?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(pem)?;
+    let pem = |source| TlsError::Pem { what, path: path.to_owned(), source };
+    let certs = CertificateDer::pem_file_iter(path).map_err(pem)?.collect::<Result<Vec<_>, _>>().map_err(pem)?;
     if certs.is_empty() {
         return Err(pem(rustls::pki_types::pem::Error::NoItemsFound));
     }
     Ok(certs)
 }
 
-fn load_identity(
-    files: &TlsFiles,
-) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
+fn load_identity(files: &TlsFiles) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
     let certs = load_certs("tls.certFile", &files.cert_file)?;
     let key = PrivateKeyDer::from_pem_file(&files.key_file).map_err(|source| TlsError::Pem {
         what: "tls.keyFile",
@@ -172,10 +161,7 @@ struct Pin {
 
 impl Pin {
     fn new(fingerprint: [u8; 32], provider: &CryptoProvider) -> Self {
-        Self {
-            fingerprint,
-            algorithms: provider.signature_verification_algorithms,
-        }
+        Self { fingerprint, algorithms: provider.signature_verification_algorithms }
     }
 
     fn check(&self, cert: &CertificateDer<'_>) -> Result<(), rustls::Error> {
@@ -187,9 +173,7 @@ impl Pin {
                 presented = %format_fingerprint(&got),
                 "Peer certificate does not match the pin"
             );
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::ApplicationVerificationFailure,
-            ))
+            Err(rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure))
         }
     }
 }
@@ -203,8 +187,7 @@ impl ServerCertVerifier for Pin {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        self.check(end_entity)
-            .map(|()| ServerCertVerified::assertion())
+        self.check(end_entity).map(|()| ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -214,9 +197,7 @@ impl ServerCertVerifier for Pin {
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
         // TLS 1.2 is not offered.
-        Err(rustls::Error::PeerIncompatible(
-            rustls::PeerIncompatible::Tls13RequiredForQuic,
-        ))
+        Err(rustls::Error::PeerIncompatible(rustls::PeerIncompatible::Tls13RequiredForQuic))
     }
 
     fn verify_tls13_signature(
@@ -244,8 +225,7 @@ impl ClientCertVerifier for Pin {
         _intermediates: &[CertificateDer<'_>],
         _now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        self.check(end_entity)
-            .map(|()| ClientCertVerified::assertion())
+        self.check(end_entity).map(|()| ClientCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -306,10 +286,7 @@ mod tests {
         assert!(server_config(&files).is_ok());
         assert!(client_config(&files).is_ok());
         assert_eq!(load_pin(&files.peer).unwrap(), fingerprint(peer.cert.der()));
-        let bad = TlsFiles {
-            key_file: dir.path().join("missing"),
-            ..files
-        };
+        let bad = TlsFiles { key_file: dir.path().join("missing"), ..files };
         let e = server_config(&bad).unwrap_err().to_string();
         assert!(e.contains("tls.keyFile") && e.contains("missing"), "{e}");
     }

@@ -29,10 +29,7 @@ async fn rate_limit_holds_within_five_percent_over_one_gib() {
     let measured = (1024 * MIB * 8) as f64 / secs;
     let ratio = measured / rate_bits as f64;
     eprintln!("rate limit: {measured:.0} bit/s over {secs:.2} s = {ratio:.3} x limit");
-    assert!(
-        (0.95..=1.05).contains(&ratio),
-        "measured {ratio:.3} x the limit"
-    );
+    assert!((0.95..=1.05).contains(&ratio), "measured {ratio:.3} x the limit");
     assert!(s2ds.metric("s2ds_ratelimit_wait_seconds_total").await > 1.0);
 }
 
@@ -59,72 +56,41 @@ async fn reload_keeps_established_connections_and_applies_new_targets() {
     let dir = tempfile::tempdir().unwrap();
     let a = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let b = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let (a_addr, b_addr) = (
-        a.local_addr().unwrap().to_string(),
-        b.local_addr().unwrap().to_string(),
-    );
-    let s2ds = S2ds::start(
-        dir.path(),
-        "r",
-        &plain_yaml(&["127.0.0.1:0"], std::slice::from_ref(&a_addr)),
-    )
-    .await;
+    let (a_addr, b_addr) = (a.local_addr().unwrap().to_string(), b.local_addr().unwrap().to_string());
+    let s2ds = S2ds::start(dir.path(), "r", &plain_yaml(&["127.0.0.1:0"], std::slice::from_ref(&a_addr))).await;
     let l0 = s2ds.listeners().await[0];
     let mut c1 = TcpStream::connect(l0).await.unwrap();
     let (mut t1, _) = a.accept().await.unwrap();
     roundtrip(&mut c1, &mut t1, b"before reload").await;
 
     // 1. File change: new target, one more listener.
-    std::fs::write(
-        &s2ds.config,
-        plain_yaml(
-            &["127.0.0.1:0", "127.0.0.2:0"],
-            std::slice::from_ref(&b_addr),
-        ),
-    )
-    .unwrap();
-    s2ds.wait_metric("s2ds_reloads_total{stream=\"rel\",result=\"ok\"}", 1.0)
-        .await;
+    std::fs::write(&s2ds.config, plain_yaml(&["127.0.0.1:0", "127.0.0.2:0"], std::slice::from_ref(&b_addr))).unwrap();
+    s2ds.wait_metric("s2ds_reloads_total{stream=\"rel\",result=\"ok\"}", 1.0).await;
     roundtrip(&mut c1, &mut t1, b"established connection survives").await;
     let ls = s2ds.listeners().await;
     assert_eq!(ls.len(), 2);
     assert_eq!(ls[0], l0, "unchanged listener keeps its socket");
     for l in &ls {
         let mut c = TcpStream::connect(l).await.unwrap();
-        let (mut t, _) = tokio::time::timeout(Duration::from_secs(10), b.accept())
-            .await
-            .unwrap()
-            .unwrap();
+        let (mut t, _) = tokio::time::timeout(Duration::from_secs(10), b.accept()).await.unwrap().unwrap();
         roundtrip(&mut c, &mut t, b"new connections go to the new target").await;
     }
 
     // 2. SIGHUP after an edit: remove the first listener, back to target A.
     std::fs::write(&s2ds.config, plain_yaml(&["127.0.0.2:0"], &[a_addr])).unwrap();
     s2ds.signal(1);
-    s2ds.wait_metric("s2ds_reloads_total{stream=\"rel\",result=\"ok\"}", 2.0)
-        .await;
+    s2ds.wait_metric("s2ds_reloads_total{stream=\"rel\",result=\"ok\"}", 2.0).await;
     let ls2 = s2ds.listeners().await;
     assert_eq!(ls2, vec![ls[1]]);
-    assert!(
-        TcpStream::connect(l0).await.is_err(),
-        "removed listener must be closed"
-    );
+    assert!(TcpStream::connect(l0).await.is_err(), "removed listener must be closed");
     let mut c = TcpStream::connect(ls[1]).await.unwrap();
-    let (mut t, _) = tokio::time::timeout(Duration::from_secs(10), a.accept())
-        .await
-        .unwrap()
-        .unwrap();
+    let (mut t, _) = tokio::time::timeout(Duration::from_secs(10), a.accept()).await.unwrap().unwrap();
     roundtrip(&mut c, &mut t, b"to A again").await;
     roundtrip(&mut c1, &mut t1, b"still alive after listener removal").await;
 
     // 3. A bad edit is refused and the running config stays.
-    std::fs::write(
-        &s2ds.config,
-        "streamId: rel\nmode: plain\nlisteners: [nope]\n",
-    )
-    .unwrap();
-    s2ds.wait_metric("s2ds_reloads_total{stream=\"rel\",result=\"error\"}", 1.0)
-        .await;
+    std::fs::write(&s2ds.config, "streamId: rel\nmode: plain\nlisteners: [nope]\n").unwrap();
+    s2ds.wait_metric("s2ds_reloads_total{stream=\"rel\",result=\"error\"}", 1.0).await;
     roundtrip(&mut c, &mut t, b"unchanged").await;
     assert_eq!(s2ds.get("/readyz").await.0, 200);
 }
@@ -146,10 +112,7 @@ async fn sigterm_stops_accepting_and_drains() {
     s2ds.signal(15);
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect(l0).await.is_ok() {
-        assert!(
-            Instant::now() < deadline,
-            "listener still accepting after SIGTERM"
-        );
+        assert!(Instant::now() < deadline, "listener still accepting after SIGTERM");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // The established connection keeps working during the drain.
@@ -158,10 +121,7 @@ async fn sigterm_stops_accepting_and_drains() {
     t.shutdown().await.unwrap();
     let started = Instant::now();
     assert_eq!(s2ds.wait_exit(Duration::from_secs(9)).await, 0);
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "exit should follow the last close"
-    );
+    assert!(started.elapsed() < Duration::from_secs(5), "exit should follow the last close");
     assert!(s2ds.log_contains("aborted=0"));
 }
 
@@ -187,12 +147,7 @@ fn run(args: &[&str], config: &str) -> (i32, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("c.yaml");
     std::fs::write(&p, config).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_s2ds"))
-        .args(args)
-        .arg("--config")
-        .arg(&p)
-        .output()
-        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_s2ds")).args(args).arg("--config").arg(&p).output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -206,27 +161,15 @@ fn bad_config_exits_non_zero_naming_the_field() {
     for args in [&[][..], &["check"][..]] {
         let (code, _, err) = run(args, bad);
         assert_eq!(code, 1, "{args:?}");
-        assert!(
-            err.contains(r#"listeners[2]: "1.2.3.4" is not host:port"#),
-            "{err}"
-        );
+        assert!(err.contains(r#"listeners[2]: "1.2.3.4" is not host:port"#), "{err}");
     }
-    let (code, _, err) = run(
-        &[],
-        "streamId: s\nmode: tls-server\nlisteners: [127.0.0.1:0]\n",
-    );
+    let (code, _, err) = run(&[], "streamId: s\nmode: tls-server\nlisteners: [127.0.0.1:0]\n");
     assert_eq!(code, 1);
-    assert!(
-        err.contains("tls: is required when mode is tls-server"),
-        "{err}"
-    );
+    assert!(err.contains("tls: is required when mode is tls-server"), "{err}");
     let (code, _, err) = run(&["check"], "streamId: s\nmode: plain\nlistener: []\n");
     assert_eq!(code, 1);
     assert!(err.contains("listener"), "{err}");
-    let (code, out, _) = run(
-        &["check"],
-        "streamId: s\nmode: plain\nlisteners: [127.0.0.1:0]\n",
-    );
+    let (code, out, _) = run(&["check"], "streamId: s\nmode: plain\nlisteners: [127.0.0.1:0]\n");
     assert_eq!(code, 0);
     assert!(out.contains("ok"));
 }
@@ -238,16 +181,10 @@ fn missing_tls_files_and_busy_ports_fail_before_serving() {
         "streamId: s\nmode: tls-client\nlisteners: [127.0.0.1:0]\ntls: {certFile: /nonexistent/c, keyFile: /k, peerFingerprintSha256: '00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00'}\n",
     );
     assert_eq!(code, 1);
-    assert!(
-        err.contains("tls.certFile") && err.contains("/nonexistent/c"),
-        "{err}"
-    );
+    assert!(err.contains("tls.certFile") && err.contains("/nonexistent/c"), "{err}");
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let busy_addr = busy.local_addr().unwrap();
-    let (code, _, err) = run(
-        &[],
-        &format!("streamId: s\nmode: plain\nlisteners: [127.0.0.3:0, '{busy_addr}']\n"),
-    );
+    let (code, _, err) = run(&[], &format!("streamId: s\nmode: plain\nlisteners: [127.0.0.3:0, '{busy_addr}']\n"));
     assert_eq!(code, 1);
     assert!(err.contains(&format!("cannot bind {busy_addr}")), "{err}");
 }

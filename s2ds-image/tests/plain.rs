@@ -11,9 +11,7 @@ use tokio::net::TcpStream;
 const MIB: u64 = 1 << 20;
 
 fn plain(targets: &[String], listeners: usize) -> String {
-    let l: Vec<String> = (0..listeners)
-        .map(|i| format!("127.0.0.{}:0", i + 1))
-        .collect();
+    let l: Vec<String> = (0..listeners).map(|i| format!("127.0.0.{}:0", i + 1)).collect();
     format!(
         "streamId: plain-test\nmode: plain\nlisteners: [{}]\ntargets: [{}]\nmetricsAddress: 127.0.0.1:0\ndrainSeconds: 5\n",
         l.join(", "),
@@ -29,10 +27,11 @@ async fn one_gib_through_plain_with_parallel_connections() {
     let addr = s2ds.listeners().await[0];
     // 4 x (192 MiB up + 64 MiB down) = 1 GiB
     transfer_checked(addr, &mut rx, 4, 192 * MIB, 64 * MIB, 7).await;
-    let up = s2ds.metric("s2ds_bytes_total{stream=\"plain-test\",listener=\"127.0.0.1:0\",direction=\"client_to_target\"}").await;
-    assert_eq!(up as u64, 4 * 192 * MIB);
-    s2ds.wait_metric("s2ds_connection_duration_seconds_count", 4.0)
+    let up = s2ds
+        .metric("s2ds_bytes_total{stream=\"plain-test\",listener=\"127.0.0.1:0\",direction=\"client_to_target\"}")
         .await;
+    assert_eq!(up as u64, 4 * 192 * MIB);
+    s2ds.wait_metric("s2ds_connection_duration_seconds_count", 4.0).await;
     assert_eq!(s2ds.metric("s2ds_connections_open").await, 0.0);
 }
 
@@ -77,18 +76,9 @@ async fn half_close_propagates_both_ways() {
 async fn target_down_is_counted_and_server_keeps_running() {
     let dir = tempfile::tempdir().unwrap();
     // A port that nothing listens on: bind then drop.
-    let dead = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
     let (alive, mut rx) = sink_target(1, 1000).await;
-    let s2ds = S2ds::start(
-        dir.path(),
-        "s",
-        &plain(&[dead.to_string(), alive.to_string()], 2),
-    )
-    .await;
+    let s2ds = S2ds::start(dir.path(), "s", &plain(&[dead.to_string(), alive.to_string()], 2)).await;
     let addrs = s2ds.listeners().await;
     for _ in 0..3 {
         let mut c = TcpStream::connect(addrs[0]).await.unwrap();
@@ -97,7 +87,11 @@ async fn target_down_is_counted_and_server_keeps_running() {
         let _ = c.read_to_end(&mut buf).await;
         assert!(buf.is_empty());
     }
-    s2ds.wait_metric("s2ds_connections_refused_total{stream=\"plain-test\",listener=\"127.0.0.1:0\",reason=\"target-unreachable\"}", 3.0).await;
+    s2ds.wait_metric(
+        "s2ds_connections_refused_total{stream=\"plain-test\",listener=\"127.0.0.1:0\",reason=\"target-unreachable\"}",
+        3.0,
+    )
+    .await;
     // The other listener still works.
     transfer_checked(addrs[1], &mut rx, 2, 100_000, 1000, 1).await;
     assert!(s2ds.log_contains("Target unreachable"));
@@ -111,7 +105,11 @@ async fn no_targets_refuses_and_counts() {
     let mut c = TcpStream::connect(addr).await.unwrap();
     let mut buf = Vec::new();
     let _ = c.read_to_end(&mut buf).await;
-    s2ds.wait_metric("s2ds_connections_refused_total{stream=\"plain-test\",listener=\"127.0.0.1:0\",reason=\"no-target\"}", 1.0).await;
+    s2ds.wait_metric(
+        "s2ds_connections_refused_total{stream=\"plain-test\",listener=\"127.0.0.1:0\",reason=\"no-target\"}",
+        1.0,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,23 +138,16 @@ async fn thousand_short_connections_leak_no_fds() {
         }
     }
     for _ in 0..1000 {
-        tokio::time::timeout(Duration::from_secs(10), rx.recv())
-            .await
-            .unwrap()
-            .unwrap();
+        tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap();
     }
-    s2ds.wait_metric("s2ds_connection_duration_seconds_count", 1004.0)
-        .await;
+    s2ds.wait_metric("s2ds_connection_duration_seconds_count", 1004.0).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let now = s2ds.open_fds();
         if now <= before {
             break;
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "fds: {before} before, {now} after 1000 connections"
-        );
+        assert!(std::time::Instant::now() < deadline, "fds: {before} before, {now} after 1000 connections");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(s2ds.metric("s2ds_connections_open").await, 0.0);

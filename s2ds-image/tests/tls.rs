@@ -29,12 +29,7 @@ async fn pair(dir: &Path, target: SocketAddr) -> (S2ds, S2ds, SocketAddr) {
     let server = S2ds::start(
         dir,
         "server",
-        &tls_yaml(
-            "tls-server",
-            &producer,
-            &format!("peerCertFile: {}", consumer.cert.display()),
-            target,
-        ),
+        &tls_yaml("tls-server", &producer, &format!("peerCertFile: {}", consumer.cert.display()), target),
     )
     .await;
     let server_addr = server.listeners().await[0];
@@ -59,11 +54,10 @@ async fn one_gib_through_the_tls_pair_with_parallel_connections() {
     let (target, mut rx) = sink_target(11, 64 * MIB).await;
     let (server, client, addr) = pair(dir.path(), target).await;
     transfer_checked(addr, &mut rx, 4, 192 * MIB, 64 * MIB, 11).await;
-    assert_eq!(
-        server.metric("s2ds_tls_handshake_failures_total").await,
-        0.0
-    );
-    let up = client.metric("s2ds_bytes_total{stream=\"tls-test\",listener=\"127.0.0.1:0\",direction=\"client_to_target\"}").await;
+    assert_eq!(server.metric("s2ds_tls_handshake_failures_total").await, 0.0);
+    let up = client
+        .metric("s2ds_bytes_total{stream=\"tls-test\",listener=\"127.0.0.1:0\",direction=\"client_to_target\"}")
+        .await;
     assert_eq!(up as u64, 4 * 192 * MIB);
 }
 
@@ -112,12 +106,7 @@ async fn wrong_peer_certificate_is_refused_and_counted() {
     let server = S2ds::start(
         dir.path(),
         "server",
-        &tls_yaml(
-            "tls-server",
-            &producer,
-            &format!("peerCertFile: {}", consumer.cert.display()),
-            target,
-        ),
+        &tls_yaml("tls-server", &producer, &format!("peerCertFile: {}", consumer.cert.display()), target),
     )
     .await;
     let server_addr = server.listeners().await[0];
@@ -132,9 +121,7 @@ async fn wrong_peer_certificate_is_refused_and_counted() {
         ),
     )
     .await;
-    let mut c = TcpStream::connect(bad_client.listeners().await[0])
-        .await
-        .unwrap();
+    let mut c = TcpStream::connect(bad_client.listeners().await[0]).await.unwrap();
     c.write_all(b"should never arrive").await.unwrap();
     let mut buf = Vec::new();
     let _ = c.read_to_end(&mut buf).await;
@@ -148,17 +135,10 @@ async fn wrong_peer_certificate_is_refused_and_counted() {
     let wrong_pin = S2ds::start(
         dir.path(),
         "wrongpin",
-        &tls_yaml(
-            "tls-client",
-            &consumer,
-            &format!("peerCertFile: {}", intruder.cert.display()),
-            server_addr,
-        ),
+        &tls_yaml("tls-client", &consumer, &format!("peerCertFile: {}", intruder.cert.display()), server_addr),
     )
     .await;
-    let mut c = TcpStream::connect(wrong_pin.listeners().await[0])
-        .await
-        .unwrap();
+    let mut c = TcpStream::connect(wrong_pin.listeners().await[0]).await.unwrap();
     let _ = c.read_to_end(&mut Vec::new()).await;
     wrong_pin
         .wait_metric("s2ds_connections_refused_total{stream=\"tls-test\",listener=\"127.0.0.1:0\",reason=\"peer-cert-mismatch\"}", 1.0)
@@ -169,7 +149,10 @@ async fn wrong_peer_certificate_is_refused_and_counted() {
     c.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
     let _ = c.read_to_end(&mut Vec::new()).await;
     server
-        .wait_metric("s2ds_connections_refused_total{stream=\"tls-test\",listener=\"127.0.0.1:0\",reason=\"tls-handshake\"}", 1.0)
+        .wait_metric(
+            "s2ds_connections_refused_total{stream=\"tls-test\",listener=\"127.0.0.1:0\",reason=\"tls-handshake\"}",
+            1.0,
+        )
         .await;
 
     // Nothing reached the target, and the right client still works.

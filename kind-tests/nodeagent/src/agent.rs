@@ -93,7 +93,13 @@ impl NodeAgentBuilder {
     /// Maps `image` (pattern with `*`) to `program`; earlier rules win, and
     /// rules added here go before the defaults.
     pub fn image(mut self, image: &str, program: impl Into<PathBuf>) -> Self {
-        let at = self.config.images.rules.iter().position(|r| r.image == "haproxy:*").unwrap_or(self.config.images.rules.len());
+        let at = self
+            .config
+            .images
+            .rules
+            .iter()
+            .position(|r| r.image == "haproxy:*")
+            .unwrap_or(self.config.images.rules.len());
         let rule = crate::ImageRule { image: image.into(), program: program.into(), args: vec![] };
         self.config.images.rules.insert(at, rule);
         self
@@ -193,17 +199,24 @@ impl NodeAgent {
         let nodes: Vec<NodeSpec> = match &config.serve {
             None => config.topology.nodes.clone(),
             Some(names) => {
-                let unknown: Vec<&String> = names.iter().filter(|n| !config.topology.nodes.iter().any(|t| &&t.name == n)).collect();
+                let unknown: Vec<&String> =
+                    names.iter().filter(|n| !config.topology.nodes.iter().any(|t| &&t.name == n)).collect();
                 if !unknown.is_empty() {
                     if owns_network {
                         network.teardown().await;
                     }
-                    return Err(Error::Config(format!("nodes {unknown:?} are not in the topology; declare them with .node(..)")));
+                    return Err(Error::Config(format!(
+                        "nodes {unknown:?} are not in the topology; declare them with .node(..)"
+                    )));
                 }
                 config.topology.nodes.iter().filter(|t| names.contains(&t.name)).cloned().collect()
             }
         };
-        let id = format!("{}-{}", network.plan().prefix.trim_end_matches('-'), &uuid::Uuid::new_v4().simple().to_string()[..4]);
+        let id = format!(
+            "{}-{}",
+            network.plan().prefix.trim_end_matches('-'),
+            &uuid::Uuid::new_v4().simple().to_string()[..4]
+        );
         let (pods_dir, scratch) = match &config.state_dir {
             Some(d) => (d.join("pods"), None),
             None => {
@@ -211,7 +224,8 @@ impl NodeAgent {
                 (d.join("pods"), Some(d))
             }
         };
-        std::fs::create_dir_all(&pods_dir).map_err(|source| Error::Io { context: format!("creating {}", pods_dir.display()), source })?;
+        std::fs::create_dir_all(&pods_dir)
+            .map_err(|source| Error::Io { context: format!("creating {}", pods_dir.display()), source })?;
         let ctx = Arc::new(Ctx {
             client: client.clone(),
             images: config.images.clone(),
@@ -221,14 +235,21 @@ impl NodeAgent {
             sync_period: config.sync_period,
             privileged: config.privileged.unwrap_or_else(|| nix::unistd::geteuid().is_root()),
         });
-        let mut agent = NodeAgent { ctx, config, nodes, owns_network, id, stop: watch::channel(false).0, tasks: vec![], scratch };
+        let mut agent =
+            NodeAgent { ctx, config, nodes, owns_network, id, stop: watch::channel(false).0, tasks: vec![], scratch };
         if let Err(e) = agent.register_nodes().await {
             if agent.owns_network {
                 network.teardown().await;
             }
             return Err(e);
         }
-        let hb = heartbeat(client.clone(), agent.config.heartbeat, agent.nodes.clone(), network.clone(), agent.stop.subscribe());
+        let hb = heartbeat(
+            client.clone(),
+            agent.config.heartbeat,
+            agent.nodes.clone(),
+            network.clone(),
+            agent.stop.subscribe(),
+        );
         agent.tasks.push(tokio::spawn(hb));
         agent.tasks.push(tokio::spawn(watch_pods(agent.ctx.clone(), agent.nodes.clone(), agent.stop.subscribe())));
         tracing::info!(agent = %agent.id, nodes = agent.nodes.len(), mode = ?agent.config.mode, "node agent started");
@@ -303,7 +324,13 @@ impl Drop for NodeAgent {
     }
 }
 
-async fn heartbeat(client: Client, period: Duration, nodes: Vec<NodeSpec>, net: Arc<Network>, mut stop: watch::Receiver<bool>) {
+async fn heartbeat(
+    client: Client,
+    period: Duration,
+    nodes: Vec<NodeSpec>,
+    net: Arc<Network>,
+    mut stop: watch::Receiver<bool>,
+) {
     let since = Timestamp::now();
     let lease_secs = (period.as_secs() as i32 * 4).max(4);
     let mut tick = tokio::time::interval(period);
@@ -331,7 +358,11 @@ struct Running {
 
 fn deletion_grace(p: &Pod) -> Option<Duration> {
     p.metadata.deletion_timestamp.as_ref()?;
-    let s = p.metadata.deletion_grace_period_seconds.or_else(|| p.spec.as_ref()?.termination_grace_period_seconds).unwrap_or(30);
+    let s = p
+        .metadata
+        .deletion_grace_period_seconds
+        .or_else(|| p.spec.as_ref()?.termination_grace_period_seconds)
+        .unwrap_or(30);
     Some(Duration::from_secs(s.max(0) as u64))
 }
 

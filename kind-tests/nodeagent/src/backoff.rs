@@ -18,14 +18,22 @@ pub struct Backoff {
 impl Default for Backoff {
     /// The kubelet's figures: 10 s doubling to 5 min, reset after 10 min.
     fn default() -> Self {
-        Backoff { initial: Duration::from_secs(10), max: Duration::from_secs(300), reset_after: Duration::from_secs(600) }
+        Backoff {
+            initial: Duration::from_secs(10),
+            max: Duration::from_secs(300),
+            reset_after: Duration::from_secs(600),
+        }
     }
 }
 
 impl Backoff {
     /// Fast figures for tests: 200 ms doubling to 2 s.
     pub fn fast() -> Self {
-        Backoff { initial: Duration::from_millis(200), max: Duration::from_secs(2), reset_after: Duration::from_secs(60) }
+        Backoff {
+            initial: Duration::from_millis(200),
+            max: Duration::from_secs(2),
+            reset_after: Duration::from_secs(60),
+        }
     }
 
     /// Delay before the next start, given the number of consecutive

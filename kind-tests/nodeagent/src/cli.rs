@@ -61,13 +61,16 @@ pub async fn run(args: Args) -> Result<()> {
     };
     let client = kube::Client::try_from(cfg).map_err(Error::kube("building a client"))?;
     let mut topology = match &args.topology {
-        Some(p) => Topology::from_yaml(&read(p)?).map_err(|e| Error::Config(format!("topology {}: {e}", p.display())))?,
+        Some(p) => {
+            Topology::from_yaml(&read(p)?).map_err(|e| Error::Config(format!("topology {}: {e}", p.display())))?
+        }
         None => Topology::new(),
     };
     topology.nodes.extend(args.nodes.iter().map(|n| NodeSpec::new(n)));
     let mut images = ImageMap::with_defaults(args.s2ds.as_deref());
     if let Some(p) = &args.images {
-        let extra = ImageMap::from_yaml(&read(p)?).map_err(|e| Error::Config(format!("images {}: {e}", p.display())))?;
+        let extra =
+            ImageMap::from_yaml(&read(p)?).map_err(|e| Error::Config(format!("images {}: {e}", p.display())))?;
         for r in extra.rules.into_iter().rev() {
             images.prepend(r);
         }

@@ -93,7 +93,14 @@ impl Runner {
     /// Waits for the process to exit, a stop, or a failed liveness verdict.
     async fn supervise(&mut self, child: &mut tokio::process::Child, started: SystemTime) -> Ended {
         let liveness_failed = Arc::new(Notify::new());
-        let probes = probe_loop(self.pc.clone(), self.pod.clone(), self.c.clone(), self.idx, self.shared.clone(), liveness_failed.clone());
+        let probes = probe_loop(
+            self.pc.clone(),
+            self.pod.clone(),
+            self.c.clone(),
+            self.idx,
+            self.shared.clone(),
+            liveness_failed.clone(),
+        );
         let _probes = AbortOnDrop(tokio::spawn(probes));
         tokio::select! {
             st = child.wait() => Ended::Exited(st.ok()),
@@ -124,11 +131,21 @@ impl Runner {
         let term = RunState::exited(code, sig, started, SystemTime::now());
         let success = matches!(term, RunState::Terminated { exit_code: 0, .. });
         if !success {
-            self.event(true, reason::FAILED, format!("Container {} exited: code {code:?}, signal {sig:?}", self.c.name)).await;
+            self.event(
+                true,
+                reason::FAILED,
+                format!("Container {} exited: code {code:?}, signal {sig:?}", self.c.name),
+            )
+            .await;
         }
         let policy = self.pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref()).unwrap_or("Always");
         if !(policy == "Always" || (policy == "OnFailure" && !success)) {
-            self.shared.update(self.idx, |r| { r.ready = false; r.state = term; }).await;
+            self.shared
+                .update(self.idx, |r| {
+                    r.ready = false;
+                    r.state = term;
+                })
+                .await;
             return false;
         }
         self.failures = self.pc.ctx.backoff.next_count(self.failures, ran);
@@ -200,14 +217,22 @@ pub fn grace_of(pod: &Pod) -> Duration {
 
 /// Probes one running container until aborted: readiness sets `ready`,
 /// a failed liveness verdict notifies `liveness_failed` once.
-async fn probe_loop(pc: Arc<PodCtx>, pod: Pod, c: Container, idx: usize, shared: Arc<Shared>, liveness_failed: Arc<Notify>) {
+async fn probe_loop(
+    pc: Arc<PodCtx>,
+    pod: Pod,
+    c: Container,
+    idx: usize,
+    shared: Arc<Shared>,
+    liveness_failed: Arc<Notify>,
+) {
     let target = ProbeTarget { netns: pc.netns.clone(), pod_ip: pc.address.into() };
     let exec_pc = pc.clone();
     let (exec_pod, exec_c) = (pod.clone(), c.clone());
     let exec = move |cmd: &[String]| exec_pc.exec_command(&exec_pod, &exec_c, cmd);
     let readiness = c.readiness_probe.clone().map(|p| (probe::timing(&p), p, Tracker::new(false), Instant::now()));
     let liveness = c.liveness_probe.clone().map(|p| (probe::timing(&p), p, Tracker::new(true), Instant::now()));
-    let mut probes: Vec<_> = readiness.into_iter().map(|r| (true, r)).chain(liveness.into_iter().map(|l| (false, l))).collect();
+    let mut probes: Vec<_> =
+        readiness.into_iter().map(|r| (true, r)).chain(liveness.into_iter().map(|l| (false, l))).collect();
     if probes.is_empty() {
         return;
     }
@@ -282,7 +307,8 @@ mod tests {
         let cs = &pod.spec.as_ref().expect("spec").containers;
         assert_eq!(user_of(&pod, &cs[0]), Some((65532, 65532, vec![4, 65532])));
         assert_eq!(user_of(&pod, &cs[1]), Some((1000, 65532, vec![4, 65532])));
-        let bare: Pod = serde_json::from_value(serde_json::json!({"spec": {"containers": [{"name": "a"}]}})).expect("pod");
+        let bare: Pod =
+            serde_json::from_value(serde_json::json!({"spec": {"containers": [{"name": "a"}]}})).expect("pod");
         assert_eq!(user_of(&bare, &bare.spec.as_ref().expect("spec").containers[0]), None);
         assert_eq!(grace_of(&pod), Duration::from_secs(30));
     }

@@ -8,7 +8,12 @@ use crate::volumes::Sources;
 
 /// Resolves `container.env` for `pod` running with `pod_ip`. `$(VAR)`
 /// references to earlier variables are expanded, as Kubernetes does.
-pub fn resolve(pod: &Pod, container: &Container, sources: &Sources, pod_ip: &str) -> Result<Vec<(String, String)>, String> {
+pub fn resolve(
+    pod: &Pod,
+    container: &Container,
+    sources: &Sources,
+    pod_ip: &str,
+) -> Result<Vec<(String, String)>, String> {
     let mut out: Vec<(String, String)> = Vec::new();
     for e in container.env.iter().flatten() {
         let value = match (&e.value, &e.value_from) {
@@ -16,7 +21,9 @@ pub fn resolve(pod: &Pod, container: &Container, sources: &Sources, pod_ip: &str
             (None, Some(vf)) => {
                 if let Some(r) = &vf.config_map_key_ref {
                     let v = sources.config_maps.get(&r.name).and_then(|c| c.data.as_ref()?.get(&r.key).cloned());
-                    missing(v, r.optional, || format!("env {}: ConfigMap {:?} key {:?} not found", e.name, r.name, r.key))?
+                    missing(v, r.optional, || {
+                        format!("env {}: ConfigMap {:?} key {:?} not found", e.name, r.name, r.key)
+                    })?
                 } else if let Some(r) = &vf.secret_key_ref {
                     let v = sources.secrets.get(&r.name).and_then(|s| {
                         let ByteString(b) = s.data.as_ref()?.get(&r.key)?;
@@ -24,9 +31,15 @@ pub fn resolve(pod: &Pod, container: &Container, sources: &Sources, pod_ip: &str
                     });
                     missing(v, r.optional, || format!("env {}: Secret {:?} key {:?} not found", e.name, r.name, r.key))?
                 } else if let Some(f) = &vf.field_ref {
-                    Some(field(pod, &f.field_path, pod_ip).ok_or_else(|| format!("env {}: unsupported fieldPath {:?}", e.name, f.field_path))?)
+                    Some(
+                        field(pod, &f.field_path, pod_ip)
+                            .ok_or_else(|| format!("env {}: unsupported fieldPath {:?}", e.name, f.field_path))?,
+                    )
                 } else {
-                    return Err(format!("env {}: only configMapKeyRef, secretKeyRef and fieldRef are supported", e.name));
+                    return Err(format!(
+                        "env {}: only configMapKeyRef, secretKeyRef and fieldRef are supported",
+                        e.name
+                    ));
                 }
             }
             (None, None) => Some(String::new()),
@@ -120,8 +133,14 @@ mod tests {
     fn resolves_all_sources() {
         let p = pod();
         let mut s = Sources::default();
-        s.config_maps.insert("cm".into(), ConfigMap { data: Some([("k".to_string(), "cv".to_string())].into()), ..Default::default() });
-        s.secrets.insert("s".into(), Secret { data: Some([("k".to_string(), ByteString(b"sv".to_vec()))].into()), ..Default::default() });
+        s.config_maps.insert(
+            "cm".into(),
+            ConfigMap { data: Some([("k".to_string(), "cv".to_string())].into()), ..Default::default() },
+        );
+        s.secrets.insert(
+            "s".into(),
+            Secret { data: Some([("k".to_string(), ByteString(b"sv".to_vec()))].into()), ..Default::default() },
+        );
         let env = resolve(&p, &p.spec.as_ref().expect("spec").containers[0], &s, "198.51.100.1").expect("env");
         let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         assert_eq!(get("B"), Some("1-$(A)-$(Z)"));
@@ -137,7 +156,8 @@ mod tests {
     #[test]
     fn missing_key_is_an_error() {
         let p = pod();
-        let e = resolve(&p, &p.spec.as_ref().expect("spec").containers[0], &Sources::default(), "x").expect_err("missing");
+        let e =
+            resolve(&p, &p.spec.as_ref().expect("spec").containers[0], &Sources::default(), "x").expect_err("missing");
         assert!(e.contains("ConfigMap \"cm\""), "{e}");
     }
 }

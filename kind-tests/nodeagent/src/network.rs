@@ -34,10 +34,11 @@ pub struct Network {
 }
 
 async fn ip(args: &[String]) -> Result<()> {
-    let out = Command::new("ip").args(args).output().await.map_err(|source| Error::Io {
-        context: "running ip (install iproute2)".into(),
-        source,
-    })?;
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .await
+        .map_err(|source| Error::Io { context: "running ip (install iproute2)".into(), source })?;
     if out.status.success() {
         return Ok(());
     }
@@ -119,7 +120,8 @@ impl Network {
         cleanup_stale().await;
         match mode {
             NetworkMode::Loopback => {
-                let seed = u16::from_be_bytes([prefix.as_bytes()[prefix.len() - 3], prefix.as_bytes()[prefix.len() - 2]]);
+                let seed =
+                    u16::from_be_bytes([prefix.as_bytes()[prefix.len() - 3], prefix.as_bytes()[prefix.len() - 2]]);
                 let addrs = loopback_addresses(seed ^ (std::process::id() as u16), plan.members.len());
                 loopback = plan.members.iter().map(|m| m.name.clone()).zip(addrs).collect();
             }

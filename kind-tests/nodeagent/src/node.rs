@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeCondition, NodeSpec as K8sNodeSpec, NodeStatus, NodeSystemInfo};
+use k8s_openapi::api::core::v1::{
+    Node, NodeAddress, NodeCondition, NodeSpec as K8sNodeSpec, NodeStatus, NodeSystemInfo,
+};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -34,7 +36,10 @@ pub fn node_object(spec: &NodeSpec, addrs: NodeAddresses, agent_id: &str) -> Nod
     let mut labels = spec.labels.clone();
     labels.insert("kubernetes.io/hostname".into(), spec.name.clone());
     labels.insert("kubernetes.io/os".into(), "linux".into());
-    labels.insert("kubernetes.io/arch".into(), std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"));
+    labels.insert(
+        "kubernetes.io/arch".into(),
+        std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
+    );
     let mut annotations = spec.annotations.clone();
     annotations.insert(ANNOTATION_AGENT.into(), agent_id.into());
     annotations.entry(ANNOTATION_LAN_ADDRESS.into()).or_insert_with(|| addrs.internal.to_string());
@@ -48,7 +53,10 @@ pub fn node_object(spec: &NodeSpec, addrs: NodeAddresses, agent_id: &str) -> Nod
             annotations: Some(annotations),
             ..ObjectMeta::default()
         },
-        spec: Some(K8sNodeSpec { taints: Some(spec.taints.clone()).filter(|t| !t.is_empty()), ..K8sNodeSpec::default() }),
+        spec: Some(K8sNodeSpec {
+            taints: Some(spec.taints.clone()).filter(|t| !t.is_empty()),
+            ..K8sNodeSpec::default()
+        }),
         status: None,
     }
 }
@@ -63,7 +71,12 @@ pub fn node_status(spec: &NodeSpec, addrs: NodeAddresses, ready: bool, since: Ti
         addresses.insert(1, NodeAddress { type_: "ExternalIP".into(), address: w.to_string() });
     }
     let q = |s: &str| Quantity(s.into());
-    let capacity = BTreeMap::from([("cpu".into(), q("4")), ("memory".into(), q("8Gi")), ("pods".into(), q("110")), ("ephemeral-storage".into(), q("20Gi"))]);
+    let capacity = BTreeMap::from([
+        ("cpu".into(), q("4")),
+        ("memory".into(), q("8Gi")),
+        ("pods".into(), q("110")),
+        ("ephemeral-storage".into(), q("20Gi")),
+    ]);
     let (status, reason, message) = if ready {
         ("True", "KubeletReady", "nodeagent is posting ready status")
     } else {
@@ -117,7 +130,13 @@ pub async fn register(client: &Client, spec: &NodeSpec, addrs: NodeAddresses, ag
 }
 
 /// Writes the Node's status (Ready or not).
-pub async fn post_status(client: &Client, spec: &NodeSpec, addrs: NodeAddresses, ready: bool, since: Timestamp) -> Result<()> {
+pub async fn post_status(
+    client: &Client,
+    spec: &NodeSpec,
+    addrs: NodeAddresses,
+    ready: bool,
+    since: Timestamp,
+) -> Result<()> {
     let api: Api<Node> = Api::all(client.clone());
     let patch = json!({"status": node_status(spec, addrs, ready, since)});
     api.patch_status(&spec.name, &PatchParams::default(), &Patch::Merge(&patch))
@@ -141,7 +160,11 @@ pub async fn renew_lease(client: &Client, node: &str, duration_seconds: i32) -> 
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 => {
             let lease = Lease {
-                metadata: ObjectMeta { name: Some(node.into()), namespace: Some(LEASE_NAMESPACE.into()), ..ObjectMeta::default() },
+                metadata: ObjectMeta {
+                    name: Some(node.into()),
+                    namespace: Some(LEASE_NAMESPACE.into()),
+                    ..ObjectMeta::default()
+                },
                 spec: Some(spec),
             };
             api.create(&PostParams { field_manager: Some(MANAGER.into()), ..PostParams::default() }, &lease)
@@ -160,7 +183,8 @@ mod tests {
     #[test]
     fn node_carries_addresses_labels_and_taints() {
         let spec = NodeSpec::gateway("gw-a", "a").taint("scistream.io/gateway", "true", "NoSchedule");
-        let addrs = NodeAddresses { internal: Ipv4Addr::new(198, 51, 100, 1), external: Some(Ipv4Addr::new(192, 0, 2, 1)) };
+        let addrs =
+            NodeAddresses { internal: Ipv4Addr::new(198, 51, 100, 1), external: Some(Ipv4Addr::new(192, 0, 2, 1)) };
         let n = node_object(&spec, addrs, "agent-1");
         let ann = n.metadata.annotations.as_ref().expect("annotations");
         assert_eq!(ann[ANNOTATION_WAN_ADDRESS], "192.0.2.1");

@@ -136,9 +136,10 @@ impl Topology {
         for (name, nets, is_node) in all.chain(self.hosts.iter().map(|h| (&h.name, &h.networks, false))) {
             let mut interfaces = Vec::new();
             for (j, net) in nets.iter().enumerate() {
-                let idx = networks.iter().position(|n| &n.name == net).ok_or_else(|| {
-                    TopologyError::UnknownNetwork { member: name.clone(), network: net.clone() }
-                })?;
+                let idx = networks
+                    .iter()
+                    .position(|n| &n.name == net)
+                    .ok_or_else(|| TopologyError::UnknownNetwork { member: name.clone(), network: net.clone() })?;
                 used[idx] += 1;
                 let pn = &networks[idx];
                 if used[idx] >= (1u32 << (32 - pn.len)) - 1 {

@@ -99,14 +99,22 @@ fn host(h: Option<&String>, target: &ProbeTarget) -> IpAddr {
 }
 
 /// Runs `probe` once. `exec` runs an exec probe's command (exit 0 = success).
-pub async fn run(probe: &Probe, c: &Container, target: &ProbeTarget, exec: &(dyn Fn(&[String]) -> tokio::process::Command + Sync)) -> Result<(), String> {
+pub async fn run(
+    probe: &Probe,
+    c: &Container,
+    target: &ProbeTarget,
+    exec: &(dyn Fn(&[String]) -> tokio::process::Command + Sync),
+) -> Result<(), String> {
     let t = timing(probe);
     let work = async {
         if let Some(tcp) = &probe.tcp_socket {
             let p = port(&tcp.port, c).ok_or("bad port")?;
             let addr = SocketAddr::new(host(tcp.host.as_ref(), target), p);
             let s = socket_in(target.netns.clone(), addr).await.map_err(|e| e.to_string())?;
-            tokio::net::TcpSocket::from_std_stream(s.into()).connect(addr).await.map_err(|e| format!("dial tcp {addr}: {e}"))?;
+            tokio::net::TcpSocket::from_std_stream(s.into())
+                .connect(addr)
+                .await
+                .map_err(|e| format!("dial tcp {addr}: {e}"))?;
             Ok(())
         } else if let Some(http) = &probe.http_get {
             let p = port(&http.port, c).ok_or("bad port")?;
@@ -132,7 +140,8 @@ async fn http_get(addr: SocketAddr, path: &str, target: &ProbeTarget) -> Result<
         .connect(addr)
         .await
         .map_err(|e| format!("Get \"http://{addr}{path}\": {e}"))?;
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: kube-probe/1.33\r\nConnection: close\r\n\r\n");
+    let req =
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: kube-probe/1.33\r\nConnection: close\r\n\r\n");
     stream.write_all(req.as_bytes()).await.map_err(|e| e.to_string())?;
     let mut buf = vec![0u8; 256];
     let mut n = 0;
@@ -186,13 +195,20 @@ mod tests {
         let c = Container::default();
         let exec = |_: &[String]| tokio::process::Command::new("true");
         let http = |path: &str| Probe {
-            http_get: Some(k8s_openapi::api::core::v1::HTTPGetAction { path: Some(path.into()), port: IntOrString::Int(i32::from(port)), ..Default::default() }),
+            http_get: Some(k8s_openapi::api::core::v1::HTTPGetAction {
+                path: Some(path.into()),
+                port: IntOrString::Int(i32::from(port)),
+                ..Default::default()
+            }),
             ..Probe::default()
         };
         assert_eq!(run(&http("/ok"), &c, &target, &exec).await, Ok(()));
         assert!(run(&http("/bad"), &c, &target, &exec).await.expect_err("500").contains("500"));
         let tcp = Probe {
-            tcp_socket: Some(k8s_openapi::api::core::v1::TCPSocketAction { host: Some("127.0.0.1".into()), port: IntOrString::Int(i32::from(port)) }),
+            tcp_socket: Some(k8s_openapi::api::core::v1::TCPSocketAction {
+                host: Some("127.0.0.1".into()),
+                port: IntOrString::Int(i32::from(port)),
+            }),
             ..Probe::default()
         };
         assert_eq!(run(&tcp, &c, &target, &exec).await, Ok(()));

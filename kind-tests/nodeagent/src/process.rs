@@ -104,7 +104,10 @@ pub enum Stopped {
 }
 
 /// SIGTERM to the process group, up to `grace` to exit, then SIGKILL.
-pub async fn terminate(child: &mut tokio::process::Child, grace: Duration) -> (Stopped, Option<std::process::ExitStatus>) {
+pub async fn terminate(
+    child: &mut tokio::process::Child,
+    grace: Duration,
+) -> (Stopped, Option<std::process::ExitStatus>) {
     let Some(pid) = child.id() else {
         return (Stopped::Gracefully, child.try_wait().ok().flatten());
     };

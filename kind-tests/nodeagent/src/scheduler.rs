@@ -16,7 +16,8 @@ fn tolerates(t: &Toleration, taint: &Taint) -> bool {
         None | Some("") => t.operator.as_deref() == Some("Exists"),
         Some(k) => k == taint.key,
     };
-    let value_ok = t.operator.as_deref() == Some("Exists") || t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("");
+    let value_ok = t.operator.as_deref() == Some("Exists")
+        || t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("");
     let effect_ok = t.effect.as_deref().is_none_or(|e| e.is_empty() || e == taint.effect);
     key_ok && value_ok && effect_ok
 }
@@ -24,7 +25,11 @@ fn tolerates(t: &Toleration, taint: &Taint) -> bool {
 /// Whether `pod` may run on `node` (pure).
 pub fn fits(pod: &Pod, node: &NodeSpec) -> bool {
     let Some(spec) = &pod.spec else { return false };
-    let selector_ok = spec.node_selector.iter().flatten().all(|(k, v)| node.labels.get(k) == Some(v) || (k == "kubernetes.io/hostname" && *v == node.name));
+    let selector_ok = spec
+        .node_selector
+        .iter()
+        .flatten()
+        .all(|(k, v)| node.labels.get(k) == Some(v) || (k == "kubernetes.io/hostname" && *v == node.name));
     let tolerations = spec.tolerations.clone().unwrap_or_default();
     let taints_ok = node
         .taints
@@ -61,7 +66,10 @@ pub async fn bind(client: &Client, pod: &Pod, node: &str) -> Result<(), kube::Er
         "metadata": {"name": name, "namespace": ns},
         "target": {"apiVersion": "v1", "kind": "Node", "name": node}
     });
-    match api.create_subresource::<serde_json::Value, serde_json::Value>("binding", &name, &PostParams::default(), &binding).await {
+    match api
+        .create_subresource::<serde_json::Value, serde_json::Value>("binding", &name, &PostParams::default(), &binding)
+        .await
+    {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 || s.code == 405 => {
             let patch = json!({"spec": {"nodeName": node}});
@@ -90,7 +98,9 @@ mod tests {
         let p = pod(json!({"containers": [], "nodeSelector": {"zone": "x"},
                            "tolerations": [{"key": "gw", "operator": "Equal", "value": "true", "effect": "NoSchedule"}]}));
         assert_eq!(choose(&p, &nodes).map(|n| n.name.as_str()), Some("a"));
-        let p = pod(json!({"containers": [], "tolerations": [{"operator": "Exists"}], "nodeSelector": {"kubernetes.io/hostname": "b"}}));
+        let p = pod(
+            json!({"containers": [], "tolerations": [{"operator": "Exists"}], "nodeSelector": {"kubernetes.io/hostname": "b"}}),
+        );
         assert_eq!(choose(&p, &nodes).map(|n| n.name.as_str()), Some("b"));
         let bound = pod(json!({"containers": [], "nodeName": "a"}));
         assert!(choose(&bound, &nodes).is_none());

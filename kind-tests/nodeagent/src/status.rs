@@ -123,7 +123,8 @@ fn container_state(s: &RunState) -> ContainerState {
 /// Phase: `Pending` until a container has started, `Running` while any runs
 /// or will be restarted, `Succeeded`/`Failed` once all are terminated for good.
 pub fn phase(p: &PodRecord) -> &'static str {
-    let started = |c: &ContainerRecord| c.restarts > 0 || !matches!(c.state, RunState::Waiting { .. }) || c.last.is_some();
+    let started =
+        |c: &ContainerRecord| c.restarts > 0 || !matches!(c.state, RunState::Waiting { .. }) || c.last.is_some();
     if !p.containers.iter().any(started) {
         return "Pending";
     }

@@ -49,12 +49,24 @@ pub fn isolate(cmd: &mut std::process::Command, iso: Isolation) {
             // SAFETY: mount(2) with valid NUL-terminated strings prepared before fork; makes
             // every mount private so our binds never propagate back to the host.
             check(unsafe {
-                libc::mount(std::ptr::null(), root.as_ptr(), std::ptr::null(), libc::MS_REC | libc::MS_PRIVATE, std::ptr::null())
+                libc::mount(
+                    std::ptr::null(),
+                    root.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null(),
+                )
             })?;
             for (src, dst) in &binds {
                 // SAFETY: as above; both paths are valid C strings owned by the closure.
                 check(unsafe {
-                    libc::mount(src.as_ptr(), dst.as_ptr(), std::ptr::null(), libc::MS_BIND | libc::MS_REC, std::ptr::null())
+                    libc::mount(
+                        src.as_ptr(),
+                        dst.as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_BIND | libc::MS_REC,
+                        std::ptr::null(),
+                    )
                 })?;
             }
         }

@@ -71,7 +71,12 @@ impl NodeSpec {
     }
     /// Adds a taint.
     pub fn taint(mut self, key: &str, value: &str, effect: &str) -> Self {
-        self.taints.push(Taint { key: key.into(), value: Some(value.into()), effect: effect.into(), ..Taint::default() });
+        self.taints.push(Taint {
+            key: key.into(),
+            value: Some(value.into()),
+            effect: effect.into(),
+            ..Taint::default()
+        });
         self
     }
 }

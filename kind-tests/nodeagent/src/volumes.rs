@@ -98,7 +98,9 @@ fn project(
         return if optional { Ok(()) } else { Err(format!("{what} not found")) };
     };
     let pairs: Vec<(String, String, u32)> = match items {
-        Some(items) => items.iter().map(|i| (i.key.clone(), i.path.clone(), i.mode.map_or(mode, |m| m as u32))).collect(),
+        Some(items) => {
+            items.iter().map(|i| (i.key.clone(), i.path.clone(), i.mode.map_or(mode, |m| m as u32))).collect()
+        }
         None => data.keys().map(|k| (k.clone(), k.clone(), mode)).collect(),
     };
     for (key, path, m) in pairs {
@@ -119,7 +121,14 @@ pub fn content(volume: &Volume, sources: &Sources) -> Result<Option<VolumeConten
     if let Some(c) = &volume.config_map {
         let data = sources.config_maps.get(&c.name).map(cm_data);
         let mode = c.default_mode.map_or(0o644, |m| m as u32);
-        project(&format!("ConfigMap {:?}", c.name), data, c.items.as_ref(), mode, c.optional == Some(true), &mut files)?;
+        project(
+            &format!("ConfigMap {:?}", c.name),
+            data,
+            c.items.as_ref(),
+            mode,
+            c.optional == Some(true),
+            &mut files,
+        )?;
     } else if let Some(s) = &volume.secret {
         let name = s.secret_name.clone().unwrap_or_default();
         let data = sources.secrets.get(&name).map(secret_data);
@@ -183,7 +192,7 @@ pub fn sync(dir: &Path, content: &VolumeContent, fs_group: Option<u32>) -> std::
         let path = dir.join(rel);
         let mode = group_perm(*mode);
         let same = std::fs::read(&path).ok().as_ref() == Some(bytes)
-            && std::fs::metadata(&path).map(|m| m.permissions().mode() & 0o777) .ok() == Some(mode);
+            && std::fs::metadata(&path).map(|m| m.permissions().mode() & 0o777).ok() == Some(mode);
         if same {
             continue;
         }
@@ -209,9 +218,7 @@ pub fn sync(dir: &Path, content: &VolumeContent, fs_group: Option<u32>) -> std::
 
 fn chown_group(path: &Path, gid: Option<u32>) -> std::io::Result<()> {
     match gid {
-        Some(g) if nix::unistd::geteuid().is_root() => {
-            std::os::unix::fs::chown(path, None, Some(g))
-        }
+        Some(g) if nix::unistd::geteuid().is_root() => std::os::unix::fs::chown(path, None, Some(g)),
         _ => Ok(()),
     }
 }

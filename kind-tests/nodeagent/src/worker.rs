@@ -180,7 +180,11 @@ impl PodCtx {
         let privileged = self.ctx.privileged;
         let launch = Launch {
             program: program.into(),
-            args: if privileged { args.to_vec() } else { args.iter().map(|a| volumes::rewrite_paths(a, &mounts)).collect() },
+            args: if privileged {
+                args.to_vec()
+            } else {
+                args.iter().map(|a| volumes::rewrite_paths(a, &mounts)).collect()
+            },
             hostname: self.node.clone(),
             log: "/dev/null".into(),
             netns: self.netns.clone(),
@@ -279,7 +283,13 @@ impl Containers {
             Ok(_) if self.tasks.is_empty() => {
                 let n = self.pod.spec.as_ref().map_or(0, |s| s.containers.len());
                 for idx in 0..n {
-                    let run = container::run(self.pc.clone(), self.pod.clone(), idx, self.shared.clone(), self.stop_rx.clone());
+                    let run = container::run(
+                        self.pc.clone(),
+                        self.pod.clone(),
+                        idx,
+                        self.shared.clone(),
+                        self.stop_rx.clone(),
+                    );
                     self.tasks.push(tokio::spawn(run));
                 }
             }
@@ -305,10 +315,12 @@ pub async fn run(ctx: Arc<Ctx>, node: String, pod: Pod, mut rx: watch::Receiver<
         tracing::debug!(pod = %pc.key, error = %e, "annotating log directory failed");
     }
     let shared = Arc::new(Shared { record: Mutex::new(initial_record(&pod, pc.address)), changed: Notify::new() });
-    let writer = StatusWriter { api: api.clone(), name: pod.name_any(), transitions: Mutex::default(), last: Mutex::default() };
+    let writer =
+        StatusWriter { api: api.clone(), name: pod.name_any(), transitions: Mutex::default(), last: Mutex::default() };
     writer.write(&*shared.record.lock().await).await;
     let (stop_tx, stop_rx) = watch::channel(None::<Duration>);
-    let mut containers = Containers { pc: pc.clone(), pod: pod.clone(), shared: shared.clone(), stop_rx, tasks: vec![] };
+    let mut containers =
+        Containers { pc: pc.clone(), pod: pod.clone(), shared: shared.clone(), stop_rx, tasks: vec![] };
     let mut latest = pod;
     let mut tick = tokio::time::interval(ctx.sync_period);
     let outcome = loop {

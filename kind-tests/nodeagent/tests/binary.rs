@@ -28,7 +28,10 @@ async fn binary_registers_nodes_runs_pods_and_stops_on_sigterm() {
         .expect("spawn nodeagent");
     let nodes: Api<Node> = Api::all(client.clone());
     for n in ["gw-a", "gw-b"] {
-        eventually(30, "node Ready", || async { (node_ready(&nodes.get_opt(n).await.ok()??)? == "True").then_some(()) }).await;
+        eventually(30, "node Ready", || async {
+            (node_ready(&nodes.get_opt(n).await.ok()??)? == "True").then_some(())
+        })
+        .await;
     }
     let gw_a = nodes.get("gw-a").await.expect("gw-a");
     let taints = gw_a.spec.and_then(|s| s.taints).unwrap_or_default();
@@ -44,7 +47,8 @@ async fn binary_registers_nodes_runs_pods_and_stops_on_sigterm() {
 
     let pid = nix::unistd::Pid::from_raw(child.id().expect("pid") as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("sigterm");
-    let status = tokio::time::timeout(Duration::from_secs(20), child.wait()).await.expect("exits in time").expect("wait");
+    let status =
+        tokio::time::timeout(Duration::from_secs(20), child.wait()).await.expect("exits in time").expect("wait");
     assert!(status.success(), "{status}");
     for n in ["gw-a", "gw-b"] {
         assert_eq!(node_ready(&nodes.get(n).await.expect("node")).as_deref(), Some("False"));

@@ -20,7 +20,11 @@ async fn relay_pod_runs_reads_volumes_follows_updates_and_is_deleted() {
     let addr = env.agent.network().address("gw-a").expect("address").to_string();
     let port = port(20000);
     create_config(&env.client, "r1", "listen: one\n", "CERT-PEM\n").await;
-    let args = socat_args(&addr, port, "/etc/s2ds/config/config.yaml /etc/s2ds/tls/tls.crt; id -u; touch /run/s2ds/w && echo rw");
+    let args = socat_args(
+        &addr,
+        port,
+        "/etc/s2ds/config/config.yaml /etc/s2ds/tls/tls.crt; id -u; touch /run/s2ds/w && echo rw",
+    );
     create_pod(&env.client, &relay_pod("r1", "gw-a", "socat", &args, tcp_probe(&addr, port))).await;
     let pod = wait_pod(&env.client, "r1", 20, "r1 Running and Ready", is_ready).await;
     let st = pod.status.as_ref().expect("status");
@@ -31,7 +35,10 @@ async fn relay_pod_runs_reads_volumes_follows_updates_and_is_deleted() {
 
     let sock: std::net::SocketAddr = format!("{addr}:{port}").parse().expect("addr");
     let body = fetch(tokio::net::TcpStream::connect(sock).await).await.expect("served");
-    assert_eq!(body, "listen: one\nCERT-PEM\n65532\nrw\n", "config and secret at the mount paths, uid 65532, writable emptyDir");
+    assert_eq!(
+        body, "listen: one\nCERT-PEM\n65532\nrw\n",
+        "config and secret at the mount paths, uid 65532, writable emptyDir"
+    );
     let host_view = std::fs::read_dir("/etc/s2ds/config").map(|d| d.count()).unwrap_or(0);
     assert_eq!(host_view, 0, "the bind mounts are private to the pod's mount namespace");
 
@@ -51,7 +58,8 @@ async fn relay_pod_runs_reads_volumes_follows_updates_and_is_deleted() {
     assert!(t0.elapsed() < Duration::from_secs(5 + 3), "stopped within the grace period");
     assert!(tokio::net::TcpStream::connect(sock).await.is_err(), "process is gone");
     let events: Api<Event> = Api::namespaced(env.client.clone(), NS);
-    let reasons: Vec<String> = events.list(&ListParams::default()).await.expect("events").items.into_iter().filter_map(|e| e.reason).collect();
+    let reasons: Vec<String> =
+        events.list(&ListParams::default()).await.expect("events").items.into_iter().filter_map(|e| e.reason).collect();
     assert!(reasons.iter().any(|r| r == "Started") && reasons.iter().any(|r| r == "Killing"), "{reasons:?}");
     env.agent.stop().await;
 }
@@ -104,7 +112,10 @@ async fn readiness_follows_the_probe() {
     let listener = tokio::net::TcpListener::bind((addr.as_str(), probe_port)).await.expect("bind");
     wait_pod(&env.client, "probed", 20, "Ready once the port listens", is_ready).await;
     drop(listener);
-    wait_pod(&env.client, "probed", 20, "not Ready once it stops", |p| condition(p, "Ready").as_deref() == Some("False")).await;
+    wait_pod(&env.client, "probed", 20, "not Ready once it stops", |p| {
+        condition(p, "Ready").as_deref() == Some("False")
+    })
+    .await;
     env.agent.stop().await;
 }
 
@@ -144,7 +155,11 @@ async fn two_nodes_serve_the_same_port_and_http_probes_work() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_register_heartbeat_and_turn_not_ready_at_stop() {
-    let topo = Topology::new().node(NodeSpec::new("gw-a").label("scistream.io/gateway", "g").taint("scistream.io/gw", "true", "NoSchedule"));
+    let topo = Topology::new().node(NodeSpec::new("gw-a").label("scistream.io/gateway", "g").taint(
+        "scistream.io/gw",
+        "true",
+        "NoSchedule",
+    ));
     let env = start(topo, NetworkMode::Loopback).await;
     let nodes: Api<Node> = Api::all(env.client.clone());
     let n = nodes.get("gw-a").await.expect("node");
@@ -181,7 +196,8 @@ async fn nodes_register_heartbeat_and_turn_not_ready_at_stop() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_with_only_a_node_selector_are_scheduled_to_a_matching_node() {
-    let topo = Topology::new().node(NodeSpec::new("gw-a").label("site", "a")).node(NodeSpec::new("gw-b").label("site", "b"));
+    let topo =
+        Topology::new().node(NodeSpec::new("gw-a").label("site", "a")).node(NodeSpec::new("gw-b").label("site", "b"));
     let env = start(topo, NetworkMode::Loopback).await;
     let pod: Pod = serde_json::from_value(json!({
         "metadata": {"name": "sel", "namespace": NS},

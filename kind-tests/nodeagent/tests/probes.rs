@@ -47,11 +47,16 @@ async fn failing_liveness_probe_restarts_the_container() {
     .expect("pod");
     create_pod(&env.client, &pod).await;
     wait_pod(&env.client, "live", 30, "restarted by liveness", |p| {
-        p.status.as_ref().and_then(|s| s.container_statuses.as_ref()).and_then(|c| c.first()).is_some_and(|c| c.restart_count >= 1)
+        p.status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|c| c.first())
+            .is_some_and(|c| c.restart_count >= 1)
     })
     .await;
     let events: Api<Event> = Api::namespaced(env.client.clone(), NS);
-    let reasons: Vec<String> = events.list(&ListParams::default()).await.expect("events").items.into_iter().filter_map(|e| e.reason).collect();
+    let reasons: Vec<String> =
+        events.list(&ListParams::default()).await.expect("events").items.into_iter().filter_map(|e| e.reason).collect();
     assert!(reasons.iter().any(|r| r == "Unhealthy"), "{reasons:?}");
     env.agent.stop().await;
 }

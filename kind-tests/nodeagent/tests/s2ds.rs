@@ -34,13 +34,18 @@ fn s2ds() -> Option<(tempfile::TempDir, PathBuf)> {
 }
 
 fn config(listen: &str, target: &str, metrics: &str) -> String {
-    format!("streamId: t1\nmode: plain\nlisteners: [\"{listen}\"]\ntargets: [\"{target}\"]\nmetricsAddress: {metrics}\ndrainSeconds: 1\n")
+    format!(
+        "streamId: t1\nmode: plain\nlisteners: [\"{listen}\"]\ntargets: [\"{target}\"]\nmetricsAddress: {metrics}\ndrainSeconds: 1\n"
+    )
 }
 
 async fn transfer(env: &Env, to: &tokio::net::TcpListener, via: SocketAddr, len: usize) -> Vec<u8> {
     let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
     let mut c = env.agent.network().connect("app-a", via).await.expect("connect to gw-a");
-    let (mut s, _) = tokio::time::timeout(std::time::Duration::from_secs(10), to.accept()).await.expect("accept in time").expect("accept");
+    let (mut s, _) = tokio::time::timeout(std::time::Duration::from_secs(10), to.accept())
+        .await
+        .expect("accept in time")
+        .expect("accept");
     let send = data.clone();
     let writer = tokio::spawn(async move {
         c.write_all(&send).await.expect("write");
@@ -87,8 +92,18 @@ async fn relays() -> Option<Relays> {
     let sink = net.listen("app-b", format!("{app_b}:7000").parse().expect("addr")).await.expect("listen 7000");
     let sink2 = net.listen("app-b", format!("{app_b}:7001").parse().expect("addr")).await.expect("listen 7001");
     let sides = [
-        ("s2ds-a", "gw-a", config(&format!("{a_lan}:5100"), &format!("{b_wan}:5200"), &format!("{a_lan}:9100")), a_lan.clone()),
-        ("s2ds-b", "gw-b", config(&format!("{b_wan}:5200"), &format!("{app_b}:7000"), &format!("{b_lan}:9100")), b_lan.clone()),
+        (
+            "s2ds-a",
+            "gw-a",
+            config(&format!("{a_lan}:5100"), &format!("{b_wan}:5200"), &format!("{a_lan}:9100")),
+            a_lan.clone(),
+        ),
+        (
+            "s2ds-b",
+            "gw-b",
+            config(&format!("{b_wan}:5200"), &format!("{app_b}:7000"), &format!("{b_lan}:9100")),
+            b_lan.clone(),
+        ),
     ];
     for (name, node, cfg, lan) in &sides {
         create_config(&env.client, name, cfg, "unused\n").await;
@@ -113,7 +128,9 @@ async fn s2ds_relays_between_facilities_and_reloads_its_config() {
     // Retarget facility B's relay; s2ds sees the file change through the bind mount.
     let cms: Api<ConfigMap> = Api::namespaced(env.client.clone(), NS);
     let cfg = config(&format!("{b_wan}:5200"), &format!("{app_b}:7001"), &format!("{b_lan}:9100"));
-    cms.patch("s2ds-b-config", &PatchParams::default(), &Patch::Merge(&json!({"data": {"node.yaml": cfg}}))).await.expect("patch");
+    cms.patch("s2ds-b-config", &PatchParams::default(), &Patch::Merge(&json!({"data": {"node.yaml": cfg}})))
+        .await
+        .expect("patch");
     let net = env.agent.network();
     eventually(20, "new connections reach the new target", || async {
         let c = net.connect("app-a", entry).await.ok()?;
@@ -132,11 +149,10 @@ async fn s2ds_relays_between_facilities_and_reloads_its_config() {
     r.env.agent.stop().await;
 }
 
-/// Reproducer for an intermittent stall seen on 2026-11-24: through two
-/// plain-mode s2ds relays a multi-MiB transfer sometimes stops part-way
-/// (e.g. 2.6 of 4 MiB) while the same chain through socat never does.
+/// Regression: through two plain-mode s2ds relays a multi-MiB transfer used to stop
+/// part-way in about half the runs (e.g. 2.6 of 4 MiB). A read splice's EAGAIN caused by a
+/// full pipe cleared the source socket's readiness (s2ds-image/src/relay/splice.rs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "intermittent s2ds stall on multi-MiB transfers; run with --run-ignored all"]
 async fn s2ds_carries_megabytes() {
     let Some(r) = relays().await else { return };
     for _ in 0..3 {

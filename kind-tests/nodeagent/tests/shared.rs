@@ -30,7 +30,14 @@ async fn two_clusters_share_one_topology() {
             .await
             .expect("agent");
         let nodes: Api<Node> = Api::all(client.clone());
-        let names: Vec<String> = nodes.list(&Default::default()).await.expect("nodes").items.into_iter().filter_map(|n| n.metadata.name).collect();
+        let names: Vec<String> = nodes
+            .list(&Default::default())
+            .await
+            .expect("nodes")
+            .items
+            .into_iter()
+            .filter_map(|n| n.metadata.name)
+            .collect();
         assert_eq!(names, vec![node.to_string()], "each cluster sees only its own gateway");
         let addr = net.address(node).expect("addr").to_string();
         let port = 5300;
@@ -54,7 +61,10 @@ async fn two_clusters_share_one_topology() {
     }
     if mode == NetworkMode::Netns {
         let prefix = net.plan().prefix.clone();
-        assert!(scistream_nodeagent::network::list_netns().await.iter().any(|n| n.starts_with(&prefix)), "agents leave a shared network alone");
+        assert!(
+            scistream_nodeagent::network::list_netns().await.iter().any(|n| n.starts_with(&prefix)),
+            "agents leave a shared network alone"
+        );
     }
     net.teardown().await;
 }

@@ -34,12 +34,7 @@ where
 }
 
 /// Copies `r` to `w` until EOF, then shuts `w` down (half-close).
-pub async fn one_way<R, W>(
-    mut r: R,
-    mut w: W,
-    size: usize,
-    limiter: &RateLimiter,
-) -> io::Result<u64>
+pub async fn one_way<R, W>(mut r: R, mut w: W, size: usize, limiter: &RateLimiter) -> io::Result<u64>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -70,10 +65,7 @@ where
 /// most 16 KiB of plaintext) into one large write saves syscalls. An error
 /// that follows some data is returned alongside it, so the data is written
 /// before the error closes the connection; `(0, None)` is EOF.
-async fn read_available<R: AsyncRead + Unpin>(
-    r: &mut R,
-    buf: &mut [u8],
-) -> (usize, Option<io::Error>) {
+async fn read_available<R: AsyncRead + Unpin>(r: &mut R, buf: &mut [u8]) -> (usize, Option<io::Error>) {
     let mut rb = ReadBuf::new(buf);
     std::future::poll_fn(|cx| {
         loop {
@@ -144,10 +136,7 @@ mod tests {
     #[tokio::test]
     async fn copies_and_half_closes_both_ways() {
         let limiter = Arc::new(RateLimiter::new(None, Default::default()));
-        let opts = RelayOptions {
-            buffer_bytes: 4096,
-            limiter,
-        };
+        let opts = RelayOptions { buffer_bytes: 4096, limiter };
         let (mut client, a) = tokio::io::duplex(1024);
         let (b, mut target) = tokio::io::duplex(1024);
         let relay = tokio::spawn(async move { bidirectional(a, b, &opts).await });

@@ -17,10 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 pub async fn wait_until(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;
     while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {within:?} waiting for {what}"
-        );
+        assert!(Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -39,17 +36,8 @@ pub fn identity(dir: &Path, name: &str) -> Identity {
     std::fs::write(&cert, c.cert.pem()).unwrap();
     std::fs::write(&key, c.signing_key.serialize_pem()).unwrap();
     let fp = digest::digest(&digest::SHA256, c.cert.der());
-    let fingerprint = fp
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02X}"))
-        .collect::<Vec<_>>()
-        .join(":");
-    Identity {
-        cert,
-        key,
-        fingerprint,
-    }
+    let fingerprint = fp.as_ref().iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":");
+    Identity { cert, key, fingerprint }
 }
 
 /// A running `s2ds` process, killed on drop.
@@ -99,20 +87,11 @@ impl S2ds {
                 if let Ok(Some(st)) = child.try_wait() {
                     panic!("s2ds exited early with {st}: {:?}", log.lock().unwrap());
                 }
-                assert!(
-                    Instant::now() < deadline,
-                    "s2ds not ready: {:?}",
-                    log.lock().unwrap()
-                );
+                assert!(Instant::now() < deadline, "s2ds not ready: {:?}", log.lock().unwrap());
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         };
-        let s = Self {
-            child,
-            config,
-            metrics,
-            log,
-        };
+        let s = Self { child, config, metrics, log };
         let (code, _) = s.get("/readyz").await;
         assert_eq!(code, 200);
         s
@@ -129,19 +108,13 @@ impl S2ds {
     /// Bound address of each listener, in config order, from `/readyz`.
     pub async fn listeners(&self) -> Vec<SocketAddr> {
         let (_, body) = self.get("/readyz").await;
-        body.lines()
-            .skip(1)
-            .filter_map(|l| l.split(" -> ").nth(1)?.parse().ok())
-            .collect()
+        body.lines().skip(1).filter_map(|l| l.split(" -> ").nth(1)?.parse().ok()).collect()
     }
 
     /// The value of a metric line starting with `prefix` (summed over matches).
     pub async fn metric(&self, prefix: &str) -> f64 {
         let (_, body) = self.get("/metrics").await;
-        body.lines()
-            .filter(|l| l.starts_with(prefix))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        body.lines().filter(|l| l.starts_with(prefix)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
     }
 
     pub async fn wait_metric(&self, prefix: &str, at_least: f64) {
@@ -151,21 +124,14 @@ impl S2ds {
             if v >= at_least {
                 return;
             }
-            assert!(
-                Instant::now() < deadline,
-                "{prefix} stayed at {v} < {at_least}"
-            );
+            assert!(Instant::now() < deadline, "{prefix} stayed at {v} < {at_least}");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
     pub fn signal(&self, sig: i32) {
         // kill(1) keeps the tests free of unsafe libc calls.
-        let status = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
+        let status = Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().unwrap();
         assert!(status.success());
     }
 
@@ -176,10 +142,7 @@ impl S2ds {
             if let Some(st) = self.child.try_wait().unwrap() {
                 return st.code().unwrap_or(-1);
             }
-            assert!(
-                Instant::now() < deadline,
-                "s2ds did not exit within {within:?}"
-            );
+            assert!(Instant::now() < deadline, "s2ds did not exit within {within:?}");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -189,9 +152,7 @@ impl S2ds {
     }
 
     pub fn open_fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
-            .unwrap()
-            .count()
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id())).unwrap().count()
     }
 }
 
@@ -204,16 +165,10 @@ impl Drop for S2ds {
 
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).await.unwrap();
-    let code = resp
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
+    let code = resp.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     let body = resp.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
     (code, body)
 }
@@ -241,10 +196,7 @@ impl Gen {
                 x as u8
             })
             .collect();
-        Self {
-            block: Arc::new(block),
-            i: 0,
-        }
+        Self { block: Arc::new(block), i: 0 }
     }
 
     pub fn fill(&mut self, buf: &mut [u8]) {
@@ -317,10 +269,7 @@ pub struct Seen {
 /// A target that, per connection, reads everything (hashing it) while
 /// sending `reply_len` generated bytes (seed = first 8 bytes received
 /// are not known in advance, so the reply seed is fixed per target).
-pub async fn sink_target(
-    reply_seed: u64,
-    reply_len: u64,
-) -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<Seen>) {
+pub async fn sink_target(reply_seed: u64, reply_len: u64) -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<Seen>) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -370,10 +319,7 @@ pub async fn transfer_checked(
     }
     let mut seen = Vec::new();
     for _ in 0..conns {
-        let s = tokio::time::timeout(Duration::from_secs(30), rx.recv())
-            .await
-            .unwrap()
-            .unwrap();
+        let s = tokio::time::timeout(Duration::from_secs(30), rx.recv()).await.unwrap().unwrap();
         assert_eq!(s.bytes, up);
         seen.push(s.sha);
     }

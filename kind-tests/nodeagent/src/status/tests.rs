@@ -7,7 +7,14 @@ fn record(state: RunState, restarts: i32, ready: bool, policy: &str) -> PodRecor
         host_ip: "198.51.100.1".into(),
         start_time: SystemTime::UNIX_EPOCH,
         restart_policy: policy.into(),
-        containers: vec![ContainerRecord { name: "relay".into(), image: "s2ds".into(), state, last: None, restarts, ready }],
+        containers: vec![ContainerRecord {
+            name: "relay".into(),
+            image: "s2ds".into(),
+            state,
+            last: None,
+            restarts,
+            ready,
+        }],
     }
 }
 

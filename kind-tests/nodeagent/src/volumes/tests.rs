@@ -61,7 +61,11 @@ fn secret_default_mode_and_empty_dir() {
     );
     let v = Volume {
         name: "tls".into(),
-        secret: Some(SecretVolumeSource { secret_name: Some("t".into()), default_mode: Some(0o440), ..Default::default() }),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some("t".into()),
+            default_mode: Some(0o440),
+            ..Default::default()
+        }),
         ..Volume::default()
     };
     let f = files(content(&v, &s).expect("ok"));
@@ -85,7 +89,10 @@ fn references_cover_volumes_and_env() {
 
 #[test]
 fn rewrite_longest_first() {
-    let m = vec![("/etc/s2ds".to_string(), PathBuf::from("/tmp/p/a")), ("/etc/s2ds/tls".to_string(), PathBuf::from("/tmp/p/b"))];
+    let m = vec![
+        ("/etc/s2ds".to_string(), PathBuf::from("/tmp/p/a")),
+        ("/etc/s2ds/tls".to_string(), PathBuf::from("/tmp/p/b")),
+    ];
     assert_eq!(rewrite_paths("--c /etc/s2ds/c.yaml /etc/s2ds/tls/x", &m), "--c /tmp/p/a/c.yaml /tmp/p/b/x");
 }
 

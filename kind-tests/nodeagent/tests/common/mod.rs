@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret};
-use kube::api::{Api, PostParams};
 use kube::Client;
+use kube::api::{Api, PostParams};
 use scistream_nodeagent::{Backoff, NetworkMode, NodeAgent, Topology};
 use scistream_testcluster::TestCluster;
 use serde_json::{Value, json};
@@ -137,7 +137,18 @@ pub async fn create_config(client: &Client, name: &str, config: &str, cert: &str
         "metadata": {"name": format!("{name}-tls")}, "type": "kubernetes.io/tls", "stringData": {"tls.crt": cert, "tls.key": "KEY"}
     }))
     .expect("secret");
-    let s = Secret { data: Some(s.string_data.clone().unwrap_or_default().into_iter().map(|(k, v)| (k, k8s_openapi::ByteString(v.into_bytes()))).collect()), string_data: None, ..s };
+    let s = Secret {
+        data: Some(
+            s.string_data
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, k8s_openapi::ByteString(v.into_bytes())))
+                .collect(),
+        ),
+        string_data: None,
+        ..s
+    };
     Api::<Secret>::namespaced(client.clone(), NS).create(&PostParams::default(), &s).await.expect("create secret");
 }
 
