@@ -3,4 +3,6 @@
 //! verified at both ends.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod stream;
 pub mod workload;
+pub mod world;

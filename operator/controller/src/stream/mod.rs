@@ -66,6 +66,9 @@ pub fn error_policy(sr: Arc<StreamRequest>, error: &Error, ctx: Arc<Context>) ->
     ctx.metrics.errors.get_or_create(&ErrorLabels { controller: CONTROLLER, reason }).inc();
     if reason == "StillTerminating" {
         tracing::debug!(error = %error, "waiting for relay pods to stop");
+    } else if reason == "NotFound" && sr.metadata.deletion_timestamp.is_some() {
+        // A stale event for a request whose finalizer another reconcile already removed.
+        tracing::debug!(error = %error, "request already gone");
     } else {
         tracing::warn!(error = %error, reason, attempt, "reconcile failed");
     }

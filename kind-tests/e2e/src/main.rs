@@ -1,0 +1,97 @@
+//! `scistream-demo`: two facilities on this machine, one stream created with the kubectl
+//! plugin, data streamed through real relays and verified, timings shown.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use scistream_e2e::{stream, world};
+
+/// Runs the SciStream demo.
+#[derive(Parser)]
+struct Args {
+    /// Bytes to stream (default 1 GiB).
+    #[arg(long, default_value_t = 1 << 30)]
+    bytes: u64,
+    /// Parallel connections.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Rate to reserve.
+    #[arg(long, default_value = "40Gbps")]
+    rate: String,
+    /// Data channel between the gateways: MutualTLS or Plain.
+    #[arg(long, default_value = "MutualTLS")]
+    data_channel: String,
+    /// Relay implementation of both gateways.
+    #[arg(long, default_value = "S2ds")]
+    implementation: String,
+    /// Use loopback addresses even as root.
+    #[arg(long)]
+    loopback: bool,
+    /// The s2ds binary (default: next to this program).
+    #[arg(long)]
+    s2ds: Option<PathBuf>,
+    /// Keep both facilities running afterwards and print how to explore them.
+    #[arg(long)]
+    keep: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,kube_client=off,kube_runtime=error".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let bin_dir = std::env::current_exe()?.parent().map(PathBuf::from).unwrap_or_default();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize()?;
+    let netns = nix::unistd::geteuid().is_root() && !args.loopback;
+    let opts = world::Options {
+        netns,
+        s2ds: args.s2ds.clone().unwrap_or_else(|| bin_dir.join("s2ds")),
+        root,
+        implementation: args.implementation.clone(),
+    };
+    println!(
+        "SciStream demo: two facilities (aps -> alcf), {} network",
+        if netns { "network-namespace" } else { "loopback" }
+    );
+    let world = world::World::start(&opts).await?;
+    for (what, t) in &world.timings {
+        println!("  {:<55} {:>8.2}s", what, t.as_secs_f64());
+    }
+    let so = stream::StreamOptions {
+        name: "demo".into(),
+        bytes: args.bytes,
+        connections: args.connections,
+        rate: args.rate.clone(),
+        data_channel: args.data_channel.clone(),
+        plugin: bin_dir.join("kubectl-scistream"),
+    };
+    let result = stream::run(&world, &so).await;
+    match &result {
+        Ok(report) => {
+            println!(
+                "Stream demo ({} over {} connections, {}):",
+                args.data_channel, report.connections, args.implementation
+            );
+            for (what, t) in &report.steps {
+                println!("  {:<55} {:>8.2}s", what, t.as_secs_f64());
+            }
+            println!(
+                "  {} bytes verified in {:.2}s: {:.2} Gbit/s",
+                report.bytes,
+                report.transfer_seconds,
+                report.gbps()
+            );
+        }
+        Err(e) => eprintln!("demo failed: {e:#}"),
+    }
+    if args.keep {
+        println!("\nBoth facilities keep running. Explore with real kubectl:");
+        println!("  export KUBECONFIG={}", world.kubeconfig.display());
+        println!("  kubectl --context aps get gateways,streamrequests -A");
+        println!("  kubectl --context alcf -n scistream-gateway get pods -o wide");
+        println!("Press Ctrl-C to stop.");
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    world.shutdown().await;
+    result.map(|_| ())
+}
