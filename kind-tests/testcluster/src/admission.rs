@@ -95,6 +95,15 @@ pub fn admit(req: &Request<'_>, obj: &mut Value) -> ApiResult<Vec<String>> {
         }
     }
     validate_metadata(req.info, &name)?;
+    if req.info.crd.is_some()
+        && let Some(schema) = &req.info.schema
+    {
+        crate::crd_admit::apply_defaults(schema, obj);
+        let causes = crate::crd_admit::validate(schema, obj, req.old);
+        if !causes.is_empty() {
+            return Err(ApiError::invalid(req.info, &name, causes));
+        }
+    }
     Ok(unknown
         .into_iter()
         .map(|f| format!("unknown field \"{f}\""))

@@ -21,6 +21,7 @@
 pub mod admission;
 pub mod auth;
 pub mod controllers;
+pub mod crd_admit;
 pub mod convert;
 pub mod defaults;
 pub mod delete;
@@ -42,6 +43,7 @@ pub mod selectors;
 pub mod server;
 pub mod state;
 pub mod status;
+pub mod structural;
 pub mod store;
 pub mod table;
 pub mod tls;
