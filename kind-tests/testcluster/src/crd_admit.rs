@@ -70,14 +70,23 @@ fn lookup<'a>(obj: &'a Value, path: &str) -> Option<&'a Value> {
 fn cel_cause(obj: &Value, e: &kube_cel::ValidationError) -> Cause {
     let (reason, message) = match e.reason.as_deref() {
         Some("FieldValueForbidden") => ("FieldValueForbidden", format!("Forbidden: {}", e.message)),
-        Some("FieldValueRequired") => ("FieldValueRequired", format!("Required value: {}", e.message)),
-        Some("FieldValueDuplicate") => ("FieldValueDuplicate", format!("Duplicate value: {}", e.message)),
+        Some("FieldValueRequired") => (
+            "FieldValueRequired",
+            format!("Required value: {}", e.message),
+        ),
+        Some("FieldValueDuplicate") => (
+            "FieldValueDuplicate",
+            format!("Duplicate value: {}", e.message),
+        ),
         _ => {
             let shown = lookup(obj, &e.field_path)
                 .filter(|v| !v.is_object() && !v.is_array())
                 .map(|v| format!("{}: ", go_value(v)))
                 .unwrap_or_default();
-            ("FieldValueInvalid", format!("Invalid value: {shown}{}", e.message))
+            (
+                "FieldValueInvalid",
+                format!("Invalid value: {shown}{}", e.message),
+            )
         }
     };
     Cause {
@@ -127,7 +136,10 @@ fn walk_rules(s: &Value, path: &str, out: &mut Vec<Cause>, total: &mut f64) {
             if let Some(Err(e)) = compiled.validations.get(i) {
                 out.push(Cause {
                     reason: "FieldValueInvalid".into(),
-                    message: format!("Invalid value: {}: compilation failed: {e}", go_value(&r["rule"])),
+                    message: format!(
+                        "Invalid value: {}: compilation failed: {e}",
+                        go_value(&r["rule"])
+                    ),
                     field,
                 });
                 continue;
@@ -156,15 +168,21 @@ fn walk_rules(s: &Value, path: &str, out: &mut Vec<Cause>, total: &mut f64) {
     }
 }
 
-fn structural_problems(s: &Value, path: &str, root: bool, out: &mut Vec<Cause>) {
+fn structural_problems(s: &Value, path: &str, what: &str, out: &mut Vec<Cause>) {
     let Some(m) = s.as_object() else { return };
-    let preserve = m.get("x-kubernetes-preserve-unknown-fields").and_then(Value::as_bool) == Some(true);
+    let preserve = m
+        .get("x-kubernetes-preserve-unknown-fields")
+        .and_then(Value::as_bool)
+        == Some(true);
     let ios = m.get("x-kubernetes-int-or-string").and_then(Value::as_bool) == Some(true);
-    let embedded = m.get("x-kubernetes-embedded-resource").and_then(Value::as_bool) == Some(true);
-    if !m.contains_key("type") && !preserve && !ios && !embedded && !root {
+    let embedded = m
+        .get("x-kubernetes-embedded-resource")
+        .and_then(Value::as_bool)
+        == Some(true);
+    if !m.contains_key("type") && !preserve && !ios && !embedded && !what.is_empty() {
         out.push(Cause {
             reason: "FieldValueRequired".into(),
-            message: "Required value: must not be empty for specified object fields".into(),
+            message: format!("Required value: must not be empty for specified {what}"),
             field: format!("{path}.type"),
         });
     }
@@ -177,12 +195,15 @@ fn structural_problems(s: &Value, path: &str, root: bool, out: &mut Vec<Cause>) 
     }
     if let Some(props) = m.get("properties").and_then(Value::as_object) {
         for (k, c) in props {
-            structural_problems(c, &format!("{path}.properties[{k}]"), false, out);
+            structural_problems(c, &format!("{path}.properties[{k}]"), "object fields", out);
         }
     }
-    for k in ["items", "additionalProperties"] {
+    for (k, what) in [
+        ("items", "array items"),
+        ("additionalProperties", "object fields"),
+    ] {
         if let Some(c) = m.get(k).filter(|c| c.is_object()) {
-            structural_problems(c, &format!("{path}.{k}"), false, out);
+            structural_problems(c, &format!("{path}.{k}"), what, out);
         }
     }
 }
@@ -191,7 +212,7 @@ fn structural_problems(s: &Value, path: &str, root: bool, out: &mut Vec<Cause>) 
 /// e.g. `spec.versions[0].schema.openAPIV3Schema`.
 pub fn check_schema(schema: &Value, field: &str) -> Vec<Cause> {
     let mut out = vec![];
-    structural_problems(schema, field, true, &mut out);
+    structural_problems(schema, field, "", &mut out);
     let mut total = 0.0;
     walk_rules(schema, field, &mut out, &mut total);
     if total > BUDGET {
@@ -216,26 +237,29 @@ mod tests {
 
     fn widget() -> Value {
         json!({"type": "object", "properties": {"spec": {"type": "object",
-            "x-kubernetes-validations": [
-                {"rule": "self.minReplicas <= self.maxReplicas", "message": "minReplicas must be less than or equal to maxReplicas"},
-                {"rule": "!has(self.name) || self.name.startsWith('w-')"}],
-            "properties": {
-                "minReplicas": {"type": "integer", "default": 1},
-                "maxReplicas": {"type": "integer", "default": 3},
-                "name": {"type": "string", "maxLength": 20,
-                    "x-kubernetes-validations": [{"rule": "self == oldSelf", "message": "name is immutable"}]},
-                "size": {"type": "string", "x-kubernetes-validations": [{"rule": "self != 'huge'", "reason": "FieldValueForbidden", "messageExpression": "'size ' + self + ' is too big'"}]},
-                "rate": {"type": "string", "x-kubernetes-validations": [{"rule": "isQuantity(self) && quantity(self).compareTo(quantity('1k')) >= 0", "message": "too slow"}]},
-                "pair": {"type": "object", "properties": {"a": {"type": "integer"}},
-                    "x-kubernetes-validations": [{"rule": "self.a > 0", "fieldPath": ".a", "message": "a must be positive"}]}
-            }}}})
+        "x-kubernetes-validations": [
+            {"rule": "self.minReplicas <= self.maxReplicas", "message": "minReplicas must be less than or equal to maxReplicas"},
+            {"rule": "!has(self.name) || self.name.startsWith('w-')"}],
+        "properties": {
+            "minReplicas": {"type": "integer", "default": 1},
+            "maxReplicas": {"type": "integer", "default": 3},
+            "name": {"type": "string", "maxLength": 20,
+                "x-kubernetes-validations": [{"rule": "self == oldSelf", "message": "name is immutable"}]},
+            "size": {"type": "string", "x-kubernetes-validations": [{"rule": "self != 'huge'", "reason": "FieldValueForbidden", "messageExpression": "'size ' + self + ' is too big'"}]},
+            "rate": {"type": "string", "x-kubernetes-validations": [{"rule": "isQuantity(self) && quantity(self).compareTo(quantity('1k')) >= 0", "message": "too slow"}]},
+            "pair": {"type": "object", "properties": {"a": {"type": "integer"}},
+                "x-kubernetes-validations": [{"rule": "self.a > 0", "fieldPath": ".a", "message": "a must be positive"}]}
+        }}}})
     }
 
     fn causes(obj: Value, old: Option<Value>) -> Vec<(String, String, String)> {
         let s = widget();
         let mut o = obj;
         apply_defaults(&s, &mut o);
-        validate(&s, &o, old.as_ref()).into_iter().map(|c| (c.reason, c.field, c.message)).collect()
+        validate(&s, &o, old.as_ref())
+            .into_iter()
+            .map(|c| (c.reason, c.field, c.message))
+            .collect()
     }
 
     fn one(r: &str, f: &str, m: &str) -> Vec<(String, String, String)> {
@@ -245,23 +269,85 @@ mod tests {
     #[test]
     fn cel_table() {
         let cases = [
-            (json!({"spec": {"minReplicas": 5, "maxReplicas": 2}}), None,
-                one("FieldValueInvalid", "spec", "Invalid value: minReplicas must be less than or equal to maxReplicas")),
-            (json!({"spec": {"minReplicas": 5}}), None,
-                one("FieldValueInvalid", "spec", "Invalid value: minReplicas must be less than or equal to maxReplicas")),
-            (json!({"spec": {"name": "x"}}), None,
-                one("FieldValueInvalid", "spec", "Invalid value: failed rule: !has(self.name) || self.name.startsWith('w-')")),
-            (json!({"spec": {"name": "w-changed"}}), Some(json!({"spec": {"name": "w-a"}})),
-                one("FieldValueInvalid", "spec.name", "Invalid value: \"w-changed\": name is immutable")),
-            (json!({"spec": {"size": "huge"}}), None,
-                one("FieldValueForbidden", "spec.size", "Forbidden: size huge is too big")),
-            (json!({"spec": {"rate": "10"}}), None,
-                one("FieldValueInvalid", "spec.rate", "Invalid value: \"10\": too slow")),
-            (json!({"spec": {"pair": {"a": 0}}}), None,
-                one("FieldValueInvalid", "spec.pair.a", "Invalid value: 0: a must be positive")),
-            (json!({"spec": {"name": "w-123456789012345678901"}}), None,
-                vec![("FieldValueTooLong".into(), "spec.name".into(), "Too long: may not be more than 20 bytes".into()),
-                     ("FieldValueInvalid".into(), "<nil>".into(), NOT_CHECKED.into())]),
+            (
+                json!({"spec": {"minReplicas": 5, "maxReplicas": 2}}),
+                None,
+                one(
+                    "FieldValueInvalid",
+                    "spec",
+                    "Invalid value: minReplicas must be less than or equal to maxReplicas",
+                ),
+            ),
+            (
+                json!({"spec": {"minReplicas": 5}}),
+                None,
+                one(
+                    "FieldValueInvalid",
+                    "spec",
+                    "Invalid value: minReplicas must be less than or equal to maxReplicas",
+                ),
+            ),
+            (
+                json!({"spec": {"name": "x"}}),
+                None,
+                one(
+                    "FieldValueInvalid",
+                    "spec",
+                    "Invalid value: failed rule: !has(self.name) || self.name.startsWith('w-')",
+                ),
+            ),
+            (
+                json!({"spec": {"name": "w-changed"}}),
+                Some(json!({"spec": {"name": "w-a"}})),
+                one(
+                    "FieldValueInvalid",
+                    "spec.name",
+                    "Invalid value: \"w-changed\": name is immutable",
+                ),
+            ),
+            (
+                json!({"spec": {"size": "huge"}}),
+                None,
+                one(
+                    "FieldValueForbidden",
+                    "spec.size",
+                    "Forbidden: size huge is too big",
+                ),
+            ),
+            (
+                json!({"spec": {"rate": "10"}}),
+                None,
+                one(
+                    "FieldValueInvalid",
+                    "spec.rate",
+                    "Invalid value: \"10\": too slow",
+                ),
+            ),
+            (
+                json!({"spec": {"pair": {"a": 0}}}),
+                None,
+                one(
+                    "FieldValueInvalid",
+                    "spec.pair.a",
+                    "Invalid value: 0: a must be positive",
+                ),
+            ),
+            (
+                json!({"spec": {"name": "w-123456789012345678901"}}),
+                None,
+                vec![
+                    (
+                        "FieldValueTooLong".into(),
+                        "spec.name".into(),
+                        "Too long: may not be more than 20 bytes".into(),
+                    ),
+                    (
+                        "FieldValueInvalid".into(),
+                        "<nil>".into(),
+                        NOT_CHECKED.into(),
+                    ),
+                ],
+            ),
         ];
         for (obj, old, want) in cases {
             assert_eq!(causes(obj.clone(), old), want, "{obj}");
@@ -275,12 +361,19 @@ mod tests {
     fn schema_checks() {
         let bad = json!({"type": "object", "properties": {"spec": {"properties": {}}}});
         let c = check_schema(&bad, "spec.validation.openAPIV3Schema");
-        assert_eq!(c[0].field, "spec.validation.openAPIV3Schema.properties[spec].type");
+        assert_eq!(
+            c[0].field,
+            "spec.validation.openAPIV3Schema.properties[spec].type"
+        );
         let costly = json!({"type": "object", "properties": {"l": {"type": "array",
             "items": {"type": "array", "items": {"type": "string"}},
             "x-kubernetes-validations": [{"rule": "self.all(x, x.all(y, y.all(z, z.matches('^a'))))"}]}}});
         let c = check_schema(&costly, "spec.validation.openAPIV3Schema");
-        assert!(c.iter().any(|c| c.message.contains("exceeds budget by factor of")), "{c:?}");
+        assert!(
+            c.iter()
+                .any(|c| c.message.contains("exceeds budget by factor of")),
+            "{c:?}"
+        );
         assert!(check_schema(&widget(), "s").is_empty());
     }
 }

@@ -288,7 +288,9 @@ fn check_list_type(s: &Value, items: &[Value], path: &str, out: &mut Vec<Cause>)
                 .map(|a| a.iter().filter_map(Value::as_str).collect())
                 .unwrap_or_default();
             let key_of = |it: &Value| -> Vec<Value> {
-                keys.iter().map(|k| it.get(*k).cloned().unwrap_or(Value::Null)).collect()
+                keys.iter()
+                    .map(|k| it.get(*k).cloned().unwrap_or(Value::Null))
+                    .collect()
             };
             for (i, it) in items.iter().enumerate() {
                 let k = key_of(it);
@@ -313,12 +315,7 @@ fn check_list_type(s: &Value, items: &[Value], path: &str, out: &mut Vec<Cause>)
     }
 }
 
-fn check_object(
-    s: &Value,
-    m: &serde_json::Map<String, Value>,
-    path: &str,
-    out: &mut Vec<Cause>,
-) {
+fn check_object(s: &Value, m: &serde_json::Map<String, Value>, path: &str, out: &mut Vec<Cause>) {
     let n = m.len() as u64;
     if let Some(max) = u(s, "maxProperties")
         && n > max
@@ -338,18 +335,34 @@ fn check_object(
             format!("{path} in body should have at least {min} properties"),
         ));
     }
-    if s.get("x-kubernetes-embedded-resource").and_then(Value::as_bool) == Some(true) {
+    if s.get("x-kubernetes-embedded-resource")
+        .and_then(Value::as_bool)
+        == Some(true)
+    {
         for k in ["apiVersion", "kind"] {
             if m.get(k).and_then(Value::as_str).is_none_or(str::is_empty) {
-                out.push(cause("FieldValueRequired", &join(path, k), "Required value".into()));
+                out.push(cause(
+                    "FieldValueRequired",
+                    &join(path, k),
+                    "Required value".into(),
+                ));
             }
         }
     }
-    for r in s.get("required").and_then(Value::as_array).into_iter().flatten() {
+    for r in s
+        .get("required")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         if let Some(k) = r.as_str()
             && !m.contains_key(k)
         {
-            out.push(cause("FieldValueRequired", &join(path, k), "Required value".into()));
+            out.push(cause(
+                "FieldValueRequired",
+                &join(path, k),
+                "Required value".into(),
+            ));
         }
     }
     let props = s.get("properties").and_then(Value::as_object);
@@ -373,40 +386,157 @@ mod tests {
     fn run(s: Value, v: Value) -> Vec<(String, String, String)> {
         let mut out = vec![];
         validate(&s, &v, "spec", &mut out);
-        out.into_iter().map(|c| (c.reason, c.field, c.message)).collect()
+        out.into_iter()
+            .map(|c| (c.reason, c.field, c.message))
+            .collect()
     }
 
     #[test]
     fn table() {
         let cases = [
-            (json!({"type": "integer"}), json!("x"), "FieldValueTypeInvalid", "spec", "Invalid value: \"string\": spec in body must be of type integer: \"string\""),
-            (json!({"type": "string", "enum": ["A", "B"]}), json!("C"), "FieldValueNotSupported", "spec", "Unsupported value: \"C\": supported values: \"A\", \"B\""),
-            (json!({"type": "integer", "maximum": 5}), json!(7), "FieldValueInvalid", "spec", "Invalid value: 7: spec in body should be less than or equal to 5"),
-            (json!({"type": "integer", "minimum": 5}), json!(1), "FieldValueInvalid", "spec", "Invalid value: 1: spec in body should be greater than or equal to 5"),
-            (json!({"type": "string", "maxLength": 2}), json!("abc"), "FieldValueTooLong", "spec", "Too long: may not be more than 2 bytes"),
-            (json!({"type": "string", "minLength": 2}), json!("a"), "FieldValueInvalid", "spec", "Invalid value: \"a\": spec in body should be at least 2 chars long"),
-            (json!({"type": "string", "pattern": "^a+$"}), json!("b"), "FieldValueInvalid", "spec", "Invalid value: \"b\": spec in body should match '^a+$'"),
-            (json!({"type": "array", "maxItems": 1}), json!([1, 2]), "FieldValueTooMany", "spec", "Too many: 2: must have at most 1 items"),
-            (json!({"type": "array", "minItems": 1}), json!([]), "FieldValueInvalid", "spec", "Invalid value: 0: spec in body should have at least 1 items"),
-            (json!({"type": "object", "maxProperties": 1}), json!({"a": 1, "b": 2}), "FieldValueTooMany", "spec", "Too many: 2: must have at most 1 items"),
-            (json!({"type": "object", "required": ["x"]}), json!({}), "FieldValueRequired", "spec.x", "Required value"),
-            (json!({"type": "integer", "format": "int32"}), json!(5_000_000_000_i64), "FieldValueInvalid", "spec", "Invalid value: 5000000000: spec in body must be of type int32: 5000000000"),
-            (json!({"type": "string", "format": "date-time"}), json!("nope"), "FieldValueInvalid", "spec", "Invalid value: \"nope\": spec in body must be of type date-time: \"nope\""),
-            (json!({"x-kubernetes-int-or-string": true}), json!(true), "FieldValueTypeInvalid", "spec", "Invalid value: \"boolean\": spec in body must be of type integer,string: \"boolean\""),
-            (json!({"type": "array", "x-kubernetes-list-type": "set", "items": {"type": "string"}}), json!(["a", "a"]), "FieldValueDuplicate", "spec[1]", "Duplicate value: \"a\""),
-            (json!({"type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"], "items": {"type": "object"}}), json!([{"name": "a"}, {"name": "a"}]), "FieldValueDuplicate", "spec[1]", "Duplicate value: map[string]interface {}{\"name\":\"a\"}"),
-            (json!({"type": "object", "x-kubernetes-embedded-resource": true, "x-kubernetes-preserve-unknown-fields": true}), json!({"kind": "X"}), "FieldValueRequired", "spec.apiVersion", "Required value"),
-            (json!({"type": "string"}), Value::Null, "FieldValueTypeInvalid", "spec", "Invalid value: \"null\": spec in body must be of type string: \"null\""),
+            (
+                json!({"type": "integer"}),
+                json!("x"),
+                "FieldValueTypeInvalid",
+                "spec",
+                "Invalid value: \"string\": spec in body must be of type integer: \"string\"",
+            ),
+            (
+                json!({"type": "string", "enum": ["A", "B"]}),
+                json!("C"),
+                "FieldValueNotSupported",
+                "spec",
+                "Unsupported value: \"C\": supported values: \"A\", \"B\"",
+            ),
+            (
+                json!({"type": "integer", "maximum": 5}),
+                json!(7),
+                "FieldValueInvalid",
+                "spec",
+                "Invalid value: 7: spec in body should be less than or equal to 5",
+            ),
+            (
+                json!({"type": "integer", "minimum": 5}),
+                json!(1),
+                "FieldValueInvalid",
+                "spec",
+                "Invalid value: 1: spec in body should be greater than or equal to 5",
+            ),
+            (
+                json!({"type": "string", "maxLength": 2}),
+                json!("abc"),
+                "FieldValueTooLong",
+                "spec",
+                "Too long: may not be more than 2 bytes",
+            ),
+            (
+                json!({"type": "string", "minLength": 2}),
+                json!("a"),
+                "FieldValueInvalid",
+                "spec",
+                "Invalid value: \"a\": spec in body should be at least 2 chars long",
+            ),
+            (
+                json!({"type": "string", "pattern": "^a+$"}),
+                json!("b"),
+                "FieldValueInvalid",
+                "spec",
+                "Invalid value: \"b\": spec in body should match '^a+$'",
+            ),
+            (
+                json!({"type": "array", "maxItems": 1}),
+                json!([1, 2]),
+                "FieldValueTooMany",
+                "spec",
+                "Too many: 2: must have at most 1 items",
+            ),
+            (
+                json!({"type": "array", "minItems": 1}),
+                json!([]),
+                "FieldValueInvalid",
+                "spec",
+                "Invalid value: 0: spec in body should have at least 1 items",
+            ),
+            (
+                json!({"type": "object", "maxProperties": 1}),
+                json!({"a": 1, "b": 2}),
+                "FieldValueTooMany",
+                "spec",
+                "Too many: 2: must have at most 1 items",
+            ),
+            (
+                json!({"type": "object", "required": ["x"]}),
+                json!({}),
+                "FieldValueRequired",
+                "spec.x",
+                "Required value",
+            ),
+            (
+                json!({"type": "integer", "format": "int32"}),
+                json!(5_000_000_000_i64),
+                "FieldValueInvalid",
+                "spec",
+                "Invalid value: 5000000000: spec in body must be of type int32: 5000000000",
+            ),
+            (
+                json!({"type": "string", "format": "date-time"}),
+                json!("nope"),
+                "FieldValueInvalid",
+                "spec",
+                "Invalid value: \"nope\": spec in body must be of type date-time: \"nope\"",
+            ),
+            (
+                json!({"x-kubernetes-int-or-string": true}),
+                json!(true),
+                "FieldValueTypeInvalid",
+                "spec",
+                "Invalid value: \"boolean\": spec in body must be of type integer,string: \"boolean\"",
+            ),
+            (
+                json!({"type": "array", "x-kubernetes-list-type": "set", "items": {"type": "string"}}),
+                json!(["a", "a"]),
+                "FieldValueDuplicate",
+                "spec[1]",
+                "Duplicate value: \"a\"",
+            ),
+            (
+                json!({"type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"], "items": {"type": "object"}}),
+                json!([{"name": "a"}, {"name": "a"}]),
+                "FieldValueDuplicate",
+                "spec[1]",
+                "Duplicate value: map[string]interface {}{\"name\":\"a\"}",
+            ),
+            (
+                json!({"type": "object", "x-kubernetes-embedded-resource": true, "x-kubernetes-preserve-unknown-fields": true}),
+                json!({"kind": "X"}),
+                "FieldValueRequired",
+                "spec.apiVersion",
+                "Required value",
+            ),
+            (
+                json!({"type": "string"}),
+                Value::Null,
+                "FieldValueTypeInvalid",
+                "spec",
+                "Invalid value: \"null\": spec in body must be of type string: \"null\"",
+            ),
         ];
         for (s, v, reason, field, msg) in cases {
             let got = run(s.clone(), v.clone());
-            assert_eq!(got, vec![(reason.to_string(), field.to_string(), msg.to_string())], "{s} {v}");
+            assert_eq!(
+                got,
+                vec![(reason.to_string(), field.to_string(), msg.to_string())],
+                "{s} {v}"
+            );
         }
         let ok = [
             (json!({"type": "string", "nullable": true}), Value::Null),
             (json!({"x-kubernetes-int-or-string": true}), json!(3)),
             (json!({"type": "number"}), json!(3)),
-            (json!({"type": "string", "format": "date-time"}), json!("2024-01-01T00:00:00Z")),
+            (
+                json!({"type": "string", "format": "date-time"}),
+                json!("2024-01-01T00:00:00Z"),
+            ),
         ];
         for (s, v) in ok {
             assert!(run(s.clone(), v.clone()).is_empty(), "{s} {v}");

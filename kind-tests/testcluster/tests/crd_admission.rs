@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use common::*;
 
 fn dir(sub: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(sub)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(sub)
 }
 
 fn files(sub: &str) -> Vec<PathBuf> {
@@ -119,19 +121,40 @@ fn synthetic_crd_kubectl_texts() {
     let k = &f.k;
     k.ok_stdin(&["apply", "-f", "-"], Some(WIDGET_CRD));
     let cases = [
-        ("{minReplicas: 5, maxReplicas: 2}", "The Widget \"bad\" is invalid: spec: Invalid value: minReplicas must be less than or equal to maxReplicas"),
-        ("{name: x}", "The Widget \"bad\" is invalid: spec: Invalid value: failed rule: !has(self.name) || self.name.startsWith('w-')"),
-        ("{color: green}", "spec.color: Unsupported value: \"green\": supported values: \"red\", \"blue\""),
+        (
+            "{minReplicas: 5, maxReplicas: 2}",
+            "The Widget \"bad\" is invalid: spec: Invalid value: minReplicas must be less than or equal to maxReplicas",
+        ),
+        (
+            "{name: x}",
+            "The Widget \"bad\" is invalid: spec: Invalid value: failed rule: !has(self.name) || self.name.startsWith('w-')",
+        ),
+        (
+            "{color: green}",
+            "spec.color: Unsupported value: \"green\": supported values: \"red\", \"blue\"",
+        ),
         ("{tags: [a, a]}", "spec.tags[1]: Duplicate value: \"a\""),
-        ("{tags: [a, b, c]}", "spec.tags: Too many: 3: must have at most 2 items"),
-        ("{name: w-123456789012345678901}", "The Widget \"bad\" is invalid: \n* spec.name: Too long: may not be more than 20 bytes\n* <nil>: Invalid value: null: some validation rules were not checked because the object was invalid; correct the existing errors to complete validation"),
+        (
+            "{tags: [a, b, c]}",
+            "spec.tags: Too many: 3: must have at most 2 items",
+        ),
+        (
+            "{name: w-123456789012345678901}",
+            "The Widget \"bad\" is invalid: \n* spec.name: Too long: may not be more than 20 bytes\n* <nil>: Invalid value: null: some validation rules were not checked because the object was invalid; correct the existing errors to complete validation",
+        ),
     ];
     for (spec, want) in cases {
         let err = apply_fails(k, &widget("bad", spec));
         assert!(err.contains(want), "{spec}: {err}");
     }
     k.ok_stdin(&["apply", "-f", "-"], Some(&widget("good", "{name: w-a}")));
-    let got = k.ok(&["get", "widget", "good", "-o", "jsonpath={.spec.minReplicas} {.spec.maxReplicas}"]);
+    let got = k.ok(&[
+        "get",
+        "widget",
+        "good",
+        "-o",
+        "jsonpath={.spec.minReplicas} {.spec.maxReplicas}",
+    ]);
     assert_eq!(got, "1 3", "defaults applied");
     let err = apply_fails(k, &widget("good", "{name: w-changed}"));
     assert!(
@@ -151,15 +174,90 @@ fn costly_and_non_structural_crds_are_refused() {
     ).replace("items: {type: string}", "items: {type: array, items: {type: array, items: {type: string}}}");
     let err = apply_fails(&f.k, &costly);
     assert!(err.contains("spec.validation.openAPIV3Schema: Forbidden: x-kubernetes-validations estimated rule cost total for entire OpenAPIv3 schema exceeds budget by factor of"), "{err}");
-    let non_structural = WIDGET_CRD.replace("color: {type: string, enum: [red, blue]}", "color: {enum: [red, blue]}");
+    let non_structural = WIDGET_CRD.replace(
+        "color: {type: string, enum: [red, blue]}",
+        "color: {enum: [red, blue]}",
+    );
     let err = apply_fails(&f.k, &non_structural);
-    assert!(err.contains("properties[color].type: Required value"), "{err}");
+    assert!(
+        err.contains("properties[color].type: Required value"),
+        "{err}"
+    );
 }
 
 #[test]
 fn explain_shows_our_descriptions() {
     let f = with_crds();
     let out = f.k.ok(&["explain", "streamrequests.spec"]);
-    assert!(out.contains("KIND:") && out.contains("StreamRequest"), "{out}");
+    assert!(
+        out.contains("KIND:") && out.contains("StreamRequest"),
+        "{out}"
+    );
     assert!(out.contains("FIELDS:") && out.contains("streamId"), "{out}");
+}
+
+#[test]
+fn project_install_applies_server_side_dry_run() {
+    let f = Fixture::new(false);
+    let install = dir("install").join("scistream-operator.yaml");
+    let path = install.to_str().expect("utf8");
+    // A server dry run stores nothing, so on a real cluster too the
+    // namespaces must exist first for the namespaced objects to pass.
+    for ns in ["scistream-system", "scistream-gateway"] {
+        f.k.ok(&["create", "namespace", ns]);
+    }
+    let out =
+        f.k.ok(&["apply", "--server-side", "--dry-run=server", "-f", path]);
+    assert!(
+        out.contains("deployment.apps/") && out.contains("poddisruptionbudget.policy/"),
+        "{out}"
+    );
+    f.k.ok(&["apply", "--server-side", "-f", path]);
+    let got = f.k.ok(&["get", "deploy,pdb", "-A"]);
+    assert!(
+        got.contains("deployment.apps/") && got.contains("poddisruptionbudget.policy/"),
+        "{got}"
+    );
+}
+
+const DEPLOY: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: default}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec: {containers: [{name: c, image: nginx}]}
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata: {name: web, namespace: default}
+spec:
+  minAvailable: 1
+  selector: {matchLabels: {app: web}}
+"#;
+
+#[test]
+fn deployments_and_pdbs_with_client_side_validation_and_tables() {
+    let f = Fixture::new(false);
+    // Client-side apply with validation downloads /openapi/v3/apis/apps/v1
+    // and /openapi/v3/apis/policy/v1.
+    f.k.ok_stdin(&["apply", "--validate=strict", "-f", "-"], Some(DEPLOY));
+    let out = f.k.ok(&["get", "deploy", "web"]);
+    assert!(
+        out.starts_with("NAME")
+            && out.contains("READY")
+            && out.contains("UP-TO-DATE")
+            && out.contains("0/2"),
+        "{out}"
+    );
+    let out = f.k.ok(&["get", "pdb", "web"]);
+    assert!(
+        out.contains("MIN AVAILABLE") && out.contains("ALLOWED DISRUPTIONS") && out.contains("N/A"),
+        "{out}"
+    );
+    let explain = f.k.ok(&["explain", "deployment.spec.replicas"]);
+    assert!(explain.contains("replicas"), "{explain}");
 }
