@@ -261,3 +261,89 @@ fn deployments_and_pdbs_with_client_side_validation_and_tables() {
     let explain = f.k.ok(&["explain", "deployment.spec.replicas"]);
     assert!(explain.contains("replicas"), "{explain}");
 }
+
+#[test]
+fn status_causes_carry_reason_and_field_path() {
+    use kube::api::{Api, DynamicObject, PostParams};
+    use kube::core::ApiResource;
+    let f = Fixture::new(false);
+    f.k.ok_stdin(&["apply", "-f", "-"], Some(WIDGET_CRD));
+    let cases = [
+        (
+            serde_json::json!({"color": "green"}),
+            "FieldValueNotSupported",
+            "spec.color",
+        ),
+        (
+            serde_json::json!({"tags": ["a", "a"]}),
+            "FieldValueDuplicate",
+            "spec.tags[1]",
+        ),
+        (
+            serde_json::json!({"tags": ["a", "b", "c"]}),
+            "FieldValueTooMany",
+            "spec.tags",
+        ),
+        (
+            serde_json::json!({"minReplicas": "x"}),
+            "FieldValueTypeInvalid",
+            "spec.minReplicas",
+        ),
+        (
+            serde_json::json!({"minReplicas": 4}),
+            "FieldValueInvalid",
+            "spec",
+        ),
+    ];
+    f.block_on(async {
+        let client = f.cluster.client().await.expect("client");
+        let ar = ApiResource {
+            group: "example.com".into(),
+            version: "v1".into(),
+            api_version: "example.com/v1".into(),
+            kind: "Widget".into(),
+            plural: "widgets".into(),
+        };
+        let api: Api<DynamicObject> = Api::namespaced_with(client, "default", &ar);
+        for (spec, reason, field) in cases {
+            let obj: DynamicObject = serde_json::from_value(serde_json::json!({
+                "apiVersion": "example.com/v1", "kind": "Widget",
+                "metadata": {"name": "bad"}, "spec": spec}))
+            .expect("object");
+            match api.create(&PostParams::default(), &obj).await {
+                Err(kube::Error::Api(s)) => {
+                    assert_eq!(s.code, 422, "{spec}");
+                    let causes = s
+                        .details
+                        .as_ref()
+                        .map(|d| d.causes.clone())
+                        .unwrap_or_default();
+                    assert_eq!(causes[0].reason, reason, "{spec}: {causes:?}");
+                    assert_eq!(causes[0].field, field, "{spec}: {causes:?}");
+                }
+                other => panic!("{spec}: {other:?}"),
+            }
+        }
+    });
+}
+
+#[test]
+fn unknown_fields_warn_or_fail_with_strict() {
+    let f = Fixture::new(false);
+    f.k.ok_stdin(&["apply", "-f", "-"], Some(WIDGET_CRD));
+    let doc = widget("w", "{name: w-a, bogus: 1}");
+    let out =
+        f.k.run(&["apply", "--validate=warn", "-f", "-"], Some(&doc));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && err.contains("unknown field \"spec.bogus\""),
+        "{err}"
+    );
+    let stored = f.k.ok(&["get", "widget", "w", "-o", "jsonpath={.spec}"]);
+    assert!(!stored.contains("bogus"), "{stored}");
+    let err = f.k.fail(
+        &["create", "--validate=strict", "-f", "-"],
+        Some(&widget("w2", "{bogus: 1}")),
+    );
+    assert!(err.contains("unknown field \"spec.bogus\""), "{err}");
+}
