@@ -102,7 +102,19 @@ pub fn validate(schema: &Value, obj: &Value, old: Option<&Value>) -> Vec<Cause> 
     let b = body(obj);
     let mut causes = vec![];
     structural_validate(&s, &b, "", &mut causes);
-    if !causes.is_empty() {
+    // As the real server: schema errors of these types block the CEL
+    // rules; others (pattern, minimum...) do not.
+    let blocking = causes.iter().any(|c| {
+        matches!(
+            c.reason.as_str(),
+            "FieldValueNotSupported"
+                | "FieldValueRequired"
+                | "FieldValueTooLong"
+                | "FieldValueTooMany"
+                | "FieldValueTypeInvalid"
+        )
+    });
+    if blocking {
         if has_rules(&s) {
             causes.push(Cause {
                 reason: "FieldValueInvalid".into(),
@@ -243,6 +255,7 @@ mod tests {
         "properties": {
             "minReplicas": {"type": "integer", "default": 1},
             "maxReplicas": {"type": "integer", "default": 3},
+                "code": {"type": "string", "pattern": "^c"},
             "name": {"type": "string", "maxLength": 20,
                 "x-kubernetes-validations": [{"rule": "self == oldSelf", "message": "name is immutable"}]},
             "size": {"type": "string", "x-kubernetes-validations": [{"rule": "self != 'huge'", "reason": "FieldValueForbidden", "messageExpression": "'size ' + self + ' is too big'"}]},
@@ -349,6 +362,25 @@ mod tests {
                 ],
             ),
         ];
+        // A pattern error does not block the rules.
+        assert_eq!(
+            causes(
+                json!({"spec": {"minReplicas": 5, "maxReplicas": 2, "code": "x"}}),
+                None
+            ),
+            vec![
+                (
+                    "FieldValueInvalid".into(),
+                    "spec.code".into(),
+                    "Invalid value: \"x\": spec.code in body should match '^c'".into()
+                ),
+                (
+                    "FieldValueInvalid".into(),
+                    "spec".into(),
+                    "Invalid value: minReplicas must be less than or equal to maxReplicas".into()
+                ),
+            ]
+        );
         for (obj, old, want) in cases {
             assert_eq!(causes(obj.clone(), old), want, "{obj}");
         }
