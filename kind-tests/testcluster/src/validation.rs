@@ -75,16 +75,6 @@ pub fn validate_create(info: &ResourceInfo, obj: &Value) -> ApiResult<()> {
                     "Invalid value: must have exactly one version marked as storage version".into(),
                 ));
             }
-            let mut causes = vec![];
-            for (i, v) in versions.iter().enumerate() {
-                if let Some(s) = v.pointer("/schema/openAPIV3Schema") {
-                    let field = format!("spec.versions[{i}].schema.openAPIV3Schema");
-                    causes.extend(crate::crd_admit::check_schema(s, &field));
-                }
-            }
-            if !causes.is_empty() {
-                return Err(ApiError::invalid(info, name, causes));
-            }
         }
         ("", "pods")
             if obj["spec"]["containers"]

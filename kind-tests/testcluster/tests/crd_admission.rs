@@ -183,6 +183,13 @@ fn costly_and_non_structural_crds_are_refused() {
         err.contains("properties[color].type: Required value"),
         "{err}"
     );
+    // Also on update of an existing CRD.
+    f.k.ok_stdin(&["apply", "-f", "-"], Some(WIDGET_CRD));
+    let err = apply_fails(&f.k, &non_structural);
+    assert!(
+        err.contains("properties[color].type: Required value"),
+        "{err}"
+    );
 }
 
 #[test]
