@@ -27,6 +27,7 @@ pub mod defaults;
 pub mod delete;
 pub mod discovery;
 pub mod fields;
+pub mod formats;
 pub mod http;
 pub mod jsonpath;
 pub mod managed;

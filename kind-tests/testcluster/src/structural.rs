@@ -6,6 +6,7 @@
 
 use serde_json::Value;
 
+use crate::formats::format_ok;
 use crate::status::Cause;
 
 /// Go's `%#v`-like rendering of a bad value as the API server prints it.
@@ -130,19 +131,6 @@ fn check_enum(s: &Value, v: &Value, path: &str, out: &mut Vec<Cause>) {
 
 fn u(s: &Value, k: &str) -> Option<u64> {
     s.get(k).and_then(Value::as_u64)
-}
-
-/// Checks a `format` the API server knows; unknown formats pass.
-pub fn format_ok(format: &str, v: &Value) -> bool {
-    match (format, v) {
-        ("int32", Value::Number(n)) => n.as_i64().is_some_and(|i| i32::try_from(i).is_ok()),
-        ("int64", Value::Number(n)) => n.as_i64().is_some(),
-        ("date-time", Value::String(s)) => chrono::DateTime::parse_from_rfc3339(s).is_ok(),
-        ("date", Value::String(s)) => chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok(),
-        ("int-or-string", Value::String(_)) => true,
-        ("int-or-string", Value::Number(n)) => n.as_i64().is_some(),
-        _ => true,
-    }
 }
 
 fn check_format(s: &Value, v: &Value, path: &str, out: &mut Vec<Cause>) {
@@ -514,6 +502,27 @@ mod tests {
                 "Required value",
             ),
             (
+                json!({"type": "string", "format": "uuid"}),
+                json!("x-1"),
+                "FieldValueInvalid",
+                "spec",
+                "Invalid value: \"x-1\": spec in body must be of type uuid: \"x-1\"",
+            ),
+            (
+                json!({"type": "string", "format": "ipv4"}),
+                json!("1.2.3"),
+                "FieldValueInvalid",
+                "spec",
+                "Invalid value: \"1.2.3\": spec in body must be of type ipv4: \"1.2.3\"",
+            ),
+            (
+                json!({"type": "string", "format": "duration"}),
+                json!("3 min"),
+                "FieldValueInvalid",
+                "spec",
+                "Invalid value: \"3 min\": spec in body must be of type duration: \"3 min\"",
+            ),
+            (
                 json!({"type": "string"}),
                 Value::Null,
                 "FieldValueTypeInvalid",
@@ -533,6 +542,18 @@ mod tests {
             (json!({"type": "string", "nullable": true}), Value::Null),
             (json!({"x-kubernetes-int-or-string": true}), json!(3)),
             (json!({"type": "number"}), json!(3)),
+            (
+                json!({"type": "string", "format": "cidr"}),
+                json!("10.0.0.0/8"),
+            ),
+            (
+                json!({"type": "string", "format": "duration"}),
+                json!("1h30m"),
+            ),
+            (
+                json!({"type": "string", "format": "uuid"}),
+                json!("5b1d3c7e-2a4f-4e8b-9c0d-1e2f3a4b5c6d"),
+            ),
             (
                 json!({"type": "string", "format": "date-time"}),
                 json!("2024-01-01T00:00:00Z"),
