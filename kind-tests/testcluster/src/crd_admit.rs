@@ -67,6 +67,12 @@ fn lookup<'a>(obj: &'a Value, path: &str) -> Option<&'a Value> {
     Some(cur)
 }
 
+/// `a.b` of `a.b.c` or `a.b[2]`.
+fn parent(path: &str) -> &str {
+    let cut = path.rfind(['.', '[']).unwrap_or(0);
+    &path[..cut]
+}
+
 fn cel_cause(obj: &Value, e: &kube_cel::ValidationError) -> Cause {
     let (reason, message) = match e.reason.as_deref() {
         Some("FieldValueForbidden") => ("FieldValueForbidden", format!("Forbidden: {}", e.message)),
@@ -102,6 +108,18 @@ pub fn validate(schema: &Value, obj: &Value, old: Option<&Value>) -> Vec<Cause> 
     let b = body(obj);
     let mut causes = vec![];
     structural_validate(&s, &b, "", &mut causes);
+    let old_b = old.map(body);
+    if let Some(ob) = &old_b {
+        // Validation ratcheting (GA since 1.33): an update may keep a value
+        // that was already invalid.
+        causes.retain(|c| {
+            let p = match c.reason.as_str() {
+                "FieldValueRequired" | "FieldValueDuplicate" => parent(&c.field),
+                _ => c.field.as_str(),
+            };
+            lookup(&b, p) != lookup(ob, p)
+        });
+    }
     // As the real server: schema errors of these types block the CEL
     // rules; others (pattern, minimum...) do not.
     let blocking = causes.iter().any(|c| {
@@ -127,7 +145,6 @@ pub fn validate(schema: &Value, obj: &Value, old: Option<&Value>) -> Vec<Cause> 
     if !has_rules(&s) {
         return causes;
     }
-    let old_b = old.map(body);
     if let Err(errs) = kube_cel::validate(&s, &b, old_b.as_ref()) {
         causes.extend(errs.iter().map(|e| cel_cause(&b, e)));
     }
@@ -385,6 +402,20 @@ mod tests {
             assert_eq!(causes(obj.clone(), old), want, "{obj}");
         }
         assert!(causes(json!({"spec": {"name": "w-a", "rate": "2k"}}), None).is_empty());
+        // Ratcheting: an unchanged invalid value passes an update, a
+        // changed one does not.
+        let old = json!({"spec": {"name": "w-a", "code": "x"}});
+        assert!(
+            causes(
+                json!({"spec": {"name": "w-a", "code": "x", "maxReplicas": 4}}),
+                Some(old.clone())
+            )
+            .is_empty()
+        );
+        assert_eq!(
+            causes(json!({"spec": {"name": "w-a", "code": "y"}}), Some(old)).len(),
+            1
+        );
         // Transition rules run only on update.
         assert!(causes(json!({"spec": {"name": "w-new"}}), None).is_empty());
     }
