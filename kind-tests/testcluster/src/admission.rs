@@ -95,6 +95,33 @@ pub fn admit(req: &Request<'_>, obj: &mut Value) -> ApiResult<Vec<String>> {
         }
     }
     validate_metadata(req.info, &name)?;
+    if req.info.plural == "customresourcedefinitions" && req.subresource.is_empty() {
+        // Create and update: the schemas must be structural and their
+        // rules affordable.
+        let versions = obj["spec"]["versions"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let mut causes = vec![];
+        for (i, v) in versions.iter().enumerate() {
+            if let Some(s) = v.pointer("/schema/openAPIV3Schema") {
+                let field = format!("spec.versions[{i}].schema.openAPIV3Schema");
+                causes.extend(crate::crd_admit::check_schema(s, &field));
+            }
+        }
+        if !causes.is_empty() {
+            return Err(ApiError::invalid(req.info, &name, causes));
+        }
+    }
+    if req.info.crd.is_some()
+        && let Some(schema) = &req.info.schema
+    {
+        crate::crd_admit::apply_defaults(schema, obj);
+        let causes = crate::crd_admit::validate(schema, obj, req.old);
+        if !causes.is_empty() {
+            return Err(ApiError::invalid(req.info, &name, causes));
+        }
+    }
     Ok(unknown
         .into_iter()
         .map(|f| format!("unknown field \"{f}\""))

@@ -8,7 +8,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::OnceLock;
 
 use k8s_openapi::api::{
-    authentication, authorization, coordination, core, discovery, events, rbac,
+    apps, authentication, authorization, coordination, core, discovery, events, policy, rbac,
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiext;
 use schemars::JsonSchema;
@@ -60,6 +60,9 @@ pub fn builtin_schemas() -> &'static BuiltinSchemas {
         add::<events::v1::Event>(&mut g, k, ("events.k8s.io", "v1", "Event"));
         add::<discovery::v1::EndpointSlice>(&mut g, k, ("discovery.k8s.io", "v1", "EndpointSlice"));
         add::<coordination::v1::Lease>(&mut g, k, ("coordination.k8s.io", "v1", "Lease"));
+        add::<apps::v1::Deployment>(&mut g, k, ("apps", "v1", "Deployment"));
+        add::<apps::v1::ReplicaSet>(&mut g, k, ("apps", "v1", "ReplicaSet"));
+        add::<policy::v1::PodDisruptionBudget>(&mut g, k, ("policy", "v1", "PodDisruptionBudget"));
         let rb = "rbac.authorization.k8s.io";
         add::<rbac::v1::Role>(&mut g, k, (rb, "v1", "Role"));
         add::<rbac::v1::ClusterRole>(&mut g, k, (rb, "v1", "ClusterRole"));

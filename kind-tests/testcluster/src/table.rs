@@ -92,6 +92,9 @@ type Col = (&'static str, &'static str, i64);
 fn builtin_columns(info: &ResourceInfo) -> Vec<Col> {
     let name = ("Name", "string", 0);
     let age = ("Age", "string", 0);
+    if let Some(c) = crate::table_extra::columns(&info.group, &info.plural) {
+        return c;
+    }
     match (info.group.as_str(), info.plural.as_str()) {
         ("", "pods") => vec![
             name,
@@ -213,6 +216,12 @@ fn builtin_cells(info: &ResourceInfo, o: &Value) -> Vec<Value> {
                 .unwrap_or(0)
         )
     };
+    if let Some(c) = crate::table_extra::cells(&info.group, &info.plural, o) {
+        return std::iter::once(name)
+            .chain(c)
+            .chain(std::iter::once(a))
+            .collect();
+    }
     match (info.group.as_str(), info.plural.as_str()) {
         ("", "pods") => std::iter::once(name).chain(pod_cells(o)).collect(),
         ("", "namespaces") => vec![name, s(&o["status"]["phase"]), a],

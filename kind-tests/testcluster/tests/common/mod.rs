@@ -50,7 +50,17 @@ pub struct WidgetStatus {
     pub observed_generation: Option<i64>,
     /// Conditions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "free_form_list")]
     pub conditions: Vec<serde_json::Value>,
+}
+
+/// A list of free-form objects, as a structural schema (a real API server
+/// refuses array items without a type).
+fn free_form_list(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}
+    })
 }
 
 /// A widget with a spec.
