@@ -62,27 +62,17 @@ pub fn admit(req: &Request<'_>, obj: &mut Value) -> ApiResult<Vec<String>> {
         let gvk = if crate::convert::is_event_view(req.info) {
             (String::new(), "v1".to_string(), "Event".to_string())
         } else {
-            (
-                req.info.group.clone(),
-                req.info.version.clone(),
-                req.info.kind.clone(),
-            )
+            (req.info.group.clone(), req.info.version.clone(), req.info.kind.clone())
         };
         if let Some(root) = b.by_kind.get(&gvk).and_then(|n| defs.get(n)) {
             prune(obj, root, &resolve, "", &mut unknown);
         }
     }
-    let name = obj["metadata"]["name"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_string();
     if !unknown.is_empty() {
         match req.validation {
             FieldValidation::Strict => {
-                let list: Vec<String> = unknown
-                    .iter()
-                    .map(|f| format!("unknown field \"{f}\""))
-                    .collect();
+                let list: Vec<String> = unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect();
                 return Err(ApiError::bad_request(format!(
                     "{kind} in version \"{v}\" cannot be handled as a {kind}: strict decoding error: {}",
                     list.join(", "),
@@ -98,10 +88,7 @@ pub fn admit(req: &Request<'_>, obj: &mut Value) -> ApiResult<Vec<String>> {
     if req.info.plural == "customresourcedefinitions" && req.subresource.is_empty() {
         // Create and update: the schemas must be structural and their
         // rules affordable.
-        let versions = obj["spec"]["versions"]
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or_default();
+        let versions = obj["spec"]["versions"].as_array().map(Vec::as_slice).unwrap_or_default();
         let mut causes = vec![];
         for (i, v) in versions.iter().enumerate() {
             if let Some(s) = v.pointer("/schema/openAPIV3Schema") {
@@ -122,10 +109,7 @@ pub fn admit(req: &Request<'_>, obj: &mut Value) -> ApiResult<Vec<String>> {
             return Err(ApiError::invalid(req.info, &name, causes));
         }
     }
-    Ok(unknown
-        .into_iter()
-        .map(|f| format!("unknown field \"{f}\""))
-        .collect())
+    Ok(unknown.into_iter().map(|f| format!("unknown field \"{f}\"")).collect())
 }
 
 fn is_dns_subdomain(s: &str) -> bool {
@@ -133,8 +117,7 @@ fn is_dns_subdomain(s: &str) -> bool {
         && s.len() <= 253
         && s.split('.').all(|l| {
             !l.is_empty()
-                && l.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                 && !l.starts_with('-')
                 && !l.ends_with('-')
         })
@@ -142,19 +125,12 @@ fn is_dns_subdomain(s: &str) -> bool {
 
 fn validate_metadata(info: &ResourceInfo, name: &str) -> ApiResult<()> {
     let rbac = info.group == "rbac.authorization.k8s.io";
-    let ok = if rbac {
-        !name.is_empty() && !name.contains('/') && !name.contains('%')
-    } else {
-        is_dns_subdomain(name)
-    };
+    let ok = if rbac { !name.is_empty() && !name.contains('/') && !name.contains('%') } else { is_dns_subdomain(name) };
     if ok {
         return Ok(());
     }
     let (reason, message) = if name.is_empty() {
-        (
-            "FieldValueRequired",
-            "Required value: name or generateName is required".to_string(),
-        )
+        ("FieldValueRequired", "Required value: name or generateName is required".to_string())
     } else {
         (
             "FieldValueInvalid",
@@ -163,15 +139,7 @@ fn validate_metadata(info: &ResourceInfo, name: &str) -> ApiResult<()> {
             ),
         )
     };
-    Err(ApiError::invalid(
-        info,
-        name,
-        vec![Cause {
-            reason: reason.into(),
-            message,
-            field: "metadata.name".into(),
-        }],
-    ))
+    Err(ApiError::invalid(info, name, vec![Cause { reason: reason.into(), message, field: "metadata.name".into() }]))
 }
 
 fn deref<'a>(mut s: &'a Value, resolve: &dyn Fn(&str) -> Option<&'a Value>) -> &'a Value {
@@ -199,11 +167,7 @@ fn prune<'a>(
     out: &mut Vec<String>,
 ) {
     let schema = deref(schema, resolve);
-    if schema
-        .get("x-kubernetes-preserve-unknown-fields")
-        .and_then(Value::as_bool)
-        == Some(true)
-    {
+    if schema.get("x-kubernetes-preserve-unknown-fields").and_then(Value::as_bool) == Some(true) {
         return;
     }
     match v {
@@ -236,11 +200,7 @@ fn prune_map<'a>(
 ) {
     let mut drop = vec![];
     for (k, c) in m.iter_mut() {
-        let child = if path.is_empty() {
-            k.clone()
-        } else {
-            format!("{path}.{k}")
-        };
+        let child = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
         match props.and_then(|p| p.get(k)) {
             Some(s) => prune(c, s, resolve, &child, out),
             None => match additional {
@@ -252,11 +212,7 @@ fn prune_map<'a>(
     }
     for k in drop {
         m.remove(&k);
-        out.push(if path.is_empty() {
-            k
-        } else {
-            format!("{path}.{k}")
-        });
+        out.push(if path.is_empty() { k } else { format!("{path}.{k}") });
     }
 }
 
@@ -274,42 +230,23 @@ mod tests {
     fn unknown_fields_are_pruned_with_warnings_or_rejected() {
         let cm = info("configmaps");
         let mut obj = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "bogus": 1}, "data": {"k": "v"}, "extra": true});
-        let req = Request {
-            info: &cm,
-            old: None,
-            subresource: "",
-            validation: FieldValidation::Warn,
-        };
+        let req = Request { info: &cm, old: None, subresource: "", validation: FieldValidation::Warn };
         let warnings = admit(&req, &mut obj.clone()).unwrap();
         assert_eq!(warnings.len(), 2, "{warnings:?}");
-        let strict = Request {
-            validation: FieldValidation::Strict,
-            ..req
-        };
+        let strict = Request { validation: FieldValidation::Strict, ..req };
         let e = admit(&strict, &mut obj).unwrap_err();
         assert_eq!(e.code, 400);
-        assert!(
-            e.message.contains("unknown field \"extra\""),
-            "{}",
-            e.message
-        );
+        assert!(e.message.contains("unknown field \"extra\""), "{}", e.message);
     }
 
     #[test]
     fn pod_containers_are_walked() {
         let pods = info("pods");
-        let mut obj = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i", "nope": 1}]}});
-        let req = Request {
-            info: &pods,
-            old: None,
-            subresource: "",
-            validation: FieldValidation::Warn,
-        };
+        let mut obj =
+            json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i", "nope": 1}]}});
+        let req = Request { info: &pods, old: None, subresource: "", validation: FieldValidation::Warn };
         let w = admit(&req, &mut obj).unwrap();
-        assert_eq!(
-            w,
-            vec!["unknown field \"spec.containers[0].nope\"".to_string()]
-        );
+        assert_eq!(w, vec!["unknown field \"spec.containers[0].nope\"".to_string()]);
         assert!(obj["spec"]["containers"][0].get("nope").is_none());
     }
 
@@ -317,12 +254,7 @@ mod tests {
     fn bad_names_are_invalid() {
         let cm = info("configmaps");
         let mut obj = json!({"metadata": {"name": "Bad_Name"}});
-        let req = Request {
-            info: &cm,
-            old: None,
-            subresource: "",
-            validation: FieldValidation::Warn,
-        };
+        let req = Request { info: &cm, old: None, subresource: "", validation: FieldValidation::Warn };
         let e = admit(&req, &mut obj).unwrap_err();
         assert_eq!(e.code, 422);
         assert_eq!(e.details.unwrap()["causes"][0]["field"], "metadata.name");

@@ -74,22 +74,10 @@ impl Authenticator {
             }
             let mut groups: Vec<String> = fields
                 .get(3)
-                .map(|g| {
-                    g.split(',')
-                        .map(|s| s.trim().to_string())
-                        .filter(|s| !s.is_empty())
-                        .collect()
-                })
+                .map(|g| g.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
                 .unwrap_or_default();
             groups.push("system:authenticated".into());
-            self.add(
-                &fields[0],
-                UserInfo {
-                    name: fields[1].clone(),
-                    uid: fields[2].clone(),
-                    groups,
-                },
-            );
+            self.add(&fields[0], UserInfo { name: fields[1].clone(), uid: fields[2].clone(), groups });
         }
         Ok(())
     }
@@ -135,10 +123,7 @@ pub struct Attributes {
 }
 
 fn has(list: &Value, want: &str) -> bool {
-    list.as_array()
-        .into_iter()
-        .flatten()
-        .any(|v| v.as_str().is_some_and(|s| s == "*" || s == want))
+    list.as_array().into_iter().flatten().any(|v| v.as_str().is_some_and(|s| s == "*" || s == want))
 }
 
 fn rule_allows(rule: &Value, a: &Attributes) -> bool {
@@ -151,23 +136,13 @@ fn rule_allows(rule: &Value, a: &Attributes) -> bool {
             .into_iter()
             .flatten()
             .filter_map(Value::as_str)
-            .any(|u| {
-                u == a.path
-                    || u == "*"
-                    || u.strip_suffix('*').is_some_and(|p| a.path.starts_with(p))
-            });
+            .any(|u| u == a.path || u == "*" || u.strip_suffix('*').is_some_and(|p| a.path.starts_with(p)));
     }
-    let res = if a.subresource.is_empty() {
-        a.resource.clone()
-    } else {
-        format!("{}/{}", a.resource, a.subresource)
-    };
+    let res = if a.subresource.is_empty() { a.resource.clone() } else { format!("{}/{}", a.resource, a.subresource) };
     let res_ok = has(&rule["resources"], &res)
         || (!a.subresource.is_empty() && has(&rule["resources"], &format!("*/{}", a.subresource)));
     let names = rule["resourceNames"].as_array().map(Vec::len).unwrap_or(0);
-    has(&rule["apiGroups"], &a.group)
-        && res_ok
-        && (names == 0 || has(&rule["resourceNames"], &a.name))
+    has(&rule["apiGroups"], &a.group) && res_ok && (names == 0 || has(&rule["resourceNames"], &a.name))
 }
 
 fn subject_matches(s: &Value, u: &UserInfo, binding_ns: &str) -> bool {
@@ -176,10 +151,7 @@ fn subject_matches(s: &Value, u: &UserInfo, binding_ns: &str) -> bool {
         Some("User") => name == u.name,
         Some("Group") => u.groups.iter().any(|g| g == name),
         Some("ServiceAccount") => {
-            let ns = s["namespace"]
-                .as_str()
-                .filter(|n| !n.is_empty())
-                .unwrap_or(binding_ns);
+            let ns = s["namespace"].as_str().filter(|n| !n.is_empty()).unwrap_or(binding_ns);
             u.name == format!("system:serviceaccount:{ns}:{name}")
         }
         _ => false,
@@ -187,16 +159,11 @@ fn subject_matches(s: &Value, u: &UserInfo, binding_ns: &str) -> bool {
 }
 
 fn rbac_key(plural: &str) -> ResKey {
-    ResKey {
-        group: "rbac.authorization.k8s.io".into(),
-        plural: plural.into(),
-    }
+    ResKey { group: "rbac.authorization.k8s.io".into(), plural: plural.into() }
 }
 
 fn always_allowed(a: &Attributes) -> bool {
-    let public_paths = [
-        "/api", "/apis", "/version", "/healthz", "/livez", "/readyz", "/openapi",
-    ];
+    let public_paths = ["/api", "/apis", "/version", "/healthz", "/livez", "/readyz", "/openapi"];
     (a.resource.is_empty() && a.verb == "get" && public_paths.iter().any(|p| a.path.starts_with(p)))
         || (a.verb == "create"
             && matches!(
@@ -218,22 +185,15 @@ pub fn rules_for(store: &Store, u: &UserInfo, ns: &str) -> Vec<Value> {
         serde_json::json!({"verbs": ["create"], "apiGroups": ["authorization.k8s.io"], "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"]}),
         serde_json::json!({"verbs": ["get"], "nonResourceURLs": ["/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez", "/openapi", "/openapi/*", "/readyz", "/version", "/version/"]}),
     ];
-    let matches = |b: &Value, ns: &str| {
-        b["subjects"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|s| subject_matches(s, u, ns))
-    };
+    let matches =
+        |b: &Value, ns: &str| b["subjects"].as_array().into_iter().flatten().any(|s| subject_matches(s, u, ns));
     let role = |b: &Value, ns: &str| -> Vec<Value> {
         let name = b["roleRef"]["name"].as_str().unwrap_or_default();
         let found = match b["roleRef"]["kind"].as_str() {
             Some("ClusterRole") => store.get(&rbac_key("clusterroles"), "", name),
             _ => store.get(&rbac_key("roles"), ns, name),
         };
-        found
-            .and_then(|r| r["rules"].as_array().cloned())
-            .unwrap_or_default()
+        found.and_then(|r| r["rules"].as_array().cloned()).unwrap_or_default()
     };
     for b in store.list(&rbac_key("clusterrolebindings"), None, None).0 {
         if matches(&b, "") {
@@ -261,25 +221,15 @@ pub fn authorize(store: &Store, u: &UserInfo, a: &Attributes) -> (bool, String) 
         } else {
             store.get(&rbac_key("roles"), ns, name)
         };
-        found
-            .and_then(|r| r["rules"].as_array().cloned())
-            .unwrap_or_default()
+        found.and_then(|r| r["rules"].as_array().cloned()).unwrap_or_default()
     };
     let bindings = |plural: &str, ns: Option<&str>| store.list(&rbac_key(plural), ns, None).0;
     for b in bindings("clusterrolebindings", None) {
-        if !b["subjects"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|s| subject_matches(s, u, ""))
-        {
+        if !b["subjects"].as_array().into_iter().flatten().any(|s| subject_matches(s, u, "")) {
             continue;
         }
         let role = b["roleRef"]["name"].as_str().unwrap_or_default();
-        if role_rules("ClusterRole", role, "")
-            .iter()
-            .any(|r| rule_allows(r, a))
-        {
+        if role_rules("ClusterRole", role, "").iter().any(|r| rule_allows(r, a)) {
             return (
                 true,
                 format!(
@@ -292,20 +242,12 @@ pub fn authorize(store: &Store, u: &UserInfo, a: &Attributes) -> (bool, String) 
     }
     if !a.namespace.is_empty() {
         for b in bindings("rolebindings", Some(&a.namespace)) {
-            if !b["subjects"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|s| subject_matches(s, u, &a.namespace))
-            {
+            if !b["subjects"].as_array().into_iter().flatten().any(|s| subject_matches(s, u, &a.namespace)) {
                 continue;
             }
             let kind = b["roleRef"]["kind"].as_str().unwrap_or("Role");
             let role = b["roleRef"]["name"].as_str().unwrap_or_default();
-            if role_rules(kind, role, &a.namespace)
-                .iter()
-                .any(|r| rule_allows(r, a))
-            {
+            if role_rules(kind, role, &a.namespace).iter().any(|r| rule_allows(r, a)) {
                 return (
                     true,
                     format!(
@@ -328,20 +270,15 @@ mod tests {
     use serde_json::json;
 
     fn put(s: &Store, plural: &str, obj: Value) {
-        let ns = obj["metadata"]["namespace"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let ns = obj["metadata"]["namespace"].as_str().unwrap_or_default().to_string();
         let name = obj["metadata"]["name"].as_str().unwrap().to_string();
-        s.mutate(&rbac_key(plural), &ns, &name, |_| Ok((Write::Put(obj), ())))
-            .unwrap();
+        s.mutate(&rbac_key(plural), &ns, &name, |_| Ok((Write::Put(obj), ()))).unwrap();
     }
 
     #[test]
     fn token_file_parses_groups() {
         let mut a = Authenticator::new("root");
-        a.load_csv("t1,alice,u1,\"dev,ops\"\n# comment\nt2,bob,u2\n")
-            .unwrap();
+        a.load_csv("t1,alice,u1,\"dev,ops\"\n# comment\nt2,bob,u2\n").unwrap();
         let alice = a.authenticate("t1").unwrap();
         assert_eq!(alice.groups, vec!["dev", "ops", "system:authenticated"]);
         assert_eq!(a.authenticate("t2").unwrap().name, "bob");
@@ -364,11 +301,7 @@ mod tests {
             json!({"metadata": {"name": "rb", "namespace": "a"},
             "roleRef": {"kind": "Role", "name": "reader"}, "subjects": [{"kind": "Group", "name": "dev"}]}),
         );
-        let u = UserInfo {
-            name: "alice".into(),
-            uid: "1".into(),
-            groups: vec!["dev".into()],
-        };
+        let u = UserInfo { name: "alice".into(), uid: "1".into(), groups: vec!["dev".into()] };
         let attrs = |ns: &str, verb: &str| Attributes {
             verb: verb.into(),
             resource: "configmaps".into(),

@@ -84,14 +84,7 @@ impl TestClusterBuilder {
     pub fn user(mut self, token: &str, name: &str, groups: &[&str]) -> Self {
         let mut g: Vec<String> = groups.iter().map(|s| s.to_string()).collect();
         g.push("system:authenticated".into());
-        self.users.push((
-            token.into(),
-            UserInfo {
-                name: name.into(),
-                uid: name.into(),
-                groups: g,
-            },
-        ));
+        self.users.push((token.into(), UserInfo { name: name.into(), uid: name.into(), groups: g }));
         self
     }
 
@@ -129,11 +122,8 @@ impl TestClusterBuilder {
         let scratch = match &self.data_dir {
             Some(_) => None,
             None => {
-                let d = std::env::temp_dir().join(format!(
-                    "testcluster-{}-{}",
-                    self.name,
-                    uuid::Uuid::new_v4().simple()
-                ));
+                let d =
+                    std::env::temp_dir().join(format!("testcluster-{}-{}", self.name, uuid::Uuid::new_v4().simple()));
                 std::fs::create_dir_all(&d).map_err(io(format!("creating {}", d.display())))?;
                 Some(d)
             }
@@ -148,12 +138,8 @@ impl TestClusterBuilder {
             auth.add(t, u.clone());
         }
         if let Some(f) = &self.token_file {
-            let text = std::fs::read_to_string(f)
-                .map_err(io(format!("reading token file {}", f.display())))?;
-            auth.load_csv(&text).map_err(|source| Error::TokenFile {
-                path: f.clone(),
-                source,
-            })?;
+            let text = std::fs::read_to_string(f).map_err(io(format!("reading token file {}", f.display())))?;
+            auth.load_csv(&text).map_err(|source| Error::TokenFile { path: f.clone(), source })?;
         }
         let state: Shared = Arc::new(State {
             name: self.name.clone(),
@@ -170,49 +156,22 @@ impl TestClusterBuilder {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
             .await
             .map_err(io(format!("binding 127.0.0.1:{}", self.port)))?;
-        let addr = listener
-            .local_addr()
-            .map_err(io("reading the bound address".into()))?;
+        let addr = listener.local_addr().map_err(io("reading the bound address".into()))?;
         let url = format!("https://{addr}");
         let kubeconfig_path = self.kubeconfig.clone().unwrap_or_else(|| {
-            self.data_dir
-                .as_ref()
-                .or(scratch.as_ref())
-                .map(|d| d.join("kubeconfig"))
-                .unwrap_or_default()
+            self.data_dir.as_ref().or(scratch.as_ref()).map(|d| d.join("kubeconfig")).unwrap_or_default()
         });
-        let kc = tls::kubeconfig(
-            &self.name,
-            &url,
-            &material.ca_pem,
-            &format!("{}-admin", self.name),
-            &admin_token,
-        );
-        if let Some(parent) = kubeconfig_path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-        {
-            std::fs::create_dir_all(parent)
-                .map_err(io(format!("creating {}", parent.display())))?;
+        let kc = tls::kubeconfig(&self.name, &url, &material.ca_pem, &format!("{}-admin", self.name), &admin_token);
+        if let Some(parent) = kubeconfig_path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(io(format!("creating {}", parent.display())))?;
         }
-        std::fs::write(&kubeconfig_path, kc).map_err(io(format!(
-            "writing kubeconfig {}",
-            kubeconfig_path.display()
-        )))?;
+        std::fs::write(&kubeconfig_path, kc)
+            .map_err(io(format!("writing kubeconfig {}", kubeconfig_path.display())))?;
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = vec![];
         let server_cfg = tls::server_config(&material)?;
-        tasks.push(tokio::spawn(crate::server::serve(
-            state.clone(),
-            listener,
-            server_cfg,
-            stop_rx.clone(),
-        )));
-        tasks.push(tokio::spawn(crate::controllers::run(
-            state.clone(),
-            stop_rx.clone(),
-            Duration::from_millis(500),
-        )));
+        tasks.push(tokio::spawn(crate::server::serve(state.clone(), listener, server_cfg, stop_rx.clone())));
+        tasks.push(tokio::spawn(crate::controllers::run(state.clone(), stop_rx.clone(), Duration::from_millis(500))));
         if let Some(d) = &self.data_dir {
             tasks.push(tokio::spawn(persist::run(
                 state.clone(),
@@ -237,10 +196,8 @@ impl TestClusterBuilder {
 }
 
 fn restore_crds(state: &Shared) {
-    let key = crate::resources::ResKey {
-        group: "apiextensions.k8s.io".into(),
-        plural: "customresourcedefinitions".into(),
-    };
+    let key =
+        crate::resources::ResKey { group: "apiextensions.k8s.io".into(), plural: "customresourcedefinitions".into() };
     for crd in state.store.list(&key, None, None).0 {
         state.sync_crd(&crd);
     }
@@ -250,11 +207,7 @@ fn bootstrap(state: &Shared) {
     let Some(ns_info) = state.registry.lookup("", "v1", "namespaces") else {
         return;
     };
-    let ctx = Ctx {
-        user: UserInfo::admin(),
-        manager: "kube-apiserver".into(),
-        ..Default::default()
-    };
+    let ctx = Ctx { user: UserInfo::admin(), manager: "kube-apiserver".into(), ..Default::default() };
     for ns in INITIAL_NAMESPACES {
         if state.store.get(&ns_info.key(), "", ns).is_none() {
             let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
@@ -330,8 +283,7 @@ impl TestCluster {
     pub async fn client_for_token(&self, token: &str) -> Result<kube::Client> {
         use kube::config::{KubeConfigOptions, Kubeconfig};
         let text = self.kubeconfig_for_token(token);
-        let kc = Kubeconfig::from_yaml(&text)
-            .map_err(|e| Error::Client(Box::new(kube::Error::InferKubeconfig(e))))?;
+        let kc = Kubeconfig::from_yaml(&text).map_err(|e| Error::Client(Box::new(kube::Error::InferKubeconfig(e))))?;
         let cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
             .await
             .map_err(|e| Error::Client(Box::new(kube::Error::InferKubeconfig(e))))?;

@@ -20,17 +20,11 @@ use crate::store::{Event, EventType};
 pub const ROOT_CA_CONFIGMAP: &str = "kube-root-ca.crt";
 
 fn system_ctx() -> Ctx {
-    Ctx {
-        user: UserInfo::admin(),
-        manager: "kube-controller-manager".into(),
-        ..Default::default()
-    }
+    Ctx { user: UserInfo::admin(), manager: "kube-controller-manager".into(), ..Default::default() }
 }
 
 fn has_finalizer(obj: &Value, f: &str) -> bool {
-    obj["metadata"]["finalizers"]
-        .as_array()
-        .is_some_and(|a| a.iter().any(|x| x == f))
+    obj["metadata"]["finalizers"].as_array().is_some_and(|a| a.iter().any(|x| x == f))
 }
 
 fn owner_uids(obj: &Value) -> Vec<String> {
@@ -86,14 +80,8 @@ impl State {
         let before = self.store.current_rv();
         let all = self.store.all();
         self.seed_namespaces(&all);
-        let ns_key = ResKey {
-            group: String::new(),
-            plural: "namespaces".into(),
-        };
-        let crd_key = ResKey {
-            group: "apiextensions.k8s.io".into(),
-            plural: "customresourcedefinitions".into(),
-        };
+        let ns_key = ResKey { group: String::new(), plural: "namespaces".into() };
+        let crd_key = ResKey { group: "apiextensions.k8s.io".into(), plural: "customresourcedefinitions".into() };
         for (key, obj) in &all {
             let deleting = obj["metadata"]["deletionTimestamp"].is_string();
             let uid = obj["metadata"]["uid"].as_str().unwrap_or_default();
@@ -103,10 +91,7 @@ impl State {
                 self.clean_crd(key, obj);
             }
             if deleting && has_finalizer(obj, FOREGROUND_FINALIZER) {
-                let deps: Vec<_> = all
-                    .iter()
-                    .filter(|(_, d)| owner_uids(d).iter().any(|u| u == uid))
-                    .collect();
+                let deps: Vec<_> = all.iter().filter(|(_, d)| owner_uids(d).iter().any(|u| u == uid)).collect();
                 for (dk, d) in &deps {
                     self.delete_quietly(dk, d);
                 }
@@ -115,28 +100,19 @@ impl State {
                 }
             }
             if deleting && has_finalizer(obj, ORPHAN_FINALIZER) {
-                for (dk, d) in all
-                    .iter()
-                    .filter(|(_, d)| owner_uids(d).iter().any(|u| u == uid))
-                {
+                for (dk, d) in all.iter().filter(|(_, d)| owner_uids(d).iter().any(|u| u == uid)) {
                     self.rewrite(dk, d, |o| {
                         if let Some(a) = o["metadata"]["ownerReferences"].as_array_mut() {
                             a.retain(|r| r["uid"] != uid);
                         }
                     });
                 }
-                if let Some(fresh) =
-                    self.store
-                        .get(key, crate::state::ns_of(obj), crate::state::name_of(obj))
-                {
+                if let Some(fresh) = self.store.get(key, crate::state::ns_of(obj), crate::state::name_of(obj)) {
                     self.remove_finalizer(key, &fresh, ORPHAN_FINALIZER);
                 }
             }
             let owners = owner_uids(obj);
-            if !deleting
-                && !owners.is_empty()
-                && owners.iter().all(|u| self.store.locate_uid(u).is_none())
-            {
+            if !deleting && !owners.is_empty() && owners.iter().all(|u| self.store.locate_uid(u).is_none()) {
                 self.delete_quietly(key, obj);
             }
         }
@@ -149,17 +125,9 @@ impl State {
     fn seed_namespaces(&self, all: &[(ResKey, Arc<Value>)]) {
         let seeds = [
             ("serviceaccounts", "ServiceAccount", "default", json!({})),
-            (
-                "configmaps",
-                "ConfigMap",
-                ROOT_CA_CONFIGMAP,
-                json!({"data": {"ca.crt": self.ca_pem}}),
-            ),
+            ("configmaps", "ConfigMap", ROOT_CA_CONFIGMAP, json!({"data": {"ca.crt": self.ca_pem}})),
         ];
-        for (_, ns) in all
-            .iter()
-            .filter(|(k, _)| k.group.is_empty() && k.plural == "namespaces")
-        {
+        for (_, ns) in all.iter().filter(|(k, _)| k.group.is_empty() && k.plural == "namespaces") {
             if ns["metadata"]["deletionTimestamp"].is_string() {
                 continue;
             }
@@ -171,7 +139,8 @@ impl State {
                 if self.store.get(&info.key(), ns_name, name).is_some() {
                     continue;
                 }
-                let mut body = json!({"apiVersion": "v1", "kind": kind, "metadata": {"name": name, "namespace": ns_name}});
+                let mut body =
+                    json!({"apiVersion": "v1", "kind": kind, "metadata": {"name": name, "namespace": ns_name}});
                 if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
                     b.extend(e.clone());
                 }
@@ -186,20 +155,13 @@ impl State {
 
     fn empty_namespace(&self, all: &[(ResKey, Arc<Value>)], key: &ResKey, ns_obj: &Value) {
         let ns = crate::state::name_of(ns_obj);
-        let content: Vec<_> = all
-            .iter()
-            .filter(|(k, o)| k != key && crate::state::ns_of(o) == ns)
-            .collect();
+        let content: Vec<_> = all.iter().filter(|(k, o)| k != key && crate::state::ns_of(o) == ns).collect();
         for (k, o) in &content {
             if !o["metadata"]["deletionTimestamp"].is_string() {
                 self.delete_quietly(k, o);
             }
         }
-        if content.is_empty()
-            && ns_obj["spec"]["finalizers"]
-                .as_array()
-                .is_some_and(|f| !f.is_empty())
-        {
+        if content.is_empty() && ns_obj["spec"]["finalizers"].as_array().is_some_and(|f| !f.is_empty()) {
             self.rewrite(key, ns_obj, |o| o["spec"]["finalizers"] = json!([]));
         }
     }
@@ -209,10 +171,7 @@ impl State {
         let Some((plural, group)) = name.split_once('.') else {
             return;
         };
-        let ck = ResKey {
-            group: group.into(),
-            plural: plural.into(),
-        };
+        let ck = ResKey { group: group.into(), plural: plural.into() };
         let (items, _) = self.store.list(&ck, None, None);
         for o in &items {
             if !o["metadata"]["deletionTimestamp"].is_string() {

@@ -27,24 +27,14 @@ pub fn is_event_view(info: &ResourceInfo) -> bool {
 /// Where objects of `info` are stored.
 pub fn storage_key(info: &ResourceInfo) -> ResKey {
     if is_event_view(info) {
-        return ResKey {
-            group: String::new(),
-            plural: "events".into(),
-        };
+        return ResKey { group: String::new(), plural: "events".into() };
     }
-    ResKey {
-        group: info.group.clone(),
-        plural: info.plural.clone(),
-    }
+    ResKey { group: info.group.clone(), plural: info.plural.clone() }
 }
 
 /// The apiVersion objects of `info` are stored with.
 pub fn storage_api_version(info: &ResourceInfo) -> String {
-    if is_event_view(info) {
-        "v1".into()
-    } else {
-        info.api_version()
-    }
+    if is_event_view(info) { "v1".into() } else { info.api_version() }
 }
 
 fn rename(m: &mut Map<String, Value>, from: &str, to: &str) {
@@ -90,10 +80,7 @@ mod tests {
 
     #[test]
     fn events_round_trip_through_core() {
-        let ev = builtin()
-            .into_iter()
-            .find(|r| r.group == "events.k8s.io")
-            .unwrap();
+        let ev = builtin().into_iter().find(|r| r.group == "events.k8s.io").unwrap();
         let view = json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e"},
             "regarding": {"kind": "Pod", "name": "p"}, "note": "hello", "reason": "Started", "reportingController": "c"});
         let stored = to_storage(&ev, view.clone());
@@ -101,12 +88,6 @@ mod tests {
         assert_eq!(stored["involvedObject"]["name"], "p");
         assert_eq!(stored["message"], "hello");
         assert_eq!(to_view(&ev, &stored), view);
-        assert_eq!(
-            storage_key(&ev),
-            ResKey {
-                group: String::new(),
-                plural: "events".into()
-            }
-        );
+        assert_eq!(storage_key(&ev), ResKey { group: String::new(), plural: "events".into() });
     }
 }

@@ -76,30 +76,17 @@ fn parent(path: &str) -> &str {
 fn cel_cause(obj: &Value, e: &kube_cel::ValidationError) -> Cause {
     let (reason, message) = match e.reason.as_deref() {
         Some("FieldValueForbidden") => ("FieldValueForbidden", format!("Forbidden: {}", e.message)),
-        Some("FieldValueRequired") => (
-            "FieldValueRequired",
-            format!("Required value: {}", e.message),
-        ),
-        Some("FieldValueDuplicate") => (
-            "FieldValueDuplicate",
-            format!("Duplicate value: {}", e.message),
-        ),
+        Some("FieldValueRequired") => ("FieldValueRequired", format!("Required value: {}", e.message)),
+        Some("FieldValueDuplicate") => ("FieldValueDuplicate", format!("Duplicate value: {}", e.message)),
         _ => {
             let shown = lookup(obj, &e.field_path)
                 .filter(|v| !v.is_object() && !v.is_array())
                 .map(|v| format!("{}: ", go_value(v)))
                 .unwrap_or_default();
-            (
-                "FieldValueInvalid",
-                format!("Invalid value: {shown}{}", e.message),
-            )
+            ("FieldValueInvalid", format!("Invalid value: {shown}{}", e.message))
         }
     };
-    Cause {
-        reason: reason.into(),
-        message,
-        field: e.field_path.clone(),
-    }
+    Cause { reason: reason.into(), message, field: e.field_path.clone() }
 }
 
 /// Validates a (pruned, defaulted) custom object; `old` on update.
@@ -165,22 +152,15 @@ fn walk_rules(s: &Value, path: &str, out: &mut Vec<Cause>, total: &mut f64) {
             if let Some(Err(e)) = compiled.validations.get(i) {
                 out.push(Cause {
                     reason: "FieldValueInvalid".into(),
-                    message: format!(
-                        "Invalid value: {}: compilation failed: {e}",
-                        go_value(&r["rule"])
-                    ),
+                    message: format!("Invalid value: {}: compilation failed: {e}", go_value(&r["rule"])),
                     field,
                 });
                 continue;
             }
             for w in kube_cel::estimate_rule_cost(rule, &compiled) {
                 if w.kind == kube_cel::WarningKind::CostExceeded {
-                    *total += w
-                        .message
-                        .split_whitespace()
-                        .nth(2)
-                        .and_then(|c| c.parse::<f64>().ok())
-                        .unwrap_or(BUDGET * 2.0);
+                    *total +=
+                        w.message.split_whitespace().nth(2).and_then(|c| c.parse::<f64>().ok()).unwrap_or(BUDGET * 2.0);
                 }
             }
         }
@@ -199,15 +179,9 @@ fn walk_rules(s: &Value, path: &str, out: &mut Vec<Cause>, total: &mut f64) {
 
 fn structural_problems(s: &Value, path: &str, what: &str, out: &mut Vec<Cause>) {
     let Some(m) = s.as_object() else { return };
-    let preserve = m
-        .get("x-kubernetes-preserve-unknown-fields")
-        .and_then(Value::as_bool)
-        == Some(true);
+    let preserve = m.get("x-kubernetes-preserve-unknown-fields").and_then(Value::as_bool) == Some(true);
     let ios = m.get("x-kubernetes-int-or-string").and_then(Value::as_bool) == Some(true);
-    let embedded = m
-        .get("x-kubernetes-embedded-resource")
-        .and_then(Value::as_bool)
-        == Some(true);
+    let embedded = m.get("x-kubernetes-embedded-resource").and_then(Value::as_bool) == Some(true);
     if !m.contains_key("type") && !preserve && !ios && !embedded && !what.is_empty() {
         out.push(Cause {
             reason: "FieldValueRequired".into(),
@@ -227,10 +201,7 @@ fn structural_problems(s: &Value, path: &str, what: &str, out: &mut Vec<Cause>) 
             structural_problems(c, &format!("{path}.properties[{k}]"), "object fields", out);
         }
     }
-    for (k, what) in [
-        ("items", "array items"),
-        ("additionalProperties", "object fields"),
-    ] {
+    for (k, what) in [("items", "array items"), ("additionalProperties", "object fields")] {
         if let Some(c) = m.get(k).filter(|c| c.is_object()) {
             structural_problems(c, &format!("{path}.{k}"), what, out);
         }
@@ -286,10 +257,7 @@ mod tests {
         let s = widget();
         let mut o = obj;
         apply_defaults(&s, &mut o);
-        validate(&s, &o, old.as_ref())
-            .into_iter()
-            .map(|c| (c.reason, c.field, c.message))
-            .collect()
+        validate(&s, &o, old.as_ref()).into_iter().map(|c| (c.reason, c.field, c.message)).collect()
     }
 
     fn one(r: &str, f: &str, m: &str) -> Vec<(String, String, String)> {
@@ -329,62 +297,35 @@ mod tests {
             (
                 json!({"spec": {"name": "w-changed"}}),
                 Some(json!({"spec": {"name": "w-a"}})),
-                one(
-                    "FieldValueInvalid",
-                    "spec.name",
-                    "Invalid value: \"w-changed\": name is immutable",
-                ),
+                one("FieldValueInvalid", "spec.name", "Invalid value: \"w-changed\": name is immutable"),
             ),
             (
                 json!({"spec": {"size": "huge"}}),
                 None,
-                one(
-                    "FieldValueForbidden",
-                    "spec.size",
-                    "Forbidden: size huge is too big",
-                ),
+                one("FieldValueForbidden", "spec.size", "Forbidden: size huge is too big"),
             ),
             (
                 json!({"spec": {"rate": "10"}}),
                 None,
-                one(
-                    "FieldValueInvalid",
-                    "spec.rate",
-                    "Invalid value: \"10\": too slow",
-                ),
+                one("FieldValueInvalid", "spec.rate", "Invalid value: \"10\": too slow"),
             ),
             (
                 json!({"spec": {"pair": {"a": 0}}}),
                 None,
-                one(
-                    "FieldValueInvalid",
-                    "spec.pair.a",
-                    "Invalid value: 0: a must be positive",
-                ),
+                one("FieldValueInvalid", "spec.pair.a", "Invalid value: 0: a must be positive"),
             ),
             (
                 json!({"spec": {"name": "w-123456789012345678901"}}),
                 None,
                 vec![
-                    (
-                        "FieldValueTooLong".into(),
-                        "spec.name".into(),
-                        "Too long: may not be more than 20 bytes".into(),
-                    ),
-                    (
-                        "FieldValueInvalid".into(),
-                        "<nil>".into(),
-                        NOT_CHECKED.into(),
-                    ),
+                    ("FieldValueTooLong".into(), "spec.name".into(), "Too long: may not be more than 20 bytes".into()),
+                    ("FieldValueInvalid".into(), "<nil>".into(), NOT_CHECKED.into()),
                 ],
             ),
         ];
         // A pattern error does not block the rules.
         assert_eq!(
-            causes(
-                json!({"spec": {"minReplicas": 5, "maxReplicas": 2, "code": "x"}}),
-                None
-            ),
+            causes(json!({"spec": {"minReplicas": 5, "maxReplicas": 2, "code": "x"}}), None),
             vec![
                 (
                     "FieldValueInvalid".into(),
@@ -405,17 +346,8 @@ mod tests {
         // Ratcheting: an unchanged invalid value passes an update, a
         // changed one does not.
         let old = json!({"spec": {"name": "w-a", "code": "x"}});
-        assert!(
-            causes(
-                json!({"spec": {"name": "w-a", "code": "x", "maxReplicas": 4}}),
-                Some(old.clone())
-            )
-            .is_empty()
-        );
-        assert_eq!(
-            causes(json!({"spec": {"name": "w-a", "code": "y"}}), Some(old)).len(),
-            1
-        );
+        assert!(causes(json!({"spec": {"name": "w-a", "code": "x", "maxReplicas": 4}}), Some(old.clone())).is_empty());
+        assert_eq!(causes(json!({"spec": {"name": "w-a", "code": "y"}}), Some(old)).len(), 1);
         // Transition rules run only on update.
         assert!(causes(json!({"spec": {"name": "w-new"}}), None).is_empty());
     }
@@ -424,19 +356,12 @@ mod tests {
     fn schema_checks() {
         let bad = json!({"type": "object", "properties": {"spec": {"properties": {}}}});
         let c = check_schema(&bad, "spec.validation.openAPIV3Schema");
-        assert_eq!(
-            c[0].field,
-            "spec.validation.openAPIV3Schema.properties[spec].type"
-        );
+        assert_eq!(c[0].field, "spec.validation.openAPIV3Schema.properties[spec].type");
         let costly = json!({"type": "object", "properties": {"l": {"type": "array",
             "items": {"type": "array", "items": {"type": "string"}},
             "x-kubernetes-validations": [{"rule": "self.all(x, x.all(y, y.all(z, z.matches('^a'))))"}]}}});
         let c = check_schema(&costly, "spec.validation.openAPIV3Schema");
-        assert!(
-            c.iter()
-                .any(|c| c.message.contains("exceeds budget by factor of")),
-            "{c:?}"
-        );
+        assert!(c.iter().any(|c| c.message.contains("exceeds budget by factor of")), "{c:?}");
         assert!(check_schema(&widget(), "s").is_empty());
     }
 }

@@ -48,9 +48,7 @@ pub fn apply_defaults(info: &ResourceInfo, obj: &mut Value) {
         }
         ("", "secrets") => {
             set_default(obj, "type", json!("Opaque"));
-            if let Some(Value::Object(sd)) =
-                obj.as_object_mut().and_then(|m| m.remove("stringData"))
-            {
+            if let Some(Value::Object(sd)) = obj.as_object_mut().and_then(|m| m.remove("stringData")) {
                 if !obj["data"].is_object() {
                     obj["data"] = json!({});
                 }
@@ -115,10 +113,7 @@ fn default_crd(obj: &mut Value) {
             cond("Established", "InitialNamesAccepted", "the initial names have been accepted"),
         ],
     });
-    let fins = obj["metadata"]["finalizers"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    let fins = obj["metadata"]["finalizers"].as_array().cloned().unwrap_or_default();
     let cleanup = json!(crate::delete::CRD_CLEANUP_FINALIZER);
     if !fins.contains(&cleanup) {
         let mut f = fins;
@@ -133,10 +128,7 @@ mod tests {
     use crate::resources::builtin;
 
     fn info(plural: &str) -> ResourceInfo {
-        builtin()
-            .into_iter()
-            .find(|r| r.plural == plural && r.group.is_empty())
-            .unwrap()
+        builtin().into_iter().find(|r| r.plural == plural && r.group.is_empty()).unwrap()
     }
 
     #[test]

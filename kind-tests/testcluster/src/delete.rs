@@ -34,10 +34,7 @@ pub struct DeleteOptions {
 
 impl DeleteOptions {
     /// Merges a `DeleteOptions` body over query values.
-    pub fn from_parts(
-        query: &std::collections::HashMap<String, String>,
-        body: &[u8],
-    ) -> ApiResult<Self> {
+    pub fn from_parts(query: &std::collections::HashMap<String, String>, body: &[u8]) -> ApiResult<Self> {
         let mut o = DeleteOptions {
             propagation: query.get("propagationPolicy").cloned(),
             grace: query.get("gracePeriodSeconds").and_then(|g| g.parse().ok()),
@@ -55,36 +52,24 @@ impl DeleteOptions {
             if let Some(g) = v["gracePeriodSeconds"].as_i64() {
                 o.grace = Some(g);
             }
-            o.dry_run = v["dryRun"]
-                .as_array()
-                .is_some_and(|d| d.iter().any(|x| x == "All"));
+            o.dry_run = v["dryRun"].as_array().is_some_and(|d| d.iter().any(|x| x == "All"));
             o.uid = v["preconditions"]["uid"].as_str().map(String::from);
-            o.resource_version = v["preconditions"]["resourceVersion"]
-                .as_str()
-                .map(String::from);
+            o.resource_version = v["preconditions"]["resourceVersion"].as_str().map(String::from);
         }
         Ok(o)
     }
 }
 
 fn finalizers(obj: &Value) -> Vec<Value> {
-    obj["metadata"]["finalizers"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
+    obj["metadata"]["finalizers"].as_array().cloned().unwrap_or_default()
 }
 
 /// Whether a pod is waiting for its node's agent to confirm termination.
 fn pod_waits_for_node(info: &ResourceInfo, obj: &Value) -> bool {
     info.group.is_empty()
         && info.plural == "pods"
-        && obj["spec"]["nodeName"]
-            .as_str()
-            .is_some_and(|n| !n.is_empty())
-        && obj["metadata"]["deletionGracePeriodSeconds"]
-            .as_i64()
-            .unwrap_or(0)
-            > 0
+        && obj["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty())
+        && obj["metadata"]["deletionGracePeriodSeconds"].as_i64().unwrap_or(0) > 0
 }
 
 /// Whether an object marked for deletion can now be removed.
@@ -92,31 +77,19 @@ pub fn deletion_complete(info: &ResourceInfo, obj: &Value) -> bool {
     obj["metadata"]["deletionTimestamp"].is_string()
         && finalizers(obj).is_empty()
         && !pod_waits_for_node(info, obj)
-        && !(info.plural == "namespaces"
-            && obj["spec"]["finalizers"]
-                .as_array()
-                .is_some_and(|f| !f.is_empty()))
+        && !(info.plural == "namespaces" && obj["spec"]["finalizers"].as_array().is_some_and(|f| !f.is_empty()))
 }
 
-fn check_preconditions(
-    info: &ResourceInfo,
-    name: &str,
-    obj: &Value,
-    o: &DeleteOptions,
-) -> ApiResult<()> {
+fn check_preconditions(info: &ResourceInfo, name: &str, obj: &Value, o: &DeleteOptions) -> ApiResult<()> {
     if let Some(uid) = &o.uid {
         let have = obj["metadata"]["uid"].as_str().unwrap_or_default();
         if have != uid {
-            let why = format!(
-                "Precondition failed: UID in precondition: {uid}, UID in object meta: {have}"
-            );
+            let why = format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {have}");
             return Err(ApiError::conflict(info, name, &why));
         }
     }
     if let Some(rv) = &o.resource_version {
-        let have = obj["metadata"]["resourceVersion"]
-            .as_str()
-            .unwrap_or_default();
+        let have = obj["metadata"]["resourceVersion"].as_str().unwrap_or_default();
         if have != rv {
             let why = format!(
                 "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {have}"
@@ -128,9 +101,7 @@ fn check_preconditions(
 }
 
 fn timestamp_in(secs: i64) -> String {
-    (chrono::Utc::now() + chrono::Duration::seconds(secs))
-        .format("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
+    (chrono::Utc::now() + chrono::Duration::seconds(secs)).format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 /// Decides what a DELETE does to `old`: remove it, or mark it.
@@ -160,15 +131,9 @@ pub fn decide(info: &ResourceInfo, old: &Value, o: &DeleteOptions) -> Write {
     }
     let on_node = info.group.is_empty()
         && info.plural == "pods"
-        && obj["spec"]["nodeName"]
-            .as_str()
-            .is_some_and(|n| !n.is_empty());
+        && obj["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty());
     if on_node {
-        let grace = o
-            .grace
-            .or(obj["spec"]["terminationGracePeriodSeconds"].as_i64())
-            .unwrap_or(30)
-            .max(0);
+        let grace = o.grace.or(obj["spec"]["terminationGracePeriodSeconds"].as_i64()).unwrap_or(30).max(0);
         let current = obj["metadata"]["deletionGracePeriodSeconds"].as_i64();
         if grace > 0 && current.is_none_or(|c| c > grace) {
             obj["metadata"]["deletionTimestamp"] = json!(timestamp_in(grace));
@@ -184,23 +149,12 @@ pub fn decide(info: &ResourceInfo, old: &Value, o: &DeleteOptions) -> Write {
         obj["metadata"]["deletionTimestamp"] = json!(timestamp_in(0));
         obj["metadata"]["deletionGracePeriodSeconds"] = json!(0);
     }
-    if obj == *old {
-        Write::Keep
-    } else {
-        Write::Put(obj)
-    }
+    if obj == *old { Write::Keep } else { Write::Put(obj) }
 }
 
 impl State {
     /// DELETE of one object.
-    pub fn delete(
-        &self,
-        info: &ResourceInfo,
-        ns: &str,
-        name: &str,
-        o: &DeleteOptions,
-        ctx: &Ctx,
-    ) -> ApiResult<Reply> {
+    pub fn delete(&self, info: &ResourceInfo, ns: &str, name: &str, o: &DeleteOptions, ctx: &Ctx) -> ApiResult<Reply> {
         let dry = ctx.dry_run || o.dry_run;
         let (out, gone) = self.store.mutate(&info.key(), ns, name, |cur| {
             let old = cur.ok_or_else(|| ApiError::not_found(info, name))?;
@@ -217,17 +171,11 @@ impl State {
             Ok((w, (gone, None)))
         })?;
         let (gone, preview) = gone;
-        let body = preview
-            .or_else(|| out.map(|v| (*v).clone()))
-            .unwrap_or(Value::Null);
+        let body = preview.or_else(|| out.map(|v| (*v).clone())).unwrap_or(Value::Null);
         if gone && !dry && info.plural == "customresourcedefinitions" {
             self.registry.remove_crd(name);
         }
-        Ok(Reply {
-            body,
-            code: if gone { 200 } else { 202 },
-            warnings: vec![],
-        })
+        Ok(Reply { body, code: if gone { 200 } else { 202 }, warnings: vec![] })
     }
 
     /// DELETE of a collection (selectors apply).
@@ -242,10 +190,7 @@ impl State {
     ) -> ApiResult<Reply> {
         let (items, _) = self.store.list(&info.key(), ns, None);
         let mut deleted = vec![];
-        for item in items
-            .iter()
-            .filter(|i| labels.matches(i) && fields.matches(i))
-        {
+        for item in items.iter().filter(|i| labels.matches(i) && fields.matches(i)) {
             let name = item["metadata"]["name"].as_str().unwrap_or_default();
             let ins = item["metadata"]["namespace"].as_str().unwrap_or_default();
             match self.delete(info, ins, name, o, ctx) {
@@ -266,62 +211,39 @@ mod tests {
     use crate::resources::builtin;
 
     fn info(plural: &str) -> ResourceInfo {
-        builtin()
-            .into_iter()
-            .find(|r| r.plural == plural && r.group.is_empty())
-            .unwrap()
+        builtin().into_iter().find(|r| r.plural == plural && r.group.is_empty()).unwrap()
     }
 
     #[test]
     fn finalizers_keep_the_object() {
         let cm = info("configmaps");
         let obj = json!({"metadata": {"name": "a", "finalizers": ["x"]}});
-        let Write::Put(marked) = decide(&cm, &obj, &DeleteOptions::default()) else {
-            panic!()
-        };
+        let Write::Put(marked) = decide(&cm, &obj, &DeleteOptions::default()) else { panic!() };
         assert!(marked["metadata"]["deletionTimestamp"].is_string());
-        assert!(matches!(
-            decide(&cm, &marked, &DeleteOptions::default()),
-            Write::Keep
-        ));
-        assert!(matches!(
-            decide(&cm, &json!({"metadata": {}}), &DeleteOptions::default()),
-            Write::Delete
-        ));
+        assert!(matches!(decide(&cm, &marked, &DeleteOptions::default()), Write::Keep));
+        assert!(matches!(decide(&cm, &json!({"metadata": {}}), &DeleteOptions::default()), Write::Delete));
     }
 
     #[test]
     fn pods_on_a_node_wait_for_grace_zero() {
         let pods = info("pods");
         let pod = json!({"metadata": {"name": "p"}, "spec": {"nodeName": "n", "terminationGracePeriodSeconds": 30}});
-        let Write::Put(marked) = decide(&pods, &pod, &DeleteOptions::default()) else {
-            panic!()
-        };
+        let Write::Put(marked) = decide(&pods, &pod, &DeleteOptions::default()) else { panic!() };
         assert_eq!(marked["metadata"]["deletionGracePeriodSeconds"], 30);
         assert!(!deletion_complete(&pods, &marked));
-        let now = DeleteOptions {
-            grace: Some(0),
-            ..Default::default()
-        };
+        let now = DeleteOptions { grace: Some(0), ..Default::default() };
         assert!(matches!(decide(&pods, &marked, &now), Write::Delete));
     }
 
     #[test]
     fn propagation_adds_gc_finalizers_and_namespaces_terminate() {
         let cm = info("configmaps");
-        let fg = DeleteOptions {
-            propagation: Some("Foreground".into()),
-            ..Default::default()
-        };
-        let Write::Put(m) = decide(&cm, &json!({"metadata": {}}), &fg) else {
-            panic!()
-        };
+        let fg = DeleteOptions { propagation: Some("Foreground".into()), ..Default::default() };
+        let Write::Put(m) = decide(&cm, &json!({"metadata": {}}), &fg) else { panic!() };
         assert_eq!(m["metadata"]["finalizers"], json!([FOREGROUND_FINALIZER]));
-        let Write::Put(ns) = decide(
-            &info("namespaces"),
-            &json!({"metadata": {}, "spec": {"finalizers": ["kubernetes"]}}),
-            &fg,
-        ) else {
+        let Write::Put(ns) =
+            decide(&info("namespaces"), &json!({"metadata": {}, "spec": {"finalizers": ["kubernetes"]}}), &fg)
+        else {
             panic!()
         };
         assert_eq!(ns["status"]["phase"], "Terminating");

@@ -9,31 +9,19 @@ use serde_json::{Value, json};
 use crate::resources::{Registry, ResourceInfo, Verbs};
 
 /// Content type of aggregated discovery v2 responses.
-pub const AGGREGATED_V2: &str =
-    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+pub const AGGREGATED_V2: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
 
 /// Whether the Accept header asks for aggregated discovery v2.
 pub fn wants_aggregated(accept: &str) -> bool {
     accept.split(',').any(|part| {
         let p: Vec<&str> = part.split(';').map(str::trim).collect();
-        p.contains(&"g=apidiscovery.k8s.io")
-            && p.contains(&"v=v2")
-            && p.contains(&"as=APIGroupDiscoveryList")
+        p.contains(&"g=apidiscovery.k8s.io") && p.contains(&"v=v2") && p.contains(&"as=APIGroupDiscoveryList")
     })
 }
 
 fn verbs(info: &ResourceInfo) -> Vec<&'static str> {
     match info.verbs {
-        Verbs::Full => vec![
-            "create",
-            "delete",
-            "deletecollection",
-            "get",
-            "list",
-            "patch",
-            "update",
-            "watch",
-        ],
+        Verbs::Full => vec!["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
         Verbs::CreateOnly => vec!["create"],
     }
 }
@@ -60,10 +48,8 @@ pub fn api_group_list(reg: &Registry) -> Value {
         .into_iter()
         .filter(|(g, _)| !g.is_empty())
         .map(|(g, vs)| {
-            let versions: Vec<Value> = vs
-                .iter()
-                .map(|v| json!({"groupVersion": format!("{g}/{v}"), "version": v}))
-                .collect();
+            let versions: Vec<Value> =
+                vs.iter().map(|v| json!({"groupVersion": format!("{g}/{v}"), "version": v})).collect();
             json!({"name": g, "versions": versions, "preferredVersion": versions.first().cloned()})
         })
         .collect();
@@ -73,10 +59,8 @@ pub fn api_group_list(reg: &Registry) -> Value {
 /// `/apis/<g>` (legacy).
 pub fn api_group(reg: &Registry, group: &str) -> Option<Value> {
     let vs = reg.groups().remove(group)?;
-    let versions: Vec<Value> = vs
-        .iter()
-        .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
-        .collect();
+    let versions: Vec<Value> =
+        vs.iter().map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v})).collect();
     Some(
         json!({"kind": "APIGroup", "apiVersion": "v1", "name": group, "versions": versions, "preferredVersion": versions.first().cloned()}),
     )
@@ -114,7 +98,8 @@ fn aggregated_resource(r: &ResourceInfo) -> Value {
         e["categories"] = json!(r.categories);
     }
     if r.status_subresource {
-        e["subresources"] = json!([{"subresource": "status", "responseKind": kind, "verbs": ["get", "patch", "update"]}]);
+        e["subresources"] =
+            json!([{"subresource": "status", "responseKind": kind, "verbs": ["get", "patch", "update"]}]);
     }
     e
 }
@@ -138,11 +123,8 @@ pub fn aggregated(reg: &Registry, core: bool) -> Value {
                     json!({"version": v, "resources": res, "freshness": "Current"})
                 })
                 .collect();
-            let meta = if core {
-                json!({"creationTimestamp": null})
-            } else {
-                json!({"name": g, "creationTimestamp": null})
-            };
+            let meta =
+                if core { json!({"creationTimestamp": null}) } else { json!({"name": g, "creationTimestamp": null}) };
             json!({"metadata": meta, "versions": versions})
         })
         .collect();
@@ -163,27 +145,11 @@ mod tests {
     #[test]
     fn documents_list_pods_and_status() {
         let reg = Registry::with_builtins();
-        let core: Vec<_> = reg
-            .all()
-            .into_iter()
-            .filter(|r| r.group.is_empty())
-            .collect();
+        let core: Vec<_> = reg.all().into_iter().filter(|r| r.group.is_empty()).collect();
         let l = resource_list(&core, "v1");
-        assert!(
-            l["resources"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|r| r["name"] == "pods/status")
-        );
+        assert!(l["resources"].as_array().unwrap().iter().any(|r| r["name"] == "pods/status"));
         let agg = aggregated(&reg, false);
-        assert!(
-            agg["items"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|g| g["metadata"]["name"] == "rbac.authorization.k8s.io")
-        );
+        assert!(agg["items"].as_array().unwrap().iter().any(|g| g["metadata"]["name"] == "rbac.authorization.k8s.io"));
         assert_eq!(aggregated(&reg, true)["items"].as_array().unwrap().len(), 1);
     }
 }

@@ -47,10 +47,7 @@ pub struct BuiltinLists;
 
 impl ListTypes for BuiltinLists {
     fn kind(&self, path: &[String], items: &[Value]) -> ListKind {
-        let field = path
-            .last()
-            .and_then(|l| l.strip_prefix("f:"))
-            .unwrap_or_default();
+        let field = path.last().and_then(|l| l.strip_prefix("f:")).unwrap_or_default();
         if field == "finalizers" {
             return ListKind::Set;
         }
@@ -77,9 +74,7 @@ impl ListTypes for SchemaLists<'_> {
         let mut s = self.root;
         for el in path {
             let next = match el.strip_prefix("f:") {
-                Some(f) => s["properties"]
-                    .get(f)
-                    .or_else(|| s.get("additionalProperties").filter(|a| a.is_object())),
+                Some(f) => s["properties"].get(f).or_else(|| s.get("additionalProperties").filter(|a| a.is_object())),
                 None => s.get("items"),
             };
             match next {
@@ -164,9 +159,7 @@ fn collect(v: &Value, prefix: &mut Path, out: &mut FieldSet, lists: &dyn ListTyp
                     prefix.pop();
                 }
             }
-            ListKind::Map(keys)
-                if !keys.is_empty() && items.iter().all(|i| item_key(&keys, i).is_some()) =>
-            {
+            ListKind::Map(keys) if !keys.is_empty() && items.iter().all(|i| item_key(&keys, i).is_some()) => {
                 for i in items {
                     let Some(k) = item_key(&keys, i) else {
                         continue;
@@ -213,9 +206,7 @@ fn step<'a>(cur: &'a Value, el: &str) -> Option<&'a Value> {
     let items = cur.as_array()?;
     if let Some(k) = el.strip_prefix("k:") {
         let key: Map<String, Value> = serde_json::from_str(k).ok()?;
-        return items
-            .iter()
-            .find(|i| key.iter().all(|(kk, kv)| i.get(kk) == Some(kv)));
+        return items.iter().find(|i| key.iter().all(|(kk, kv)| i.get(kk) == Some(kv)));
     }
     let v: Value = serde_json::from_str(el.strip_prefix("v:")?).ok()?;
     items.iter().find(|i| **i == v)
@@ -231,8 +222,7 @@ pub fn remove_at(obj: &mut Value, path: &[String]) {
         let next = if let Some(f) = el.strip_prefix("f:") {
             cur.get_mut(f)
         } else {
-            let idx = step(cur, el)
-                .and_then(|found| cur.as_array()?.iter().position(|i| std::ptr::eq(i, found)));
+            let idx = step(cur, el).and_then(|found| cur.as_array()?.iter().position(|i| std::ptr::eq(i, found)));
             match idx {
                 Some(i) => cur.get_mut(i),
                 None => None,
@@ -249,8 +239,7 @@ pub fn remove_at(obj: &mut Value, path: &[String]) {
         }
         return;
     }
-    let idx = step(cur, last)
-        .and_then(|found| cur.as_array()?.iter().position(|i| std::ptr::eq(i, found)));
+    let idx = step(cur, last).and_then(|found| cur.as_array()?.iter().position(|i| std::ptr::eq(i, found)));
     if let (Some(i), Some(a)) = (idx, cur.as_array_mut()) {
         a.remove(i);
     }
@@ -346,19 +335,11 @@ mod tests {
         let set = fields_of(&obj, Scope::MainNoStatus, &BuiltinLists);
         assert!(set.contains(&p(&["f:metadata", "f:labels", "f:a"])));
         assert!(set.contains(&p(&["f:spec", "f:containers", "k:{\"name\":\"c\"}"])));
-        assert!(set.contains(&p(&[
-            "f:spec",
-            "f:containers",
-            "k:{\"name\":\"c\"}",
-            "f:image"
-        ])));
+        assert!(set.contains(&p(&["f:spec", "f:containers", "k:{\"name\":\"c\"}", "f:image"])));
         assert!(set.contains(&p(&["f:spec", "f:args"])));
         assert!(!set.iter().any(|x| x[0] == "f:status"));
         let v1 = to_fields_v1(&set);
-        assert_eq!(
-            v1["f:spec"]["f:containers"]["k:{\"name\":\"c\"}"]["."],
-            json!({})
-        );
+        assert_eq!(v1["f:spec"]["f:containers"]["k:{\"name\":\"c\"}"]["."], json!({}));
         assert_eq!(from_fields_v1(&v1), set);
     }
 

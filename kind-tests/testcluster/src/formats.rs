@@ -22,13 +22,10 @@ pub fn format_ok(format: &str, v: &Value) -> bool {
             };
             len.parse::<u8>().is_ok_and(|l| l <= max)
         }),
-        ("uuid", Value::String(s)) => matches_re(
-            r"(?i)^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$",
-            s,
-        ),
-        ("duration", Value::String(s)) => {
-            s == "0" || matches_re(r"^[-+]?([0-9]*(\.[0-9]*)?(ns|us|µs|ms|s|m|h))+$", s)
+        ("uuid", Value::String(s)) => {
+            matches_re(r"(?i)^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$", s)
         }
+        ("duration", Value::String(s)) => s == "0" || matches_re(r"^[-+]?([0-9]*(\.[0-9]*)?(ns|us|µs|ms|s|m|h))+$", s),
         ("byte", Value::String(s)) => {
             use base64::Engine;
             base64::engine::general_purpose::STANDARD.decode(s).is_ok()

@@ -43,13 +43,9 @@ fn json_response(code: u16, v: &Value, content_type: &str, warnings: &[String]) 
         .status(StatusCode::from_u16(code).unwrap_or(StatusCode::OK))
         .header(header::CONTENT_TYPE, content_type);
     for w in warnings {
-        b = b.header(
-            "Warning",
-            format!("299 - \"{}\"", w.replace('\\', "\\\\").replace('"', "\\\"")),
-        );
+        b = b.header("Warning", format!("299 - \"{}\"", w.replace('\\', "\\\\").replace('"', "\\\"")));
     }
-    b.body(full(serde_json::to_vec(v).unwrap_or_default()))
-        .unwrap_or_else(|_| Response::new(full("")))
+    b.body(full(serde_json::to_vec(v).unwrap_or_default())).unwrap_or_else(|_| Response::new(full("")))
 }
 
 fn error_response(e: &ApiError) -> Response<Body> {
@@ -65,17 +61,11 @@ fn text(code: u16, t: &'static str) -> Response<Body> {
 }
 
 fn header_str(h: &HeaderMap, name: header::HeaderName) -> &str {
-    h.get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
+    h.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default()
 }
 
 /// Serves one request.
-pub async fn handle(
-    state: Shared,
-    addr: String,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, Infallible> {
+pub async fn handle(state: Shared, addr: String, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let started = std::time::Instant::now();
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
     let resp = match serve(state, addr, req).await {
@@ -87,23 +77,13 @@ pub async fn handle(
 }
 
 fn authenticate(state: &Shared, h: &HeaderMap) -> ApiResult<UserInfo> {
-    let token = header_str(h, header::AUTHORIZATION)
-        .strip_prefix("Bearer ")
-        .unwrap_or_default()
-        .trim();
-    let user = state
-        .auth
-        .authenticate(token)
-        .ok_or_else(ApiError::unauthorized)?;
+    let token = header_str(h, header::AUTHORIZATION).strip_prefix("Bearer ").unwrap_or_default().trim();
+    let user = state.auth.authenticate(token).ok_or_else(ApiError::unauthorized)?;
     let Some(target) = h.get("Impersonate-User").and_then(|v| v.to_str().ok()) else {
         return Ok(user);
     };
-    let attrs = Attributes {
-        verb: "impersonate".into(),
-        resource: "users".into(),
-        name: target.into(),
-        ..Default::default()
-    };
+    let attrs =
+        Attributes { verb: "impersonate".into(), resource: "users".into(), name: target.into(), ..Default::default() };
     if !authorize(&state.store, &user, &attrs).0 {
         return Err(ApiError {
             code: 403,
@@ -115,19 +95,12 @@ fn authenticate(state: &Shared, h: &HeaderMap) -> ApiResult<UserInfo> {
             details: Some(json!({"name": target, "kind": "users"})),
         });
     }
-    let mut groups: Vec<String> = h
-        .get_all("Impersonate-Group")
-        .iter()
-        .filter_map(|v| v.to_str().ok().map(String::from))
-        .collect();
+    let mut groups: Vec<String> =
+        h.get_all("Impersonate-Group").iter().filter_map(|v| v.to_str().ok().map(String::from)).collect();
     groups.push("system:authenticated".into());
     Ok(UserInfo {
         name: target.into(),
-        uid: h
-            .get("Impersonate-Uid")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .into(),
+        uid: h.get("Impersonate-Uid").and_then(|v| v.to_str().ok()).unwrap_or_default().into(),
         groups,
     })
 }
@@ -143,10 +116,7 @@ async fn serve(state: Shared, addr: String, req: Request<Incoming>) -> ApiResult
         return Ok(r);
     }
     let rp = parse_resource_path(&path).ok_or_else(ApiError::path_not_found)?;
-    let info = state
-        .registry
-        .lookup(&rp.group, &rp.version, &rp.plural)
-        .ok_or_else(ApiError::path_not_found)?;
+    let info = state.registry.lookup(&rp.group, &rp.version, &rp.plural).ok_or_else(ApiError::path_not_found)?;
     if let Some(sub) = &rp.subresource
         && !(sub == "status" && info.status_subresource)
         && !(sub == "finalize" && info.plural == "namespaces")
@@ -185,10 +155,7 @@ async fn serve(state: Shared, addr: String, req: Request<Incoming>) -> ApiResult
     let headers = req.headers().clone();
     let method = req.method().clone();
     let body = read_body(req).await?;
-    dispatch(
-        &state, &info, &rp, &method, &headers, &query, &body, ctx, &accept, verb,
-    )
-    .await
+    dispatch(&state, &info, &rp, &method, &headers, &query, &body, ctx, &accept, verb).await
 }
 
 fn verb_of(m: &Method, rp: &ResourcePath, q: &HashMap<String, String>) -> &'static str {
@@ -245,32 +212,13 @@ fn parse_json(body: &[u8]) -> ApiResult<Value> {
 }
 
 fn wants_table(accept: &str) -> bool {
-    accept
-        .split(',')
-        .next()
-        .is_some_and(|first| first.contains("as=Table"))
+    accept.split(',').next().is_some_and(|first| first.contains("as=Table"))
 }
 
-fn selectors(
-    info: &ResourceInfo,
-    q: &HashMap<String, String>,
-) -> ApiResult<(LabelSelector, FieldSelector)> {
-    let labels = LabelSelector::parse(
-        q.get("labelSelector")
-            .map(String::as_str)
-            .unwrap_or_default(),
-    )?;
-    let extra = if info.crd.is_some() {
-        Some(info.selectable_fields.as_slice())
-    } else {
-        None
-    };
-    let fields = FieldSelector::parse(
-        q.get("fieldSelector")
-            .map(String::as_str)
-            .unwrap_or_default(),
-        extra,
-    )?;
+fn selectors(info: &ResourceInfo, q: &HashMap<String, String>) -> ApiResult<(LabelSelector, FieldSelector)> {
+    let labels = LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or_default())?;
+    let extra = if info.crd.is_some() { Some(info.selectable_fields.as_slice()) } else { None };
+    let fields = FieldSelector::parse(q.get("fieldSelector").map(String::as_str).unwrap_or_default(), extra)?;
     Ok((labels, fields))
 }
 
@@ -298,27 +246,18 @@ async fn dispatch(
             let obj = state.get(info, &ns, &name)?;
             if wants_table(accept) {
                 let t = crate::table::table(info, &[obj], state.store.current_rv(), None, include);
-                return Ok(json_response(
-                    200,
-                    &t,
-                    "application/json;as=Table;v=v1;g=meta.k8s.io",
-                    &[],
-                ));
+                return Ok(json_response(200, &t, "application/json;as=Table;v=v1;g=meta.k8s.io", &[]));
             }
             Reply::ok(as_version(&obj, info))
         }
-        ("create", _) if info.verbs == Verbs::CreateOnly => {
-            state.review(info, &ns, parse_json(body)?, &ctx)?
-        }
+        ("create", _) if info.verbs == Verbs::CreateOnly => state.review(info, &ns, parse_json(body)?, &ctx)?,
         ("create", _) => state.create(info, &ns, parse_json(body)?, &ctx)?,
         ("update", _) => state.update(info, &ns, &name, parse_json(body)?, &ctx, sub)?,
         ("patch", _) => {
             let ptype = PatchType::from_content_type(header_str(headers, header::CONTENT_TYPE))?;
             state.patch(info, &ns, &name, ptype, body, &ctx, sub)?
         }
-        ("delete", _) => {
-            state.delete(info, &ns, &name, &DeleteOptions::from_parts(q, body)?, &ctx)?
-        }
+        ("delete", _) => state.delete(info, &ns, &name, &DeleteOptions::from_parts(q, body)?, &ctx)?,
         ("deletecollection", _) => {
             let (labels, fields) = selectors(info, q)?;
             let o = DeleteOptions::from_parts(q, body)?;
@@ -330,21 +269,12 @@ async fn dispatch(
             ));
         }
     };
-    let out = if reply.body["kind"] == "Status"
-        || reply.body["kind"]
-            .as_str()
-            .is_some_and(|k| k.ends_with("List"))
-    {
+    let out = if reply.body["kind"] == "Status" || reply.body["kind"].as_str().is_some_and(|k| k.ends_with("List")) {
         reply.body
     } else {
         as_version(&reply.body, info)
     };
-    Ok(json_response(
-        reply.code,
-        &out,
-        "application/json",
-        &reply.warnings,
-    ))
+    Ok(json_response(reply.code, &out, "application/json", &reply.warnings))
 }
 
 fn list(
@@ -361,27 +291,13 @@ fn list(
         limit: q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(0),
         continue_token: q.get("continue").cloned().filter(|c| !c.is_empty()),
         resource_version: q.get("resourceVersion").cloned(),
-        rv_match: q
-            .get("resourceVersionMatch")
-            .cloned()
-            .filter(|c| !c.is_empty()),
+        rv_match: q.get("resourceVersionMatch").cloned().filter(|c| !c.is_empty()),
     };
     let page = state.list(info, rp.namespace.as_deref(), &o)?;
     if wants_table(accept) {
         let include = IncludeObject::parse(q.get("includeObject").map(String::as_str));
-        let t = crate::table::table(
-            info,
-            &page.items,
-            page.resource_version,
-            page.continue_token.as_deref(),
-            include,
-        );
-        return Ok(json_response(
-            200,
-            &t,
-            "application/json;as=Table;v=v1;g=meta.k8s.io",
-            &[],
-        ));
+        let t = crate::table::table(info, &page.items, page.resource_version, page.continue_token.as_deref(), include);
+        return Ok(json_response(200, &t, "application/json;as=Table;v=v1;g=meta.k8s.io", &[]));
     }
     let mut meta = json!({"resourceVersion": page.resource_version.to_string()});
     if let Some(c) = &page.continue_token {
@@ -427,10 +343,7 @@ fn watch(
 ) -> ApiResult<Response<Body>> {
     let (labels, fields) = selectors(info, q)?;
     let truthy = |k: &str| q.get(k).is_some_and(|v| v == "true" || v == "1");
-    let timeout = q
-        .get("timeoutSeconds")
-        .and_then(|t| t.parse::<u64>().ok())
-        .unwrap_or(1800);
+    let timeout = q.get("timeoutSeconds").and_then(|t| t.parse::<u64>().ok()).unwrap_or(1800);
     let o = WatchOpts {
         labels,
         fields,
@@ -438,18 +351,12 @@ fn watch(
         bookmarks: truthy("allowWatchBookmarks"),
         send_initial_events: truthy("sendInitialEvents"),
         timeout: Duration::from_secs(timeout),
-        table: wants_table(accept)
-            .then(|| IncludeObject::parse(q.get("includeObject").map(String::as_str))),
+        table: wants_table(accept).then(|| IncludeObject::parse(q.get("includeObject").map(String::as_str))),
         bookmark_every: Duration::from_secs(1),
     };
     let rx = crate::watch::start(state.clone(), info.clone(), rp.namespace.clone(), o)?;
-    let stream = tokio_stream::wrappers::ReceiverStream::new(rx)
-        .map(|b| Ok::<_, Infallible>(Frame::data(b)));
-    let ct = if wants_table(accept) {
-        "application/json;as=Table;v=v1;g=meta.k8s.io"
-    } else {
-        "application/json"
-    };
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(|b| Ok::<_, Infallible>(Frame::data(b)));
+    let ct = if wants_table(accept) { "application/json;as=Table;v=v1;g=meta.k8s.io" } else { "application/json" };
     Ok(Response::builder()
         .header(header::CONTENT_TYPE, ct)
         .header(header::CACHE_CONTROL, "no-cache, private")
@@ -464,19 +371,12 @@ fn serve_non_resource(
     accept: &str,
     user: &UserInfo,
 ) -> ApiResult<Option<Response<Body>>> {
-    let attrs = Attributes {
-        verb: "get".into(),
-        path: path.into(),
-        ..Default::default()
-    };
+    let attrs = Attributes { verb: "get".into(), path: path.into(), ..Default::default() };
     if !authorize(&state.store, user, &attrs).0 {
         return Err(ApiError {
             code: 403,
             reason: "Forbidden",
-            message: format!(
-                "forbidden: User \"{}\" cannot get path \"{path}\"",
-                user.name
-            ),
+            message: format!("forbidden: User \"{}\" cannot get path \"{path}\"", user.name),
             details: Some(json!({})),
         });
     }
@@ -495,9 +395,7 @@ fn serve_non_resource(
         "/openapi/v3" => return ok(openapi_root(state)),
         "/openapi/v2" => {
             if accept.contains("protobuf") && !accept.contains("json") {
-                return Err(ApiError::not_acceptable(
-                    "only application/json is served for /openapi/v2",
-                ));
+                return Err(ApiError::not_acceptable("only application/json is served for /openapi/v2"));
             }
             return ok(openapi::v2_document(&reg.all()));
         }
@@ -505,10 +403,7 @@ fn serve_non_resource(
     }
     let segs: Vec<&str> = trimmed.trim_start_matches('/').split('/').collect();
     let gv_infos = |g: &str, v: &str| -> Vec<Arc<ResourceInfo>> {
-        reg.all()
-            .into_iter()
-            .filter(|r| r.group == g && r.version == v)
-            .collect()
+        reg.all().into_iter().filter(|r| r.group == g && r.version == v).collect()
     };
     match segs.as_slice() {
         ["api", "v1"] => ok(discovery::resource_list(&gv_infos("", "v1"), "v1")),
@@ -540,36 +435,17 @@ fn openapi_root(state: &Shared) -> Value {
     for (g, vs) in state.registry.groups() {
         for v in vs {
             let (key, infos): (String, Vec<_>) = if g.is_empty() {
-                (
-                    "api/v1".into(),
-                    state
-                        .registry
-                        .all()
-                        .into_iter()
-                        .filter(|r| r.group.is_empty())
-                        .collect(),
-                )
+                ("api/v1".into(), state.registry.all().into_iter().filter(|r| r.group.is_empty()).collect())
             } else {
                 (
                     format!("apis/{g}/{v}"),
-                    state
-                        .registry
-                        .all()
-                        .into_iter()
-                        .filter(|r| r.group == g && r.version == v)
-                        .collect(),
+                    state.registry.all().into_iter().filter(|r| r.group == g && r.version == v).collect(),
                 )
             };
             let hash = openapi::hash_of(&json!(
-                infos
-                    .iter()
-                    .map(|i| json!([i.kind, i.schema, i.version]))
-                    .collect::<Vec<_>>()
+                infos.iter().map(|i| json!([i.kind, i.schema, i.version])).collect::<Vec<_>>()
             ));
-            paths.insert(
-                key.clone(),
-                json!({"serverRelativeURL": format!("/openapi/v3/{key}?hash={hash}")}),
-            );
+            paths.insert(key.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{key}?hash={hash}")}));
         }
     }
     json!({"paths": paths})

@@ -32,10 +32,7 @@ fn parse(path: &str) -> Option<Vec<Seg>> {
             } else if let Some(f) = inner.strip_prefix("?(@.").and_then(|f| f.strip_suffix(')')) {
                 let (lhs, rhs) = f.split_once("==")?;
                 let rhs = rhs.trim().trim_matches(['"', '\'']).to_string();
-                segs.push(Seg::Filter(
-                    lhs.trim().split('.').map(String::from).collect(),
-                    rhs,
-                ));
+                segs.push(Seg::Filter(lhs.trim().split('.').map(String::from).collect(), rhs));
             } else if let Ok(i) = inner.parse() {
                 segs.push(Seg::Index(i));
             } else {
@@ -108,16 +105,10 @@ mod tests {
             "status": {"conditions": [{"type": "Ready", "status": "True"}, {"type": "X", "status": "False"}]},
             "metadata": {"labels": {"app.kubernetes.io/name": "w"}}});
         assert_eq!(eval(&o, ".spec.replicas"), vec![&json!(3)]);
-        assert_eq!(
-            eval(&o, ".status.conditions[?(@.type==\"Ready\")].status"),
-            vec![&json!("True")]
-        );
+        assert_eq!(eval(&o, ".status.conditions[?(@.type==\"Ready\")].status"), vec![&json!("True")]);
         assert_eq!(eval(&o, ".spec.items[*].n").len(), 2);
         assert_eq!(eval(&o, ".spec.items[-1].n"), vec![&json!("b")]);
-        assert_eq!(
-            eval(&o, ".metadata.labels['app.kubernetes.io/name']"),
-            vec![&json!("w")]
-        );
+        assert_eq!(eval(&o, ".metadata.labels['app.kubernetes.io/name']"), vec![&json!("w")]);
         assert!(eval(&o, ".spec.missing").is_empty());
     }
 }

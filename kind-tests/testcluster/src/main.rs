@@ -33,10 +33,7 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let a = Args::parse();
-    let mut b = scistream_testcluster::TestCluster::builder()
-        .name(&a.name)
-        .port(a.port)
-        .kubeconfig_path(&a.kubeconfig);
+    let mut b = scistream_testcluster::TestCluster::builder().name(&a.name).port(a.port).kubeconfig_path(&a.kubeconfig);
     if let Some(d) = &a.data_dir {
         b = b.data_dir(d);
     }

@@ -9,8 +9,8 @@
 use serde_json::{Value, json};
 
 use crate::fields::{
-    FieldSet, ListKind, ListTypes, Path, Scope, display_path, fields_of, from_fields_v1, item_key,
-    remove_at, to_fields_v1, value_at,
+    FieldSet, ListKind, ListTypes, Path, Scope, display_path, fields_of, from_fields_v1, item_key, remove_at,
+    to_fields_v1, value_at,
 };
 
 /// One `managedFields` entry.
@@ -89,10 +89,7 @@ pub struct Writer<'a> {
 
 impl std::fmt::Debug for Writer<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Writer")
-            .field("manager", &self.manager)
-            .field("subresource", &self.subresource)
-            .finish()
+        f.debug_struct("Writer").field("manager", &self.manager).field("subresource", &self.subresource).finish()
     }
 }
 
@@ -101,12 +98,7 @@ pub type Conflict = (String, String);
 
 /// Merges an applied configuration into `base`: maps recursively, `map`
 /// lists by their keys, `set` lists as sets, atomic lists replaced.
-pub fn merge_applied(
-    base: &Value,
-    applied: &Value,
-    path: &mut Path,
-    lists: &dyn ListTypes,
-) -> Value {
+pub fn merge_applied(base: &Value, applied: &Value, path: &mut Path, lists: &dyn ListTypes) -> Value {
     match (base, applied) {
         (Value::Object(b), Value::Object(a)) => {
             let mut out = b.clone();
@@ -135,10 +127,7 @@ pub fn merge_applied(
                         continue;
                     };
                     path.push(k.clone());
-                    match out
-                        .iter()
-                        .position(|x| item_key(&keys, x).as_ref() == Some(&k))
-                    {
+                    match out.iter().position(|x| item_key(&keys, x).as_ref() == Some(&k)) {
                         Some(i) => out[i] = merge_applied(&out[i], item, path, lists),
                         None => out.push(item.clone()),
                     }
@@ -154,17 +143,10 @@ pub fn merge_applied(
 
 /// Server-side apply of `applied` onto `current` (an empty object for a
 /// create). Returns the new object with its managedFields, or the conflicts.
-pub fn apply(
-    current: &Value,
-    applied: &Value,
-    w: &Writer<'_>,
-    force: bool,
-) -> Result<Value, Vec<Conflict>> {
+pub fn apply(current: &Value, applied: &Value, w: &Writer<'_>, force: bool) -> Result<Value, Vec<Conflict>> {
     let mut list = entries(current);
     let new_set = fields_of(applied, w.scope, w.lists);
-    let is_mine = |e: &Entry| {
-        e.manager == w.manager && e.operation == "Apply" && e.subresource == w.subresource
-    };
+    let is_mine = |e: &Entry| e.manager == w.manager && e.operation == "Apply" && e.subresource == w.subresource;
     let mut conflicts = vec![];
     for e in list.iter_mut().filter(|e| !is_mine(e)) {
         let clashing: Vec<Path> = e
@@ -179,27 +161,15 @@ pub fn apply(
                 e.set.remove(p);
             }
         } else {
-            conflicts.extend(
-                clashing
-                    .iter()
-                    .map(|p| (e.manager.clone(), display_path(p))),
-            );
+            conflicts.extend(clashing.iter().map(|p| (e.manager.clone(), display_path(p))));
         }
     }
     if !conflicts.is_empty() {
         return Err(conflicts);
     }
-    let old_set = list
-        .iter()
-        .find(|e| is_mine(e))
-        .map(|e| e.set.clone())
-        .unwrap_or_default();
+    let old_set = list.iter().find(|e| is_mine(e)).map(|e| e.set.clone()).unwrap_or_default();
     let mut merged = merge_applied(current, applied, &mut vec![], w.lists);
-    let others: FieldSet = list
-        .iter()
-        .filter(|e| !is_mine(e))
-        .flat_map(|e| e.set.iter().cloned())
-        .collect();
+    let others: FieldSet = list.iter().filter(|e| !is_mine(e)).flat_map(|e| e.set.iter().cloned()).collect();
     let mut removed: Vec<&Path> = old_set
         .difference(&new_set)
         .filter(|p| !others.contains(*p) && !others.iter().any(|o| o.starts_with(p)))
@@ -234,20 +204,16 @@ pub fn apply(
 pub fn track_update(old: Option<&Value>, new: &mut Value, w: &Writer<'_>) {
     let mut list = old.map(entries).unwrap_or_default();
     let now_set = fields_of(new, w.scope, w.lists);
-    let changed: FieldSet = now_set
-        .iter()
-        .filter(|p| old.is_none_or(|o| value_at(o, p) != value_at(new, p)))
-        .cloned()
-        .collect();
+    let changed: FieldSet =
+        now_set.iter().filter(|p| old.is_none_or(|o| value_at(o, p) != value_at(new, p))).cloned().collect();
     let all_now = fields_of(new, Scope::All, w.lists);
     for e in list.iter_mut() {
-        e.set
-            .retain(|p| all_now.contains(p) && !changed.contains(p));
+        e.set.retain(|p| all_now.contains(p) && !changed.contains(p));
     }
     if !changed.is_empty() {
-        let idx = list.iter().position(|e| {
-            e.manager == w.manager && e.operation == "Update" && e.subresource == w.subresource
-        });
+        let idx = list
+            .iter()
+            .position(|e| e.manager == w.manager && e.operation == "Update" && e.subresource == w.subresource);
         let entry = match idx {
             Some(i) => &mut list[i],
             None => {
@@ -342,28 +308,17 @@ mod tests {
             lists: &lists,
         };
         let obj = |items: Value| json!({"apiVersion": "example.com/v1", "kind": "W", "metadata": {"name": "w"}, "spec": {"items": items}});
-        let a = apply(
-            &json!({}),
-            &obj(json!([{"name": "a", "v": 1}])),
-            &wr("ma"),
-            false,
-        )
-        .unwrap();
+        let a = apply(&json!({}), &obj(json!([{"name": "a", "v": 1}])), &wr("ma"), false).unwrap();
         let ab = apply(&a, &obj(json!([{"name": "b", "v": 2}])), &wr("mb"), false).unwrap();
-        assert_eq!(
-            ab["spec"]["items"],
-            json!([{"name": "a", "v": 1}, {"name": "b", "v": 2}])
-        );
+        assert_eq!(ab["spec"]["items"], json!([{"name": "a", "v": 1}, {"name": "b", "v": 2}]));
         let b_only = apply(&ab, &obj(json!([])), &wr("ma"), false).unwrap();
         assert_eq!(b_only["spec"]["items"], json!([{"name": "b", "v": 2}]));
         // Atomic lists are replaced and owned whole.
-        let t = json!({"apiVersion": "example.com/v1", "kind": "W", "metadata": {"name": "w"}, "spec": {"tags": ["x"]}});
+        let t =
+            json!({"apiVersion": "example.com/v1", "kind": "W", "metadata": {"name": "w"}, "spec": {"tags": ["x"]}});
         let t1 = apply(&json!({}), &t, &wr("ma"), false).unwrap();
         let mut t2 = t.clone();
         t2["spec"]["tags"] = json!(["y"]);
-        assert_eq!(
-            apply(&t1, &t2, &wr("mb"), false).unwrap_err()[0],
-            ("ma".to_string(), ".spec.tags".to_string())
-        );
+        assert_eq!(apply(&t1, &t2, &wr("mb"), false).unwrap_err()[0], ("ma".to_string(), ".spec.tags".to_string()));
     }
 }

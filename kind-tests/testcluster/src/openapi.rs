@@ -7,9 +7,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::OnceLock;
 
-use k8s_openapi::api::{
-    apps, authentication, authorization, coordination, core, discovery, events, policy, rbac,
-};
+use k8s_openapi::api::{apps, authentication, authorization, coordination, core, discovery, events, policy, rbac};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiext;
 use schemars::JsonSchema;
 use schemars::generate::{SchemaGenerator, SchemaSettings};
@@ -35,10 +33,7 @@ fn add<T: JsonSchema>(
     gvk: (&str, &str, &str),
 ) {
     g.subschema_for::<T>();
-    by_kind.insert(
-        (gvk.0.into(), gvk.1.into(), gvk.2.into()),
-        T::schema_name().into_owned(),
-    );
+    by_kind.insert((gvk.0.into(), gvk.1.into(), gvk.2.into()), T::schema_name().into_owned());
 }
 
 /// The built-in schemas (generated once per process).
@@ -68,28 +63,12 @@ pub fn builtin_schemas() -> &'static BuiltinSchemas {
         add::<rbac::v1::ClusterRole>(&mut g, k, (rb, "v1", "ClusterRole"));
         add::<rbac::v1::RoleBinding>(&mut g, k, (rb, "v1", "RoleBinding"));
         add::<rbac::v1::ClusterRoleBinding>(&mut g, k, (rb, "v1", "ClusterRoleBinding"));
-        add::<apiext::CustomResourceDefinition>(
-            &mut g,
-            k,
-            ("apiextensions.k8s.io", "v1", "CustomResourceDefinition"),
-        );
+        add::<apiext::CustomResourceDefinition>(&mut g, k, ("apiextensions.k8s.io", "v1", "CustomResourceDefinition"));
         let az = "authorization.k8s.io";
-        add::<authorization::v1::SelfSubjectAccessReview>(
-            &mut g,
-            k,
-            (az, "v1", "SelfSubjectAccessReview"),
-        );
-        add::<authorization::v1::SelfSubjectRulesReview>(
-            &mut g,
-            k,
-            (az, "v1", "SelfSubjectRulesReview"),
-        );
+        add::<authorization::v1::SelfSubjectAccessReview>(&mut g, k, (az, "v1", "SelfSubjectAccessReview"));
+        add::<authorization::v1::SelfSubjectRulesReview>(&mut g, k, (az, "v1", "SelfSubjectRulesReview"));
         add::<authorization::v1::SubjectAccessReview>(&mut g, k, (az, "v1", "SubjectAccessReview"));
-        add::<authorization::v1::LocalSubjectAccessReview>(
-            &mut g,
-            k,
-            (az, "v1", "LocalSubjectAccessReview"),
-        );
+        add::<authorization::v1::LocalSubjectAccessReview>(&mut g, k, (az, "v1", "LocalSubjectAccessReview"));
         let an = "authentication.k8s.io";
         add::<authentication::v1::TokenReview>(&mut g, k, (an, "v1", "TokenReview"));
         add::<authentication::v1::SelfSubjectReview>(&mut g, k, (an, "v1", "SelfSubjectReview"));
@@ -115,20 +94,14 @@ pub fn crd_schema_name(info: &ResourceInfo) -> String {
 /// The schema of a custom resource as published: its openAPIV3Schema with
 /// standard `apiVersion`/`kind`/`metadata` and the GVK extension.
 pub fn crd_schema(info: &ResourceInfo) -> Value {
-    let mut s = info
-        .schema
-        .clone()
-        .unwrap_or_else(|| json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}));
-    if let Some(props) = s
-        .as_object_mut()
-        .map(|o| o.entry("properties").or_insert_with(|| json!({})))
-    {
+    let mut s =
+        info.schema.clone().unwrap_or_else(|| json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}));
+    if let Some(props) = s.as_object_mut().map(|o| o.entry("properties").or_insert_with(|| json!({}))) {
         props["apiVersion"] = json!({"type": "string", "description": "APIVersion defines the versioned schema of this representation of an object."});
         props["kind"] = json!({"type": "string", "description": "Kind is a string value representing the REST resource this object represents."});
         props["metadata"] = json!({"allOf": [{"$ref": format!("#/components/schemas/{OBJECT_META}")}], "description": "Standard object's metadata."});
     }
-    s["x-kubernetes-group-version-kind"] =
-        json!([{"group": info.group, "version": info.version, "kind": info.kind}]);
+    s["x-kubernetes-group-version-kind"] = json!([{"group": info.group, "version": info.version, "kind": info.kind}]);
     s
 }
 
@@ -173,25 +146,14 @@ pub fn schema_for(info: &ResourceInfo) -> Option<(String, Map<String, Value>)> {
         comps.insert(name.clone(), crd_schema(info));
         return Some((name, comps));
     }
-    let name = builtin_schemas().by_kind.get(&(
-        info.group.clone(),
-        info.version.clone(),
-        info.kind.clone(),
-    ))?;
+    let name = builtin_schemas().by_kind.get(&(info.group.clone(), info.version.clone(), info.kind.clone()))?;
     Some((name.clone(), closure([name.clone()])))
 }
 
 fn path_of(info: &ResourceInfo, named: bool) -> String {
-    let prefix = if info.group.is_empty() {
-        "/api/v1".to_string()
-    } else {
-        format!("/apis/{}/{}", info.group, info.version)
-    };
-    let ns = if info.namespaced {
-        "/namespaces/{namespace}"
-    } else {
-        ""
-    };
+    let prefix =
+        if info.group.is_empty() { "/api/v1".to_string() } else { format!("/apis/{}/{}", info.group, info.version) };
+    let ns = if info.namespaced { "/namespaces/{namespace}" } else { "" };
     let name = if named { "/{name}" } else { "" };
     format!("{prefix}{ns}/{}{name}", info.plural)
 }
@@ -199,11 +161,10 @@ fn path_of(info: &ResourceInfo, named: bool) -> String {
 fn operation(info: &ResourceInfo, action: &str, schema: &str) -> Value {
     let gvk = json!({"group": info.group, "version": info.version, "kind": info.kind});
     let ok = json!({"200": {"description": "OK", "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}}});
-    let mut params = vec![
-        json!({"name": "dryRun", "in": "query", "schema": {"type": "string", "uniqueItems": true}}),
-    ];
+    let mut params = vec![json!({"name": "dryRun", "in": "query", "schema": {"type": "string", "uniqueItems": true}})];
     if matches!(action, "patch" | "put" | "post") {
-        params.push(json!({"name": "fieldValidation", "in": "query", "schema": {"type": "string", "uniqueItems": true}}));
+        params
+            .push(json!({"name": "fieldValidation", "in": "query", "schema": {"type": "string", "uniqueItems": true}}));
         params.push(json!({"name": "fieldManager", "in": "query", "schema": {"type": "string", "uniqueItems": true}}));
     }
     json!({
@@ -225,10 +186,7 @@ pub fn v3_document(infos: &[std::sync::Arc<ResourceInfo>]) -> Value {
         };
         comps.extend(c);
         if info.verbs == crate::resources::Verbs::CreateOnly {
-            paths.insert(
-                path_of(info, false),
-                json!({"post": operation(info, "post", &schema)}),
-            );
+            paths.insert(path_of(info, false), json!({"post": operation(info, "post", &schema)}));
             continue;
         }
         paths.insert(
@@ -236,10 +194,7 @@ pub fn v3_document(infos: &[std::sync::Arc<ResourceInfo>]) -> Value {
             json!({"get": operation(info, "get", &schema), "put": operation(info, "put", &schema),
                    "patch": operation(info, "patch", &schema), "delete": operation(info, "delete", &schema)}),
         );
-        paths.insert(
-            path_of(info, false),
-            json!({"post": operation(info, "post", &schema)}),
-        );
+        paths.insert(path_of(info, false), json!({"post": operation(info, "post", &schema)}));
     }
     json!({
         "openapi": "3.0.0",
@@ -264,9 +219,7 @@ pub fn v2_document(infos: &[std::sync::Arc<ResourceInfo>]) -> Value {
             defs.extend(c);
         }
     }
-    let text = Value::Object(defs)
-        .to_string()
-        .replace("#/components/schemas/", "#/definitions/");
+    let text = Value::Object(defs).to_string().replace("#/components/schemas/", "#/definitions/");
     let defs: Value = serde_json::from_str(&text).unwrap_or_else(|_| json!({}));
     json!({"swagger": "2.0", "info": {"title": "Kubernetes", "version": "v1.33.0"}, "paths": {}, "definitions": defs})
 }
@@ -280,10 +233,7 @@ mod tests {
     fn every_builtin_has_a_schema_with_gvk() {
         for info in builtin() {
             let (name, comps) = schema_for(&info).unwrap_or_else(|| panic!("{}", info.kind));
-            assert!(
-                comps[&name]["x-kubernetes-group-version-kind"].is_array(),
-                "{name}"
-            );
+            assert!(comps[&name]["x-kubernetes-group-version-kind"].is_array(), "{name}");
         }
     }
 

@@ -16,13 +16,8 @@ use crate::status::{ApiError, ApiResult, Cause};
 use crate::store::Write;
 
 /// Metadata fields clients cannot change after creation.
-const SYSTEM_META: [&str; 5] = [
-    "uid",
-    "creationTimestamp",
-    "deletionTimestamp",
-    "deletionGracePeriodSeconds",
-    "generation",
-];
+const SYSTEM_META: [&str; 5] =
+    ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"];
 
 fn scope(info: &ResourceInfo, subresource: &str) -> Scope {
     match (subresource, info.status_subresource) {
@@ -53,9 +48,7 @@ fn lists_of(info: &ResourceInfo) -> Box<dyn ListTypes + '_> {
 
 fn check_type(info: &ResourceInfo, body: &Value) -> ApiResult<()> {
     if !body.is_object() {
-        return Err(ApiError::bad_request(
-            "the body of the request was not a JSON object",
-        ));
+        return Err(ApiError::bad_request("the body of the request was not a JSON object"));
     }
     if let Some(av) = body["apiVersion"].as_str()
         && av != info.api_version()
@@ -95,9 +88,7 @@ impl State {
             return Err(ApiError::forbidden(
                 info,
                 name,
-                &format!(
-                    "unable to create new content in namespace {ns} because it is being terminated"
-                ),
+                &format!("unable to create new content in namespace {ns} because it is being terminated"),
             ));
         }
         Ok(())
@@ -156,9 +147,8 @@ impl State {
         ctx: &Ctx,
         subresource_scope: Scope,
     ) -> ApiResult<Vec<String>> {
-        let meta = obj["metadata"]
-            .as_object_mut()
-            .ok_or_else(|| ApiError::bad_request("metadata must be an object"))?;
+        let meta =
+            obj["metadata"].as_object_mut().ok_or_else(|| ApiError::bad_request("metadata must be an object"))?;
         for f in SYSTEM_META {
             meta.remove(f);
         }
@@ -181,15 +171,8 @@ impl State {
             m.remove("status");
         }
         crate::defaults::apply_defaults(info, obj);
-        let warnings = admission::admit(
-            &Request {
-                info,
-                old: None,
-                subresource: "",
-                validation: ctx.validation,
-            },
-            obj,
-        )?;
+        let warnings =
+            admission::admit(&Request { info, old: None, subresource: "", validation: ctx.validation }, obj)?;
         let w = Writer {
             manager: &ctx.manager,
             subresource: "",
@@ -203,13 +186,7 @@ impl State {
     }
 
     /// POST: creates an object (`generateName` supported).
-    pub fn create(
-        &self,
-        info: &ResourceInfo,
-        ns: &str,
-        mut body: Value,
-        ctx: &Ctx,
-    ) -> ApiResult<Reply> {
+    pub fn create(&self, info: &ResourceInfo, ns: &str, mut body: Value, ctx: &Ctx) -> ApiResult<Reply> {
         check_type(info, &body)?;
         body = crate::convert::to_storage(info, body);
         let body_ns = body["metadata"]["namespace"].as_str().unwrap_or_default();
@@ -218,18 +195,10 @@ impl State {
                 "the namespace of the provided object does not match the namespace sent on the request",
             ));
         }
-        if body["metadata"]["resourceVersion"]
-            .as_str()
-            .is_some_and(|s| !s.is_empty())
-        {
-            return Err(ApiError::bad_request(
-                "resourceVersion should not be set on objects to be created",
-            ));
+        if body["metadata"]["resourceVersion"].as_str().is_some_and(|s| !s.is_empty()) {
+            return Err(ApiError::bad_request("resourceVersion should not be set on objects to be created"));
         }
-        let mut name = body["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let mut name = body["metadata"]["name"].as_str().unwrap_or_default().to_string();
         if name.is_empty()
             && let Some(prefix) = body["metadata"]["generateName"].as_str()
         {
@@ -251,11 +220,7 @@ impl State {
             Some(_) => Err(ApiError::already_exists(info, &name)),
             None => Ok(Write::Put(body)),
         })?;
-        Ok(Reply {
-            body: out,
-            code: 201,
-            warnings,
-        })
+        Ok(Reply { body: out, code: 201, warnings })
     }
 
     /// Carries system metadata over from `old`, applies status-subresource
@@ -316,15 +281,8 @@ impl State {
                 }
             }
         }
-        let warnings = admission::admit(
-            &Request {
-                info,
-                old: Some(old),
-                subresource,
-                validation: ctx.validation,
-            },
-            &mut new,
-        )?;
+        let warnings =
+            admission::admit(&Request { info, old: Some(old), subresource, validation: ctx.validation }, &mut new)?;
         if info.has_generation() && spec_of(old) != spec_of(&new) {
             let g = old["metadata"]["generation"].as_i64().unwrap_or(0);
             new["metadata"]["generation"] = json!(g + 1);
@@ -361,27 +319,18 @@ impl State {
         subresource: &str,
     ) -> ApiResult<Reply> {
         check_type(info, &body)?;
-        let want_rv = body["metadata"]["resourceVersion"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let want_rv = body["metadata"]["resourceVersion"].as_str().unwrap_or_default().to_string();
         let mut warnings = vec![];
         let out = self.commit(info, ns, name, ctx, |cur| {
             let old = cur.ok_or_else(|| ApiError::not_found(info, name))?;
-            if !want_rv.is_empty()
-                && old["metadata"]["resourceVersion"].as_str() != Some(want_rv.as_str())
-            {
+            if !want_rv.is_empty() && old["metadata"]["resourceVersion"].as_str() != Some(want_rv.as_str()) {
                 return Err(ApiError::modified(info, name));
             }
             let (w, warn) = self.finish_update(info, old, body, ctx, subresource, true)?;
             warnings = warn;
             Ok(w)
         })?;
-        Ok(Reply {
-            body: out,
-            code: 200,
-            warnings,
-        })
+        Ok(Reply { body: out, code: 200, warnings })
     }
 
     /// PATCH of any type, including server-side apply (which may create).
@@ -397,16 +346,12 @@ impl State {
         subresource: &str,
     ) -> ApiResult<Reply> {
         let patch: Value = if ptype == PatchType::Apply {
-            serde_yaml::from_slice(body)
-                .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?
+            serde_yaml::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?
         } else {
-            serde_json::from_slice(body)
-                .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?
+            serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?
         };
         if ptype == PatchType::Strategic && info.crd.is_some() {
-            return Err(ApiError::unsupported_media_type(
-                "application/strategic-merge-patch+json",
-            ));
+            return Err(ApiError::unsupported_media_type("application/strategic-merge-patch+json"));
         }
         if ptype == PatchType::Apply {
             return self.apply(info, ns, name, patch, ctx, subresource);
@@ -427,11 +372,7 @@ impl State {
             warnings = warn;
             Ok(w)
         })?;
-        Ok(Reply {
-            body: out,
-            code: 200,
-            warnings,
-        })
+        Ok(Reply { body: out, code: 200, warnings })
     }
 
     fn apply(
@@ -444,15 +385,11 @@ impl State {
         subresource: &str,
     ) -> ApiResult<Reply> {
         if ctx.manager.is_empty() {
-            return Err(ApiError::bad_request(
-                "PATCH, application/apply-patch+yaml requires fieldManager parameter",
-            ));
+            return Err(ApiError::bad_request("PATCH, application/apply-patch+yaml requires fieldManager parameter"));
         }
         check_type(info, &applied)?;
         if applied["apiVersion"].as_str().is_none() || applied["kind"].as_str().is_none() {
-            return Err(ApiError::bad_request(
-                "invalid object type: apiVersion and kind are required for apply",
-            ));
+            return Err(ApiError::bad_request("invalid object type: apiVersion and kind are required for apply"));
         }
         let mut code = 200;
         let mut warnings = vec![];
@@ -460,23 +397,14 @@ impl State {
         let now = now_rfc3339();
         let av = info.api_version();
         let lists = lists_of(info);
-        let w = Writer {
-            manager: &ctx.manager,
-            subresource,
-            api_version: &av,
-            scope: sc,
-            now: &now,
-            lists: &*lists,
-        };
-        let conflict =
-            |c: Vec<managed::Conflict>| ApiError::apply_conflict(info, name, &info.version, &c);
+        let w = Writer { manager: &ctx.manager, subresource, api_version: &av, scope: sc, now: &now, lists: &*lists };
+        let conflict = |c: Vec<managed::Conflict>| ApiError::apply_conflict(info, name, &info.version, &c);
         if self.store.get(&info.key(), ns, name).is_none() {
             self.check_namespace(info, ns, name)?;
         }
         let out = self.commit(info, ns, name, ctx, |cur| {
             let Some(old) = cur else {
-                let mut obj =
-                    managed::apply(&json!({}), &applied, &w, ctx.force).map_err(conflict)?;
+                let mut obj = managed::apply(&json!({}), &applied, &w, ctx.force).map_err(conflict)?;
                 obj = crate::convert::to_storage(info, obj);
                 obj["metadata"]["name"] = json!(name);
                 crate::validation::validate_create(info, &obj)?;
@@ -486,9 +414,7 @@ impl State {
                 code = 201;
                 return Ok(Write::Put(obj));
             };
-            let want_rv = applied["metadata"]["resourceVersion"]
-                .as_str()
-                .unwrap_or_default();
+            let want_rv = applied["metadata"]["resourceVersion"].as_str().unwrap_or_default();
             if !want_rv.is_empty() && old["metadata"]["resourceVersion"].as_str() != Some(want_rv) {
                 return Err(ApiError::modified(info, name));
             }
@@ -498,11 +424,7 @@ impl State {
             warnings = warn;
             Ok(wr)
         })?;
-        Ok(Reply {
-            body: out,
-            code,
-            warnings,
-        })
+        Ok(Reply { body: out, code, warnings })
     }
 }
 

@@ -73,12 +73,7 @@ pub fn json_patch(target: &Value, patch: &Value) -> ApiResult<Value> {
 /// The merge key of a list field in built-in types, if it is merged by key.
 pub fn merge_key(field: &str, items: &[Value]) -> Option<&'static str> {
     Some(match field {
-        "containers"
-        | "initContainers"
-        | "ephemeralContainers"
-        | "volumes"
-        | "env"
-        | "imagePullSecrets" => "name",
+        "containers" | "initContainers" | "ephemeralContainers" | "volumes" | "env" | "imagePullSecrets" => "name",
         "volumeMounts" | "volumeDevices" => "mountPath",
         "tolerations" => "key",
         "conditions" => "type",
@@ -108,10 +103,7 @@ pub fn strategic_merge(target: &Value, patch: &Value) -> ApiResult<Value> {
     }
 }
 
-fn merge_map(
-    target: &Map<String, Value>,
-    patch: &Map<String, Value>,
-) -> ApiResult<Map<String, Value>> {
+fn merge_map(target: &Map<String, Value>, patch: &Map<String, Value>) -> ApiResult<Map<String, Value>> {
     if patch.get("$patch").and_then(Value::as_str) == Some("replace") {
         let mut p = patch.clone();
         p.remove("$patch");
@@ -123,10 +115,7 @@ fn merge_map(
             continue;
         }
         if let Some(field) = k.strip_prefix("$deleteFromPrimitiveList/") {
-            let remove: Vec<&Value> = pv
-                .as_array()
-                .map(|a| a.iter().collect())
-                .unwrap_or_default();
+            let remove: Vec<&Value> = pv.as_array().map(|a| a.iter().collect()).unwrap_or_default();
             if let Some(Value::Array(items)) = out.get_mut(field) {
                 items.retain(|i| !remove.contains(&i));
             }
@@ -160,24 +149,13 @@ fn merge_list(field: &str, target: &[Value], patch: &[Value]) -> ApiResult<Value
     let Some(key) = merge_key(field, patch) else {
         return Ok(Value::Array(patch.iter().map(strip_directives).collect()));
     };
-    if patch
-        .iter()
-        .any(|p| p.get("$patch").and_then(Value::as_str) == Some("replace"))
-    {
-        return Ok(Value::Array(
-            patch
-                .iter()
-                .filter(|p| p.get("$patch").is_none())
-                .map(strip_directives)
-                .collect(),
-        ));
+    if patch.iter().any(|p| p.get("$patch").and_then(Value::as_str) == Some("replace")) {
+        return Ok(Value::Array(patch.iter().filter(|p| p.get("$patch").is_none()).map(strip_directives).collect()));
     }
     let mut out = target.to_vec();
     for p in patch {
         let Some(pk) = p.get(key) else {
-            return Err(ApiError::bad_request(format!(
-                "map: {p} does not contain declared merge key: {key}"
-            )));
+            return Err(ApiError::bad_request(format!("map: {p} does not contain declared merge key: {key}")));
         };
         let pos = out.iter().position(|t| t.get(key) == Some(pk));
         let delete = p.get("$patch").and_then(Value::as_str) == Some("delete");
@@ -236,10 +214,7 @@ mod tests {
         let o = json!({"metadata": {"finalizers": ["a", "b"], "labels": {"x": "1", "y": "2"}}});
         let p = json!({"metadata": {"finalizers": ["b", "c"], "$deleteFromPrimitiveList/finalizers": ["a"], "labels": {"x": null}}});
         let out = strategic_merge(&o, &p).unwrap();
-        assert_eq!(
-            out,
-            json!({"metadata": {"finalizers": ["b", "c"], "labels": {"y": "2"}}})
-        );
+        assert_eq!(out, json!({"metadata": {"finalizers": ["b", "c"], "labels": {"y": "2"}}}));
     }
 
     #[test]
@@ -251,17 +226,9 @@ mod tests {
 
     #[test]
     fn json_patch_errors_are_invalid() {
-        let e = json_patch(
-            &json!({}),
-            &json!([{"op": "replace", "path": "/a", "value": 1}]),
-        )
-        .unwrap_err();
+        let e = json_patch(&json!({}), &json!([{"op": "replace", "path": "/a", "value": 1}])).unwrap_err();
         assert_eq!(e.code, 422);
-        let ok = json_patch(
-            &json!({"a": 0}),
-            &json!([{"op": "replace", "path": "/a", "value": 1}]),
-        )
-        .unwrap();
+        let ok = json_patch(&json!({"a": 0}), &json!([{"op": "replace", "path": "/a", "value": 1}])).unwrap();
         assert_eq!(ok, json!({"a": 1}));
     }
 
@@ -277,9 +244,6 @@ mod tests {
 
     #[test]
     fn merge_patch_removes_nulls() {
-        assert_eq!(
-            merge_patch(&json!({"a": 1, "b": 2}), &json!({"a": null})),
-            json!({"b": 2})
-        );
+        assert_eq!(merge_patch(&json!({"a": 1, "b": 2}), &json!({"a": null})), json!({"b": 2}));
     }
 }

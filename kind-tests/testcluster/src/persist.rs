@@ -23,16 +23,11 @@ pub fn load(state: &Shared, dir: &Path) -> Result<()> {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => {
-            return Err(Error::Io {
-                context: format!("reading {}", p.display()),
-                source: e,
-            });
+            return Err(Error::Io { context: format!("reading {}", p.display()), source: e });
         }
     };
-    let v: serde_json::Value = serde_json::from_slice(&text).map_err(|e| Error::Snapshot {
-        path: p.clone(),
-        source: e,
-    })?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&text).map_err(|e| Error::Snapshot { path: p.clone(), source: e })?;
     state.store.load(&v);
     Ok(())
 }
@@ -41,18 +36,9 @@ pub fn load(state: &Shared, dir: &Path) -> Result<()> {
 pub fn save(state: &Shared, dir: &Path) -> Result<()> {
     let p = snapshot_path(dir);
     let tmp = dir.join(format!("{SNAPSHOT}.tmp"));
-    let bytes = serde_json::to_vec(&state.store.dump()).map_err(|e| Error::Snapshot {
-        path: p.clone(),
-        source: e,
-    })?;
-    std::fs::write(&tmp, bytes).map_err(|e| Error::Io {
-        context: format!("writing {}", tmp.display()),
-        source: e,
-    })?;
-    std::fs::rename(&tmp, &p).map_err(|e| Error::Io {
-        context: format!("renaming to {}", p.display()),
-        source: e,
-    })
+    let bytes = serde_json::to_vec(&state.store.dump()).map_err(|e| Error::Snapshot { path: p.clone(), source: e })?;
+    std::fs::write(&tmp, bytes).map_err(|e| Error::Io { context: format!("writing {}", tmp.display()), source: e })?;
+    std::fs::rename(&tmp, &p).map_err(|e| Error::Io { context: format!("renaming to {}", p.display()), source: e })
 }
 
 /// Saves after changes (at most every `period`) until `stop`, then once more.

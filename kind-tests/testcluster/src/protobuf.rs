@@ -60,10 +60,7 @@ const SECRET: &[F] = &[
     (5, "immutable", Kind::Bool),
 ];
 const NS_SPEC: &[F] = &[(1, "finalizers", Kind::RepStr)];
-const NAMESPACE: &[F] = &[
-    (1, "metadata", Kind::Msg(META)),
-    (2, "spec", Kind::Msg(NS_SPEC)),
-];
+const NAMESPACE: &[F] = &[(1, "metadata", Kind::Msg(META)), (2, "spec", Kind::Msg(NS_SPEC))];
 const LOCAL_REF: &[F] = &[(1, "name", Kind::Str)];
 const SERVICE_ACCOUNT: &[F] = &[
     (1, "metadata", Kind::Msg(META)),
@@ -77,26 +74,12 @@ const RULE: &[F] = &[
     (4, "resourceNames", Kind::RepStr),
     (5, "nonResourceURLs", Kind::RepStr),
 ];
-const ROLE: &[F] = &[
-    (1, "metadata", Kind::Msg(META)),
-    (2, "rules", Kind::RepMsg(RULE)),
-];
-const SUBJECT: &[F] = &[
-    (1, "kind", Kind::Str),
-    (2, "apiGroup", Kind::Str),
-    (3, "name", Kind::Str),
-    (4, "namespace", Kind::Str),
-];
-const ROLE_REF: &[F] = &[
-    (1, "apiGroup", Kind::Str),
-    (2, "kind", Kind::Str),
-    (3, "name", Kind::Str),
-];
-const BINDING: &[F] = &[
-    (1, "metadata", Kind::Msg(META)),
-    (2, "subjects", Kind::RepMsg(SUBJECT)),
-    (3, "roleRef", Kind::Msg(ROLE_REF)),
-];
+const ROLE: &[F] = &[(1, "metadata", Kind::Msg(META)), (2, "rules", Kind::RepMsg(RULE))];
+const SUBJECT: &[F] =
+    &[(1, "kind", Kind::Str), (2, "apiGroup", Kind::Str), (3, "name", Kind::Str), (4, "namespace", Kind::Str)];
+const ROLE_REF: &[F] = &[(1, "apiGroup", Kind::Str), (2, "kind", Kind::Str), (3, "name", Kind::Str)];
+const BINDING: &[F] =
+    &[(1, "metadata", Kind::Msg(META)), (2, "subjects", Kind::RepMsg(SUBJECT)), (3, "roleRef", Kind::Msg(ROLE_REF))];
 const RES_ATTRS: &[F] = &[
     (1, "namespace", Kind::Str),
     (2, "verb", Kind::Str),
@@ -107,14 +90,9 @@ const RES_ATTRS: &[F] = &[
     (7, "name", Kind::Str),
 ];
 const NONRES_ATTRS: &[F] = &[(1, "path", Kind::Str), (2, "verb", Kind::Str)];
-const SSAR_SPEC: &[F] = &[
-    (1, "resourceAttributes", Kind::Msg(RES_ATTRS)),
-    (2, "nonResourceAttributes", Kind::Msg(NONRES_ATTRS)),
-];
-const SSAR: &[F] = &[
-    (1, "metadata", Kind::Msg(META)),
-    (2, "spec", Kind::Msg(SSAR_SPEC)),
-];
+const SSAR_SPEC: &[F] =
+    &[(1, "resourceAttributes", Kind::Msg(RES_ATTRS)), (2, "nonResourceAttributes", Kind::Msg(NONRES_ATTRS))];
+const SSAR: &[F] = &[(1, "metadata", Kind::Msg(META)), (2, "spec", Kind::Msg(SSAR_SPEC))];
 const SAR_SPEC: &[F] = &[
     (1, "resourceAttributes", Kind::Msg(RES_ATTRS)),
     (2, "nonResourceAttributes", Kind::Msg(NONRES_ATTRS)),
@@ -122,20 +100,11 @@ const SAR_SPEC: &[F] = &[
     (4, "groups", Kind::RepStr),
     (6, "uid", Kind::Str),
 ];
-const SAR: &[F] = &[
-    (1, "metadata", Kind::Msg(META)),
-    (2, "spec", Kind::Msg(SAR_SPEC)),
-];
+const SAR: &[F] = &[(1, "metadata", Kind::Msg(META)), (2, "spec", Kind::Msg(SAR_SPEC))];
 const TOKEN_SPEC: &[F] = &[(1, "token", Kind::Str), (2, "audiences", Kind::RepStr)];
-const TOKEN_REVIEW: &[F] = &[
-    (1, "metadata", Kind::Msg(META)),
-    (2, "spec", Kind::Msg(TOKEN_SPEC)),
-];
+const TOKEN_REVIEW: &[F] = &[(1, "metadata", Kind::Msg(META)), (2, "spec", Kind::Msg(TOKEN_SPEC))];
 const SSRR_SPEC: &[F] = &[(1, "namespace", Kind::Str)];
-const SSRR: &[F] = &[
-    (1, "metadata", Kind::Msg(META)),
-    (2, "spec", Kind::Msg(SSRR_SPEC)),
-];
+const SSRR: &[F] = &[(1, "metadata", Kind::Msg(META)), (2, "spec", Kind::Msg(SSRR_SPEC))];
 const SERVICE_PORT: &[F] = &[
     (1, "name", Kind::Str),
     (2, "protocol", Kind::Str),
@@ -153,16 +122,9 @@ const SERVICE_SPEC: &[F] = &[
     (7, "sessionAffinity", Kind::Str),
     (11, "externalName", Kind::Str),
 ];
-const SERVICE: &[F] = &[
-    (1, "metadata", Kind::Msg(META)),
-    (2, "spec", Kind::Msg(SERVICE_SPEC)),
-];
+const SERVICE: &[F] = &[(1, "metadata", Kind::Msg(META)), (2, "spec", Kind::Msg(SERVICE_SPEC))];
 const EMPTY: &[F] = &[(1, "metadata", Kind::Msg(META))];
-const INT_OR_STRING: &[F] = &[
-    (1, "type", Kind::Int),
-    (2, "intVal", Kind::Int),
-    (3, "strVal", Kind::Str),
-];
+const INT_OR_STRING: &[F] = &[(1, "type", Kind::Int), (2, "intVal", Kind::Int), (3, "strVal", Kind::Str)];
 const TYPE_META: &[F] = &[(1, "apiVersion", Kind::Str), (2, "kind", Kind::Str)];
 
 fn schema(kind: &str) -> Option<&'static [F]> {
@@ -250,9 +212,7 @@ fn map_entry(b: &[u8], bytes_value: bool) -> Option<(String, Value)> {
     while let Some((f, p)) = r.next()? {
         match (f, p) {
             (1, Ok(x)) => k = String::from_utf8_lossy(x).into_owned(),
-            (2, Ok(x)) if bytes_value => {
-                v = json!(base64::engine::general_purpose::STANDARD.encode(x))
-            }
+            (2, Ok(x)) if bytes_value => v = json!(base64::engine::general_purpose::STANDARD.encode(x)),
             (2, Ok(x)) => v = text(x),
             _ => {}
         }
@@ -331,8 +291,8 @@ pub fn decode_body(body: &[u8]) -> ApiResult<Value> {
     }
     let kind = type_meta["kind"].as_str().unwrap_or_default();
     let fields = schema(kind).ok_or_else(unsupported)?;
-    let mut obj = decode(raw.unwrap_or_default(), fields)
-        .ok_or_else(|| ApiError::bad_request("malformed protobuf body"))?;
+    let mut obj =
+        decode(raw.unwrap_or_default(), fields).ok_or_else(|| ApiError::bad_request("malformed protobuf body"))?;
     obj["apiVersion"] = type_meta["apiVersion"].clone();
     obj["kind"] = json!(kind);
     Ok(obj)
@@ -356,10 +316,7 @@ mod tests {
         let tm = [field(1, b"v1"), field(2, b"ConfigMap")].concat();
         let body = [MAGIC.to_vec(), field(1, &tm), field(2, &cm)].concat();
         let v = decode_body(&body).unwrap();
-        assert_eq!(
-            v,
-            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c1"}, "data": {"a": "b"}})
-        );
+        assert_eq!(v, json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c1"}, "data": {"a": "b"}}));
     }
 
     #[test]

@@ -42,8 +42,7 @@ pub struct Page {
 }
 
 fn encode_continue(rv: u64, ns: &str, name: &str) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(json!({"rv": rv, "ns": ns, "name": name}).to_string())
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json!({"rv": rv, "ns": ns, "name": name}).to_string())
 }
 
 fn decode_continue(token: &str) -> ApiResult<(u64, String, String)> {
@@ -52,12 +51,9 @@ fn decode_continue(token: &str) -> ApiResult<(u64, String, String)> {
             "continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)",
         )
     };
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(token)
-        .map_err(|_| bad())?;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
     let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
-    let (Some(rv), Some(ns), Some(name)) = (v["rv"].as_u64(), v["ns"].as_str(), v["name"].as_str())
-    else {
+    let (Some(rv), Some(ns), Some(name)) = (v["rv"].as_u64(), v["ns"].as_str(), v["name"].as_str()) else {
         return Err(bad());
     };
     Ok((rv, ns.into(), name.into()))
@@ -65,27 +61,20 @@ fn decode_continue(token: &str) -> ApiResult<(u64, String, String)> {
 
 /// Parses a resourceVersion parameter.
 pub fn parse_rv(s: &str) -> ApiResult<u64> {
-    s.parse()
-        .map_err(|_| ApiError::bad_request(format!("invalid resource version: {s}")))
+    s.parse().map_err(|_| ApiError::bad_request(format!("invalid resource version: {s}")))
 }
 
 impl State {
     /// GET of one object.
     pub fn get(&self, info: &ResourceInfo, ns: &str, name: &str) -> ApiResult<Arc<Value>> {
-        self.store
-            .get(&info.key(), ns, name)
-            .ok_or_else(|| ApiError::not_found(info, name))
+        self.store.get(&info.key(), ns, name).ok_or_else(|| ApiError::not_found(info, name))
     }
 
     /// LIST of a resource (in a namespace or across all).
     pub fn list(&self, info: &ResourceInfo, ns: Option<&str>, o: &ListOpts) -> ApiResult<Page> {
         let current = self.store.current_rv();
-        let requested = o
-            .resource_version
-            .as_deref()
-            .filter(|s| !s.is_empty() && *s != "0")
-            .map(parse_rv)
-            .transpose()?;
+        let requested =
+            o.resource_version.as_deref().filter(|s| !s.is_empty() && *s != "0").map(parse_rv).transpose()?;
         match (o.rv_match.as_deref(), requested) {
             (Some("Exact"), Some(rv)) if rv != current => {
                 return Err(ApiError::expired(rv, current));
@@ -107,25 +96,15 @@ impl State {
             }
             _ => {}
         }
-        let after = o
-            .continue_token
-            .as_deref()
-            .map(decode_continue)
-            .transpose()?;
-        let start = after
-            .as_ref()
-            .map(|(_, ns, name)| (ns.clone(), name.clone()));
+        let after = o.continue_token.as_deref().map(decode_continue).transpose()?;
+        let start = after.as_ref().map(|(_, ns, name)| (ns.clone(), name.clone()));
         let (all, rv) = match o.labels.first_equality() {
-            Some(label) => self
-                .store
-                .list_labeled(&info.key(), ns, label, start.as_ref()),
+            Some(label) => self.store.list_labeled(&info.key(), ns, label, start.as_ref()),
             None => self.store.list(&info.key(), ns, start.as_ref()),
         };
         let mut items: Vec<Arc<Value>> = Vec::with_capacity(all.len().min(o.limit.max(1)));
         let mut remaining = 0usize;
-        let mut iter = all
-            .into_iter()
-            .filter(|i| o.labels.matches(i) && o.fields.matches(i));
+        let mut iter = all.into_iter().filter(|i| o.labels.matches(i) && o.fields.matches(i));
         for item in iter.by_ref() {
             items.push(item);
             if o.limit > 0 && items.len() == o.limit {
@@ -139,11 +118,7 @@ impl State {
                 && let Some(last) = items.last()
             {
                 let list_rv = after.as_ref().map(|a| a.0).unwrap_or(rv);
-                continue_token = Some(encode_continue(
-                    list_rv,
-                    crate::state::ns_of(last),
-                    crate::state::name_of(last),
-                ));
+                continue_token = Some(encode_continue(list_rv, crate::state::ns_of(last), crate::state::name_of(last)));
             }
         }
         Ok(Page {

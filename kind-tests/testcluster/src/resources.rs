@@ -68,20 +68,12 @@ pub struct ResourceInfo {
 impl ResourceInfo {
     /// `v1` or `group/version`.
     pub fn api_version(&self) -> String {
-        if self.group.is_empty() {
-            self.version.clone()
-        } else {
-            format!("{}/{}", self.group, self.version)
-        }
+        if self.group.is_empty() { self.version.clone() } else { format!("{}/{}", self.group, self.version) }
     }
 
     /// `pods` or `widgets.example.com`, as in error messages.
     pub fn qualified_plural(&self) -> String {
-        if self.group.is_empty() {
-            self.plural.clone()
-        } else {
-            format!("{}.{}", self.plural, self.group)
-        }
+        if self.group.is_empty() { self.plural.clone() } else { format!("{}.{}", self.plural, self.group) }
     }
 
     /// Storage key: one per group and plural, whatever the version.
@@ -91,8 +83,7 @@ impl ResourceInfo {
 
     /// Whether `generation` is maintained (custom resources and types with a status).
     pub fn has_generation(&self) -> bool {
-        self.crd.is_some()
-            || (self.status_subresource && self.plural != "namespaces" && self.plural != "nodes")
+        self.crd.is_some() || (self.status_subresource && self.plural != "namespaces" && self.plural != "nodes")
     }
 }
 
@@ -137,160 +128,25 @@ fn res(
 /// The built-in resources served by every test cluster.
 pub fn builtin() -> Vec<ResourceInfo> {
     let mut v = vec![
-        res(
-            "",
-            "v1",
-            "Namespace",
-            "namespaces",
-            false,
-            true,
-            &["ns"],
-            &[],
-        ),
+        res("", "v1", "Namespace", "namespaces", false, true, &["ns"], &[]),
         res("", "v1", "Node", "nodes", false, true, &["no"], &[]),
         res("", "v1", "Pod", "pods", true, true, &["po"], &["all"]),
-        res(
-            "",
-            "v1",
-            "ConfigMap",
-            "configmaps",
-            true,
-            false,
-            &["cm"],
-            &[],
-        ),
+        res("", "v1", "ConfigMap", "configmaps", true, false, &["cm"], &[]),
         res("", "v1", "Secret", "secrets", true, false, &[], &[]),
-        res(
-            "",
-            "v1",
-            "Service",
-            "services",
-            true,
-            true,
-            &["svc"],
-            &["all"],
-        ),
-        res(
-            "",
-            "v1",
-            "Endpoints",
-            "endpoints",
-            true,
-            false,
-            &["ep"],
-            &[],
-        ),
+        res("", "v1", "Service", "services", true, true, &["svc"], &["all"]),
+        res("", "v1", "Endpoints", "endpoints", true, false, &["ep"], &[]),
         res("", "v1", "Event", "events", true, false, &["ev"], &[]),
-        res(
-            "",
-            "v1",
-            "ServiceAccount",
-            "serviceaccounts",
-            true,
-            false,
-            &["sa"],
-            &[],
-        ),
-        res(
-            "events.k8s.io",
-            "v1",
-            "Event",
-            "events",
-            true,
-            false,
-            &["ev"],
-            &[],
-        ),
-        res(
-            "discovery.k8s.io",
-            "v1",
-            "EndpointSlice",
-            "endpointslices",
-            true,
-            false,
-            &[],
-            &[],
-        ),
-        res(
-            "coordination.k8s.io",
-            "v1",
-            "Lease",
-            "leases",
-            true,
-            false,
-            &[],
-            &[],
-        ),
-        res(
-            "rbac.authorization.k8s.io",
-            "v1",
-            "Role",
-            "roles",
-            true,
-            false,
-            &[],
-            &[],
-        ),
-        res(
-            "rbac.authorization.k8s.io",
-            "v1",
-            "ClusterRole",
-            "clusterroles",
-            false,
-            false,
-            &[],
-            &[],
-        ),
-        res(
-            "rbac.authorization.k8s.io",
-            "v1",
-            "RoleBinding",
-            "rolebindings",
-            true,
-            false,
-            &[],
-            &[],
-        ),
-        res(
-            "rbac.authorization.k8s.io",
-            "v1",
-            "ClusterRoleBinding",
-            "clusterrolebindings",
-            false,
-            false,
-            &[],
-            &[],
-        ),
-        res(
-            "apps",
-            "v1",
-            "Deployment",
-            "deployments",
-            true,
-            true,
-            &["deploy"],
-            &["all"],
-        ),
-        res(
-            "apps",
-            "v1",
-            "ReplicaSet",
-            "replicasets",
-            true,
-            true,
-            &["rs"],
-            &["all"],
-        ),
-        res(
-            "policy",
-            "v1",
-            "PodDisruptionBudget",
-            "poddisruptionbudgets",
-            true,
-            true,
-            &["pdb"],
-            &[],
-        ),
+        res("", "v1", "ServiceAccount", "serviceaccounts", true, false, &["sa"], &[]),
+        res("events.k8s.io", "v1", "Event", "events", true, false, &["ev"], &[]),
+        res("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", true, false, &[], &[]),
+        res("coordination.k8s.io", "v1", "Lease", "leases", true, false, &[], &[]),
+        res("rbac.authorization.k8s.io", "v1", "Role", "roles", true, false, &[], &[]),
+        res("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", false, false, &[], &[]),
+        res("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", true, false, &[], &[]),
+        res("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", false, false, &[], &[]),
+        res("apps", "v1", "Deployment", "deployments", true, true, &["deploy"], &["all"]),
+        res("apps", "v1", "ReplicaSet", "replicasets", true, true, &["rs"], &["all"]),
+        res("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", true, true, &["pdb"], &[]),
         res(
             "apiextensions.k8s.io",
             "v1",
@@ -303,42 +159,12 @@ pub fn builtin() -> Vec<ResourceInfo> {
         ),
     ];
     for (group, kind, plural, namespaced) in [
-        (
-            "authorization.k8s.io",
-            "SelfSubjectAccessReview",
-            "selfsubjectaccessreviews",
-            false,
-        ),
-        (
-            "authorization.k8s.io",
-            "SelfSubjectRulesReview",
-            "selfsubjectrulesreviews",
-            false,
-        ),
-        (
-            "authorization.k8s.io",
-            "SubjectAccessReview",
-            "subjectaccessreviews",
-            false,
-        ),
-        (
-            "authorization.k8s.io",
-            "LocalSubjectAccessReview",
-            "localsubjectaccessreviews",
-            true,
-        ),
-        (
-            "authentication.k8s.io",
-            "TokenReview",
-            "tokenreviews",
-            false,
-        ),
-        (
-            "authentication.k8s.io",
-            "SelfSubjectReview",
-            "selfsubjectreviews",
-            false,
-        ),
+        ("authorization.k8s.io", "SelfSubjectAccessReview", "selfsubjectaccessreviews", false),
+        ("authorization.k8s.io", "SelfSubjectRulesReview", "selfsubjectrulesreviews", false),
+        ("authorization.k8s.io", "SubjectAccessReview", "subjectaccessreviews", false),
+        ("authorization.k8s.io", "LocalSubjectAccessReview", "localsubjectaccessreviews", true),
+        ("authentication.k8s.io", "TokenReview", "tokenreviews", false),
+        ("authentication.k8s.io", "SelfSubjectReview", "selfsubjectreviews", false),
     ] {
         let mut r = res(group, "v1", kind, plural, namespaced, false, &[], &[]);
         r.verbs = Verbs::CreateOnly;
@@ -370,9 +196,7 @@ impl Registry {
     /// Registers (or replaces) a resource version.
     pub fn add(&self, info: ResourceInfo) {
         let mut w = self.inner.write().unwrap_or_else(|e| e.into_inner());
-        w.retain(|r| {
-            !(r.group == info.group && r.version == info.version && r.plural == info.plural)
-        });
+        w.retain(|r| !(r.group == info.group && r.version == info.version && r.plural == info.plural));
         w.push(Arc::new(info));
     }
 
@@ -384,27 +208,17 @@ impl Registry {
 
     /// Looks a resource up by group, version and plural.
     pub fn lookup(&self, group: &str, version: &str, plural: &str) -> Option<Arc<ResourceInfo>> {
-        self.read()
-            .iter()
-            .find(|r| r.group == group && r.version == version && r.plural == plural)
-            .cloned()
+        self.read().iter().find(|r| r.group == group && r.version == version && r.plural == plural).cloned()
     }
 
     /// Looks a resource up by apiVersion and kind.
     pub fn lookup_kind(&self, api_version: &str, kind: &str) -> Option<Arc<ResourceInfo>> {
-        self.read()
-            .iter()
-            .find(|r| r.api_version() == api_version && r.kind == kind)
-            .cloned()
+        self.read().iter().find(|r| r.api_version() == api_version && r.kind == kind).cloned()
     }
 
     /// Every version of a stored resource.
     pub fn versions_of(&self, key: &ResKey) -> Vec<Arc<ResourceInfo>> {
-        self.read()
-            .iter()
-            .filter(|r| r.group == key.group && r.plural == key.plural)
-            .cloned()
-            .collect()
+        self.read().iter().filter(|r| r.group == key.group && r.plural == key.plural).cloned().collect()
     }
 
     /// All served resources.
@@ -435,13 +249,7 @@ pub fn from_crd(crd: &Value) -> Vec<ResourceInfo> {
         return vec![];
     };
     let strs = |v: &Value| -> Vec<String> {
-        v.as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|s| s.as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default()
+        v.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect()).unwrap_or_default()
     };
     let mut out = vec![];
     for ver in spec["versions"].as_array().into_iter().flatten() {
@@ -469,10 +277,7 @@ pub fn from_crd(crd: &Value) -> Vec<ResourceInfo> {
             version: version.into(),
             kind: kind.into(),
             plural: plural.into(),
-            singular: names["singular"]
-                .as_str()
-                .map(String::from)
-                .unwrap_or_else(|| kind.to_lowercase()),
+            singular: names["singular"].as_str().map(String::from).unwrap_or_else(|| kind.to_lowercase()),
             namespaced: spec["scope"].as_str() != Some("Cluster"),
             status_subresource: ver["subresources"]["status"].is_object(),
             short_names: strs(&names["shortNames"]),

@@ -13,10 +13,7 @@ fn attributes(spec: &Value, ns_default: &str) -> Attributes {
     let ra = &spec["resourceAttributes"];
     let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
     if ra.is_object() {
-        let ns = ra["namespace"]
-            .as_str()
-            .filter(|n| !n.is_empty())
-            .unwrap_or(ns_default);
+        let ns = ra["namespace"].as_str().filter(|n| !n.is_empty()).unwrap_or(ns_default);
         Attributes {
             verb: s(&ra["verb"]),
             group: s(&ra["group"]),
@@ -28,21 +25,13 @@ fn attributes(spec: &Value, ns_default: &str) -> Attributes {
         }
     } else {
         let nr = &spec["nonResourceAttributes"];
-        Attributes {
-            verb: s(&nr["verb"]),
-            path: s(&nr["path"]),
-            ..Default::default()
-        }
+        Attributes { verb: s(&nr["verb"]), path: s(&nr["path"]), ..Default::default() }
     }
 }
 
 fn user_from_spec(spec: &Value) -> UserInfo {
     let strs = |v: &Value| -> Vec<String> {
-        v.as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|x| x.as_str().map(String::from))
-            .collect()
+        v.as_array().into_iter().flatten().filter_map(|x| x.as_str().map(String::from)).collect()
     };
     UserInfo {
         name: spec["user"].as_str().unwrap_or_default().into(),
@@ -57,13 +46,7 @@ fn user_json(u: &UserInfo) -> Value {
 
 impl State {
     /// Answers a review create.
-    pub fn review(
-        &self,
-        info: &ResourceInfo,
-        ns: &str,
-        body: Value,
-        ctx: &Ctx,
-    ) -> ApiResult<Reply> {
+    pub fn review(&self, info: &ResourceInfo, ns: &str, body: Value, ctx: &Ctx) -> ApiResult<Reply> {
         let mut out = body;
         out["apiVersion"] = json!(info.api_version());
         out["kind"] = json!(info.kind);
@@ -77,8 +60,7 @@ impl State {
                 } else {
                     user_from_spec(&out["spec"])
                 };
-                let (allowed, reason) =
-                    authorize(&self.store, &user, &attributes(&out["spec"], ns));
+                let (allowed, reason) = authorize(&self.store, &user, &attributes(&out["spec"], ns));
                 out["status"] = json!({"allowed": allowed});
                 if !reason.is_empty() {
                     out["status"]["reason"] = json!(reason);
@@ -90,7 +72,8 @@ impl State {
                     crate::auth::rules_for(&self.store, &ctx.user, &ns)
                         .into_iter()
                         .partition(|r| r.get("nonResourceURLs").is_none());
-                out["status"] = json!({"resourceRules": resource, "nonResourceRules": non_resource, "incomplete": false});
+                out["status"] =
+                    json!({"resourceRules": resource, "nonResourceRules": non_resource, "incomplete": false});
             }
             "tokenreviews" => {
                 let token = out["spec"]["token"].as_str().unwrap_or_default();
@@ -101,10 +84,6 @@ impl State {
             }
             _ => out["status"] = json!({"userInfo": user_json(&ctx.user)}),
         }
-        Ok(Reply {
-            body: out,
-            code: 201,
-            warnings: vec![],
-        })
+        Ok(Reply { body: out, code: 201, warnings: vec![] })
     }
 }

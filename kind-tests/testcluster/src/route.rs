@@ -29,11 +29,7 @@ pub fn parse_resource_path(path: &str) -> Option<ResourcePath> {
         _ => return None,
     };
     let s = |i: usize| rest.get(i).map(|x| percent_decode(x));
-    let mut p = ResourcePath {
-        group: group.into(),
-        version: version.into(),
-        ..Default::default()
-    };
+    let mut p = ResourcePath { group: group.into(), version: version.into(), ..Default::default() };
     if rest[0] == "namespaces" && rest.len() >= 3 && !matches!(rest[2], "status" | "finalize") {
         p.namespace = s(1);
         p.plural = rest[2].into();
@@ -62,8 +58,7 @@ pub fn percent_decode(s: &str) -> String {
         match b[i] {
             b'+' => out.push(b' '),
             b'%' if i + 2 < b.len() => {
-                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16)
-                {
+                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16) {
                     Ok(v) => {
                         out.push(v);
                         i += 2;
@@ -98,29 +93,15 @@ mod tests {
     fn resource_paths() {
         let p = parse_resource_path("/api/v1/namespaces/default/pods/p1/status").unwrap();
         assert_eq!(
-            (
-                p.namespace.as_deref(),
-                p.plural.as_str(),
-                p.name.as_deref(),
-                p.subresource.as_deref()
-            ),
+            (p.namespace.as_deref(), p.plural.as_str(), p.name.as_deref(), p.subresource.as_deref()),
             (Some("default"), "pods", Some("p1"), Some("status"))
         );
         let n = parse_resource_path("/api/v1/namespaces/default").unwrap();
-        assert_eq!(
-            (n.plural.as_str(), n.name.as_deref()),
-            ("namespaces", Some("default"))
-        );
+        assert_eq!((n.plural.as_str(), n.name.as_deref()), ("namespaces", Some("default")));
         let ns = parse_resource_path("/api/v1/namespaces/x/status").unwrap();
-        assert_eq!(
-            (ns.plural.as_str(), ns.subresource.as_deref()),
-            ("namespaces", Some("status"))
-        );
+        assert_eq!((ns.plural.as_str(), ns.subresource.as_deref()), ("namespaces", Some("status")));
         let c = parse_resource_path("/apis/example.com/v1/widgets").unwrap();
-        assert_eq!(
-            (c.group.as_str(), c.plural.as_str(), c.namespace),
-            ("example.com", "widgets", None)
-        );
+        assert_eq!((c.group.as_str(), c.plural.as_str(), c.namespace), ("example.com", "widgets", None));
         assert!(parse_resource_path("/api/v1").is_none());
     }
 

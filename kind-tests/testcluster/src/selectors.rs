@@ -34,11 +34,7 @@ fn split_top(s: &str) -> Vec<&str> {
         }
     }
     parts.push(&s[start..]);
-    parts
-        .into_iter()
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .collect()
+    parts.into_iter().map(str::trim).filter(|p| !p.is_empty()).collect()
 }
 
 fn set_values(s: &str) -> ApiResult<Vec<String>> {
@@ -46,16 +42,8 @@ fn set_values(s: &str) -> ApiResult<Vec<String>> {
     let inner = s
         .strip_prefix('(')
         .and_then(|s| s.strip_suffix(')'))
-        .ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "unable to parse requirement: found '{s}', expected: '('"
-            ))
-        })?;
-    Ok(inner
-        .split(',')
-        .map(|v| v.trim().to_string())
-        .filter(|v| !v.is_empty())
-        .collect())
+        .ok_or_else(|| ApiError::bad_request(format!("unable to parse requirement: found '{s}', expected: '('")))?;
+    Ok(inner.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect())
 }
 
 impl LabelSelector {
@@ -74,9 +62,7 @@ impl LabelSelector {
             } else if let Some((k, v)) = part.split_once(" in ") {
                 Req::In(k.trim().into(), set_values(v)?)
             } else if part.contains([' ', '(', ')']) {
-                return Err(ApiError::bad_request(format!(
-                    "unable to parse requirement: {part}"
-                )));
+                return Err(ApiError::bad_request(format!("unable to parse requirement: {part}")));
             } else {
                 Req::Exists(part.to_string())
             };
@@ -132,17 +118,12 @@ impl FieldSelector {
             } else if let Some((k, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
                 (k, true, v)
             } else {
-                return Err(ApiError::bad_request(format!(
-                    "invalid selector: '{s}'; can't understand '{part}'"
-                )));
+                return Err(ApiError::bad_request(format!("invalid selector: '{s}'; can't understand '{part}'")));
             };
             let k = k.trim();
-            let known =
-                COMMON_FIELDS.contains(&k) || extra_fields.is_none_or(|f| f.iter().any(|x| x == k));
+            let known = COMMON_FIELDS.contains(&k) || extra_fields.is_none_or(|f| f.iter().any(|x| x == k));
             if !known {
-                return Err(ApiError::bad_request(format!(
-                    "field label not supported: {k}"
-                )));
+                return Err(ApiError::bad_request(format!("field label not supported: {k}")));
             }
             reqs.push((k.to_string(), eq, v.trim().to_string()));
         }
@@ -190,11 +171,7 @@ mod tests {
             ("!missing", true),
             ("", true),
         ] {
-            assert_eq!(
-                LabelSelector::parse(sel).unwrap().matches(&o),
-                want,
-                "{sel}"
-            );
+            assert_eq!(LabelSelector::parse(sel).unwrap().matches(&o), want, "{sel}");
         }
         assert!(LabelSelector::parse("app in web").is_err());
     }
@@ -203,21 +180,9 @@ mod tests {
     fn field_selector_forms() {
         let o = json!({"metadata": {"name": "p", "namespace": "n"}, "spec": {"nodeName": "gw"}, "status": {"phase": "Running"}});
         let any = None;
-        assert!(
-            FieldSelector::parse("metadata.name=p,spec.nodeName=gw", any)
-                .unwrap()
-                .matches(&o)
-        );
-        assert!(
-            !FieldSelector::parse("status.phase!=Running", any)
-                .unwrap()
-                .matches(&o)
-        );
-        assert!(
-            FieldSelector::parse("spec.nodeName=", any)
-                .unwrap()
-                .matches(&json!({}))
-        );
+        assert!(FieldSelector::parse("metadata.name=p,spec.nodeName=gw", any).unwrap().matches(&o));
+        assert!(!FieldSelector::parse("status.phase!=Running", any).unwrap().matches(&o));
+        assert!(FieldSelector::parse("spec.nodeName=", any).unwrap().matches(&json!({})));
         let crd_fields: Vec<String> = vec![];
         let e = FieldSelector::parse("spec.x=1", Some(&crd_fields)).unwrap_err();
         assert_eq!(e.message, "field label not supported: spec.x");

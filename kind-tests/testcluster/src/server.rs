@@ -21,10 +21,7 @@ pub async fn serve(
     mut stop: watch::Receiver<bool>,
 ) {
     let acceptor = TlsAcceptor::from(tls);
-    let addr = listener
-        .local_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
+    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
     let mut conns = JoinSet::new();
     loop {
         let accepted = tokio::select! {
@@ -50,10 +47,7 @@ pub async fn serve(
                 }
             };
             let svc = service_fn(move |req| crate::http::handle(state.clone(), addr.clone(), req));
-            if let Err(e) = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), svc)
-                .await
-            {
+            if let Err(e) = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), svc).await {
                 tracing::debug!(%peer, error = %e, "connection ended with error");
             }
         });

@@ -56,11 +56,7 @@ pub struct Reply {
 impl Reply {
     /// 200 with a body.
     pub fn ok(body: Value) -> Self {
-        Reply {
-            body,
-            code: 200,
-            warnings: vec![],
-        }
+        Reply { body, code: 200, warnings: vec![] }
     }
 }
 
@@ -77,10 +73,7 @@ pub fn new_uid() -> String {
 /// The 5-character suffix of `generateName`.
 pub fn name_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    uuid::Uuid::new_v4().as_bytes()[..5]
-        .iter()
-        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
-        .collect()
+    uuid::Uuid::new_v4().as_bytes()[..5].iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect()
 }
 
 /// `metadata.namespace` ("" if absent).

@@ -47,41 +47,24 @@ fn details(info: &ResourceInfo, name: &str) -> Value {
 
 impl ApiError {
     fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            code,
-            reason,
-            message: message.into(),
-            details: None,
-        }
+        ApiError { code, reason, message: message.into(), details: None }
     }
 
     /// 404 for a named object.
     pub fn not_found(info: &ResourceInfo, name: &str) -> Self {
-        let mut e = Self::new(
-            404,
-            "NotFound",
-            format!("{} \"{name}\" not found", info.qualified_plural()),
-        );
+        let mut e = Self::new(404, "NotFound", format!("{} \"{name}\" not found", info.qualified_plural()));
         e.details = Some(details(info, name));
         e
     }
 
     /// 404 for a path the server does not serve.
     pub fn path_not_found() -> Self {
-        Self::new(
-            404,
-            "NotFound",
-            "the server could not find the requested resource",
-        )
+        Self::new(404, "NotFound", "the server could not find the requested resource")
     }
 
     /// 409 AlreadyExists.
     pub fn already_exists(info: &ResourceInfo, name: &str) -> Self {
-        let mut e = Self::new(
-            409,
-            "AlreadyExists",
-            format!("{} \"{name}\" already exists", info.qualified_plural()),
-        );
+        let mut e = Self::new(409, "AlreadyExists", format!("{} \"{name}\" already exists", info.qualified_plural()));
         e.details = Some(details(info, name));
         e
     }
@@ -91,10 +74,7 @@ impl ApiError {
         let mut e = Self::new(
             409,
             "Conflict",
-            format!(
-                "Operation cannot be fulfilled on {} \"{name}\": {why}",
-                info.qualified_plural()
-            ),
+            format!("Operation cannot be fulfilled on {} \"{name}\": {why}", info.qualified_plural()),
         );
         e.details = Some(details(info, name));
         e
@@ -110,18 +90,11 @@ impl ApiError {
     }
 
     /// 409 for server-side apply conflicts; `conflicts` are (manager, field path).
-    pub fn apply_conflict(
-        info: &ResourceInfo,
-        name: &str,
-        version: &str,
-        conflicts: &[(String, String)],
-    ) -> Self {
+    pub fn apply_conflict(info: &ResourceInfo, name: &str, version: &str, conflicts: &[(String, String)]) -> Self {
         let n = conflicts.len();
         let plural = if n == 1 { "conflict" } else { "conflicts" };
-        let lines: Vec<String> = conflicts
-            .iter()
-            .map(|(m, f)| format!("conflict with \"{m}\" using {version}: {f}"))
-            .collect();
+        let lines: Vec<String> =
+            conflicts.iter().map(|(m, f)| format!("conflict with \"{m}\" using {version}: {f}")).collect();
         let message = if n == 1 {
             format!("Apply failed with 1 conflict: {}", lines[0])
         } else {
@@ -132,8 +105,7 @@ impl ApiError {
             .map(|(m, f)| json!({"reason": "FieldManagerConflict", "message": format!("conflict with \"{m}\" using {version}"), "field": f}))
             .collect();
         let mut e = Self::new(409, "Conflict", message);
-        e.details =
-            Some(json!({"name": name, "group": info.group, "kind": info.plural, "causes": causes}));
+        e.details = Some(json!({"name": name, "group": info.group, "kind": info.plural, "causes": causes}));
         e
     }
 
@@ -141,34 +113,18 @@ impl ApiError {
     pub fn invalid(info: &ResourceInfo, name: &str, causes: Vec<Cause>) -> Self {
         let texts: Vec<String> = causes
             .iter()
-            .map(|c| {
-                if c.field.is_empty() {
-                    c.message.clone()
-                } else {
-                    format!("{}: {}", c.field, c.message)
-                }
-            })
+            .map(|c| if c.field.is_empty() { c.message.clone() } else { format!("{}: {}", c.field, c.message) })
             .collect();
-        let joined = if texts.len() == 1 {
-            texts[0].clone()
-        } else {
-            format!("[{}]", texts.join(", "))
-        };
+        let joined = if texts.len() == 1 { texts[0].clone() } else { format!("[{}]", texts.join(", ")) };
         let message = if info.group.is_empty() {
             format!("{} \"{name}\" is invalid: {joined}", info.kind)
         } else {
-            format!(
-                "{}.{} \"{name}\" is invalid: {joined}",
-                info.kind, info.group
-            )
+            format!("{}.{} \"{name}\" is invalid: {joined}", info.kind, info.group)
         };
-        let causes: Vec<Value> = causes
-            .iter()
-            .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
-            .collect();
+        let causes: Vec<Value> =
+            causes.iter().map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field})).collect();
         let mut e = Self::new(422, "Invalid", message);
-        e.details =
-            Some(json!({"name": name, "group": info.group, "kind": info.kind, "causes": causes}));
+        e.details = Some(json!({"name": name, "group": info.group, "kind": info.kind, "causes": causes}));
         e
     }
 
@@ -195,16 +151,8 @@ impl ApiError {
             Some(ns) => format!(" in the namespace \"{ns}\""),
             None => " at the cluster scope".to_string(),
         };
-        let what = if group.is_empty() {
-            info_plural.to_string()
-        } else {
-            format!("{info_plural}.{group}")
-        };
-        let named = if name.is_empty() {
-            String::new()
-        } else {
-            format!(" \"{name}\"")
-        };
+        let what = if group.is_empty() { info_plural.to_string() } else { format!("{info_plural}.{group}") };
+        let named = if name.is_empty() { String::new() } else { format!(" \"{name}\"") };
         let mut e = Self::new(
             403,
             "Forbidden",
@@ -218,11 +166,7 @@ impl ApiError {
 
     /// 403 Forbidden for other reasons (terminating namespace...).
     pub fn forbidden(info: &ResourceInfo, name: &str, why: &str) -> Self {
-        let mut e = Self::new(
-            403,
-            "Forbidden",
-            format!("{} \"{name}\" is forbidden: {why}", info.qualified_plural()),
-        );
+        let mut e = Self::new(403, "Forbidden", format!("{} \"{name}\" is forbidden: {why}", info.qualified_plural()));
         e.details = Some(details(info, name));
         e
     }
@@ -234,11 +178,7 @@ impl ApiError {
 
     /// 410 Gone / Expired for a too-old resourceVersion.
     pub fn expired(requested: u64, oldest: u64) -> Self {
-        Self::new(
-            410,
-            "Expired",
-            format!("too old resource version: {requested} ({oldest})"),
-        )
+        Self::new(410, "Expired", format!("too old resource version: {requested} ({oldest})"))
     }
 
     /// 415 UnsupportedMediaType.
@@ -259,11 +199,7 @@ impl ApiError {
 
     /// 500 InternalError.
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(
-            500,
-            "InternalError",
-            format!("Internal error occurred: {}", message.into()),
-        )
+        Self::new(500, "InternalError", format!("Internal error occurred: {}", message.into()))
     }
 
     /// The `Status` object.
@@ -310,24 +246,12 @@ mod tests {
 
     #[test]
     fn invalid_joins_causes() {
-        let cm = builtin()
-            .into_iter()
-            .find(|r| r.plural == "configmaps")
-            .unwrap();
-        let c = |f: &str| Cause {
-            reason: "FieldValueInvalid".into(),
-            message: "Invalid value: 1".into(),
-            field: f.into(),
-        };
+        let cm = builtin().into_iter().find(|r| r.plural == "configmaps").unwrap();
+        let c =
+            |f: &str| Cause { reason: "FieldValueInvalid".into(), message: "Invalid value: 1".into(), field: f.into() };
         let e = ApiError::invalid(&cm, "x", vec![c("a"), c("b")]);
-        assert_eq!(
-            e.message,
-            "ConfigMap \"x\" is invalid: [a: Invalid value: 1, b: Invalid value: 1]"
-        );
+        assert_eq!(e.message, "ConfigMap \"x\" is invalid: [a: Invalid value: 1, b: Invalid value: 1]");
         let one = ApiError::invalid(&cm, "x", vec![c("a")]);
-        assert_eq!(
-            one.message,
-            "ConfigMap \"x\" is invalid: a: Invalid value: 1"
-        );
+        assert_eq!(one.message, "ConfigMap \"x\" is invalid: a: Invalid value: 1");
     }
 }

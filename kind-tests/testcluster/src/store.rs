@@ -156,11 +156,7 @@ impl Store {
     /// An empty store keeping `log_capacity` events.
     pub fn new(log_capacity: usize) -> Self {
         let (tx, _) = broadcast::channel(16_384);
-        Store {
-            inner: RwLock::new(Inner::default()),
-            tx,
-            log_capacity,
-        }
+        Store { inner: RwLock::new(Inner::default()), tx, log_capacity }
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
@@ -183,21 +179,12 @@ impl Store {
 
     /// One object.
     pub fn get(&self, key: &ResKey, ns: &str, name: &str) -> Option<Arc<Value>> {
-        self.read()
-            .tables
-            .get(key)?
-            .get(&(ns.to_string(), name.to_string()))
-            .cloned()
+        self.read().tables.get(key)?.get(&(ns.to_string(), name.to_string())).cloned()
     }
 
     /// Objects of a resource (in one namespace if given), sorted by namespace
     /// and name, from `after` (exclusive), with the resourceVersion of the snapshot.
-    pub fn list(
-        &self,
-        key: &ResKey,
-        ns: Option<&str>,
-        after: Option<&(String, String)>,
-    ) -> (Vec<Arc<Value>>, u64) {
+    pub fn list(&self, key: &ResKey, ns: Option<&str>, after: Option<&(String, String)>) -> (Vec<Arc<Value>>, u64) {
         let inner = self.read();
         let Some(table) = inner.tables.get(key) else {
             return (vec![], inner.rv);
@@ -249,11 +236,7 @@ impl Store {
     /// Every object of every resource (for the controllers and persistence).
     pub fn all(&self) -> Vec<(ResKey, Arc<Value>)> {
         let inner = self.read();
-        inner
-            .tables
-            .iter()
-            .flat_map(|(k, t)| t.values().map(move |v| (k.clone(), v.clone())))
-            .collect()
+        inner.tables.iter().flat_map(|(k, t)| t.values().map(move |v| (k.clone(), v.clone()))).collect()
     }
 
     /// Where the object with this uid lives.
@@ -285,27 +268,14 @@ impl Store {
                 let obj = Arc::new(obj);
                 let uid = meta_str(&obj, "uid").to_string();
                 if !uid.is_empty() {
-                    inner
-                        .uids
-                        .insert(uid, (key.clone(), ns.to_string(), name.to_string()));
+                    inner.uids.insert(uid, (key.clone(), ns.to_string(), name.to_string()));
                 }
                 if let Some(old) = &current {
                     inner.unindex_labels(key, &id, old);
                 }
                 inner.index_labels(key, &id, &obj);
-                inner
-                    .tables
-                    .entry(key.clone())
-                    .or_default()
-                    .insert(id, obj.clone());
-                (
-                    if current.is_some() {
-                        EventType::Modified
-                    } else {
-                        EventType::Added
-                    },
-                    obj,
-                )
+                inner.tables.entry(key.clone()).or_default().insert(id, obj.clone());
+                (if current.is_some() { EventType::Modified } else { EventType::Added }, obj)
             }
             Write::Delete => {
                 let Some(cur) = current.clone() else {
@@ -353,12 +323,7 @@ impl Store {
         }
         let rx = self.tx.subscribe();
         let start = inner.log.partition_point(|e| e.rv <= since);
-        let backlog = inner
-            .log
-            .range(start..)
-            .filter(|e| &e.key == key)
-            .cloned()
-            .collect();
+        let backlog = inner.log.range(start..).filter(|e| &e.key == key).cloned().collect();
         Ok((backlog, rx))
     }
 
@@ -375,11 +340,8 @@ impl Store {
     /// A snapshot for persistence: `{"resourceVersion": n, "objects": [[group, plural, obj]...]}`.
     pub fn dump(&self) -> Value {
         let inner = self.read();
-        let objects: Vec<Value> = inner
-            .tables
-            .iter()
-            .flat_map(|(k, t)| t.values().map(move |v| json!([k.group, k.plural, &**v])))
-            .collect();
+        let objects: Vec<Value> =
+            inner.tables.iter().flat_map(|(k, t)| t.values().map(move |v| json!([k.group, k.plural, &**v]))).collect();
         json!({"resourceVersion": inner.rv, "objects": objects})
     }
 
@@ -393,22 +355,13 @@ impl Store {
                 continue;
             };
             let obj = entry[2].clone();
-            let key = ResKey {
-                group: group.into(),
-                plural: plural.into(),
-            };
+            let key = ResKey { group: group.into(), plural: plural.into() };
             let key_for_index = key.clone();
             let ns = meta_str(&obj, "namespace").to_string();
             let name = meta_str(&obj, "name").to_string();
             let uid = meta_str(&obj, "uid").to_string();
-            inner
-                .uids
-                .insert(uid, (key.clone(), ns.clone(), name.clone()));
-            inner
-                .tables
-                .entry(key)
-                .or_default()
-                .insert((ns.clone(), name.clone()), Arc::new(obj.clone()));
+            inner.uids.insert(uid, (key.clone(), ns.clone(), name.clone()));
+            inner.tables.entry(key).or_default().insert((ns.clone(), name.clone()), Arc::new(obj.clone()));
             inner.index_labels(&key_for_index, &(ns, name), &obj);
         }
     }
@@ -419,19 +372,12 @@ mod tests {
     use super::*;
 
     fn key() -> ResKey {
-        ResKey {
-            group: String::new(),
-            plural: "configmaps".into(),
-        }
+        ResKey { group: String::new(), plural: "configmaps".into() }
     }
 
     fn put(s: &Store, ns: &str, name: &str) -> Arc<Value> {
-        let obj =
-            json!({"metadata": {"name": name, "namespace": ns, "uid": format!("{ns}-{name}")}});
-        s.mutate(&key(), ns, name, |_| Ok((Write::Put(obj), ())))
-            .unwrap()
-            .0
-            .unwrap()
+        let obj = json!({"metadata": {"name": name, "namespace": ns, "uid": format!("{ns}-{name}")}});
+        s.mutate(&key(), ns, name, |_| Ok((Write::Put(obj), ()))).unwrap().0.unwrap()
     }
 
     #[test]
@@ -462,31 +408,17 @@ mod tests {
         let s = Store::default();
         let put_l = |name: &str, app: &str| {
             let obj = json!({"metadata": {"name": name, "namespace": "a", "labels": {"app": app}}});
-            s.mutate(&key(), "a", name, |_| Ok((Write::Put(obj), ())))
-                .unwrap();
+            s.mutate(&key(), "a", name, |_| Ok((Write::Put(obj), ()))).unwrap();
         };
         put_l("x", "web");
         put_l("y", "web");
         put_l("z", "db");
-        assert_eq!(
-            s.list_labeled(&key(), Some("a"), ("app", "web"), None)
-                .0
-                .len(),
-            2
-        );
+        assert_eq!(s.list_labeled(&key(), Some("a"), ("app", "web"), None).0.len(), 2);
         put_l("y", "db");
-        assert_eq!(
-            s.list_labeled(&key(), None, ("app", "web"), None).0.len(),
-            1
-        );
-        s.mutate(&key(), "a", "z", |_| Ok((Write::Delete, ())))
-            .unwrap();
+        assert_eq!(s.list_labeled(&key(), None, ("app", "web"), None).0.len(), 1);
+        s.mutate(&key(), "a", "z", |_| Ok((Write::Delete, ()))).unwrap();
         assert_eq!(s.list_labeled(&key(), None, ("app", "db"), None).0.len(), 1);
-        assert!(
-            s.list_labeled(&key(), Some("b"), ("app", "db"), None)
-                .0
-                .is_empty()
-        );
+        assert!(s.list_labeled(&key(), Some("b"), ("app", "db"), None).0.is_empty());
     }
 
     #[test]
@@ -505,9 +437,7 @@ mod tests {
         let s = Store::default();
         put(&s, "a", "x");
         let mut rx = s.subscribe();
-        let (last, ()) = s
-            .mutate(&key(), "a", "x", |_| Ok((Write::Delete, ())))
-            .unwrap();
+        let (last, ()) = s.mutate(&key(), "a", "x", |_| Ok((Write::Delete, ()))).unwrap();
         assert_eq!(last.unwrap()["metadata"]["resourceVersion"], "2");
         let e = rx.try_recv().unwrap();
         assert_eq!(e.etype, EventType::Deleted);

@@ -19,27 +19,15 @@ pub fn go_value(v: &Value) -> String {
 }
 
 fn cause(reason: &str, field: &str, message: String) -> Cause {
-    Cause {
-        reason: reason.into(),
-        message,
-        field: field.into(),
-    }
+    Cause { reason: reason.into(), message, field: field.into() }
 }
 
 fn invalid(field: &str, value: &str, detail: String) -> Cause {
-    cause(
-        "FieldValueInvalid",
-        field,
-        format!("Invalid value: {value}: {detail}"),
-    )
+    cause("FieldValueInvalid", field, format!("Invalid value: {value}: {detail}"))
 }
 
 fn join(path: &str, key: &str) -> String {
-    if path.is_empty() {
-        key.to_string()
-    } else {
-        format!("{path}.{key}")
-    }
+    if path.is_empty() { key.to_string() } else { format!("{path}.{key}") }
 }
 
 fn type_name(v: &Value) -> &'static str {
@@ -71,11 +59,7 @@ pub fn validate(s: &Value, v: &Value, path: &str, out: &mut Vec<Cause>) {
         }
         if let Some(t) = s.get("type").and_then(Value::as_str) {
             let msg = format!("{path} in body must be of type {t}: \"null\"");
-            out.push(cause(
-                "FieldValueTypeInvalid",
-                path,
-                format!("Invalid value: \"null\": {msg}"),
-            ));
+            out.push(cause("FieldValueTypeInvalid", path, format!("Invalid value: \"null\": {msg}")));
         }
         return;
     }
@@ -83,11 +67,7 @@ pub fn validate(s: &Value, v: &Value, path: &str, out: &mut Vec<Cause>) {
         if !(v.is_string() || type_name(v) == "integer") {
             let got = type_name(v);
             let msg = format!("{path} in body must be of type integer,string: \"{got}\"");
-            out.push(cause(
-                "FieldValueTypeInvalid",
-                path,
-                format!("Invalid value: \"{got}\": {msg}"),
-            ));
+            out.push(cause("FieldValueTypeInvalid", path, format!("Invalid value: \"{got}\": {msg}")));
             return;
         }
     } else if let Some(t) = s.get("type").and_then(Value::as_str)
@@ -95,11 +75,7 @@ pub fn validate(s: &Value, v: &Value, path: &str, out: &mut Vec<Cause>) {
     {
         let got = type_name(v);
         let msg = format!("{path} in body must be of type {t}: \"{got}\"");
-        out.push(cause(
-            "FieldValueTypeInvalid",
-            path,
-            format!("Invalid value: \"{got}\": {msg}"),
-        ));
+        out.push(cause("FieldValueTypeInvalid", path, format!("Invalid value: \"{got}\": {msg}")));
         return;
     }
     check_enum(s, v, path, out);
@@ -120,11 +96,7 @@ fn check_enum(s: &Value, v: &Value, path: &str, out: &mut Vec<Cause>) {
         out.push(cause(
             "FieldValueNotSupported",
             path,
-            format!(
-                "Unsupported value: {}: supported values: {}",
-                go_value(v),
-                list.join(", ")
-            ),
+            format!("Unsupported value: {}: supported values: {}", go_value(v), list.join(", ")),
         ));
     }
 }
@@ -138,11 +110,7 @@ fn check_format(s: &Value, v: &Value, path: &str, out: &mut Vec<Cause>) {
         && !format_ok(f, v)
     {
         let shown = go_value(v);
-        out.push(invalid(
-            path,
-            &shown,
-            format!("{path} in body must be of type {f}: {shown}"),
-        ));
+        out.push(invalid(path, &shown, format!("{path} in body must be of type {f}: {shown}")));
     }
 }
 
@@ -152,29 +120,17 @@ fn check_string(s: &Value, st: &str, v: &Value, path: &str, out: &mut Vec<Cause>
     if let Some(max) = u(s, "maxLength")
         && chars > max
     {
-        out.push(cause(
-            "FieldValueTooLong",
-            path,
-            format!("Too long: may not be more than {max} bytes"),
-        ));
+        out.push(cause("FieldValueTooLong", path, format!("Too long: may not be more than {max} bytes")));
     }
     if let Some(min) = u(s, "minLength")
         && chars < min
     {
-        out.push(invalid(
-            path,
-            &shown,
-            format!("{path} in body should be at least {min} chars long"),
-        ));
+        out.push(invalid(path, &shown, format!("{path} in body should be at least {min} chars long")));
     }
     if let Some(p) = s.get("pattern").and_then(Value::as_str)
         && regex::Regex::new(p).is_ok_and(|re| !re.is_match(st))
     {
-        out.push(invalid(
-            path,
-            &shown,
-            format!("{path} in body should match '{p}'"),
-        ));
+        out.push(invalid(path, &shown, format!("{path} in body should match '{p}'")));
     }
     check_format(s, v, path, out);
 }
@@ -186,44 +142,24 @@ fn check_number(s: &Value, v: &Value, path: &str, out: &mut Vec<Cause>) {
     if let Some(max) = s.get("maximum") {
         let m = max.as_f64().unwrap_or(f64::MAX);
         if excl("exclusiveMaximum") && x >= m {
-            out.push(invalid(
-                path,
-                &shown,
-                format!("{path} in body should be less than {max}"),
-            ));
+            out.push(invalid(path, &shown, format!("{path} in body should be less than {max}")));
         } else if x > m {
-            out.push(invalid(
-                path,
-                &shown,
-                format!("{path} in body should be less than or equal to {max}"),
-            ));
+            out.push(invalid(path, &shown, format!("{path} in body should be less than or equal to {max}")));
         }
     }
     if let Some(min) = s.get("minimum") {
         let m = min.as_f64().unwrap_or(f64::MIN);
         if excl("exclusiveMinimum") && x <= m {
-            out.push(invalid(
-                path,
-                &shown,
-                format!("{path} in body should be greater than {min}"),
-            ));
+            out.push(invalid(path, &shown, format!("{path} in body should be greater than {min}")));
         } else if x < m {
-            out.push(invalid(
-                path,
-                &shown,
-                format!("{path} in body should be greater than or equal to {min}"),
-            ));
+            out.push(invalid(path, &shown, format!("{path} in body should be greater than or equal to {min}")));
         }
     }
     if let Some(mo) = s.get("multipleOf").and_then(Value::as_f64)
         && mo > 0.0
         && (x / mo).fract() != 0.0
     {
-        out.push(invalid(
-            path,
-            &shown,
-            format!("{path} in body should be a multiple of {}", s["multipleOf"]),
-        ));
+        out.push(invalid(path, &shown, format!("{path} in body should be a multiple of {}", s["multipleOf"])));
     }
     check_format(s, v, path, out);
 }
@@ -233,20 +169,12 @@ fn check_array(s: &Value, items: &[Value], path: &str, out: &mut Vec<Cause>) {
     if let Some(max) = u(s, "maxItems")
         && n > max
     {
-        out.push(cause(
-            "FieldValueTooMany",
-            path,
-            format!("Too many: {n}: must have at most {max} items"),
-        ));
+        out.push(cause("FieldValueTooMany", path, format!("Too many: {n}: must have at most {max} items")));
     }
     if let Some(min) = u(s, "minItems")
         && n < min
     {
-        out.push(invalid(
-            path,
-            &n.to_string(),
-            format!("{path} in body should have at least {min} items"),
-        ));
+        out.push(invalid(path, &n.to_string(), format!("{path} in body should have at least {min} items")));
     }
     if let Some(is) = s.get("items") {
         for (i, it) in items.iter().enumerate() {
@@ -276,25 +204,17 @@ fn check_list_type(s: &Value, items: &[Value], path: &str, out: &mut Vec<Cause>)
                 .map(|a| a.iter().filter_map(Value::as_str).collect())
                 .unwrap_or_default();
             let key_of = |it: &Value| -> Vec<Value> {
-                keys.iter()
-                    .map(|k| it.get(*k).cloned().unwrap_or(Value::Null))
-                    .collect()
+                keys.iter().map(|k| it.get(*k).cloned().unwrap_or(Value::Null)).collect()
             };
             for (i, it) in items.iter().enumerate() {
                 let k = key_of(it);
                 if items[..i].iter().any(|o| key_of(o) == k) {
-                    let shown: Vec<String> = keys
-                        .iter()
-                        .zip(&k)
-                        .map(|(n, v)| format!("\"{n}\":{}", go_value(v)))
-                        .collect();
+                    let shown: Vec<String> =
+                        keys.iter().zip(&k).map(|(n, v)| format!("\"{n}\":{}", go_value(v))).collect();
                     out.push(cause(
                         "FieldValueDuplicate",
                         &format!("{path}[{i}]"),
-                        format!(
-                            "Duplicate value: map[string]interface {{}}{{{}}}",
-                            shown.join(", ")
-                        ),
+                        format!("Duplicate value: map[string]interface {{}}{{{}}}", shown.join(", ")),
                     ));
                 }
             }
@@ -308,49 +228,25 @@ fn check_object(s: &Value, m: &serde_json::Map<String, Value>, path: &str, out: 
     if let Some(max) = u(s, "maxProperties")
         && n > max
     {
-        out.push(cause(
-            "FieldValueTooMany",
-            path,
-            format!("Too many: {n}: must have at most {max} items"),
-        ));
+        out.push(cause("FieldValueTooMany", path, format!("Too many: {n}: must have at most {max} items")));
     }
     if let Some(min) = u(s, "minProperties")
         && n < min
     {
-        out.push(invalid(
-            path,
-            &n.to_string(),
-            format!("{path} in body should have at least {min} properties"),
-        ));
+        out.push(invalid(path, &n.to_string(), format!("{path} in body should have at least {min} properties")));
     }
-    if s.get("x-kubernetes-embedded-resource")
-        .and_then(Value::as_bool)
-        == Some(true)
-    {
+    if s.get("x-kubernetes-embedded-resource").and_then(Value::as_bool) == Some(true) {
         for k in ["apiVersion", "kind"] {
             if m.get(k).and_then(Value::as_str).is_none_or(str::is_empty) {
-                out.push(cause(
-                    "FieldValueRequired",
-                    &join(path, k),
-                    "Required value".into(),
-                ));
+                out.push(cause("FieldValueRequired", &join(path, k), "Required value".into()));
             }
         }
     }
-    for r in s
-        .get("required")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for r in s.get("required").and_then(Value::as_array).into_iter().flatten() {
         if let Some(k) = r.as_str()
             && !m.contains_key(k)
         {
-            out.push(cause(
-                "FieldValueRequired",
-                &join(path, k),
-                "Required value".into(),
-            ));
+            out.push(cause("FieldValueRequired", &join(path, k), "Required value".into()));
         }
     }
     let props = s.get("properties").and_then(Value::as_object);
@@ -374,9 +270,7 @@ mod tests {
     fn run(s: Value, v: Value) -> Vec<(String, String, String)> {
         let mut out = vec![];
         validate(&s, &v, "spec", &mut out);
-        out.into_iter()
-            .map(|c| (c.reason, c.field, c.message))
-            .collect()
+        out.into_iter().map(|c| (c.reason, c.field, c.message)).collect()
     }
 
     #[test]
@@ -452,13 +346,7 @@ mod tests {
                 "spec",
                 "Too many: 2: must have at most 1 items",
             ),
-            (
-                json!({"type": "object", "required": ["x"]}),
-                json!({}),
-                "FieldValueRequired",
-                "spec.x",
-                "Required value",
-            ),
+            (json!({"type": "object", "required": ["x"]}), json!({}), "FieldValueRequired", "spec.x", "Required value"),
             (
                 json!({"type": "integer", "format": "int32"}),
                 json!(5_000_000_000_i64),
@@ -532,32 +420,16 @@ mod tests {
         ];
         for (s, v, reason, field, msg) in cases {
             let got = run(s.clone(), v.clone());
-            assert_eq!(
-                got,
-                vec![(reason.to_string(), field.to_string(), msg.to_string())],
-                "{s} {v}"
-            );
+            assert_eq!(got, vec![(reason.to_string(), field.to_string(), msg.to_string())], "{s} {v}");
         }
         let ok = [
             (json!({"type": "string", "nullable": true}), Value::Null),
             (json!({"x-kubernetes-int-or-string": true}), json!(3)),
             (json!({"type": "number"}), json!(3)),
-            (
-                json!({"type": "string", "format": "cidr"}),
-                json!("10.0.0.0/8"),
-            ),
-            (
-                json!({"type": "string", "format": "duration"}),
-                json!("1h30m"),
-            ),
-            (
-                json!({"type": "string", "format": "uuid"}),
-                json!("5b1d3c7e-2a4f-4e8b-9c0d-1e2f3a4b5c6d"),
-            ),
-            (
-                json!({"type": "string", "format": "date-time"}),
-                json!("2024-01-01T00:00:00Z"),
-            ),
+            (json!({"type": "string", "format": "cidr"}), json!("10.0.0.0/8")),
+            (json!({"type": "string", "format": "duration"}), json!("1h30m")),
+            (json!({"type": "string", "format": "uuid"}), json!("5b1d3c7e-2a4f-4e8b-9c0d-1e2f3a4b5c6d")),
+            (json!({"type": "string", "format": "date-time"}), json!("2024-01-01T00:00:00Z")),
         ];
         for (s, v) in ok {
             assert!(run(s.clone(), v.clone()).is_empty(), "{s} {v}");

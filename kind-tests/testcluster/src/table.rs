@@ -42,46 +42,27 @@ pub fn human_duration(secs: i64) -> String {
     if s < 120 {
         format!("{s}s")
     } else if m < 10 {
-        if s % 60 == 0 {
-            format!("{m}m")
-        } else {
-            format!("{m}m{}s", s % 60)
-        }
+        if s % 60 == 0 { format!("{m}m") } else { format!("{m}m{}s", s % 60) }
     } else if m < 180 {
         format!("{m}m")
     } else if h < 8 {
-        if m % 60 == 0 {
-            format!("{h}h")
-        } else {
-            format!("{h}h{}m", m % 60)
-        }
+        if m % 60 == 0 { format!("{h}h") } else { format!("{h}h{}m", m % 60) }
     } else if h < 48 {
         format!("{h}h")
     } else if h < 24 * 8 {
-        if h % 24 == 0 {
-            format!("{d}d")
-        } else {
-            format!("{d}d{}h", h % 24)
-        }
+        if h % 24 == 0 { format!("{d}d") } else { format!("{d}d{}h", h % 24) }
     } else if d < 365 * 2 {
         format!("{d}d")
     } else if d < 365 * 8 {
         let y = d / 365;
-        if d % 365 == 0 {
-            format!("{y}y")
-        } else {
-            format!("{y}y{}d", d % 365)
-        }
+        if d % 365 == 0 { format!("{y}y") } else { format!("{y}y{}d", d % 365) }
     } else {
         format!("{}y", d / 365)
     }
 }
 
 fn age(ts: &Value) -> String {
-    let Some(t) = ts
-        .as_str()
-        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-    else {
+    let Some(t) = ts.as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()) else {
         return "<unknown>".into();
     };
     human_duration((chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_seconds())
@@ -147,27 +128,11 @@ fn builtin_columns(info: &ResourceInfo) -> Vec<Col> {
 }
 
 fn pod_cells(o: &Value) -> Vec<Value> {
-    let statuses = o["status"]["containerStatuses"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    let total = o["spec"]["containers"]
-        .as_array()
-        .map(Vec::len)
-        .unwrap_or(0);
-    let ready = statuses
-        .iter()
-        .filter(|s| s["ready"].as_bool() == Some(true))
-        .count();
-    let restarts: i64 = statuses
-        .iter()
-        .filter_map(|s| s["restartCount"].as_i64())
-        .sum();
-    let mut status = o["status"]["reason"]
-        .as_str()
-        .or(o["status"]["phase"].as_str())
-        .unwrap_or("Pending")
-        .to_string();
+    let statuses = o["status"]["containerStatuses"].as_array().cloned().unwrap_or_default();
+    let total = o["spec"]["containers"].as_array().map(Vec::len).unwrap_or(0);
+    let ready = statuses.iter().filter(|s| s["ready"].as_bool() == Some(true)).count();
+    let restarts: i64 = statuses.iter().filter_map(|s| s["restartCount"].as_i64()).sum();
+    let mut status = o["status"]["reason"].as_str().or(o["status"]["phase"].as_str()).unwrap_or("Pending").to_string();
     for s in &statuses {
         if let Some(r) = s["state"]["waiting"]["reason"].as_str() {
             status = r.to_string();
@@ -182,25 +147,13 @@ fn pod_cells(o: &Value) -> Vec<Value> {
         json!(status),
         json!(restarts.to_string()),
         json!(age(&o["metadata"]["creationTimestamp"])),
-        o["status"]["podIP"]
-            .as_str()
-            .map(|s| json!(s))
-            .unwrap_or_else(none),
-        o["spec"]["nodeName"]
-            .as_str()
-            .map(|s| json!(s))
-            .unwrap_or_else(none),
+        o["status"]["podIP"].as_str().map(|s| json!(s)).unwrap_or_else(none),
+        o["spec"]["nodeName"].as_str().map(|s| json!(s)).unwrap_or_else(none),
         none(),
         none(),
     ]
     .into_iter()
-    .map(|v| {
-        if v.is_string() {
-            v
-        } else {
-            json!(v.to_string())
-        }
-    })
+    .map(|v| if v.is_string() { v } else { json!(v.to_string()) })
     .collect()
 }
 
@@ -208,19 +161,9 @@ fn builtin_cells(info: &ResourceInfo, o: &Value) -> Vec<Value> {
     let name = json!(o["metadata"]["name"].as_str().unwrap_or_default());
     let a = json!(age(&o["metadata"]["creationTimestamp"]));
     let s = |v: &Value| json!(v.as_str().unwrap_or("<none>"));
-    let count = |v: &Value| {
-        json!(
-            v.as_object()
-                .map(|m| m.len())
-                .or(v.as_array().map(Vec::len))
-                .unwrap_or(0)
-        )
-    };
+    let count = |v: &Value| json!(v.as_object().map(|m| m.len()).or(v.as_array().map(Vec::len)).unwrap_or(0));
     if let Some(c) = crate::table_extra::cells(&info.group, &info.plural, o) {
-        return std::iter::once(name)
-            .chain(c)
-            .chain(std::iter::once(a))
-            .collect();
+        return std::iter::once(name).chain(c).chain(std::iter::once(a)).collect();
     }
     match (info.group.as_str(), info.plural.as_str()) {
         ("", "pods") => std::iter::once(name).chain(pod_cells(o)).collect(),
@@ -266,25 +209,9 @@ fn builtin_cells(info: &ResourceInfo, o: &Value) -> Vec<Value> {
                 .flatten()
                 .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
                 .collect();
-            let ports = if ports.is_empty() {
-                "<none>".to_string()
-            } else {
-                ports.join(",")
-            };
-            let sel = if sel.is_empty() {
-                "<none>".to_string()
-            } else {
-                sel.join(",")
-            };
-            vec![
-                name,
-                s(&o["spec"]["type"]),
-                s(&o["spec"]["clusterIP"]),
-                json!("<none>"),
-                json!(ports),
-                a,
-                json!(sel),
-            ]
+            let ports = if ports.is_empty() { "<none>".to_string() } else { ports.join(",") };
+            let sel = if sel.is_empty() { "<none>".to_string() } else { sel.join(",") };
+            vec![name, s(&o["spec"]["type"]), s(&o["spec"]["clusterIP"]), json!("<none>"), json!(ports), a, json!(sel)]
         }
         ("", "serviceaccounts") => vec![name, count(&o["secrets"]), a],
         ("", "endpoints") => vec![name, json!("<none>"), a],
@@ -308,27 +235,12 @@ fn builtin_cells(info: &ResourceInfo, o: &Value) -> Vec<Value> {
                     .or(o["regarding"]["kind"].as_str())
                     .unwrap_or_default()
                     .to_lowercase(),
-                o["involvedObject"]["name"]
-                    .as_str()
-                    .or(o["regarding"]["name"].as_str())
-                    .unwrap_or_default()
+                o["involvedObject"]["name"].as_str().or(o["regarding"]["name"].as_str()).unwrap_or_default()
             );
-            let msg = o["message"]
-                .as_str()
-                .or(o["note"].as_str())
-                .unwrap_or_default();
-            let ts = if o["lastTimestamp"].is_string() {
-                &o["lastTimestamp"]
-            } else {
-                &o["metadata"]["creationTimestamp"]
-            };
-            vec![
-                json!(age(ts)),
-                s(&o["type"]),
-                s(&o["reason"]),
-                json!(obj),
-                json!(msg),
-            ]
+            let msg = o["message"].as_str().or(o["note"].as_str()).unwrap_or_default();
+            let ts =
+                if o["lastTimestamp"].is_string() { &o["lastTimestamp"] } else { &o["metadata"]["creationTimestamp"] };
+            vec![json!(age(ts)), s(&o["type"]), s(&o["reason"]), json!(obj), json!(msg)]
         }
         _ => vec![name, a],
     }
@@ -455,20 +367,14 @@ mod tests {
         let p = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "a"}, {"name": "b"}], "nodeName": "n1"},
             "status": {"phase": "Running", "containerStatuses": [{"ready": true, "restartCount": 2}, {"ready": false, "restartCount": 0}]}});
         let c = cells(&pods, &p);
-        assert_eq!(
-            c[0..4],
-            [json!("p"), json!("1/2"), json!("Running"), json!("2")]
-        );
+        assert_eq!(c[0..4], [json!("p"), json!("1/2"), json!("Running"), json!("2")]);
         assert_eq!(c[6], json!("n1"));
         assert_eq!(column_definitions(&pods).len(), c.len());
     }
 
     #[test]
     fn crd_rows_use_printer_columns() {
-        let mut info = builtin()
-            .into_iter()
-            .find(|r| r.plural == "configmaps")
-            .unwrap();
+        let mut info = builtin().into_iter().find(|r| r.plural == "configmaps").unwrap();
         info.crd = Some("widgets.example.com".into());
         info.printer_columns = vec![PrinterColumn {
             name: "Replicas".into(),
@@ -480,9 +386,7 @@ mod tests {
         }];
         let t = table(
             &info,
-            &[Arc::new(
-                json!({"metadata": {"name": "w"}, "spec": {"replicas": 2}}),
-            )],
+            &[Arc::new(json!({"metadata": {"name": "w"}, "spec": {"replicas": 2}}))],
             5,
             None,
             IncludeObject::None,

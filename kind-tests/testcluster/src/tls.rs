@@ -32,50 +32,28 @@ fn generate() -> Result<Material> {
     let tls = |e: rcgen::Error| Error::Tls(e.to_string());
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(tls)?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "scistream-testcluster-ca");
-    let ca =
-        CertifiedIssuer::self_signed(ca_params, KeyPair::generate().map_err(tls)?).map_err(tls)?;
-    let mut params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-        .map_err(tls)?;
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "kube-apiserver");
+    ca_params.distinguished_name.push(DnType::CommonName, "scistream-testcluster-ca");
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().map_err(tls)?).map_err(tls)?;
+    let mut params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).map_err(tls)?;
+    params.distinguished_name.push(DnType::CommonName, "kube-apiserver");
     let key = KeyPair::generate().map_err(tls)?;
     let cert = params.signed_by(&key, &ca).map_err(tls)?;
-    Ok(Material {
-        ca_pem: ca.pem(),
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-    })
+    Ok(Material { ca_pem: ca.pem(), cert_pem: cert.pem(), key_pem: key.serialize_pem() })
 }
 
 /// Loads the material from `dir` if present, else generates (and saves it there).
 pub fn load_or_generate(dir: Option<&Path>) -> Result<Material> {
     if let Some(d) = dir {
         let read = |f: &str| std::fs::read_to_string(d.join(f));
-        if let (Ok(ca_pem), Ok(cert_pem), Ok(key_pem)) =
-            (read("ca.crt"), read("tls.crt"), read("tls.key"))
-        {
-            return Ok(Material {
-                ca_pem,
-                cert_pem,
-                key_pem,
-            });
+        if let (Ok(ca_pem), Ok(cert_pem), Ok(key_pem)) = (read("ca.crt"), read("tls.crt"), read("tls.key")) {
+            return Ok(Material { ca_pem, cert_pem, key_pem });
         }
     }
     let m = generate()?;
     if let Some(d) = dir {
-        for (f, c) in [
-            ("ca.crt", &m.ca_pem),
-            ("tls.crt", &m.cert_pem),
-            ("tls.key", &m.key_pem),
-        ] {
-            std::fs::write(d.join(f), c).map_err(|e| Error::Io {
-                context: format!("writing {}", d.join(f).display()),
-                source: e,
-            })?;
+        for (f, c) in [("ca.crt", &m.ca_pem), ("tls.crt", &m.cert_pem), ("tls.key", &m.key_pem)] {
+            std::fs::write(d.join(f), c)
+                .map_err(|e| Error::Io { context: format!("writing {}", d.join(f).display()), source: e })?;
         }
     }
     Ok(m)
@@ -88,8 +66,7 @@ pub fn server_config(m: &Material) -> Result<Arc<rustls::ServerConfig>> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(m.cert_pem.as_bytes())
         .collect::<std::result::Result<_, _>>()
         .map_err(|e| bad(e.to_string()))?;
-    let key =
-        PrivatePkcs8KeyDer::from_pem_slice(m.key_pem.as_bytes()).map_err(|e| bad(e.to_string()))?;
+    let key = PrivatePkcs8KeyDer::from_pem_slice(m.key_pem.as_bytes()).map_err(|e| bad(e.to_string()))?;
     let mut cfg = rustls::ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(certs, PrivateKeyDer::Pkcs8(key))

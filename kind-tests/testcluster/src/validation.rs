@@ -7,26 +7,14 @@ use crate::resources::ResourceInfo;
 use crate::status::{ApiError, ApiResult, Cause};
 
 fn invalid(info: &ResourceInfo, name: &str, field: &str, message: String) -> ApiError {
-    ApiError::invalid(
-        info,
-        name,
-        vec![Cause {
-            reason: "FieldValueInvalid".into(),
-            message,
-            field: field.into(),
-        }],
-    )
+    ApiError::invalid(info, name, vec![Cause { reason: "FieldValueInvalid".into(), message, field: field.into() }])
 }
 
 fn required(info: &ResourceInfo, name: &str, field: &str) -> ApiError {
     ApiError::invalid(
         info,
         name,
-        vec![Cause {
-            reason: "FieldValueRequired".into(),
-            message: "Required value".into(),
-            field: field.into(),
-        }],
+        vec![Cause { reason: "FieldValueRequired".into(), message: "Required value".into(), field: field.into() }],
     )
 }
 
@@ -41,11 +29,7 @@ pub fn validate_create(info: &ResourceInfo, obj: &Value) -> ApiResult<()> {
             if plural.is_empty() {
                 return Err(required(info, name, "spec.names.plural"));
             }
-            if spec["names"]["kind"]
-                .as_str()
-                .unwrap_or_default()
-                .is_empty()
-            {
+            if spec["names"]["kind"].as_str().unwrap_or_default().is_empty() {
                 return Err(required(info, name, "spec.names.kind"));
             }
             if name != format!("{plural}.{group}") {
@@ -53,21 +37,11 @@ pub fn validate_create(info: &ResourceInfo, obj: &Value) -> ApiResult<()> {
                     info,
                     name,
                     "metadata.name",
-                    format!(
-                        "Invalid value: \"{name}\": must be spec.names.plural+\".\"+spec.group"
-                    ),
+                    format!("Invalid value: \"{name}\": must be spec.names.plural+\".\"+spec.group"),
                 ));
             }
-            let versions = spec["versions"]
-                .as_array()
-                .map(Vec::as_slice)
-                .unwrap_or_default();
-            if versions
-                .iter()
-                .filter(|v| v["storage"].as_bool() == Some(true))
-                .count()
-                != 1
-            {
+            let versions = spec["versions"].as_array().map(Vec::as_slice).unwrap_or_default();
+            if versions.iter().filter(|v| v["storage"].as_bool() == Some(true)).count() != 1 {
                 return Err(invalid(
                     info,
                     name,
@@ -76,11 +50,7 @@ pub fn validate_create(info: &ResourceInfo, obj: &Value) -> ApiResult<()> {
                 ));
             }
         }
-        ("", "pods")
-            if obj["spec"]["containers"]
-                .as_array()
-                .is_none_or(Vec::is_empty) =>
-        {
+        ("", "pods") if obj["spec"]["containers"].as_array().is_none_or(Vec::is_empty) => {
             return Err(required(info, name, "spec.containers"));
         }
         _ => {}

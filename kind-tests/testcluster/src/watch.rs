@@ -55,8 +55,7 @@ impl Watcher {
             Some(inc) => table::table(&self.info, &[Arc::new(obj.clone())], 0, None, inc),
             None => crate::state::as_version(obj, &self.info),
         };
-        let mut v =
-            serde_json::to_vec(&json!({"type": etype, "object": object})).unwrap_or_default();
+        let mut v = serde_json::to_vec(&json!({"type": etype, "object": object})).unwrap_or_default();
         v.push(b'\n');
         Bytes::from(v)
     }
@@ -89,16 +88,14 @@ impl Watcher {
             meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
         }
         let obj = json!({"kind": self.info.kind, "apiVersion": self.info.api_version(), "metadata": meta});
-        let mut v =
-            serde_json::to_vec(&json!({"type": "BOOKMARK", "object": obj})).unwrap_or_default();
+        let mut v = serde_json::to_vec(&json!({"type": "BOOKMARK", "object": obj})).unwrap_or_default();
         v.push(b'\n');
         Bytes::from(v)
     }
 }
 
 fn error_line(e: &ApiError) -> Bytes {
-    let mut v =
-        serde_json::to_vec(&json!({"type": "ERROR", "object": e.to_status()})).unwrap_or_default();
+    let mut v = serde_json::to_vec(&json!({"type": "ERROR", "object": e.to_status()})).unwrap_or_default();
     v.push(b'\n');
     Bytes::from(v)
 }
@@ -111,21 +108,14 @@ pub fn start(
     ns: Option<String>,
     o: WatchOpts,
 ) -> ApiResult<mpsc::Receiver<Bytes>> {
-    let rv = o
-        .resource_version
-        .as_deref()
-        .filter(|s| !s.is_empty() && *s != "0")
-        .map(parse_rv)
-        .transpose()?;
+    let rv = o.resource_version.as_deref().filter(|s| !s.is_empty() && *s != "0").map(parse_rv).transpose()?;
     if o.send_initial_events && !o.bookmarks {
         return Err(ApiError::invalid(
             &info,
             "",
             vec![crate::status::Cause {
                 reason: "FieldValueForbidden".into(),
-                message:
-                    "Forbidden: sendInitialEvents requires setting allowWatchBookmarks to true"
-                        .into(),
+                message: "Forbidden: sendInitialEvents requires setting allowWatchBookmarks to true".into(),
                 field: "allowWatchBookmarks".into(),
             }],
         ));

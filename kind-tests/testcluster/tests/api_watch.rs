@@ -20,12 +20,7 @@ fn cm(name: &str, labels: &[(&str, &str)]) -> ConfigMap {
     ConfigMap {
         metadata: ObjectMeta {
             name: Some(name.into()),
-            labels: Some(
-                labels
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-            ),
+            labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
             ..Default::default()
         },
         ..Default::default()
@@ -38,28 +33,14 @@ const T: Duration = Duration::from_secs(5);
 async fn watch_resumes_from_a_version() {
     let c = start().await;
     let api: Api<ConfigMap> = Api::default_namespaced(c.client().await.unwrap());
-    let first = api
-        .create(&PostParams::default(), &cm("a", &[]))
-        .await
-        .unwrap();
+    let first = api.create(&PostParams::default(), &cm("a", &[])).await.unwrap();
     let rv = first.metadata.resource_version.unwrap();
-    api.create(&PostParams::default(), &cm("b", &[]))
-        .await
-        .unwrap();
+    api.create(&PostParams::default(), &cm("b", &[])).await.unwrap();
     api.delete("a", &Default::default()).await.unwrap();
-    let mut s = api
-        .watch(&WatchParams::default().timeout(10), &rv)
-        .await
-        .unwrap()
-        .boxed();
+    let mut s = api.watch(&WatchParams::default().timeout(10), &rv).await.unwrap().boxed();
     let mut seen = vec![];
     while seen.len() < 2 {
-        match tokio::time::timeout(T, s.try_next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap()
-        {
+        match tokio::time::timeout(T, s.try_next()).await.unwrap().unwrap().unwrap() {
             WatchEvent::Added(o) => seen.push(format!("ADDED {}", o.metadata.name.unwrap())),
             WatchEvent::Deleted(o) => seen.push(format!("DELETED {}", o.metadata.name.unwrap())),
             other => panic!("unexpected {other:?}"),
@@ -71,35 +52,16 @@ async fn watch_resumes_from_a_version() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn too_old_versions_are_gone() {
     scistream_testcluster::tls::install_crypto_provider();
-    let c = scistream_testcluster::TestCluster::builder()
-        .watch_cache_size(3)
-        .start()
-        .await
-        .unwrap();
+    let c = scistream_testcluster::TestCluster::builder().watch_cache_size(3).start().await.unwrap();
     let api: Api<ConfigMap> = Api::default_namespaced(c.client().await.unwrap());
     for i in 0..6 {
-        api.create(&PostParams::default(), &cm(&format!("c{i}"), &[]))
-            .await
-            .unwrap();
+        api.create(&PostParams::default(), &cm(&format!("c{i}"), &[])).await.unwrap();
     }
-    let mut s = api
-        .watch(&WatchParams::default(), "1")
-        .await
-        .unwrap()
-        .boxed();
-    match tokio::time::timeout(T, s.try_next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap()
-    {
+    let mut s = api.watch(&WatchParams::default(), "1").await.unwrap().boxed();
+    match tokio::time::timeout(T, s.try_next()).await.unwrap().unwrap().unwrap() {
         WatchEvent::Error(e) => {
             assert_eq!((e.code, e.reason.as_str()), (410, "Expired"));
-            assert!(
-                e.message.starts_with("too old resource version: 1"),
-                "{}",
-                e.message
-            );
+            assert!(e.message.starts_with("too old resource version: 1"), "{}", e.message);
         }
         other => panic!("expected 410, got {other:?}"),
     }
@@ -109,30 +71,15 @@ async fn too_old_versions_are_gone() {
 async fn bookmarks_and_selector_transitions() {
     let c = start().await;
     let api: Api<ConfigMap> = Api::default_namespaced(c.client().await.unwrap());
-    let rv = api
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .metadata
-        .resource_version
-        .unwrap();
+    let rv = api.list(&ListParams::default()).await.unwrap().metadata.resource_version.unwrap();
     let wp = WatchParams::default().labels("app=web").timeout(20);
     let mut s = api.watch(&wp, &rv).await.unwrap().boxed();
-    api.create(&PostParams::default(), &cm("x", &[("app", "web")]))
-        .await
-        .unwrap();
+    api.create(&PostParams::default(), &cm("x", &[("app", "web")])).await.unwrap();
     let relabel = json!({"metadata": {"labels": {"app": "db"}}});
-    api.patch("x", &PatchParams::default(), &Patch::Merge(&relabel))
-        .await
-        .unwrap();
+    api.patch("x", &PatchParams::default(), &Patch::Merge(&relabel)).await.unwrap();
     let (mut added, mut deleted, mut bookmark) = (false, false, false);
     for _ in 0..20 {
-        match tokio::time::timeout(T, s.try_next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap()
-        {
+        match tokio::time::timeout(T, s.try_next()).await.unwrap().unwrap().unwrap() {
             WatchEvent::Added(_) => added = true,
             WatchEvent::Deleted(o) => {
                 assert_eq!(o.metadata.labels.unwrap()["app"], "db");
@@ -155,33 +102,17 @@ async fn bookmarks_and_selector_transitions() {
 async fn watch_timeout_ends_the_stream() {
     let c = start().await;
     let api: Api<ConfigMap> = Api::default_namespaced(c.client().await.unwrap());
-    let s = api
-        .watch(
-            &WatchParams::default().labels("nothing=here").timeout(1),
-            "0",
-        )
-        .await
-        .unwrap();
-    let all: Vec<_> = tokio::time::timeout(T, s.collect::<Vec<_>>())
-        .await
-        .unwrap();
+    let s = api.watch(&WatchParams::default().labels("nothing=here").timeout(1), "0").await.unwrap();
+    let all: Vec<_> = tokio::time::timeout(T, s.collect::<Vec<_>>()).await.unwrap();
     // The stream ends by itself; only bookmarks may have come (no objects exist).
-    assert!(
-        all.iter().all(|e| matches!(e, Ok(WatchEvent::Bookmark(_)))),
-        "{all:?}"
-    );
+    assert!(all.iter().all(|e| matches!(e, Ok(WatchEvent::Bookmark(_)))), "{all:?}");
 }
 
 async fn watcher_sees_everything(cfg: watcher::Config) {
     let c = start().await;
     let api: Api<ConfigMap> = Api::default_namespaced(c.client().await.unwrap());
     for i in 0..3 {
-        api.create(
-            &PostParams::default(),
-            &cm(&format!("pre{i}"), &[("t", "w")]),
-        )
-        .await
-        .unwrap();
+        api.create(&PostParams::default(), &cm(&format!("pre{i}"), &[("t", "w")])).await.unwrap();
     }
     let (reader, writer) = reflector::store();
     let stream = reflector(writer, watcher(api.clone(), cfg.labels("t=w"))).applied_objects();
@@ -191,18 +122,12 @@ async fn watcher_sees_everything(cfg: watcher::Config) {
     });
     reader.wait_until_ready().await.unwrap();
     assert_eq!(reader.state().len(), 3);
-    api.create(&PostParams::default(), &cm("live", &[("t", "w")]))
-        .await
-        .unwrap();
+    api.create(&PostParams::default(), &cm("live", &[("t", "w")])).await.unwrap();
     api.delete("pre0", &Default::default()).await.unwrap();
     eventually(T, || {
         let r = reader.clone();
         async move {
-            let mut names: Vec<String> = r
-                .state()
-                .iter()
-                .filter_map(|o| o.metadata.name.clone())
-                .collect();
+            let mut names: Vec<String> = r.state().iter().filter_map(|o| o.metadata.name.clone()).collect();
             names.sort();
             names == ["live", "pre1", "pre2"]
         }
@@ -231,13 +156,9 @@ async fn reconcile(w: Arc<Widget>, api: Arc<Api<Widget>>) -> Result<Action, Reco
     if w.status.as_ref().and_then(|s| s.observed_generation) != generation {
         let st = json!({"apiVersion": "example.com/v1", "kind": "Widget", "status": {"phase": "Ready", "observedGeneration": generation,
             "conditions": [{"type": "Ready", "status": "True", "reason": "Reconciled", "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});
-        api.patch_status(
-            &name,
-            &PatchParams::apply("widget-controller").force(),
-            &Patch::Apply(&st),
-        )
-        .await
-        .map_err(ReconcileError)?;
+        api.patch_status(&name, &PatchParams::apply("widget-controller").force(), &Patch::Apply(&st))
+            .await
+            .map_err(ReconcileError)?;
     }
     Ok(Action::await_change())
 }
@@ -249,23 +170,15 @@ async fn controller_converges() {
     install_widget_crd(&client).await;
     let api: Api<Widget> = Api::default_namespaced(client);
     for i in 0..5 {
-        api.create(&PostParams::default(), &widget(&format!("w{i}"), i))
-            .await
-            .unwrap();
+        api.create(&PostParams::default(), &widget(&format!("w{i}"), i)).await.unwrap();
     }
     let ctx = Arc::new(api.clone());
     let ctl = Controller::new(api.clone(), watcher::Config::default())
-        .run(
-            reconcile,
-            |_, _, _| Action::requeue(Duration::from_secs(1)),
-            ctx,
-        )
+        .run(reconcile, |_, _, _| Action::requeue(Duration::from_secs(1)), ctx)
         .for_each(|_| async {});
     let handle = tokio::spawn(ctl);
     let bump = json!({"spec": {"replicas": 42}});
-    api.patch("w3", &PatchParams::default(), &Patch::Merge(&bump))
-        .await
-        .unwrap();
+    api.patch("w3", &PatchParams::default(), &Patch::Merge(&bump)).await.unwrap();
     eventually(Duration::from_secs(10), || {
         let api = api.clone();
         async move {
@@ -305,27 +218,13 @@ async fn runtime_finalizer_helper_cleans_up() {
         .await
     }
     let ctl = Controller::new(api.clone(), watcher::Config::default())
-        .run(
-            reconcile,
-            |_, _, _| Action::requeue(Duration::from_millis(200)),
-            ctx,
-        )
+        .run(reconcile, |_, _, _| Action::requeue(Duration::from_millis(200)), ctx)
         .for_each(|_| async {});
     let handle = tokio::spawn(ctl);
-    api.create(&PostParams::default(), &widget("f", 1))
-        .await
-        .unwrap();
+    api.create(&PostParams::default(), &widget("f", 1)).await.unwrap();
     eventually(T, || {
         let api = api.clone();
-        async move {
-            api.get("f")
-                .await
-                .unwrap()
-                .metadata
-                .finalizers
-                .unwrap_or_default()
-                == ["example.com/cleanup"]
-        }
+        async move { api.get("f").await.unwrap().metadata.finalizers.unwrap_or_default() == ["example.com/cleanup"] }
     })
     .await;
     api.delete("f", &Default::default()).await.unwrap();

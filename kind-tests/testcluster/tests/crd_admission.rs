@@ -9,9 +9,7 @@ use std::path::{Path, PathBuf};
 use common::*;
 
 fn dir(sub: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(sub)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(sub)
 }
 
 fn files(sub: &str) -> Vec<PathBuf> {
@@ -52,10 +50,7 @@ fn invalid_fixtures_are_rejected_with_their_messages() {
     let mut failures = vec![];
     for p in files("invalid") {
         let text = std::fs::read_to_string(&p).expect("read");
-        let expects: Vec<&str> = text
-            .lines()
-            .filter_map(|l| l.strip_prefix("# expect: "))
-            .collect();
+        let expects: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("# expect: ")).collect();
         assert!(!expects.is_empty(), "{p:?} has no expectations");
         let docs: Vec<&str> = text.split("\n---\n").collect();
         if let [first, _, ..] = docs.as_slice() {
@@ -129,15 +124,9 @@ fn synthetic_crd_kubectl_texts() {
             "{name: x}",
             "The Widget \"bad\" is invalid: spec: Invalid value: failed rule: !has(self.name) || self.name.startsWith('w-')",
         ),
-        (
-            "{color: green}",
-            "spec.color: Unsupported value: \"green\": supported values: \"red\", \"blue\"",
-        ),
+        ("{color: green}", "spec.color: Unsupported value: \"green\": supported values: \"red\", \"blue\""),
         ("{tags: [a, a]}", "spec.tags[1]: Duplicate value: \"a\""),
-        (
-            "{tags: [a, b, c]}",
-            "spec.tags: Too many: 3: must have at most 2 items",
-        ),
+        ("{tags: [a, b, c]}", "spec.tags: Too many: 3: must have at most 2 items"),
         (
             "{name: w-123456789012345678901}",
             "The Widget \"bad\" is invalid: \n* spec.name: Too long: may not be more than 20 bytes\n* <nil>: Invalid value: null: some validation rules were not checked because the object was invalid; correct the existing errors to complete validation",
@@ -148,13 +137,7 @@ fn synthetic_crd_kubectl_texts() {
         assert!(err.contains(want), "{spec}: {err}");
     }
     k.ok_stdin(&["apply", "-f", "-"], Some(&widget("good", "{name: w-a}")));
-    let got = k.ok(&[
-        "get",
-        "widget",
-        "good",
-        "-o",
-        "jsonpath={.spec.minReplicas} {.spec.maxReplicas}",
-    ]);
+    let got = k.ok(&["get", "widget", "good", "-o", "jsonpath={.spec.minReplicas} {.spec.maxReplicas}"]);
     assert_eq!(got, "1 3", "defaults applied");
     let err = apply_fails(k, &widget("good", "{name: w-changed}"));
     assert!(
@@ -174,32 +157,20 @@ fn costly_and_non_structural_crds_are_refused() {
     ).replace("items: {type: string}", "items: {type: array, items: {type: array, items: {type: string}}}");
     let err = apply_fails(&f.k, &costly);
     assert!(err.contains("spec.validation.openAPIV3Schema: Forbidden: x-kubernetes-validations estimated rule cost total for entire OpenAPIv3 schema exceeds budget by factor of"), "{err}");
-    let non_structural = WIDGET_CRD.replace(
-        "color: {type: string, enum: [red, blue]}",
-        "color: {enum: [red, blue]}",
-    );
+    let non_structural = WIDGET_CRD.replace("color: {type: string, enum: [red, blue]}", "color: {enum: [red, blue]}");
     let err = apply_fails(&f.k, &non_structural);
-    assert!(
-        err.contains("properties[color].type: Required value"),
-        "{err}"
-    );
+    assert!(err.contains("properties[color].type: Required value"), "{err}");
     // Also on update of an existing CRD.
     f.k.ok_stdin(&["apply", "-f", "-"], Some(WIDGET_CRD));
     let err = apply_fails(&f.k, &non_structural);
-    assert!(
-        err.contains("properties[color].type: Required value"),
-        "{err}"
-    );
+    assert!(err.contains("properties[color].type: Required value"), "{err}");
 }
 
 #[test]
 fn explain_shows_our_descriptions() {
     let f = with_crds();
     let out = f.k.ok(&["explain", "streamrequests.spec"]);
-    assert!(
-        out.contains("KIND:") && out.contains("StreamRequest"),
-        "{out}"
-    );
+    assert!(out.contains("KIND:") && out.contains("StreamRequest"), "{out}");
     assert!(out.contains("FIELDS:") && out.contains("streamId"), "{out}");
 }
 
@@ -213,18 +184,11 @@ fn project_install_applies_server_side_dry_run() {
     for ns in ["scistream-system", "scistream-gateway"] {
         f.k.ok(&["create", "namespace", ns]);
     }
-    let out =
-        f.k.ok(&["apply", "--server-side", "--dry-run=server", "-f", path]);
-    assert!(
-        out.contains("deployment.apps/") && out.contains("poddisruptionbudget.policy/"),
-        "{out}"
-    );
+    let out = f.k.ok(&["apply", "--server-side", "--dry-run=server", "-f", path]);
+    assert!(out.contains("deployment.apps/") && out.contains("poddisruptionbudget.policy/"), "{out}");
     f.k.ok(&["apply", "--server-side", "-f", path]);
     let got = f.k.ok(&["get", "deploy,pdb", "-A"]);
-    assert!(
-        got.contains("deployment.apps/") && got.contains("poddisruptionbudget.policy/"),
-        "{got}"
-    );
+    assert!(got.contains("deployment.apps/") && got.contains("poddisruptionbudget.policy/"), "{got}");
 }
 
 const DEPLOY: &str = r#"
@@ -254,17 +218,11 @@ fn deployments_and_pdbs_with_client_side_validation_and_tables() {
     f.k.ok_stdin(&["apply", "--validate=strict", "-f", "-"], Some(DEPLOY));
     let out = f.k.ok(&["get", "deploy", "web"]);
     assert!(
-        out.starts_with("NAME")
-            && out.contains("READY")
-            && out.contains("UP-TO-DATE")
-            && out.contains("0/2"),
+        out.starts_with("NAME") && out.contains("READY") && out.contains("UP-TO-DATE") && out.contains("0/2"),
         "{out}"
     );
     let out = f.k.ok(&["get", "pdb", "web"]);
-    assert!(
-        out.contains("MIN AVAILABLE") && out.contains("ALLOWED DISRUPTIONS") && out.contains("N/A"),
-        "{out}"
-    );
+    assert!(out.contains("MIN AVAILABLE") && out.contains("ALLOWED DISRUPTIONS") && out.contains("N/A"), "{out}");
     let explain = f.k.ok(&["explain", "deployment.spec.replicas"]);
     assert!(explain.contains("replicas"), "{explain}");
 }
@@ -276,31 +234,11 @@ fn status_causes_carry_reason_and_field_path() {
     let f = Fixture::new(false);
     f.k.ok_stdin(&["apply", "-f", "-"], Some(WIDGET_CRD));
     let cases = [
-        (
-            serde_json::json!({"color": "green"}),
-            "FieldValueNotSupported",
-            "spec.color",
-        ),
-        (
-            serde_json::json!({"tags": ["a", "a"]}),
-            "FieldValueDuplicate",
-            "spec.tags[1]",
-        ),
-        (
-            serde_json::json!({"tags": ["a", "b", "c"]}),
-            "FieldValueTooMany",
-            "spec.tags",
-        ),
-        (
-            serde_json::json!({"minReplicas": "x"}),
-            "FieldValueTypeInvalid",
-            "spec.minReplicas",
-        ),
-        (
-            serde_json::json!({"minReplicas": 4}),
-            "FieldValueInvalid",
-            "spec",
-        ),
+        (serde_json::json!({"color": "green"}), "FieldValueNotSupported", "spec.color"),
+        (serde_json::json!({"tags": ["a", "a"]}), "FieldValueDuplicate", "spec.tags[1]"),
+        (serde_json::json!({"tags": ["a", "b", "c"]}), "FieldValueTooMany", "spec.tags"),
+        (serde_json::json!({"minReplicas": "x"}), "FieldValueTypeInvalid", "spec.minReplicas"),
+        (serde_json::json!({"minReplicas": 4}), "FieldValueInvalid", "spec"),
     ];
     f.block_on(async {
         let client = f.cluster.client().await.expect("client");
@@ -320,11 +258,7 @@ fn status_causes_carry_reason_and_field_path() {
             match api.create(&PostParams::default(), &obj).await {
                 Err(kube::Error::Api(s)) => {
                     assert_eq!(s.code, 422, "{spec}");
-                    let causes = s
-                        .details
-                        .as_ref()
-                        .map(|d| d.causes.clone())
-                        .unwrap_or_default();
+                    let causes = s.details.as_ref().map(|d| d.causes.clone()).unwrap_or_default();
                     assert_eq!(causes[0].reason, reason, "{spec}: {causes:?}");
                     assert_eq!(causes[0].field, field, "{spec}: {causes:?}");
                 }
@@ -339,18 +273,11 @@ fn unknown_fields_warn_or_fail_with_strict() {
     let f = Fixture::new(false);
     f.k.ok_stdin(&["apply", "-f", "-"], Some(WIDGET_CRD));
     let doc = widget("w", "{name: w-a, bogus: 1}");
-    let out =
-        f.k.run(&["apply", "--validate=warn", "-f", "-"], Some(&doc));
+    let out = f.k.run(&["apply", "--validate=warn", "-f", "-"], Some(&doc));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && err.contains("unknown field \"spec.bogus\""),
-        "{err}"
-    );
+    assert!(out.status.success() && err.contains("unknown field \"spec.bogus\""), "{err}");
     let stored = f.k.ok(&["get", "widget", "w", "-o", "jsonpath={.spec}"]);
     assert!(!stored.contains("bogus"), "{stored}");
-    let err = f.k.fail(
-        &["create", "--validate=strict", "-f", "-"],
-        Some(&widget("w2", "{bogus: 1}")),
-    );
+    let err = f.k.fail(&["create", "--validate=strict", "-f", "-"], Some(&widget("w2", "{bogus: 1}")));
     assert!(err.contains("unknown field \"spec.bogus\""), "{err}");
 }

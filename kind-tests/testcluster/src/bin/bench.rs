@@ -46,20 +46,10 @@ async fn create_many(api: &Api<ConfigMap>, prefix: &str, n: usize) -> anyhow::Re
 }
 
 async fn watch_fan_out(api: &Api<ConfigMap>) -> anyhow::Result<Duration> {
-    let rv = api
-        .list(&ListParams::default().limit(1))
-        .await?
-        .metadata
-        .resource_version
-        .unwrap_or_default();
+    let rv = api.list(&ListParams::default().limit(1)).await?.metadata.resource_version.unwrap_or_default();
     let mut watchers = vec![];
     for _ in 0..WATCHERS {
-        let stream = api
-            .watch(
-                &WatchParams::default().labels("bench=watch").timeout(120),
-                &rv,
-            )
-            .await?;
+        let stream = api.watch(&WatchParams::default().labels("bench=watch").timeout(120), &rv).await?;
         watchers.push(tokio::spawn(async move {
             let mut s = stream.boxed();
             let mut seen = 0;
@@ -78,10 +68,7 @@ async fn watch_fan_out(api: &Api<ConfigMap>) -> anyhow::Result<Duration> {
     let mut last = start;
     for w in watchers {
         let (seen, at) = w.await?;
-        anyhow::ensure!(
-            seen == WATCH_EVENTS,
-            "a watcher saw {seen} of {WATCH_EVENTS} events"
-        );
+        anyhow::ensure!(seen == WATCH_EVENTS, "a watcher saw {seen} of {WATCH_EVENTS} events");
         last = last.max(at);
     }
     Ok(last - start)
@@ -89,10 +76,7 @@ async fn watch_fan_out(api: &Api<ConfigMap>) -> anyhow::Result<Duration> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cluster = scistream_testcluster::TestCluster::builder()
-        .name("bench")
-        .start()
-        .await?;
+    let cluster = scistream_testcluster::TestCluster::builder().name("bench").start().await?;
     let api: Api<ConfigMap> = Api::default_namespaced(cluster.client().await?);
 
     let took = create_many(&api, "obj", OBJECTS).await?;
@@ -106,11 +90,7 @@ async fn main() -> anyhow::Result<()> {
     for _ in 0..5 {
         let start = Instant::now();
         let list = api.list(&ListParams::default().labels("bench=obj")).await?;
-        anyhow::ensure!(
-            list.items.len() == OBJECTS,
-            "listed {} objects",
-            list.items.len()
-        );
+        anyhow::ensure!(list.items.len() == OBJECTS, "listed {} objects", list.items.len());
         best = best.min(start.elapsed());
     }
     println!(
@@ -118,9 +98,7 @@ async fn main() -> anyhow::Result<()> {
         best.as_secs_f64() * 1e3
     );
     let start = Instant::now();
-    let sel = api
-        .list(&ListParams::default().labels("bench=none"))
-        .await?;
+    let sel = api.list(&ListParams::default().labels("bench=none")).await?;
     println!(
         "list with a label selector matching 0 of {OBJECTS}: {:.1} ms ({} items)",
         start.elapsed().as_secs_f64() * 1e3,

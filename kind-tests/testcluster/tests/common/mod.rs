@@ -42,11 +42,7 @@ pub struct WidgetStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<String>,
     /// Last seen generation.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        rename = "observedGeneration"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "observedGeneration")]
     pub observed_generation: Option<i64>,
     /// Conditions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -65,27 +61,16 @@ fn free_form_list(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 
 /// A widget with a spec.
 pub fn widget(name: &str, replicas: i32) -> Widget {
-    Widget::new(
-        name,
-        WidgetSpec {
-            replicas,
-            color: None,
-        },
-    )
+    Widget::new(name, WidgetSpec { replicas, color: None })
 }
 
 /// Installs the Widget CRD and waits until it is served.
 pub async fn install_widget_crd(client: &kube::Client) {
     let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
         Api::all(client.clone());
-    crds.create(&PostParams::default(), &Widget::crd())
-        .await
-        .expect("create CRD");
+    crds.create(&PostParams::default(), &Widget::crd()).await.expect("create CRD");
     let widgets: Api<Widget> = Api::default_namespaced(client.clone());
-    eventually(Duration::from_secs(2), || async {
-        widgets.list(&Default::default()).await.is_ok()
-    })
-    .await;
+    eventually(Duration::from_secs(2), || async { widgets.list(&Default::default()).await.is_ok() }).await;
 }
 
 /// Polls `check` until true or the deadline (then panics).
@@ -99,10 +84,7 @@ where
         if check().await {
             return;
         }
-        assert!(
-            Instant::now() < deadline,
-            "condition not met within {within:?}"
-        );
+        assert!(Instant::now() < deadline, "condition not met within {within:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     panic!("condition not met after 10000 polls");
@@ -135,22 +117,14 @@ impl Kubectl {
     /// kubectl for a kubeconfig file.
     pub fn with_kubeconfig(path: &Path) -> Self {
         let cache = path.with_file_name(format!("kubectl-cache-{}", uuid::Uuid::new_v4().simple()));
-        Kubectl {
-            kubeconfig: path.to_path_buf(),
-            cache,
-        }
+        Kubectl { kubeconfig: path.to_path_buf(), cache }
     }
 
     fn command(&self, args: &[&str]) -> Command {
         // TESTCLUSTER_KUBECTL picks another kubectl binary (e.g. a fixed minor version).
-        let bin =
-            std::env::var("TESTCLUSTER_KUBECTL").unwrap_or_else(|_| "/usr/bin/kubectl".into());
+        let bin = std::env::var("TESTCLUSTER_KUBECTL").unwrap_or_else(|_| "/usr/bin/kubectl".into());
         let mut c = Command::new(bin);
-        c.arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .arg("--cache-dir")
-            .arg(&self.cache)
-            .args(args);
+        c.arg("--kubeconfig").arg(&self.kubeconfig).arg("--cache-dir").arg(&self.cache).args(args);
         c.env_remove("KUBECONFIG");
         c
     }
@@ -158,13 +132,9 @@ impl Kubectl {
     /// Runs kubectl with optional stdin.
     pub fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
         let mut c = self.command(args);
-        c.stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        c.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = c.spawn().expect("spawn kubectl");
         if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
             use std::io::Write;
@@ -183,28 +153,16 @@ impl Kubectl {
         let mut c = self.command(args);
         c.envs(env.iter().copied()).stdin(Stdio::null());
         let out = c.output().expect("kubectl output");
-        let (o, e) = (
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-        );
-        assert!(
-            out.status.success(),
-            "kubectl {args:?} failed\nstdout: {o}\nstderr: {e}"
-        );
+        let (o, e) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "kubectl {args:?} failed\nstdout: {o}\nstderr: {e}");
         o.into_owned()
     }
 
     /// Runs with stdin and asserts success; returns stdout.
     pub fn ok_stdin(&self, args: &[&str], stdin: Option<&str>) -> String {
         let out = self.run(args, stdin);
-        let (o, e) = (
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-        );
-        assert!(
-            out.status.success(),
-            "kubectl {args:?} failed\nstdout: {o}\nstderr: {e}"
-        );
+        let (o, e) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "kubectl {args:?} failed\nstdout: {o}\nstderr: {e}");
         o.into_owned()
     }
 
@@ -244,11 +202,7 @@ pub struct Fixture {
 impl Fixture {
     /// Starts a cluster (with the Widget CRD if `widgets`).
     pub fn new(widgets: bool) -> Self {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
         let cluster = rt.block_on(async {
             let c = start().await;
             if widgets {
@@ -262,10 +216,7 @@ impl Fixture {
 
     /// kubectl authenticating with another token.
     pub fn kubectl_as(&self, token: &str) -> Kubectl {
-        let path = self
-            .cluster
-            .kubeconfig_path()
-            .with_file_name(format!("kubeconfig-{token}"));
+        let path = self.cluster.kubeconfig_path().with_file_name(format!("kubeconfig-{token}"));
         std::fs::write(&path, self.cluster.kubeconfig_for_token(token)).expect("write kubeconfig");
         Kubectl::with_kubeconfig(&path)
     }
