@@ -69,19 +69,19 @@ fn plugin(world: &World, opts: &StreamOptions, args: &[&str]) -> anyhow::Result<
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// An application controller's Hello: gRPC over TLS to the facility's control endpoint,
-/// trusting the certificate the endpoint generated (as a 1.x client's `--server_cert`), with
-/// the Hello key `kubectl scistream create` printed. Returns the reply's listeners.
+/// An application controller's Hello, as a user runs it: `kubectl scistream hello` to the
+/// facility's control endpoint over gRPC/TLS, trusting the certificate the endpoint generated
+/// (as a 1.x client's `--server_cert`), the Hello key `create` printed passed through the
+/// environment. Returns the reply's listeners.
 pub async fn hello(
     world: &World,
+    opts: &StreamOptions,
     facility: usize,
     stream_id: &str,
     key: &str,
     role: &str,
     prod_listeners: &[String],
 ) -> anyhow::Result<Vec<String>> {
-    use scistream_control_endpoint::proto::{Hello, control_client::ControlClient};
-    use tonic::transport::{Certificate, Channel, ClientTlsConfig};
     let f = &world.facilities[facility];
     let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(f.client.clone(), "default");
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -95,18 +95,23 @@ pub async fn hello(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)).domain_name("127.0.0.1");
-    let channel =
-        Channel::from_shared(format!("https://127.0.0.1:{}", f.control_port))?.tls_config(tls)?.connect().await?;
-    let mut request = tonic::Request::new(Hello {
-        uid: stream_id.to_owned(),
-        prod_listeners: prod_listeners.to_vec(),
-        role: role.to_owned(),
-    });
-    request.metadata_mut().insert("authorization", key.parse()?);
-    let reply =
-        ControlClient::new(channel).hello(request).await.with_context(|| format!("{role} Hello to {}", f.name))?;
-    Ok(reply.into_inner().listeners)
+    let cert = std::env::temp_dir().join(format!("scistream-{}-{}-server.crt", std::process::id(), f.name));
+    std::fs::write(&cert, pem)?;
+    let control = format!("127.0.0.1:{}", f.control_port);
+    let mut cmd = tokio::process::Command::new(&opts.plugin);
+    cmd.args(["hello", "--role", role, "--stream-id", stream_id, "--control", &control, "-o", "json", "--server-cert"])
+        .arg(&cert)
+        .env("SCISTREAM_HELLO_KEY", key);
+    if !prod_listeners.is_empty() {
+        cmd.arg("--listeners").arg(prod_listeners.join(","));
+    }
+    let out = cmd.output().await.context("running kubectl scistream hello")?;
+    let _ = std::fs::remove_file(&cert);
+    if !out.status.success() {
+        bail!("{role} Hello to {}: {}", f.name, String::from_utf8_lossy(&out.stderr));
+    }
+    let reply: Value = serde_json::from_slice(&out.stdout).context("hello -o json")?;
+    Ok(reply["listeners"].as_array().into_iter().flatten().filter_map(|l| l.as_str().map(str::to_owned)).collect())
 }
 
 async fn wait_ready(world: &World, name: &str, timeout: Duration) -> anyhow::Result<Vec<StreamRequest>> {
@@ -216,8 +221,18 @@ pub async fn run(world: &World, opts: &StreamOptions) -> anyhow::Result<Report> 
     let producer =
         tokio::spawn(workload::produce(listeners, opts.connections, per_connection, Duration::from_secs(300)));
     let key = |side: &str| created[side]["helloKey"].as_str().unwrap_or_default().to_owned();
-    hello(world, 0, &stream_id, &key("producer"), "PROD", &prod_listeners).await?;
-    let told = hello(world, 1, &stream_id, &key("consumer"), "CONS", &[]).await?;
+    // A wrong key is refused as unauthenticated and changes nothing.
+    match hello(world, opts, 0, &stream_id, "not-the-key", "PROD", &prod_listeners).await {
+        Err(e) if e.to_string().contains("Unauthenticated") => {}
+        other => bail!("a Hello with a wrong key must be refused as Unauthenticated, got {other:?}"),
+    }
+    let untouched =
+        Api::<StreamRequest>::namespaced(world.facilities[0].client.clone(), USER_NS).get(&opts.name).await?;
+    if untouched.status.as_ref().is_some_and(|s| s.hello_time.is_some() || !s.prod_listeners.is_empty()) {
+        bail!("a refused Hello changed the producer's StreamRequest");
+    }
+    hello(world, opts, 0, &stream_id, &key("producer"), "PROD", &prod_listeners).await?;
+    let told = hello(world, opts, 1, &stream_id, &key("consumer"), "CONS", &[]).await?;
     mark(&mut report, "Hello from both application controllers", &mut step);
     let sides = wait_ready(world, &opts.name, Duration::from_secs(60)).await?;
     mark(&mut report, "relays ready in both facilities", &mut step);

@@ -67,6 +67,8 @@ pub enum Command {
     Release(StreamRef),
     /// Re-run the connection map (after a gateway failover moved the producer's listeners).
     Update(StreamRef),
+    /// Say Hello as an application controller (the SciStream gRPC interface), print the reply.
+    Hello(HelloArgs),
     /// Capacity and health of a facility's gateways.
     Gateways(ContextArgs),
     /// Print a shell completion script: `source <(kubectl scistream completion bash)`.
@@ -158,6 +160,30 @@ pub struct CreateArgs {
     /// Leave what was created in place when a step fails (default: roll back).
     #[arg(long)]
     pub keep_on_failure: bool,
+}
+
+/// `hello` arguments: what an application controller sends.
+#[derive(Debug, Clone, Args)]
+pub struct HelloArgs {
+    /// Side of the application: PROD (producer) or CONS (consumer).
+    #[arg(long, value_parser = ["PROD", "CONS"])]
+    pub role: String,
+    /// The stream id `create` printed.
+    #[arg(long)]
+    pub stream_id: String,
+    /// This side's Hello key (`create` printed it); prefer the environment variable.
+    #[arg(long, env = "SCISTREAM_HELLO_KEY", hide_env_values = true)]
+    pub key: String,
+    /// The facility's control endpoint, host:port.
+    #[arg(long)]
+    pub control: String,
+    /// Producer only: the producer application's endpoints (host:port,...).
+    #[arg(long, value_delimiter = ',')]
+    pub listeners: Vec<String>,
+    /// PEM certificate to trust for the control endpoint, as SciStream 1.x's --server_cert:
+    /// `kubectl -n scistream-system get secret scistream-control-tls -o jsonpath='{.data.tls\.crt}' | base64 -d`.
+    #[arg(long)]
+    pub server_cert: std::path::PathBuf,
 }
 
 /// Data-channel choices.

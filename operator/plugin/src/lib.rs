@@ -7,6 +7,7 @@ pub mod cli;
 pub mod create;
 pub mod error;
 pub mod facility;
+pub mod hello;
 pub mod objects;
 pub mod progress;
 pub mod release;
@@ -25,6 +26,7 @@ pub async fn run(cli: cli::Cli) -> error::Result<()> {
         cli::Command::Release(r) => release::release(&cli, r).await,
         cli::Command::Update(r) => release::update(&cli, r).await,
         cli::Command::Gateways(at) => show::gateways(&cli, at).await,
+        cli::Command::Hello(args) => hello::run(&cli, args).await,
         cli::Command::Completion { shell } => {
             clap_complete::generate(*shell, &mut cli::Cli::command(), "kubectl-scistream", &mut std::io::stdout());
             Ok(())

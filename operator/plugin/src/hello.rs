@@ -1,0 +1,92 @@
+//! `kubectl scistream hello`: an application controller's Hello over the SciStream gRPC
+//! interface (TLS, the Hello key as `authorization` metadata), so the whole protocol can be
+//! driven from the command line.
+
+use std::time::Duration;
+
+use scistream_api::endpoint::parse_list;
+use scistream_control_endpoint::proto::{Hello, control_client::ControlClient};
+use serde_json::json;
+use tonic::{
+    Code,
+    transport::{Certificate, Channel, ClientTlsConfig},
+};
+
+use crate::{
+    cli::{Cli, HelloArgs, Output},
+    error::{Error, Result},
+};
+
+/// Maps a gRPC status to the plugin's errors (and so its exit codes).
+pub fn classify(status: &tonic::Status) -> Error {
+    let text = format!("{:?}: {}", status.code(), status.message());
+    match status.code() {
+        Code::NotFound => Error::NotFound(text),
+        Code::Unauthenticated | Code::PermissionDenied | Code::InvalidArgument | Code::FailedPrecondition => {
+            Error::Refused(text)
+        }
+        _ => Error::Failed(text),
+    }
+}
+
+/// Runs `hello`.
+pub async fn run(cli: &Cli, args: &HelloArgs) -> Result<()> {
+    parse_list(&args.listeners).map_err(|(i, e)| Error::Usage(format!("--listeners[{i}]: {e}")))?;
+    if args.role == "CONS" && !args.listeners.is_empty() {
+        return Err(Error::Usage("--listeners is for the producer's Hello (--role PROD)".to_owned()));
+    }
+    let (host, _) = args
+        .control
+        .rsplit_once(':')
+        .ok_or_else(|| Error::Usage(format!("--control {:?} is not host:port", args.control)))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let path = &args.server_cert;
+    let pem = std::fs::read(path).map_err(|e| Error::Usage(format!("--server-cert {}: {e}", path.display())))?;
+    let tls = ClientTlsConfig::new().domain_name(host).ca_certificate(Certificate::from_pem(pem));
+    let channel = Channel::from_shared(format!("https://{}", args.control))
+        .map_err(|e| Error::Usage(format!("--control: {e}")))?
+        .tls_config(tls)
+        .map_err(|e| Error::Usage(format!("TLS: {e}")))?
+        .connect_timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .map_err(|e| Error::Failed(format!("cannot reach the control endpoint {}: {e}", args.control)))?;
+    let mut request = tonic::Request::new(Hello {
+        uid: args.stream_id.clone(),
+        prod_listeners: args.listeners.clone(),
+        role: args.role.clone(),
+    });
+    let key = args
+        .key
+        .parse()
+        .map_err(|_| Error::Usage("the Hello key has characters not allowed in gRPC metadata".to_owned()))?;
+    request.metadata_mut().insert("authorization", key);
+    let reply = ControlClient::new(channel).hello(request).await.map_err(|s| classify(&s))?.into_inner();
+    match cli.output {
+        Output::Json => println!("{}", json!({"message": reply.message, "listeners": reply.listeners})),
+        Output::Yaml => print!(
+            "{}",
+            serde_yaml::to_string(&json!({"message": reply.message, "listeners": reply.listeners})).unwrap_or_default()
+        ),
+        Output::Table | Output::Wide => {
+            println!("{}", reply.message);
+            if !reply.listeners.is_empty() {
+                println!("connect to: {}", reply.listeners.join(","));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_codes_become_exit_codes() {
+        use crate::error::{EXIT_FAILED, EXIT_NOT_FOUND, EXIT_REFUSED};
+        assert_eq!(classify(&tonic::Status::not_found("x")).exit_code(), EXIT_NOT_FOUND);
+        assert_eq!(classify(&tonic::Status::unauthenticated("x")).exit_code(), EXIT_REFUSED);
+        assert_eq!(classify(&tonic::Status::deadline_exceeded("x")).exit_code(), EXIT_FAILED);
+    }
+}
