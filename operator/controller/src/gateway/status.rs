@@ -72,7 +72,7 @@ pub fn node_status(spec: &GatewaySpec, node: &Node) -> GatewayNodeStatus {
 }
 
 /// Why a node matching the selector is not usable, for the Ready condition's message.
-fn unusable_reason(node: &Node, status: &GatewayNodeStatus, spec: &GatewaySpec) -> (&'static str, String) {
+fn unusable_reason(status: &GatewayNodeStatus) -> (&'static str, String) {
     let name = &status.name;
     if status.wan_address.is_none() || status.lan_address.is_none() {
         let missing = if status.wan_address.is_none() { "WAN" } else { "LAN" };
@@ -86,7 +86,6 @@ fn unusable_reason(node: &Node, status: &GatewayNodeStatus, spec: &GatewaySpec) 
             ),
         );
     }
-    let _ = (node, spec);
     (
         reasons::NO_READY_NODES,
         format!("node {name} is not Ready, is cordoned, or has a taint the gateway does not tolerate"),
@@ -115,8 +114,7 @@ pub fn readiness(
         );
     }
     if ready == 0 {
-        let (node, status) = &nodes[0];
-        let (reason, message) = unusable_reason(node, status, spec);
+        let (reason, message) = unusable_reason(&nodes[0].1);
         return (false, reason, message);
     }
     (true, reasons::GATEWAY_READY, format!("{ready} of {} gateway nodes ready", nodes.len()))

@@ -21,7 +21,8 @@ use kube::{
     },
 };
 use scistream_api::{
-    Gateway, Phase, Rate, Reservation, StreamRequest, conditions, conditions::reasons, keys, rate::parse_duration,
+    Gateway, GatewayStatus, Phase, Rate, Reservation, StreamRequest, conditions, conditions::reasons, keys,
+    rate::parse_duration,
 };
 use scistream_core::{
     allocator::{self, AllocError, Demand},
@@ -95,8 +96,9 @@ fn side<'a>(sr: &'a StreamRequest, gateway: &'a Gateway) -> Side<'a> {
     }
 }
 
-fn usable_nodes(gateway: &Gateway) -> Vec<String> {
-    gateway.status.iter().flat_map(|s| &s.nodes).filter(|n| n.ready).map(|n| n.name.clone()).collect()
+/// Ready gateway nodes, from a Gateway's status.
+fn usable_nodes(status: Option<&GatewayStatus>) -> Vec<String> {
+    status.iter().flat_map(|s| &s.nodes).filter(|n| n.ready).map(|n| n.name.clone()).collect()
 }
 
 fn addresses(gateway: &Gateway) -> BTreeMap<String, NodeAddresses> {
@@ -135,7 +137,7 @@ fn capacity_reason(e: &AllocError) -> &'static str {
 fn queued_behind(ctx: &Context, sr: &StreamRequest, gateway: &Gateway) -> Option<String> {
     let mine = (sr.creation_timestamp(), sr.name_any());
     let reservations = gateway.status.as_ref().map(|s| s.reservations.clone()).unwrap_or_default();
-    let nodes = usable_nodes(gateway);
+    let nodes = usable_nodes(gateway.status.as_ref());
     let declared = gateway.spec.bandwidth.parse::<Rate>().ok()?;
     let cap = allocator::Capacity {
         port_range: gateway.spec.port_range,
@@ -173,7 +175,7 @@ async fn reserve(
             outcome = Ok(existing.clone());
             return false;
         }
-        let nodes = usable_nodes(&Gateway { status: Some(st.clone()), ..gw.clone() });
+        let nodes = usable_nodes(Some(st));
         let declared = gw.spec.bandwidth.parse::<Rate>().unwrap_or_default();
         let cap = allocator::Capacity {
             port_range: gw.spec.port_range,
@@ -201,7 +203,7 @@ async fn reserve(
 /// Moves the share of a reservation held on nodes that are no longer usable to usable ones
 /// (ports on surviving nodes are kept). Returns the new reservation and the nodes lost.
 async fn relocate(ctx: &Context, gateway: &Gateway, current: Reservation) -> Result<(Reservation, Vec<String>)> {
-    let usable = usable_nodes(gateway);
+    let usable = usable_nodes(gateway.status.as_ref());
     let lost: Vec<String> =
         current.nodes.iter().filter(|a| !usable.contains(&a.node)).map(|a| a.node.clone()).collect();
     if lost.is_empty() {
@@ -209,7 +211,7 @@ async fn relocate(ctx: &Context, gateway: &Gateway, current: Reservation) -> Res
     }
     let mut moved = current.clone();
     update_gateway_status(&ctx.client, &gateway.name_any(), |gw, st| {
-        let nodes = usable_nodes(&Gateway { status: Some(st.clone()), ..gw.clone() });
+        let nodes = usable_nodes(Some(st));
         let declared = gw.spec.bandwidth.parse::<Rate>().unwrap_or_default();
         let mut reservations = st.reservations.clone();
         for node in &lost {

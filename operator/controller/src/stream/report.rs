@@ -113,24 +113,22 @@ pub async fn write(
         let phase = status.phase.map(|p| format!("{p:?}")).unwrap_or_default();
         tracing::info!(phase = %phase, reason = decision.ready.reason, "phase changed");
         let warning = matches!(status.phase, Some(Phase::Failed));
-        let event = Event {
-            type_: if warning { EventType::Warning } else { EventType::Normal },
-            reason: if decision.ready.status { "Ready".to_owned() } else { decision.ready.reason.to_owned() },
-            note: Some(format!("{phase}: {}", decision.ready.message).chars().take(1000).collect()),
-            action: "Reconcile".to_owned(),
-            secondary: None,
-        };
-        if let Err(e) = ctx.recorder.publish(&event, &sr.object_ref(&())).await {
-            tracing::warn!(error = %e, "could not publish an event");
-        }
+        let reason = if decision.ready.status { "Ready" } else { decision.ready.reason };
+        let type_ = if warning { EventType::Warning } else { EventType::Normal };
+        publish(ctx, sr, type_, reason, &format!("{phase}: {}", decision.ready.message)).await;
     }
     Ok(true)
 }
 
 /// Publishes a Warning event (best effort: a failed event never fails a reconcile).
 pub async fn warn(ctx: &Context, sr: &StreamRequest, reason: &str, note: &str) {
+    publish(ctx, sr, EventType::Warning, reason, note).await;
+}
+
+/// Publishes an event about `sr`; the note is cut to the API's 1 kB limit. Best effort.
+async fn publish(ctx: &Context, sr: &StreamRequest, type_: EventType, reason: &str, note: &str) {
     let event = Event {
-        type_: EventType::Warning,
+        type_,
         reason: reason.to_owned(),
         note: Some(note.chars().take(1000).collect()),
         action: "Reconcile".to_owned(),
