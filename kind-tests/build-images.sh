@@ -17,8 +17,28 @@ cp "$out/s2ds" s2ds-image/s2ds
 [[ ${1:-} == --no-image ]] && exit 0
 engine=$(command -v podman || command -v docker || true)
 if [[ -z $engine ]] || ! "$engine" info >/dev/null 2>&1; then
-  apt-get install -y -qq podman >/dev/null && engine=podman
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc >/dev/null && engine=podman
 fi
-"$engine" build -t "ghcr.io/scistream/scistream-operator:$version" operator
-"$engine" build -t "ghcr.io/scistream/s2ds:$version" s2ds-image
+if [[ $engine == *podman ]] && [[ -z ${CONTAINERS_CONF:-} ]]; then
+  # On a host that is itself a sandbox, podman's default ulimits exceed what a container
+  # may set (runc: "error setting rlimit ... operation not permitted"): modest explicit
+  # limits and the runc runtime.
+  export CONTAINERS_CONF=${TMPDIR:-/tmp}/scistream-containers.conf
+  printf '[containers]\ndefault_ulimits = ["nofile=16384:16384", "nproc=4096:4096"]\n[engine]\nruntime = "%s"\n' \
+    "$(command -v runc >/dev/null && echo runc || echo crun)" > "$CONTAINERS_CONF"
+fi
+operator_image="ghcr.io/scistream/scistream-operator:$version"
+s2ds_image="ghcr.io/scistream/s2ds:$version"
+"$engine" build -t "$operator_image" operator
+"$engine" build -t "$s2ds_image" s2ds-image
 "$engine" images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep scistream
+# Smoke test: each image starts as its non-root user on an empty filesystem and answers.
+[[ $("$engine" image inspect -f '{{.Config.User}}' "$operator_image") == 65532:65532 ]]
+"$engine" run --rm --network none "$operator_image" --version
+"$engine" run --rm --network none "$s2ds_image" --version
+# s2ds refuses a missing config with its own error, not a loader failure.
+if out=$("$engine" run --rm --network none "$s2ds_image" 2>&1); then
+  echo "s2ds started without a config" >&2; exit 1
+fi
+grep -q "config" <<<"$out" || { echo "unexpected s2ds output: $out" >&2; exit 1; }
+echo "images built and smoke-tested: $operator_image $s2ds_image"
