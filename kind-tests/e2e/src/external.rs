@@ -1,0 +1,129 @@
+//! Real clusters instead of the embedded facilities: the environment variables that
+//! `kind-tests/kind/run.sh` (or a facility's own script) sets, parsed and checked before
+//! anything is touched.
+
+use std::{net::IpAddr, path::PathBuf};
+
+use anyhow::{Context as _, bail};
+
+/// Producer facility's kubeconfig; with [`CONS_KUBECONFIG`], selects real clusters.
+pub const PROD_KUBECONFIG: &str = "SCISTREAM_E2E_KUBECONFIG_PROD";
+/// Consumer facility's kubeconfig.
+pub const CONS_KUBECONFIG: &str = "SCISTREAM_E2E_KUBECONFIG_CONS";
+/// Producer facility's control endpoint, `host:port` reachable from the test process.
+pub const PROD_CONTROL: &str = "SCISTREAM_E2E_CONTROL_PROD";
+/// Consumer facility's control endpoint.
+pub const CONS_CONTROL: &str = "SCISTREAM_E2E_CONTROL_CONS";
+/// `namespace/name` of the control endpoints' TLS Secret (the same in both facilities).
+pub const CONTROL_SECRET: &str = "SCISTREAM_E2E_CONTROL_SECRET";
+/// The test host's address that gateway nodes reach: applications run in the test process.
+pub const APP_ADDRESS: &str = "SCISTREAM_E2E_APP_ADDRESS";
+
+/// Two real facilities.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct External {
+    /// Kubeconfig of each facility, producer first.
+    pub kubeconfigs: [PathBuf; 2],
+    /// Control endpoint of each facility, producer first.
+    pub controls: [String; 2],
+    /// Namespace and name of the control endpoints' TLS Secret.
+    pub control_secret: (String, String),
+    /// Where the applications listen and connect from.
+    pub app_address: IpAddr,
+}
+
+/// Reads the variables through `get` (the process environment in [`from_env`]). `None`
+/// when neither kubeconfig is given (the embedded facilities); an error names what is
+/// missing or malformed when only some are.
+pub fn parse(get: impl Fn(&str) -> Option<String>) -> anyhow::Result<Option<External>> {
+    let (prod, cons) = (get(PROD_KUBECONFIG), get(CONS_KUBECONFIG));
+    let (prod, cons) = match (prod, cons) {
+        (None, None) => return Ok(None),
+        (Some(p), Some(c)) => (PathBuf::from(p), PathBuf::from(c)),
+        _ => bail!("set both {PROD_KUBECONFIG} and {CONS_KUBECONFIG}, or neither (the embedded facilities)"),
+    };
+    let need = |var: &str| get(var).filter(|v| !v.is_empty()).with_context(|| format!("{var} is not set"));
+    let controls = [need(PROD_CONTROL)?, need(CONS_CONTROL)?];
+    for (var, c) in [(PROD_CONTROL, &controls[0]), (CONS_CONTROL, &controls[1])] {
+        let port = c.rsplit_once(':').map(|(_, p)| p.parse::<u16>());
+        if !matches!(port, Some(Ok(p)) if p > 0) {
+            bail!("{var}={c:?} is not host:port");
+        }
+    }
+    let secret = get(CONTROL_SECRET).unwrap_or_else(|| "scistream-system/scistream-operator-control-tls".into());
+    let Some((ns, name)) = secret.split_once('/').filter(|(n, s)| !n.is_empty() && !s.is_empty()) else {
+        bail!("{CONTROL_SECRET}={secret:?} is not namespace/name");
+    };
+    let app = need(APP_ADDRESS)?;
+    let app_address = app.parse().with_context(|| format!("{APP_ADDRESS}={app:?} is not an IP address"))?;
+    Ok(Some(External {
+        kubeconfigs: [prod, cons],
+        controls,
+        control_secret: (ns.to_owned(), name.to_owned()),
+        app_address,
+    }))
+}
+
+/// [`parse`] of the process environment.
+pub fn from_env() -> anyhow::Result<Option<External>> {
+    parse(|k| std::env::var(k).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |k| map.get(k).cloned()
+    }
+
+    const FULL: [(&str, &str); 6] = [
+        (PROD_KUBECONFIG, "/k/aps"),
+        (CONS_KUBECONFIG, "/k/alcf"),
+        (PROD_CONTROL, "127.0.0.1:15000"),
+        (CONS_CONTROL, "127.0.0.1:15001"),
+        (CONTROL_SECRET, "ops/control-tls"),
+        (APP_ADDRESS, "172.18.0.1"),
+    ];
+
+    #[test]
+    fn nothing_set_means_the_embedded_facilities() {
+        assert_eq!(parse(env(&[])).unwrap(), None);
+    }
+
+    #[test]
+    fn everything_set_is_read() {
+        let e = parse(env(&FULL)).unwrap().unwrap();
+        assert_eq!(e.kubeconfigs, [PathBuf::from("/k/aps"), PathBuf::from("/k/alcf")]);
+        assert_eq!(e.controls, ["127.0.0.1:15000".to_owned(), "127.0.0.1:15001".to_owned()]);
+        assert_eq!(e.control_secret, ("ops".to_owned(), "control-tls".to_owned()));
+        assert_eq!(e.app_address, "172.18.0.1".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn the_secret_defaults_to_the_charts() {
+        let without: Vec<_> = FULL.iter().copied().filter(|(k, _)| *k != CONTROL_SECRET).collect();
+        let e = parse(env(&without)).unwrap().unwrap();
+        assert_eq!(e.control_secret.1, "scistream-operator-control-tls");
+    }
+
+    #[test]
+    fn partial_or_malformed_settings_say_what_is_wrong() {
+        let only_prod = parse(env(&FULL[..1])).unwrap_err().to_string();
+        assert!(only_prod.contains(CONS_KUBECONFIG), "{only_prod}");
+        for (var, bad, says) in [
+            (PROD_CONTROL, "localhost", "is not host:port"),
+            (CONS_CONTROL, "", "is not set"),
+            (CONTROL_SECRET, "no-slash", "is not namespace/name"),
+            (APP_ADDRESS, "gateway.kind", "is not an IP address"),
+        ] {
+            let mut pairs: Vec<_> = FULL.iter().copied().filter(|(k, _)| *k != var).collect();
+            pairs.push((var, bad));
+            let e = parse(env(&pairs)).unwrap_err().to_string();
+            assert!(e.contains(var) && e.contains(says), "{var}={bad:?}: {e}");
+        }
+    }
+}
