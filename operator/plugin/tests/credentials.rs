@@ -47,7 +47,12 @@ fn exec_user(command: &str) -> Value {
 }
 
 fn run(kubeconfig: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_kubectl-scistream")).arg("--kubeconfig").arg(kubeconfig).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_kubectl-scistream"))
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 fn text(out: &std::process::Output) -> String {
@@ -78,15 +83,22 @@ async fn exec_and_oidc_credentials_log_in_and_failures_say_why() {
     };
     let good = script(dir.path(), "login-ok", &credential(EXEC_TOKEN));
     let wrong = script(dir.path(), "login-wrong", &credential("nobody-knows-this-token"));
-    let failing = script(dir.path(), "login-fails", "echo 'facility-login: session expired, run facility-login' >&2\nexit 3");
+    let failing =
+        script(dir.path(), "login-fails", "echo 'facility-login: session expired, run facility-login' >&2\nexit 3");
     let admin_kc: Value = serde_yaml::from_str(&std::fs::read_to_string(f.cluster.kubeconfig_path()).unwrap()).unwrap();
     let cluster = admin_kc["clusters"][0]["cluster"].clone();
     let users = [
         ("exec-ok", exec_user(&good)),
         ("exec-wrong", exec_user(&wrong)),
         ("exec-fails", exec_user(&failing)),
-        ("oidc-ok", json!({"auth-provider": {"name": "oidc", "config": {"client-id": "kubernetes", "id-token": id_token}}})),
-        ("oidc-expired", json!({"auth-provider": {"name": "oidc", "config": {"client-id": "kubernetes", "id-token": expired}}})),
+        (
+            "oidc-ok",
+            json!({"auth-provider": {"name": "oidc", "config": {"client-id": "kubernetes", "id-token": id_token}}}),
+        ),
+        (
+            "oidc-expired",
+            json!({"auth-provider": {"name": "oidc", "config": {"client-id": "kubernetes", "id-token": expired}}}),
+        ),
     ];
     let kubeconfig = json!({
         "apiVersion": "v1", "kind": "Config", "current-context": "exec-ok",

@@ -184,11 +184,16 @@ async fn describe_tells_the_whole_story(kc: &Path, aps: &Facility, alcf: &Facili
             assert_eq!((relay["phase"].as_str(), relay["ready"].as_bool()), (Some("Running"), Some(true)), "{relay:#}");
             assert_eq!(relay["restarts"], 0);
             let pod = f.pods().get(relay["pod"].as_str().unwrap()).await.unwrap();
-            assert_eq!(pod.spec.unwrap().node_name.as_deref(), Some(allocation.node.as_str()), "the pod is on its node");
+            assert_eq!(
+                pod.spec.unwrap().node_name.as_deref(),
+                Some(allocation.node.as_str()),
+                "the pod is on its node"
+            );
             listeners.extend(relay["listeners"].as_array().unwrap().iter().map(|l| l.as_str().unwrap().to_owned()));
         }
         assert_eq!(listeners, status.listeners, "each listener is served by the relay of its node");
-        let conditions: Vec<&str> = side["conditions"].as_array().unwrap().iter().map(|c| c["type"].as_str().unwrap()).collect();
+        let conditions: Vec<&str> =
+            side["conditions"].as_array().unwrap().iter().map(|c| c["type"].as_str().unwrap()).collect();
         assert!(conditions.contains(&"Ready") && conditions.contains(&"Reserved"), "{conditions:?}");
         let events = side["events"].as_array().unwrap();
         assert!(events.iter().any(|e| e["object"] == "StreamRequest/run-42"), "the operator's events: {side:#}");
@@ -197,8 +202,16 @@ async fn describe_tells_the_whole_story(kc: &Path, aps: &Facility, alcf: &Facili
     let out = plugin(kc, &["describe", "run-42", "--context", "aps", "-n", ns]);
     assert!(out.status.success(), "{}", text(&out));
     let said = String::from_utf8_lossy(&out.stdout);
-    for needle in ["Producer side: aps/science/run-42", "Consumer side: alcf/science/run-42", "Relays:", "gw-a", "Running",
-        "Conditions:", "Events:", "987654321 (941.90 MiB), now 3.2Gbps"] {
+    for needle in [
+        "Producer side: aps/science/run-42",
+        "Consumer side: alcf/science/run-42",
+        "Relays:",
+        "gw-a",
+        "Running",
+        "Conditions:",
+        "Events:",
+        "987654321 (941.90 MiB), now 3.2Gbps",
+    ] {
         assert!(said.contains(needle), "{needle:?} in:\n{said}");
     }
 }

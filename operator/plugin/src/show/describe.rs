@@ -184,18 +184,14 @@ pub fn relays(sr: &StreamRequest, gateway: Option<&Gateway>, pods: Option<&[Pod]
     let status = sr.status.clone().unwrap_or_default();
     let total: usize = status.allocations.iter().map(|a| a.ports.len()).sum();
     let by_position = total == status.listeners.len();
-    let node_ready = |node: &str| {
-        gateway.and_then(|g| g.status.as_ref()?.nodes.iter().find(|n| n.name == node).map(|n| n.ready))
-    };
+    let node_ready =
+        |node: &str| gateway.and_then(|g| g.status.as_ref()?.nodes.iter().find(|n| n.name == node).map(|n| n.ready));
     let mut used = vec![false; pods.len()];
     let mut rows = Vec::new();
     let mut offset = 0;
     for a in &status.allocations {
-        let listeners = if by_position {
-            status.listeners[offset..offset + a.ports.len()].to_vec()
-        } else {
-            Vec::new()
-        };
+        let listeners =
+            if by_position { status.listeners[offset..offset + a.ports.len()].to_vec() } else { Vec::new() };
         offset += a.ports.len();
         let found = pods.iter().enumerate().find(|(i, p)| !used[*i] && pod_node(p) == a.node);
         let mut row = match found {
@@ -399,12 +395,19 @@ fn render_side(s: &SideReport) -> String {
                     },
                     if r.ready { "true" } else { "false" }.to_owned(),
                     r.restarts.to_string(),
-                    if r.reserved { or_dash(&ports).replace(' ', "") } else { format!("{} (draining)", ports.join(",")) },
+                    if r.reserved {
+                        or_dash(&ports).replace(' ', "")
+                    } else {
+                        format!("{} (draining)", ports.join(","))
+                    },
                     or_dash(&r.listeners).replace(' ', ""),
                 ]
             })
             .collect();
-        out.push_str(&indented(vec!["NODE", "NODE STATUS", "POD", "PHASE", "READY", "RESTARTS", "PORTS", "LISTENERS"], rows));
+        out.push_str(&indented(
+            vec!["NODE", "NODE STATUS", "POD", "PHASE", "READY", "RESTARTS", "PORTS", "LISTENERS"],
+            rows,
+        ));
     }
     out.push_str("  Conditions:\n");
     if s.conditions.is_empty() {

@@ -28,55 +28,73 @@ pub fn request(name: &str, id: &str, role: &str, peer: &str, status: Value) -> S
 
 /// The producer side of `run-42` at aps: Ready, three listeners on two nodes, bytes flowing.
 pub fn producer_ready() -> StreamRequest {
-    request("run-42", ID, "Producer", "alcf", json!({
-        "phase": "Ready",
-        "listeners": ["198.51.100.1:5100", "198.51.100.1:5101", "198.51.100.2:5100"],
-        "prodListeners": ["10.10.0.5:9000", "10.10.0.6:9000"],
-        "allocations": [{"node": "gw-a", "ports": [5100, 5101], "metricsPort": 5119},
-                        {"node": "gw-b", "ports": [5100], "metricsPort": 5119}],
-        "transfer": {"bytes": 1_073_741_824i64, "throughput": "4.3Gbps", "sampledTime": "2026-03-02T10:15:30Z"},
-        "reservedTime": "2026-03-02T10:14:02Z", "helloTime": "2026-03-02T10:14:09Z", "readyTime": "2026-03-02T10:14:11Z",
-        "conditions": [
-            condition("Reserved", "True", "Reserved", "2026-03-02T10:14:02Z", "3 ports on gw-a,gw-b; 5Gbps of 20Gbps"),
-            condition("HelloReceived", "True", "HelloReceived", "2026-03-02T10:14:09Z", "2 producer listeners"),
-            condition("DataPathReady", "True", "PodsReady", "2026-03-02T10:14:11Z", "2/2 relays ready"),
-            condition("Ready", "True", "PodsReady", "2026-03-02T10:14:11Z", "streaming through 3 listeners"),
-        ],
-        "observedGeneration": 2
-    }))
+    request(
+        "run-42",
+        ID,
+        "Producer",
+        "alcf",
+        json!({
+            "phase": "Ready",
+            "listeners": ["198.51.100.1:5100", "198.51.100.1:5101", "198.51.100.2:5100"],
+            "prodListeners": ["10.10.0.5:9000", "10.10.0.6:9000"],
+            "allocations": [{"node": "gw-a", "ports": [5100, 5101], "metricsPort": 5119},
+                            {"node": "gw-b", "ports": [5100], "metricsPort": 5119}],
+            "transfer": {"bytes": 1_073_741_824i64, "throughput": "4.3Gbps", "sampledTime": "2026-03-02T10:15:30Z"},
+            "reservedTime": "2026-03-02T10:14:02Z", "helloTime": "2026-03-02T10:14:09Z", "readyTime": "2026-03-02T10:14:11Z",
+            "conditions": [
+                condition("Reserved", "True", "Reserved", "2026-03-02T10:14:02Z", "3 ports on gw-a,gw-b; 5Gbps of 20Gbps"),
+                condition("HelloReceived", "True", "HelloReceived", "2026-03-02T10:14:09Z", "2 producer listeners"),
+                condition("DataPathReady", "True", "PodsReady", "2026-03-02T10:14:11Z", "2/2 relays ready"),
+                condition("Ready", "True", "PodsReady", "2026-03-02T10:14:11Z", "streaming through 3 listeners"),
+            ],
+            "observedGeneration": 2
+        }),
+    )
 }
 
 /// The consumer side of `run-42` at alcf: a relay restarting on gw-b.
 pub fn consumer_degraded() -> StreamRequest {
-    let mut c = request("run-42", ID, "Consumer", "aps", json!({
-        "phase": "Provisioning",
-        "listeners": ["192.0.2.1:5100", "192.0.2.1:5101", "192.0.2.2:5102"],
-        "allocations": [{"node": "gw-a", "ports": [5100, 5101], "metricsPort": 5119},
-                        {"node": "gw-b", "ports": [5102], "metricsPort": 5118}],
-        "transfer": {"bytes": 1_073_610_752i64, "throughput": "4.1Gbps", "sampledTime": "2026-03-02T10:15:31Z"},
-        "conditions": [
-            condition("Reserved", "True", "Reserved", "2026-03-02T10:14:03Z", "3 ports on gw-a,gw-b; 5Gbps of 40Gbps"),
-            condition("HelloReceived", "True", "HelloReceived", "2026-03-02T10:14:10Z", "consumer Hello"),
-            condition("DataPathReady", "False", "PodFailed", "2026-03-02T10:15:20Z",
-                      "relay on gw-b is not ready (CrashLoopBackOff); recreating"),
-            condition("Ready", "False", "PodFailed", "2026-03-02T10:15:20Z", "1/2 relays ready"),
-        ],
-        "observedGeneration": 2
-    }));
+    let mut c = request(
+        "run-42",
+        ID,
+        "Consumer",
+        "aps",
+        json!({
+            "phase": "Provisioning",
+            "listeners": ["192.0.2.1:5100", "192.0.2.1:5101", "192.0.2.2:5102"],
+            "allocations": [{"node": "gw-a", "ports": [5100, 5101], "metricsPort": 5119},
+                            {"node": "gw-b", "ports": [5102], "metricsPort": 5118}],
+            "transfer": {"bytes": 1_073_610_752i64, "throughput": "4.1Gbps", "sampledTime": "2026-03-02T10:15:31Z"},
+            "conditions": [
+                condition("Reserved", "True", "Reserved", "2026-03-02T10:14:03Z", "3 ports on gw-a,gw-b; 5Gbps of 40Gbps"),
+                condition("HelloReceived", "True", "HelloReceived", "2026-03-02T10:14:10Z", "consumer Hello"),
+                condition("DataPathReady", "False", "PodFailed", "2026-03-02T10:15:20Z",
+                          "relay on gw-b is not ready (CrashLoopBackOff); recreating"),
+                condition("Ready", "False", "PodFailed", "2026-03-02T10:15:20Z", "1/2 relays ready"),
+            ],
+            "observedGeneration": 2
+        }),
+    );
     c.spec.remote_listeners = Some(producer_ready().status.unwrap().listeners);
     c
 }
 
 /// A second stream, still waiting for gateway ports on the producer side (no consumer yet).
 pub fn producer_pending() -> StreamRequest {
-    request("run-43", ID2, "Producer", "alcf", json!({
-        "phase": "Pending",
-        "conditions": [
-            condition("Reserved", "False", "PortsExhausted", "2026-03-02T10:16:00Z",
-                      "3 ports wanted, 1 free on gw-a,gw-b; waiting for a stream to end"),
-            condition("Ready", "False", "PortsExhausted", "2026-03-02T10:16:00Z", "waiting for gateway ports"),
-        ]
-    }))
+    request(
+        "run-43",
+        ID2,
+        "Producer",
+        "alcf",
+        json!({
+            "phase": "Pending",
+            "conditions": [
+                condition("Reserved", "False", "PortsExhausted", "2026-03-02T10:16:00Z",
+                          "3 ports wanted, 1 free on gw-a,gw-b; waiting for a stream to end"),
+                condition("Ready", "False", "PortsExhausted", "2026-03-02T10:16:00Z", "waiting for gateway ports"),
+            ]
+        }),
+    )
 }
 
 /// A relay pod as the operator makes it and a kubelet reports it.

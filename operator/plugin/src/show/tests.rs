@@ -45,14 +45,34 @@ fn gateways_table() {
 fn consumer_facts() -> describe::SideFacts {
     let request = consumer_degraded();
     let events = vec![
-        event("Pod", &format!("s2ds-{ID}-consumer-9f1e4959"), "Warning", "BackOff", "2026-03-02T10:15:25Z",
-              "Back-off restarting failed container relay", Some(4)),
-        event("StreamRequest", "run-42", "Normal", "Reserved", "2026-03-02T10:14:03Z",
-              "3 ports on gw-a,gw-b", None),
-        event("StreamRequest", "run-42", "Warning", "PodFailed", "2026-03-02T10:15:20Z",
-              "relay on gw-b is not ready; recreating", None),
-        event("StreamRequest", "run-42", "Normal", "HelloReceived", "2026-03-02T10:14:10Z",
-              "consumer Hello from 10.20.0.8", None),
+        event(
+            "Pod",
+            &format!("s2ds-{ID}-consumer-9f1e4959"),
+            "Warning",
+            "BackOff",
+            "2026-03-02T10:15:25Z",
+            "Back-off restarting failed container relay",
+            Some(4),
+        ),
+        event("StreamRequest", "run-42", "Normal", "Reserved", "2026-03-02T10:14:03Z", "3 ports on gw-a,gw-b", None),
+        event(
+            "StreamRequest",
+            "run-42",
+            "Warning",
+            "PodFailed",
+            "2026-03-02T10:15:20Z",
+            "relay on gw-b is not ready; recreating",
+            None,
+        ),
+        event(
+            "StreamRequest",
+            "run-42",
+            "Normal",
+            "HelloReceived",
+            "2026-03-02T10:14:10Z",
+            "consumer Hello from 10.20.0.8",
+            None,
+        ),
     ];
     let pods = vec![
         relay_pod(ID, "consumer", "gw-b", &[5102], 3, Some("CrashLoopBackOff")),
@@ -69,7 +89,8 @@ fn consumer_facts() -> describe::SideFacts {
 
 fn producer_facts() -> describe::SideFacts {
     let mut draining = relay_pod(ID, "producer", "gw-c", &[5104], 0, None);
-    draining.metadata.deletion_timestamp = Some(serde_json::from_value(serde_json::json!("2026-03-02T10:15:00Z")).unwrap());
+    draining.metadata.deletion_timestamp =
+        Some(serde_json::from_value(serde_json::json!("2026-03-02T10:15:00Z")).unwrap());
     describe::SideFacts {
         context: "aps".to_owned(),
         request: producer_ready(),
@@ -142,7 +163,9 @@ fn human_bytes_picks_the_unit() {
 #[test]
 fn only_the_latest_events_are_kept() {
     let many: Vec<_> = (0..30)
-        .map(|i| event("StreamRequest", "s", "Normal", &format!("R{i:02}"), &format!("2026-03-02T10:00:{i:02}Z"), "m", None))
+        .map(|i| {
+            event("StreamRequest", "s", "Normal", &format!("R{i:02}"), &format!("2026-03-02T10:00:{i:02}Z"), "m", None)
+        })
         .collect();
     let kept = describe::events(&many);
     assert_eq!(kept.len(), describe::MAX_EVENTS);

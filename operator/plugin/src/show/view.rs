@@ -158,4 +158,3 @@ pub fn gateway_table(gateways: &[Gateway]) -> String {
     }
     format!("{t}\n")
 }
-
