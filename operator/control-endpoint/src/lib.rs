@@ -35,7 +35,7 @@
 //!
 //! Errors are precise gRPC codes ([`error::Error::code`]); an unknown stream is `NOT_FOUND`,
 //! never `UNAUTHENTICATED` (`appctrl` retries every other code). A message over
-//! [`EndpointConfig::max_message_bytes`] is refused by tonic with `OUT_OF_RANGE`.
+//! [`EndpointConfig::max_message_bytes`] is refused with `RESOURCE_EXHAUSTED` ([`limit`]).
 //!
 //! # Layout
 //!
@@ -65,6 +65,7 @@ pub mod handler;
 pub mod http;
 pub mod index;
 pub mod legacy;
+pub mod limit;
 pub mod metrics;
 pub mod server;
 pub mod streams;
