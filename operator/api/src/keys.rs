@@ -50,6 +50,11 @@ pub const FINALIZER_STREAM_REQUEST: &str = "streamrequests.scistream.io/cleanup"
 pub const FIELD_MANAGER_OPERATOR: &str = "scistream-operator";
 /// Field manager of the kubectl plugin's server-side applies.
 pub const FIELD_MANAGER_PLUGIN: &str = "kubectl-scistream";
+/// Field manager (and managed-by label value) of the control endpoint's writes.
+pub const FIELD_MANAGER_CONTROL_ENDPOINT: &str = "scistream-control-endpoint";
+/// Annotation on a StreamRequest created by a legacy `req`: the SHA-256 (hex) of the
+/// credential that created it, so the 1.x client's Hello carrying the same token is accepted.
+pub const ANNOTATION_LEGACY_CREDENTIAL: &str = "scistream.io/legacy-credential-sha256";
 /// Field manager of writes made by the S2DS relay.
 pub const FIELD_MANAGER_S2DS: &str = "s2ds";
 

@@ -10,6 +10,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod conditions;
+pub mod control;
 pub mod crdgen;
 pub mod endpoint;
 pub mod gateway;

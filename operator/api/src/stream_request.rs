@@ -198,8 +198,8 @@ impl Role {
     /// Parses a SciStream 1.x role (`PROD` or `CONS`).
     pub fn from_legacy(name: &str) -> Option<Role> {
         match name {
-            "PROD" => Some(Role::Producer),
-            "CONS" => Some(Role::Consumer),
+            crate::control::ROLE_PROD => Some(Role::Producer),
+            crate::control::ROLE_CONS => Some(Role::Consumer),
             _ => None,
         }
     }

@@ -163,7 +163,7 @@ impl Args {
             },
             max_auth_failures: self.control_max_auth_failures,
             auth_failure_window: Duration::from_secs(60),
-            max_message_bytes: 64 * 1024,
+            max_message_bytes: scistream_api::control::MAX_MESSAGE_BYTES,
         })
     }
 }
@@ -182,7 +182,7 @@ mod tests {
     #[test]
     fn defaults_and_flags() {
         let c = Cli::parse_from(["x"]).control.config().unwrap();
-        assert_eq!(c.grpc_addr.port(), 5000);
+        assert_eq!(c.grpc_addr.port(), scistream_api::control::DEFAULT_PORT);
         assert_eq!(c.auth, AuthConfig::Kubernetes);
         assert!(c.handler.placement.is_none());
         assert!(!c.insecure);

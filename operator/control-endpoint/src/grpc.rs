@@ -29,7 +29,11 @@ impl<S, A> ControlService<S, A> {
 
 fn parts<T>(request: Request<T>) -> (Option<IpAddr>, Option<String>, T) {
     let peer = request.remote_addr().map(|a| a.ip());
-    let auth = request.metadata().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let auth = request
+        .metadata()
+        .get(scistream_api::control::METADATA_AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     (peer, auth, request.into_inner())
 }
 

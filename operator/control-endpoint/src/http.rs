@@ -19,7 +19,7 @@ use crate::{
 };
 
 /// Largest JSON body accepted.
-pub const MAX_BODY: u64 = 64 * 1024;
+pub const MAX_BODY: u64 = scistream_api::control::MAX_MESSAGE_BYTES as u64;
 
 /// The JSON Hello.
 #[derive(Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
@@ -65,8 +65,9 @@ pub fn routes<S: Streams + Clone, A: Access>(
     peer: Option<IpAddr>,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible> + Clone + Send + Sync + 'static {
     let hello = warp::post()
+        // scistream_api::control::HELLO_PATH (tests/hello.rs posts to that constant).
         .and(warp::path!("v1" / "hello"))
-        .and(warp::header::optional::<String>("authorization"))
+        .and(warp::header::optional::<String>(scistream_api::control::METADATA_AUTHORIZATION))
         .and(warp::body::content_length_limit(MAX_BODY))
         .and(warp::body::bytes())
         .then(move |auth: Option<String>, body: bytes::Bytes| {

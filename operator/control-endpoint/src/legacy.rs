@@ -8,13 +8,10 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 
-/// Annotation on a StreamRequest created by a legacy `req`: the SHA-256 (hex) of the
-/// credential that created it, so the 1.x client's Hello carrying the same token is accepted.
-pub const ANNOTATION_CREDENTIAL: &str = "scistream.io/legacy-credential-sha256";
-/// Label on objects created by the control endpoint.
-pub const MANAGED_BY_ENDPOINT: &str = "scistream-control-endpoint";
-/// Field manager of the control endpoint's writes.
-pub const FIELD_MANAGER: &str = "scistream-control-endpoint";
+pub use scistream_api::keys::{
+    ANNOTATION_LEGACY_CREDENTIAL as ANNOTATION_CREDENTIAL, FIELD_MANAGER_CONTROL_ENDPOINT as FIELD_MANAGER,
+    FIELD_MANAGER_CONTROL_ENDPOINT as MANAGED_BY_ENDPOINT,
+};
 /// `num_conn` when a 1.x client sends 0.
 pub const DEFAULT_NUM_CONN: i32 = 5;
 /// `rate` (kb/s) when a 1.x client sends 0, as 1.x clients default.

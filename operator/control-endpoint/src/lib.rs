@@ -35,7 +35,7 @@
 //!
 //! Errors are precise gRPC codes ([`error::Error::code`]); an unknown stream is `NOT_FOUND`,
 //! never `UNAUTHENTICATED` (`appctrl` retries every other code). A message over
-//! [`EndpointConfig::max_message_bytes`] is refused by tonic with `OUT_OF_RANGE`.
+//! [`EndpointConfig::max_message_bytes`] is refused with `RESOURCE_EXHAUSTED` ([`limit`]).
 //!
 //! # Layout
 //!
@@ -52,7 +52,10 @@
 //! tests (embedded API server, real operator, TLS on 127.0.0.1), including a Python `grpcio`
 //! client with stubs generated from `proto/scistream.proto` (a virtualenv is made under the
 //! cargo target directory; needs `python3-venv` and PyPI once). Fuzzing needs nightly:
-//! `operator/control-endpoint/fuzz/run.sh [seconds]` (skips cleanly without nightly), or
+//! `operator/control-endpoint/fuzz/run.sh [seconds]` (AddressSanitizer), or its bounded CI mode
+//! `run.sh --ci [seconds]` (no sanitizer, development profile, 20 s per target, builds under
+//! `$CARGO_TARGET_DIR/fuzz`: about 7 min cold and 45 s warm on the 2-core CI machine); both
+//! skip cleanly without nightly or cargo-fuzz. Or
 //! `cd operator/control-endpoint && cargo +nightly fuzz run --fuzz-dir fuzz decode_requests`.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
@@ -65,6 +68,7 @@ pub mod handler;
 pub mod http;
 pub mod index;
 pub mod legacy;
+pub mod limit;
 pub mod metrics;
 pub mod server;
 pub mod streams;

@@ -17,6 +17,7 @@ use crate::{
     grpc::ControlService,
     handler::Handler,
     index::{self, Index},
+    limit::MessageLimit,
     metrics::Metrics,
     proto::control_server::ControlServer,
     streams::KubeStreams,
@@ -139,6 +140,7 @@ impl Bound {
         let service = ControlServer::new(ControlService::new(handler, metrics))
             .max_decoding_message_size(config.max_message_bytes)
             .max_encoding_message_size(1024 * 1024);
+        let service = MessageLimit::new(service, config.max_message_bytes);
         let router = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .add_service(service);

@@ -63,6 +63,12 @@ async fn hello_records_on_both_sides_of_a_stream_in_one_cluster() {
     assert_eq!(e.code(), Code::InvalidArgument, "a producer's Hello lists endpoints: {e:?}");
     let e = c.hello(with_auth(hello(ID, "BOTH", &[]), "k-prod")).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    // Over the 64 KiB message limit: RESOURCE_EXHAUSTED (not tonic's OUT_OF_RANGE), and the
+    // channel stays usable for the calls below.
+    let big = "a".repeat(70_000);
+    let e = c.hello(with_auth(hello(ID, "PROD", &[big.as_str()]), "k-prod")).await.unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    assert!(e.message().contains("limit of 65536 bytes"), "{e:?}");
     let sr = f.requests().get("prod").await.unwrap();
     assert!(sr.status.unwrap().hello_time.is_none(), "refused Hellos changed nothing");
 
@@ -92,7 +98,7 @@ async fn hello_records_on_both_sides_of_a_stream_in_one_cluster() {
 
     // The same Hello as JSON over HTTPS.
     let http = https_client(f.cert_pem.as_deref().unwrap());
-    let url = format!("https://127.0.0.1:{}/v1/hello", f.http.unwrap().port());
+    let url = format!("https://127.0.0.1:{}{}", f.http.unwrap().port(), scistream_api::control::HELLO_PATH);
     let post = |body: String, auth: Option<&str>| {
         let mut b = http::Request::post(&url).header("content-type", "application/json");
         if let Some(a) = auth {

@@ -149,7 +149,7 @@ async fn grpcio_replays_the_1x_client_sequences() {
         ("duplicate", "ALREADY_EXISTS"),
         ("bad_update", "INVALID_ARGUMENT"),
         ("release_unknown", "NOT_FOUND"),
-        ("too_big", "OUT_OF_RANGE"),
+        ("too_big", "RESOURCE_EXHAUSTED"),
     ] {
         assert_eq!(errors[case], code, "{case}: {seen:#}");
     }

@@ -166,7 +166,7 @@ pub struct CreateArgs {
 #[derive(Debug, Clone, Args)]
 pub struct HelloArgs {
     /// Side of the application: PROD (producer) or CONS (consumer).
-    #[arg(long, value_parser = ["PROD", "CONS"])]
+    #[arg(long, value_parser = [scistream_api::control::ROLE_PROD, scistream_api::control::ROLE_CONS])]
     pub role: String,
     /// The stream id `create` printed.
     #[arg(long)]

@@ -9,6 +9,10 @@ pub const EXIT_REFUSED: u8 = 3;
 pub const EXIT_FAILED: u8 = 4;
 /// Exit code: the stream or a gateway was not found.
 pub const EXIT_NOT_FOUND: u8 = 5;
+/// Exit code: a cluster could not be logged in to: the kubeconfig's exec credential plugin
+/// failed, an OIDC id-token expired and could not be refreshed, or the cluster rejected the
+/// credentials (401). Logging in again usually fixes it.
+pub const EXIT_AUTH: u8 = 6;
 
 /// Everything a command can fail with; each message says what to do.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +29,9 @@ pub enum Error {
     /// Not found.
     #[error("{0}")]
     NotFound(String),
+    /// The credentials for a cluster could not be obtained or were rejected.
+    #[error("{0}")]
+    Auth(String),
     /// An API call failed.
     #[error("{context}: {source}")]
     Kube {
@@ -40,10 +47,13 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    /// Wraps a kube error with what we were doing.
+    /// Wraps a kube error with what we were doing (a login problem becomes [`Error::Auth`]).
     pub fn kube(context: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
         let context = context.into();
-        move |source| Error::Kube { context, source }
+        move |source| match auth_problem(&source) {
+            Some(why) => Error::Auth(format!("{context}: {why}")),
+            None => Error::Kube { context, source },
+        }
     }
 
     /// The process exit code.
@@ -52,7 +62,42 @@ impl Error {
             Error::Usage(_) => EXIT_USAGE,
             Error::Refused(_) => EXIT_REFUSED,
             Error::NotFound(_) => EXIT_NOT_FOUND,
+            Error::Auth(_) => EXIT_AUTH,
             Error::Failed(_) | Error::Kube { .. } => EXIT_FAILED,
         }
     }
+}
+
+/// What went wrong logging in to a cluster, said so a person can act on it; `None` when the
+/// error is not about credentials. kube-rs reports a failed credential plugin from inside its
+/// client stack, as a service error wrapping its `AuthError`.
+pub fn auth_problem(e: &kube::Error) -> Option<String> {
+    use kube::client::AuthError;
+    let auth = match e {
+        kube::Error::Auth(a) => Some(a),
+        kube::Error::Service(b) => b.downcast_ref::<AuthError>(),
+        kube::Error::Api(s) if s.code == 401 => {
+            return Some(
+                "the cluster rejected the credentials (401 Unauthorized); log in again (the kubeconfig's token, \
+                 exec or OIDC credential plugin)"
+                    .to_owned(),
+            );
+        }
+        _ => None,
+    }?;
+    Some(match auth {
+        AuthError::AuthExecRun { cmd, out } => {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            format!(
+                "the kubeconfig's exec credential plugin `{cmd}` failed ({}): {}",
+                out.status,
+                stderr.trim().lines().last().unwrap_or("(no message)")
+            )
+        }
+        AuthError::AuthExecStart(io) => format!("the kubeconfig's exec credential plugin could not be started: {io}"),
+        AuthError::AuthExecParse(_) | AuthError::ExecPluginFailed => {
+            format!("the kubeconfig's exec credential plugin printed no usable ExecCredential: {auth}")
+        }
+        other => format!("could not get credentials for the cluster: {other}"),
+    })
 }

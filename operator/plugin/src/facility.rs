@@ -55,7 +55,11 @@ impl Facility {
         let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
             .await
             .map_err(|e| Error::Usage(format!("context {name}: {e}")))?;
-        let client = Client::try_from(config).map_err(|e| Error::Usage(format!("context {name}: {e}")))?;
+        // kube-rs runs an exec credential plugin here (an OIDC id-token is checked on first use).
+        let client = Client::try_from(config).map_err(|e| match crate::error::auth_problem(&e) {
+            Some(why) => Error::Auth(format!("context {name}: {why}")),
+            None => Error::Usage(format!("context {name}: {e}")),
+        })?;
         Ok(Facility { context: name, namespace, client })
     }
 

@@ -32,7 +32,7 @@ pub fn classify(status: &tonic::Status) -> Error {
 /// Runs `hello`.
 pub async fn run(cli: &Cli, args: &HelloArgs) -> Result<()> {
     parse_list(&args.listeners).map_err(|(i, e)| Error::Usage(format!("--listeners[{i}]: {e}")))?;
-    if args.role == "CONS" && !args.listeners.is_empty() {
+    if args.role == scistream_api::control::ROLE_CONS && !args.listeners.is_empty() {
         return Err(Error::Usage("--listeners is for the producer's Hello (--role PROD)".to_owned()));
     }
     let (host, _) = args
@@ -60,7 +60,7 @@ pub async fn run(cli: &Cli, args: &HelloArgs) -> Result<()> {
         .key
         .parse()
         .map_err(|_| Error::Usage("the Hello key has characters not allowed in gRPC metadata".to_owned()))?;
-    request.metadata_mut().insert("authorization", key);
+    request.metadata_mut().insert(scistream_api::control::METADATA_AUTHORIZATION, key);
     let reply = ControlClient::new(channel).hello(request).await.map_err(|s| classify(&s))?.into_inner();
     match cli.output {
         Output::Json => println!("{}", json!({"message": reply.message, "listeners": reply.listeners})),

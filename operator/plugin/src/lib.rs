@@ -1,6 +1,14 @@
 //! `kubectl scistream`, SciStream's user client (S2UC) as a kubectl plugin: it drives both
 //! facilities' clusters through two kubeconfig contexts to create, inspect and release
 //! streams. Progress goes to stderr, data to stdout; exit codes are in [`error`].
+//!
+//! Tests: unit and snapshot tests (`--help`, the `objects` the plugin creates, the tables and
+//! `describe` rendered from fixed objects in `show/fixtures.rs`), and against two embedded
+//! clusters `tests/two_facilities.rs` and `tests/credentials.rs` (exec and OIDC logins). After
+//! an intended change of output, regenerate the snapshots with
+//! `INSTA_UPDATE=always cargo nextest run -p scistream-plugin` (or `cargo insta review`) and
+//! read the diff of `src/**/snapshots` and `tests/snapshots` before committing; CI never
+//! writes snapshots (insta fails on a difference when `CI` is set).
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod cli;

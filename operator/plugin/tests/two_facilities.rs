@@ -136,6 +136,8 @@ async fn create_get_release_across_two_facilities() {
     let out = plugin(&kc, &["gateways", "--context", "aps"]);
     assert!(text(&out).contains("3/") || text(&out).contains("4/"), "{}", text(&out));
 
+    describe_tells_the_whole_story(&kc, &aps, &alcf).await;
+
     let out = plugin(&kc, &["release", "run-42", "--context", "aps", "-n", ns, "--timeout", "60s"]);
     assert!(out.status.success(), "{}", text(&out));
     let stream_id = report["streamId"].as_str().unwrap().to_owned();
@@ -148,6 +150,70 @@ async fn create_get_release_across_two_facilities() {
     }
     aps.shutdown().await;
     alcf.shutdown().await;
+}
+
+/// `describe` from either side: both sides' conditions and events, and from the gateway side
+/// the relay pod of each node with its phase, restarts, ports and listeners, and the bytes.
+async fn describe_tells_the_whole_story(kc: &Path, aps: &Facility, alcf: &Facility) {
+    let ns = common::USER_NS;
+    // The stand-in kubelet runs no relays, so there is nothing for the operator's sampler to
+    // read: record bytes as it would (its field manager), for describe to show.
+    let transfer = json!({"apiVersion": "scistream.io/v1alpha1", "kind": "StreamRequest",
+        "status": {"transfer": {"bytes": 987_654_321i64, "throughput": "3.2Gbps"}}});
+    alcf.requests()
+        .patch_status("run-42", &PatchParams::apply("scistream-operator-transfer"), &Patch::Apply(&transfer))
+        .await
+        .unwrap();
+    let out = plugin(kc, &["describe", "run-42", "--context", "alcf", "-n", ns, "-o", "json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sides = report["sides"].as_array().unwrap();
+    assert_eq!(sides.len(), 2, "{report:#}");
+    assert_eq!((sides[0]["role"].as_str(), sides[0]["context"].as_str()), (Some("Producer"), Some("aps")));
+    assert_eq!((sides[1]["role"].as_str(), sides[1]["context"].as_str()), (Some("Consumer"), Some("alcf")));
+    assert_eq!(sides[1]["transfer"]["bytes"], 987_654_321i64);
+    for (side, f) in sides.iter().zip([aps, alcf]) {
+        let sr = f.requests().get("run-42").await.unwrap();
+        let status = sr.status.unwrap();
+        let relays = side["relays"].as_array().unwrap();
+        assert_eq!(relays.len(), status.allocations.len(), "one relay per reserved node: {side:#}");
+        let mut listeners = Vec::new();
+        for (relay, allocation) in relays.iter().zip(&status.allocations) {
+            assert_eq!(relay["node"], allocation.node.as_str());
+            assert_eq!(relay["ports"], json!(allocation.ports));
+            assert_eq!((relay["phase"].as_str(), relay["ready"].as_bool()), (Some("Running"), Some(true)), "{relay:#}");
+            assert_eq!(relay["restarts"], 0);
+            let pod = f.pods().get(relay["pod"].as_str().unwrap()).await.unwrap();
+            assert_eq!(
+                pod.spec.unwrap().node_name.as_deref(),
+                Some(allocation.node.as_str()),
+                "the pod is on its node"
+            );
+            listeners.extend(relay["listeners"].as_array().unwrap().iter().map(|l| l.as_str().unwrap().to_owned()));
+        }
+        assert_eq!(listeners, status.listeners, "each listener is served by the relay of its node");
+        let conditions: Vec<&str> =
+            side["conditions"].as_array().unwrap().iter().map(|c| c["type"].as_str().unwrap()).collect();
+        assert!(conditions.contains(&"Ready") && conditions.contains(&"Reserved"), "{conditions:?}");
+        let events = side["events"].as_array().unwrap();
+        assert!(events.iter().any(|e| e["object"] == "StreamRequest/run-42"), "the operator's events: {side:#}");
+    }
+    // The same story for people, found through the producer side.
+    let out = plugin(kc, &["describe", "run-42", "--context", "aps", "-n", ns]);
+    assert!(out.status.success(), "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "Producer side: aps/science/run-42",
+        "Consumer side: alcf/science/run-42",
+        "Relays:",
+        "gw-a",
+        "Running",
+        "Conditions:",
+        "Events:",
+        "987654321 (941.90 MiB), now 3.2Gbps",
+    ] {
+        assert!(said.contains(needle), "{needle:?} in:\n{said}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

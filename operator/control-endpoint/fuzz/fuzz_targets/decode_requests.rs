@@ -1,12 +1,13 @@
 //! Arbitrary bytes as each request message of `scistream.Control` (and as a JSON Hello), then
 //! through every validator a request meets before anything is written: nothing may panic, and
-//! whatever is accepted must be well-formed.
+//! whatever is accepted must be well-formed. The message-size check must give the same
+//! verdict however the body is chunked.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 use scistream_api::DataChannel;
-use scistream_control_endpoint::{auth, http, legacy, proto};
+use scistream_control_endpoint::{auth, http, legacy, limit::FrameScanner, proto};
 
 fuzz_target!(|data: &[u8]| {
     let placement =
@@ -33,6 +34,16 @@ fuzz_target!(|data: &[u8]| {
         let _ = legacy::lookup_uid(&r.uid);
     }
     let _ = http::parse_body(data);
+    // The message-size check sees the body in chunks of any size: the verdict must not depend
+    // on where the chunks split (the first byte picks the limit and the split point).
+    if let Some((&pick, body)) = data.split_first() {
+        let limit = usize::from(pick) * 4;
+        let whole = FrameScanner::new(limit).feed(body);
+        let mut split = FrameScanner::new(limit);
+        let at = usize::from(pick).min(body.len());
+        let chunked = split.feed(&body[..at]).and_then(|()| split.feed(&body[at..]));
+        assert_eq!(whole, chunked, "limit {limit}, split at {at}");
+    }
     if let Ok(text) = std::str::from_utf8(data)
         && let Ok(token) = auth::credential(Some(text))
     {

@@ -12,8 +12,7 @@ use subtle::ConstantTimeEq;
 
 use crate::error::{Error, Result};
 
-/// What a 1.x client sends when it is not logged in.
-pub const INVALID_TOKEN: &str = "INVALID_TOKEN";
+pub use scistream_api::control::INVALID_TOKEN;
 /// Longest credential accepted (a JWT with many claims fits; anything longer is refused unread).
 pub const MAX_TOKEN_LENGTH: usize = 8192;
 

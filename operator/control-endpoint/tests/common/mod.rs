@@ -96,7 +96,7 @@ pub fn endpoint_config(auth: AuthConfig) -> EndpointConfig {
         },
         max_auth_failures: 50,
         auth_failure_window: Duration::from_secs(60),
-        max_message_bytes: 64 * 1024,
+        max_message_bytes: scistream_api::control::MAX_MESSAGE_BYTES,
     }
 }
 
