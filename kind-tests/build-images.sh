@@ -34,8 +34,12 @@ s2ds_image="ghcr.io/scistream/s2ds:$version"
 "$engine" images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep scistream
 # Smoke test: each image starts as its non-root user on an empty filesystem and answers.
 [[ $("$engine" image inspect -f '{{.Config.User}}' "$operator_image") == 65532:65532 ]]
-"$engine" run --rm --network none "$operator_image" --version
-"$engine" run --rm --network none "$s2ds_image" --version
+for pair in "$operator_image scistream-operator" "$s2ds_image s2ds"; do
+  read -r image binary <<<"$pair"
+  v=$("$engine" run --rm --network none "$image" --version)
+  [[ $v == "$binary "* ]] || { echo "$image --version printed: $v" >&2; exit 1; }
+  echo "$v"
+done
 # s2ds refuses a missing config with its own error, not a loader failure.
 if out=$("$engine" run --rm --network none "$s2ds_image" 2>&1); then
   echo "s2ds started without a config" >&2; exit 1

@@ -8,7 +8,7 @@ use crate::context::{Config, Images};
 
 /// The SciStream operator (S2CS): reconciles Gateways and StreamRequests into S2DS relays.
 #[derive(Clone, Debug, Parser)]
-#[command(version, about)]
+#[command(name = "scistream-operator", version, about)]
 pub struct Args {
     /// Kubeconfig to use instead of the in-cluster service account (or $KUBECONFIG).
     #[arg(long, env = "KUBECONFIG")]
@@ -92,5 +92,13 @@ mod tests {
     #[test]
     fn the_flags_are_consistent() {
         super::Args::command().debug_assert();
+    }
+
+    /// Regression: `--version` once printed the crate's name (`scistream-controller`), not the
+    /// binary's, which is what the image smoke test and users see.
+    #[test]
+    fn version_names_the_binary() {
+        let version = super::Args::command().render_version();
+        assert!(version.starts_with("scistream-operator "), "{version}");
     }
 }
