@@ -2,7 +2,7 @@
 //! `kind-tests/kind/run.sh` (or a facility's own script) sets, parsed and checked before
 //! anything is touched.
 
-use std::{net::IpAddr, path::PathBuf};
+use std::{net::Ipv4Addr, path::PathBuf};
 
 use anyhow::{Context as _, bail};
 
@@ -28,8 +28,8 @@ pub struct External {
     pub controls: [String; 2],
     /// Namespace and name of the control endpoints' TLS Secret.
     pub control_secret: (String, String),
-    /// Where the applications listen and connect from.
-    pub app_address: IpAddr,
+    /// Where the applications listen and connect from (the relays' pods reach it).
+    pub app_address: Ipv4Addr,
 }
 
 /// Reads the variables through `get` (the process environment in [`from_env`]). `None`
@@ -55,7 +55,7 @@ pub fn parse(get: impl Fn(&str) -> Option<String>) -> anyhow::Result<Option<Exte
         bail!("{CONTROL_SECRET}={secret:?} is not namespace/name");
     };
     let app = need(APP_ADDRESS)?;
-    let app_address = app.parse().with_context(|| format!("{APP_ADDRESS}={app:?} is not an IP address"))?;
+    let app_address = app.parse().with_context(|| format!("{APP_ADDRESS}={app:?} is not an IPv4 address"))?;
     Ok(Some(External {
         kubeconfigs: [prod, cons],
         controls,
@@ -100,7 +100,7 @@ mod tests {
         assert_eq!(e.kubeconfigs, [PathBuf::from("/k/aps"), PathBuf::from("/k/alcf")]);
         assert_eq!(e.controls, ["127.0.0.1:15000".to_owned(), "127.0.0.1:15001".to_owned()]);
         assert_eq!(e.control_secret, ("ops".to_owned(), "control-tls".to_owned()));
-        assert_eq!(e.app_address, "172.18.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(e.app_address, Ipv4Addr::new(172, 18, 0, 1));
     }
 
     #[test]
@@ -118,7 +118,8 @@ mod tests {
             (PROD_CONTROL, "localhost", "is not host:port"),
             (CONS_CONTROL, "", "is not set"),
             (CONTROL_SECRET, "no-slash", "is not namespace/name"),
-            (APP_ADDRESS, "gateway.kind", "is not an IP address"),
+            (APP_ADDRESS, "gateway.kind", "is not an IPv4 address"),
+            (APP_ADDRESS, "fc00::1", "is not an IPv4 address"),
         ] {
             let mut pairs: Vec<_> = FULL.iter().copied().filter(|(k, _)| *k != var).collect();
             pairs.push((var, bad));
