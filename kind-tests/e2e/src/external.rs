@@ -69,6 +69,52 @@ pub fn from_env() -> anyhow::Result<Option<External>> {
     parse(|k| std::env::var(k).ok())
 }
 
+/// One kubeconfig for both facilities, as `kubectl scistream` is run with: the current
+/// context of each facility's kubeconfig, renamed to the facility's name (`contexts[i]`), its
+/// cluster and user renamed `<facility>-cluster` / `<facility>-user` so that two kind
+/// kubeconfigs (both with a user `kind-…`, or both generated with the same names) cannot
+/// collide. Relative certificate paths are left as they are: give absolute kubeconfigs.
+pub fn merge_kubeconfigs(configs: &[(&str, serde_json::Value)]) -> anyhow::Result<serde_json::Value> {
+    use serde_json::{Value, json};
+    let mut merged = json!({"apiVersion": "v1", "kind": "Config", "clusters": [], "users": [], "contexts": []});
+    for (facility, config) in configs {
+        let current = config["current-context"].as_str().filter(|c| !c.is_empty());
+        let contexts = config["contexts"].as_array().map(Vec::as_slice).unwrap_or_default();
+        let context = match current {
+            Some(c) => contexts.iter().find(|x| x["name"] == *c),
+            None if contexts.len() == 1 => contexts.first(),
+            None => None,
+        }
+        .with_context(|| format!("{facility}: the kubeconfig has no current-context (or it names no context)"))?;
+        let named = |key: &str, field: &str| -> anyhow::Result<Value> {
+            let wanted = context["context"][field].as_str().unwrap_or_default();
+            config[key]
+                .as_array()
+                .and_then(|items| items.iter().find(|x| x["name"] == wanted))
+                .cloned()
+                .with_context(|| format!("{facility}: the kubeconfig's context names {field} {wanted:?}, not in {key}"))
+        };
+        let (mut cluster, mut user) = (named("clusters", "cluster")?, named("users", "user")?);
+        let (cluster_name, user_name) = (format!("{facility}-cluster"), format!("{facility}-user"));
+        cluster["name"] = json!(cluster_name);
+        user["name"] = json!(user_name);
+        let mut ctx = context["context"].clone();
+        ctx["cluster"] = json!(cluster_name);
+        ctx["user"] = json!(user_name);
+        for (key, item) in
+            [("clusters", cluster), ("users", user), ("contexts", json!({"name": facility, "context": ctx}))]
+        {
+            if let Some(list) = merged[key].as_array_mut() {
+                list.push(item);
+            }
+        }
+    }
+    if let Some((first, _)) = configs.first() {
+        merged["current-context"] = json!(first);
+    }
+    Ok(merged)
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -88,6 +134,45 @@ mod tests {
         (CONTROL_SECRET, "ops/control-tls"),
         (APP_ADDRESS, "172.18.0.1"),
     ];
+
+    fn kind_kubeconfig(name: &str) -> serde_json::Value {
+        let ctx = format!("kind-{name}");
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Config", "current-context": ctx,
+            "clusters": [{"name": ctx, "cluster": {"server": format!("https://127.0.0.1:6443/{name}")}}],
+            "users": [{"name": ctx, "user": {"token": name}}, {"name": "other", "user": {}}],
+            "contexts": [{"name": ctx, "context": {"cluster": ctx, "user": ctx, "namespace": "science"}}],
+        })
+    }
+
+    #[test]
+    fn kubeconfigs_merge_under_the_facilities_names() {
+        let merged = merge_kubeconfigs(&[("aps", kind_kubeconfig("aps")), ("alcf", kind_kubeconfig("alcf"))]).unwrap();
+        assert_eq!(merged["current-context"], "aps");
+        let names = |key: &str| -> Vec<String> {
+            merged[key].as_array().unwrap().iter().map(|x| x["name"].as_str().unwrap().to_owned()).collect()
+        };
+        assert_eq!(names("contexts"), ["aps", "alcf"]);
+        assert_eq!(names("clusters"), ["aps-cluster", "alcf-cluster"]);
+        assert_eq!(names("users"), ["aps-user", "alcf-user"]);
+        let alcf = &merged["contexts"][1]["context"];
+        assert_eq!((alcf["cluster"].as_str(), alcf["user"].as_str()), (Some("alcf-cluster"), Some("alcf-user")));
+        assert_eq!(alcf["namespace"], "science");
+        assert_eq!(merged["clusters"][1]["cluster"]["server"], "https://127.0.0.1:6443/alcf");
+        assert_eq!(merged["users"][1]["user"]["token"], "alcf");
+    }
+
+    #[test]
+    fn a_kubeconfig_without_a_usable_context_is_named() {
+        let mut broken = kind_kubeconfig("alcf");
+        broken["current-context"] = serde_json::json!("nowhere");
+        let e = merge_kubeconfigs(&[("aps", kind_kubeconfig("aps")), ("alcf", broken)]).unwrap_err().to_string();
+        assert!(e.contains("alcf") && e.contains("current-context"), "{e}");
+        let mut no_user = kind_kubeconfig("aps");
+        no_user["users"] = serde_json::json!([]);
+        let e = merge_kubeconfigs(&[("aps", no_user)]).unwrap_err().to_string();
+        assert!(e.contains("aps") && e.contains("user"), "{e}");
+    }
 
     #[test]
     fn nothing_set_means_the_embedded_facilities() {
