@@ -115,6 +115,53 @@ pub fn merge_kubeconfigs(configs: &[(&str, serde_json::Value)]) -> anyhow::Resul
     Ok(merged)
 }
 
+/// Connects to both facilities: writes the merged kubeconfig to `kubeconfig`, and returns a
+/// client per facility (producer first) once each serves a Ready Gateway `gateway` and has the
+/// namespace `namespace`; otherwise an error that says what to install or fix.
+pub async fn connect(
+    ext: &External,
+    facilities: [&str; 2],
+    kubeconfig: &std::path::Path,
+    gateway: &str,
+    namespace: &str,
+) -> anyhow::Result<Vec<kube::Client>> {
+    use kube::{
+        Api,
+        config::{KubeConfigOptions, Kubeconfig},
+    };
+    let mut read = Vec::new();
+    for (facility, path) in facilities.iter().zip(&ext.kubeconfigs) {
+        let text = std::fs::read_to_string(path).with_context(|| format!("{facility}: reading {}", path.display()))?;
+        let value: serde_json::Value =
+            serde_yaml::from_str(&text).with_context(|| format!("{facility}: {} is not YAML", path.display()))?;
+        read.push((*facility, value));
+    }
+    let merged = merge_kubeconfigs(&read)?;
+    std::fs::write(kubeconfig, serde_yaml::to_string(&merged)?)?;
+    let config = Kubeconfig::read_from(kubeconfig)?;
+    let mut clients = Vec::new();
+    for facility in facilities {
+        let options = KubeConfigOptions { context: Some(facility.to_owned()), ..KubeConfigOptions::default() };
+        let c = kube::Config::from_custom_kubeconfig(config.clone(), &options).await?;
+        let client = kube::Client::try_from(c)?;
+        let gw = Api::<scistream_api::Gateway>::all(client.clone()).get_opt(gateway).await.with_context(|| {
+            format!("{facility}: cannot read Gateways (is the operator's chart installed, with its CRDs?)")
+        })?;
+        let ready = gw.as_ref().and_then(|g| g.status.as_ref()).map(|s| s.ready_nodes).unwrap_or(0);
+        if ready == 0 {
+            bail!(
+                "{facility}: Gateway {gateway} is missing or has no ready node (install the chart with defaultGateway)"
+            );
+        }
+        Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+            .get_opt(namespace)
+            .await?
+            .with_context(|| format!("{facility}: namespace {namespace} does not exist (kubectl create namespace)"))?;
+        clients.push(client);
+    }
+    Ok(clients)
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
