@@ -1,4 +1,8 @@
 //! HAProxy in TCP mode with forced splice, one `listen` section per route.
+//!
+//! No `maxconn`: HAProxy then derives it from the open-files limit it runs under. A fixed
+//! value makes it demand about 2.5 descriptors per connection at start-up and refuse to
+//! start where the limit is lower (20000 needs 50017; many hosts and runtimes allow less).
 
 use std::fmt::Write;
 
@@ -11,7 +15,6 @@ pub(super) fn render(input: &RenderInput<'_>) -> Rendered {
          # Plain TCP data channel: traffic between the gateways is not encrypted.\n\
          global\n    \
              log stderr format short local0 notice\n    \
-             maxconn 20000\n    \
              pidfile {}/haproxy.pid\n    \
              hard-stop-after {}s\n\n\
          defaults\n    \

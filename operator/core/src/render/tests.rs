@@ -112,6 +112,29 @@ fn haproxy_accepts_the_config() {
     );
 }
 
+/// Regression: a fixed `maxconn 20000` made HAProxy refuse to start ("Cannot raise FD limit
+/// to 50017") under an open-files limit of 20000, as on the e2e machines.
+#[test]
+fn haproxy_starts_under_a_modest_open_files_limit() {
+    let haproxy = require("haproxy");
+    let dir = tempfile::tempdir().unwrap();
+    let paths = temp_paths(dir.path());
+    let (listen, target) = (free_port(), free_port());
+    let r = relay(RelayMode::Plain, &[&format!("127.0.0.1:{listen}")], &[&format!("127.0.0.1:{target}")], 0);
+    let rendered = render(Implementation::Haproxy, &input(&r, &paths, None));
+    write_rendered(dir.path(), &rendered);
+    let mut child = Reaper(
+        Command::new("sh")
+            .args(["-c", "ulimit -n 4096 && exec \"$0\" \"$@\"", &haproxy])
+            .args(&rendered.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_listening(listen, &mut child.0);
+}
+
 #[test]
 fn nginx_accepts_the_config() {
     let nginx = require("nginx");
