@@ -71,10 +71,7 @@ async fn main() -> anyhow::Result<()> {
     let result = stream::run(&world, &so).await;
     match &result {
         Ok(report) => {
-            println!(
-                "Stream demo ({} over {} connections, {}):",
-                args.data_channel, report.connections, relays
-            );
+            println!("Stream demo ({} over {} connections, {}):", args.data_channel, report.connections, relays);
             for (what, t) in &report.steps {
                 println!("  {:<55} {:>8.2}s", what, t.as_secs_f64());
             }

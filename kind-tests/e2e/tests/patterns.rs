@@ -84,8 +84,7 @@ async fn consumer_reconnects() {
     let so = StreamOptions::new("reconnect", BYTES, 1, "20Gbps", "MutualTLS").unwrap();
     in_world!(opts, |w| {
         let ready = stream::setup(&w, &so).await?;
-        let producer =
-            tokio::spawn(workload::serve(ready.producer, 2, BYTES, SEED, Duration::from_secs(120)));
+        let producer = tokio::spawn(workload::serve(ready.producer, 2, BYTES, SEED, Duration::from_secs(120)));
         let target = ready.targets[0];
         let mut first = w.network.connect(CONSUMER_HOST, target).await.context("first connection")?;
         let mut part = vec![0u8; 1 << 20];
@@ -117,8 +116,7 @@ async fn many_short_lived_connections() {
     let so = StreamOptions::new("short-lived", BYTES * COUNT as u64, 2, "20Gbps", "MutualTLS").unwrap();
     in_world!(opts, |w| {
         let ready = stream::setup(&w, &so).await?;
-        let producer =
-            tokio::spawn(workload::serve(ready.producer, COUNT, BYTES, SEED, Duration::from_secs(300)));
+        let producer = tokio::spawn(workload::serve(ready.producer, COUNT, BYTES, SEED, Duration::from_secs(300)));
         let (network, targets) = (w.network.clone(), ready.targets.clone());
         let received = workload::fetch_many(COUNT, 16, |i| {
             let (network, addr) = (network.clone(), targets[i % targets.len()]);
@@ -128,7 +126,11 @@ async fn many_short_lived_connections() {
         .context("consumer application")?;
         let expected = workload::expected(BYTES, SEED);
         let bad = received.iter().filter(|t| **t != expected).count();
-        ensure!(received.len() == COUNT && bad == 0, "{bad} of {} connections differ from {expected:?}", received.len());
+        ensure!(
+            received.len() == COUNT && bad == 0,
+            "{bad} of {} connections differ from {expected:?}",
+            received.len()
+        );
         let served = producer.await??;
         let cut: Vec<_> = served.iter().filter(|s| **s != Ok(expected.clone())).collect();
         ensure!(served.len() == COUNT && cut.is_empty(), "producer: {} served, not whole: {cut:?}", served.len());

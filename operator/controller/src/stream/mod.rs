@@ -121,7 +121,7 @@ fn demand(sr: &StreamRequest, rate: Rate, implementation: scistream_api::Impleme
         uid: sr.uid().unwrap_or_default(),
         connections: usize::try_from(sr.spec.num_connections).unwrap_or(1),
         rate,
-        metrics_port: implementation == scistream_api::Implementation::S2ds,
+        metrics_port: scistream_core::render::needs_health_port(implementation),
     }
 }
 
