@@ -169,15 +169,10 @@ pub async fn create(world: &World, opts: &StreamOptions) -> anyhow::Result<Creat
 /// The producer application's listening sockets: `count` ports (chosen by the system, so
 /// concurrent streams never collide) on its host in the producer facility's LAN.
 pub async fn app_listeners(world: &World, count: usize) -> anyhow::Result<(Vec<TcpListener>, Vec<String>)> {
-    let app = world.network.address(PRODUCER_HOST).context("the producer's host has no address")?;
     let mut listeners = Vec::new();
     let mut addresses = Vec::new();
     for _ in 0..count {
-        let listener = world
-            .network
-            .listen(PRODUCER_HOST, SocketAddr::new(app.into(), 0))
-            .await
-            .with_context(|| format!("listen on {app}"))?;
+        let listener = world.listen(PRODUCER_HOST, 0).await.context("listening on the producer's host")?;
         addresses.push(listener.local_addr()?.to_string());
         listeners.push(listener);
     }
@@ -322,13 +317,26 @@ pub async fn transfer(
     targets: &[SocketAddr],
     bytes: u64,
 ) -> anyhow::Result<Transferred> {
+    transfer_seeded(world, producer, targets, bytes, 1).await
+}
+
+/// [`transfer`] with the connections' patterns starting at `first_seed` (streams running at
+/// once then carry different data, so one's bytes cannot pass for another's).
+pub async fn transfer_seeded(
+    world: &World,
+    producer: Vec<TcpListener>,
+    targets: &[SocketAddr],
+    bytes: u64,
+    first_seed: u64,
+) -> anyhow::Result<Transferred> {
     let per_connection = bytes / targets.len().max(1) as u64;
-    let producer = tokio::spawn(workload::produce(producer, targets.len(), per_connection, Duration::from_secs(300)));
+    let deadline = Duration::from_secs(300);
+    let producer = tokio::spawn(workload::produce(producer, targets.len(), per_connection, first_seed, deadline));
     let started = Instant::now();
-    let (network, targets) = (world.network.clone(), targets.to_vec());
+    let (apps, targets) = (world.apps(), targets.to_vec());
     let received = workload::consume(targets.len(), move |i| {
-        let (network, addr) = (network.clone(), targets[i]);
-        async move { network.connect(CONSUMER_HOST, addr).await }
+        let (apps, addr) = (apps.clone(), targets[i]);
+        async move { apps.connect(CONSUMER_HOST, addr).await }
     })
     .await
     .context("consumer application");
@@ -380,14 +388,16 @@ pub async fn relay_images(world: &World, facility: usize, stream_id: &str) -> an
     Ok(images)
 }
 
-/// Checks that nothing of the stream is left in either facility: no pod, ConfigMap or
-/// Secret labelled with its id, no reservation on either Gateway.
+/// Checks that nothing of the stream is left in either facility: no StreamRequest, no relay
+/// pod, ConfigMap or Secret labelled with its id, no reservation (so no port or bandwidth
+/// held) on either Gateway.
 pub async fn assert_nothing_left(world: &World, stream_id: &str) -> anyhow::Result<()> {
     leftovers(world, &format!("{}={stream_id}", keys::LABEL_STREAM_ID), Some(stream_id)).await
 }
 
-/// Checks that the facilities hold nothing of any stream (after every stream of a
-/// scenario is released).
+/// Checks that the facilities hold nothing of any stream (after every stream of a scenario is
+/// released): as [`assert_nothing_left`] for every stream, and the Gateways' counters all at
+/// zero (ports in use on every node, bandwidth promised, streams).
 pub async fn assert_all_clean(world: &World) -> anyhow::Result<()> {
     leftovers(world, keys::LABEL_STREAM_ID, None).await
 }
@@ -399,21 +409,68 @@ async fn leftovers(world: &World, selector: &str, stream_id: Option<&str>) -> an
         let pods = Api::<Pod>::namespaced(f.client.clone(), GATEWAY_NS).list(&lp).await?;
         let cms = Api::<ConfigMap>::namespaced(f.client.clone(), GATEWAY_NS).list(&lp).await?;
         let secrets = Api::<Secret>::namespaced(f.client.clone(), GATEWAY_NS).list(&lp).await?;
-        let gw = Api::<Gateway>::all(f.client.clone()).get("dtn").await?;
-        let reservations = gw.status.map(|s| s.reservations).unwrap_or_default();
-        let held = reservations.iter().filter(|r| stream_id.is_none_or(|id| r.stream_id == id)).count();
-        if !pods.items.is_empty() || !cms.items.is_empty() || !secrets.items.is_empty() || held != 0 {
+        let requests = Api::<StreamRequest>::namespaced(f.client.clone(), USER_NS).list(&ListParams::default()).await?;
+        let requests = requests.items.iter().filter(|r| stream_id.is_none_or(|id| r.spec.stream_id == id)).count();
+        let status = Api::<Gateway>::all(f.client.clone()).get("dtn").await?.status.unwrap_or_default();
+        let held = status.reservations.iter().filter(|r| stream_id.is_none_or(|id| r.stream_id == id)).count();
+        if !pods.items.is_empty() || !cms.items.is_empty() || !secrets.items.is_empty() || held + requests != 0 {
             bail!(
-                "{}: left behind: {} pods, {} ConfigMaps, {} Secrets, {} reservations",
+                "{}: left behind: {} StreamRequests, {} pods, {} ConfigMaps, {} Secrets, {} reservations",
                 f.name,
+                requests,
                 pods.items.len(),
                 cms.items.len(),
                 secrets.items.len(),
                 held
             );
         }
+        let busy: Vec<String> = status
+            .nodes
+            .iter()
+            .filter(|n| n.ports_in_use != 0)
+            .map(|n| format!("{}: {}", n.name, n.ports_in_use))
+            .collect();
+        if stream_id.is_none()
+            && (status.ports_in_use != 0
+                || !busy.is_empty()
+                || status.bandwidth_promised_bps != 0
+                || status.streams != 0)
+        {
+            bail!(
+                "{}: the Gateway still counts {} ports in use ({busy:?}), {} bit/s promised, {} streams",
+                f.name,
+                status.ports_in_use,
+                status.bandwidth_promised_bps,
+                status.streams
+            );
+        }
     }
     Ok(())
+}
+
+/// What both facilities hold, for failure messages: every StreamRequest with its phase and
+/// conditions, every Gateway reservation.
+pub async fn describe(world: &World) -> String {
+    let mut out = String::new();
+    for f in &world.facilities {
+        let requests = Api::<StreamRequest>::namespaced(f.client.clone(), USER_NS).list(&ListParams::default()).await;
+        for r in requests.map(|l| l.items).unwrap_or_default() {
+            let st = r.status.clone().unwrap_or_default();
+            let conditions: Vec<String> =
+                st.conditions.iter().map(|c| format!("{}={} {}: {}", c.type_, c.status, c.reason, c.message)).collect();
+            out.push_str(&format!(
+                "\n{}: {} {:?}: {}",
+                f.name,
+                r.metadata.name.unwrap_or_default(),
+                st.phase,
+                conditions.join("; ")
+            ));
+        }
+        let gw = Api::<Gateway>::all(f.client.clone()).get("dtn").await.ok().and_then(|g| g.status).unwrap_or_default();
+        let held: Vec<&str> = gw.reservations.iter().map(|r| r.request.as_str()).collect();
+        out.push_str(&format!("\n{}: Gateway reservations {held:?}, {} ports in use", f.name, gw.ports_in_use));
+    }
+    out
 }
 
 /// Runs one stream through both facilities.

@@ -118,11 +118,13 @@ pub async fn receive(mut conn: TcpStream) -> std::io::Result<Transfer> {
 }
 
 /// The producer application: accepts `connections` connections (over all `listeners`) and
-/// serves `bytes_per_connection` on each, a distinct pattern per connection.
+/// serves `bytes_per_connection` on each, a distinct pattern per connection: the `i`-th
+/// accepted gets pattern `first_seed + i`.
 pub async fn produce(
     listeners: Vec<TcpListener>,
     connections: usize,
     bytes_per_connection: u64,
+    first_seed: u64,
     deadline: Duration,
 ) -> std::io::Result<Vec<Transfer>> {
     let (tx, mut rx) = tokio::sync::mpsc::channel(connections.max(1));
@@ -151,7 +153,7 @@ pub async fn produce(
                 )
             })?
             .ok_or_else(|| std::io::Error::other("listeners closed"))?;
-        senders.push(tokio::spawn(send(conn, bytes_per_connection, seed + 1)));
+        senders.push(tokio::spawn(send(conn, bytes_per_connection, first_seed + seed)));
     }
     for a in acceptors {
         a.abort();
@@ -274,7 +276,7 @@ mod tests {
     async fn direct_transfer_hashes_agree_at_both_ends() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let producer = tokio::spawn(produce(vec![listener], 3, 3_000_001, Duration::from_secs(10)));
+        let producer = tokio::spawn(produce(vec![listener], 3, 3_000_001, 1, Duration::from_secs(10)));
         let received = consume(3, move |_| TcpStream::connect(addr)).await.unwrap();
         let sent = producer.await.unwrap().unwrap();
         assert_eq!(sent, received);

@@ -4,6 +4,7 @@
 //! running two gateway nodes' pods as real processes, an operator and a Gateway.
 
 use std::{
+    net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
     process::Command,
     sync::Arc,
@@ -16,7 +17,10 @@ use scistream_api::{Gateway, keys};
 use scistream_nodeagent::{NetworkMode, NodeAgent, NodeSpec, Topology, network::Network, topology::lan};
 use scistream_testcluster::TestCluster;
 use serde_json::{Value, json};
-use tokio::task::JoinHandle;
+use tokio::{
+    net::{TcpListener, TcpStream},
+    task::JoinHandle,
+};
 use tokio_util::sync::CancellationToken;
 
 /// Namespace of the relays in each facility.
@@ -106,8 +110,8 @@ pub struct Facility {
 pub struct World {
     /// Producer facility, then consumer facility.
     pub facilities: Vec<Facility>,
-    /// The shared network.
-    pub network: Arc<Network>,
+    /// The shared network (scenarios reach application hosts through [`World::apps`]).
+    network: Arc<Network>,
     /// A kubeconfig with one context per facility.
     pub kubeconfig: PathBuf,
     /// Timings of the set-up steps.
@@ -155,7 +159,46 @@ fn kubectl(kubeconfig: &Path, cache: &Path, context: &str, args: &[&str]) -> any
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// The application hosts ([`PRODUCER_HOST`], [`CONSUMER_HOST`]) as the scenarios reach them:
+/// their address, a listening socket, a connection made from them. The only way tests touch
+/// the network, so that another world (real clusters, this machine as both hosts) can serve
+/// them too. Cheap to clone into tasks.
+#[derive(Clone)]
+pub struct Apps(Arc<Network>);
+
+impl Apps {
+    /// The address `host` listens on and connects from.
+    pub fn address(&self, host: &str) -> std::io::Result<IpAddr> {
+        self.0.address(host).map(IpAddr::V4).ok_or_else(|| std::io::Error::other(format!("no application host {host}")))
+    }
+
+    /// A listening socket on `host`, on `port` (0: one the system chooses).
+    pub async fn listen(&self, host: &str, port: u16) -> std::io::Result<TcpListener> {
+        self.0.listen(host, SocketAddr::new(self.address(host)?, port)).await
+    }
+
+    /// A connection to `addr` made from `host`.
+    pub async fn connect(&self, host: &str, addr: SocketAddr) -> std::io::Result<TcpStream> {
+        self.0.connect(host, addr).await
+    }
+}
+
 impl World {
+    /// The application hosts, for tasks that outlive a borrow of the world.
+    pub fn apps(&self) -> Apps {
+        Apps(self.network.clone())
+    }
+
+    /// A listening socket on application host `host` (see [`Apps::listen`]).
+    pub async fn listen(&self, host: &str, port: u16) -> std::io::Result<TcpListener> {
+        self.apps().listen(host, port).await
+    }
+
+    /// A connection to `addr` from application host `host` (see [`Apps::connect`]).
+    pub async fn connect(&self, host: &str, addr: SocketAddr) -> std::io::Result<TcpStream> {
+        self.apps().connect(host, addr).await
+    }
+
     /// Builds both facilities.
     pub async fn start(opts: &Options) -> anyhow::Result<World> {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();

@@ -86,14 +86,14 @@ async fn consumer_reconnects() {
         let ready = stream::setup(&w, &so).await?;
         let producer = tokio::spawn(workload::serve(ready.producer, 2, BYTES, SEED, Duration::from_secs(120)));
         let target = ready.targets[0];
-        let mut first = w.network.connect(CONSUMER_HOST, target).await.context("first connection")?;
+        let mut first = w.connect(CONSUMER_HOST, target).await.context("first connection")?;
         let mut part = vec![0u8; 1 << 20];
         first.read_exact(&mut part).await.context("reading the first MiB")?;
         let mut want = vec![0u8; part.len()];
         Pattern::new(SEED).fill(&mut want);
         ensure!(part == want, "the first MiB of the dropped connection is not the payload's");
         drop(first);
-        let again = w.network.connect(CONSUMER_HOST, target).await.context("reconnecting")?;
+        let again = w.connect(CONSUMER_HOST, target).await.context("reconnecting")?;
         let received = workload::receive(again).await.context("reading the new connection")?;
         let expected = workload::expected(BYTES, SEED);
         ensure!(received == expected, "the new connection carried {received:?}, expected {expected:?}");
@@ -117,13 +117,10 @@ async fn many_short_lived_connections() {
     in_world!(opts, |w| {
         let ready = stream::setup(&w, &so).await?;
         let producer = tokio::spawn(workload::serve(ready.producer, COUNT, BYTES, SEED, Duration::from_secs(300)));
-        let (network, targets) = (w.network.clone(), ready.targets.clone());
-        let received = workload::fetch_many(COUNT, 16, |i| {
-            let (network, addr) = (network.clone(), targets[i % targets.len()]);
-            async move { network.connect(CONSUMER_HOST, addr).await }
-        })
-        .await
-        .context("consumer application")?;
+        let targets = ready.targets.clone();
+        let received = workload::fetch_many(COUNT, 16, |i| w.connect(CONSUMER_HOST, targets[i % targets.len()]))
+            .await
+            .context("consumer application")?;
         let expected = workload::expected(BYTES, SEED);
         let bad = received.iter().filter(|t| **t != expected).count();
         ensure!(
