@@ -29,8 +29,8 @@ fn nodes_used(side: &scistream_api::StreamRequest) -> BTreeSet<String> {
     side.status.iter().flat_map(|s| &s.allocations).filter(|a| !a.ports.is_empty()).map(|a| a.node.clone()).collect()
 }
 
-/// Six connections on gateways with five ports per node (one of which each s2ds relay
-/// takes for its metrics): no node can hold the stream, so both nodes of each facility
+/// Six connections on gateways with five ports per node (one of which each relay takes for
+/// its health listener): no node can hold the stream, so both nodes of each facility
 /// relay a share of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn striping_over_two_gateway_nodes() {
