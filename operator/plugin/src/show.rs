@@ -279,7 +279,7 @@ pub async fn describe(cli: &Cli, r: &StreamRef) -> Result<()> {
                 "  node {}:   ports {:?}{}",
                 a.node,
                 a.ports,
-                a.metrics_port.map(|m| format!(", metrics {m}")).unwrap_or_default()
+                a.metrics_port.map(|m| format!(", health {m}")).unwrap_or_default()
             );
         }
         if let Some(b) = v.bytes {
