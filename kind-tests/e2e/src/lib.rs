@@ -8,3 +8,17 @@ pub mod external;
 pub mod stream;
 pub mod workload;
 pub mod world;
+
+use std::path::PathBuf;
+
+/// A binary of the workspace (`s2ds`, `kubectl-scistream`) next to the running program, or
+/// one directory up (test binaries live in `target/<profile>/deps`).
+pub fn built_binary(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let candidates: Vec<PathBuf> = exe.ancestors().skip(1).take(2).map(|d| d.join(name)).collect();
+    candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
+        anyhow::anyhow!(
+            "{name} is not built (looked for {candidates:?}); run `cargo build -p s2ds -p scistream-plugin`"
+        )
+    })
+}

@@ -21,9 +21,12 @@ struct Args {
     /// Data channel between the gateways: MutualTLS or Plain.
     #[arg(long, default_value = "MutualTLS")]
     data_channel: String,
-    /// Relay implementation of both gateways.
+    /// Relay implementation of both gateways: S2ds, Haproxy, Nginx or Stunnel.
     #[arg(long, default_value = "S2ds")]
     implementation: String,
+    /// Relay implementation of the consumer's gateway, when it differs.
+    #[arg(long)]
+    consumer_implementation: Option<String>,
     /// Use loopback addresses even as root.
     #[arg(long)]
     loopback: bool,
@@ -43,12 +46,12 @@ async fn main() -> anyhow::Result<()> {
     let bin_dir = std::env::current_exe()?.parent().map(PathBuf::from).unwrap_or_default();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize()?;
     let netns = nix::unistd::geteuid().is_root() && !args.loopback;
-    let opts = world::Options {
-        netns,
-        s2ds: args.s2ds.clone().unwrap_or_else(|| bin_dir.join("s2ds")),
-        root,
-        implementation: args.implementation.clone(),
-    };
+    let s2ds = args.s2ds.clone().unwrap_or_else(|| bin_dir.join("s2ds"));
+    let mut opts = world::Options::new(netns, s2ds, root, &args.implementation);
+    if let Some(consumer) = &args.consumer_implementation {
+        opts = opts.implementations(&args.implementation, consumer);
+    }
+    let relays = format!("{} -> {}", opts.implementation_of(0), opts.implementation_of(1));
     println!(
         "SciStream demo: two facilities (aps -> alcf), {} network",
         if netns { "network-namespace" } else { "loopback" }
@@ -68,10 +71,7 @@ async fn main() -> anyhow::Result<()> {
     let result = stream::run(&world, &so).await;
     match &result {
         Ok(report) => {
-            println!(
-                "Stream demo ({} over {} connections, {}):",
-                args.data_channel, report.connections, args.implementation
-            );
+            println!("Stream demo ({} over {} connections, {}):", args.data_channel, report.connections, relays);
             for (what, t) in &report.steps {
                 println!("  {:<55} {:>8.2}s", what, t.as_secs_f64());
             }

@@ -50,22 +50,55 @@ fn hex(digest: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The payload of one connection: `bytes` of pattern `seed`, generated chunk by chunk and
+/// hashed as it goes.
+struct Payload {
+    pattern: Pattern,
+    hasher: Sha256,
+    buf: Vec<u8>,
+    bytes: u64,
+    left: u64,
+}
+
+impl Payload {
+    fn new(bytes: u64, seed: u64) -> Payload {
+        Payload { pattern: Pattern::new(seed), hasher: Sha256::new(), buf: vec![0u8; CHUNK], bytes, left: bytes }
+    }
+
+    /// The next chunk, or `None` at the end.
+    fn next_chunk(&mut self) -> Option<&[u8]> {
+        if self.left == 0 {
+            return None;
+        }
+        let n = usize::try_from(self.left.min(CHUNK as u64)).unwrap_or(CHUNK);
+        self.pattern.fill(&mut self.buf[..n]);
+        self.hasher.update(&self.buf[..n]);
+        self.left -= n as u64;
+        Some(&self.buf[..n])
+    }
+
+    fn finish(self) -> Transfer {
+        Transfer { bytes: self.bytes, sha256: hex(&self.hasher.finalize()) }
+    }
+}
+
 /// Sends `bytes` of pattern `seed` on `conn`, then closes its write side (half-close: the
 /// stream's end is an EOF the relays must carry through).
 pub async fn send(mut conn: TcpStream, bytes: u64, seed: u64) -> std::io::Result<Transfer> {
-    let mut pattern = Pattern::new(seed);
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; CHUNK];
-    let mut left = bytes;
-    while left > 0 {
-        let n = usize::try_from(left.min(CHUNK as u64)).unwrap_or(CHUNK);
-        pattern.fill(&mut buf[..n]);
-        hasher.update(&buf[..n]);
-        conn.write_all(&buf[..n]).await?;
-        left -= n as u64;
+    let mut payload = Payload::new(bytes, seed);
+    while let Some(chunk) = payload.next_chunk() {
+        conn.write_all(chunk).await?;
     }
     conn.shutdown().await?;
-    Ok(Transfer { bytes, sha256: hex(&hasher.finalize()) })
+    Ok(payload.finish())
+}
+
+/// What [`send`] reports for `bytes` of pattern `seed`, computed without a connection (so a
+/// consumer can verify a payload on its own).
+pub fn expected(bytes: u64, seed: u64) -> Transfer {
+    let mut payload = Payload::new(bytes, seed);
+    while payload.next_chunk().is_some() {}
+    payload.finish()
 }
 
 /// Reads `conn` to EOF, hashing.
@@ -85,11 +118,13 @@ pub async fn receive(mut conn: TcpStream) -> std::io::Result<Transfer> {
 }
 
 /// The producer application: accepts `connections` connections (over all `listeners`) and
-/// serves `bytes_per_connection` on each, a distinct pattern per connection.
+/// serves `bytes_per_connection` on each, a distinct pattern per connection: the `i`-th
+/// accepted gets pattern `first_seed + i`.
 pub async fn produce(
     listeners: Vec<TcpListener>,
     connections: usize,
     bytes_per_connection: u64,
+    first_seed: u64,
     deadline: Duration,
 ) -> std::io::Result<Vec<Transfer>> {
     let (tx, mut rx) = tokio::sync::mpsc::channel(connections.max(1));
@@ -118,7 +153,7 @@ pub async fn produce(
                 )
             })?
             .ok_or_else(|| std::io::Error::other("listeners closed"))?;
-        senders.push(tokio::spawn(send(conn, bytes_per_connection, seed + 1)));
+        senders.push(tokio::spawn(send(conn, bytes_per_connection, first_seed + seed)));
     }
     for a in acceptors {
         a.abort();
@@ -151,6 +186,77 @@ where
     Ok(out)
 }
 
+/// The producer application for repeated connections: every connection accepted on any of
+/// `listeners` is served the same payload, `bytes` of pattern `seed`, so the consumer can
+/// verify each connection on its own against [`expected`]. Returns, in accept order, what
+/// each of the first `connections` connections carried: the transfer when the whole payload
+/// was sent, else the error that cut it short.
+pub async fn serve(
+    listeners: Vec<TcpListener>,
+    connections: usize,
+    bytes: u64,
+    seed: u64,
+    deadline: Duration,
+) -> std::io::Result<Vec<Result<Transfer, String>>> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(connections.max(1));
+    let mut acceptors = Vec::new();
+    for listener in listeners {
+        let tx = tx.clone();
+        acceptors.push(tokio::spawn(async move {
+            while let Ok((conn, _)) = listener.accept().await {
+                if tx.send(conn).await.is_err() {
+                    return;
+                }
+            }
+        }));
+    }
+    drop(tx);
+    let started = Instant::now();
+    let mut senders: Vec<tokio::task::JoinHandle<Result<Transfer, String>>> = Vec::new();
+    for accepted in 0..connections {
+        let left = deadline.saturating_sub(started.elapsed());
+        let conn = match tokio::time::timeout(left, rx.recv()).await {
+            Ok(Some(conn)) => conn,
+            Ok(None) => break,
+            Err(_) => {
+                for s in &senders {
+                    s.abort();
+                }
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("only {accepted} of {connections} connections arrived"),
+                ));
+            }
+        };
+        senders.push(tokio::spawn(async move { send(conn, bytes, seed).await.map_err(|e| e.to_string()) }));
+    }
+    for a in acceptors {
+        a.abort();
+    }
+    let mut out = Vec::new();
+    for s in senders {
+        out.push(s.await.map_err(std::io::Error::other)?);
+    }
+    Ok(out)
+}
+
+/// The consumer application for many short connections: `count` connections, at most
+/// `concurrency` open at a time, each opened by `connect(i)` and read to the end. Returns
+/// what each carried, in order of `i`.
+pub async fn fetch_many<F, Fut>(count: usize, concurrency: usize, connect: F) -> std::io::Result<Vec<Transfer>>
+where
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = std::io::Result<TcpStream>>,
+{
+    use futures::{StreamExt as _, TryStreamExt as _};
+    let connect = &connect;
+    futures::stream::iter(0..count)
+        .map(|i| async move { receive(connect(i).await?).await })
+        .buffered(concurrency.max(1))
+        .try_collect()
+        .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,12 +276,42 @@ mod tests {
     async fn direct_transfer_hashes_agree_at_both_ends() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let producer = tokio::spawn(produce(vec![listener], 3, 3_000_001, Duration::from_secs(10)));
+        let producer = tokio::spawn(produce(vec![listener], 3, 3_000_001, 1, Duration::from_secs(10)));
         let received = consume(3, move |_| TcpStream::connect(addr)).await.unwrap();
         let sent = producer.await.unwrap().unwrap();
         assert_eq!(sent, received);
         assert_eq!(sent.len(), 3);
         assert!(sent.iter().all(|t| t.bytes == 3_000_001));
         assert_ne!(sent[0].sha256, sent[1].sha256, "each connection carries its own data");
+    }
+
+    #[tokio::test]
+    async fn served_connections_each_carry_the_expected_payload() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let producer = tokio::spawn(serve(vec![listener], 5, 300_001, 7, Duration::from_secs(10)));
+        let received = fetch_many(5, 2, |_| TcpStream::connect(addr)).await.unwrap();
+        let served = producer.await.unwrap().unwrap();
+        let want = expected(300_001, 7);
+        assert_eq!(received, vec![want.clone(); 5]);
+        assert_eq!(served, vec![Ok(want.clone()); 5]);
+        assert_ne!(want, expected(300_001, 8));
+    }
+
+    #[tokio::test]
+    async fn a_connection_dropped_by_the_consumer_is_reported_cut_short() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let bytes = 64 << 20;
+        let producer = tokio::spawn(serve(vec![listener], 2, bytes, 3, Duration::from_secs(20)));
+        let mut first = TcpStream::connect(addr).await.unwrap();
+        let mut part = vec![0u8; 1 << 20];
+        first.read_exact(&mut part).await.unwrap();
+        drop(first);
+        let second = receive(TcpStream::connect(addr).await.unwrap()).await.unwrap();
+        assert_eq!(second, expected(bytes, 3));
+        let served = producer.await.unwrap().unwrap();
+        assert!(served[0].is_err(), "{served:?}");
+        assert_eq!(served[1], Ok(second));
     }
 }

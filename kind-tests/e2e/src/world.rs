@@ -4,6 +4,7 @@
 //! running two gateway nodes' pods as real processes, an operator and a Gateway.
 
 use std::{
+    net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
     process::Command,
     sync::Arc,
@@ -16,7 +17,10 @@ use scistream_api::{Gateway, keys};
 use scistream_nodeagent::{NetworkMode, NodeAgent, NodeSpec, Topology, network::Network, topology::lan};
 use scistream_testcluster::TestCluster;
 use serde_json::{Value, json};
-use tokio::task::JoinHandle;
+use tokio::{
+    net::{TcpListener, TcpStream},
+    task::JoinHandle,
+};
 use tokio_util::sync::CancellationToken;
 
 /// Namespace of the relays in each facility.
@@ -25,6 +29,10 @@ pub const GATEWAY_NS: &str = "scistream-gateway";
 pub const USER_NS: &str = "science";
 /// The two facilities: producer first.
 pub const FACILITIES: [&str; 2] = ["aps", "alcf"];
+/// The producer application's host (on the producer facility's LAN).
+pub const PRODUCER_HOST: &str = "app-aps";
+/// The consumer application's host (on the consumer facility's LAN).
+pub const CONSUMER_HOST: &str = "app-alcf";
 
 /// Settings of a world.
 #[derive(Clone, Debug)]
@@ -35,8 +43,51 @@ pub struct Options {
     pub s2ds: PathBuf,
     /// Repository root (for `crds/`).
     pub root: PathBuf,
-    /// Relay implementation of both gateways.
+    /// Relay implementation of both gateways (the producer's only, when
+    /// `consumer_implementation` is set).
     pub implementation: String,
+    /// Relay implementation of the consumer facility's gateway, when it differs.
+    pub consumer_implementation: Option<String>,
+    /// Each gateway's port range on every node (inclusive).
+    pub port_range: (u16, u16),
+    /// Bandwidth each gateway declares, e.g. `100Gbps`.
+    pub bandwidth: String,
+}
+
+impl Options {
+    /// Both gateways running `implementation`, 100 ports per node, 100 Gbit/s.
+    pub fn new(netns: bool, s2ds: PathBuf, root: PathBuf, implementation: &str) -> Options {
+        Options {
+            netns,
+            s2ds,
+            root,
+            implementation: implementation.to_owned(),
+            consumer_implementation: None,
+            port_range: (5100, 5199),
+            bandwidth: "100Gbps".to_owned(),
+        }
+    }
+
+    /// As run by the suite: network namespaces when root, the workspace's built `s2ds`.
+    pub fn for_tests(implementation: &str) -> anyhow::Result<Options> {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize()?;
+        Ok(Options::new(nix::unistd::geteuid().is_root(), crate::built_binary("s2ds")?, root, implementation))
+    }
+
+    /// The producer's gateway on `producer`, the consumer's on `consumer`.
+    pub fn implementations(mut self, producer: &str, consumer: &str) -> Options {
+        self.implementation = producer.to_owned();
+        self.consumer_implementation = Some(consumer.to_owned());
+        self
+    }
+
+    /// The implementation of facility `index` (0: producer, 1: consumer).
+    pub fn implementation_of(&self, index: usize) -> &str {
+        match (index, &self.consumer_implementation) {
+            (1, Some(consumer)) => consumer,
+            _ => &self.implementation,
+        }
+    }
 }
 
 /// One facility.
@@ -59,8 +110,8 @@ pub struct Facility {
 pub struct World {
     /// Producer facility, then consumer facility.
     pub facilities: Vec<Facility>,
-    /// The shared network.
-    pub network: Arc<Network>,
+    /// The shared network (scenarios reach application hosts through [`World::apps`]).
+    network: Arc<Network>,
     /// A kubeconfig with one context per facility.
     pub kubeconfig: PathBuf,
     /// Timings of the set-up steps.
@@ -108,7 +159,46 @@ fn kubectl(kubeconfig: &Path, cache: &Path, context: &str, args: &[&str]) -> any
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// The application hosts ([`PRODUCER_HOST`], [`CONSUMER_HOST`]) as the scenarios reach them:
+/// their address, a listening socket, a connection made from them. The only way tests touch
+/// the network, so that another world (real clusters, this machine as both hosts) can serve
+/// them too. Cheap to clone into tasks.
+#[derive(Clone)]
+pub struct Apps(Arc<Network>);
+
+impl Apps {
+    /// The address `host` listens on and connects from.
+    pub fn address(&self, host: &str) -> std::io::Result<IpAddr> {
+        self.0.address(host).map(IpAddr::V4).ok_or_else(|| std::io::Error::other(format!("no application host {host}")))
+    }
+
+    /// A listening socket on `host`, on `port` (0: one the system chooses).
+    pub async fn listen(&self, host: &str, port: u16) -> std::io::Result<TcpListener> {
+        self.0.listen(host, SocketAddr::new(self.address(host)?, port)).await
+    }
+
+    /// A connection to `addr` made from `host`.
+    pub async fn connect(&self, host: &str, addr: SocketAddr) -> std::io::Result<TcpStream> {
+        self.0.connect(host, addr).await
+    }
+}
+
 impl World {
+    /// The application hosts, for tasks that outlive a borrow of the world.
+    pub fn apps(&self) -> Apps {
+        Apps(self.network.clone())
+    }
+
+    /// A listening socket on application host `host` (see [`Apps::listen`]).
+    pub async fn listen(&self, host: &str, port: u16) -> std::io::Result<TcpListener> {
+        self.apps().listen(host, port).await
+    }
+
+    /// A connection to `addr` from application host `host` (see [`Apps::connect`]).
+    pub async fn connect(&self, host: &str, addr: SocketAddr) -> std::io::Result<TcpStream> {
+        self.apps().connect(host, addr).await
+    }
+
     /// Builds both facilities.
     pub async fn start(opts: &Options) -> anyhow::Result<World> {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -117,7 +207,10 @@ impl World {
         let mode = if opts.netns { NetworkMode::Netns } else { NetworkMode::Loopback };
         let network = Arc::new(Network::build(&topology(), mode).await.context("building the test network")?);
         timings.push((format!("network ({mode:?})"), t.elapsed()));
-        let scratch = tempfile_dir::Dir(std::env::temp_dir().join(format!("scistream-world-{}", std::process::id())));
+        static WORLDS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let nth = WORLDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let scratch =
+            tempfile_dir::Dir(std::env::temp_dir().join(format!("scistream-world-{}-{nth}", std::process::id())));
         std::fs::create_dir_all(&scratch.0)?;
         let mut facilities = Vec::new();
         let mut merged = json!({"apiVersion": "v1", "kind": "Config", "clusters": [], "users": [], "contexts": []});
@@ -138,7 +231,7 @@ impl World {
         let kubeconfig = scratch.0.join("kubeconfig");
         std::fs::write(&kubeconfig, serde_yaml::to_string(&merged)?)?;
         let mut built = Vec::new();
-        for (name, cluster, client) in facilities {
+        for (index, (name, cluster, client)) in facilities.into_iter().enumerate() {
             let t = Instant::now();
             // As a user would: the CRDs from crds/, the namespaces and the Gateway with kubectl.
             let cache = scratch.0.join(format!("cache-{name}"));
@@ -161,8 +254,9 @@ impl World {
             let control_port = free_port()?;
             let operator = start_operator(&cluster, name, control_port);
             let mut spec = json!({"nodeSelector": {"scistream.io/gateway": "dtn", "scistream.io/facility": name},
-                         "bandwidth": "100Gbps", "podNamespace": GATEWAY_NS, "implementation": opts.implementation,
-                         "portRange": {"start": 5100, "end": 5199}});
+                         "bandwidth": opts.bandwidth, "podNamespace": GATEWAY_NS,
+                         "implementation": opts.implementation_of(index),
+                         "portRange": {"start": opts.port_range.0, "end": opts.port_range.1}});
             if !opts.netns {
                 // On loopback a node has one address: its WAN address is its LAN address.
                 spec["addresses"] = json!({"wan": {"annotation": keys::ANNOTATION_LAN_ADDRESS}});

@@ -260,8 +260,8 @@ pub struct NodeAllocation {
     /// Ports held on that node, in listener order.
     #[schemars(length(max = MAX_CONNECTIONS))]
     pub ports: Vec<i32>,
-    /// Port of the relay's metrics and health endpoint on that node (S2ds relays only),
-    /// held like a listener port so no other stream binds it.
+    /// Port of the relay's health listener on that node (and of its metrics, for S2ds), held
+    /// like a listener port so no other stream binds it. Relays are probed there only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_port: Option<i32>,
 }

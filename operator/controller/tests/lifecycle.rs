@@ -150,8 +150,8 @@ fn id(n: u32) -> String {
 
 #[tokio::test]
 async fn exhausted_ports_wait_then_proceed_when_freed() {
-    // HAProxy: no metrics port, so the arithmetic is plain: 2 nodes x 6 ports.
-    let f = ready_facility("Haproxy", 5100, 5105).await;
+    // 2 nodes x 7 ports: a stream of 6 connections and its relay's health port fill a node.
+    let f = ready_facility("Haproxy", 5100, 5106).await;
     for (name, n) in [("a", 1), ("b", 2)] {
         f.create_request(
             name,

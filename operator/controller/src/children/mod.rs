@@ -14,7 +14,7 @@ use k8s_openapi::{
     },
     apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::ObjectMeta, util::intstr::IntOrString},
 };
-use scistream_api::{Endpoint, Gateway, Implementation, Role, keys};
+use scistream_api::{Gateway, Implementation, Role, keys};
 use scistream_core::{relay::NodeRelay, render::Rendered};
 
 use crate::{certs::KeyMaterial, names};
@@ -100,14 +100,9 @@ pub fn config_map(side: &Side<'_>, rendered: &[(String, Rendered)], peer_certifi
     }
 }
 
-/// Where a relay pod's probes go.
-#[derive(Clone, Debug)]
-pub enum Health {
-    /// HTTP `/readyz` and `/healthz` on the relay's metrics endpoint (s2ds).
-    Http(Endpoint),
-    /// A TCP connect to the first listener (HAProxy, Nginx, Stunnel).
-    Tcp(Endpoint),
-}
+/// Where a relay pod's probes go: the relay's health listener, never a data listener (a
+/// probe there opens a connection through the relays to the application).
+pub use scistream_core::render::Health;
 
 /// Everything that shapes one relay pod.
 #[derive(Clone, Debug)]
@@ -122,8 +117,8 @@ pub struct RelayPod<'a> {
     pub image: &'a str,
     /// The gateway (tolerations, resources).
     pub gateway: &'a Gateway,
-    /// Probes.
-    pub health: Health,
+    /// Probes; none when the relay has no health listener (the pod is ready once running).
+    pub health: Option<Health>,
     /// Seconds the relay drains established connections on SIGTERM.
     pub drain_seconds: u32,
     /// Whether the TLS Secret is mounted.
@@ -240,11 +235,11 @@ pub fn relay_pod(p: &RelayPod<'_>) -> Pod {
         image: Some(p.image.to_owned()),
         args: Some(p.rendered.args.clone()),
         ports: Some(ports),
-        readiness_probe: Some(probe(&p.health, "/readyz")),
-        liveness_probe: matches!(p.health, Health::Http(_)).then(|| Probe {
+        readiness_probe: p.health.as_ref().map(|h| probe(h, "/readyz")),
+        liveness_probe: p.health.as_ref().filter(|h| matches!(h, Health::Http(_))).map(|h| Probe {
             failure_threshold: Some(5),
             period_seconds: Some(10),
-            ..probe(&p.health, "/healthz")
+            ..probe(h, "/healthz")
         }),
         resources: Some(p.gateway.spec.resources.clone().unwrap_or_else(default_resources)),
         security_context: Some(SecurityContext {

@@ -38,15 +38,20 @@ fn relay_pod_is_pinned_host_network_and_locked_down() {
     let gw = gateway();
     let s = side();
     let r = relay();
-    let rendered =
-        Rendered { file_name: "config.yaml", text: String::new(), args: vec!["--config".into()], enforces_rate: true };
+    let rendered = Rendered {
+        file_name: "config.yaml",
+        text: String::new(),
+        args: vec!["--config".into()],
+        enforces_rate: true,
+        health: None,
+    };
     let pod = relay_pod(&RelayPod {
         side: &s,
         relay: &r,
         rendered: &rendered,
         image: "s2ds:test",
         gateway: &gw,
-        health: Health::Http("192.0.2.1:5101".parse().unwrap()),
+        health: Some(Health::Http("192.0.2.1:5101".parse().unwrap())),
         drain_seconds: 20,
         tls: true,
         spec_hash: "abc".into(),
@@ -78,14 +83,15 @@ fn plain_relay_mounts_no_secret_and_probes_tcp() {
     let gw = gateway();
     let s = side();
     let r = NodeRelay { mode: RelayMode::Plain, ..relay() };
-    let rendered = Rendered { file_name: "haproxy.cfg", text: String::new(), args: vec![], enforces_rate: false };
+    let rendered =
+        Rendered { file_name: "nginx.conf", text: String::new(), args: vec![], enforces_rate: false, health: None };
     let pod = relay_pod(&RelayPod {
         side: &s,
         relay: &r,
         rendered: &rendered,
-        image: "haproxy:2.6",
+        image: "nginx:1.27",
         gateway: &gw,
-        health: Health::Tcp("198.51.100.1:5100".parse().unwrap()),
+        health: Some(Health::Tcp("192.0.2.1:5101".parse().unwrap())),
         drain_seconds: 20,
         tls: false,
         spec_hash: "abc".into(),
@@ -94,17 +100,74 @@ fn plain_relay_mounts_no_secret_and_probes_tcp() {
     assert!(spec.volumes.unwrap().iter().all(|v| v.secret.is_none()));
     assert_eq!(
         spec.containers[0].readiness_probe.as_ref().unwrap().tcp_socket.as_ref().unwrap().port,
-        IntOrString::Int(5100)
+        IntOrString::Int(5101)
     );
     assert!(spec.containers[0].liveness_probe.is_none());
+}
+
+/// Regression: HAProxy, Nginx and Stunnel relays were probed with a TCP connect to their
+/// first data listener, which opened a connection through the relays to the application
+/// every probe period. Each implementation is now probed on its health listener only.
+#[test]
+fn no_relay_is_probed_on_a_data_listener() {
+    use scistream_core::render::{Paths, RenderInput, render};
+    let gw = gateway();
+    let s = side();
+    let health: scistream_api::Endpoint = "192.0.2.1:5109".parse().unwrap();
+    for implementation in
+        [Implementation::S2ds, Implementation::Haproxy, Implementation::Nginx, Implementation::Stunnel]
+    {
+        let r = NodeRelay { mode: RelayMode::Plain, ..relay() };
+        let paths = Paths::default();
+        let input = |metrics| RenderInput {
+            stream_id: s.stream_id,
+            relay: &r,
+            paths: &paths,
+            metrics,
+            drain_seconds: 20,
+            nginx_stream_module: None,
+        };
+        let pod_for = |rendered: &Rendered| {
+            relay_pod(&RelayPod {
+                side: &s,
+                relay: &r,
+                rendered,
+                image: "relay:test",
+                gateway: &gw,
+                health: rendered.health.clone(),
+                drain_seconds: 20,
+                tls: false,
+                spec_hash: "abc".into(),
+            })
+        };
+        let pod = pod_for(&render(implementation, &input(Some(&health))));
+        let c = &pod.spec.as_ref().unwrap().containers[0];
+        let probe = c.readiness_probe.as_ref().unwrap_or_else(|| panic!("{implementation:?}: no readiness probe"));
+        let port =
+            probe.http_get.as_ref().map(|h| h.port.clone()).or(probe.tcp_socket.as_ref().map(|t| t.port.clone()));
+        assert_eq!(port, Some(IntOrString::Int(5109)), "{implementation:?}");
+        if let Some(liveness) = &c.liveness_probe {
+            assert_eq!(liveness.http_get.as_ref().map(|h| h.port.clone()), port, "{implementation:?}");
+        }
+        // A reservation without a health port: no probe rather than one through the data path.
+        let pod = pod_for(&render(implementation, &input(None)));
+        let c = &pod.spec.as_ref().unwrap().containers[0];
+        assert!(c.readiness_probe.is_none() && c.liveness_probe.is_none(), "{implementation:?}");
+    }
 }
 
 #[test]
 fn config_map_has_a_key_per_node_and_the_peer_certificate() {
     let s = side();
     let rendered = vec![
-        ("gw-a".to_owned(), Rendered { file_name: "config.yaml", text: "a".into(), args: vec![], enforces_rate: true }),
-        ("gw-b".to_owned(), Rendered { file_name: "config.yaml", text: "b".into(), args: vec![], enforces_rate: true }),
+        (
+            "gw-a".to_owned(),
+            Rendered { file_name: "config.yaml", text: "a".into(), args: vec![], enforces_rate: true, health: None },
+        ),
+        (
+            "gw-b".to_owned(),
+            Rendered { file_name: "config.yaml", text: "b".into(), args: vec![], enforces_rate: true, health: None },
+        ),
     ];
     let cm = config_map(&s, &rendered, Some("PEM"));
     let data = cm.data.unwrap();

@@ -17,7 +17,7 @@ use scistream_core::{
 
 use crate::{
     certs,
-    children::{self, ANNOTATION_SPEC_HASH, Health, RelayPod, Side},
+    children::{self, ANNOTATION_SPEC_HASH, RelayPod, Side},
     context::Context,
     error::{Error, Result},
     names,
@@ -129,11 +129,7 @@ pub async fn ensure_relays(ctx: &Context, set: &RelaySet<'_>, existing: &[(Strin
         .image
         .clone()
         .unwrap_or_else(|| children::default_image(&ctx.config.images, implementation).to_owned());
-    for ((node_relay, (_, r)), metrics) in plan.iter().zip(&rendered).zip(metrics) {
-        let health = match (implementation, metrics) {
-            (Implementation::S2ds, Some(m)) => Health::Http(m),
-            _ => Health::Tcp(node_relay.routes[0].listen.clone()),
-        };
+    for (node_relay, (_, r)) in plan.iter().zip(&rendered) {
         // s2ds reloads targets from its ConfigMap; the others must restart to see them.
         let hashed = if implementation == Implementation::S2ds {
             let listens: Vec<String> = node_relay.routes.iter().map(|r| r.listen.to_string()).collect();
@@ -148,7 +144,7 @@ pub async fn ensure_relays(ctx: &Context, set: &RelaySet<'_>, existing: &[(Strin
             rendered: r,
             image: &image,
             gateway: set.gateway,
-            health,
+            health: r.health.clone(),
             drain_seconds: ctx.config.drain_seconds,
             tls: set.mode.encrypted(),
             spec_hash: spec_hash.clone(),

@@ -121,7 +121,7 @@ fn demand(sr: &StreamRequest, rate: Rate, implementation: scistream_api::Impleme
         uid: sr.uid().unwrap_or_default(),
         connections: usize::try_from(sr.spec.num_connections).unwrap_or(1),
         rate,
-        metrics_port: implementation == scistream_api::Implementation::S2ds,
+        metrics_port: scistream_core::render::needs_health_port(implementation),
     }
 }
 
@@ -477,7 +477,11 @@ fn next_check(decision: &phase::Decision, facts: &Facts, ctx: &Context) -> Actio
             };
             Action::requeue(facts.hello_timeout.saturating_sub(elapsed).max(Duration::from_millis(500)))
         }
-        Phase::Provisioning => Action::requeue(Duration::from_secs(5)),
+        // Pending: waiting for ports or bandwidth, or for an older request to go first. Look
+        // again soon: the Gateway watch that wakes us can run ahead of the Gateway cache read
+        // here, and a wake-up that still sees the old holdings is the last one (found by
+        // kind-tests/e2e/tests/concurrency.rs: streams queued behind one reserved long ago).
+        Phase::Provisioning | Phase::Pending => Action::requeue(Duration::from_secs(5)),
         _ => Action::requeue(ctx.config.resync),
     }
 }

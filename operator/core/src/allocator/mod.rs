@@ -29,7 +29,8 @@ pub struct Demand {
     pub connections: usize,
     /// Bandwidth to promise.
     pub rate: Rate,
-    /// Whether each node used also needs a port for the relay's metrics endpoint.
+    /// Whether each node used also needs a port for the relay's health listener (and s2ds's
+    /// metrics): see [`crate::render::needs_health_port`].
     pub metrics_port: bool,
 }
 
@@ -53,7 +54,7 @@ pub enum AllocError {
     #[error("the gateway has no ready gateway node with WAN and LAN addresses")]
     NoReadyNodes,
     /// Not enough free ports over all usable nodes.
-    #[error("needs {needed} ports{}, {}", if *per_node > 0 { " plus 1 per node for the relay's metrics" } else { "" }, describe_free(free))]
+    #[error("needs {needed} ports{}, {}", if *per_node > 0 { " plus 1 per node used for the relay's health listener" } else { "" }, describe_free(free))]
     PortsExhausted {
         /// Ports asked for.
         needed: usize,

@@ -93,7 +93,7 @@ fn metrics_ports_are_held_per_node_used() {
     let err = reserve(&cap(&n, &[], (5100, 5104), 100), &with_metrics("3", 9)).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "needs 9 ports plus 1 per node for the relay's metrics, 5 free on gw-a, 5 free on gw-b"
+        "needs 9 ports plus 1 per node used for the relay's health listener, 5 free on gw-a, 5 free on gw-b"
     );
 }
 

@@ -4,6 +4,12 @@
 //! implementation in the foreground (so stopping the pod stops the relay; SciStream 1.x
 //! started HAProxy as a daemon and `release` stopped nothing). Logs go to stderr, never to a
 //! pipe nobody reads.
+//!
+//! Every implementation also serves a health listener of its own, on the node's LAN address
+//! and a port held for it like a listener's, that answers probes itself and never forwards:
+//! a probe on a data listener would open a connection through the relays to the application
+//! every probe period (the kubelet connects to probe, and the applications saw spurious empty
+//! connections).
 
 mod haproxy;
 mod nginx;
@@ -50,7 +56,8 @@ pub struct RenderInput<'a> {
     pub relay: &'a NodeRelay,
     /// File locations in the pod.
     pub paths: &'a Paths,
-    /// Where the relay serves metrics and health (s2ds only).
+    /// Where the relay serves health (and, for s2ds, metrics); `None` for a reservation made
+    /// without a port for it (the relay is then not probed).
     pub metrics: Option<&'a Endpoint>,
     /// Grace period for established connections on SIGTERM.
     pub drain_seconds: u32,
@@ -69,6 +76,26 @@ pub struct Rendered {
     pub args: Vec<String>,
     /// Whether the implementation enforces the stream's rate.
     pub enforces_rate: bool,
+    /// How to probe the relay: its health listener, never a data listener.
+    pub health: Option<Health>,
+}
+
+/// A relay's health listener, as its probes reach it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Health {
+    /// HTTP `GET /readyz` (readiness) and `GET /healthz` (liveness) answer 200.
+    Http(Endpoint),
+    /// A TCP connection is accepted (and goes nowhere).
+    Tcp(Endpoint),
+}
+
+/// Whether relays of `implementation` need a port of their own on every node they use, for
+/// their health listener (and s2ds's metrics). Every implementation does: probes must never
+/// go through a data listener. Exhaustive, so a new implementation has to decide.
+pub const fn needs_health_port(implementation: Implementation) -> bool {
+    match implementation {
+        Implementation::S2ds | Implementation::Haproxy | Implementation::Nginx | Implementation::Stunnel => true,
+    }
 }
 
 /// Renders the configuration of `implementation` for `input`.

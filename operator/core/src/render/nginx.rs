@@ -1,4 +1,5 @@
-//! Nginx stream module, one `server` per route, per-connection rate from the stream's share.
+//! Nginx stream module, one `server` per route, per-connection rate from the stream's share,
+//! and a `server` on the health port that answers `ok` itself (`ngx_stream_return_module`).
 
 use std::fmt::Write;
 
@@ -37,11 +38,15 @@ pub(super) fn render(input: &RenderInput<'_>) -> Rendered {
         }
         text.push_str("    }\n");
     }
+    if let Some(health) = input.metrics {
+        let _ = write!(text, "    server {{\n        listen {health};\n        return \"ok\\n\";\n    }}\n");
+    }
     text.push_str("}\n");
     Rendered {
         file_name: FILE,
         text,
         args: vec!["-c".to_owned(), config_path(input, FILE), "-e".to_owned(), "stderr".to_owned()],
         enforces_rate: true,
+        health: input.metrics.cloned().map(super::Health::Tcp),
     }
 }

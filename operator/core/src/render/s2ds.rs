@@ -53,5 +53,6 @@ pub(super) fn render(input: &RenderInput<'_>) -> Rendered {
         text: format!("# s2ds configuration for stream {}, rendered by scistream-operator\n{yaml}", input.stream_id),
         args: vec!["--config".to_owned(), config_path(input, FILE)],
         enforces_rate: true,
+        health: input.metrics.cloned().map(super::Health::Http),
     }
 }

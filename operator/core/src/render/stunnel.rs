@@ -3,6 +3,13 @@
 //!
 //! Unlike SciStream 1.x (a pre-shared key derived from the uid, `ciphers = eNULL`), the peer
 //! is authenticated by its per-stream certificate and the data is encrypted.
+//!
+//! Stunnel has no health listener of its own. The `health` service is a TLS server on the
+//! health port: stunnel in server mode finishes the TLS handshake before it connects onwards,
+//! and a TCP probe connects and closes without a handshake, so nothing is ever connected.
+//! Even a client that did finish it (only the peer gateway holds a certificate it accepts)
+//! would be connected back to the health port itself, whose handshake then fails: nothing
+//! leaves the relay. Its handshake failures are not logged (`debug = crit`).
 
 use std::fmt::Write;
 
@@ -40,5 +47,14 @@ pub(super) fn render(input: &RenderInput<'_>) -> Rendered {
             target = route.target,
         );
     }
-    Rendered { file_name: FILE, text, args: vec![config_path(input, FILE)], enforces_rate: false }
+    if let Some(health) = input.metrics {
+        let _ = write!(text, "\n[health]\nclient = no\naccept = {health}\nconnect = {health}\ndebug = crit\n");
+    }
+    Rendered {
+        file_name: FILE,
+        text,
+        args: vec![config_path(input, FILE)],
+        enforces_rate: false,
+        health: input.metrics.cloned().map(super::Health::Tcp),
+    }
 }

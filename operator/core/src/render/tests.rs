@@ -3,7 +3,6 @@
 //! pinned certificates.
 
 use std::{
-    io::{Read, Write},
     net::{TcpListener, TcpStream},
     path::Path,
     process::{Child, Command, Stdio},
@@ -15,11 +14,11 @@ use scistream_api::{Endpoint, Implementation, Rate};
 use super::*;
 use crate::relay::{NodeRelay, RelayMode, Route};
 
-fn ep(s: &str) -> Endpoint {
+pub(super) fn ep(s: &str) -> Endpoint {
     s.parse().unwrap()
 }
 
-fn relay(mode: RelayMode, listens: &[&str], targets: &[&str], rate: u64) -> NodeRelay {
+pub(super) fn relay(mode: RelayMode, listens: &[&str], targets: &[&str], rate: u64) -> NodeRelay {
     NodeRelay {
         node: "gw-a".into(),
         mode,
@@ -33,7 +32,7 @@ fn relay(mode: RelayMode, listens: &[&str], targets: &[&str], rate: u64) -> Node
     }
 }
 
-fn input<'a>(relay: &'a NodeRelay, paths: &'a Paths, metrics: Option<&'a Endpoint>) -> RenderInput<'a> {
+pub(super) fn input<'a>(relay: &'a NodeRelay, paths: &'a Paths, metrics: Option<&'a Endpoint>) -> RenderInput<'a> {
     RenderInput {
         stream_id: "5b1d3c7e-2a4f-4e8b-9c0d-1e2f3a4b5c6d",
         relay,
@@ -60,9 +59,31 @@ fn snapshots() {
     let tls = sample();
     let plain = NodeRelay { mode: RelayMode::Plain, ..sample() };
     insta::assert_snapshot!("s2ds", render(Implementation::S2ds, &input(&tls, &paths, Some(&metrics))).text);
-    insta::assert_snapshot!("haproxy", render(Implementation::Haproxy, &input(&plain, &paths, None)).text);
-    insta::assert_snapshot!("nginx", render(Implementation::Nginx, &input(&plain, &paths, None)).text);
-    insta::assert_snapshot!("stunnel", render(Implementation::Stunnel, &input(&tls, &paths, None)).text);
+    insta::assert_snapshot!("haproxy", render(Implementation::Haproxy, &input(&plain, &paths, Some(&metrics))).text);
+    insta::assert_snapshot!("nginx", render(Implementation::Nginx, &input(&plain, &paths, Some(&metrics))).text);
+    insta::assert_snapshot!("stunnel", render(Implementation::Stunnel, &input(&tls, &paths, Some(&metrics))).text);
+}
+
+#[test]
+fn every_implementation_is_probed_on_its_health_port_only() {
+    let paths = Paths::default();
+    let metrics = ep("198.51.100.1:9100");
+    for implementation in
+        [Implementation::S2ds, Implementation::Haproxy, Implementation::Nginx, Implementation::Stunnel]
+    {
+        assert!(needs_health_port(implementation));
+        let mode = if implementation == Implementation::Stunnel { RelayMode::TlsClient } else { RelayMode::Plain };
+        let r = NodeRelay { mode, ..sample() };
+        let health = render(implementation, &input(&r, &paths, Some(&metrics))).health;
+        let probed = match &health {
+            Some(Health::Http(e) | Health::Tcp(e)) => e,
+            None => panic!("{implementation:?} renders no health listener"),
+        };
+        assert_eq!(probed, &metrics, "{implementation:?}");
+        assert!(r.routes.iter().all(|route| &route.listen != probed), "{implementation:?} probes a data listener");
+        // Without a port for it, no probe at all rather than one through the data path.
+        assert_eq!(render(implementation, &input(&r, &paths, None)).health, None, "{implementation:?}");
+    }
 }
 
 #[test]
@@ -73,7 +94,7 @@ fn s2ds_plain_has_no_tls_and_unlimited_rate_is_absent() {
     assert!(!text.contains("tls:") && !text.contains("rateBitsPerSecond"), "{text}");
 }
 
-fn temp_paths(dir: &Path) -> Paths {
+pub(super) fn temp_paths(dir: &Path) -> Paths {
     Paths {
         config_dir: dir.display().to_string(),
         cert_file: dir.join("tls.crt").display().to_string(),
@@ -83,15 +104,15 @@ fn temp_paths(dir: &Path) -> Paths {
     }
 }
 
-fn program(name: &str) -> Option<String> {
+pub(super) fn program(name: &str) -> Option<String> {
     ["/usr/sbin/", "/usr/bin/", "/sbin/", "/bin/"].iter().map(|d| format!("{d}{name}")).find(|p| Path::new(p).exists())
 }
 
-fn require(name: &str) -> String {
+pub(super) fn require(name: &str) -> String {
     program(name).unwrap_or_else(|| panic!("{name} is not installed; run kind-tests/setup.sh"))
 }
 
-fn write_rendered(dir: &Path, rendered: &Rendered) {
+pub(super) fn write_rendered(dir: &Path, rendered: &Rendered) {
     std::fs::write(dir.join(rendered.file_name), &rendered.text).unwrap();
 }
 
@@ -110,6 +131,29 @@ fn haproxy_accepts_the_config() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Regression: a fixed `maxconn 20000` made HAProxy refuse to start ("Cannot raise FD limit
+/// to 50017") under an open-files limit of 20000, as on the e2e machines.
+#[test]
+fn haproxy_starts_under_a_modest_open_files_limit() {
+    let haproxy = require("haproxy");
+    let dir = tempfile::tempdir().unwrap();
+    let paths = temp_paths(dir.path());
+    let (listen, target) = (free_port(), free_port());
+    let r = relay(RelayMode::Plain, &[&format!("127.0.0.1:{listen}")], &[&format!("127.0.0.1:{target}")], 0);
+    let rendered = render(Implementation::Haproxy, &input(&r, &paths, None));
+    write_rendered(dir.path(), &rendered);
+    let mut child = Reaper(
+        Command::new("sh")
+            .args(["-c", "ulimit -n 4096 && exec \"$0\" \"$@\"", &haproxy])
+            .args(&rendered.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_listening(listen, &mut child.0);
 }
 
 #[test]
@@ -132,7 +176,7 @@ fn nginx_accepts_the_config() {
 }
 
 /// Kills the child when dropped, so a failing test leaves no process behind.
-struct Reaper(Child);
+pub(super) struct Reaper(pub(super) Child);
 
 impl Drop for Reaper {
     fn drop(&mut self) {
@@ -141,11 +185,11 @@ impl Drop for Reaper {
     }
 }
 
-fn free_port() -> u16 {
+pub(super) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn wait_listening(port: u16, child: &mut Child) {
+pub(super) fn wait_listening(port: u16, child: &mut Child) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         if let Ok(Some(status)) = child.try_wait() {
@@ -156,7 +200,7 @@ fn wait_listening(port: u16, child: &mut Child) {
     }
 }
 
-fn self_signed(dir: &Path, name: &str) -> String {
+pub(super) fn self_signed(dir: &Path, name: &str) -> String {
     let key = rcgen::KeyPair::generate().unwrap();
     let cert = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap().self_signed(&key).unwrap();
     std::fs::write(dir.join("tls.crt"), cert.pem()).unwrap();
@@ -165,60 +209,4 @@ fn self_signed(dir: &Path, name: &str) -> String {
     cert.pem()
 }
 
-#[test]
-fn stunnel_pair_relays_bytes_with_pinned_certificates() {
-    let stunnel =
-        program("stunnel4").or_else(|| program("stunnel")).expect("stunnel is not installed; run kind-tests/setup.sh");
-    // The producer application: an echo server on loopback.
-    let app = TcpListener::bind("127.0.0.1:0").unwrap();
-    let app_port = app.local_addr().unwrap().port();
-    // Readiness probes connect too, so serve a bounded number of connections, each echoed.
-    std::thread::spawn(move || {
-        for mut s in app.incoming().take(16).flatten() {
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = s.read(&mut buf) {
-                    if n == 0 || s.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    let (server_dir, client_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let server_cert = self_signed(server_dir.path(), "producer-gw");
-    let client_cert = self_signed(client_dir.path(), "consumer-gw");
-    std::fs::write(server_dir.path().join("peer.crt"), &client_cert).unwrap();
-    std::fs::write(client_dir.path().join("peer.crt"), &server_cert).unwrap();
-    let (wan_port, lan_port) = (free_port(), free_port());
-
-    let start = |dir: &Path, r: &NodeRelay| {
-        let paths = temp_paths(dir);
-        let rendered = render(Implementation::Stunnel, &input(r, &paths, None));
-        write_rendered(dir, &rendered);
-        Reaper(Command::new(&stunnel).args(&rendered.args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap())
-    };
-    let server_relay =
-        relay(RelayMode::TlsServer, &[&format!("127.0.0.1:{wan_port}")], &[&format!("127.0.0.1:{app_port}")], 0);
-    let client_relay =
-        relay(RelayMode::TlsClient, &[&format!("127.0.0.1:{lan_port}")], &[&format!("127.0.0.1:{wan_port}")], 0);
-    let mut server = start(server_dir.path(), &server_relay);
-    let mut client = start(client_dir.path(), &client_relay);
-    wait_listening(wan_port, &mut server.0);
-    wait_listening(lan_port, &mut client.0);
-
-    let mut conn = TcpStream::connect(("127.0.0.1", lan_port)).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let payload: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
-    let reader = {
-        let mut conn = conn.try_clone().unwrap();
-        let len = payload.len();
-        std::thread::spawn(move || {
-            let mut got = vec![0u8; len];
-            conn.read_exact(&mut got).map(|()| got)
-        })
-    };
-    conn.write_all(&payload).unwrap();
-    let echoed = reader.join().unwrap().expect("echo through the stunnel pair");
-    assert_eq!(echoed, payload);
-}
+mod probes;

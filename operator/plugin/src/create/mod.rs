@@ -37,7 +37,7 @@ fn check_arguments(args: &CreateArgs) -> Result<()> {
 }
 
 /// Whether the gateway can take the stream now, and if not why (capacity as the operator
-/// will count it: listener ports, plus one metrics port per node for s2ds).
+/// will count it: listener ports, plus one port per node used for the relay's health listener).
 pub fn gateway_problem(gw: &Gateway, args: &CreateArgs, context: &str) -> Option<String> {
     let name = gw.name_any();
     let status = gw.status.clone().unwrap_or_default();
@@ -62,13 +62,12 @@ pub fn gateway_problem(gw: &Gateway, args: &CreateArgs, context: &str) -> Option
         }
         _ => {}
     }
-    let extra = i32::from(impl_ == Implementation::S2ds);
+    // Every relay also holds a port for its health listener (probes never use a data listener).
     let free = status.ports_total - status.ports_in_use;
-    if free < args.num_conn + extra {
+    if free < args.num_conn + 1 {
         return Some(format!(
-            "Gateway {name} in {context} has {free} free ports; the stream needs {}{}",
+            "Gateway {name} in {context} has {free} free ports; the stream needs {} plus 1 per gateway node it uses for the relay's health listener",
             args.num_conn,
-            if extra > 0 { " plus 1 for the relay's metrics" } else { "" }
         ));
     }
     let declared = gw.spec.bandwidth.parse::<Rate>().unwrap_or_default();
