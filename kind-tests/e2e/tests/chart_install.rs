@@ -204,7 +204,7 @@ async fn a_facility_installed_from_the_chart_streams() {
     let app = network.address("app-site").unwrap();
     let target = SocketAddr::new(app.into(), 7400);
     let listener = network.listen("app-site", target).await.unwrap();
-    let producer = tokio::spawn(workload::produce(vec![listener], 1, 8 << 20, Duration::from_secs(120)));
+    let producer = tokio::spawn(workload::produce(vec![listener], 1, 8 << 20, 1, Duration::from_secs(120)));
     kubectl(&admin_kc, &cache, &["create", "namespace", "science"], None);
     kubectl(
         &admin_kc,
