@@ -13,37 +13,37 @@ use std::{
 use scistream_nodeagent::network::Network;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
-/// The application hosts.
+/// The application hosts (wrapped by [`crate::world::Apps`] for the scenarios).
 #[derive(Clone, Debug)]
-pub enum Apps {
+pub enum Hosts {
     /// Hosts of the embedded facilities' network.
     Network(Arc<Network>),
     /// Every application on this machine, at this address.
     Local(Ipv4Addr),
 }
 
-impl Apps {
+impl Hosts {
     /// The address applications on `host` listen on (and connect from).
     pub fn address(&self, host: &str) -> Option<Ipv4Addr> {
         match self {
-            Apps::Network(n) => n.address(host),
-            Apps::Local(a) => Some(*a),
+            Hosts::Network(n) => n.address(host),
+            Hosts::Local(a) => Some(*a),
         }
     }
 
     /// Connects from `host` to `addr`.
     pub async fn connect(&self, host: &str, addr: SocketAddr) -> io::Result<TcpStream> {
         match self {
-            Apps::Network(n) => n.connect(host, addr).await,
-            Apps::Local(_) => TcpStream::connect(addr).await,
+            Hosts::Network(n) => n.connect(host, addr).await,
+            Hosts::Local(_) => TcpStream::connect(addr).await,
         }
     }
 
     /// Listens on `addr` on `host`.
     pub async fn listen(&self, host: &str, addr: SocketAddr) -> io::Result<TcpListener> {
         match self {
-            Apps::Network(n) => n.listen(host, addr).await,
-            Apps::Local(_) => {
+            Hosts::Network(n) => n.listen(host, addr).await,
+            Hosts::Local(_) => {
                 let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
                 socket.set_reuseaddr(true)?;
                 socket.bind(addr)?;
@@ -55,8 +55,8 @@ impl Apps {
     /// The embedded network, if that is where the hosts are.
     pub fn network(&self) -> Option<&Arc<Network>> {
         match self {
-            Apps::Network(n) => Some(n),
-            Apps::Local(_) => None,
+            Hosts::Network(n) => Some(n),
+            Hosts::Local(_) => None,
         }
     }
 }
@@ -69,7 +69,7 @@ mod tests {
 
     #[tokio::test]
     async fn local_hosts_listen_and_connect_on_the_given_address() {
-        let apps = Apps::Local(Ipv4Addr::LOCALHOST);
+        let apps = Hosts::Local(Ipv4Addr::LOCALHOST);
         let ip = apps.address("app-aps").unwrap();
         let listener = apps.listen("app-aps", SocketAddr::new(ip.into(), 0)).await.unwrap();
         let addr = listener.local_addr().unwrap();

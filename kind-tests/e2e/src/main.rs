@@ -36,6 +36,10 @@ struct Args {
     /// Keep both facilities running afterwards and print how to explore them.
     #[arg(long)]
     keep: bool,
+    /// With --keep and --loopback: write the variables that run the e2e suite against the
+    /// kept facilities as if they were real clusters (shell `export` lines) to this file.
+    #[arg(long, requires = "keep")]
+    env_file: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -89,6 +93,13 @@ async fn main() -> anyhow::Result<()> {
         println!("  export KUBECONFIG={}", world.kubeconfig.display());
         println!("  kubectl --context aps get gateways,streamrequests -A");
         println!("  kubectl --context alcf -n scistream-gateway get pods -o wide");
+        if let Some(path) = &args.env_file {
+            // Written whole, then renamed: a reader never sees half of it.
+            let partial = path.with_extension("partial");
+            std::fs::write(&partial, world.as_external_env()?)?;
+            std::fs::rename(&partial, path)?;
+            println!("The e2e suite against them: . {} && cargo nextest run -p scistream-e2e", path.display());
+        }
         println!("Press Ctrl-C to stop.");
         let _ = tokio::signal::ctrl_c().await;
     }

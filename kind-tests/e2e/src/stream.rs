@@ -194,10 +194,10 @@ pub async fn hello(
 ) -> anyhow::Result<Vec<String>> {
     static HELLOS: AtomicUsize = AtomicUsize::new(0);
     let f = &world.facilities[facility];
-    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(f.client.clone(), "default");
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(f.client.clone(), &f.control_secret.0);
     let deadline = Instant::now() + Duration::from_secs(20);
     let pem = loop {
-        let secret = secrets.get_opt("scistream-control-tls").await?;
+        let secret = secrets.get_opt(&f.control_secret.1).await?;
         if let Some(crt) = secret.and_then(|s| s.data).and_then(|d| d.get("tls.crt").cloned()) {
             break crt.0;
         }
@@ -210,7 +210,7 @@ pub async fn hello(
     let nth = HELLOS.fetch_add(1, Ordering::Relaxed);
     let cert = std::env::temp_dir().join(format!("scistream-{}-{}-{nth}-server.crt", std::process::id(), f.name));
     std::fs::write(&cert, pem)?;
-    let control = format!("127.0.0.1:{}", f.control_port);
+    let control = f.control.clone();
     let mut cmd = tokio::process::Command::new(&opts.plugin);
     cmd.args(["hello", "--role", role, "--stream-id", stream_id, "--control", &control, "-o", "json", "--server-cert"])
         .arg(&cert)

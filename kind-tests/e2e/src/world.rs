@@ -2,6 +2,12 @@
 //! network namespaces as root, on loopback addresses otherwise) and, per facility, an
 //! embedded API server with our CRDs installed from `crds/` by real kubectl, a node agent
 //! running two gateway nodes' pods as real processes, an operator and a Gateway.
+//!
+//! Or, when `SCISTREAM_E2E_KUBECONFIG_PROD` / `_CONS` are set (see [`crate::external`]), two
+//! real clusters with the operator installed: the applications then run on this machine, and
+//! scenarios that need the embedded parts (an operator to restart, a node agent to fail a node
+//! or a relay, a gateway's implementation or port range of their own) skip themselves through
+//! [`embedded_only`].
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -12,6 +18,8 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
+
+use crate::apps::Hosts;
 use kube::{Api, Client, api::PostParams};
 use scistream_api::{Gateway, keys};
 use scistream_nodeagent::{NetworkMode, NodeAgent, NodeSpec, Topology, network::Network, topology::lan};
@@ -94,24 +102,54 @@ impl Options {
 pub struct Facility {
     /// Its name (also its kubeconfig context).
     pub name: String,
-    /// Its API server.
-    pub cluster: TestCluster,
     /// Admin client.
     pub client: Client,
+    /// Its control endpoint, `host:port` (TLS).
+    pub control: String,
+    /// Namespace and name of the Secret with the control endpoint's certificate.
+    pub control_secret: (String, String),
+    /// What runs in this process (none against real clusters).
+    pub embedded: Option<Embedded>,
+}
+
+/// The parts of an embedded facility.
+pub struct Embedded {
+    /// Its API server.
+    pub cluster: TestCluster,
     /// Its node agent.
     pub agent: NodeAgent,
-    /// Port of its control endpoint on 127.0.0.1 (TLS, certificate in Secret
-    /// default/scistream-control-tls).
+    /// Port of its control endpoint on 127.0.0.1.
     pub control_port: u16,
     operator: (CancellationToken, JoinHandle<anyhow::Result<()>>),
+}
+
+impl Facility {
+    /// The embedded parts, or an error saying the scenario needs them.
+    pub fn embedded(&mut self) -> anyhow::Result<&mut Embedded> {
+        let name = self.name.clone();
+        self.embedded.as_mut().with_context(|| format!("{name} is a real cluster: this needs the embedded facility"))
+    }
+}
+
+/// True, after saying so on stderr, when the suite runs against real clusters: a scenario
+/// that needs `what` of the embedded facilities then returns early (a skip, not a pass that
+/// checked something).
+pub fn embedded_only(what: &str) -> bool {
+    let external = std::env::var_os(crate::external::PROD_KUBECONFIG).is_some();
+    if external {
+        eprintln!("skipped against real clusters: this scenario needs {what} of the embedded facilities");
+    }
+    external
 }
 
 /// Both facilities and their network.
 pub struct World {
     /// Producer facility, then consumer facility.
     pub facilities: Vec<Facility>,
-    /// The shared network (scenarios reach application hosts through [`World::apps`]).
-    network: Arc<Network>,
+    /// The embedded facilities' network (none against real clusters).
+    network: Option<Arc<Network>>,
+    /// Where the applications run (scenarios reach them through [`World::apps`]).
+    hosts: Hosts,
     /// A kubeconfig with one context per facility.
     pub kubeconfig: PathBuf,
     /// Timings of the set-up steps.
@@ -164,7 +202,7 @@ fn kubectl(kubeconfig: &Path, cache: &Path, context: &str, args: &[&str]) -> any
 /// the network, so that another world (real clusters, this machine as both hosts) can serve
 /// them too. Cheap to clone into tasks.
 #[derive(Clone)]
-pub struct Apps(Arc<Network>);
+pub struct Apps(Hosts);
 
 impl Apps {
     /// The address `host` listens on and connects from.
@@ -186,7 +224,7 @@ impl Apps {
 impl World {
     /// The application hosts, for tasks that outlive a borrow of the world.
     pub fn apps(&self) -> Apps {
-        Apps(self.network.clone())
+        Apps(self.hosts.clone())
     }
 
     /// A listening socket on application host `host` (see [`Apps::listen`]).
@@ -199,19 +237,18 @@ impl World {
         self.apps().connect(host, addr).await
     }
 
-    /// Builds both facilities.
+    /// Builds both facilities (or connects to the real ones the environment names).
     pub async fn start(opts: &Options) -> anyhow::Result<World> {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        if let Some(ext) = crate::external::from_env()? {
+            return World::real_clusters(&ext).await;
+        }
         let mut timings = Vec::new();
         let t = Instant::now();
         let mode = if opts.netns { NetworkMode::Netns } else { NetworkMode::Loopback };
         let network = Arc::new(Network::build(&topology(), mode).await.context("building the test network")?);
         timings.push((format!("network ({mode:?})"), t.elapsed()));
-        static WORLDS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let nth = WORLDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let scratch =
-            tempfile_dir::Dir(std::env::temp_dir().join(format!("scistream-world-{}-{nth}", std::process::id())));
-        std::fs::create_dir_all(&scratch.0)?;
+        let scratch = scratch_dir()?;
         let mut facilities = Vec::new();
         let mut merged = json!({"apiVersion": "v1", "kind": "Config", "clusters": [], "users": [], "contexts": []});
         for name in FACILITIES {
@@ -267,22 +304,93 @@ impl World {
             Api::<Gateway>::all(client.clone()).create(&PostParams::default(), &gateway).await?;
             wait_gateway_ready(&client).await?;
             timings.push((format!("{name}: CRDs, node agent, operator, Gateway ready"), t.elapsed()));
-            built.push(Facility { name: name.to_owned(), cluster, client, agent, operator, control_port });
+            built.push(Facility {
+                name: name.to_owned(),
+                client,
+                control: format!("127.0.0.1:{control_port}"),
+                control_secret: ("default".to_owned(), "scistream-control-tls".to_owned()),
+                embedded: Some(Embedded { cluster, agent, operator, control_port }),
+            });
         }
-        Ok(World { facilities: built, network, kubeconfig, timings, scratch })
+        let hosts = Hosts::Network(network.clone());
+        Ok(World { facilities: built, network: Some(network), hosts, kubeconfig, timings, scratch })
     }
 
-    /// Stops everything and removes the network.
+    /// The two real facilities `ext` names: nothing is started; applications run here.
+    async fn real_clusters(ext: &crate::external::External) -> anyhow::Result<World> {
+        let t = Instant::now();
+        let scratch = scratch_dir()?;
+        let kubeconfig = scratch.0.join("kubeconfig");
+        let clients = crate::external::connect(ext, FACILITIES, &kubeconfig, "dtn", USER_NS).await?;
+        let facilities = FACILITIES
+            .iter()
+            .zip(clients)
+            .zip(&ext.controls)
+            .map(|((name, client), control)| Facility {
+                name: (*name).to_owned(),
+                client,
+                control: control.clone(),
+                control_secret: ext.control_secret.clone(),
+                embedded: None,
+            })
+            .collect();
+        let timings = vec![("real clusters: connected, Gateways Ready".to_owned(), t.elapsed())];
+        let hosts = Hosts::Local(ext.app_address);
+        Ok(World { facilities, network: None, hosts, kubeconfig, timings, scratch })
+    }
+
+    /// The variables that run the suite against this world's facilities as if they were real
+    /// clusters (`crate::external`), as shell `export` lines. Only for embedded facilities on
+    /// loopback addresses: there the gateway nodes reach this machine's 127.0.0.1, where the
+    /// suite's applications then run (in network namespaces they cannot).
+    pub fn as_external_env(&self) -> anyhow::Result<String> {
+        use crate::external::*;
+        let network = self.network.as_ref().context("these facilities are real clusters already")?;
+        if network.mode() != NetworkMode::Loopback {
+            bail!("only facilities on loopback addresses can be used as external clusters (run with --loopback)");
+        }
+        let mut vars = Vec::new();
+        for (f, (kubeconfig, control)) in
+            self.facilities.iter().zip([(PROD_KUBECONFIG, PROD_CONTROL), (CONS_KUBECONFIG, CONS_CONTROL)])
+        {
+            let e = f.embedded.as_ref().context("an embedded facility without its parts")?;
+            vars.push((kubeconfig, e.cluster.kubeconfig_path().display().to_string()));
+            vars.push((control, f.control.clone()));
+        }
+        let (ns, name) = &self.facilities[0].control_secret;
+        vars.push((CONTROL_SECRET, format!("{ns}/{name}")));
+        vars.push((APP_ADDRESS, "127.0.0.1".to_owned()));
+        Ok(vars.iter().map(|(k, v)| format!("export {k}={v}\n")).collect())
+    }
+
+    /// Whether the facilities are real clusters.
+    pub fn is_external(&self) -> bool {
+        self.network.is_none()
+    }
+
+    /// Stops everything and removes the network (against real clusters: nothing to stop).
     pub async fn shutdown(self) {
         for f in self.facilities {
-            f.operator.0.cancel();
-            let _ = tokio::time::timeout(Duration::from_secs(20), f.operator.1).await;
-            f.agent.stop().await;
-            f.cluster.shutdown().await;
+            let Some(e) = f.embedded else { continue };
+            e.operator.0.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(20), e.operator.1).await;
+            e.agent.stop().await;
+            e.cluster.shutdown().await;
         }
-        self.network.teardown().await;
+        if let Some(network) = self.network {
+            network.teardown().await;
+        }
         drop(self.scratch);
     }
+}
+
+/// A scratch directory of its own for each world of this process.
+fn scratch_dir() -> anyhow::Result<tempfile_dir::Dir> {
+    static WORLDS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let nth = WORLDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = tempfile_dir::Dir(std::env::temp_dir().join(format!("scistream-world-{}-{nth}", std::process::id())));
+    std::fs::create_dir_all(&dir.0)?;
+    Ok(dir)
 }
 
 async fn wait_served(client: &Client) -> anyhow::Result<()> {

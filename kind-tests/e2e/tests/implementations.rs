@@ -9,6 +9,10 @@ use scistream_e2e::{stream, world};
 const BYTES: u64 = 32 << 20;
 
 async fn through(producer: &str, consumer: &str, data_channel: &str) {
+    // Real clusters run the chart's default Gateway (s2ds); the others need gateways of their own.
+    if (producer, consumer) != ("S2ds", "S2ds") && world::embedded_only("gateways of another implementation") {
+        return;
+    }
     let opts = world::Options::for_tests(producer).unwrap().implementations(producer, consumer);
     let w = world::World::start(&opts).await.expect("both facilities start");
     let name = format!("{}-{}-{}", producer, consumer, data_channel).to_lowercase();
