@@ -3,6 +3,7 @@
 //! verified at both ends.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod faults;
 pub mod stream;
 pub mod workload;
 pub mod world;

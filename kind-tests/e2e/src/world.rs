@@ -324,3 +324,28 @@ fn start_operator(
     let handle = tokio::spawn(scistream_controller::run_until(args, token.clone()));
     (token, handle)
 }
+
+/// Fault injection for the suite's fault scenarios (`faults.rs`): a facility's operator
+/// stopped and started again. (Kept apart from the set-up above.)
+impl World {
+    /// Stops facility `i`'s operator (its controllers and control endpoint) and waits until
+    /// it has exited. What it held is in the API, not in its memory.
+    pub async fn stop_operator(&mut self, i: usize) -> anyhow::Result<()> {
+        let f = self.facilities.get_mut(i).context("no such facility")?;
+        let stopped = (CancellationToken::new(), tokio::spawn(async { Ok(()) }));
+        let (token, handle) = std::mem::replace(&mut f.operator, stopped);
+        token.cancel();
+        tokio::time::timeout(Duration::from_secs(30), handle)
+            .await
+            .with_context(|| format!("{}: the operator did not stop within 30s", f.name))?
+            .context("operator task")?
+            .with_context(|| format!("{}: the operator failed", f.name))
+    }
+
+    /// Starts facility `i`'s operator again (same flags, same control endpoint port).
+    pub fn start_operator(&mut self, i: usize) -> anyhow::Result<()> {
+        let f = self.facilities.get_mut(i).context("no such facility")?;
+        f.operator = start_operator(&f.cluster, &f.name, f.control_port);
+        Ok(())
+    }
+}
