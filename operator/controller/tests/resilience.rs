@@ -188,11 +188,11 @@ async fn a_lost_gateway_node_moves_its_listeners() {
     assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", "NodeLost"));
     assert!(c.message.contains(&lost) && c.message.contains("kubectl scistream update n"), "{}", c.message);
     // What `kubectl scistream update` leaves once it has re-run the connection map.
-    let stamp = json!({"metadata": {"annotations": {scistream_api::keys::ANNOTATION_PEER_UPDATED: listeners.join(",")}}});
+    let stamp =
+        json!({"metadata": {"annotations": {scistream_api::keys::ANNOTATION_PEER_UPDATED: listeners.join(",")}}});
     f.requests().patch("n", &PatchParams::default(), &Patch::Merge(&stamp)).await.unwrap();
-    let sr = f
-        .wait_request("n", 20, |sr| moved(sr).is_some_and(|c| c.status == "False" && c.reason == "PeerUpdated"))
-        .await;
+    let sr =
+        f.wait_request("n", 20, |sr| moved(sr).is_some_and(|c| c.status == "False" && c.reason == "PeerUpdated")).await;
     assert_eq!(phase(&sr), Some(Phase::Ready));
     f.shutdown().await;
 }

@@ -76,10 +76,11 @@ pub async fn update(cli: &Cli, r: &StreamRef) -> Result<()> {
     for (f, sr) in [(&pf, &p), (&cf, &c)] {
         let known = sr.status.as_ref().map(|s| s.listeners.join(",")).unwrap_or_default();
         let stamp = json!({"metadata": {"annotations": {keys::ANNOTATION_PEER_UPDATED: known}}});
-        f.requests()
-            .patch(&sr.name_any(), &pp, &Patch::Merge(&stamp))
-            .await
-            .map_err(Error::kube(format!("annotate {} in {}", sr.name_any(), f.context)))?;
+        f.requests().patch(&sr.name_any(), &pp, &Patch::Merge(&stamp)).await.map_err(Error::kube(format!(
+            "annotate {} in {}",
+            sr.name_any(),
+            f.context
+        )))?;
     }
     let listeners = p.status.map(|s| s.listeners).unwrap_or_default();
     step.done(&format!("consumer forwards to {}", listeners.join(",")));

@@ -354,11 +354,7 @@ async fn apply(sr: &StreamRequest, ctx: &Context) -> Result<Action> {
     {
         let (moved, lost) = relocate(ctx, &gateway, current.clone()).await?;
         if moved != current {
-            let note = format!(
-                "gateway node(s) {} lost; listeners moved to other gateway nodes. The peer side must be updated: `kubectl scistream update {}`",
-                lost.join(", "),
-                sr.name_any()
-            );
+            let note = notes::moved_note(sr.spec.role, &lost, &sr.name_any());
             tracing::warn!(lost = %lost.join(","), "relocated listeners of lost gateway nodes");
             report::warn(ctx, sr, reasons::NODE_LOST, &note).await;
             moved_note = Some(note);

@@ -1,22 +1,40 @@
 //! Conditions beyond the phase machine's four, each telling a person what to do:
 //!
 //! - `ListenersMoved`: a gateway node holding some of this side's listeners was lost and they
-//!   moved to other nodes (`True`, reason `NodeLost`). The peer side still points at the old
-//!   listeners until `kubectl scistream update NAME` re-runs the connection map. "Updated"
-//!   means: `update` stamped this request with the listeners it propagated (annotation
-//!   `scistream.io/peer-updated-listeners`, `keys::ANNOTATION_PEER_UPDATED`) and they equal the current `status.listeners`; the
-//!   condition then turns `False` with reason `PeerUpdated`.
+//!   moved to other nodes (`True`, reason `NodeLost`). On the producer side the consumer side
+//!   still forwards to the old listeners until `kubectl scistream update NAME` re-runs the
+//!   connection map; on the consumer side the consumer application must connect to the new
+//!   ones, and `update` acknowledges that. "Updated" means: `update` stamped this request with
+//!   the listeners it propagated (annotation `keys::ANNOTATION_PEER_UPDATED`) and they equal
+//!   the current `status.listeners`; the condition then turns `False` with reason
+//!   `PeerUpdated`.
 //! - `HelloReceived`/`Ready` with reason `HelloKeyMissing` while awaiting Hello: the Secret
 //!   named by `spec.helloKeySecretRef` does not exist or lacks its key, so no Hello can be
 //!   authenticated (instead of a silent wait until `helloTimeout`).
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use scistream_api::conditions::{self, reasons, types};
+use scistream_api::{
+    Role,
+    conditions::{
+        self, reasons,
+        reasons::PEER_UPDATED,
+        types::{self, LISTENERS_MOVED},
+    },
+};
 
-/// Condition type: this side's listeners moved off a lost gateway node.
-pub const LISTENERS_MOVED: &str = "ListenersMoved";
-/// Reason: `kubectl scistream update` propagated the moved listeners.
-pub const PEER_UPDATED: &str = "PeerUpdated";
+/// What a relocation off the `lost` nodes asks of a person, for request `name` of `role`.
+pub fn moved_note(role: Role, lost: &[String], name: &str) -> String {
+    let todo = match role {
+        Role::Producer => {
+            format!("The consumer side still forwards to the old ones until `kubectl scistream update {name}`")
+        }
+        Role::Consumer => format!(
+            "The consumer application must connect to the new ones (status.listeners); \
+             `kubectl scistream update {name}` acknowledges the move"
+        ),
+    };
+    format!("gateway node(s) {} lost; listeners moved to other gateway nodes. {todo}", lost.join(", "))
+}
 
 /// Sets or clears `ListenersMoved`. `moved` is the note of a relocation made now;
 /// `acknowledged` the annotation `update` left; `listeners` the current ones.
@@ -34,7 +52,9 @@ pub fn listeners_moved(
         conds.push(conditions::new(LISTENERS_MOVED, true, reasons::NODE_LOST, note, generation, now));
         return;
     }
-    if conditions::is_true(conds, LISTENERS_MOVED) && !listeners.is_empty() && acknowledged == Some(&listeners.join(","))
+    if conditions::is_true(conds, LISTENERS_MOVED)
+        && !listeners.is_empty()
+        && acknowledged == Some(&listeners.join(","))
     {
         let message = format!(
             "the peer side was updated (`kubectl scistream update`) with the moved listeners {}",
@@ -102,12 +122,24 @@ mod tests {
         assert!(conditions::is_true(&conds, LISTENERS_MOVED));
         listeners_moved(&mut conds, None, Some(&listeners().join(",")), &listeners(), Some(1), &at(30));
         let c = conditions::find(&conds, LISTENERS_MOVED).unwrap();
-        assert_eq!((c.status.as_str(), c.reason.as_str(), c.last_transition_time.clone()), ("False", PEER_UPDATED, at(30)));
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str(), c.last_transition_time.clone()),
+            ("False", PEER_UPDATED, at(30))
+        );
         // A second move sets it again, from now.
         listeners_moved(&mut conds, Some("gw-b lost"), Some(&listeners().join(",")), &listeners(), Some(1), &at(40));
         let c = conditions::find(&conds, LISTENERS_MOVED).unwrap();
         assert_eq!((c.status.as_str(), c.last_transition_time.clone()), ("True", at(40)));
         assert_eq!(conds.iter().filter(|c| c.type_ == LISTENERS_MOVED).count(), 1);
+    }
+
+    #[test]
+    fn the_note_says_what_each_side_must_do() {
+        let lost = vec!["gw-a".to_owned()];
+        let p = moved_note(Role::Producer, &lost, "beam");
+        assert!(p.contains("gw-a lost") && p.contains("`kubectl scistream update beam`"), "{p}");
+        let c = moved_note(Role::Consumer, &lost, "beam");
+        assert!(c.contains("consumer application must connect to the new ones") && c.contains("update beam"), "{c}");
     }
 
     #[test]
