@@ -16,26 +16,16 @@ use kube::{
     Api, ResourceExt,
     api::{ListParams, Patch, PatchParams},
 };
-use scistream_api::{Gateway, NodeAllocation, Phase, StreamRequest, conditions, keys};
+use scistream_api::{Gateway, NodeAllocation, Phase, StreamRequest, conditions};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+pub use crate::stream::{Created, relay_pods};
 use crate::{
     stream::{self, StreamOptions},
     workload::{self, Pattern},
-    world::{GATEWAY_NS, USER_NS, World},
+    world::{CONSUMER_HOST, GATEWAY_NS, PRODUCER_HOST, USER_NS, World},
 };
-
-/// A stream created with `kubectl scistream create`.
-#[derive(Clone, Debug)]
-pub struct Created {
-    /// Stream id.
-    pub stream_id: String,
-    /// Producer side's Hello key.
-    pub prod_key: String,
-    /// Consumer side's Hello key.
-    pub cons_key: String,
-}
 
 /// Runs the plugin with the world's kubeconfig.
 pub async fn plugin(world: &World, opts: &StreamOptions, args: &[&str]) -> anyhow::Result<String> {
@@ -89,7 +79,11 @@ pub fn create_args(opts: &StreamOptions, extra: &[&str]) -> Vec<String> {
 pub fn parse_created(out: &str) -> anyhow::Result<Created> {
     let v: Value = serde_json::from_str(out).context("create -o json")?;
     let s = |p: &str| v.pointer(p).and_then(Value::as_str).map(str::to_owned).with_context(|| format!("no {p}"));
-    Ok(Created { stream_id: s("/streamId")?, prod_key: s("/producer/helloKey")?, cons_key: s("/consumer/helloKey")? })
+    Ok(Created {
+        stream_id: s("/streamId")?,
+        producer_key: s("/producer/helloKey")?,
+        consumer_key: s("/consumer/helloKey")?,
+    })
 }
 
 /// `kubectl scistream create` (waits until both sides hold their reservations).
@@ -99,17 +93,17 @@ pub async fn create(world: &World, opts: &StreamOptions, extra: &[&str]) -> anyh
     parse_created(&plugin(world, opts, &args).await?)
 }
 
-/// The producer application's endpoints: one port per connection on app-aps.
+/// The producer application's endpoints: one fixed port per connection on its host (fixed so
+/// that every round of a scenario serves where the producer's Hello said).
 pub fn prod_listeners(world: &World, opts: &StreamOptions) -> anyhow::Result<Vec<SocketAddr>> {
-    let app = world.network.address("app-aps").context("app-aps has no address")?;
+    let app = world.address(PRODUCER_HOST)?;
     Ok((0..opts.connections).map(|i| SocketAddr::new(app.into(), 7000 + i as u16)).collect())
 }
 
 /// Both Hellos (producer with its endpoints, then consumer); returns the consumer's listeners.
 pub async fn hellos(world: &World, opts: &StreamOptions, c: &Created) -> anyhow::Result<Vec<SocketAddr>> {
     let prod: Vec<String> = prod_listeners(world, opts)?.iter().map(ToString::to_string).collect();
-    stream::hello(world, opts, 0, &c.stream_id, &c.prod_key, "PROD", &prod).await?;
-    let told = stream::hello(world, opts, 1, &c.stream_id, &c.cons_key, "CONS", &[]).await?;
+    let told = stream::hellos(world, opts, c, &prod).await?;
     told.iter().map(|l| l.parse().with_context(|| format!("listener {l}"))).collect()
 }
 
@@ -165,6 +159,19 @@ pub async fn wait_request(
     }
 }
 
+/// Polls until facility `i`'s request `name` no longer exists.
+pub async fn wait_gone(world: &World, i: usize, name: &str, timeout: Duration) -> anyhow::Result<()> {
+    let api = Api::<StreamRequest>::namespaced(world.facilities[i].client.clone(), USER_NS);
+    let deadline = Instant::now() + timeout;
+    while api.get_opt(name).await?.is_some() {
+        if Instant::now() > deadline {
+            bail!("{}: {name} still exists after {}s", world.facilities[i].name, timeout.as_secs());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
 /// Waits until both sides are in `phase`.
 pub async fn wait_both(world: &World, name: &str, want: Phase, timeout: Duration) -> anyhow::Result<()> {
     for i in 0..world.facilities.len() {
@@ -182,8 +189,9 @@ pub async fn allocations(world: &World, name: &str) -> anyhow::Result<Vec<Vec<No
     Ok(out)
 }
 
-/// Checks every gateway: no port of a node held twice, and the holdings belong exactly to
-/// the live (not deleted) requests. Returns the number of holdings per facility.
+/// Checks every gateway: no port of a node held twice, and the holdings are exactly the
+/// allocations the live (not deleted) requests report. Returns the number of holdings per
+/// facility.
 pub async fn check_holdings(world: &World) -> anyhow::Result<Vec<usize>> {
     let mut counts = Vec::new();
     for f in &world.facilities {
@@ -199,14 +207,21 @@ pub async fn check_holdings(world: &World) -> anyhow::Result<Vec<usize>> {
                 }
             }
         }
+        // A live request reporting allocations holds exactly those; a waiting one holds none.
         let live = Api::<StreamRequest>::all(f.client.clone()).list(&ListParams::default()).await?;
-        let mut live: Vec<String> =
-            live.items.iter().filter(|r| r.metadata.deletion_timestamp.is_none()).filter_map(|r| r.uid()).collect();
-        let mut held: Vec<String> = reservations.iter().map(|r| r.uid.clone()).collect();
-        live.sort();
-        held.sort();
-        if live != held {
-            bail!("{}: holdings {held:?} differ from the live requests {live:?}", f.name);
+        let mut holding: Vec<(String, Vec<NodeAllocation>)> = live
+            .items
+            .iter()
+            .filter(|r| r.metadata.deletion_timestamp.is_none())
+            .filter_map(|r| Some((r.uid()?, r.status.as_ref()?.allocations.clone())))
+            .filter(|(_, a)| !a.is_empty())
+            .collect();
+        let mut held: Vec<(String, Vec<NodeAllocation>)> =
+            reservations.iter().map(|r| (r.uid.clone(), r.nodes.clone())).collect();
+        holding.sort_by(|a, b| a.0.cmp(&b.0));
+        held.sort_by(|a, b| a.0.cmp(&b.0));
+        if holding != held {
+            bail!("{}: holdings {held:?} differ from what the live requests report {holding:?}", f.name);
         }
         counts.push(reservations.len());
     }
@@ -224,20 +239,14 @@ pub async fn round(
 ) -> anyhow::Result<u64> {
     let mut listeners = Vec::new();
     for addr in prod_listeners(world, opts)? {
-        listeners.push(world.network.listen("app-aps", addr).await.with_context(|| format!("listen on {addr}"))?);
+        listeners.push(world.listen(PRODUCER_HOST, addr).await?);
     }
     let n = targets.len();
     // Aborted when this round ends early (an error, or a caller's timeout), freeing the ports.
     let mut producer =
         AbortOnDrop(tokio::spawn(workload::produce(listeners, n, bytes_per_connection, Duration::from_secs(60))));
-    let network = world.network.clone();
-    let targets = targets.to_vec();
-    let received = workload::consume(n, move |i| {
-        let (network, addr) = (network.clone(), targets[i]);
-        async move { network.connect("app-alcf", addr).await }
-    })
-    .await
-    .context("consumer application")?;
+    let received =
+        workload::consume(n, |i| world.connect(CONSUMER_HOST, targets[i])).await.context("consumer application")?;
     if let Some(short) = received.iter().find(|t| t.bytes != bytes_per_connection) {
         bail!("a consumer connection ended after {} of {bytes_per_connection} bytes", short.bytes);
     }
@@ -306,12 +315,6 @@ pub async fn release(world: &World, opts: &StreamOptions, stream_id: &str) -> an
     stream::assert_nothing_left(world, stream_id).await
 }
 
-/// The relay pods of a stream in facility `i`.
-pub async fn relay_pods(world: &World, i: usize, stream_id: &str) -> anyhow::Result<Vec<Pod>> {
-    let lp = ListParams::default().labels(&format!("{}={stream_id}", keys::LABEL_STREAM_ID));
-    Ok(Api::<Pod>::namespaced(world.facilities[i].client.clone(), GATEWAY_NS).list(&lp).await?.items)
-}
-
 /// Restarts of a pod's containers so far.
 pub fn restarts(pod: &Pod) -> i32 {
     pod.status.iter().flat_map(|s| s.container_statuses.iter().flatten()).map(|c| c.restart_count).sum()
@@ -372,7 +375,8 @@ pub async fn lose_node(world: &World, i: usize, node: &str) -> anyhow::Result<us
     let unknown = json!({"status": {"conditions": [{"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown",
                                                   "message": "Kubelet stopped posting node status."}]}});
     nodes.patch_status(node, &PatchParams::default(), &Patch::Merge(&unknown)).await?;
-    let pods = Api::<Pod>::namespaced(world.facilities[i].client.clone(), GATEWAY_NS).list(&ListParams::default()).await?;
+    let pods =
+        Api::<Pod>::namespaced(world.facilities[i].client.clone(), GATEWAY_NS).list(&ListParams::default()).await?;
     let mut killed = 0;
     for pod in pods.items.iter().filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node)) {
         killed += kill_pod_processes(world, i, pod)?;
@@ -419,7 +423,7 @@ where
 {
     let mut listeners = Vec::new();
     for addr in prod_listeners(world, opts)? {
-        listeners.push(world.network.listen("app-aps", addr).await?);
+        listeners.push(world.listen(PRODUCER_HOST, addr).await?);
     }
     let mut producer = AbortOnDrop(tokio::spawn(async move {
         let accepts = listeners.iter().map(|l| Box::pin(l.accept())).collect::<Vec<_>>();
@@ -437,7 +441,7 @@ where
         Ok::<u64, std::io::Error>(sent)
     }));
     let result = async {
-        let mut conn = world.network.connect("app-alcf", target).await.context("connect to the consumer relay")?;
+        let mut conn = world.connect(CONSUMER_HOST, target).await.context("connect to the consumer relay")?;
         let mut buf = vec![0u8; 256 * 1024];
         let mut bytes = 0u64;
         while bytes < before {

@@ -29,6 +29,9 @@ pub const FACILITIES: [&str; 2] = ["aps", "alcf"];
 pub const PRODUCER_HOST: &str = "app-aps";
 /// The consumer application's host (on the consumer facility's LAN).
 pub const CONSUMER_HOST: &str = "app-alcf";
+/// Bearer token of user `scientist` in both facilities' API servers (a 1.x client's token in
+/// the control endpoint's `kubernetes` mode; no rights until a scenario grants them).
+pub const SCIENTIST_TOKEN: &str = "scientist-token";
 
 /// Settings of a world.
 #[derive(Clone, Debug)]
@@ -173,7 +176,7 @@ impl World {
         let mut merged = json!({"apiVersion": "v1", "kind": "Config", "clusters": [], "users": [], "contexts": []});
         for name in FACILITIES {
             let t = Instant::now();
-            let cluster = TestCluster::builder().name(name).start().await?;
+            let cluster = TestCluster::builder().name(name).user(SCIENTIST_TOKEN, "scientist", &[]).start().await?;
             let client = cluster.client().await?;
             let one: Value = serde_yaml::from_str(&std::fs::read_to_string(cluster.kubeconfig_path())?)?;
             for key in ["clusters", "users", "contexts"] {
@@ -319,6 +322,11 @@ fn start_operator(
         "default",
         "--control-tls-ip",
         "127.0.0.1",
+        // Legacy (1.x `req`) streams in the users' namespace on the facility's Gateway.
+        "--control-namespace",
+        USER_NS,
+        "--control-gateway",
+        "dtn",
     ]);
     let token = CancellationToken::new();
     let handle = tokio::spawn(scistream_controller::run_until(args, token.clone()));
@@ -347,5 +355,28 @@ impl World {
         let f = self.facilities.get_mut(i).context("no such facility")?;
         f.operator = start_operator(&f.cluster, &f.name, f.control_port);
         Ok(())
+    }
+}
+
+/// The application hosts, reached through the world (scenarios do not touch the network).
+impl World {
+    /// The address of `host` (an application host or node of the topology).
+    pub fn address(&self, host: &str) -> anyhow::Result<std::net::Ipv4Addr> {
+        self.network.address(host).with_context(|| format!("{host} has no address"))
+    }
+
+    /// Listens on `addr` from `host`.
+    pub async fn listen(&self, host: &str, addr: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+        self.network.listen(host, addr).await.with_context(|| format!("{host}: listen on {addr}"))
+    }
+
+    /// Connects from `host` to `addr`. The future owns what it needs (it can be spawned).
+    pub fn connect(
+        &self,
+        host: &str,
+        addr: std::net::SocketAddr,
+    ) -> impl Future<Output = std::io::Result<tokio::net::TcpStream>> + Send + 'static {
+        let (network, host) = (self.network.clone(), host.to_owned());
+        async move { network.connect(&host, addr).await }
     }
 }

@@ -4,7 +4,7 @@
 //! a Hello timeout and a release during a transfer. Each checks the bytes where data flows and
 //! that no pod, Secret, ConfigMap or port holding is left afterwards.
 
-use std::{path::PathBuf, time::Duration};
+use std::time::Duration;
 
 use scistream_api::{Phase, StreamRequest, conditions};
 use scistream_e2e::{
@@ -18,30 +18,13 @@ const LONG: Duration = Duration::from_secs(60);
 /// Bound of one verified round of a few MiB (generous: a loaded 2-core machine).
 const ROUND: Duration = Duration::from_secs(20);
 
-fn bin(name: &str) -> PathBuf {
-    // Test binaries live in target/<profile>/deps; the workspace's binaries one level up.
-    let exe = std::env::current_exe().unwrap();
-    let path = exe.parent().and_then(|d| d.parent()).unwrap().join(name);
-    assert!(path.exists(), "{} is not built; run `cargo build -p s2ds -p scistream-plugin`", path.display());
-    path
-}
-
 async fn world() -> World {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap();
-    let netns = nix::unistd::geteuid().is_root();
-    let opts = world::Options { netns, s2ds: bin("s2ds"), root, implementation: "S2ds".to_owned() };
+    let opts = world::Options::for_tests("S2ds").expect("s2ds is built");
     World::start(&opts).await.expect("both facilities start")
 }
 
 fn options(name: &str, connections: usize) -> StreamOptions {
-    StreamOptions {
-        name: name.to_owned(),
-        bytes: 0,
-        connections,
-        rate: "20Gbps".into(),
-        data_channel: "MutualTLS".into(),
-        plugin: bin("kubectl-scistream"),
-    }
+    StreamOptions::new(name, 0, connections, "20Gbps", "MutualTLS").expect("kubectl-scistream is built")
 }
 
 /// Runs `scenario`, always shuts the world down, then fails with the scenario's error.
@@ -82,15 +65,6 @@ async fn static_request(w: &World, name: &str, n: u32, rate: &str, target: &str)
     Ok(id)
 }
 
-async fn wait_gone(w: &World, i: usize, name: &str) -> anyhow::Result<()> {
-    let deadline = std::time::Instant::now() + LONG;
-    while requests(w, i).get_opt(name).await?.is_some() {
-        anyhow::ensure!(std::time::Instant::now() < deadline, "{name} still exists after {}s", LONG.as_secs());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Ok(())
-}
-
 async fn restart(w: &mut World, which: &[usize]) -> anyhow::Result<()> {
     for &i in which {
         w.stop_operator(i).await?;
@@ -113,7 +87,7 @@ async fn operator_restarted_in_every_phase() {
         // Pending: a request applied by hand (a producer-side proxy with static targets)
         // waits for bandwidth held by an older one; the older one is deleted while the
         // operator is down; after the restart the waiting one is served.
-        let app = w.network.address("app-aps").ok_or_else(|| anyhow::anyhow!("app-aps has no address"))?;
+        let app = w.address(world::PRODUCER_HOST)?;
         let hog = static_request(w, "hog", 1, "100Gbps", &format!("{app}:7100")).await?;
         faults::wait_request(w, 0, "hog", LONG, "Ready", |sr| faults::phase(sr) == Some(Phase::Ready)).await?;
         let waiting = static_request(w, "waiting", 2, "20Gbps", &format!("{app}:7100")).await?;
@@ -126,10 +100,10 @@ async fn operator_restarted_in_every_phase() {
         requests(w, 0).delete("hog", &Default::default()).await?;
         w.start_operator(0)?;
         faults::wait_request(w, 0, "waiting", LONG, "Ready", |sr| faults::phase(sr) == Some(Phase::Ready)).await?;
-        wait_gone(w, 0, "hog").await?;
+        faults::wait_gone(w, 0, "hog", LONG).await?;
         stream::assert_nothing_left(w, &hog).await?;
         requests(w, 0).delete("waiting", &Default::default()).await?;
-        wait_gone(w, 0, "waiting").await?;
+        faults::wait_gone(w, 0, "waiting", LONG).await?;
         stream::assert_nothing_left(w, &waiting).await?;
 
         // The stream of the remaining phases, created with the plugin.
@@ -146,9 +120,9 @@ async fn operator_restarted_in_every_phase() {
 
         // Provisioning: each side's operator stopped right after its Hello was recorded.
         let prod: Vec<String> = faults::prod_listeners(w, &so)?.iter().map(ToString::to_string).collect();
-        stream::hello(w, &so, 0, &created.stream_id, &created.prod_key, "PROD", &prod).await?;
+        stream::hello(w, &so, 0, &created.stream_id, &created.producer_key, "PROD", &prod).await?;
         restart(w, &[0]).await?;
-        let told = stream::hello(w, &so, 1, &created.stream_id, &created.cons_key, "CONS", &[]).await?;
+        let told = stream::hello(w, &so, 1, &created.stream_id, &created.consumer_key, "CONS", &[]).await?;
         restart(w, &[1]).await?;
         faults::wait_both(w, &so.name, Phase::Ready, LONG).await?;
         assert_eq!(faults::allocations(w, &so.name).await?, held, "holdings kept through provisioning");
@@ -167,7 +141,8 @@ async fn operator_restarted_in_every_phase() {
         faults::wait_both(w, &so.name, Phase::Ready, LONG).await?;
         let mut pods_after = Vec::new();
         for i in 0..2 {
-            pods_after.extend(faults::relay_pods(w, i, &created.stream_id).await?.iter().map(|p| p.metadata.uid.clone()));
+            pods_after
+                .extend(faults::relay_pods(w, i, &created.stream_id).await?.iter().map(|p| p.metadata.uid.clone()));
         }
         assert_eq!(pods_after, pods_before, "a restart at Ready must not recreate the relays");
         assert_eq!(faults::allocations(w, &so.name).await?, held);
@@ -234,7 +209,10 @@ async fn a_killed_relay_comes_back_and_carries_data_again() {
             assert_eq!(faults::allocations(w, &so.name).await?, held, "same ports after the restart");
             let (bytes, rounds) = faults::round_until_verified(w, &so, &targets, 8 * MIB, 5, ROUND).await?;
             assert_eq!(bytes, 2 * 8 * MIB);
-            eprintln!("side {side}: in-flight connection cut after {} bytes ({:?}); verified again after {rounds} round(s)", cut.bytes, cut.error);
+            eprintln!(
+                "side {side}: in-flight connection cut after {} bytes ({:?}); verified again after {rounds} round(s)",
+                cut.bytes, cut.error
+            );
         }
         faults::release(w, &so, &created.stream_id).await?;
         assert_eq!(faults::check_holdings(w).await?, vec![0, 0]);
@@ -320,7 +298,8 @@ async fn wrong_hello_key_then_hello_timeout_releases_both_sides() {
         }
         let cons = faults::request(w, 1, &so.name).await?;
         anyhow::ensure!(
-            cons.status.as_ref().is_some_and(|s| s.hello_time.is_none()) && faults::phase(&cons) == Some(Phase::AwaitingHello),
+            cons.status.as_ref().is_some_and(|s| s.hello_time.is_none())
+                && faults::phase(&cons) == Some(Phase::AwaitingHello),
             "a refused Hello changed the consumer's request: {:?}",
             cons.status
         );
