@@ -4,6 +4,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod faults;
+pub mod legacy;
 pub mod stream;
 pub mod workload;
 pub mod world;
