@@ -350,10 +350,21 @@ impl World {
             .with_context(|| format!("{}: the operator failed", f.name))
     }
 
-    /// Starts facility `i`'s operator again (same flags, same control endpoint port).
-    pub fn start_operator(&mut self, i: usize) -> anyhow::Result<()> {
+    /// Starts facility `i`'s operator again (same flags, same control endpoint port) and waits
+    /// until its control endpoint accepts connections again.
+    pub async fn start_operator(&mut self, i: usize) -> anyhow::Result<()> {
         let f = self.facilities.get_mut(i).context("no such facility")?;
         f.operator = start_operator(&f.cluster, &f.name, f.control_port);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(("127.0.0.1", f.control_port)).await.is_err() {
+            if f.operator.1.is_finished() {
+                bail!("{}: the operator exited while starting", f.name);
+            }
+            if Instant::now() > deadline {
+                bail!("{}: the control endpoint did not come back within 30s", f.name);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         Ok(())
     }
 }

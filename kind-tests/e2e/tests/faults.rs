@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use scistream_api::{Phase, StreamRequest, conditions};
+use scistream_api::{Phase, StreamRequest, conditions, keys};
 use scistream_e2e::{
     faults::{self, Created},
     stream::{self, StreamOptions},
@@ -72,14 +72,15 @@ async fn restart(w: &mut World, which: &[usize]) -> anyhow::Result<()> {
     // While no operator runs, the holdings in the API are all there is.
     faults::check_holdings(w).await?;
     for &i in which {
-        w.start_operator(i)?;
+        w.start_operator(i).await?;
     }
     Ok(())
 }
 
 /// Operators restarted in each phase: Pending (a request waiting for bandwidth that frees up
 /// while the operator is down), then for one stream AwaitingHello, Provisioning (right after each Hello),
-/// Ready (relays untouched, data verified before and after) and Releasing (pods stopping).
+/// Ready (relays untouched, data verified before and after) and Releasing (requests deleted
+/// while the operators are down).
 /// The stream keeps its ports throughout, no port is held twice, nothing is left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn operator_restarted_in_every_phase() {
@@ -98,7 +99,7 @@ async fn operator_restarted_in_every_phase() {
         w.stop_operator(0).await?;
         faults::check_holdings(w).await?;
         requests(w, 0).delete("hog", &Default::default()).await?;
-        w.start_operator(0)?;
+        w.start_operator(0).await?;
         faults::wait_request(w, 0, "waiting", LONG, "Ready", |sr| faults::phase(sr) == Some(Phase::Ready)).await?;
         faults::wait_gone(w, 0, "hog", LONG).await?;
         stream::assert_nothing_left(w, &hog).await?;
@@ -148,20 +149,29 @@ async fn operator_restarted_in_every_phase() {
         assert_eq!(faults::allocations(w, &so.name).await?, held);
         assert_eq!(faults::round(w, &so, &targets, 8 * MIB).await?, 3 * 8 * MIB);
 
-        // Releasing: both operators stopped while the relays drain.
+        // Releasing: `release` deletes both requests while both operators are down (waiting
+        // for a running operator to start releasing, then stopping it, races with how fast it
+        // finishes); the finalizers hold the requests, relays and ports until the operators
+        // are back, which then release everything.
+        w.stop_operator(0).await?;
+        w.stop_operator(1).await?;
         let release = faults::spawn_plugin(
             w,
             &so,
             &["release", &so.name, "--context", "aps", "-n", world::USER_NS, "--timeout", "120s"].map(str::to_owned),
         );
-        faults::wait_request(w, 0, &so.name, LONG, "being deleted", |sr| sr.metadata.deletion_timestamp.is_some())
-            .await?;
-        w.stop_operator(0).await?;
-        w.stop_operator(1).await?;
-        let sr = faults::request(w, 0, &so.name).await?;
-        anyhow::ensure!(sr.metadata.deletion_timestamp.is_some(), "the request is being deleted");
-        w.start_operator(0)?;
-        w.start_operator(1)?;
+        for i in [0, 1] {
+            faults::wait_request(w, i, &so.name, LONG, "being deleted", |sr| sr.metadata.deletion_timestamp.is_some())
+                .await?;
+        }
+        for i in [0, 1] {
+            anyhow::ensure!(
+                !faults::relay_pods(w, i, &created.stream_id).await?.is_empty(),
+                "facility {i}: the relays stay until an operator releases them"
+            );
+        }
+        w.start_operator(0).await?;
+        w.start_operator(1).await?;
         release.await??;
         stream::assert_nothing_left(w, &created.stream_id).await?;
         assert_eq!(faults::check_holdings(w).await?, vec![0, 0]);
@@ -257,10 +267,19 @@ async fn a_lost_gateway_node_and_update_restore_the_stream() {
         })
         .await?;
         assert_eq!(cons.spec.remote_listeners.as_ref(), Some(&new_listeners));
-        faults::wait_request(w, 0, &so.name, LONG, "told the peer was updated", |sr| {
+        // `update` left what it told the peer: the producer's current listeners.
+        let stamped = faults::request(w, 0, &so.name).await?;
+        let stamp = stamped.metadata.annotations.unwrap_or_default().get(keys::ANNOTATION_PEER_UPDATED).cloned();
+        assert_eq!(stamp, Some(new_listeners.join(",")), "update stamps the listeners it propagated");
+        let updated = faults::wait_request(w, 0, &so.name, LONG, "told the peer was updated", |sr| {
             cond(sr).is_some_and(|c| c.status == "False" && c.reason == "PeerUpdated")
         })
-        .await?;
+        .await;
+        if let Err(e) = updated {
+            let sr = faults::request(w, 0, &so.name).await?;
+            eprintln!("annotations {:?}\nstatus {:#?}", sr.metadata.annotations, sr.status);
+            return Err(e);
+        }
         faults::wait_both(w, &so.name, Phase::Ready, LONG).await?;
         let (bytes, rounds) = match faults::round_until_verified(w, &so, &targets, 8 * MIB, 5, ROUND).await {
             Ok(r) => r,
