@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
-filter=${1:-'binary(implementations) | binary(patterns) | binary(concurrency)'}
+filter=${1:-'binary(implementations) | binary(patterns) | binary(concurrency) | binary(faults)'}
 cargo build --locked --release -q -p s2ds --bin s2ds
 cargo build --locked -q -p scistream-e2e --bin scistream-demo -p scistream-plugin --bin kubectl-scistream
 

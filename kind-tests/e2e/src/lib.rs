@@ -5,6 +5,8 @@
 
 pub mod apps;
 pub mod external;
+pub mod faults;
+pub mod legacy;
 pub mod stream;
 pub mod workload;
 pub mod world;

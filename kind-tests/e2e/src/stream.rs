@@ -392,17 +392,23 @@ pub async fn relay_images(world: &World, facility: usize, stream_id: &str) -> an
 /// pod, ConfigMap or Secret labelled with its id, no reservation (so no port or bandwidth
 /// held) on either Gateway.
 pub async fn assert_nothing_left(world: &World, stream_id: &str) -> anyhow::Result<()> {
-    leftovers(world, &format!("{}={stream_id}", keys::LABEL_STREAM_ID), Some(stream_id)).await
+    leftovers(world, &format!("{}={stream_id}", keys::LABEL_STREAM_ID), Some(stream_id), true).await
+}
+
+/// As [`assert_nothing_left`], but the StreamRequests may still exist: a request that has
+/// `Failed` (a terminal phase, kept for the user to read) holds nothing.
+pub async fn assert_released(world: &World, stream_id: &str) -> anyhow::Result<()> {
+    leftovers(world, &format!("{}={stream_id}", keys::LABEL_STREAM_ID), Some(stream_id), false).await
 }
 
 /// Checks that the facilities hold nothing of any stream (after every stream of a scenario is
 /// released): as [`assert_nothing_left`] for every stream, and the Gateways' counters all at
 /// zero (ports in use on every node, bandwidth promised, streams).
 pub async fn assert_all_clean(world: &World) -> anyhow::Result<()> {
-    leftovers(world, keys::LABEL_STREAM_ID, None).await
+    leftovers(world, keys::LABEL_STREAM_ID, None, true).await
 }
 
-async fn leftovers(world: &World, selector: &str, stream_id: Option<&str>) -> anyhow::Result<()> {
+async fn leftovers(world: &World, selector: &str, stream_id: Option<&str>, requests_too: bool) -> anyhow::Result<()> {
     use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
     let lp = ListParams::default().labels(selector);
     for f in &world.facilities {
@@ -410,7 +416,10 @@ async fn leftovers(world: &World, selector: &str, stream_id: Option<&str>) -> an
         let cms = Api::<ConfigMap>::namespaced(f.client.clone(), GATEWAY_NS).list(&lp).await?;
         let secrets = Api::<Secret>::namespaced(f.client.clone(), GATEWAY_NS).list(&lp).await?;
         let requests = Api::<StreamRequest>::namespaced(f.client.clone(), USER_NS).list(&ListParams::default()).await?;
-        let requests = requests.items.iter().filter(|r| stream_id.is_none_or(|id| r.spec.stream_id == id)).count();
+        let requests = match requests_too {
+            true => requests.items.iter().filter(|r| stream_id.is_none_or(|id| r.spec.stream_id == id)).count(),
+            false => 0,
+        };
         let status = Api::<Gateway>::all(f.client.clone()).get("dtn").await?.status.unwrap_or_default();
         let held = status.reservations.iter().filter(|r| stream_id.is_none_or(|id| r.stream_id == id)).count();
         if !pods.items.is_empty() || !cms.items.is_empty() || !secrets.items.is_empty() || held + requests != 0 {

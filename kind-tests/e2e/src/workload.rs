@@ -128,16 +128,17 @@ pub async fn produce(
     deadline: Duration,
 ) -> std::io::Result<Vec<Transfer>> {
     let (tx, mut rx) = tokio::sync::mpsc::channel(connections.max(1));
-    let mut acceptors = Vec::new();
+    // A JoinSet: the listeners are closed however this ends (done, failed, or dropped).
+    let mut acceptors = tokio::task::JoinSet::new();
     for listener in listeners {
         let tx = tx.clone();
-        acceptors.push(tokio::spawn(async move {
+        acceptors.spawn(async move {
             while let Ok((conn, _)) = listener.accept().await {
                 if tx.send(conn).await.is_err() {
                     return;
                 }
             }
-        }));
+        });
     }
     drop(tx);
     let mut senders = Vec::new();
@@ -155,9 +156,7 @@ pub async fn produce(
             .ok_or_else(|| std::io::Error::other("listeners closed"))?;
         senders.push(tokio::spawn(send(conn, bytes_per_connection, first_seed + seed)));
     }
-    for a in acceptors {
-        a.abort();
-    }
+    acceptors.abort_all();
     let mut out = Vec::new();
     for s in senders {
         out.push(s.await.map_err(std::io::Error::other)??);
@@ -199,16 +198,17 @@ pub async fn serve(
     deadline: Duration,
 ) -> std::io::Result<Vec<Result<Transfer, String>>> {
     let (tx, mut rx) = tokio::sync::mpsc::channel(connections.max(1));
-    let mut acceptors = Vec::new();
+    // A JoinSet: the listeners are closed however this ends (done, failed, or dropped).
+    let mut acceptors = tokio::task::JoinSet::new();
     for listener in listeners {
         let tx = tx.clone();
-        acceptors.push(tokio::spawn(async move {
+        acceptors.spawn(async move {
             while let Ok((conn, _)) = listener.accept().await {
                 if tx.send(conn).await.is_err() {
                     return;
                 }
             }
-        }));
+        });
     }
     drop(tx);
     let started = Instant::now();
@@ -230,9 +230,7 @@ pub async fn serve(
         };
         senders.push(tokio::spawn(async move { send(conn, bytes, seed).await.map_err(|e| e.to_string()) }));
     }
-    for a in acceptors {
-        a.abort();
-    }
+    acceptors.abort_all();
     let mut out = Vec::new();
     for s in senders {
         out.push(s.await.map_err(std::io::Error::other)?);
@@ -283,6 +281,22 @@ mod tests {
         assert_eq!(sent.len(), 3);
         assert!(sent.iter().all(|t| t.bytes == 3_000_001));
         assert_ne!(sent[0].sha256, sent[1].sha256, "each connection carries its own data");
+    }
+
+    /// A producer given up on (its future dropped, as a timed-out round does) frees its
+    /// listening ports at once, so the next round can listen on them again.
+    #[tokio::test]
+    async fn a_dropped_producer_frees_its_ports() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let waiting = produce(vec![listener], 1, 1, 1, Duration::from_secs(600));
+        // Nobody connects: the producer waits until it is dropped.
+        assert!(tokio::time::timeout(Duration::from_millis(200), waiting).await.is_err());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while let Err(e) = TcpListener::bind(addr).await {
+            assert!(Instant::now() < deadline, "{addr} still held after the producer was dropped: {e}");
+            tokio::task::yield_now().await;
+        }
     }
 
     #[tokio::test]

@@ -41,6 +41,9 @@ pub const FACILITIES: [&str; 2] = ["aps", "alcf"];
 pub const PRODUCER_HOST: &str = "app-aps";
 /// The consumer application's host (on the consumer facility's LAN).
 pub const CONSUMER_HOST: &str = "app-alcf";
+/// Bearer token of user `scientist` in both facilities' API servers (a 1.x client's token in
+/// the control endpoint's `kubernetes` mode; no rights until a scenario grants them).
+pub const SCIENTIST_TOKEN: &str = "scientist-token";
 
 /// Settings of a world.
 #[derive(Clone, Debug)]
@@ -109,7 +112,7 @@ pub struct Facility {
     /// Namespace and name of the Secret with the control endpoint's certificate.
     pub control_secret: (String, String),
     /// What runs in this process (none against real clusters).
-    pub embedded: Option<Embedded>,
+    embedded: Option<Embedded>,
 }
 
 /// The parts of an embedded facility.
@@ -125,7 +128,13 @@ pub struct Embedded {
 
 impl Facility {
     /// The embedded parts, or an error saying the scenario needs them.
-    pub fn embedded(&mut self) -> anyhow::Result<&mut Embedded> {
+    pub fn embedded(&self) -> anyhow::Result<&Embedded> {
+        let name = &self.name;
+        self.embedded.as_ref().with_context(|| format!("{name} is a real cluster: this needs the embedded facility"))
+    }
+
+    /// The embedded parts, to change (see [`Facility::embedded`]).
+    pub fn embedded_mut(&mut self) -> anyhow::Result<&mut Embedded> {
         let name = self.name.clone();
         self.embedded.as_mut().with_context(|| format!("{name} is a real cluster: this needs the embedded facility"))
     }
@@ -253,7 +262,7 @@ impl World {
         let mut merged = json!({"apiVersion": "v1", "kind": "Config", "clusters": [], "users": [], "contexts": []});
         for name in FACILITIES {
             let t = Instant::now();
-            let cluster = TestCluster::builder().name(name).start().await?;
+            let cluster = TestCluster::builder().name(name).user(SCIENTIST_TOKEN, "scientist", &[]).start().await?;
             let client = cluster.client().await?;
             let one: Value = serde_yaml::from_str(&std::fs::read_to_string(cluster.kubeconfig_path())?)?;
             for key in ["clusters", "users", "contexts"] {
@@ -470,8 +479,53 @@ fn start_operator(
         "default",
         "--control-tls-ip",
         "127.0.0.1",
+        // Legacy (1.x `req`) streams in the users' namespace on the facility's Gateway.
+        "--control-namespace",
+        USER_NS,
+        "--control-gateway",
+        "dtn",
     ]);
     let token = CancellationToken::new();
     let handle = tokio::spawn(scistream_controller::run_until(args, token.clone()));
     (token, handle)
+}
+
+/// Fault injection for the suite's fault scenarios (`faults.rs`): a facility's operator
+/// stopped and started again. (Kept apart from the set-up above.)
+impl World {
+    /// Stops facility `i`'s operator (its controllers and control endpoint) and waits until
+    /// it has exited. What it held is in the API, not in its memory.
+    pub async fn stop_operator(&mut self, i: usize) -> anyhow::Result<()> {
+        let f = self.facilities.get_mut(i).context("no such facility")?;
+        let name = f.name.clone();
+        let f = f.embedded_mut()?;
+        let stopped = (CancellationToken::new(), tokio::spawn(async { Ok(()) }));
+        let (token, handle) = std::mem::replace(&mut f.operator, stopped);
+        token.cancel();
+        tokio::time::timeout(Duration::from_secs(30), handle)
+            .await
+            .with_context(|| format!("{name}: the operator did not stop within 30s"))?
+            .context("operator task")?
+            .with_context(|| format!("{name}: the operator failed"))
+    }
+
+    /// Starts facility `i`'s operator again (same flags, same control endpoint port) and waits
+    /// until its control endpoint accepts connections again.
+    pub async fn start_operator(&mut self, i: usize) -> anyhow::Result<()> {
+        let f = self.facilities.get_mut(i).context("no such facility")?;
+        let name = f.name.clone();
+        let f = f.embedded_mut()?;
+        f.operator = start_operator(&f.cluster, &name, f.control_port);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(("127.0.0.1", f.control_port)).await.is_err() {
+            if f.operator.1.is_finished() {
+                bail!("{name}: the operator exited while starting");
+            }
+            if Instant::now() > deadline {
+                bail!("{name}: the control endpoint did not come back within 30s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
 }

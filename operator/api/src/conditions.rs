@@ -15,6 +15,9 @@ pub mod types {
     pub const HELLO_RECEIVED: &str = "HelloReceived";
     /// Every S2DS pod of the stream is ready on every listener.
     pub const DATA_PATH_READY: &str = "DataPathReady";
+    /// Listeners of this side moved off a lost gateway node (`True`) until `kubectl scistream
+    /// update` told the peer side (`False`, reason `PeerUpdated`). Absent if none ever moved.
+    pub const LISTENERS_MOVED: &str = "ListenersMoved";
 }
 
 /// Condition reasons (CamelCase, stable: scripts and alerts match on them).
@@ -49,6 +52,8 @@ pub mod reasons {
     pub const POD_FAILED: &str = "PodFailed";
     /// A gateway node was lost; its listeners moved and the peer side must be updated.
     pub const NODE_LOST: &str = "NodeLost";
+    /// `kubectl scistream update` propagated the listeners that moved off a lost node.
+    pub const PEER_UPDATED: &str = "PeerUpdated";
     /// The stream is being released.
     pub const RELEASING: &str = "Releasing";
     /// The spec cannot be acted on (explained in the message).

@@ -42,6 +42,10 @@ pub const ANNOTATION_LAN_ADDRESS: &str = "scistream.io/lan-address";
 pub const ANNOTATION_PEER_CONTEXT: &str = "scistream.io/peer-context";
 /// Annotation on a `StreamRequest` made by the plugin: the namespace of the other side.
 pub const ANNOTATION_PEER_NAMESPACE: &str = "scistream.io/peer-namespace";
+/// Annotation on a `StreamRequest` written by `kubectl scistream update`: this side's
+/// `status.listeners` (comma-separated) as the connection map was re-run with them. The
+/// operator clears its `ListenersMoved` condition once they equal the current listeners.
+pub const ANNOTATION_PEER_UPDATED: &str = "scistream.io/peer-updated-listeners";
 
 /// Finalizer on `StreamRequest`: ports, bandwidth and S2DS pods are released first.
 pub const FINALIZER_STREAM_REQUEST: &str = "streamrequests.scistream.io/cleanup";

@@ -308,3 +308,46 @@ async fn rate_changes_are_readmitted_against_the_gateway() {
     assert!(reasons.iter().any(|r| r == "BandwidthExhausted"), "{reasons:?}");
     f.shutdown().await;
 }
+
+/// A Hello-key Secret that is missing (or lacks its key) is reported as HelloKeyMissing, not
+/// a silent wait; once the Secret is there the request awaits Hello as usual.
+#[tokio::test]
+async fn a_missing_hello_key_secret_is_reported() {
+    let f = ready_facility("S2ds", 5100, 5119).await;
+    f.create_request(
+        "keyless",
+        json!({"streamId": ID, "role": "Consumer", "gateway": "dtn",
+        "helloKeySecretRef": {"name": "keyless-hello"}, "helloTimeout": "120s"}),
+    )
+    .await;
+    let sr = f
+        .wait_request("keyless", 30, |sr| {
+            phase(sr) == Some(Phase::AwaitingHello) && reason(sr, "HelloReceived") == "HelloKeyMissing"
+        })
+        .await;
+    assert_eq!(reason(&sr, "Ready"), "HelloKeyMissing");
+    let message = sr.status.as_ref().and_then(|s| conditions::find(&s.conditions, "Ready")).unwrap().message.clone();
+    assert!(message.contains(&format!("{USER_NS}/keyless-hello")) && message.contains("does not exist"), "{message}");
+    let secrets: Api<Secret> = Api::namespaced(f.client.clone(), USER_NS);
+    let key: Secret =
+        serde_json::from_value(json!({"metadata": {"name": "keyless-hello"}, "data": {"other": "eA=="}})).unwrap();
+    secrets.create(&Default::default(), &key).await.unwrap();
+    let sr = f.wait_request("keyless", 20, |sr| message_of(sr).contains("has no (or an empty) key key")).await;
+    assert_eq!(reason(&sr, "HelloReceived"), "HelloKeyMissing");
+    let fixed = json!({"data": {"key": "czNjcmV0"}});
+    secrets.patch("keyless-hello", &PatchParams::default(), &Patch::Merge(&fixed)).await.unwrap();
+    let sr = f.wait_request("keyless", 20, |sr| reason(sr, "HelloReceived") == "AwaitingHello").await;
+    assert_eq!(phase(&sr), Some(Phase::AwaitingHello));
+    assert!(!serde_json::to_string(&sr).unwrap().contains("czNjcmV0"), "the key never appears in the status");
+    f.requests().delete("keyless", &DeleteParams::default()).await.unwrap();
+    f.assert_released("keyless", ID).await;
+    f.shutdown().await;
+}
+
+fn message_of(sr: &StreamRequest) -> String {
+    sr.status
+        .as_ref()
+        .and_then(|s| conditions::find(&s.conditions, "HelloReceived"))
+        .map(|c| c.message.clone())
+        .unwrap_or_default()
+}

@@ -180,6 +180,20 @@ async fn a_lost_gateway_node_moves_its_listeners() {
     let reasons: Vec<String> =
         events.list(&Default::default()).await.unwrap().items.iter().filter_map(|e| e.reason.clone()).collect();
     assert!(reasons.iter().any(|r| r == "NodeLost"), "{reasons:?}");
+    // Not only an event: a condition says the peer must be updated, until it is.
+    let moved = |sr: &StreamRequest| {
+        sr.status.as_ref().and_then(|s| scistream_api::conditions::find(&s.conditions, "ListenersMoved")).cloned()
+    };
+    let c = moved(&f.requests().get("n").await.unwrap()).expect("a ListenersMoved condition");
+    assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", "NodeLost"));
+    assert!(c.message.contains(&lost) && c.message.contains("kubectl scistream update n"), "{}", c.message);
+    // What `kubectl scistream update` leaves once it has re-run the connection map.
+    let stamp =
+        json!({"metadata": {"annotations": {scistream_api::keys::ANNOTATION_PEER_UPDATED: listeners.join(",")}}});
+    f.requests().patch("n", &PatchParams::default(), &Patch::Merge(&stamp)).await.unwrap();
+    let sr =
+        f.wait_request("n", 20, |sr| moved(sr).is_some_and(|c| c.status == "False" && c.reason == "PeerUpdated")).await;
+    assert_eq!(phase(&sr), Some(Phase::Ready));
     f.shutdown().await;
 }
 

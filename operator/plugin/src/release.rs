@@ -2,8 +2,12 @@
 
 use std::time::Duration;
 
-use kube::{ResourceExt, api::DeleteParams};
-use scistream_api::{Role, rate::parse_duration};
+use kube::{
+    ResourceExt,
+    api::{DeleteParams, Patch, PatchParams},
+};
+use scistream_api::{Role, keys, rate::parse_duration};
+use serde_json::json;
 
 use crate::{
     cli::{Cli, StreamRef},
@@ -66,6 +70,18 @@ pub async fn update(cli: &Cli, r: &StreamRef) -> Result<()> {
     let ((pf, p), (cf, c)) = if sr.spec.role == Role::Producer { ((f, sr), (of, osr)) } else { ((of, osr), (f, sr)) };
     let step = Step::start("Re-running the connection map");
     connect_sides(&pf, &cf, &p.name_any(), &p, &c).await?;
+    // Tell each side's operator which of its listeners the peer now knows (it clears its
+    // ListenersMoved condition when they are the current ones).
+    let pp = PatchParams { field_manager: Some(keys::FIELD_MANAGER_PLUGIN.to_owned()), ..PatchParams::default() };
+    for (f, sr) in [(&pf, &p), (&cf, &c)] {
+        let known = sr.status.as_ref().map(|s| s.listeners.join(",")).unwrap_or_default();
+        let stamp = json!({"metadata": {"annotations": {keys::ANNOTATION_PEER_UPDATED: known}}});
+        f.requests().patch(&sr.name_any(), &pp, &Patch::Merge(&stamp)).await.map_err(Error::kube(format!(
+            "annotate {} in {}",
+            sr.name_any(),
+            f.context
+        )))?;
+    }
     let listeners = p.status.map(|s| s.listeners).unwrap_or_default();
     step.done(&format!("consumer forwards to {}", listeners.join(",")));
     Ok(())

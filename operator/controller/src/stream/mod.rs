@@ -6,6 +6,7 @@
 //! ConfigMap, pods: each idempotent on its own) and reports (status, events).
 
 pub(crate) mod children;
+pub mod notes;
 pub mod report;
 pub mod targets;
 
@@ -40,6 +41,10 @@ use crate::{
 
 /// Name of this controller in metrics and logs.
 pub const CONTROLLER: &str = "streamrequest";
+
+/// How long after its creation a request's missing Hello-key Secret is not yet reported
+/// (the plugin creates it just after the request).
+pub const HELLO_KEY_GRACE: Duration = Duration::from_secs(5);
 
 /// Reconciles one StreamRequest.
 #[tracing::instrument(skip_all, fields(ns = %sr.namespace().unwrap_or_default(), name = %sr.name_any(), stream = %sr.spec.stream_id))]
@@ -343,18 +348,16 @@ async fn apply(sr: &StreamRequest, ctx: &Context) -> Result<Action> {
             },
         },
     };
+    let mut moved_note = None;
     if failed.is_none()
         && let Some(current) = reservation.clone()
     {
         let (moved, lost) = relocate(ctx, &gateway, current.clone()).await?;
         if moved != current {
-            let note = format!(
-                "gateway node(s) {} lost; listeners moved to other gateway nodes. The peer side must be updated: `kubectl scistream update {}`",
-                lost.join(", "),
-                sr.name_any()
-            );
+            let note = notes::moved_note(sr.spec.role, &lost, &sr.name_any());
             tracing::warn!(lost = %lost.join(","), "relocated listeners of lost gateway nodes");
             report::warn(ctx, sr, reasons::NODE_LOST, &note).await;
+            moved_note = Some(note);
             reservation = Some(moved);
         }
     }
@@ -423,15 +426,53 @@ async fn apply(sr: &StreamRequest, ctx: &Context) -> Result<Action> {
             .collect(),
         None => Vec::new(),
     };
+    let key_problem = match decision.phase {
+        Phase::AwaitingHello => hello_key_problem(ctx, sr).await,
+        _ => None,
+    };
+    let now = now();
+    let acknowledged = sr.annotations().get(keys::ANNOTATION_PEER_UPDATED).map(String::as_str);
+    let (generation, note) = (sr.metadata.generation, moved_note.as_deref());
     let owned = report::Owned {
         phase: Some(decision.phase),
         listeners,
         allocations: reservation.map(|r| r.nodes).unwrap_or_default(),
         certificate,
     };
-    let desired = report::desired(sr, &decision, owned, &now());
+    let mut desired = report::desired(sr, &decision, owned, &now);
+    notes::listeners_moved(&mut desired.conditions, note, acknowledged, &desired.listeners, generation, &now);
+    // `kubectl scistream create` makes the Secret right after the request: give it a moment.
+    let settled = age(sr.metadata.creation_timestamp.as_ref()) >= HELLO_KEY_GRACE;
+    if let Some(problem) = key_problem.as_ref().filter(|_| settled) {
+        let already = conditions::find(&status.conditions, conditions::types::HELLO_RECEIVED)
+            .is_some_and(|c| c.reason == reasons::HELLO_KEY_MISSING);
+        if !already {
+            report::warn(ctx, sr, reasons::HELLO_KEY_MISSING, problem).await;
+        }
+        notes::hello_key_missing(&mut desired.conditions, problem, generation, &now);
+    }
     report::write(ctx, sr, desired, &decision).await?;
+    if key_problem.is_some() {
+        // Secrets in users' namespaces are not watched: look again soon for the key.
+        return Ok(Action::requeue(Duration::from_secs(2)));
+    }
     Ok(next_check(&decision, &facts, ctx))
+}
+
+/// What keeps a Hello from being authenticated (the Hello-key Secret missing or without its
+/// key), if anything. A failed read is logged and treated as no problem (the wait goes on as
+/// before; the next reconcile looks again).
+async fn hello_key_problem(ctx: &Context, sr: &StreamRequest) -> Option<String> {
+    let reference = sr.spec.hello_key_secret_ref.as_ref()?;
+    let ns = sr.namespace()?;
+    let api: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    match api.get_opt(&reference.name).await {
+        Ok(secret) => notes::hello_key_problem(&ns, reference, secret.as_ref()),
+        Err(e) => {
+            tracing::warn!(error = %e, secret = %reference.name, "could not read the Hello-key Secret");
+            None
+        }
+    }
 }
 
 /// Without a Gateway there is nothing to reserve on; report and wait for it to appear.
