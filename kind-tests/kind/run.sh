@@ -80,7 +80,9 @@ export SCISTREAM_E2E_CONTROL_CONS=127.0.0.1:15001
 export SCISTREAM_E2E_CONTROL_SECRET=scistream-system/scistream-operator-control-tls
 export SCISTREAM_E2E_APP_ADDRESS=$app
 status=0
-cargo nextest run -p scistream-e2e --locked --profile ci "$@" || status=$?
+# One scenario at a time: they share the two clusters, and each checks that its release
+# leaves the Gateways holding nothing.
+cargo nextest run -p scistream-e2e --locked --profile ci --test-threads 1 "$@" || status=$?
 
 if $keep; then
   cat <<EOF
