@@ -76,8 +76,19 @@ async fn namespaces_of_a_crashed_agent_are_removed_on_next_start() {
     let dead = child.id();
     child.wait().expect("wait");
     let ns = format!("sna-{dead}-deadbe-n-gw");
-    let st = tokio::process::Command::new("ip").args(["netns", "add", &ns]).status().await.expect("ip");
-    assert!(st.success());
+    // Any agent starting meanwhile (other tests run in parallel processes) removes this
+    // namespace too, even while `ip netns add` is still creating it: that is the behaviour
+    // under test, from another process. Try again until the namespace stands (bounded).
+    let mut created = false;
+    for _ in 0..20 {
+        let out = tokio::process::Command::new("ip").args(["netns", "add", &ns]).output().await.expect("ip");
+        if out.status.success() && list_netns().await.contains(&ns) {
+            created = true;
+            break;
+        }
+        let _ = tokio::process::Command::new("ip").args(["netns", "delete", &ns]).output().await;
+    }
+    assert!(created, "could not create the stale namespace {ns}");
     let mut orphan = tokio::process::Command::new("ip")
         .args(["netns", "exec", &ns, "sleep", "600"])
         .kill_on_drop(true)
