@@ -144,14 +144,12 @@ fn haproxy_starts_under_a_modest_open_files_limit() {
     let r = relay(RelayMode::Plain, &[&format!("127.0.0.1:{listen}")], &[&format!("127.0.0.1:{target}")], 0);
     let rendered = render(Implementation::Haproxy, &input(&r, &paths, None));
     write_rendered(dir.path(), &rendered);
-    let mut child = Reaper(
+    let mut child = Reaper::spawn(
         Command::new("sh")
             .args(["-c", "ulimit -n 4096 && exec \"$0\" \"$@\"", &haproxy])
             .args(&rendered.args)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+            .stderr(Stdio::null()),
     );
     wait_listening(listen, &mut child.0);
 }
@@ -175,12 +173,22 @@ fn nginx_accepts_the_config() {
     assert!(out.status.success(), "nginx -t: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// Kills the child when dropped, so a failing test leaves no process behind.
+/// Runs a relay in a process group of its own and kills the whole group when dropped, so a
+/// test (failing or not) leaves no process behind. Regression: killing only the child left
+/// Nginx's worker processes running, still listening, once per test run.
 pub(super) struct Reaper(pub(super) Child);
+
+impl Reaper {
+    pub(super) fn spawn(command: &mut Command) -> Reaper {
+        use std::os::unix::process::CommandExt as _;
+        Reaper(command.process_group(0).spawn().unwrap())
+    }
+}
 
 impl Drop for Reaper {
     fn drop(&mut self) {
-        let _ = self.0.kill();
+        let group = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
         let _ = self.0.wait();
     }
 }

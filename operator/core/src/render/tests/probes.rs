@@ -111,15 +111,7 @@ fn rendered(implementation: Implementation, dir: &Path, mode: RelayMode, target:
 }
 
 fn spawn(program: &str, pre: &[&str], rendered: &Rendered) -> Reaper {
-    Reaper(
-        Command::new(program)
-            .args(pre)
-            .args(&rendered.args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
+    Reaper::spawn(Command::new(program).args(pre).args(&rendered.args).stdout(Stdio::null()).stderr(Stdio::null()))
 }
 
 #[test]
@@ -157,6 +149,15 @@ fn nginx_answers_probes_itself() {
     }
     roundtrip(listen, 100_000);
     assert_eq!(target.accepted(), 1, "the target saw a connection besides the data's: a probe went through");
+    // Nothing of it outlives the test: its worker processes held both listeners.
+    drop(child);
+    for port in [health, listen] {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            assert!(std::time::Instant::now() < deadline, "port {port} still served after the relay was reaped");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 /// A stunnel pair relaying bytes through TLS with pinned certificates, both sides probed on
