@@ -13,17 +13,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
-use tokio::io::BufReader;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
 
 use crate::config::Mode;
 use crate::endpoint::Endpoint;
-use crate::metrics::{Counted, ListenerMetrics, reason};
-use crate::relay::{DirectionCounters, RelayOptions, copy, splice};
+use crate::metrics::{ListenerMetrics, reason};
+use crate::relay::tls::{TlsState, tls_error};
+use crate::relay::{DirectionCounters, RelayOptions, splice, tls_io};
 use crate::server::Ctx;
 use crate::tls;
+use rustls::client::UnbufferedClientConnection;
+use rustls::server::UnbufferedServerConnection;
 
 /// Time allowed for a TCP connect to a target.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -165,33 +167,37 @@ async fn handle(ctx: &Ctx, key: SocketAddr, lm: &ListenerMetrics, inbound: TcpSt
             let _open = OpenGuard::new(lm);
             splice::bidirectional(&inbound, &out, &opts, &counters).await
         }
-        (Mode::TlsServer, Some(acceptor), _) => {
-            let io = BufReader::with_capacity(opts.buffer_bytes, inbound);
-            let Some(mut tls) = handshake(lm, acceptor.accept(io)).await else {
-                return;
+        (Mode::TlsServer, Some(config), _) => {
+            let conn = match UnbufferedServerConnection::new(config.clone()) {
+                Ok(c) => c,
+                Err(e) => return handshake_failed(lm, &tls_error(e)),
             };
-            tls.get_mut().1.set_buffer_limit(Some(2 * opts.buffer_bytes));
+            let mut st = TlsState::new(conn, opts.buffer_bytes);
+            if !handshake(lm, tls_io::handshake(&mut st, &inbound, &counters.to_target)).await {
+                return;
+            }
             let Some(out) = connect(&target, lm).await else {
                 return;
             };
             let _open = OpenGuard::new(lm);
-            let a = Counted::new(tls, counters.to_target);
-            let b = Counted::new(out, counters.to_client);
-            copy::bidirectional(a, b, &opts).await
+            tls_io::relay(&mut st, &inbound, &out, &opts.limiter, &counters.to_target, &counters.to_client).await
         }
-        (Mode::TlsClient, _, Some(connector)) => {
+        (Mode::TlsClient, _, Some(config)) => {
             let Some(out) = connect(&target, lm).await else {
                 return;
             };
-            let io = BufReader::with_capacity(opts.buffer_bytes, out);
-            let Some(mut tls) = handshake(lm, connector.connect(target.server_name(), io)).await else {
-                return;
+            let conn = match UnbufferedClientConnection::new(config.clone(), target.server_name()) {
+                Ok(c) => c,
+                Err(e) => return handshake_failed(lm, &tls_error(e)),
             };
-            tls.get_mut().1.set_buffer_limit(Some(2 * opts.buffer_bytes));
+            let mut st = TlsState::new(conn, opts.buffer_bytes);
+            if !handshake(lm, tls_io::handshake(&mut st, &out, &counters.to_client)).await {
+                return;
+            }
             let _open = OpenGuard::new(lm);
-            let a = Counted::new(inbound, counters.to_target);
-            let b = Counted::new(tls, counters.to_client);
-            copy::bidirectional(a, b, &opts).await
+            tls_io::relay(&mut st, &out, &inbound, &opts.limiter, &counters.to_client, &counters.to_target)
+                .await
+                .map(|(down, up)| (up, down))
         }
         _ => {
             // Unreachable by construction (Server builds the TLS side per mode).
@@ -206,21 +212,26 @@ async fn handle(ctx: &Ctx, key: SocketAddr, lm: &ListenerMetrics, inbound: TcpSt
     }
 }
 
-async fn handshake<S>(lm: &ListenerMetrics, fut: impl Future<Output = io::Result<S>>) -> Option<S> {
+/// Runs a handshake with the time limit; false (counted and logged) if it failed.
+async fn handshake(lm: &ListenerMetrics, fut: impl Future<Output = io::Result<()>>) -> bool {
     let r = tokio::time::timeout(HANDSHAKE_TIMEOUT, fut).await.unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()));
     match r {
-        Ok(s) => Some(s),
+        Ok(()) => true,
         Err(e) => {
-            lm.tls_failures.inc();
-            if tls::is_pin_mismatch(&e) {
-                lm.refused(reason::PEER_CERT_MISMATCH);
-                warn!(error = %e, "TLS peer refused: certificate does not match the pin");
-            } else {
-                lm.refused(reason::TLS_HANDSHAKE);
-                debug!(error = %e, "TLS handshake failed");
-            }
-            None
+            handshake_failed(lm, &e);
+            false
         }
+    }
+}
+
+fn handshake_failed(lm: &ListenerMetrics, e: &io::Error) {
+    lm.tls_failures.inc();
+    if tls::is_pin_mismatch(e) {
+        lm.refused(reason::PEER_CERT_MISMATCH);
+        warn!(error = %e, "TLS peer refused: certificate does not match the pin");
+    } else {
+        lm.refused(reason::TLS_HANDSHAKE);
+        debug!(error = %e, "TLS handshake failed");
     }
 }
 

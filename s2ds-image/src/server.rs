@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use arc_swap::ArcSwap;
 use tokio::runtime::Handle;
 use tokio::sync::Mutex;
-use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -28,9 +27,9 @@ pub struct State {
     /// The validated config.
     pub config: Config,
     /// Present in `tls-server` mode.
-    pub acceptor: Option<TlsAcceptor>,
+    pub acceptor: Option<Arc<rustls::ServerConfig>>,
     /// Present in `tls-client` mode.
-    pub connector: Option<TlsConnector>,
+    pub connector: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl State {
@@ -38,8 +37,8 @@ impl State {
     pub fn build(config: Config) -> Result<Self, Error> {
         let (mut acceptor, mut connector) = (None, None);
         match (config.mode, &config.tls) {
-            (Mode::TlsServer, Some(t)) => acceptor = Some(TlsAcceptor::from(tls::server_config(t)?)),
-            (Mode::TlsClient, Some(t)) => connector = Some(TlsConnector::from(tls::client_config(t)?)),
+            (Mode::TlsServer, Some(t)) => acceptor = Some(tls::server_config(t)?),
+            (Mode::TlsClient, Some(t)) => connector = Some(tls::client_config(t)?),
             _ => {}
         }
         Ok(Self { config, acceptor, connector })

@@ -3,12 +3,16 @@
 //! Two strategies, same guarantees (no loss, no reordering, half-close
 //! propagated, bounded memory, rate tokens taken before reading):
 //! - [`splice`]: plain TCP to plain TCP through a kernel pipe, zero-copy;
+//! - [`tls`] / [`tls_io`]: one side mutual TLS (rustls's unbuffered API,
+//!   records decrypted in place in the receive queue);
 //! - [`copy`]: generic userspace copy with one fixed buffer per direction,
-//!   used whenever one side is TLS and as the fallback when splice is not
-//!   possible.
+//!   the fallback when splice is not possible.
 
 pub mod copy;
 pub mod splice;
+pub mod tls;
+pub mod tls_io;
+mod window;
 
 use std::sync::Arc;
 

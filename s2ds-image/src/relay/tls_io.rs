@@ -1,0 +1,213 @@
+//! Drives [`super::tls::TlsState`] with a TLS socket and a plain socket:
+//! the handshake, then both directions in one task (non-blocking attempts
+//! first, then one wait on whatever can unblock a direction).
+
+use std::io;
+
+use prometheus_client::metrics::counter::Counter;
+use tokio::net::TcpStream;
+
+use super::tls::{Pumped, Session, TlsState};
+use crate::ratelimit::RateLimiter;
+
+fn would_block(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::WouldBlock
+}
+
+/// Writes all of `st.tx` to `sock`.
+async fn flush<S: Session>(st: &mut TlsState<S>, sock: &TcpStream) -> io::Result<()> {
+    while !st.tx.is_empty() {
+        sock.writable().await?;
+        match sock.try_write(st.tx.data()) {
+            Ok(n) => st.tx.consume(n),
+            Err(e) if would_block(&e) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Runs the handshake on `sock`. On failure the alert rustls produced is
+/// sent if the socket takes it at once. Application data that follows the
+/// handshake stays queued for [`relay`] (and is counted into `from_tls`).
+pub async fn handshake<S: Session>(st: &mut TlsState<S>, sock: &TcpStream, from_tls: &Counter) -> io::Result<()> {
+    loop {
+        if let Err(e) = st.pump(false, |n| {
+            from_tls.inc_by(n as u64);
+        }) {
+            st.encode_alert();
+            let _ = sock.try_write(st.tx.data());
+            return Err(e);
+        }
+        flush(st, sock).await?;
+        if !st.is_handshaking() {
+            return Ok(());
+        }
+        loop {
+            sock.readable().await?;
+            match sock.try_read(st.rx.space_mut()) {
+                Ok(0) => {
+                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "peer closed during the TLS handshake"));
+                }
+                Ok(n) => {
+                    st.rx.commit(n);
+                    break;
+                }
+                Err(e) if would_block(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Relays between the TLS socket and the plain socket until both
+/// directions are closed. Counts plaintext into `from_tls` (decrypted) and
+/// `from_plain` (read from the plain side). Returns the plaintext bytes
+/// decrypted and encrypted. On an error (a truncated TLS stream, a reset,
+/// a protocol error) both sockets are set to reset when dropped, so that
+/// neither application mistakes a broken stream for a complete one.
+pub async fn relay<S: Session>(
+    st: &mut TlsState<S>,
+    tls: &TcpStream,
+    plain: &TcpStream,
+    limiter: &RateLimiter,
+    from_tls: &Counter,
+    from_plain: &Counter,
+) -> io::Result<(u64, u64)> {
+    let mut tokens = Tokens::default();
+    let r = run(st, tls, plain, limiter, &mut tokens, from_tls, from_plain).await;
+    limiter.give_back(tokens.tls + tokens.plain);
+    if r.is_err() {
+        for s in [tls, plain] {
+            let _ = socket2::SockRef::from(s).set_linger(Some(std::time::Duration::ZERO));
+        }
+    }
+    r.map(|()| (st.decrypted, st.encrypted))
+}
+
+/// Rate tokens granted but not used yet, per reading side.
+#[derive(Default)]
+struct Tokens {
+    tls: usize,
+    plain: usize,
+}
+
+async fn run<S: Session>(
+    st: &mut TlsState<S>,
+    tls: &TcpStream,
+    plain: &TcpStream,
+    limiter: &RateLimiter,
+    held: &mut Tokens,
+    from_tls: &Counter,
+    from_plain: &Counter,
+) -> io::Result<()> {
+    let size = st.size();
+    let (mut tls_eof, mut plain_shut, mut tls_shut) = (false, false, false);
+    loop {
+        let mut progress = false;
+        // Ciphertext in, while the plaintext it becomes has somewhere to go.
+        if !tls_eof && st.down.len() < size && st.rx.free() > 0 {
+            if held.tls == 0 {
+                held.tls = limiter.try_take(st.rx.free());
+            }
+            if held.tls > 0 {
+                let space = st.rx.space_mut();
+                let want = held.tls.min(space.len());
+                match tls.try_read(&mut space[..want]) {
+                    Ok(0) => (tls_eof, progress) = (true, true),
+                    Ok(n) => {
+                        st.rx.commit(n);
+                        held.tls -= n;
+                        progress = true;
+                    }
+                    Err(e) if would_block(&e) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        let before = st.down.len();
+        let pumped = st.pump(false, |n| {
+            from_tls.inc_by(n as u64);
+        })?;
+        progress |= st.down.len() != before;
+        if tls_eof && pumped == Pumped::Starved && !st.peer_closed {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the TLS peer closed the connection without close_notify (truncated)",
+            ));
+        }
+        // Plaintext out.
+        if !st.down.is_empty() {
+            match plain.try_write(st.down.data()) {
+                Ok(n) => {
+                    st.down.consume(n);
+                    progress = true;
+                }
+                Err(e) if would_block(&e) => {}
+                Err(e) => return Err(e),
+            }
+        } else if st.peer_closed && !plain_shut {
+            socket2::SockRef::from(plain).shutdown(std::net::Shutdown::Write)?;
+            (plain_shut, progress) = (true, true);
+        }
+        // Plaintext in.
+        if !st.plain_eof && st.up.free() > 0 {
+            if held.plain == 0 {
+                held.plain = limiter.try_take(st.up.free());
+            }
+            if held.plain > 0 {
+                let space = st.up.space_mut();
+                let want = held.plain.min(space.len());
+                match plain.try_read(&mut space[..want]) {
+                    Ok(0) => (st.plain_eof, progress) = (true, true),
+                    Ok(n) => {
+                        st.up.commit(n);
+                        held.plain -= n;
+                        from_plain.inc_by(n as u64);
+                        progress = true;
+                    }
+                    Err(e) if would_block(&e) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        if st.can_encrypt() {
+            let (up, sent) = (st.up.len(), st.close_sent);
+            st.pump(true, |n| {
+                from_tls.inc_by(n as u64);
+            })?;
+            progress |= st.up.len() != up || st.close_sent != sent;
+        }
+        // Ciphertext out.
+        if !st.tx.is_empty() {
+            match tls.try_write(st.tx.data()) {
+                Ok(n) => {
+                    st.tx.consume(n);
+                    progress = true;
+                }
+                Err(e) if would_block(&e) => {}
+                Err(e) => return Err(e),
+            }
+        } else if st.close_sent && !tls_shut {
+            socket2::SockRef::from(tls).shutdown(std::net::Shutdown::Write)?;
+            (tls_shut, progress) = (true, true);
+        }
+        if plain_shut && tls_shut {
+            return Ok(());
+        }
+        if progress {
+            continue;
+        }
+        let want_tls = !tls_eof && st.down.len() < size && st.rx.free() > 0;
+        let want_plain = !st.plain_eof && st.up.free() > 0;
+        tokio::select! {
+            r = tls.readable(), if want_tls && held.tls > 0 => r?,
+            n = limiter.take(st.rx.free()), if want_tls && held.tls == 0 => held.tls = n,
+            r = plain.readable(), if want_plain && held.plain > 0 => r?,
+            n = limiter.take(st.up.free()), if want_plain && held.plain == 0 => held.plain = n,
+            r = tls.writable(), if !st.tx.is_empty() => r?,
+            r = plain.writable(), if !st.down.is_empty() => r?,
+            else => return Err(io::Error::other("TLS relay has nothing to wait for (internal error)")),
+        }
+    }
+}

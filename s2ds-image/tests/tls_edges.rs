@@ -1,0 +1,166 @@
+//! The TLS relay's edges: key updates mid-stream, a truncated TLS stream,
+//! one direction stalled while the other flows, the rate limiter over TLS.
+//! A direct rustls client (tokio-rustls) plays the peer gateway where the
+//! test needs control over its TLS session.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+use s2ds::config::{PeerPin, TlsFiles};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const MIB: u64 = 1 << 20;
+
+fn yaml(mode: &str, me: &Identity, peer: &Identity, target: SocketAddr, extra: &str) -> String {
+    format!(
+        "streamId: edge\nmode: {mode}\nlisteners: [127.0.0.1:0]\ntargets: ['{target}']\n\
+         metricsAddress: 127.0.0.1:0\ndrainSeconds: 5\n{extra}tls:\n  certFile: {}\n  keyFile: {}\n  peerCertFile: {}\n",
+        me.cert.display(),
+        me.key.display(),
+        peer.cert.display()
+    )
+}
+
+/// A tls-server relay in front of `target`, and a direct TLS connection to
+/// it presenting the consumer's identity.
+async fn server_and_direct_client(
+    dir: &Path,
+    target: SocketAddr,
+) -> (S2ds, tokio_rustls::client::TlsStream<TcpStream>) {
+    init();
+    let producer = identity(dir, "producer");
+    let consumer = identity(dir, "consumer");
+    let server = S2ds::start(dir, "server", &yaml("tls-server", &producer, &consumer, target, "")).await;
+    let files = TlsFiles {
+        cert_file: consumer.cert.clone(),
+        key_file: consumer.key.clone(),
+        peer: PeerPin::CertFile(producer.cert.clone()),
+    };
+    let connector = tokio_rustls::TlsConnector::from(s2ds::tls::client_config(&files).unwrap());
+    let tcp = TcpStream::connect(server.listeners().await[0]).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("producer.s2ds.test").unwrap();
+    let tls = connector.connect(name, tcp).await.unwrap();
+    (server, tls)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_updates_mid_stream_keep_every_byte_in_both_directions() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (server, mut tls) = server_and_direct_client(dir.path(), l.local_addr().unwrap()).await;
+    let (mut t, _) = l.accept().await.unwrap();
+    let target = tokio::spawn(async move {
+        let (n, sha) = recv(&mut t).await;
+        // Answer after the client's close_notify: the relay's keys were updated by then.
+        let reply = send(&mut t, 77, 8 * MIB).await;
+        (n, sha, reply)
+    });
+    let (mut sent, mut g) = (Vec::new(), Gen::new(1));
+    for _ in 0..3 {
+        for _ in 0..48 {
+            let mut chunk = vec![0u8; 64 * 1024];
+            g.fill(&mut chunk);
+            tls.write_all(&chunk).await.unwrap();
+            sent.extend_from_slice(&chunk);
+        }
+        tls.flush().await.unwrap();
+        // A KeyUpdate that requests the relay's own update as well.
+        tls.get_mut().1.refresh_traffic_keys().unwrap();
+    }
+    tls.shutdown().await.unwrap();
+    let (n, got_sha) = recv(&mut tls).await;
+    let (up, up_sha, reply_sha) = target.await.unwrap();
+    assert_eq!(up, sent.len() as u64);
+    assert_eq!(up_sha, hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &sent)));
+    assert_eq!((n, got_sha), (8 * MIB, reply_sha), "the reply crossed the relay's key update intact");
+    assert_eq!(server.metric("s2ds_tls_handshake_failures_total").await, 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncated_tls_stream_resets_the_plain_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (server, mut tls) = server_and_direct_client(dir.path(), l.local_addr().unwrap()).await;
+    let (mut t, _) = l.accept().await.unwrap();
+    tls.write_all(b"the first half of a message").await.unwrap();
+    tls.flush().await.unwrap();
+    let mut buf = [0u8; 27];
+    t.read_exact(&mut buf).await.unwrap();
+    // The peer's TCP connection ends without close_notify.
+    let (tcp, _) = tls.into_inner();
+    drop(tcp);
+    let end = tokio::time::timeout(Duration::from_secs(10), t.read(&mut [0u8; 64])).await.unwrap();
+    assert_eq!(
+        end.map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::ConnectionReset),
+        "a truncated stream must not look complete to the application"
+    );
+    // The relay itself is unaffected.
+    assert_eq!(server.get("/healthz").await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_direction_stalled_does_not_stop_the_other() {
+    let dir = tempfile::tempdir().unwrap();
+    init();
+    let producer = identity(dir.path(), "producer");
+    let consumer = identity(dir.path(), "consumer");
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server =
+        S2ds::start(dir.path(), "server", &yaml("tls-server", &producer, &consumer, l.local_addr().unwrap(), "")).await;
+    let client =
+        S2ds::start(dir.path(), "client", &yaml("tls-client", &consumer, &producer, server.listeners().await[0], ""))
+            .await;
+    let c = TcpStream::connect(client.listeners().await[0]).await.unwrap();
+    let (t, _) = l.accept().await.unwrap();
+    let (mut cr, mut cw) = c.into_split();
+    let (mut tr, mut tw) = t.into_split();
+    // The target sends far more than every buffer on the way holds, to a
+    // client that does not read yet...
+    let down = tokio::spawn(async move { send(&mut tw, 5, 96 * MIB).await });
+    // ...while the client's upload must still arrive whole.
+    let upload = tokio::spawn(async move { recv(&mut tr).await });
+    let (up_sha, (n, sha)) = tokio::time::timeout(Duration::from_secs(30), async {
+        let sha = send(&mut cw, 6, 16 * MIB).await;
+        (sha, upload.await.unwrap())
+    })
+    .await
+    .expect("the upload stalled behind the unread download");
+    assert_eq!((n, sha), (16 * MIB, up_sha));
+    let (n, sha) = recv(&mut cr).await;
+    assert_eq!((n, sha), (96 * MIB, down.await.unwrap()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_holds_over_the_tls_pair() {
+    let dir = tempfile::tempdir().unwrap();
+    init();
+    let producer = identity(dir.path(), "producer");
+    let consumer = identity(dir.path(), "consumer");
+    let (target, mut rx) = sink_target(3, 0).await;
+    let server = S2ds::start(dir.path(), "server", &yaml("tls-server", &producer, &consumer, target, "")).await;
+    let rate_bits: u64 = 500_000_000;
+    let client = S2ds::start(
+        dir.path(),
+        "client",
+        &yaml(
+            "tls-client",
+            &consumer,
+            &producer,
+            server.listeners().await[0],
+            &format!("rateBitsPerSecond: {rate_bits}\n"),
+        ),
+    )
+    .await;
+    let start = Instant::now();
+    transfer_checked(client.listeners().await[0], &mut rx, 4, 32 * MIB, 0, 3).await;
+    let secs = start.elapsed().as_secs_f64();
+    let ratio = (128 * MIB * 8) as f64 / secs / rate_bits as f64;
+    eprintln!("rate limit over TLS: {ratio:.3} x the limit in {secs:.2} s");
+    assert!((0.95..=1.05).contains(&ratio), "measured {ratio:.3} x the limit");
+}
