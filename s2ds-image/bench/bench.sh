@@ -2,8 +2,8 @@
 # Loopback benchmark of s2ds against iperf3 direct, HAProxy (forced splice),
 # Nginx stream, socat and a Stunnel PSK pair, in one run.
 #
-#   s2ds-image/bench/bench.sh            # 10 s per case, 1 and 8 streams
-#   DURATION=5 STREAMS="1 4 8" s2ds-image/bench/bench.sh
+#   s2ds-image/bench/bench.sh            # 10 s per case, 1 and 8 streams, 3 rounds
+#   DURATION=5 STREAMS="1 4 8" ROUNDS=5 s2ds-image/bench/bench.sh
 #   ONLY='direct|s2ds' BUF=1048576 s2ds-image/bench/bench.sh   # subset, s2ds bufferBytes
 #
 # Installs its Debian packages if missing (needs root + apt), builds s2ds
@@ -11,10 +11,16 @@
 # seconds per GiB (utime+stime from /proc of the relay processes and their
 # children), ratios; then s2ds RSS idle / with 256 connections and the
 # connection setup rate (plain and TLS pair).
+#
+# On a shared machine one 10 s sample per case varies by 30% from run to
+# run, so every case is measured ROUNDS times, interleaved (round r runs
+# the cases in an order rotated by r, so no case always follows the same
+# one), and the table shows the median of each case (min-max alongside).
 set -euo pipefail
 
 DURATION=${DURATION:-10}
 STREAMS=${STREAMS:-"1 8"}
+ROUNDS=${ROUNDS:-3}
 HERE=$(cd "$(dirname "$0")" && pwd)
 WS=$(cd "$HERE/../.." && pwd)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$WS/target}
@@ -211,17 +217,20 @@ CASES=(
 )
 TICK=$(getconf CLK_TCK)
 echo "case streams gbps cpu_s_per_gib" >"$W/results.txt"
+NCASES=${#CASES[@]}
 for n in $STREAMS; do
-  for c in "${CASES[@]}"; do
-    read -r name port relays <<<"$c"
-    if [ -n "${ONLY:-}" ] && ! [[ $name =~ $ONLY ]]; then echo "$name $n 0 nan" >>"$W/results.txt"; continue; fi
-    pids=()
-    for r in $relays; do pids+=("$(pid "$r")"); done
-    before=0; [ ${#pids[@]} -gt 0 ] && before=$(cpu_ticks "${pids[@]}")
-    iperf3 -c 127.0.0.1 -p "$port" -t "$DURATION" -P "$n" -J >"$W/iperf-$name-$n.json" 2>"$W/iperf-$name-$n.err" || true
-    sleep 0.5 # let forked relays (socat) exit and be reaped before reading CPU
-    after=0; [ ${#pids[@]} -gt 0 ] && after=$(cpu_ticks "${pids[@]}")
-    python3 - "$W/iperf-$name-$n.json" "$name" "$n" "$before" "$after" "$TICK" >>"$W/results.txt" <<'PY'
+  for round in $(seq 1 "$ROUNDS"); do
+    for k in $(seq 0 $((NCASES - 1))); do
+      c=${CASES[$(((k + round - 1) % NCASES))]}
+      read -r name port relays <<<"$c"
+      if [ -n "${ONLY:-}" ] && ! [[ $name =~ $ONLY ]]; then continue; fi
+      pids=()
+      for r in $relays; do pids+=("$(pid "$r")"); done
+      before=0; [ ${#pids[@]} -gt 0 ] && before=$(cpu_ticks "${pids[@]}")
+      iperf3 -c 127.0.0.1 -p "$port" -t "$DURATION" -P "$n" -J >"$W/iperf-$name-$n.json" 2>"$W/iperf-$name-$n.err" || true
+      sleep 0.5 # let forked relays (socat) exit and be reaped before reading CPU
+      after=0; [ ${#pids[@]} -gt 0 ] && after=$(cpu_ticks "${pids[@]}")
+      python3 - "$W/iperf-$name-$n.json" "$name" "$n" "$before" "$after" "$TICK" >>"$W/results.txt" <<'PY'
 import json, sys
 path, name, n, before, after, tick = sys.argv[1:]
 try:
@@ -233,7 +242,8 @@ cpu = (int(after) - int(before)) / int(tick)
 per = cpu / gib if gib > 0 and name != "direct" else float("nan")
 print(name, n, f"{gbps:.2f}", f"{per:.3f}")
 PY
-    echo "  $(tail -1 "$W/results.txt")" >&2
+      echo "  round $round: $(tail -1 "$W/results.txt")" >&2
+    done
   done
 done
 
@@ -262,31 +272,41 @@ read -r CPS_TLS ERR_TLS <<<"$("$LOADGEN" connrate 127.0.0.1:6015 5 16)"
 
 # --- table -----------------------------------------------------------------------
 python3 - "$W/results.txt" <<PY
-import sys, math
+import sys, math, statistics
 rows = [l.split() for l in open(sys.argv[1]).read().splitlines()[1:]]
-res = {(r[0], int(r[1])): (float(r[2]), float(r[3])) for r in rows}
-streams = sorted({k[1] for k in res})
+samples = {}
 names = []
-for r in rows:
-    if r[0] not in names: names.append(r[0])
-print(f"\nloopback, {$DURATION} s per case, $(nproc) cores, $(uname -r), buffer $BUF")
-hdr = f"{'case':18} {'streams':>7} {'Gbit/s':>8} {'CPU s/GiB':>10} {'s2ds/this':>10}"
+for name, n, g, c in rows:
+    samples.setdefault((name, int(n)), []).append((float(g), float(c)))
+    if name not in names: names.append(name)
+def med(xs):
+    xs = [x for x in xs if not math.isnan(x)]
+    return statistics.median(xs) if xs else float('nan')
+res = {k: (med([g for g, _ in v]), med([c for _, c in v])) for k, v in samples.items()}
+spread = {k: (min(g for g, _ in v), max(g for g, _ in v)) for k, v in samples.items()}
+streams = sorted({k[1] for k in res})
+print(f"\nloopback, {$DURATION} s per case, median of $ROUNDS interleaved rounds, $(nproc) cores, $(uname -r), buffer $BUF")
+hdr = f"{'case':18} {'streams':>7} {'Gbit/s':>8} {'(min-max)':>13} {'CPU s/GiB':>10} {'s2ds/this':>10}"
 print(hdr); print('-' * len(hdr))
+def get(name, n):
+    return res.get((name, n), (float('nan'), float('nan')))
+def ratio(a, b):
+    return a / b if b and b > 0 and not math.isnan(a) and not math.isnan(b) else float('nan')
 for n in streams:
     for name in names:
+        if (name, n) not in res: continue
         g, c = res[(name, n)]
+        lo, hi = spread[(name, n)]
         ref = 's2ds-tls-pair' if name.startswith('stunnel') or name == 's2ds-tls-pair' else 's2ds-plain'
-        ratio = res[(ref, n)][0] / g if g > 0 else float('nan')
         cs = '-' if math.isnan(c) else f"{c:.3f}"
-        print(f"{name:18} {n:7d} {g:8.2f} {cs:>10} {ratio:10.2f}")
+        print(f"{name:18} {n:7d} {g:8.2f} {f'({lo:.1f}-{hi:.1f})':>13} {cs:>10} {ratio(get(ref, n)[0], g):10.2f}")
     print()
 for n in streams:
-    d = res[('direct', n)][0]
-    p = res[('s2ds-plain', n)][0]
-    best = max(res[('haproxy-splice', n)][0], res[('nginx-stream', n)][0])
-    t, s = res[('s2ds-tls-pair', n)][0], res[('stunnel-psk-pair', n)][0]
-    print(f"{n} stream(s): s2ds plain / direct = {p/d:.2f}, / best(HAProxy, Nginx) = {p/best:.2f}; "
-          f"s2ds TLS pair / Stunnel pair = {t/s:.2f}")
+    d, p = get('direct', n)[0], get('s2ds-plain', n)[0]
+    best = max(get('haproxy-splice', n)[0], get('nginx-stream', n)[0])
+    t, s = get('s2ds-tls-pair', n)[0], get('stunnel-psk-pair', n)[0]
+    print(f"{n} stream(s): s2ds plain / direct = {ratio(p, d):.2f}, / best(HAProxy, Nginx) = {ratio(p, best):.2f}; "
+          f"s2ds TLS pair / Stunnel pair = {ratio(t, s):.2f}")
 print(f"\ns2ds RSS: idle $RSS_IDLE KiB, with 256 open connections $RSS_256 KiB")
 print(f"connection setup through s2ds (16 concurrent, 5 s): plain $CPS_PLAIN/s (errors $ERR_PLAIN), "
       f"TLS pair $CPS_TLS/s (errors $ERR_TLS)")
