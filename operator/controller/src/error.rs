@@ -64,6 +64,13 @@ impl Error {
             Error::Finalizer(e) => match e.as_ref() {
                 kube::runtime::finalizer::Error::ApplyFailed(inner)
                 | kube::runtime::finalizer::Error::CleanupFailed(inner) => inner.reason(),
+                // The object went away between the cleanup and the finalizer patch.
+                kube::runtime::finalizer::Error::AddFinalizer(kube::Error::Api(s))
+                | kube::runtime::finalizer::Error::RemoveFinalizer(kube::Error::Api(s))
+                    if s.code == 404 =>
+                {
+                    "NotFound"
+                }
                 _ => "FinalizerFailed",
             },
         }
@@ -83,6 +90,16 @@ impl Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_finalizer_patch_on_a_vanished_object_is_not_found() {
+        use kube::runtime::finalizer::Error as F;
+        let gone = || kube::Error::Api(kube::core::Status::failure("gone", "NotFound").with_code(404).boxed());
+        assert_eq!(Error::Finalizer(Box::new(F::RemoveFinalizer(gone()))).reason(), "NotFound");
+        assert_eq!(Error::Finalizer(Box::new(F::AddFinalizer(gone()))).reason(), "NotFound");
+        let refused = kube::Error::Api(kube::core::Status::failure("no", "Forbidden").with_code(403).boxed());
+        assert_eq!(Error::Finalizer(Box::new(F::RemoveFinalizer(refused))).reason(), "FinalizerFailed");
+    }
 
     #[test]
     fn backoff_grows_and_is_capped() {
