@@ -1,9 +1,8 @@
-//! Prometheus metrics and the counting IO wrapper.
+//! Prometheus metrics.
 //!
-//! Bytes are counted at the IO boundary: [`Counted`] wraps a stream and
-//! counts what is read from it, so the copy loop carries no counters. The
-//! splice path never sees the bytes in userspace; it reports the amount each
-//! `splice(2)` moved to the same counter.
+//! Bytes are counted by the relays where they move: each `splice(2)` or
+//! write of the plain relays, each record decrypted and each read of
+//! plaintext in the TLS relay.
 //!
 //! Names (all with the `stream` label; `listener` is the configured bind
 //! address): `s2ds_bytes_total{direction}` (`client_to_target` /
@@ -12,10 +11,7 @@
 //! `s2ds_tls_handshake_failures_total`, `s2ds_ratelimit_wait_seconds_total`,
 //! `s2ds_connection_duration_seconds`, `s2ds_reloads_total{result}`.
 
-use std::io;
-use std::pin::Pin;
 use std::sync::atomic::AtomicU64;
-use std::task::{Context, Poll};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -23,7 +19,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Why a connection was refused (the `reason` label).
 pub mod reason {
@@ -202,72 +197,15 @@ impl ListenerMetrics {
     }
 }
 
-/// An IO stream that counts the bytes read from it.
-#[derive(Debug)]
-pub struct Counted<S> {
-    inner: S,
-    read: Counter,
-}
-
-impl<S> Counted<S> {
-    /// Wraps `inner`, adding every byte read to `read`.
-    pub fn new(inner: S, read: Counter) -> Self {
-        Self { inner, read }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let res = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = res {
-            self.read.inc_by((buf.filled().len() - before) as u64);
-        }
-        res
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    #[tokio::test]
-    async fn counted_counts_reads_and_passes_writes() {
+    #[test]
+    fn listener_counters_are_encoded_with_their_labels() {
         let m = Metrics::new("s1");
         let lm = m.listener("127.0.0.1:1");
-        let (a, mut b) = tokio::io::duplex(64);
-        let mut a = Counted::new(a, lm.to_target.clone());
-        b.write_all(b"hello").await.unwrap();
-        let mut buf = [0u8; 5];
-        a.read_exact(&mut buf).await.unwrap();
-        a.write_all(b"xy").await.unwrap();
+        lm.to_target.inc_by(5);
         assert_eq!(lm.to_target.get(), 5);
         lm.refused(reason::NO_TARGET);
         let text = m.encode();

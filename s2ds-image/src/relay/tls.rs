@@ -143,8 +143,7 @@ impl<S: Session> TlsState<S> {
     /// application data (to `down`, counted into `on_plaintext`), alerts.
     /// Stops when no complete record is left, or when `down` is full unless
     /// `encrypt` asks to reach the state that encrypts `up` into `tx` (and
-    /// queues close_notify after the plain side's EOF). Returns the number of
-    /// plaintext bytes that went to `down` with the outcome.
+    /// queues close_notify after the plain side's EOF).
     pub fn pump(&mut self, encrypt: bool, mut on_plaintext: impl FnMut(usize)) -> io::Result<Pumped> {
         let size = self.size;
         loop {

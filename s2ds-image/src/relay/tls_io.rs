@@ -8,10 +8,43 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::net::TcpStream;
 
 use super::tls::{Pumped, Session, TlsState};
+use super::window::Window;
 use crate::ratelimit::RateLimiter;
 
 fn would_block(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::WouldBlock
+}
+
+/// Reads into `win` at most `held` rate tokens' worth (if any are held):
+/// `Some(0)` at EOF, `Some(n)` after reading (tokens used up), `None` when
+/// the socket has nothing now (its readiness is cleared).
+fn read_into(sock: &TcpStream, win: &mut Window, held: &mut usize) -> io::Result<Option<usize>> {
+    if *held == 0 {
+        return Ok(None);
+    }
+    let space = win.space_mut();
+    let want = (*held).min(space.len());
+    match sock.try_read(&mut space[..want]) {
+        Ok(n) => {
+            win.commit(n);
+            *held -= n;
+            Ok(Some(n))
+        }
+        Err(e) if would_block(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes what `sock` takes now from `win`; true if anything was written.
+fn write_from(sock: &TcpStream, win: &mut Window) -> io::Result<bool> {
+    match sock.try_write(win.data()) {
+        Ok(n) => {
+            win.consume(n);
+            Ok(true)
+        }
+        Err(e) if would_block(&e) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// Writes all of `st.tx` to `sock`.
@@ -110,19 +143,10 @@ async fn run<S: Session>(
             if held.tls == 0 {
                 held.tls = limiter.try_take(st.rx.free());
             }
-            if held.tls > 0 {
-                let space = st.rx.space_mut();
-                let want = held.tls.min(space.len());
-                match tls.try_read(&mut space[..want]) {
-                    Ok(0) => (tls_eof, progress) = (true, true),
-                    Ok(n) => {
-                        st.rx.commit(n);
-                        held.tls -= n;
-                        progress = true;
-                    }
-                    Err(e) if would_block(&e) => {}
-                    Err(e) => return Err(e),
-                }
+            match read_into(tls, &mut st.rx, &mut held.tls)? {
+                Some(0) => (tls_eof, progress) = (true, true),
+                Some(_) => progress = true,
+                None => {}
             }
         }
         let before = st.down.len();
@@ -138,14 +162,7 @@ async fn run<S: Session>(
         }
         // Plaintext out.
         if !st.down.is_empty() {
-            match plain.try_write(st.down.data()) {
-                Ok(n) => {
-                    st.down.consume(n);
-                    progress = true;
-                }
-                Err(e) if would_block(&e) => {}
-                Err(e) => return Err(e),
-            }
+            progress |= write_from(plain, &mut st.down)?;
         } else if st.peer_closed && !plain_shut {
             socket2::SockRef::from(plain).shutdown(std::net::Shutdown::Write)?;
             (plain_shut, progress) = (true, true);
@@ -155,20 +172,13 @@ async fn run<S: Session>(
             if held.plain == 0 {
                 held.plain = limiter.try_take(st.up.free());
             }
-            if held.plain > 0 {
-                let space = st.up.space_mut();
-                let want = held.plain.min(space.len());
-                match plain.try_read(&mut space[..want]) {
-                    Ok(0) => (st.plain_eof, progress) = (true, true),
-                    Ok(n) => {
-                        st.up.commit(n);
-                        held.plain -= n;
-                        from_plain.inc_by(n as u64);
-                        progress = true;
-                    }
-                    Err(e) if would_block(&e) => {}
-                    Err(e) => return Err(e),
+            match read_into(plain, &mut st.up, &mut held.plain)? {
+                Some(0) => (st.plain_eof, progress) = (true, true),
+                Some(n) => {
+                    from_plain.inc_by(n as u64);
+                    progress = true;
                 }
+                None => {}
             }
         }
         if st.can_encrypt() {
@@ -180,14 +190,7 @@ async fn run<S: Session>(
         }
         // Ciphertext out.
         if !st.tx.is_empty() {
-            match tls.try_write(st.tx.data()) {
-                Ok(n) => {
-                    st.tx.consume(n);
-                    progress = true;
-                }
-                Err(e) if would_block(&e) => {}
-                Err(e) => return Err(e),
-            }
+            progress |= write_from(tls, &mut st.tx)?;
         } else if st.close_sent && !tls_shut {
             socket2::SockRef::from(tls).shutdown(std::net::Shutdown::Write)?;
             (tls_shut, progress) = (true, true);
