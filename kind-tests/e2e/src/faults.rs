@@ -27,21 +27,6 @@ use crate::{
     world::{CONSUMER_HOST, GATEWAY_NS, PRODUCER_HOST, USER_NS, World},
 };
 
-/// Runs the plugin with the world's kubeconfig.
-pub async fn plugin(world: &World, opts: &StreamOptions, args: &[&str]) -> anyhow::Result<String> {
-    let out = tokio::process::Command::new(&opts.plugin)
-        .arg("--kubeconfig")
-        .arg(&world.kubeconfig)
-        .args(args)
-        .output()
-        .await
-        .context("running kubectl-scistream")?;
-    if !out.status.success() {
-        bail!("kubectl scistream {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 /// The arguments of `kubectl scistream create` between the two facilities, plus `extra`.
 pub fn create_args(opts: &StreamOptions, extra: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = [
@@ -90,7 +75,7 @@ pub fn parse_created(out: &str) -> anyhow::Result<Created> {
 pub async fn create(world: &World, opts: &StreamOptions, extra: &[&str]) -> anyhow::Result<Created> {
     let args = create_args(opts, extra);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    parse_created(&plugin(world, opts, &args).await?)
+    parse_created(&stream::plugin(world, opts, &args).await?)
 }
 
 /// The producer application's endpoints: one fixed port per connection on its host (fixed so
@@ -316,7 +301,8 @@ pub fn spawn_plugin(
 
 /// `kubectl scistream release` from the producer's context, then checks nothing is left.
 pub async fn release(world: &World, opts: &StreamOptions, stream_id: &str) -> anyhow::Result<()> {
-    plugin(world, opts, &["release", &opts.name, "--context", "aps", "-n", USER_NS, "--timeout", "90s"]).await?;
+    stream::plugin(world, opts, &["release", &opts.name, "--context", "aps", "-n", USER_NS, "--timeout", "90s"])
+        .await?;
     stream::assert_nothing_left(world, stream_id).await
 }
 

@@ -125,8 +125,9 @@ impl Transferred {
     }
 }
 
-/// Runs the plugin (asynchronously: the operators share this process's runtime).
-async fn plugin(world: &World, opts: &StreamOptions, args: &[&str]) -> anyhow::Result<String> {
+/// Runs the plugin with the world's kubeconfig (asynchronously: the operators share this
+/// process's runtime).
+pub async fn plugin(world: &World, opts: &StreamOptions, args: &[&str]) -> anyhow::Result<String> {
     let out = tokio::process::Command::new(&opts.plugin)
         .arg("--kubeconfig")
         .arg(&world.kubeconfig)

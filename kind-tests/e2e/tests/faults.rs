@@ -270,7 +270,7 @@ async fn a_lost_gateway_node_and_update_restore_the_stream() {
         assert!(c.message.contains("kubectl scistream update nodeloss"), "{}", c.message);
         assert_eq!(new_listeners.len(), 2);
         assert!(new_listeners.iter().all(|l| !old_listeners.contains(l)), "{old_listeners:?} -> {new_listeners:?}");
-        faults::plugin(w, &so, &["update", &so.name, "--context", "aps", "-n", world::USER_NS]).await?;
+        stream::plugin(w, &so, &["update", &so.name, "--context", "aps", "-n", world::USER_NS]).await?;
         let cons = faults::wait_request(w, 1, &so.name, LONG, "updated", |sr| {
             sr.spec.remote_listeners.as_ref() == Some(&new_listeners)
         })
