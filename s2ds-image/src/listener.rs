@@ -180,7 +180,7 @@ async fn handle(ctx: &Ctx, key: SocketAddr, lm: &ListenerMetrics, inbound: TcpSt
                 return;
             };
             let _open = OpenGuard::new(lm);
-            tls_io::relay(&mut st, &inbound, &out, &opts.limiter, &counters.to_target, &counters.to_client).await
+            tls_io::relay(st, &inbound, &out, &opts.limiter, &counters.to_target, &counters.to_client).await
         }
         (Mode::TlsClient, _, Some(config)) => {
             let Some(out) = connect(&target, lm).await else {
@@ -195,7 +195,7 @@ async fn handle(ctx: &Ctx, key: SocketAddr, lm: &ListenerMetrics, inbound: TcpSt
                 return;
             }
             let _open = OpenGuard::new(lm);
-            tls_io::relay(&mut st, &out, &inbound, &opts.limiter, &counters.to_client, &counters.to_target)
+            tls_io::relay(st, &out, &inbound, &opts.limiter, &counters.to_client, &counters.to_target)
                 .await
                 .map(|(down, up)| (up, down))
         }

@@ -107,6 +107,8 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsE
         .map_err(TlsError::Rustls)?;
     cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     cfg.send_tls13_tickets = 0;
+    // After the handshake our own record layer carries the data (relay::record).
+    cfg.enable_secret_extraction = true;
     Ok(Arc::new(cfg))
 }
 
@@ -123,6 +125,7 @@ pub fn client_config(files: &TlsFiles) -> Result<Arc<rustls::ClientConfig>, TlsE
         .with_client_auth_cert(certs, key)
         .map_err(TlsError::Rustls)?;
     cfg.resumption = rustls::client::Resumption::disabled();
+    cfg.enable_secret_extraction = true;
     Ok(Arc::new(cfg))
 }
 

@@ -3,12 +3,15 @@
 //! Two strategies, same guarantees (no loss, no reordering, half-close
 //! propagated, bounded memory, rate tokens taken before reading):
 //! - [`splice`]: plain TCP to plain TCP through a kernel pipe, zero-copy;
-//! - [`tls`] / [`tls_io`]: one side mutual TLS (rustls's unbuffered API,
-//!   records decrypted in place in the receive queue);
+//! - [`tls`] / [`tls_io`]: one side mutual TLS: rustls's unbuffered API for
+//!   the handshake, then our record layer ([`record`], [`data`]) sealing and
+//!   opening records in place;
 //! - [`copy`]: generic userspace copy with one fixed buffer per direction,
 //!   the fallback when splice is not possible.
 
 pub mod copy;
+pub mod data;
+pub mod record;
 pub mod splice;
 pub mod tls;
 pub mod tls_io;

@@ -1,5 +1,6 @@
-//! Drives [`super::tls::TlsState`] with a TLS socket and a plain socket:
-//! the handshake, then both directions in one task (non-blocking attempts
+//! Drives the TLS state machines with a TLS socket and a plain socket: the
+//! handshake ([`super::tls::TlsState`]), then both directions of the data
+//! phase ([`super::data::DataPhase`]) in one task (non-blocking attempts
 //! first, then one wait on whatever can unblock a direction).
 
 use std::io;
@@ -7,7 +8,9 @@ use std::io;
 use prometheus_client::metrics::counter::Counter;
 use tokio::net::TcpStream;
 
-use super::tls::{Pumped, Session, TlsState};
+use super::data::DataPhase;
+use super::record::Kernel;
+use super::tls::{Session, TlsState};
 use super::window::Window;
 use crate::ratelimit::RateLimiter;
 
@@ -65,7 +68,7 @@ async fn flush<S: Session>(st: &mut TlsState<S>, sock: &TcpStream) -> io::Result
 /// handshake stays queued for [`relay`] (and is counted into `from_tls`).
 pub async fn handshake<S: Session>(st: &mut TlsState<S>, sock: &TcpStream, from_tls: &Counter) -> io::Result<()> {
     loop {
-        if let Err(e) = st.pump(false, |n| {
+        if let Err(e) = st.pump(|n| {
             from_tls.inc_by(n as u64);
         }) {
             st.encode_alert();
@@ -94,13 +97,15 @@ pub async fn handshake<S: Session>(st: &mut TlsState<S>, sock: &TcpStream, from_
 }
 
 /// Relays between the TLS socket and the plain socket until both
-/// directions are closed. Counts plaintext into `from_tls` (decrypted) and
-/// `from_plain` (read from the plain side). Returns the plaintext bytes
-/// decrypted and encrypted. On an error (a truncated TLS stream, a reset,
-/// a protocol error) both sockets are set to reset when dropped, so that
-/// neither application mistakes a broken stream for a complete one.
+/// directions are closed, with our record layer (see [`super::data`]).
+/// Counts plaintext into `from_tls` (decrypted) and `from_plain` (read
+/// from the plain side). Returns the plaintext bytes decrypted and
+/// encrypted. On an error (a truncated TLS stream, a reset, a protocol
+/// error) the alert for the peer is sent if the socket takes it at once,
+/// and both sockets are set to reset when dropped, so that neither
+/// application mistakes a broken stream for a complete one.
 pub async fn relay<S: Session>(
-    st: &mut TlsState<S>,
+    st: TlsState<S>,
     tls: &TcpStream,
     plain: &TcpStream,
     limiter: &RateLimiter,
@@ -108,14 +113,20 @@ pub async fn relay<S: Session>(
     from_plain: &Counter,
 ) -> io::Result<(u64, u64)> {
     let mut tokens = Tokens::default();
-    let r = run(st, tls, plain, limiter, &mut tokens, from_tls, from_plain).await;
+    let r = match st.into_data() {
+        Ok(mut d) => {
+            let r = run(&mut d, tls, plain, limiter, &mut tokens, from_tls, from_plain).await;
+            r.map(|()| (d.decrypted, d.encrypted))
+        }
+        Err(e) => Err(e),
+    };
     limiter.give_back(tokens.tls + tokens.plain);
     if r.is_err() {
         for s in [tls, plain] {
             let _ = socket2::SockRef::from(s).set_linger(Some(std::time::Duration::ZERO));
         }
     }
-    r.map(|()| (st.decrypted, st.encrypted))
+    r
 }
 
 /// Rate tokens granted but not used yet, per reading side.
@@ -125,8 +136,8 @@ struct Tokens {
     plain: usize,
 }
 
-async fn run<S: Session>(
-    st: &mut TlsState<S>,
+async fn run<K: Kernel>(
+    d: &mut DataPhase<K>,
     tls: &TcpStream,
     plain: &TcpStream,
     limiter: &RateLimiter,
@@ -134,64 +145,69 @@ async fn run<S: Session>(
     from_tls: &Counter,
     from_plain: &Counter,
 ) -> io::Result<()> {
-    let size = st.size();
     let (mut tls_eof, mut plain_shut, mut tls_shut) = (false, false, false);
     loop {
         let mut progress = false;
         // Ciphertext in, while the plaintext it becomes has somewhere to go.
-        if !tls_eof && st.down.len() < size && st.rx.free() > 0 {
+        if !tls_eof && d.wants_ciphertext() {
             if held.tls == 0 {
-                held.tls = limiter.try_take(st.rx.free());
+                held.tls = limiter.try_take(d.rx.free());
             }
-            match read_into(tls, &mut st.rx, &mut held.tls)? {
+            match read_into(tls, &mut d.rx, &mut held.tls)? {
                 Some(0) => (tls_eof, progress) = (true, true),
                 Some(_) => progress = true,
                 None => {}
             }
         }
-        let before = st.down.len();
-        let pumped = st.pump(false, |n| {
-            from_tls.inc_by(n as u64);
-        })?;
-        progress |= st.down.len() != before;
-        if tls_eof && pumped == Pumped::Starved && !st.peer_closed {
+        match d.open_records() {
+            Ok(n) => {
+                from_tls.inc_by(n as u64);
+                progress |= n > 0;
+            }
+            Err(e) => {
+                d.queue_alert(&e);
+                let _ = tls.try_write(d.tx.data());
+                return Err(e.into());
+            }
+        }
+        if tls_eof && !d.peer_closed {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 "the TLS peer closed the connection without close_notify (truncated)",
             ));
         }
         // Plaintext out.
-        if !st.down.is_empty() {
-            progress |= write_from(plain, &mut st.down)?;
-        } else if st.peer_closed && !plain_shut {
+        if d.has_plaintext() {
+            match d.write_plaintext(|iov| plain.try_write_vectored(iov)) {
+                Ok(n) => progress |= n > 0,
+                Err(e) if would_block(&e) => {}
+                Err(e) => return Err(e),
+            }
+        } else if d.peer_closed && !plain_shut {
             socket2::SockRef::from(plain).shutdown(std::net::Shutdown::Write)?;
             (plain_shut, progress) = (true, true);
         }
-        // Plaintext in.
-        if !st.plain_eof && st.up.free() > 0 {
+        // Plaintext in, read into record slots and sealed there.
+        if !d.plain_eof && d.wants_plaintext() {
             if held.plain == 0 {
-                held.plain = limiter.try_take(st.up.free());
+                held.plain = limiter.try_take(d.tx.free());
             }
-            match read_into(plain, &mut st.up, &mut held.plain)? {
-                Some(0) => (st.plain_eof, progress) = (true, true),
-                Some(n) => {
-                    from_plain.inc_by(n as u64);
-                    progress = true;
+            if held.plain > 0 {
+                match d.read_plaintext(held.plain, |iov| plain.try_read_vectored(iov)) {
+                    Ok(n) => {
+                        held.plain -= n;
+                        from_plain.inc_by(n as u64);
+                        progress = true;
+                    }
+                    Err(e) if would_block(&e) => {}
+                    Err(e) => return Err(e),
                 }
-                None => {}
             }
-        }
-        if st.can_encrypt() {
-            let (up, sent) = (st.up.len(), st.close_sent);
-            st.pump(true, |n| {
-                from_tls.inc_by(n as u64);
-            })?;
-            progress |= st.up.len() != up || st.close_sent != sent;
         }
         // Ciphertext out.
-        if !st.tx.is_empty() {
-            progress |= write_from(tls, &mut st.tx)?;
-        } else if st.close_sent && !tls_shut {
+        if !d.tx.is_empty() {
+            progress |= write_from(tls, &mut d.tx)?;
+        } else if d.close_sent && !tls_shut {
             socket2::SockRef::from(tls).shutdown(std::net::Shutdown::Write)?;
             (tls_shut, progress) = (true, true);
         }
@@ -201,15 +217,15 @@ async fn run<S: Session>(
         if progress {
             continue;
         }
-        let want_tls = !tls_eof && st.down.len() < size && st.rx.free() > 0;
-        let want_plain = !st.plain_eof && st.up.free() > 0;
+        let want_tls = !tls_eof && d.wants_ciphertext();
+        let want_plain = !d.plain_eof && d.wants_plaintext();
         tokio::select! {
             r = tls.readable(), if want_tls && held.tls > 0 => r?,
-            n = limiter.take(st.rx.free()), if want_tls && held.tls == 0 => held.tls = n,
+            n = limiter.take(d.rx.free()), if want_tls && held.tls == 0 => held.tls = n,
             r = plain.readable(), if want_plain && held.plain > 0 => r?,
-            n = limiter.take(st.up.free()), if want_plain && held.plain == 0 => held.plain = n,
-            r = tls.writable(), if !st.tx.is_empty() => r?,
-            r = plain.writable(), if !st.down.is_empty() => r?,
+            n = limiter.take(d.tx.free()), if want_plain && held.plain == 0 => held.plain = n,
+            r = tls.writable(), if !d.tx.is_empty() => r?,
+            r = plain.writable(), if d.has_plaintext() => r?,
             else => return Err(io::Error::other("TLS relay has nothing to wait for (internal error)")),
         }
     }

@@ -1,0 +1,444 @@
+//! A TLS 1.3 record layer of our own for the data phase, after rustls has
+//! done the handshake (RFC 8446 section 5).
+//!
+//! rustls's `kernel` API (meant for kTLS) hands over the traffic secrets and
+//! sequence numbers once the handshake is complete and keeps computing new
+//! secrets for key updates; everything else is here: records are sealed and
+//! opened in place with aws-lc-rs, so that plaintext read from a socket goes
+//! into its record's slot and is sealed there, and a received record is
+//! opened where it landed and written out from there. No byte is copied in
+//! userspace.
+//!
+//! Post-handshake messages: KeyUpdate (our receive keys follow the peer's; a
+//! request makes us update ours before the next record we send), and
+//! NewSessionTicket for a client (passed to rustls). Before the
+//! confidentiality limit of the cipher suite, we update our sending keys on
+//! our own. Alerts: close_notify ends the peer's direction; user_canceled is
+//! ignored; any other alert ends the connection.
+//!
+//! Pure logic: buffers in, buffers out, no I/O.
+
+use std::fmt;
+
+use aws_lc_rs::aead::{AES_128_GCM, AES_256_GCM, Aad, CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use rustls::ConnectionTrafficSecrets;
+use rustls::client::ClientConnectionData;
+use rustls::kernel::KernelConnection;
+use rustls::server::ServerConnectionData;
+
+/// Record header: type, legacy version, length.
+pub const HEADER: usize = 5;
+/// AEAD tag.
+pub const TAG: usize = 16;
+/// Most plaintext in one record.
+pub const MAX_PLAINTEXT: usize = 16384;
+/// What a record adds to its plaintext: header, inner content type, tag.
+pub const OVERHEAD: usize = HEADER + 1 + TAG;
+/// Room for one full record.
+pub const SLOT: usize = MAX_PLAINTEXT + OVERHEAD;
+/// Longest record a peer may send (2^14 + 256 bytes after the header).
+pub const MAX_RECORD: usize = HEADER + MAX_PLAINTEXT + 256;
+/// Room for one control record (alert, KeyUpdate).
+pub const CONTROL_ROOM: usize = 64;
+
+const CHANGE_CIPHER_SPEC: u8 = 20;
+const ALERT: u8 = 21;
+const HANDSHAKE: u8 = 22;
+const APPLICATION_DATA: u8 = 23;
+const NEW_SESSION_TICKET: u8 = 4;
+const KEY_UPDATE: u8 = 24;
+/// Alert descriptions (RFC 8446 section 6).
+pub mod alert {
+    /// Orderly end of the sender's direction.
+    pub const CLOSE_NOTIFY: u8 = 0;
+    /// A message that is not allowed here.
+    pub const UNEXPECTED_MESSAGE: u8 = 10;
+    /// A record failed authentication.
+    pub const BAD_RECORD_MAC: u8 = 20;
+    /// A record longer than allowed.
+    pub const RECORD_OVERFLOW: u8 = 22;
+    /// A field with a value out of range.
+    pub const ILLEGAL_PARAMETER: u8 = 47;
+    /// A message that cannot be parsed.
+    pub const DECODE_ERROR: u8 = 50;
+    /// Our own failure.
+    pub const INTERNAL_ERROR: u8 = 80;
+    /// The sender is cancelling (followed by close_notify).
+    pub const USER_CANCELED: u8 = 90;
+}
+/// Longest post-handshake message we accept (a NewSessionTicket is far shorter).
+const MAX_HANDSHAKE_MESSAGE: usize = 64 * 1024;
+/// Our sending keys are updated this many records before the limit.
+const LIMIT_MARGIN: u64 = 1 << 16;
+
+/// A record-layer failure, with the alert to send to the peer (if any).
+#[derive(Debug)]
+pub enum RecordError {
+    /// The peer broke the protocol; `alert` says how.
+    Protocol {
+        /// Alert description to send.
+        alert: u8,
+        /// What was wrong.
+        what: String,
+    },
+    /// The peer sent a fatal alert.
+    PeerAlert(u8),
+    /// rustls refused a key update or a ticket.
+    Rustls(rustls::Error),
+}
+
+impl RecordError {
+    fn protocol(alert: u8, what: impl Into<String>) -> Self {
+        Self::Protocol { alert, what: what.into() }
+    }
+
+    /// The alert that tells the peer why we stop.
+    pub fn alert(&self) -> Option<u8> {
+        match self {
+            Self::Protocol { alert, .. } => Some(*alert),
+            Self::PeerAlert(_) => None,
+            Self::Rustls(_) => Some(alert::INTERNAL_ERROR),
+        }
+    }
+}
+
+impl fmt::Display for RecordError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Protocol { alert, what } => write!(f, "TLS record layer: {what} (alert {alert})"),
+            Self::PeerAlert(a) => write!(f, "the TLS peer sent fatal alert {a}"),
+            Self::Rustls(e) => write!(f, "TLS key schedule: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for RecordError {}
+
+impl From<RecordError> for std::io::Error {
+    fn from(e: RecordError) -> Self {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, e)
+    }
+}
+
+/// What rustls keeps doing after the handshake (see [`KernelConnection`]).
+pub trait Kernel: Send {
+    /// New secrets for our direction (after we send a KeyUpdate).
+    fn update_tx(&mut self) -> Result<(u64, ConnectionTrafficSecrets), rustls::Error>;
+    /// New secrets for the peer's direction (after it sent a KeyUpdate).
+    fn update_rx(&mut self) -> Result<(u64, ConnectionTrafficSecrets), rustls::Error>;
+    /// A NewSessionTicket body from the peer.
+    fn new_session_ticket(&mut self, body: &[u8]) -> Result<(), RecordError>;
+    /// Records that one key may seal.
+    fn confidentiality_limit(&self) -> u64;
+}
+
+fn limit_of<D>(k: &KernelConnection<D>) -> u64 {
+    match k.negotiated_cipher_suite() {
+        rustls::SupportedCipherSuite::Tls13(s) => s.common.confidentiality_limit,
+        rustls::SupportedCipherSuite::Tls12(s) => s.common.confidentiality_limit,
+    }
+}
+
+impl Kernel for KernelConnection<ClientConnectionData> {
+    fn update_tx(&mut self) -> Result<(u64, ConnectionTrafficSecrets), rustls::Error> {
+        self.update_tx_secret()
+    }
+    fn update_rx(&mut self) -> Result<(u64, ConnectionTrafficSecrets), rustls::Error> {
+        self.update_rx_secret()
+    }
+    fn new_session_ticket(&mut self, body: &[u8]) -> Result<(), RecordError> {
+        self.handle_new_session_ticket(body).map_err(RecordError::Rustls)
+    }
+    fn confidentiality_limit(&self) -> u64 {
+        limit_of(self)
+    }
+}
+
+impl Kernel for KernelConnection<ServerConnectionData> {
+    fn update_tx(&mut self) -> Result<(u64, ConnectionTrafficSecrets), rustls::Error> {
+        self.update_tx_secret()
+    }
+    fn update_rx(&mut self) -> Result<(u64, ConnectionTrafficSecrets), rustls::Error> {
+        self.update_rx_secret()
+    }
+    fn new_session_ticket(&mut self, _body: &[u8]) -> Result<(), RecordError> {
+        Err(RecordError::protocol(alert::UNEXPECTED_MESSAGE, "a client sent a NewSessionTicket"))
+    }
+    fn confidentiality_limit(&self) -> u64 {
+        limit_of(self)
+    }
+}
+
+/// One direction's AEAD key, IV and sequence number.
+pub struct Cipher {
+    key: LessSafeKey,
+    iv: [u8; NONCE_LEN],
+    seq: u64,
+}
+
+impl Cipher {
+    /// The cipher for secrets rustls extracted or derived.
+    pub fn new(seq: u64, secrets: &ConnectionTrafficSecrets) -> Result<Self, RecordError> {
+        let (alg, key, iv) = match secrets {
+            ConnectionTrafficSecrets::Aes128Gcm { key, iv } => (&AES_128_GCM, key, iv),
+            ConnectionTrafficSecrets::Aes256Gcm { key, iv } => (&AES_256_GCM, key, iv),
+            ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => (&CHACHA20_POLY1305, key, iv),
+            _ => return Err(RecordError::protocol(alert::INTERNAL_ERROR, "negotiated AEAD not supported")),
+        };
+        let bad = || RecordError::protocol(alert::INTERNAL_ERROR, "traffic secret of the wrong length");
+        let key = UnboundKey::new(alg, key.as_ref()).map_err(|_| bad())?;
+        let iv: [u8; NONCE_LEN] = iv.as_ref().try_into().map_err(|_| bad())?;
+        Ok(Self { key: LessSafeKey::new(key), iv, seq })
+    }
+
+    /// Records sealed or opened with this key so far (plus the start).
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    fn next_nonce(&mut self) -> Result<Nonce, RecordError> {
+        let mut n = self.iv;
+        for (b, s) in n[NONCE_LEN - 8..].iter_mut().zip(self.seq.to_be_bytes()) {
+            *b ^= s;
+        }
+        self.seq = self
+            .seq
+            .checked_add(1)
+            .ok_or_else(|| RecordError::protocol(alert::INTERNAL_ERROR, "record sequence number exhausted"))?;
+        Ok(Nonce::assume_unique_for_key(n))
+    }
+
+    /// Seals the record laid out in `slot`: `len` bytes of plaintext at
+    /// `slot[HEADER..]`, room for [`OVERHEAD`] more. Writes the header, the
+    /// inner type and the tag; returns the record's length.
+    pub fn seal(&mut self, slot: &mut [u8], len: usize, inner: u8) -> Result<usize, RecordError> {
+        let total = len + OVERHEAD;
+        let body = u16::try_from(len + 1 + TAG)
+            .ok()
+            .filter(|_| len <= MAX_PLAINTEXT && slot.len() >= total)
+            .ok_or_else(|| RecordError::protocol(alert::INTERNAL_ERROR, "record slot too small"))?;
+        let [hi, lo] = body.to_be_bytes();
+        slot[..HEADER].copy_from_slice(&[APPLICATION_DATA, 3, 3, hi, lo]);
+        slot[HEADER + len] = inner;
+        let nonce = self.next_nonce()?;
+        let (header, rest) = slot.split_at_mut(HEADER);
+        let (body, tail) = rest.split_at_mut(len + 1);
+        let tag = self
+            .key
+            .seal_in_place_separate_tag(nonce, Aad::from(&header[..]), body)
+            .map_err(|_| RecordError::protocol(alert::INTERNAL_ERROR, "sealing failed"))?;
+        tail[..TAG].copy_from_slice(tag.as_ref());
+        Ok(total)
+    }
+
+    /// Opens a complete record (header included) in place; returns its inner
+    /// content type and plaintext length (the plaintext starts at
+    /// `record[HEADER..]`).
+    pub fn open(&mut self, record: &mut [u8]) -> Result<(u8, usize), RecordError> {
+        let nonce = self.next_nonce()?;
+        let (header, body) = record.split_at_mut(HEADER);
+        let plain = self
+            .key
+            .open_in_place(nonce, Aad::from(&header[..]), body)
+            .map_err(|_| RecordError::protocol(alert::BAD_RECORD_MAC, "a record failed authentication"))?;
+        // The inner content type is the last non-zero byte; zeros after it are padding.
+        let Some(end) = plain.iter().rposition(|b| *b != 0) else {
+            return Err(RecordError::protocol(alert::UNEXPECTED_MESSAGE, "a record without content type"));
+        };
+        if end > MAX_PLAINTEXT {
+            return Err(RecordError::protocol(alert::RECORD_OVERFLOW, "record plaintext over 2^14 bytes"));
+        }
+        Ok((plain[end], end))
+    }
+}
+
+/// The length of the record at the front of `buf`, once its header is
+/// there; checks the type and the length limit.
+pub fn record_len(buf: &[u8]) -> Result<Option<usize>, RecordError> {
+    let Some(h) = buf.get(..HEADER) else {
+        return Ok(None);
+    };
+    if h[0] != APPLICATION_DATA {
+        let what = if h[0] == CHANGE_CIPHER_SPEC { "change_cipher_spec" } else { "a non-encrypted record" };
+        return Err(RecordError::protocol(alert::UNEXPECTED_MESSAGE, format!("{what} after the handshake")));
+    }
+    let len = usize::from(u16::from_be_bytes([h[3], h[4]]));
+    if HEADER + len > MAX_RECORD {
+        return Err(RecordError::protocol(alert::RECORD_OVERFLOW, format!("record of {len} bytes")));
+    }
+    if len <= TAG {
+        return Err(RecordError::protocol(alert::DECODE_ERROR, format!("record of {len} bytes")));
+    }
+    Ok(Some(HEADER + len))
+}
+
+/// What one opened record carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opened {
+    /// Application data: this many bytes at `record[HEADER..]`.
+    Data(usize),
+    /// A control message, handled (nothing to deliver).
+    Control,
+    /// close_notify: the peer's direction is complete.
+    Closed,
+}
+
+/// The data phase of one TLS connection: both ciphers and the key schedule.
+pub struct RecordLayer<K> {
+    kernel: K,
+    rx: Cipher,
+    tx: Cipher,
+    tx_limit: u64,
+    /// Records per sending key.
+    rekey_every: u64,
+    /// A post-handshake message split across records.
+    partial: Vec<u8>,
+    /// The peer asked for a KeyUpdate from us.
+    update_requested: bool,
+}
+
+impl<K: Kernel> RecordLayer<K> {
+    /// The record layer for secrets that rustls extracted.
+    pub fn new(kernel: K, secrets: &rustls::ExtractedSecrets) -> Result<Self, RecordError> {
+        let rekey_every = kernel.confidentiality_limit().saturating_sub(LIMIT_MARGIN).max(1);
+        let tx = Cipher::new(secrets.tx.0, &secrets.tx.1)?;
+        Ok(Self {
+            rx: Cipher::new(secrets.rx.0, &secrets.rx.1)?,
+            tx_limit: tx.seq.saturating_add(rekey_every),
+            rekey_every,
+            tx,
+            kernel,
+            partial: Vec::new(),
+            update_requested: false,
+        })
+    }
+
+    /// Updates our sending keys every `records` records (tests use a small
+    /// number to exercise key updates).
+    pub fn set_rekey_every(&mut self, records: u64) {
+        self.rekey_every = records.max(1);
+        self.tx_limit = self.tx.seq.saturating_add(self.rekey_every);
+    }
+
+    /// Records sealed with the current sending key's sequence.
+    pub fn tx_seq(&self) -> u64 {
+        self.tx.seq
+    }
+
+    /// Opens the complete record that starts `buf` (its length from
+    /// [`record_len`]) and acts on control messages.
+    pub fn open(&mut self, record: &mut [u8]) -> Result<Opened, RecordError> {
+        let (inner, len) = self.rx.open(record)?;
+        let plain = &record[HEADER..HEADER + len];
+        match inner {
+            _ if inner != HANDSHAKE && !self.partial.is_empty() => Err(RecordError::protocol(
+                alert::UNEXPECTED_MESSAGE,
+                "a handshake message interrupted by another record type",
+            )),
+            APPLICATION_DATA => Ok(Opened::Data(len)),
+            HANDSHAKE if len > 0 => self.handshake(plain).map(|()| Opened::Control),
+            ALERT => match plain {
+                [_, alert::CLOSE_NOTIFY] => Ok(Opened::Closed),
+                [_, alert::USER_CANCELED] => Ok(Opened::Control),
+                [_, a] => Err(RecordError::PeerAlert(*a)),
+                _ => Err(RecordError::protocol(alert::DECODE_ERROR, "malformed alert")),
+            },
+            t => Err(RecordError::protocol(alert::UNEXPECTED_MESSAGE, format!("record of inner type {t} here"))),
+        }
+    }
+
+    fn handshake(&mut self, bytes: &[u8]) -> Result<(), RecordError> {
+        self.partial.extend_from_slice(bytes);
+        let mut at = 0;
+        while let [typ, a, b, c, ..] = self.partial[at..] {
+            let len = usize::from(a) << 16 | usize::from(b) << 8 | usize::from(c);
+            if len > MAX_HANDSHAKE_MESSAGE {
+                return Err(RecordError::protocol(alert::DECODE_ERROR, "post-handshake message too long"));
+            }
+            let Some(body) = self.partial.get(at + 4..at + 4 + len) else {
+                break;
+            };
+            match (typ, body) {
+                (KEY_UPDATE, [request]) => {
+                    // A KeyUpdate must end its record: later bytes would be under the old key.
+                    if at + 4 + len != self.partial.len() {
+                        return Err(RecordError::protocol(
+                            alert::UNEXPECTED_MESSAGE,
+                            "KeyUpdate not at a record boundary",
+                        ));
+                    }
+                    match request {
+                        0 => {}
+                        1 => self.update_requested = true,
+                        _ => return Err(RecordError::protocol(alert::ILLEGAL_PARAMETER, "KeyUpdate request value")),
+                    }
+                    let (seq, secrets) = self.kernel.update_rx().map_err(RecordError::Rustls)?;
+                    self.rx = Cipher::new(seq, &secrets)?;
+                }
+                (KEY_UPDATE, _) => return Err(RecordError::protocol(alert::DECODE_ERROR, "KeyUpdate length")),
+                (NEW_SESSION_TICKET, body) => self.kernel.new_session_ticket(body)?,
+                (t, _) => {
+                    return Err(RecordError::protocol(
+                        alert::UNEXPECTED_MESSAGE,
+                        format!("handshake message {t} after the handshake"),
+                    ));
+                }
+            }
+            at += 4 + len;
+        }
+        self.partial.drain(..at);
+        Ok(())
+    }
+
+    /// True when a KeyUpdate of ours must precede the next data record.
+    pub fn key_update_due(&self) -> bool {
+        self.update_requested || self.tx.seq >= self.tx_limit
+    }
+
+    /// Writes a KeyUpdate record (update_not_requested) into `out` (at
+    /// least [`CONTROL_ROOM`] bytes) and switches to the new sending key;
+    /// returns the record's length.
+    pub fn seal_key_update(&mut self, out: &mut [u8]) -> Result<usize, RecordError> {
+        let msg = [KEY_UPDATE, 0, 0, 1, 0];
+        out.get_mut(HEADER..HEADER + msg.len())
+            .ok_or_else(|| RecordError::protocol(alert::INTERNAL_ERROR, "no room for a KeyUpdate"))?
+            .copy_from_slice(&msg);
+        let n = self.tx.seal(out, msg.len(), HANDSHAKE)?;
+        let (seq, secrets) = self.kernel.update_tx().map_err(RecordError::Rustls)?;
+        self.tx = Cipher::new(seq, &secrets)?;
+        self.tx_limit = seq.saturating_add(self.rekey_every);
+        self.update_requested = false;
+        Ok(n)
+    }
+
+    /// Writes an alert record into `out` (at least [`CONTROL_ROOM`] bytes).
+    pub fn seal_alert(&mut self, out: &mut [u8], description: u8) -> Result<usize, RecordError> {
+        let level = if description == alert::CLOSE_NOTIFY { 1 } else { 2 };
+        out.get_mut(HEADER..HEADER + 2)
+            .ok_or_else(|| RecordError::protocol(alert::INTERNAL_ERROR, "no room for an alert"))?
+            .copy_from_slice(&[level, description]);
+        self.tx.seal(out, 2, ALERT)
+    }
+
+    /// Seals `n` bytes of plaintext laid out in [`SLOT`]-sized slots of
+    /// `space` (each holding [`MAX_PLAINTEXT`] bytes at offset [`HEADER`];
+    /// only the last may be short). Returns the length of the records, which
+    /// are contiguous from the start of `space`.
+    pub fn seal_slots(&mut self, space: &mut [u8], n: usize) -> Result<usize, RecordError> {
+        let mut out = 0;
+        for (slot, start) in space.chunks_mut(SLOT).zip((0..n).step_by(MAX_PLAINTEXT)) {
+            out += self.tx.seal(slot, (n - start).min(MAX_PLAINTEXT), APPLICATION_DATA)?;
+        }
+        Ok(out)
+    }
+}
+
+/// The most plaintext that [`RecordLayer::seal_slots`] can seal in `free`
+/// bytes: full slots, then a short one.
+pub fn slots_capacity(free: usize) -> usize {
+    (free / SLOT) * MAX_PLAINTEXT + (free % SLOT).saturating_sub(OVERHEAD)
+}
+
+#[cfg(test)]
+#[path = "record_tests.rs"]
+mod tests;
