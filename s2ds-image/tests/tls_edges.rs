@@ -1,4 +1,4 @@
-//! The TLS relay's edges: key updates mid-stream, a truncated TLS stream,
+//! The TLS relay's edges: key updates mid-stream (both roles against rustls), a truncated TLS stream,
 //! one direction stalled while the other flows, the rate limiter over TLS.
 //! A direct rustls client (tokio-rustls) plays the peer gateway where the
 //! test needs control over its TLS session.
@@ -79,6 +79,55 @@ async fn key_updates_mid_stream_keep_every_byte_in_both_directions() {
     assert_eq!(up_sha, hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &sent)));
     assert_eq!((n, got_sha), (8 * MIB, reply_sha), "the reply crossed the relay's key update intact");
     assert_eq!(server.metric("s2ds_tls_handshake_failures_total").await, 0.0);
+}
+
+/// The other side of the record layer: a tls-client relay facing a rustls
+/// server that sends session tickets after the handshake and requests key
+/// updates mid-stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_side_follows_a_rustls_server_through_tickets_and_key_updates() {
+    let dir = tempfile::tempdir().unwrap();
+    init();
+    let producer = identity(dir.path(), "producer");
+    let consumer = identity(dir.path(), "consumer");
+    let files = TlsFiles {
+        cert_file: producer.cert.clone(),
+        key_file: producer.key.clone(),
+        peer: PeerPin::CertFile(consumer.cert.clone()),
+    };
+    let mut cfg = std::sync::Arc::unwrap_or_clone(s2ds::tls::server_config(&files).unwrap());
+    cfg.send_tls13_tickets = 2;
+    cfg.session_storage = rustls::server::ServerSessionMemoryCache::new(8);
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg));
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let client =
+        S2ds::start(dir.path(), "client", &yaml("tls-client", &consumer, &producer, l.local_addr().unwrap(), "")).await;
+    let peer = tokio::spawn(async move {
+        let (tcp, _) = l.accept().await.unwrap();
+        let mut tls = acceptor.accept(tcp).await.unwrap();
+        let (mut sent, mut g) = (Vec::new(), Gen::new(5));
+        for _ in 0..3 {
+            for _ in 0..48 {
+                let mut chunk = vec![0u8; 64 * 1024];
+                g.fill(&mut chunk);
+                tls.write_all(&chunk).await.unwrap();
+                sent.extend_from_slice(&chunk);
+            }
+            tls.flush().await.unwrap();
+            tls.get_mut().1.refresh_traffic_keys().unwrap();
+        }
+        tls.shutdown().await.unwrap();
+        // What the application sends next is sealed after the relay's own KeyUpdate.
+        let (n, sha) = recv(&mut tls).await;
+        (hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &sent)), sent.len() as u64, n, sha)
+    });
+    let mut app = TcpStream::connect(client.listeners().await[0]).await.unwrap();
+    let (down, down_sha) = recv(&mut app).await;
+    let up_sha = send(&mut app, 9, 8 * MIB).await;
+    let (sent_sha, sent_len, up, peer_sha) = peer.await.unwrap();
+    assert_eq!((down, down_sha), (sent_len, sent_sha), "every byte from the server, across its key updates");
+    assert_eq!((up, peer_sha), (8 * MIB, up_sha), "every byte to the server, after the relay's key update");
+    assert_eq!(client.metric("s2ds_tls_handshake_failures_total").await, 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

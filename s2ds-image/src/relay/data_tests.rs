@@ -217,3 +217,29 @@ fn unwritten_plaintext_stops_reading_ciphertext() {
     assert!(s.rx.len() <= SIZE.max(2 * MAX_RECORD));
     assert!(s.has_plaintext());
 }
+
+mod malformed {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// Whatever arrives in place of records (with or without a plausible
+        /// header), nothing is delivered, nothing panics, and an error names
+        /// the alert to send.
+        #[test]
+        fn arbitrary_bytes_deliver_nothing(mut bytes in prop::collection::vec(any::<u8>(), 0..40_000), header: bool) {
+            let (_c, mut s) = pair();
+            if header && bytes.len() >= HEADER {
+                let len = u16::try_from((bytes.len() - HEADER).min(MAX_RECORD - HEADER)).unwrap_or(0);
+                bytes[..HEADER].copy_from_slice(&[23, 3, 3, len.to_be_bytes()[0], len.to_be_bytes()[1]]);
+            }
+            s.rx.push(&bytes);
+            match s.open_records() {
+                Ok(n) => prop_assert_eq!(n, 0),
+                Err(e) => prop_assert!(e.alert().is_some(), "{}", e),
+            }
+            prop_assert!(!s.has_plaintext() && !s.peer_closed);
+        }
+    }
+}

@@ -6,6 +6,7 @@
 use std::io;
 
 use prometheus_client::metrics::counter::Counter;
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 use super::data::DataPhase;
@@ -16,6 +17,22 @@ use crate::ratelimit::RateLimiter;
 
 fn would_block(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::WouldBlock
+}
+
+/// After a short read (or write), `sock` has nothing more to give (or no
+/// more room) now: clear that readiness without a syscall, as tokio's own
+/// `poll_read` does, so that the next attempt waits for the next edge
+/// instead of costing a syscall that answers EAGAIN. (An edge that comes
+/// later sets it again: the reactor runs only when this task waits.)
+fn exhausted(sock: &TcpStream, interest: Interest, asked: usize, got: usize) {
+    if got < asked {
+        let _ = sock.try_io(interest, || Err::<(), _>(io::ErrorKind::WouldBlock.into()));
+    }
+}
+
+/// Total length of a scatter/gather list.
+fn iov_len<B: std::ops::Deref<Target = [u8]>>(iov: &[B]) -> usize {
+    iov.iter().map(|b| b.len()).sum()
 }
 
 /// Reads into `win` at most `held` rate tokens' worth (if any are held):
@@ -29,6 +46,7 @@ fn read_into(sock: &TcpStream, win: &mut Window, held: &mut usize) -> io::Result
     let want = (*held).min(space.len());
     match sock.try_read(&mut space[..want]) {
         Ok(n) => {
+            exhausted(sock, Interest::READABLE, want, n);
             win.commit(n);
             *held -= n;
             Ok(Some(n))
@@ -42,6 +60,7 @@ fn read_into(sock: &TcpStream, win: &mut Window, held: &mut usize) -> io::Result
 fn write_from(sock: &TcpStream, win: &mut Window) -> io::Result<bool> {
     match sock.try_write(win.data()) {
         Ok(n) => {
+            exhausted(sock, Interest::WRITABLE, win.len(), n);
             win.consume(n);
             Ok(true)
         }
@@ -178,7 +197,11 @@ async fn run<K: Kernel>(
         }
         // Plaintext out.
         if d.has_plaintext() {
-            match d.write_plaintext(|iov| plain.try_write_vectored(iov)) {
+            match d.write_plaintext(|iov| {
+                let n = plain.try_write_vectored(iov)?;
+                exhausted(plain, Interest::WRITABLE, iov_len(iov), n);
+                Ok(n)
+            }) {
                 Ok(n) => progress |= n > 0,
                 Err(e) if would_block(&e) => {}
                 Err(e) => return Err(e),
@@ -193,7 +216,11 @@ async fn run<K: Kernel>(
                 held.plain = limiter.try_take(d.tx.free());
             }
             if held.plain > 0 {
-                match d.read_plaintext(held.plain, |iov| plain.try_read_vectored(iov)) {
+                match d.read_plaintext(held.plain, |iov| {
+                    let n = plain.try_read_vectored(iov)?;
+                    exhausted(plain, Interest::READABLE, iov_len(iov), n);
+                    Ok(n)
+                }) {
                     Ok(n) => {
                         held.plain -= n;
                         from_plain.inc_by(n as u64);
