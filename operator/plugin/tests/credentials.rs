@@ -9,12 +9,14 @@
 //! only from an HTTPS issuer trusted by the system roots, which this test cannot provide;
 //! the expired case is therefore the "cannot refresh" error.
 
+mod cli;
 #[path = "../../controller/tests/common/mod.rs"]
 mod common;
 
-use std::{os::unix::fs::PermissionsExt, path::Path, process::Command};
+use std::{os::unix::fs::PermissionsExt, path::Path};
 
 use base64::Engine;
+use cli::{plugin, text};
 use serde_json::{Value, json};
 
 const EXEC_TOKEN: &str = "exec-token-6d1f0b2a";
@@ -44,19 +46,6 @@ fn script(dir: &Path, name: &str, body: &str) -> String {
 fn exec_user(command: &str) -> Value {
     json!({"exec": {"apiVersion": "client.authentication.k8s.io/v1beta1", "command": command,
                     "interactiveMode": "Never"}})
-}
-
-fn run(kubeconfig: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_kubectl-scistream"))
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn text(out: &std::process::Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -110,19 +99,19 @@ async fn exec_and_oidc_credentials_log_in_and_failures_say_why() {
     std::fs::write(&kc, serde_yaml::to_string(&kubeconfig).unwrap()).unwrap();
 
     // The exec plugin's token logs in (the kubeconfig holds no other credential).
-    let out = run(&kc, &["gateways", "--context", "exec-ok"]);
+    let out = plugin(&kc, &["gateways", "--context", "exec-ok"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stdout).lines().any(|l| l.trim_start().starts_with("dtn ")), "{}", text(&out));
     let info = std::fs::read_to_string(&ran).unwrap();
     assert!(info.contains("\"kind\":\"ExecCredential\"") && info.contains("\"interactive\":false"), "{info}");
 
     // A token the cluster does not know: 401, said as such.
-    let out = run(&kc, &["gateways", "--context", "exec-wrong"]);
+    let out = plugin(&kc, &["gateways", "--context", "exec-wrong"]);
     assert_eq!(out.status.code(), Some(6), "{}", text(&out));
     assert!(text(&out).contains("rejected the credentials (401 Unauthorized)"), "{}", text(&out));
 
     // The plugin itself fails: its message and exit status, not a byte dump.
-    let out = run(&kc, &["gateways", "--context", "exec-fails"]);
+    let out = plugin(&kc, &["gateways", "--context", "exec-fails"]);
     assert_eq!(out.status.code(), Some(6), "{}", text(&out));
     let said = text(&out);
     assert!(said.contains("exec credential plugin") && said.contains("login-fails"), "{said}");
@@ -130,12 +119,12 @@ async fn exec_and_oidc_credentials_log_in_and_failures_say_why() {
     assert!(!said.contains("stderr: ["), "no raw bytes: {said}");
 
     // OIDC: the id-token is sent as the bearer token.
-    let out = run(&kc, &["gateways", "--context", "oidc-ok", "-o", "json"]);
+    let out = plugin(&kc, &["gateways", "--context", "oidc-ok", "-o", "json"]);
     assert!(out.status.success(), "{}", text(&out));
     let gateways: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(gateways[0]["metadata"]["name"], "dtn");
     // An expired id-token without refresh settings: a clear login error, nothing sent.
-    let out = run(&kc, &["gateways", "--context", "oidc-expired"]);
+    let out = plugin(&kc, &["gateways", "--context", "oidc-expired"]);
     assert_eq!(out.status.code(), Some(6), "{}", text(&out));
     assert!(text(&out).contains("OIDC") && text(&out).contains("expired"), "{}", text(&out));
     f.shutdown().await;

@@ -2,11 +2,13 @@
 //! a stand-in kubelet), driven through the real `kubectl-scistream` binary and a kubeconfig
 //! with one context per facility.
 
+mod cli;
 #[path = "../../controller/tests/common/mod.rs"]
 mod common;
 
 use std::{path::Path, process::Command};
 
+use cli::{plugin, text};
 use common::Facility;
 use kube::{
     Api,
@@ -30,19 +32,6 @@ fn merged_kubeconfig(dir: &Path, facilities: &[&Facility]) -> std::path::PathBuf
     let path = dir.join("kubeconfig");
     std::fs::write(&path, serde_yaml::to_string(&merged).unwrap()).unwrap();
     path
-}
-
-fn plugin(kubeconfig: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_kubectl-scistream"))
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn text(out: &std::process::Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
 async fn facility(name: &str) -> Facility {
