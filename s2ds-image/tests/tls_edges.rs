@@ -48,6 +48,29 @@ async fn server_and_direct_client(
     (server, tls)
 }
 
+/// Writes three batches of 3 MiB over `tls`, each followed by a KeyUpdate
+/// that requests the peer's own (`refresh`), then closes (close_notify);
+/// returns what was written.
+async fn write_with_key_updates<T: AsyncWriteExt + Unpin>(
+    tls: &mut T,
+    seed: u64,
+    refresh: impl Fn(&mut T) -> Result<(), rustls::Error>,
+) -> Vec<u8> {
+    let (mut sent, mut g) = (Vec::new(), Gen::new(seed));
+    for _ in 0..3 {
+        for _ in 0..48 {
+            let mut chunk = vec![0u8; 64 * 1024];
+            g.fill(&mut chunk);
+            tls.write_all(&chunk).await.unwrap();
+            sent.extend_from_slice(&chunk);
+        }
+        tls.flush().await.unwrap();
+        refresh(tls).unwrap();
+    }
+    tls.shutdown().await.unwrap();
+    sent
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_updates_mid_stream_keep_every_byte_in_both_directions() {
     let dir = tempfile::tempdir().unwrap();
@@ -60,19 +83,7 @@ async fn key_updates_mid_stream_keep_every_byte_in_both_directions() {
         let reply = send(&mut t, 77, 8 * MIB).await;
         (n, sha, reply)
     });
-    let (mut sent, mut g) = (Vec::new(), Gen::new(1));
-    for _ in 0..3 {
-        for _ in 0..48 {
-            let mut chunk = vec![0u8; 64 * 1024];
-            g.fill(&mut chunk);
-            tls.write_all(&chunk).await.unwrap();
-            sent.extend_from_slice(&chunk);
-        }
-        tls.flush().await.unwrap();
-        // A KeyUpdate that requests the relay's own update as well.
-        tls.get_mut().1.refresh_traffic_keys().unwrap();
-    }
-    tls.shutdown().await.unwrap();
+    let sent = write_with_key_updates(&mut tls, 1, |t| t.get_mut().1.refresh_traffic_keys()).await;
     let (n, got_sha) = recv(&mut tls).await;
     let (up, up_sha, reply_sha) = target.await.unwrap();
     assert_eq!(up, sent.len() as u64);
@@ -105,18 +116,7 @@ async fn the_client_side_follows_a_rustls_server_through_tickets_and_key_updates
     let peer = tokio::spawn(async move {
         let (tcp, _) = l.accept().await.unwrap();
         let mut tls = acceptor.accept(tcp).await.unwrap();
-        let (mut sent, mut g) = (Vec::new(), Gen::new(5));
-        for _ in 0..3 {
-            for _ in 0..48 {
-                let mut chunk = vec![0u8; 64 * 1024];
-                g.fill(&mut chunk);
-                tls.write_all(&chunk).await.unwrap();
-                sent.extend_from_slice(&chunk);
-            }
-            tls.flush().await.unwrap();
-            tls.get_mut().1.refresh_traffic_keys().unwrap();
-        }
-        tls.shutdown().await.unwrap();
+        let sent = write_with_key_updates(&mut tls, 5, |t| t.get_mut().1.refresh_traffic_keys()).await;
         // What the application sends next is sealed after the relay's own KeyUpdate.
         let (n, sha) = recv(&mut tls).await;
         (hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &sent)), sent.len() as u64, n, sha)

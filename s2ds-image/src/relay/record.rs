@@ -132,14 +132,28 @@ pub trait Kernel: Send {
     fn confidentiality_limit(&self) -> u64;
 }
 
-fn limit_of<D>(k: &KernelConnection<D>) -> u64 {
-    match k.negotiated_cipher_suite() {
-        rustls::SupportedCipherSuite::Tls13(s) => s.common.confidentiality_limit,
-        rustls::SupportedCipherSuite::Tls12(s) => s.common.confidentiality_limit,
+/// The one thing that differs between the roles: who may receive tickets.
+pub trait Tickets {
+    /// A NewSessionTicket body from the peer.
+    fn ticket(&mut self, body: &[u8]) -> Result<(), RecordError>;
+}
+
+impl Tickets for KernelConnection<ClientConnectionData> {
+    fn ticket(&mut self, body: &[u8]) -> Result<(), RecordError> {
+        self.handle_new_session_ticket(body).map_err(RecordError::Rustls)
     }
 }
 
-impl Kernel for KernelConnection<ClientConnectionData> {
+impl Tickets for KernelConnection<ServerConnectionData> {
+    fn ticket(&mut self, _body: &[u8]) -> Result<(), RecordError> {
+        Err(RecordError::protocol(alert::UNEXPECTED_MESSAGE, "a client sent a NewSessionTicket"))
+    }
+}
+
+impl<D> Kernel for KernelConnection<D>
+where
+    KernelConnection<D>: Tickets + Send,
+{
     fn update_tx(&mut self) -> Result<(u64, ConnectionTrafficSecrets), rustls::Error> {
         self.update_tx_secret()
     }
@@ -147,25 +161,13 @@ impl Kernel for KernelConnection<ClientConnectionData> {
         self.update_rx_secret()
     }
     fn new_session_ticket(&mut self, body: &[u8]) -> Result<(), RecordError> {
-        self.handle_new_session_ticket(body).map_err(RecordError::Rustls)
+        self.ticket(body)
     }
     fn confidentiality_limit(&self) -> u64 {
-        limit_of(self)
-    }
-}
-
-impl Kernel for KernelConnection<ServerConnectionData> {
-    fn update_tx(&mut self) -> Result<(u64, ConnectionTrafficSecrets), rustls::Error> {
-        self.update_tx_secret()
-    }
-    fn update_rx(&mut self) -> Result<(u64, ConnectionTrafficSecrets), rustls::Error> {
-        self.update_rx_secret()
-    }
-    fn new_session_ticket(&mut self, _body: &[u8]) -> Result<(), RecordError> {
-        Err(RecordError::protocol(alert::UNEXPECTED_MESSAGE, "a client sent a NewSessionTicket"))
-    }
-    fn confidentiality_limit(&self) -> u64 {
-        limit_of(self)
+        match self.negotiated_cipher_suite() {
+            rustls::SupportedCipherSuite::Tls13(s) => s.common.confidentiality_limit,
+            rustls::SupportedCipherSuite::Tls12(s) => s.common.confidentiality_limit,
+        }
     }
 }
 
