@@ -43,33 +43,7 @@ async fn half_close_propagates_both_ways() {
     let s2ds = S2ds::start(dir.path(), "s", &plain(&[target.to_string()], 1)).await;
     let addr = s2ds.listeners().await[0];
 
-    // Client closes first; the target still answers afterwards.
-    let mut c = TcpStream::connect(addr).await.unwrap();
-    let (mut t, _) = l.accept().await.unwrap();
-    c.write_all(b"request").await.unwrap();
-    c.shutdown().await.unwrap();
-    let mut got = Vec::new();
-    t.read_to_end(&mut got).await.unwrap();
-    assert_eq!(got, b"request");
-    t.write_all(b"answer after client EOF").await.unwrap();
-    t.shutdown().await.unwrap();
-    let mut back = Vec::new();
-    c.read_to_end(&mut back).await.unwrap();
-    assert_eq!(back, b"answer after client EOF");
-
-    // Target closes first; the client still sends afterwards.
-    let mut c = TcpStream::connect(addr).await.unwrap();
-    let (mut t, _) = l.accept().await.unwrap();
-    t.write_all(b"banner").await.unwrap();
-    t.shutdown().await.unwrap();
-    let mut got = Vec::new();
-    c.read_to_end(&mut got).await.unwrap();
-    assert_eq!(got, b"banner");
-    c.write_all(b"upload after target EOF").await.unwrap();
-    c.shutdown().await.unwrap();
-    let mut up = Vec::new();
-    t.read_to_end(&mut up).await.unwrap();
-    assert_eq!(up, b"upload after target EOF");
+    half_close_both_ways(addr, &l).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

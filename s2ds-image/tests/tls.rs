@@ -67,31 +67,7 @@ async fn half_close_over_tls_both_ways() {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (_server, _client, addr) = pair(dir.path(), l.local_addr().unwrap()).await;
 
-    let mut c = TcpStream::connect(addr).await.unwrap();
-    let (mut t, _) = l.accept().await.unwrap();
-    c.write_all(b"request").await.unwrap();
-    c.shutdown().await.unwrap();
-    let mut got = Vec::new();
-    t.read_to_end(&mut got).await.unwrap();
-    assert_eq!(got, b"request");
-    t.write_all(b"answer after client EOF").await.unwrap();
-    t.shutdown().await.unwrap();
-    let mut back = Vec::new();
-    c.read_to_end(&mut back).await.unwrap();
-    assert_eq!(back, b"answer after client EOF");
-
-    let mut c = TcpStream::connect(addr).await.unwrap();
-    let (mut t, _) = l.accept().await.unwrap();
-    t.write_all(b"banner").await.unwrap();
-    t.shutdown().await.unwrap();
-    let mut got = Vec::new();
-    c.read_to_end(&mut got).await.unwrap();
-    assert_eq!(got, b"banner");
-    c.write_all(b"upload after target EOF").await.unwrap();
-    c.shutdown().await.unwrap();
-    let mut up = Vec::new();
-    t.read_to_end(&mut up).await.unwrap();
-    assert_eq!(up, b"upload after target EOF");
+    half_close_both_ways(addr, &l).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -331,3 +331,34 @@ pub async fn transfer_checked(
 pub fn init() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
+
+/// Half-close through the relay at `addr` in front of `l`, both ways: the
+/// client closes first and the target still answers; the target closes
+/// first and the client still sends.
+pub async fn half_close_both_ways(addr: SocketAddr, l: &tokio::net::TcpListener) {
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    let (mut t, _) = l.accept().await.unwrap();
+    c.write_all(b"request").await.unwrap();
+    c.shutdown().await.unwrap();
+    let mut got = Vec::new();
+    t.read_to_end(&mut got).await.unwrap();
+    assert_eq!(got, b"request");
+    t.write_all(b"answer after client EOF").await.unwrap();
+    t.shutdown().await.unwrap();
+    let mut back = Vec::new();
+    c.read_to_end(&mut back).await.unwrap();
+    assert_eq!(back, b"answer after client EOF");
+
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    let (mut t, _) = l.accept().await.unwrap();
+    t.write_all(b"banner").await.unwrap();
+    t.shutdown().await.unwrap();
+    let mut got = Vec::new();
+    c.read_to_end(&mut got).await.unwrap();
+    assert_eq!(got, b"banner");
+    c.write_all(b"upload after target EOF").await.unwrap();
+    c.shutdown().await.unwrap();
+    let mut up = Vec::new();
+    t.read_to_end(&mut up).await.unwrap();
+    assert_eq!(up, b"upload after target EOF");
+}
