@@ -55,16 +55,9 @@ pub async fn one_way_tcp(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::relay::tcp_pair as pair;
     use std::sync::Arc;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpListener;
-
-    async fn pair() -> (TcpStream, TcpStream) {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
-        let (s, _) = l.accept().await.unwrap();
-        (c, s)
-    }
 
     #[tokio::test]
     async fn copies_and_half_closes_both_ways() {

@@ -40,3 +40,12 @@ pub struct DirectionCounters {
     /// Target to accepted side.
     pub to_client: Counter,
 }
+
+/// A connected pair of loopback TCP sockets (tests).
+#[cfg(test)]
+pub(crate) async fn tcp_pair() -> (tokio::net::TcpStream, tokio::net::TcpStream) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let c = tokio::net::TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+    let (s, _) = l.accept().await.unwrap();
+    (c, s)
+}
