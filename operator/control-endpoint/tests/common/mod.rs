@@ -28,7 +28,11 @@ use scistream_testcluster::TestCluster;
 use serde_json::json;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+#[path = "../../../controller/tests/common/wait.rs"]
+mod wait;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+pub use wait::wait_until;
 
 pub const GATEWAY_NS: &str = "scistream-gateway";
 pub const USER_NS: &str = "science";
@@ -230,22 +234,7 @@ impl Facility {
 
     /// Waits until `ns/name` satisfies `cond`.
     pub async fn wait_request(&self, name: &str, secs: u64, cond: impl Fn(&StreamRequest) -> bool) -> StreamRequest {
-        let api = self.requests();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-        loop {
-            let current = api.get_opt(name).await.unwrap();
-            if let Some(sr) = &current
-                && cond(sr)
-            {
-                return sr.clone();
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{name} never got there; last: {:#?}",
-                current.and_then(|c| c.status)
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait::request_until(&self.requests(), name, secs, cond).await
     }
 
     /// Waits until `name` is gone.
@@ -301,19 +290,6 @@ async fn rbac(client: &Client) {
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "streamers"},
         "subjects": [{"kind": "User", "name": "alice"}, {"kind": "User", "name": CAROL_USER}]});
     rbs.create(&PostParams::default(), &serde_json::from_value(binding).unwrap()).await.unwrap();
-}
-
-/// Polls `cond` until it holds, failing after `timeout`.
-pub async fn wait_until<F, Fut>(timeout: Duration, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    while !cond().await {
-        assert!(tokio::time::Instant::now() < deadline, "condition not met within {timeout:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Marks relay pods Running and Ready; removes pods being deleted (as a kubelet would).

@@ -30,6 +30,9 @@ use serde_json::json;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+mod wait;
+pub use wait::wait_until;
+
 /// Namespace of the relays.
 pub const GATEWAY_NS: &str = "scistream-gateway";
 /// Namespace of the users' StreamRequests.
@@ -175,22 +178,7 @@ impl Facility {
 
     /// Waits until the request satisfies `cond`, failing with its last status after `secs`.
     pub async fn wait_request(&self, name: &str, secs: u64, cond: impl Fn(&StreamRequest) -> bool) -> StreamRequest {
-        let api = self.requests();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-        loop {
-            let current = api.get_opt(name).await.unwrap();
-            if let Some(sr) = &current
-                && cond(sr)
-            {
-                return sr.clone();
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{name} never got there; last: {:#?}",
-                current.and_then(|c| c.status)
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait::request_until(&self.requests(), name, secs, cond).await
     }
 
     pub async fn gateway(&self) -> Gateway {
@@ -243,19 +231,6 @@ impl Facility {
         }
         self.kubelet.abort();
         self.cluster.shutdown().await;
-    }
-}
-
-/// Polls `cond` until it holds, failing after `timeout`.
-pub async fn wait_until<F, Fut>(timeout: Duration, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    while !cond().await {
-        assert!(tokio::time::Instant::now() < deadline, "condition not met within {timeout:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
