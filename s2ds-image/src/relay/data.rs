@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 use std::io::{self, IoSlice, IoSliceMut};
 
 use super::record::{
-    CONTROL_ROOM, HEADER, Kernel, MAX_PLAINTEXT, MAX_RECORD, Opened, RecordError, RecordLayer, SLOT, alert, record_len,
+    CONTROL_ROOM, HEADER, Kernel, MAX_PLAINTEXT, Opened, RecordError, RecordLayer, SLOT, alert, record_len,
     slots_capacity,
 };
 use super::window::Window;
@@ -50,11 +50,10 @@ pub struct DataPhase<K> {
 }
 
 impl<K: Kernel> DataPhase<K> {
-    /// Takes over the queues of the handshake: `rx` (records not processed
-    /// yet), `tx` (empty) and `early` (plaintext already decrypted).
-    pub fn new(rec: RecordLayer<K>, rx: Window, mut tx: Window, early: Window, size: usize) -> Self {
-        let size = size.max(2 * MAX_RECORD);
-        tx.reserve(size);
+    /// Takes over the queues of the handshake, made with `size` bytes each
+    /// ([`super::tls::TlsState::new`] sets the floor): `rx` (records not
+    /// processed yet), `tx` (empty) and `early` (plaintext already decrypted).
+    pub fn new(rec: RecordLayer<K>, rx: Window, tx: Window, early: Window, size: usize) -> Self {
         let decrypted = early.len() as u64;
         Self {
             rec,

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::config::{PeerPin, TlsFiles};
-use crate::relay::record::alert;
+use crate::relay::record::{MAX_RECORD, alert};
 use crate::relay::tls::TlsState;
 use rustls::client::UnbufferedClientConnection;
 use rustls::kernel::KernelConnection;

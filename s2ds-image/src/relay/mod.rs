@@ -1,13 +1,13 @@
 //! Moving bytes between the accepted connection and the target.
 //!
-//! Two strategies, same guarantees (no loss, no reordering, half-close
+//! Three relays, same guarantees (no loss, no reordering, half-close
 //! propagated, bounded memory, rate tokens taken before reading):
 //! - [`splice`]: plain TCP to plain TCP through a kernel pipe, zero-copy;
 //! - [`tls`] / [`tls_io`]: one side mutual TLS: rustls's unbuffered API for
 //!   the handshake, then our record layer ([`record`], [`data`]) sealing and
 //!   opening records in place;
-//! - [`copy`]: generic userspace copy with one fixed buffer per direction,
-//!   the fallback when splice is not possible.
+//! - [`copy`]: TCP-to-TCP userspace copy with one fixed buffer per
+//!   direction, the fallback when splice is not possible.
 
 pub mod copy;
 pub mod data;

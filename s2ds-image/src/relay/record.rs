@@ -327,8 +327,8 @@ impl<K: Kernel> RecordLayer<K> {
         self.tx.seq
     }
 
-    /// Opens the complete record that starts `buf` (its length from
-    /// [`record_len`]) and acts on control messages.
+    /// Opens `record`, complete (its length from [`record_len`]), and acts
+    /// on control messages.
     pub fn open(&mut self, record: &mut [u8]) -> Result<Opened, RecordError> {
         let (inner, len) = self.rx.open(record)?;
         let plain = &record[HEADER..HEADER + len];

@@ -211,7 +211,7 @@ async fn run<K: Kernel>(
             (plain_shut, progress) = (true, true);
         }
         // Plaintext in, read into record slots and sealed there.
-        if !d.plain_eof && d.wants_plaintext() {
+        if d.wants_plaintext() {
             if held.plain == 0 {
                 held.plain = limiter.try_take(d.tx.free());
             }
@@ -245,7 +245,7 @@ async fn run<K: Kernel>(
             continue;
         }
         let want_tls = !tls_eof && d.wants_ciphertext();
-        let want_plain = !d.plain_eof && d.wants_plaintext();
+        let want_plain = d.wants_plaintext();
         tokio::select! {
             r = tls.readable(), if want_tls && held.tls > 0 => r?,
             n = limiter.take(d.rx.free()), if want_tls && held.tls == 0 => held.tls = n,
