@@ -26,22 +26,26 @@ fn yaml(mode: &str, me: &Identity, peer: &Identity, target: SocketAddr, extra: &
     )
 }
 
+/// Both gateways' identities (producer, consumer), after the process-wide set-up.
+fn gateways(dir: &Path) -> (Identity, Identity) {
+    init();
+    (identity(dir, "producer"), identity(dir, "consumer"))
+}
+
+/// TLS files for a direct rustls peer holding `me` and pinning `peer`.
+fn files(me: &Identity, peer: &Identity) -> TlsFiles {
+    TlsFiles { cert_file: me.cert.clone(), key_file: me.key.clone(), peer: PeerPin::CertFile(peer.cert.clone()) }
+}
+
 /// A tls-server relay in front of `target`, and a direct TLS connection to
 /// it presenting the consumer's identity.
 async fn server_and_direct_client(
     dir: &Path,
     target: SocketAddr,
 ) -> (S2ds, tokio_rustls::client::TlsStream<TcpStream>) {
-    init();
-    let producer = identity(dir, "producer");
-    let consumer = identity(dir, "consumer");
+    let (producer, consumer) = gateways(dir);
     let server = S2ds::start(dir, "server", &yaml("tls-server", &producer, &consumer, target, "")).await;
-    let files = TlsFiles {
-        cert_file: consumer.cert.clone(),
-        key_file: consumer.key.clone(),
-        peer: PeerPin::CertFile(producer.cert.clone()),
-    };
-    let connector = tokio_rustls::TlsConnector::from(s2ds::tls::client_config(&files).unwrap());
+    let connector = tokio_rustls::TlsConnector::from(s2ds::tls::client_config(&files(&consumer, &producer)).unwrap());
     let tcp = TcpStream::connect(server.listeners().await[0]).await.unwrap();
     let name = rustls_pki_types::ServerName::try_from("producer.s2ds.test").unwrap();
     let tls = connector.connect(name, tcp).await.unwrap();
@@ -98,15 +102,8 @@ async fn key_updates_mid_stream_keep_every_byte_in_both_directions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_side_follows_a_rustls_server_through_tickets_and_key_updates() {
     let dir = tempfile::tempdir().unwrap();
-    init();
-    let producer = identity(dir.path(), "producer");
-    let consumer = identity(dir.path(), "consumer");
-    let files = TlsFiles {
-        cert_file: producer.cert.clone(),
-        key_file: producer.key.clone(),
-        peer: PeerPin::CertFile(consumer.cert.clone()),
-    };
-    let mut cfg = std::sync::Arc::unwrap_or_clone(s2ds::tls::server_config(&files).unwrap());
+    let (producer, consumer) = gateways(dir.path());
+    let mut cfg = std::sync::Arc::unwrap_or_clone(s2ds::tls::server_config(&files(&producer, &consumer)).unwrap());
     cfg.send_tls13_tickets = 2;
     cfg.session_storage = rustls::server::ServerSessionMemoryCache::new(8);
     let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg));
@@ -156,9 +153,7 @@ async fn a_truncated_tls_stream_resets_the_plain_side() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_direction_stalled_does_not_stop_the_other() {
     let dir = tempfile::tempdir().unwrap();
-    init();
-    let producer = identity(dir.path(), "producer");
-    let consumer = identity(dir.path(), "consumer");
+    let (producer, consumer) = gateways(dir.path());
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let server =
         S2ds::start(dir.path(), "server", &yaml("tls-server", &producer, &consumer, l.local_addr().unwrap(), "")).await;
@@ -188,9 +183,7 @@ async fn one_direction_stalled_does_not_stop_the_other() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_holds_over_the_tls_pair() {
     let dir = tempfile::tempdir().unwrap();
-    init();
-    let producer = identity(dir.path(), "producer");
-    let consumer = identity(dir.path(), "consumer");
+    let (producer, consumer) = gateways(dir.path());
     let (target, mut rx) = sink_target(3, 0).await;
     let server = S2ds::start(dir.path(), "server", &yaml("tls-server", &producer, &consumer, target, "")).await;
     let rate_bits: u64 = 500_000_000;

@@ -338,27 +338,23 @@ pub fn init() {
 pub async fn half_close_both_ways(addr: SocketAddr, l: &tokio::net::TcpListener) {
     let mut c = TcpStream::connect(addr).await.unwrap();
     let (mut t, _) = l.accept().await.unwrap();
-    c.write_all(b"request").await.unwrap();
-    c.shutdown().await.unwrap();
-    let mut got = Vec::new();
-    t.read_to_end(&mut got).await.unwrap();
-    assert_eq!(got, b"request");
-    t.write_all(b"answer after client EOF").await.unwrap();
-    t.shutdown().await.unwrap();
-    let mut back = Vec::new();
-    c.read_to_end(&mut back).await.unwrap();
-    assert_eq!(back, b"answer after client EOF");
-
+    close_first_then_answer(&mut c, &mut t, b"request", b"answer after client EOF").await;
     let mut c = TcpStream::connect(addr).await.unwrap();
     let (mut t, _) = l.accept().await.unwrap();
-    t.write_all(b"banner").await.unwrap();
-    t.shutdown().await.unwrap();
+    close_first_then_answer(&mut t, &mut c, b"banner", b"upload after target EOF").await;
+}
+
+/// `first` sends `said` and shuts down its write half; `second` receives it
+/// whole, then still sends `answer`, which `first` receives whole.
+async fn close_first_then_answer(first: &mut TcpStream, second: &mut TcpStream, said: &[u8], answer: &[u8]) {
+    first.write_all(said).await.unwrap();
+    first.shutdown().await.unwrap();
     let mut got = Vec::new();
-    c.read_to_end(&mut got).await.unwrap();
-    assert_eq!(got, b"banner");
-    c.write_all(b"upload after target EOF").await.unwrap();
-    c.shutdown().await.unwrap();
-    let mut up = Vec::new();
-    t.read_to_end(&mut up).await.unwrap();
-    assert_eq!(up, b"upload after target EOF");
+    second.read_to_end(&mut got).await.unwrap();
+    assert_eq!(got, said);
+    second.write_all(answer).await.unwrap();
+    second.shutdown().await.unwrap();
+    let mut back = Vec::new();
+    first.read_to_end(&mut back).await.unwrap();
+    assert_eq!(back, answer);
 }
