@@ -67,6 +67,7 @@ struct RawTls {
     key_file: PathBuf,
     peer_cert_file: Option<PathBuf>,
     peer_fingerprint_sha256: Option<String>,
+    kernel_tls: Option<bool>,
 }
 
 /// How the peer gateway's certificate is pinned.
@@ -87,6 +88,9 @@ pub struct TlsFiles {
     pub key_file: PathBuf,
     /// The pinned peer certificate.
     pub peer: PeerPin,
+    /// Hand the data phase to kernel TLS where the kernel offers it
+    /// (default true; false keeps it in userspace everywhere).
+    pub kernel_tls: bool,
 }
 
 /// A validated configuration.
@@ -293,7 +297,12 @@ fn validate_tls(t: RawTls, err: &mut impl FnMut(String, String)) -> Option<TlsFi
             None
         }
     };
-    Some(TlsFiles { cert_file: t.cert_file, key_file: t.key_file, peer: peer? })
+    Some(TlsFiles {
+        cert_file: t.cert_file,
+        key_file: t.key_file,
+        peer: peer?,
+        kernel_tls: t.kernel_tls.unwrap_or(true),
+    })
 }
 
 /// Parses a SHA-256 fingerprint: 64 hex digits, optionally separated by

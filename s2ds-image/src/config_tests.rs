@@ -39,11 +39,20 @@ fn full_config_parses() {
     assert_eq!(c.buffer_bytes, 131_072);
     let tls = c.tls.as_ref().unwrap();
     assert!(matches!(tls.peer, PeerPin::Fingerprint(fp) if fp[0] == 0xab && fp[31] == 0x89));
+    assert!(tls.kernel_tls, "kernel TLS where available unless switched off");
     // listener i -> target i mod 2
     assert_eq!(c.target_for(c.listeners[0]), Some(&c.targets[0]));
     assert_eq!(c.target_for(c.listeners[1]), Some(&c.targets[1]));
     assert_eq!(c.target_for(c.listeners[2]), Some(&c.targets[0]));
     assert_eq!(c.target_for("127.0.0.1:1".parse().unwrap()), None);
+}
+
+#[test]
+fn kernel_tls_can_be_switched_off() {
+    let c = Config::parse(&FULL.replace("  keyFile:", "  kernelTls: false\n  keyFile:")).unwrap();
+    assert!(!c.tls.unwrap().kernel_tls);
+    let errs = Config::parse(&FULL.replace("  keyFile:", "  kernelTls: maybe\n  keyFile:")).unwrap_err();
+    assert!(errs.to_string().contains("kernelTls"), "{errs}");
 }
 
 #[test]

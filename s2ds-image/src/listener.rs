@@ -173,6 +173,7 @@ async fn handle(ctx: &Ctx, key: SocketAddr, lm: &ListenerMetrics, inbound: TcpSt
                 Err(e) => return handshake_failed(lm, &tls_error(e)),
             };
             let mut st = TlsState::new(conn, opts.buffer_bytes);
+            st.kernel_tls = kernel_tls(&state.config);
             if !handshake(lm, tls_io::handshake(&mut st, &inbound, &counters.to_target)).await {
                 return;
             }
@@ -191,6 +192,7 @@ async fn handle(ctx: &Ctx, key: SocketAddr, lm: &ListenerMetrics, inbound: TcpSt
                 Err(e) => return handshake_failed(lm, &tls_error(e)),
             };
             let mut st = TlsState::new(conn, opts.buffer_bytes);
+            st.kernel_tls = kernel_tls(&state.config);
             if !handshake(lm, tls_io::handshake(&mut st, &out, &counters.to_client)).await {
                 return;
             }
@@ -210,6 +212,12 @@ async fn handle(ctx: &Ctx, key: SocketAddr, lm: &ListenerMetrics, inbound: TcpSt
         Ok((up, down)) => debug!(up, down, "Closed"),
         Err(e) => debug!(error = %e, "Closed with error"),
     }
+}
+
+/// Whether connections should be handed to kernel TLS: asked for by the
+/// config and supported here (see [`crate::relay::ktls::support`]).
+fn kernel_tls(config: &crate::config::Config) -> bool {
+    config.tls.as_ref().is_some_and(|t| t.kernel_tls) && crate::relay::ktls::support().is_ok()
 }
 
 /// Runs a handshake with the time limit; false (counted and logged) if it failed.

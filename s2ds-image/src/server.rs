@@ -104,10 +104,12 @@ impl Server {
             Some(a) => Some(listener::bind(a).map_err(|source| Error::Bind { addr: a, source })?),
             None => None,
         };
-        if tls::ktls_available() {
-            info!("Kernel TLS (tls ULP) is available but not used by this build; TLS is relayed in userspace");
-        } else if cfg.mode != Mode::Plain {
-            info!("Kernel TLS (tls ULP) not available; TLS is relayed in userspace");
+        if let Some(t) = &cfg.tls {
+            match crate::relay::ktls::support() {
+                _ if !t.kernel_tls => info!("Kernel TLS off (tls.kernelTls: false); TLS is relayed in userspace"),
+                Ok(()) => info!("Kernel TLS (tls ULP with key updates) carries the data phase of TLS connections"),
+                Err(why) => info!(reason = %why, "Kernel TLS not usable here; TLS is relayed in userspace"),
+            }
         }
         let metrics = Metrics::new(&cfg.stream_id);
         let limiter = Arc::new(RateLimiter::new(cfg.rate_bits_per_second, metrics.ratelimit_wait()));

@@ -147,14 +147,6 @@ pub fn is_pin_mismatch(e: &std::io::Error) -> bool {
     )
 }
 
-/// Whether this kernel offers the `tls` ULP (kernel TLS). Read from
-/// `/proc/sys/net/ipv4/tcp_available_ulp`; absent file means no.
-pub fn ktls_available() -> bool {
-    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_ulp")
-        .map(|s| s.split_whitespace().any(|u| u == "tls"))
-        .unwrap_or(false)
-}
-
 /// Verifier for both roles: accepts exactly the pinned certificate.
 #[derive(Debug)]
 struct Pin {
@@ -285,6 +277,7 @@ mod tests {
             cert_file: w("c.pem", me.cert.pem()),
             key_file: w("k.pem", me.signing_key.serialize_pem()),
             peer: PeerPin::CertFile(w("p.pem", peer.cert.pem())),
+            kernel_tls: true,
         };
         assert!(server_config(&files).is_ok());
         assert!(client_config(&files).is_ok());

@@ -34,7 +34,12 @@ fn gateways(dir: &Path) -> (Identity, Identity) {
 
 /// TLS files for a direct rustls peer holding `me` and pinning `peer`.
 fn files(me: &Identity, peer: &Identity) -> TlsFiles {
-    TlsFiles { cert_file: me.cert.clone(), key_file: me.key.clone(), peer: PeerPin::CertFile(peer.cert.clone()) }
+    TlsFiles {
+        cert_file: me.cert.clone(),
+        key_file: me.key.clone(),
+        peer: PeerPin::CertFile(peer.cert.clone()),
+        kernel_tls: true,
+    }
 }
 
 /// A tls-server relay in front of `target`, and a direct TLS connection to

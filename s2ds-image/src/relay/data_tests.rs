@@ -4,7 +4,7 @@
 use super::*;
 use crate::config::{PeerPin, TlsFiles};
 use crate::relay::record::{MAX_RECORD, alert};
-use crate::relay::tls::TlsState;
+use crate::relay::tls::{Phase, Session, TlsState};
 use rustls::client::UnbufferedClientConnection;
 use rustls::kernel::KernelConnection;
 use rustls::server::UnbufferedServerConnection;
@@ -29,6 +29,7 @@ fn files(
         cert_file: w("c.pem", me.cert.pem()),
         key_file: w("k.pem", me.signing_key.serialize_pem()),
         peer: PeerPin::CertFile(w("p.pem", peer.cert.pem())),
+        kernel_tls: true,
     }
 }
 
@@ -55,10 +56,18 @@ fn pair() -> (Client, Server) {
         sv.pump(|_| {}).unwrap();
         shuttle(&mut sv.tx, &mut cl.rx);
         if !cl.is_handshaking() && !sv.is_handshaking() {
-            return (cl.into_data().unwrap(), sv.into_data().unwrap());
+            return (user(cl), user(sv));
         }
     }
     panic!("handshake did not complete");
+}
+
+/// The data phase in userspace (kernel TLS not asked for).
+fn user<S: Session>(st: TlsState<S>) -> DataPhase<S::Kernel> {
+    match st.into_phase(-1).unwrap() {
+        Phase::User(d) => *d,
+        Phase::Kernel(_) => panic!("kernel TLS without being asked"),
+    }
 }
 
 /// Deterministic chunk sizes.
@@ -243,3 +252,6 @@ mod malformed {
         }
     }
 }
+
+#[path = "handoff_tests.rs"]
+mod handoff;

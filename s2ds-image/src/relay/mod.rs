@@ -11,6 +11,8 @@
 
 pub mod copy;
 pub mod data;
+pub mod ktls;
+pub mod ktls_io;
 pub mod record;
 pub mod splice;
 pub mod tls;

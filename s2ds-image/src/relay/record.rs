@@ -42,9 +42,12 @@ pub const MAX_RECORD: usize = HEADER + MAX_PLAINTEXT + 256;
 pub const CONTROL_ROOM: usize = 64;
 
 const CHANGE_CIPHER_SPEC: u8 = 20;
-const ALERT: u8 = 21;
-const HANDSHAKE: u8 = 22;
-const APPLICATION_DATA: u8 = 23;
+/// Record (content) types.
+pub const ALERT: u8 = 21;
+/// Handshake messages (after the handshake: KeyUpdate, NewSessionTicket).
+pub const HANDSHAKE: u8 = 22;
+/// Application data.
+pub const APPLICATION_DATA: u8 = 23;
 const NEW_SESSION_TICKET: u8 = 4;
 const KEY_UPDATE: u8 = 24;
 /// Alert descriptions (RFC 8446 section 6).
@@ -285,63 +288,50 @@ pub enum Opened {
     Closed,
 }
 
-/// The data phase of one TLS connection: both ciphers and the key schedule.
-pub struct RecordLayer<K> {
+/// What a received record meant, after [`Control::record`].
+pub enum Event {
+    /// Application data, to deliver.
+    Data,
+    /// A control message, handled (nothing to deliver).
+    Handled,
+    /// close_notify: the peer's direction is complete.
+    Closed,
+    /// A KeyUpdate: the peer's next records are under these secrets.
+    RxKey(u64, ConnectionTrafficSecrets),
+}
+
+/// Post-handshake messages and the key schedule after the handshake, for
+/// both record layers: ours ([`RecordLayer`]) and the kernel's
+/// ([`super::ktls`]), which hands control records to userspace.
+pub struct Control<K> {
     kernel: K,
-    rx: Cipher,
-    tx: Cipher,
-    tx_limit: u64,
-    /// Records per sending key.
-    rekey_every: u64,
     /// A post-handshake message split across records.
     partial: Vec<u8>,
     /// The peer asked for a KeyUpdate from us.
     update_requested: bool,
+    /// Records one sending key may seal, with a margin.
+    rekey_every: u64,
 }
 
-impl<K: Kernel> RecordLayer<K> {
-    /// The record layer for secrets that rustls extracted.
-    pub fn new(kernel: K, secrets: &rustls::ExtractedSecrets) -> Result<Self, RecordError> {
+impl<K: Kernel> Control<K> {
+    /// Control over what rustls left after the handshake.
+    pub fn new(kernel: K) -> Self {
         let rekey_every = kernel.confidentiality_limit().saturating_sub(LIMIT_MARGIN).max(1);
-        let tx = Cipher::new(secrets.tx.0, &secrets.tx.1)?;
-        Ok(Self {
-            rx: Cipher::new(secrets.rx.0, &secrets.rx.1)?,
-            tx_limit: tx.seq.saturating_add(rekey_every),
-            rekey_every,
-            tx,
-            kernel,
-            partial: Vec::new(),
-            update_requested: false,
-        })
+        Self { kernel, partial: Vec::new(), update_requested: false, rekey_every }
     }
 
-    /// Updates our sending keys every `records` records (tests use a small
-    /// number to exercise key updates).
-    pub fn set_rekey_every(&mut self, records: u64) {
-        self.rekey_every = records.max(1);
-        self.tx_limit = self.tx.seq.saturating_add(self.rekey_every);
-    }
-
-    /// Records sealed with the current sending key's sequence.
-    pub fn tx_seq(&self) -> u64 {
-        self.tx.seq
-    }
-
-    /// Opens `record`, complete (its length from [`record_len`]), and acts
-    /// on control messages.
-    pub fn open(&mut self, record: &mut [u8]) -> Result<Opened, RecordError> {
-        let (inner, len) = self.rx.open(record)?;
-        let plain = &record[HEADER..HEADER + len];
+    /// Acts on one opened record of inner type `inner` and plaintext `plain`.
+    pub fn record(&mut self, inner: u8, plain: &[u8]) -> Result<Event, RecordError> {
         match inner {
             _ if inner != HANDSHAKE && !self.partial.is_empty() => Err(RecordError::protocol(
                 alert::UNEXPECTED_MESSAGE,
                 "a handshake message interrupted by another record type",
             )),
-            APPLICATION_DATA => Ok(Opened::Data(len)),
-            HANDSHAKE if len > 0 => self.handshake(plain).map(|()| Opened::Control),
+            APPLICATION_DATA => Ok(Event::Data),
+            HANDSHAKE if !plain.is_empty() => self.handshake(plain),
             ALERT => match plain {
-                [_, alert::CLOSE_NOTIFY] => Ok(Opened::Closed),
-                [_, alert::USER_CANCELED] => Ok(Opened::Control),
+                [_, alert::CLOSE_NOTIFY] => Ok(Event::Closed),
+                [_, alert::USER_CANCELED] => Ok(Event::Handled),
                 [_, a] => Err(RecordError::PeerAlert(*a)),
                 _ => Err(RecordError::protocol(alert::DECODE_ERROR, "malformed alert")),
             },
@@ -349,9 +339,16 @@ impl<K: Kernel> RecordLayer<K> {
         }
     }
 
-    fn handshake(&mut self, bytes: &[u8]) -> Result<(), RecordError> {
+    /// True while a post-handshake message is split across records (the
+    /// next record must carry the rest of it).
+    pub fn mid_message(&self) -> bool {
+        !self.partial.is_empty()
+    }
+
+    fn handshake(&mut self, bytes: &[u8]) -> Result<Event, RecordError> {
         self.partial.extend_from_slice(bytes);
         let mut at = 0;
+        let mut event = Event::Handled;
         while let [typ, a, b, c, ..] = self.partial[at..] {
             let len = usize::from(a) << 16 | usize::from(b) << 8 | usize::from(c);
             if len > MAX_HANDSHAKE_MESSAGE {
@@ -375,7 +372,7 @@ impl<K: Kernel> RecordLayer<K> {
                         _ => return Err(RecordError::protocol(alert::ILLEGAL_PARAMETER, "KeyUpdate request value")),
                     }
                     let (seq, secrets) = self.kernel.update_rx().map_err(RecordError::Rustls)?;
-                    self.rx = Cipher::new(seq, &secrets)?;
+                    event = Event::RxKey(seq, secrets);
                 }
                 (KEY_UPDATE, _) => return Err(RecordError::protocol(alert::DECODE_ERROR, "KeyUpdate length")),
                 (NEW_SESSION_TICKET, body) => self.kernel.new_session_ticket(body)?,
@@ -389,27 +386,100 @@ impl<K: Kernel> RecordLayer<K> {
             at += 4 + len;
         }
         self.partial.drain(..at);
-        Ok(())
+        Ok(event)
+    }
+
+    /// True when the peer asked for a KeyUpdate that we have not sent yet.
+    pub fn update_requested(&self) -> bool {
+        self.update_requested
+    }
+
+    /// Records one sending key may seal before we update it.
+    pub fn rekey_every(&self) -> u64 {
+        self.rekey_every
+    }
+
+    /// Updates our sending keys every `records` records (tests).
+    pub fn set_rekey_every(&mut self, records: u64) {
+        self.rekey_every = records.max(1);
+    }
+
+    /// After our KeyUpdate is sealed under the old key: the new sending
+    /// secrets and their first sequence number.
+    pub fn next_tx(&mut self) -> Result<(u64, ConnectionTrafficSecrets), RecordError> {
+        let next = self.kernel.update_tx().map_err(RecordError::Rustls)?;
+        self.update_requested = false;
+        Ok(next)
+    }
+}
+
+/// The KeyUpdate message we send (update_not_requested).
+pub const KEY_UPDATE_MESSAGE: [u8; 5] = [KEY_UPDATE, 0, 0, 1, 0];
+
+/// The data phase of one TLS connection: both ciphers and the key schedule.
+pub struct RecordLayer<K> {
+    ctl: Control<K>,
+    rx: Cipher,
+    tx: Cipher,
+    tx_limit: u64,
+}
+
+impl<K: Kernel> RecordLayer<K> {
+    /// The record layer for secrets that rustls extracted.
+    pub fn new(kernel: K, secrets: &rustls::ExtractedSecrets) -> Result<Self, RecordError> {
+        let ctl = Control::new(kernel);
+        let tx = Cipher::new(secrets.tx.0, &secrets.tx.1)?;
+        Ok(Self {
+            rx: Cipher::new(secrets.rx.0, &secrets.rx.1)?,
+            tx_limit: tx.seq.saturating_add(ctl.rekey_every),
+            tx,
+            ctl,
+        })
+    }
+
+    /// Updates our sending keys every `records` records (tests use a small
+    /// number to exercise key updates).
+    pub fn set_rekey_every(&mut self, records: u64) {
+        self.ctl.set_rekey_every(records);
+        self.tx_limit = self.tx.seq.saturating_add(self.ctl.rekey_every);
+    }
+
+    /// Records sealed with the current sending key's sequence.
+    pub fn tx_seq(&self) -> u64 {
+        self.tx.seq
+    }
+
+    /// Opens `record`, complete (its length from [`record_len`]), and acts
+    /// on control messages.
+    pub fn open(&mut self, record: &mut [u8]) -> Result<Opened, RecordError> {
+        let (inner, len) = self.rx.open(record)?;
+        Ok(match self.ctl.record(inner, &record[HEADER..HEADER + len])? {
+            Event::Data => Opened::Data(len),
+            Event::Handled => Opened::Control,
+            Event::Closed => Opened::Closed,
+            Event::RxKey(seq, secrets) => {
+                self.rx = Cipher::new(seq, &secrets)?;
+                Opened::Control
+            }
+        })
     }
 
     /// True when a KeyUpdate of ours must precede the next data record.
     pub fn key_update_due(&self) -> bool {
-        self.update_requested || self.tx.seq >= self.tx_limit
+        self.ctl.update_requested() || self.tx.seq >= self.tx_limit
     }
 
     /// Writes a KeyUpdate record (update_not_requested) into `out` (at
     /// least [`CONTROL_ROOM`] bytes) and switches to the new sending key;
     /// returns the record's length.
     pub fn seal_key_update(&mut self, out: &mut [u8]) -> Result<usize, RecordError> {
-        let msg = [KEY_UPDATE, 0, 0, 1, 0];
-        out.get_mut(HEADER..HEADER + msg.len())
+        out.get_mut(HEADER..HEADER + KEY_UPDATE_MESSAGE.len())
             .ok_or_else(|| RecordError::protocol(alert::INTERNAL_ERROR, "no room for a KeyUpdate"))?
-            .copy_from_slice(&msg);
-        let n = self.tx.seal(out, msg.len(), HANDSHAKE)?;
-        let (seq, secrets) = self.kernel.update_tx().map_err(RecordError::Rustls)?;
+            .copy_from_slice(&KEY_UPDATE_MESSAGE);
+        let n = self.tx.seal(out, KEY_UPDATE_MESSAGE.len(), HANDSHAKE)?;
+        let (seq, secrets) = self.ctl.next_tx()?;
         self.tx = Cipher::new(seq, &secrets)?;
-        self.tx_limit = seq.saturating_add(self.rekey_every);
-        self.update_requested = false;
+        self.tx_limit = seq.saturating_add(self.ctl.rekey_every);
         Ok(n)
     }
 

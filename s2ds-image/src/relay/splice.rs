@@ -9,8 +9,8 @@
 //! `ENOSYS`) before any byte moved, or a pipe cannot be created, the
 //! direction falls back to [`super::copy::one_way_tcp`].
 //!
-//! This is the crate's only module with `unsafe`: three libc calls on file
-//! descriptors we own or borrow for the duration of the call.
+//! The module has `unsafe`: three libc calls on file descriptors we own or
+//! borrow for the duration of the call.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -27,8 +27,8 @@ use crate::ratelimit::RateLimiter;
 /// A non-blocking, close-on-exec pipe.
 #[derive(Debug)]
 pub struct Pipe {
-    read: OwnedFd,
-    write: OwnedFd,
+    pub(super) read: OwnedFd,
+    pub(super) write: OwnedFd,
     size: usize,
 }
 
@@ -72,7 +72,8 @@ fn warn_once_pipe_size(size: usize) {
     }
 }
 
-fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
+/// One non-blocking splice of at most `len` bytes.
+pub(super) fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
     // SAFETY: both descriptors are open for the duration of the call (borrowed
     // from a live TcpStream or Pipe); null offsets are allowed for pipes and
     // sockets; splice does not touch our memory.
@@ -93,8 +94,50 @@ fn unsupported(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP))
 }
 
+/// What a spliced direction does besides moving bytes: nothing for plain
+/// TCP (`()`); for kernel TLS ([`super::ktls_io`]) the control records, key
+/// updates and close_notify around the spliced data.
+pub(super) trait Hooks: Send {
+    /// True for plain TCP: a direction that cannot splice falls back to a copy.
+    const FALLBACK: bool;
+    /// A control step must run before the source is read again.
+    fn control_pending(&self) -> bool {
+        false
+    }
+    /// A read splice failed with `e`: handled (a control step is now
+    /// pending), or the direction's error.
+    fn read_failed(&mut self, e: io::Error) -> io::Result<()> {
+        Err(e)
+    }
+    /// Runs the pending control step (the pipe is empty: what it held came
+    /// first); true when the source's stream is complete.
+    fn control(&mut self, _src: &TcpStream, _dst: &TcpStream) -> impl Future<Output = io::Result<bool>> + Send {
+        async { Ok(false) }
+    }
+    /// The source reached end of stream: fine, or an error (a truncation).
+    fn eof(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+    /// Before bytes go to the destination.
+    fn before_write(&mut self, _dst: &TcpStream) -> impl Future<Output = io::Result<()>> + Send {
+        async { Ok(()) }
+    }
+    /// `n` bytes went to the destination.
+    fn wrote(&mut self, _dst: &TcpStream, _n: usize) -> io::Result<()> {
+        Ok(())
+    }
+    /// Everything is out; before the destination's write half is shut down.
+    fn finish(&mut self, _dst: &TcpStream) -> impl Future<Output = io::Result<()>> + Send {
+        async { Ok(()) }
+    }
+}
+
+impl Hooks for () {
+    const FALLBACK: bool = true;
+}
+
 /// Outcome of one spliced direction.
-enum Outcome {
+pub(super) enum Outcome {
     Done(u64),
     /// Splice is not possible here; nothing was moved yet.
     Unsupported,
@@ -114,7 +157,7 @@ pub async fn bidirectional(
 
 async fn one_way(src: &TcpStream, dst: &TcpStream, opts: &RelayOptions, counter: &Counter) -> io::Result<u64> {
     match Pipe::new(opts.buffer_bytes) {
-        Ok(pipe) => match spliced(src, dst, &pipe, &opts.limiter, counter).await? {
+        Ok(pipe) => match spliced(src, dst, &pipe, &opts.limiter, counter, &mut ()).await? {
             Outcome::Done(n) => return Ok(n),
             Outcome::Unsupported => fallback_note("splice refused by the kernel"),
         },
@@ -130,12 +173,14 @@ fn fallback_note(why: &str) {
     }
 }
 
-async fn spliced(
+/// One direction: `src` through `pipe` to `dst`, with `hooks` around it.
+pub(super) async fn spliced<H: Hooks>(
     src: &TcpStream,
     dst: &TcpStream,
     pipe: &Pipe,
     limiter: &RateLimiter,
     counter: &Counter,
+    hooks: &mut H,
 ) -> io::Result<Outcome> {
     let (src_fd, dst_fd) = (src.as_raw_fd(), dst.as_raw_fd());
     let (pipe_r, pipe_w) = (pipe.read.as_raw_fd(), pipe.write.as_raw_fd());
@@ -151,7 +196,12 @@ async fn spliced(
         // number of page buffers, which fragmented input fills before `cap` bytes) may be what
         // is full, so the socket's readiness must not be cleared; drain first, then retry.
         let mut pipe_maybe_full = false;
-        if !eof && in_pipe < cap {
+        if !eof && hooks.control_pending() {
+            if in_pipe == 0 {
+                eof = hooks.control(src, dst).await?;
+                progress = true;
+            }
+        } else if !eof && in_pipe < cap {
             if held == 0 {
                 held = limiter.try_take(cap - in_pipe);
             }
@@ -165,23 +215,31 @@ async fn spliced(
                     splice(src_fd, pipe_w, want)
                 };
                 match read {
-                    Ok(0) => (eof, progress) = (true, true),
+                    Ok(0) => {
+                        hooks.eof()?;
+                        (eof, progress) = (true, true);
+                    }
                     Ok(n) => (held, in_pipe, progress) = (held - n, in_pipe + n, true),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => pipe_maybe_full = in_pipe > 0,
-                    Err(e) if total == 0 && in_pipe == 0 && unsupported(&e) => {
+                    Err(e) if H::FALLBACK && total == 0 && in_pipe == 0 && unsupported(&e) => {
                         limiter.give_back(held);
                         return Ok(Outcome::Unsupported);
                     }
-                    Err(e) => return Err(e),
+                    Err(e) => {
+                        hooks.read_failed(e)?;
+                        progress = true;
+                    }
                 }
             }
         }
         if in_pipe > 0 {
+            hooks.before_write(dst).await?;
             match dst.try_io(Interest::WRITABLE, || splice(pipe_r, dst_fd, in_pipe)) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(m) => {
                     (in_pipe, total, progress) = (in_pipe - m, total + m as u64, true);
                     counter.inc_by(m as u64);
+                    hooks.wrote(dst, m)?;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(e),
@@ -189,6 +247,7 @@ async fn spliced(
         }
         if eof && in_pipe == 0 {
             limiter.give_back(held);
+            hooks.finish(dst).await?;
             socket2::SockRef::from(dst).shutdown(std::net::Shutdown::Write)?;
             return Ok(Outcome::Done(total));
         }
@@ -197,7 +256,7 @@ async fn spliced(
         }
         // Reading waits for the socket unless the pipe may be what blocked it; then only the
         // destination can make room (and the pipe holds data, so that branch is enabled).
-        let want_read = !eof && in_pipe < cap && !pipe_maybe_full;
+        let want_read = !eof && in_pipe < cap && !pipe_maybe_full && !hooks.control_pending();
         tokio::select! {
             r = src.readable(), if want_read && held > 0 => r?,
             r = dst.writable(), if in_pipe > 0 => r?,

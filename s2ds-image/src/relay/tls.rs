@@ -1,7 +1,7 @@
 //! The TLS handshake, with rustls's unbuffered API: ciphertext is read
 //! straight into `rx` and processed there, handshake messages to send are
 //! encoded into `tx`. Once the handshake is complete, rustls hands over the
-//! traffic secrets ([`TlsState::into_data`]) and our own record layer
+//! traffic secrets ([`TlsState::into_phase`]) and our own record layer
 //! ([`super::record`], [`super::data`]) carries the data: rustls's record
 //! layer would copy every byte once more on each side (it seals into a
 //! fresh `Vec` and hands decrypted plaintext over by copy).
@@ -11,6 +11,7 @@
 
 use std::io;
 use std::ops::DerefMut;
+use std::os::fd::RawFd;
 
 use rustls::ExtractedSecrets;
 use rustls::client::{ClientConnectionData, UnbufferedClientConnection};
@@ -19,7 +20,9 @@ use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
 use rustls::unbuffered::{ConnectionState, EncodeError, UnbufferedConnectionCommon, UnbufferedStatus};
 
 use super::data::DataPhase;
-use super::record::{CONTROL_ROOM, Kernel, MAX_RECORD, RecordLayer};
+use super::ktls;
+use super::ktls_io::Engaged;
+use super::record::{CONTROL_ROOM, Control, HEADER, Kernel, MAX_RECORD, RecordLayer};
 use super::window::Window;
 
 /// A client or server unbuffered connection.
@@ -74,13 +77,38 @@ pub struct TlsState<S> {
     size: usize,
     /// The peer closed during the handshake.
     pub peer_closed: bool,
+    /// Hand the data phase to kernel TLS if it can take it: the handshake
+    /// is then read one record at a time, so that nothing past its last
+    /// record leaves the socket (the kernel must see every later record).
+    pub kernel_tls: bool,
+}
+
+/// Who carries the data phase.
+pub enum Phase<K> {
+    /// Our record layer, in userspace.
+    User(Box<DataPhase<K>>),
+    /// The kernel, with its keys installed.
+    Kernel(Engaged<K>),
 }
 
 impl<S: Session> TlsState<S> {
     /// Receive and send queues of `size` bytes each (at least two records).
     pub fn new(conn: S, size: usize) -> Self {
         let size = size.max(2 * MAX_RECORD);
-        Self { conn, rx: Window::new(size), tx: Window::new(size), down: Window::new(0), size, peer_closed: false }
+        Self {
+            conn,
+            rx: Window::new(size),
+            tx: Window::new(size),
+            down: Window::new(0),
+            size,
+            peer_closed: false,
+            kernel_tls: false,
+        }
+    }
+
+    /// The size of each queue (and of each pipe with kernel TLS).
+    pub fn size(&self) -> usize {
+        self.size
     }
 
     /// True while the handshake is in progress.
@@ -152,13 +180,52 @@ impl<S: Session> TlsState<S> {
         }
     }
 
-    /// Hands the connection over to our record layer once the handshake is
-    /// complete and its last messages are sent (`tx` empty).
-    pub fn into_data(self) -> io::Result<DataPhase<S::Kernel>> {
+    /// Where the next handshake read goes: all free space, or with
+    /// [`Self::kernel_tls`] no further than the end of the current record.
+    pub fn read_space(&mut self) -> &mut [u8] {
+        let have = self.rx.len();
+        let need = match self.rx.data().get(..HEADER) {
+            _ if !self.kernel_tls => usize::MAX,
+            None => HEADER - have,
+            Some(h) => (HEADER + usize::from(u16::from_be_bytes([h[3], h[4]]))).saturating_sub(have).max(1),
+        };
+        let space = self.rx.space_mut();
+        let n = need.min(space.len());
+        &mut space[..n]
+    }
+
+    /// Hands the connection over, once the handshake is complete and its
+    /// last messages are sent (`tx` empty), to kernel TLS on `sock` if
+    /// [`Self::kernel_tls`] and nothing past the handshake was read, else
+    /// (or if the kernel refuses the keys) to our record layer.
+    pub fn into_phase(self, sock: RawFd) -> io::Result<Phase<S::Kernel>> {
+        let clean = self.rx.is_empty() && self.down.is_empty() && !self.peer_closed;
+        let kernel_tls = self.kernel_tls && clean;
         let (secrets, kernel) = self.conn.into_kernel().map_err(tls_error)?;
+        if kernel_tls && engage(sock, &secrets)? {
+            return Ok(Phase::Kernel(Engaged { ctl: Control::new(kernel), tx_seq: secrets.tx.0 }));
+        }
         let rec = RecordLayer::new(kernel, &secrets)?;
         let mut data = DataPhase::new(rec, self.rx, self.tx, self.down, self.size);
         data.peer_closed = self.peer_closed;
-        Ok(data)
+        Ok(Phase::User(Box::new(data)))
     }
+}
+
+/// Installs the traffic keys in the kernel: false (the socket still plain
+/// TCP) if the ULP or the send keys are refused; an error if only the
+/// receive keys are (the send direction is the kernel's by then).
+fn engage(sock: RawFd, secrets: &rustls::ExtractedSecrets) -> io::Result<bool> {
+    let (Ok(mut tx), Ok(mut rx)) =
+        (ktls::crypto_info(&secrets.tx.1, secrets.tx.0), ktls::crypto_info(&secrets.rx.1, secrets.rx.0))
+    else {
+        return Ok(false);
+    };
+    if let Err(e) = ktls::attach(sock).and_then(|()| ktls::set_keys(sock, ktls::TX, &mut tx)) {
+        rx.fill(0);
+        tracing::debug!(error = %e, "Kernel TLS refused this connection; TLS is relayed in userspace");
+        return Ok(false);
+    }
+    ktls::set_keys(sock, ktls::RX, &mut rx).map_err(|e| io::Error::other(format!("kernel TLS receive keys: {e}")))?;
+    Ok(true)
 }

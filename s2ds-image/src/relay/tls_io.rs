@@ -4,14 +4,16 @@
 //! first, then one wait on whatever can unblock a direction).
 
 use std::io;
+use std::os::fd::AsRawFd;
 
 use prometheus_client::metrics::counter::Counter;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 use super::data::DataPhase;
+use super::ktls_io;
 use super::record::Kernel;
-use super::tls::{Session, TlsState};
+use super::tls::{Phase, Session, TlsState};
 use super::window::Window;
 use crate::ratelimit::RateLimiter;
 
@@ -100,7 +102,7 @@ pub async fn handshake<S: Session>(st: &mut TlsState<S>, sock: &TcpStream, from_
         }
         loop {
             sock.readable().await?;
-            match sock.try_read(st.rx.space_mut()) {
+            match sock.try_read(st.read_space()) {
                 Ok(0) => {
                     return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "peer closed during the TLS handshake"));
                 }
@@ -132,11 +134,13 @@ pub async fn relay<S: Session>(
     from_plain: &Counter,
 ) -> io::Result<(u64, u64)> {
     let mut tokens = Tokens::default();
-    let r = match st.into_data() {
-        Ok(mut d) => {
+    let size = st.size();
+    let r = match st.into_phase(tls.as_raw_fd()) {
+        Ok(Phase::User(mut d)) => {
             let r = run(&mut d, tls, plain, limiter, &mut tokens, from_tls, from_plain).await;
             r.map(|()| (d.decrypted, d.encrypted))
         }
+        Ok(Phase::Kernel(k)) => ktls_io::relay(k, tls, plain, size, limiter, from_tls, from_plain).await,
         Err(e) => Err(e),
     };
     limiter.give_back(tokens.tls + tokens.plain);
