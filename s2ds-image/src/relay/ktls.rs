@@ -139,10 +139,12 @@ pub fn set_keys(fd: RawFd, direction: libc::c_int, info: &mut [u8]) -> io::Resul
     r
 }
 
-/// The kernel's record sequence number for our sending direction.
-pub fn tx_seq(fd: RawFd) -> io::Result<u64> {
+/// The kernel's record sequence number for our sending direction;
+/// `info_len` is the length of the `crypto_info` installed (the kernel
+/// answers only a buffer of exactly that size).
+pub fn tx_seq(fd: RawFd, info_len: usize) -> io::Result<u64> {
     let mut buf = [0u8; 64];
-    let mut len = libc::socklen_t::try_from(buf.len()).unwrap_or(64);
+    let mut len = libc::socklen_t::try_from(info_len.min(buf.len())).unwrap_or(0);
     // SAFETY: `buf` is writable for `len` bytes and `len` is a valid socklen_t the kernel updates.
     cvt(unsafe { libc::getsockopt(fd, libc::SOL_TLS, TX, buf.as_mut_ptr().cast(), &mut len) })?;
     let got = buf.get(..usize::try_from(len).unwrap_or(0)).unwrap_or_default();

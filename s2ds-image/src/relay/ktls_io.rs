@@ -42,6 +42,7 @@ struct Seal<'a, K> {
     ctl: &'a Shared<K>,
     budget: TxBudget,
     due: bool,
+    info_len: usize,
 }
 
 impl<K: Kernel> Hooks for Seal<'_, K> {
@@ -57,14 +58,16 @@ impl<K: Kernel> Hooks for Seal<'_, K> {
             let mut c = lock(self.ctl)?;
             (c.rekey_every(), c.next_tx()?)
         };
-        ktls::set_keys(dst.as_raw_fd(), ktls::TX, &mut ktls::crypto_info(&secrets, seq)?)?;
+        let mut info = ktls::crypto_info(&secrets, seq)?;
+        self.info_len = info.len();
+        ktls::set_keys(dst.as_raw_fd(), ktls::TX, &mut info)?;
         (self.budget, self.due) = (TxBudget::new(seq, every), false);
         Ok(())
     }
 
     fn wrote(&mut self, dst: &TcpStream, n: usize) -> io::Result<()> {
         if self.budget.sent(n) {
-            self.due = self.budget.exact(ktls::tx_seq(dst.as_raw_fd())?);
+            self.due = self.budget.exact(ktls::tx_seq(dst.as_raw_fd(), self.info_len)?);
         }
         Ok(())
     }
@@ -162,6 +165,8 @@ pub struct Engaged<K> {
     pub ctl: Control<K>,
     /// The first sequence number of our current send key.
     pub tx_seq: u64,
+    /// The length of the send key's `crypto_info`.
+    pub info_len: usize,
 }
 
 /// Relays between the kernel-TLS socket `tls` and the plain socket `plain`
@@ -180,7 +185,8 @@ pub async fn relay<K: Kernel>(
     let every = engaged.ctl.rekey_every();
     let ctl = Mutex::new(engaged.ctl);
     let mut open = Open { ctl: &ctl, counter: from_tls, pending: false, closed: false };
-    let mut seal = Seal { ctl: &ctl, budget: TxBudget::new(engaged.tx_seq, every), due: false };
+    let mut seal =
+        Seal { ctl: &ctl, budget: TxBudget::new(engaged.tx_seq, every), due: false, info_len: engaged.info_len };
     let (down, up) = tokio::try_join!(
         spliced(tls, plain, &pipe_in, limiter, from_tls, &mut open),
         spliced(plain, tls, &pipe_out, limiter, from_plain, &mut seal),

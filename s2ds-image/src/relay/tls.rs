@@ -202,8 +202,8 @@ impl<S: Session> TlsState<S> {
         let clean = self.rx.is_empty() && self.down.is_empty() && !self.peer_closed;
         let kernel_tls = self.kernel_tls && clean;
         let (secrets, kernel) = self.conn.into_kernel().map_err(tls_error)?;
-        if kernel_tls && engage(sock, &secrets)? {
-            return Ok(Phase::Kernel(Engaged { ctl: Control::new(kernel), tx_seq: secrets.tx.0 }));
+        if let Some(info_len) = if kernel_tls { engage(sock, &secrets)? } else { None } {
+            return Ok(Phase::Kernel(Engaged { ctl: Control::new(kernel), tx_seq: secrets.tx.0, info_len }));
         }
         let rec = RecordLayer::new(kernel, &secrets)?;
         let mut data = DataPhase::new(rec, self.rx, self.tx, self.down, self.size);
@@ -212,20 +212,23 @@ impl<S: Session> TlsState<S> {
     }
 }
 
-/// Installs the traffic keys in the kernel: false (the socket still plain
-/// TCP) if the ULP or the send keys are refused; an error if only the
-/// receive keys are (the send direction is the kernel's by then).
-fn engage(sock: RawFd, secrets: &rustls::ExtractedSecrets) -> io::Result<bool> {
+/// Installs the traffic keys in the kernel; returns the length of the send
+/// keys' `crypto_info`. `None` (the socket still plain TCP) if the ULP or
+/// the send keys are refused; an error if only the receive keys are (the
+/// send direction is the kernel's by then).
+fn engage(sock: RawFd, secrets: &rustls::ExtractedSecrets) -> io::Result<Option<usize>> {
     let (Ok(mut tx), Ok(mut rx)) =
         (ktls::crypto_info(&secrets.tx.1, secrets.tx.0), ktls::crypto_info(&secrets.rx.1, secrets.rx.0))
     else {
-        return Ok(false);
+        return Ok(None);
     };
+    let info_len = tx.len();
     if let Err(e) = ktls::attach(sock).and_then(|()| ktls::set_keys(sock, ktls::TX, &mut tx)) {
+        tx.fill(0);
         rx.fill(0);
         tracing::debug!(error = %e, "Kernel TLS refused this connection; TLS is relayed in userspace");
-        return Ok(false);
+        return Ok(None);
     }
     ktls::set_keys(sock, ktls::RX, &mut rx).map_err(|e| io::Error::other(format!("kernel TLS receive keys: {e}")))?;
-    Ok(true)
+    Ok(Some(info_len))
 }
