@@ -39,14 +39,20 @@ fn shuttle(from: &mut Window, to: &mut Window) {
     from.consume(from.len());
 }
 
-/// A client and a server after a real handshake.
-fn pair() -> (Client, Server) {
+/// Client and server configs pinning each other's fresh certificate.
+fn configs() -> (std::sync::Arc<rustls::ClientConfig>, std::sync::Arc<rustls::ServerConfig>) {
     crate::tls::install_provider();
     let dir = tempfile::tempdir().unwrap();
     let c = rcgen::generate_simple_self_signed(vec!["client".into()]).unwrap();
     let s = rcgen::generate_simple_self_signed(vec!["server".into()]).unwrap();
     let ccfg = crate::tls::client_config(&files(dir.path(), &c, &s, "c")).unwrap();
     let scfg = crate::tls::server_config(&files(dir.path(), &s, &c, "s")).unwrap();
+    (ccfg, scfg)
+}
+
+/// A client and a server after a real handshake.
+fn pair() -> (Client, Server) {
+    let (ccfg, scfg) = configs();
     let name = rustls::pki_types::ServerName::try_from("server").unwrap();
     let mut cl = TlsState::new(UnbufferedClientConnection::new(ccfg, name).unwrap(), SIZE);
     let mut sv = TlsState::new(UnbufferedServerConnection::new(scfg).unwrap(), SIZE);

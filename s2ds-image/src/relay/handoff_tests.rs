@@ -49,12 +49,7 @@ fn client(mut sock: std::net::TcpStream, config: std::sync::Arc<rustls::ClientCo
 /// Runs the server side with `kernel_tls`; returns the bytes read past the
 /// handshake by the handshake itself.
 async fn serve(kernel_tls: bool) -> usize {
-    crate::tls::install_provider();
-    let dir = tempfile::tempdir().unwrap();
-    let c = rcgen::generate_simple_self_signed(vec!["client".into()]).unwrap();
-    let s = rcgen::generate_simple_self_signed(vec!["server".into()]).unwrap();
-    let ccfg = crate::tls::client_config(&files(dir.path(), &c, &s, "c")).unwrap();
-    let scfg = crate::tls::server_config(&files(dir.path(), &s, &c, "s")).unwrap();
+    let (ccfg, scfg) = configs();
     let (tls, peer) = tcp_pair().await;
     let peer = peer.into_std().unwrap();
     peer.set_nonblocking(false).unwrap();
