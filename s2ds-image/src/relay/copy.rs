@@ -37,19 +37,25 @@ pub async fn one_way_tcp(
             socket2::SockRef::from(dst).shutdown(std::net::Shutdown::Write)?;
             return Ok(total);
         }
-        let mut off = 0;
-        while off < n {
-            dst.writable().await?;
-            match dst.try_write(&buf[off..n]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(m) => off += m,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e),
-            }
-        }
+        write_all(dst, &buf[..n]).await?;
         counter.inc_by(n as u64);
         total += n as u64;
     }
+}
+
+/// Writes all of `data` to a socket that other tasks may share (no
+/// `AsyncWrite` needed), waiting for room as often as it takes.
+pub async fn write_all(sock: &TcpStream, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        sock.writable().await?;
+        match sock.try_write(data) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(m) => data = &data[m..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

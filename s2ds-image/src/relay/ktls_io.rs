@@ -17,6 +17,7 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
+use super::copy::write_all;
 use super::ktls::{self, TxBudget};
 use super::record::{ALERT, Control, Event, HANDSHAKE, KEY_UPDATE_MESSAGE, Kernel, RecordError, alert};
 use super::splice::{Hooks, Outcome, Pipe, spliced};
@@ -149,14 +150,6 @@ impl<K: Kernel> Hooks for Open<'_, K> {
             ))
         }
     }
-}
-
-async fn write_all(sock: &TcpStream, mut data: &[u8]) -> io::Result<()> {
-    while !data.is_empty() {
-        let n = sock.async_io(Interest::WRITABLE, || sock.try_write(data)).await?;
-        data = &data[n..];
-    }
-    Ok(())
 }
 
 /// Keys installed in the kernel for one connection, ready to relay.

@@ -10,6 +10,7 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
+use super::copy::write_all;
 use super::data::DataPhase;
 use super::ktls_io;
 use super::record::Kernel;
@@ -73,14 +74,8 @@ fn write_from(sock: &TcpStream, win: &mut Window) -> io::Result<bool> {
 
 /// Writes all of `st.tx` to `sock`.
 async fn flush<S: Session>(st: &mut TlsState<S>, sock: &TcpStream) -> io::Result<()> {
-    while !st.tx.is_empty() {
-        sock.writable().await?;
-        match sock.try_write(st.tx.data()) {
-            Ok(n) => st.tx.consume(n),
-            Err(e) if would_block(&e) => {}
-            Err(e) => return Err(e),
-        }
-    }
+    write_all(sock, st.tx.data()).await?;
+    st.tx.consume(st.tx.len());
     Ok(())
 }
 
