@@ -41,8 +41,9 @@ pub const MAX_RECORD: usize = HEADER + MAX_PLAINTEXT + 256;
 /// Room for one control record (alert, KeyUpdate).
 pub const CONTROL_ROOM: usize = 64;
 
+// Record (content) types.
 const CHANGE_CIPHER_SPEC: u8 = 20;
-/// Record (content) types.
+/// Alerts.
 pub const ALERT: u8 = 21;
 /// Handshake messages (after the handshake: KeyUpdate, NewSessionTicket).
 pub const HANDSHAKE: u8 = 22;
@@ -257,6 +258,11 @@ impl Cipher {
     }
 }
 
+/// The length the record header `h` (at least [`HEADER`] bytes) gives its body.
+pub fn body_len(h: &[u8]) -> usize {
+    usize::from(u16::from_be_bytes([h[3], h[4]]))
+}
+
 /// The length of the record at the front of `buf`, once its header is
 /// there; checks the type and the length limit.
 pub fn record_len(buf: &[u8]) -> Result<Option<usize>, RecordError> {
@@ -267,7 +273,7 @@ pub fn record_len(buf: &[u8]) -> Result<Option<usize>, RecordError> {
         let what = if h[0] == CHANGE_CIPHER_SPEC { "change_cipher_spec" } else { "a non-encrypted record" };
         return Err(RecordError::protocol(alert::UNEXPECTED_MESSAGE, format!("{what} after the handshake")));
     }
-    let len = usize::from(u16::from_be_bytes([h[3], h[4]]));
+    let len = body_len(h);
     if HEADER + len > MAX_RECORD {
         return Err(RecordError::protocol(alert::RECORD_OVERFLOW, format!("record of {len} bytes")));
     }

@@ -22,7 +22,7 @@ use rustls::unbuffered::{ConnectionState, EncodeError, UnbufferedConnectionCommo
 use super::data::DataPhase;
 use super::ktls;
 use super::ktls_io::Engaged;
-use super::record::{CONTROL_ROOM, Control, HEADER, Kernel, MAX_RECORD, RecordLayer};
+use super::record::{CONTROL_ROOM, Control, HEADER, Kernel, MAX_RECORD, RecordLayer, body_len};
 use super::window::Window;
 
 /// A client or server unbuffered connection.
@@ -187,7 +187,7 @@ impl<S: Session> TlsState<S> {
         let need = match self.rx.data().get(..HEADER) {
             _ if !self.kernel_tls => usize::MAX,
             None => HEADER - have,
-            Some(h) => (HEADER + usize::from(u16::from_be_bytes([h[3], h[4]]))).saturating_sub(have).max(1),
+            Some(h) => (HEADER + body_len(h)).saturating_sub(have).max(1),
         };
         let space = self.rx.space_mut();
         let n = need.min(space.len());
@@ -202,7 +202,8 @@ impl<S: Session> TlsState<S> {
         let clean = self.rx.is_empty() && self.down.is_empty() && !self.peer_closed;
         let kernel_tls = self.kernel_tls && clean;
         let (secrets, kernel) = self.conn.into_kernel().map_err(tls_error)?;
-        if let Some(info_len) = if kernel_tls { engage(sock, &secrets)? } else { None } {
+        let engaged = if kernel_tls { engage(sock, &secrets)? } else { None };
+        if let Some(info_len) = engaged {
             return Ok(Phase::Kernel(Engaged { ctl: Control::new(kernel), tx_seq: secrets.tx.0, info_len }));
         }
         let rec = RecordLayer::new(kernel, &secrets)?;
