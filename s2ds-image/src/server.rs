@@ -104,12 +104,14 @@ impl Server {
             Some(a) => Some(listener::bind(a).map_err(|source| Error::Bind { addr: a, source })?),
             None => None,
         };
-        if let Some(t) = &cfg.tls {
-            match crate::relay::ktls::support() {
-                _ if !t.kernel_tls => info!("Kernel TLS off (tls.kernelTls: false); TLS is relayed in userspace"),
+        // Probed only when asked for: `kernelTls: false` must not touch the ULP at all.
+        match &cfg.tls {
+            None => {}
+            Some(t) if !t.kernel_tls => info!("Kernel TLS off (tls.kernelTls: false); TLS is relayed in userspace"),
+            Some(_) => match crate::relay::ktls::support() {
                 Ok(()) => info!("Kernel TLS (tls ULP with key updates) carries the data phase of TLS connections"),
                 Err(why) => info!(reason = %why, "Kernel TLS not usable here; TLS is relayed in userspace"),
-            }
+            },
         }
         let metrics = Metrics::new(&cfg.stream_id);
         let limiter = Arc::new(RateLimiter::new(cfg.rate_bits_per_second, metrics.ratelimit_wait()));

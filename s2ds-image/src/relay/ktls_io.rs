@@ -82,6 +82,10 @@ impl<K: Kernel> Hooks for Seal<'_, K> {
 struct Open<'a, K> {
     ctl: &'a Shared<K>,
     counter: &'a Counter,
+    /// The next record is read with `recvmsg`: a splice met a control
+    /// record, or a post-handshake message is split and its next part must
+    /// come as one (only this direction feeds `Control::record`, so this is
+    /// known after each control record without asking it again).
     pending: bool,
     closed: bool,
 }
@@ -90,8 +94,7 @@ impl<K: Kernel> Hooks for Open<'_, K> {
     const FALLBACK: bool = false;
 
     fn control_pending(&self) -> bool {
-        // A post-handshake message split across records: its next part must be read as one.
-        self.pending || lock(self.ctl).is_ok_and(|c| c.mid_message())
+        self.pending
     }
 
     fn read_failed(&mut self, e: io::Error) -> io::Result<()> {
@@ -114,12 +117,16 @@ impl<K: Kernel> Hooks for Open<'_, K> {
         let fd = src.as_raw_fd();
         let mut buf = vec![0u8; ktls::RECORD_ROOM];
         let (typ, n) = src.async_io(Interest::READABLE, || ktls::recv_record(fd, &mut buf)).await?;
-        self.pending = false;
         if n == 0 && typ == super::record::APPLICATION_DATA {
             self.eof()?;
             return Ok(true);
         }
-        let event = lock(self.ctl)?.record(typ, &buf[..n]);
+        let event = {
+            let mut c = lock(self.ctl)?;
+            let event = c.record(typ, &buf[..n]);
+            self.pending = c.mid_message();
+            event
+        };
         match event {
             Ok(Event::Data) => {
                 write_all(dst, &buf[..n]).await?;
