@@ -324,7 +324,7 @@ pub fn pod_logs(world: &World, i: usize, pod: &Pod) -> String {
     let Ok(embedded) = world.facilities[i].embedded() else {
         return "(the pod runs in a real cluster: kubectl logs)".to_owned();
     };
-    let dir = embedded.agent.pods_dir().join(pod.uid().unwrap_or_default()).join("logs");
+    let dir = embedded.agent.logs_dir(&pod.uid().unwrap_or_default());
     let mut out = String::new();
     for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
         let text = std::fs::read_to_string(entry.path()).unwrap_or_default();

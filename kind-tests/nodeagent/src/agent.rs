@@ -282,6 +282,13 @@ impl NodeAgent {
         &self.ctx.pods_dir
     }
 
+    /// The directory holding the log files (`<container>.log`) of the pod with `uid`. (A
+    /// kubelet does not write where its logs are into the pod object, so neither does the
+    /// agent.)
+    pub fn logs_dir(&self, uid: &str) -> std::path::PathBuf {
+        self.ctx.pods_dir.join(uid).join("logs")
+    }
+
     /// Stops every pod (SIGTERM, grace period, SIGKILL; pod objects stay),
     /// marks the nodes NotReady and removes scratch files, and the
     /// namespaces unless the network was shared in.

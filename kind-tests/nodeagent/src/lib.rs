@@ -50,9 +50,6 @@ pub use images::{ImageMap, ImageRule};
 pub use network::{Network, NetworkMode};
 pub use topology::{HostSpec, NodeSpec, Topology};
 
-/// Annotation on each pod: the directory holding its containers' log files
-/// (`<container>.log`).
-pub const ANNOTATION_LOGS: &str = "nodeagent.scistream.io/log-dir";
 /// Field manager and event source of the agent.
 pub const MANAGER: &str = "scistream-nodeagent";
 

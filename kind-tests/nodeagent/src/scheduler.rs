@@ -1,11 +1,10 @@
 //! A tiny scheduler for pods with no `nodeName`: a node of this agent is
 //! eligible when it matches the pod's `nodeSelector` and the pod tolerates
 //! its `NoSchedule`/`NoExecute` taints. Affinity, resources and ports are
-//! ignored. Binding uses the `pods/binding` subresource (real clusters), or
-//! a patch of `spec.nodeName` where that subresource is not served.
+//! ignored. Binding uses the `pods/binding` subresource, as on real clusters.
 
 use k8s_openapi::api::core::v1::{Pod, Taint, Toleration};
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
@@ -56,27 +55,20 @@ pub fn choose<'a>(pod: &Pod, nodes: &'a [NodeSpec]) -> Option<&'a NodeSpec> {
     Some(fitting[h % fitting.len()])
 }
 
-/// Binds `pod` to `node`.
+/// Binds `pod` to `node` through the `pods/binding` subresource, as a scheduler does (a pod's
+/// `spec.nodeName` cannot be changed by an update).
 pub async fn bind(client: &Client, pod: &Pod, node: &str) -> Result<(), kube::Error> {
     let ns = pod.namespace().unwrap_or_else(|| "default".into());
     let name = pod.name_any();
     let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let binding = json!({
         "apiVersion": "v1", "kind": "Binding",
-        "metadata": {"name": name, "namespace": ns},
+        "metadata": {"name": name, "namespace": ns, "uid": pod.uid()},
         "target": {"apiVersion": "v1", "kind": "Node", "name": node}
     });
-    match api
-        .create_subresource::<serde_json::Value, serde_json::Value>("binding", &name, &PostParams::default(), &binding)
+    api.create_subresource::<serde_json::Value, serde_json::Value>("binding", &name, &PostParams::default(), &binding)
         .await
-    {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 405 => {
-            let patch = json!({"spec": {"nodeName": node}});
-            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.map(|_| ())
-        }
-        Err(e) => Err(e),
-    }
+        .map(|_| ())
 }
 
 #[cfg(test)]

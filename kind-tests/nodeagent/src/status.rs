@@ -192,7 +192,8 @@ pub fn pod_status(p: &PodRecord, transitions: &dyn Fn(&str, bool) -> SystemTime)
             cond("PodScheduled", true, None),
         ]),
         container_statuses: Some(statuses),
-        qos_class: Some("BestEffort".into()),
+        // The API server derives `qosClass` when the pod is created and refuses any other value
+        // afterwards; a kubelet computes the same class, so the agent leaves the field alone.
         ..PodStatus::default()
     }
 }

@@ -12,13 +12,13 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use tokio::sync::{Mutex, Notify, watch};
 
+use crate::Backoff;
 use crate::container::{self, LaunchResult, Shared};
 use crate::images::ImageMap;
 use crate::network::Network;
 use crate::process::Launch;
 use crate::status::{self, ContainerRecord, PodRecord, REASON_CREATING, RunState};
 use crate::volumes::{self, Sources, VolumeContent};
-use crate::{ANNOTATION_LOGS, Backoff};
 
 /// Waiting reason when volumes or env cannot be prepared.
 pub const REASON_CONFIG: &str = "CreateContainerConfigError";
@@ -220,16 +220,31 @@ fn initial_record(pod: &Pod, address: Ipv4Addr) -> PodRecord {
     }
 }
 
-/// Writes the pod's status when it differs from the last one written.
+/// Writes the pod's status when it differs from the last one written. A refused write is
+/// logged at warn with the server's message and retried after a growing delay (a kubelet's
+/// status manager retries too), so that a status the server refused is not silently lost.
 struct StatusWriter {
     api: Api<Pod>,
     name: String,
     transitions: Mutex<HashMap<String, (bool, SystemTime)>>,
     last: Mutex<Option<serde_json::Value>>,
+    /// Consecutive refused writes (drives the retry delay).
+    failures: std::sync::atomic::AtomicU32,
+}
+
+/// When a refused status write is tried again: 200 ms, doubling, at most 10 s.
+fn status_retry_delay(failures: u32) -> Duration {
+    Duration::from_millis(200u64.saturating_mul(1 << failures.min(6))).min(Duration::from_secs(10))
 }
 
 impl StatusWriter {
-    async fn write(&self, record: &PodRecord) {
+    fn new(api: Api<Pod>, name: String) -> Self {
+        StatusWriter { api, name, transitions: Mutex::default(), last: Mutex::default(), failures: 0.into() }
+    }
+
+    /// Writes the status of `record`; returns when to try again if the server refused it.
+    async fn write(&self, record: &PodRecord) -> Option<Duration> {
+        use std::sync::atomic::Ordering::Relaxed;
         let mut tr = self.transitions.lock().await;
         let st = status::pod_status(record, &|t, ok| match tr.get(t) {
             Some((was, at)) if *was == ok => *at,
@@ -244,11 +259,22 @@ impl StatusWriter {
         let body = json!({"status": st});
         let mut last = self.last.lock().await;
         if last.as_ref() == Some(&body) {
-            return;
+            return None;
         }
         match self.api.patch_status(&self.name, &PatchParams::default(), &Patch::Merge(&body)).await {
-            Ok(_) => *last = Some(body),
-            Err(e) => tracing::debug!(pod = %self.name, error = %e, "writing pod status failed"),
+            Ok(_) => {
+                *last = Some(body);
+                self.failures.store(0, Relaxed);
+                None
+            }
+            // The pod is gone: nothing left to report.
+            Err(kube::Error::Api(s)) if s.code == 404 => None,
+            Err(e) => {
+                let failures = self.failures.fetch_add(1, Relaxed);
+                let retry = status_retry_delay(failures);
+                tracing::warn!(pod = %self.name, error = %e, ?retry, "the API server refused the pod status");
+                Some(retry)
+            }
         }
     }
 }
@@ -310,14 +336,12 @@ pub async fn run(ctx: Arc<Ctx>, node: String, pod: Pod, mut rx: watch::Receiver<
     let pc = pod_ctx(&ctx, node, &pod);
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &pc.namespace);
     let _ = std::fs::create_dir_all(pc.dir.join("logs"));
-    let logs = json!({"metadata": {"annotations": {ANNOTATION_LOGS: pc.dir.join("logs").to_string_lossy()}}});
-    if let Err(e) = api.patch(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&logs)).await {
-        tracing::debug!(pod = %pc.key, error = %e, "annotating log directory failed");
-    }
     let shared = Arc::new(Shared { record: Mutex::new(initial_record(&pod, pc.address)), changed: Notify::new() });
-    let writer =
-        StatusWriter { api: api.clone(), name: pod.name_any(), transitions: Mutex::default(), last: Mutex::default() };
-    writer.write(&*shared.record.lock().await).await;
+    let writer = StatusWriter::new(api.clone(), pod.name_any());
+    // A refused status write is retried at this instant (far in the future when none is due).
+    let idle = || tokio::time::Instant::now() + Duration::from_secs(86_400);
+    let due = |retry: Option<Duration>| retry.map_or_else(idle, |d| tokio::time::Instant::now() + d);
+    let mut retry_at = due(writer.write(&*shared.record.lock().await).await);
     let (stop_tx, stop_rx) = watch::channel(None::<Duration>);
     let mut containers =
         Containers { pc: pc.clone(), pod: pod.clone(), shared: shared.clone(), stop_rx, tasks: vec![] };
@@ -333,7 +357,8 @@ pub async fn run(ctx: Arc<Ctx>, node: String, pod: Pod, mut rx: watch::Receiver<
                 }
             }
             _ = tick.tick() => containers.sync(&latest).await,
-            _ = shared.changed.notified() => writer.write(&*shared.record.lock().await).await,
+            _ = shared.changed.notified() => retry_at = due(writer.write(&*shared.record.lock().await).await),
+            _ = tokio::time::sleep_until(retry_at) => retry_at = due(writer.write(&*shared.record.lock().await).await),
         }
     };
     let grace = match &outcome {

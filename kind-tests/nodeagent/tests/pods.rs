@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod};
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
-use scistream_nodeagent::{ANNOTATION_LOGS, NetworkMode, NodeSpec, Topology};
+use scistream_nodeagent::{NetworkMode, NodeSpec, Topology};
 use serde_json::json;
 
 fn two_nodes() -> Topology {
@@ -28,10 +29,17 @@ async fn relay_pod_runs_reads_volumes_follows_updates_and_is_deleted() {
     create_pod(&env.client, &relay_pod("r1", "gw-a", "socat", &args, tcp_probe(&addr, port))).await;
     let pod = wait_pod(&env.client, "r1", 20, "r1 Running and Ready", is_ready).await;
     let st = pod.status.as_ref().expect("status");
+    // The server derived the class from the requests and refuses any other: the agent's status
+    // writes must leave it alone to get through at all.
+    assert_eq!(st.qos_class.as_deref(), Some("Burstable"));
     assert_eq!(st.pod_ip.as_deref(), Some(addr.as_str()));
     assert_eq!(st.host_ip.as_deref(), Some(addr.as_str()));
-    let logs = pod.metadata.annotations.as_ref().and_then(|a| a.get(ANNOTATION_LOGS)).expect("log annotation");
-    assert!(std::path::Path::new(logs).join("relay.log").exists());
+    let logs = env.agent.logs_dir(&pod.uid().expect("uid"));
+    assert!(logs.join("relay.log").exists());
+    assert!(
+        pod.metadata.annotations.as_ref().is_none_or(|a| a.keys().all(|k| !k.starts_with("nodeagent."))),
+        "a kubelet writes nothing into the pod's metadata"
+    );
 
     let sock: std::net::SocketAddr = format!("{addr}:{port}").parse().expect("addr");
     let body = fetch(tokio::net::TcpStream::connect(sock).await).await.expect("served");
@@ -87,8 +95,8 @@ async fn crashing_program_restarts_with_backoff() {
     assert_eq!(last.exit_code, 3);
     assert_eq!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Running"));
     assert_eq!(condition(&p, "Ready").as_deref(), Some("False"));
-    let logs = p.metadata.annotations.as_ref().and_then(|a| a.get(ANNOTATION_LOGS)).expect("log dir");
-    let text = std::fs::read_to_string(std::path::Path::new(logs).join("relay.log")).expect("log");
+    let logs = env.agent.logs_dir(&p.uid().expect("uid"));
+    let text = std::fs::read_to_string(logs.join("relay.log")).expect("log");
     assert!(text.matches("dying").count() >= 2, "every run logs to the file: {text:?}");
     env.agent.stop().await;
 }

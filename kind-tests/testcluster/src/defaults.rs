@@ -64,6 +64,13 @@ pub fn apply_defaults(info: &ResourceInfo, obj: &mut Value) {
 }
 
 fn default_pod(obj: &mut Value) {
+    default_pod_spec(obj);
+    crate::pods::prepare_create(obj);
+}
+
+/// `SetDefaults_PodSpec` and the container defaults; the real server applies them to every
+/// pod it decodes, updates included.
+pub fn default_pod_spec(obj: &mut Value) {
     if !obj["spec"].is_object() {
         obj["spec"] = json!({});
     }
@@ -73,14 +80,12 @@ fn default_pod(obj: &mut Value) {
     set_default(spec, "dnsPolicy", json!("ClusterFirst"));
     set_default(spec, "schedulerName", json!("default-scheduler"));
     set_default(spec, "serviceAccountName", json!("default"));
-    for c in spec["containers"].as_array_mut().into_iter().flatten() {
+    for c in spec.get_mut("containers").and_then(Value::as_array_mut).into_iter().flatten() {
         set_default(c, "terminationMessagePath", json!("/dev/termination-log"));
         set_default(c, "terminationMessagePolicy", json!("File"));
         set_default(c, "imagePullPolicy", json!("IfNotPresent"));
     }
-    if !obj["status"].is_object() {
-        obj["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
-    }
+    crate::pods::default_requests(spec);
 }
 
 fn default_crd(obj: &mut Value) {
@@ -143,6 +148,7 @@ mod tests {
         let mut p = json!({"spec": {"containers": [{"name": "c"}]}});
         apply_defaults(&info("pods"), &mut p);
         assert_eq!(p["status"]["phase"], "Pending");
+        assert_eq!(p["status"]["qosClass"], "BestEffort");
         assert_eq!(p["spec"]["terminationGracePeriodSeconds"], 30);
     }
 }

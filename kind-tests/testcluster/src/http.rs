@@ -120,6 +120,7 @@ async fn serve(state: Shared, addr: String, req: Request<Incoming>) -> ApiResult
     if let Some(sub) = &rp.subresource
         && !(sub == "status" && info.status_subresource)
         && !(sub == "finalize" && info.plural == "namespaces")
+        && !(sub == "binding" && info.plural == "pods" && info.group.is_empty() && req.method() == Method::POST)
     {
         return Err(ApiError::path_not_found());
     }
@@ -251,6 +252,7 @@ async fn dispatch(
             Reply::ok(as_version(&obj, info))
         }
         ("create", _) if info.verbs == Verbs::CreateOnly => state.review(info, &ns, parse_json(body)?, &ctx)?,
+        ("create", _) if sub == "binding" => state.bind(info, &ns, &name, parse_json(body)?, &ctx)?,
         ("create", _) => state.create(info, &ns, parse_json(body)?, &ctx)?,
         ("update", _) => state.update(info, &ns, &name, parse_json(body)?, &ctx, sub)?,
         ("patch", _) => {

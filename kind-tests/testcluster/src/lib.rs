@@ -20,6 +20,8 @@
 
 pub mod admission;
 pub mod auth;
+pub mod builtin_rules;
+pub mod cel_cost;
 pub mod controllers;
 pub mod convert;
 pub mod crd_admit;
@@ -35,6 +37,7 @@ pub mod openapi;
 pub mod ops;
 pub mod patch;
 pub mod persist;
+pub mod pods;
 pub mod protobuf;
 pub mod read;
 pub mod resources;

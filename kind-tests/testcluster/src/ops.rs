@@ -173,6 +173,7 @@ impl State {
         crate::defaults::apply_defaults(info, obj);
         let warnings =
             admission::admit(&Request { info, old: None, subresource: "", validation: ctx.validation }, obj)?;
+        crate::validation::validate_defaulted(info, obj)?;
         let w = Writer {
             manager: &ctx.manager,
             subresource: "",
@@ -283,6 +284,7 @@ impl State {
         }
         let warnings =
             admission::admit(&Request { info, old: Some(old), subresource, validation: ctx.validation }, &mut new)?;
+        crate::validation::validate_update(info, old, &mut new, subresource)?;
         if info.has_generation() && spec_of(old) != spec_of(&new) {
             let g = old["metadata"]["generation"].as_i64().unwrap_or(0);
             new["metadata"]["generation"] = json!(g + 1);
@@ -425,6 +427,35 @@ impl State {
             Ok(wr)
         })?;
         Ok(Reply { body: out, code, warnings })
+    }
+}
+
+impl State {
+    /// POST `pods/{name}/binding`: assigns the pod to the Binding's node (see
+    /// [`crate::pods::bind`]); answers 201 with a success `Status`, as the real server does.
+    pub fn bind(&self, info: &ResourceInfo, ns: &str, name: &str, binding: Value, ctx: &Ctx) -> ApiResult<Reply> {
+        let body_ns = binding["metadata"]["namespace"].as_str().unwrap_or_default();
+        if !body_ns.is_empty() && body_ns != ns {
+            return Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
+        }
+        let node = crate::pods::binding_target(name, &binding)?;
+        self.commit(info, ns, name, ctx, |cur| {
+            let pod = cur.ok_or_else(|| ApiError::not_found(info, name))?;
+            for (field, what) in [("uid", "UID"), ("resourceVersion", "ResourceVersion")] {
+                let want = binding["metadata"][field].as_str().unwrap_or_default();
+                let have = pod["metadata"][field].as_str().unwrap_or_default();
+                if !want.is_empty() && want != have {
+                    let why =
+                        format!("Precondition failed: {what} in precondition: {want}, {what} in object meta: {have}");
+                    return Err(ApiError::conflict(info, name, &why));
+                }
+            }
+            Ok(Write::Put(crate::pods::bind(pod, &node, &binding, &now_rfc3339())?))
+        })?;
+        let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
+        Ok(Reply { body, code: 201, warnings: vec![] })
     }
 }
 

@@ -213,6 +213,12 @@ impl ApiError {
             "reason": self.reason,
             "code": self.code,
         });
+        // A plain error from a REST handler has no reason (StatusReasonUnknown is omitted).
+        if self.reason.is_empty()
+            && let Some(m) = v.as_object_mut()
+        {
+            m.remove("reason");
+        }
         if let Some(d) = &self.details {
             v["details"] = d.clone();
         }

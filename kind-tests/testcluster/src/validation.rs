@@ -57,3 +57,32 @@ pub fn validate_create(info: &ResourceInfo, obj: &Value) -> ApiResult<()> {
     }
     Ok(())
 }
+
+/// The per-type rules of a new object, once the server's defaults are in (a Secret's
+/// `stringData` is in `data` then).
+pub fn validate_defaulted(info: &ResourceInfo, obj: &Value) -> ApiResult<()> {
+    let causes = crate::builtin_rules::check(info, obj, None);
+    if causes.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::invalid(info, obj["metadata"]["name"].as_str().unwrap_or_default(), causes))
+}
+
+/// Validates an update of `old` into `new` (`subresource` is `status` or "") with the rules the
+/// real server applies to that type on update; may complete `new` as the server's update
+/// strategy does (a pod's omitted QoS class).
+pub fn validate_update(info: &ResourceInfo, old: &Value, new: &mut Value, subresource: &str) -> ApiResult<()> {
+    let causes = crate::builtin_rules::check(info, new, Some(old));
+    if !causes.is_empty() {
+        let name = new["metadata"]["name"].as_str().unwrap_or_default();
+        return Err(ApiError::invalid(info, name, causes));
+    }
+    match (info.group.as_str(), info.plural.as_str(), subresource) {
+        ("", "pods", "status") => crate::pods::validate_status_update(info, old, new),
+        ("", "pods", "") => {
+            crate::defaults::default_pod_spec(new);
+            crate::pods::validate_update(info, old, new)
+        }
+        _ => Ok(()),
+    }
+}

@@ -7,9 +7,10 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::authentication::v1::TokenReview;
 use k8s_openapi::api::authorization::v1::SelfSubjectAccessReview;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, ValidationDirective};
@@ -79,31 +80,40 @@ async fn apply_creates_and_strict_validation_rejects_unknown_fields() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_and_strategic_patches() {
+    // On a Deployment's pod template: a real server refuses these changes on a Pod itself
+    // (only images may change there; see `pod_updates_are_refused_as_the_server_does`).
     let c = start().await;
-    let api: Api<Pod> = Api::default_namespaced(c.client().await.unwrap());
-    let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {"containers": [
+    let api: Api<Deployment> = Api::default_namespaced(c.client().await.unwrap());
+    let d: Deployment = serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {
+        "selector": {"matchLabels": {"app": "p"}},
+        "template": {"metadata": {"labels": {"app": "p"}}, "spec": {"containers": [
         {"name": "a", "image": "a:1", "env": [{"name": "X", "value": "1"}], "ports": [{"containerPort": 80}]},
-        {"name": "b", "image": "b:1"}]}}))
+        {"name": "b", "image": "b:1"}]}}}}))
     .unwrap();
-    api.create(&PostParams::default(), &pod).await.unwrap();
-    let smp = json!({"spec": {"containers": [{"name": "a", "image": "a:2", "env": [{"name": "Y", "value": "2"}]}]}});
+    api.create(&PostParams::default(), &d).await.unwrap();
+    let containers = |d: Deployment| d.spec.unwrap().template.spec.unwrap().containers;
+    let smp = json!({"spec": {"template": {"spec": {"containers": [{"name": "a", "image": "a:2", "env": [{"name": "Y", "value": "2"}]}]}}}});
     let p = api.patch("p", &PatchParams::default(), &Patch::Strategic(&smp)).await.unwrap();
-    let cs = p.spec.unwrap().containers;
+    let cs = containers(p);
     assert_eq!(cs.len(), 2, "containers merged by name");
     assert_eq!(cs[0].image.as_deref(), Some("a:2"));
     assert_eq!(cs[0].env.as_ref().unwrap().len(), 2, "env merged by name");
     assert_eq!(cs[0].ports.as_ref().unwrap().len(), 1);
 
-    let jp: json_patch::Patch =
-        serde_json::from_value(json!([{"op": "replace", "path": "/spec/containers/1/image", "value": "b:2"}])).unwrap();
+    let jp: json_patch::Patch = serde_json::from_value(
+        json!([{"op": "replace", "path": "/spec/template/spec/containers/1/image", "value": "b:2"}]),
+    )
+    .unwrap();
     let p = api.patch("p", &PatchParams::default(), &Patch::<()>::Json(jp)).await.unwrap();
-    assert_eq!(p.spec.unwrap().containers[1].image.as_deref(), Some("b:2"));
-    let bad: json_patch::Patch =
-        serde_json::from_value(json!([{"op": "test", "path": "/spec/containers/1/image", "value": "zzz"}])).unwrap();
+    assert_eq!(containers(p)[1].image.as_deref(), Some("b:2"));
+    let bad: json_patch::Patch = serde_json::from_value(
+        json!([{"op": "test", "path": "/spec/template/spec/containers/1/image", "value": "zzz"}]),
+    )
+    .unwrap();
     let e = status_of(api.patch("p", &PatchParams::default(), &Patch::<()>::Json(bad)).await.unwrap_err());
     assert_eq!(e.code, 422);
 
-    let stale = json!({"metadata": {"resourceVersion": "1"}, "spec": {"activeDeadlineSeconds": 5}});
+    let stale = json!({"metadata": {"resourceVersion": "1"}, "spec": {"minReadySeconds": 5}});
     let e = status_of(api.patch("p", &PatchParams::default(), &Patch::Merge(&stale)).await.unwrap_err());
     assert_eq!(e.code, 409);
 }

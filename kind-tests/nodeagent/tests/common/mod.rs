@@ -109,6 +109,8 @@ pub fn relay_pod(name: &str, node: &str, image: &str, args: &[String], probe: Va
             "containers": [{
                 "name": "relay", "image": image, "args": args,
                 "readinessProbe": probe,
+                // As the operator's relay pods request: the server makes the pod Burstable.
+                "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}},
                 "securityContext": {"readOnlyRootFilesystem": true, "allowPrivilegeEscalation": false},
                 "volumeMounts": [
                     {"name": "config", "mountPath": "/etc/s2ds/config", "readOnly": true},
