@@ -73,14 +73,44 @@ fn parent(path: &str) -> &str {
     &path[..cut]
 }
 
-fn cel_cause(obj: &Value, e: &kube_cel::ValidationError) -> Cause {
+/// The type of the schema node that declares `rule`, found along `path` from the root: the
+/// rule's own node for a plain rule, an ancestor for one with a `fieldPath`.
+fn declaring_type<'a>(schema: &'a Value, path: &str, rule: &str) -> Option<&'a str> {
+    let declares = |s: &Value| {
+        s["x-kubernetes-validations"].as_array().is_some_and(|rs| rs.iter().any(|r| r["rule"].as_str() == Some(rule)))
+    };
+    let mut cur = schema;
+    let mut found = declares(cur).then(|| cur["type"].as_str()).flatten();
+    for seg in path.split('.').filter(|s| !s.is_empty()) {
+        let (key, rest) = seg.split_once('[').unwrap_or((seg, ""));
+        if !key.is_empty() {
+            cur = cur["properties"].get(key).or_else(|| cur.get("additionalProperties"))?;
+            if declares(cur) {
+                found = cur["type"].as_str();
+            }
+        }
+        for _ in rest.split('[').filter(|s| !s.is_empty()) {
+            cur = cur.get("items")?;
+            if declares(cur) {
+                found = cur["type"].as_str();
+            }
+        }
+    }
+    found
+}
+
+/// A CEL failure as the server words it (1.35+): the value is shown only when the rule is
+/// declared on a scalar; on an object or a list (the usual place of a `fieldPath` rule) it
+/// is omitted, e.g. `spec.peerCertificate: Invalid value: <message>`.
+fn cel_cause(schema: &Value, obj: &Value, e: &kube_cel::ValidationError) -> Cause {
     let (reason, message) = match e.reason.as_deref() {
         Some("FieldValueForbidden") => ("FieldValueForbidden", format!("Forbidden: {}", e.message)),
         Some("FieldValueRequired") => ("FieldValueRequired", format!("Required value: {}", e.message)),
         Some("FieldValueDuplicate") => ("FieldValueDuplicate", format!("Duplicate value: {}", e.message)),
         _ => {
+            let on_scalar = !matches!(declaring_type(schema, &e.field_path, &e.rule), Some("object" | "array"));
             let shown = lookup(obj, &e.field_path)
-                .filter(|v| !v.is_object() && !v.is_array())
+                .filter(|v| on_scalar && !v.is_object() && !v.is_array())
                 .map(|v| format!("{}: ", go_value(v)))
                 .unwrap_or_default();
             ("FieldValueInvalid", format!("Invalid value: {shown}{}", e.message))
@@ -133,47 +163,52 @@ pub fn validate(schema: &Value, obj: &Value, old: Option<&Value>) -> Vec<Cause> 
         return causes;
     }
     if let Err(errs) = kube_cel::validate(&s, &b, old_b.as_ref()) {
-        causes.extend(errs.iter().map(|e| cel_cause(&b, e)));
+        causes.extend(errs.iter().map(|e| cel_cause(&s, &b, e)));
     }
     causes
 }
 
-/// Budget of the whole schema's estimated CEL cost, per the API server's
-/// per-call limit.
-const BUDGET: f64 = 1_000_000.0;
+/// One rule's estimated cost, for the schema's total.
+struct RuleCost {
+    /// `...x-kubernetes-validations[i].rule`.
+    field: String,
+    cost: f64,
+}
 
-fn walk_rules(s: &Value, path: &str, out: &mut Vec<Cause>, total: &mut f64) {
+/// Compiles every rule under `s` (at `path`, evaluated up to `times` times per object) and
+/// estimates its cost: compilation failures and rules over the per-rule limit go into `out`.
+fn walk_rules(s: &Value, path: &str, times: f64, out: &mut Vec<Cause>, costs: &mut Vec<RuleCost>) {
+    use crate::cel_cost::{PER_RULE_LIMIT, cardinality, over_budget, rule_cost};
     let Some(m) = s.as_object() else { return };
-    if let Some(rules) = m.get("x-kubernetes-validations").and_then(Value::as_array) {
-        let compiled = kube_cel::compile_schema(s);
-        for (i, r) in rules.iter().enumerate() {
-            let rule = r["rule"].as_str().unwrap_or_default();
-            let field = format!("{path}.x-kubernetes-validations[{i}].rule");
-            if let Some(Err(e)) = compiled.validations.get(i) {
-                out.push(Cause {
-                    reason: "FieldValueInvalid".into(),
-                    message: format!("Invalid value: {}: compilation failed: {e}", go_value(&r["rule"])),
-                    field,
-                });
-                continue;
-            }
-            for w in kube_cel::estimate_rule_cost(rule, &compiled) {
-                if w.kind == kube_cel::WarningKind::CostExceeded {
-                    *total +=
-                        w.message.split_whitespace().nth(2).and_then(|c| c.parse::<f64>().ok()).unwrap_or(BUDGET * 2.0);
-                }
-            }
-        }
-    }
+    // Children first, as the server reports them.
     if let Some(props) = m.get("properties").and_then(Value::as_object) {
         for (k, c) in props {
-            walk_rules(c, &format!("{path}.properties[{k}]"), out, total);
+            walk_rules(c, &format!("{path}.properties[{k}]"), times, out, costs);
         }
     }
     for k in ["items", "additionalProperties"] {
-        if let Some(c) = m.get(k) {
-            walk_rules(c, &format!("{path}.{k}"), out, total);
+        if let Some(c) = m.get(k).filter(|c| c.is_object()) {
+            walk_rules(c, &format!("{path}.{k}"), times * cardinality(s), out, costs);
         }
+    }
+    let Some(rules) = m.get("x-kubernetes-validations").and_then(Value::as_array) else { return };
+    let compiled = kube_cel::compile_schema(s);
+    for (i, r) in rules.iter().enumerate() {
+        let field = format!("{path}.x-kubernetes-validations[{i}].rule");
+        if let Some(Err(e)) = compiled.validations.get(i) {
+            out.push(Cause {
+                reason: "FieldValueInvalid".into(),
+                message: format!("Invalid value: {}: compilation failed: {e}", go_value(&r["rule"])),
+                field,
+            });
+            continue;
+        }
+        let Some(cost) = rule_cost(r["rule"].as_str().unwrap_or_default(), s).map(|c| c * times) else { continue };
+        if cost > PER_RULE_LIMIT {
+            let message = format!("Forbidden: {}", over_budget("estimated rule cost", cost, PER_RULE_LIMIT));
+            out.push(Cause { reason: "FieldValueForbidden".into(), message, field: field.clone() });
+        }
+        costs.push(RuleCost { field, cost });
     }
 }
 
@@ -208,23 +243,32 @@ fn structural_problems(s: &Value, path: &str, what: &str, out: &mut Vec<Cause>) 
     }
 }
 
-/// Checks a CRD version's schema at CRD creation; `field` is its path,
-/// e.g. `spec.versions[0].schema.openAPIV3Schema`.
+/// Checks a CRD version's schema at CRD creation; `field` is its path as the server reports
+/// it: `spec.validation.openAPIV3Schema` when every version has the same schema (the server
+/// converts such a CRD to its internal form with one top-level schema), else
+/// `spec.versions[i].schema.openAPIV3Schema`.
 pub fn check_schema(schema: &Value, field: &str) -> Vec<Cause> {
+    use crate::cel_cost::{TOTAL_LIMIT, over_budget};
     let mut out = vec![];
     structural_problems(schema, field, "", &mut out);
-    let mut total = 0.0;
-    walk_rules(schema, field, &mut out, &mut total);
-    if total > BUDGET {
+    let mut costs = vec![];
+    walk_rules(schema, field, 1.0, &mut out, &mut costs);
+    let total: f64 = costs.iter().map(|c| c.cost).sum();
+    if total > TOTAL_LIMIT {
+        // The (at most four) costliest rules that carry at least 1% of the limit, then the total.
+        costs.sort_by(|a, b| b.cost.total_cmp(&a.cost));
+        for c in costs.iter().filter(|c| c.cost >= TOTAL_LIMIT / 100.0).take(4) {
+            out.push(Cause {
+                reason: "FieldValueForbidden".into(),
+                message: "Forbidden: contributed to estimated rule cost total exceeding cost limit for entire OpenAPIv3 schema".into(),
+                field: c.field.clone(),
+            });
+        }
+        let what = "x-kubernetes-validations estimated rule cost total for entire OpenAPIv3 schema";
         out.push(Cause {
             reason: "FieldValueForbidden".into(),
-            message: format!(
-                "Forbidden: x-kubernetes-validations estimated rule cost total for entire OpenAPIv3 schema exceeds budget by factor of {:.1}x (try simplifying the rule, or adding maxItems, maxProperties, and maxLength where arrays, maps, and strings are declared)",
-                total / BUDGET
-            ),
-            // The path a real v1.36 server reports (K8S-FACTS), whatever
-            // the version.
-            field: "spec.validation.openAPIV3Schema".into(),
+            message: format!("Forbidden: {}", over_budget(what, total, TOTAL_LIMIT)),
+            field: field.into(),
         });
     }
     out
@@ -312,7 +356,8 @@ mod tests {
             (
                 json!({"spec": {"pair": {"a": 0}}}),
                 None,
-                one("FieldValueInvalid", "spec.pair.a", "Invalid value: 0: a must be positive"),
+                // Declared on the object `pair` with a fieldPath: the value is not shown.
+                one("FieldValueInvalid", "spec.pair.a", "Invalid value: a must be positive"),
             ),
             (
                 json!({"spec": {"name": "w-123456789012345678901"}}),
@@ -361,7 +406,20 @@ mod tests {
             "items": {"type": "array", "items": {"type": "string"}},
             "x-kubernetes-validations": [{"rule": "self.all(x, x.all(y, y.all(z, z.matches('^a'))))"}]}}});
         let c = check_schema(&costly, "spec.validation.openAPIV3Schema");
-        assert!(c.iter().any(|c| c.message.contains("exceeds budget by factor of")), "{c:?}");
+        let rule = "spec.validation.openAPIV3Schema.properties[l].x-kubernetes-validations[0].rule";
+        let kinds: Vec<(&str, &str)> = c.iter().map(|c| (c.field.as_str(), c.message.as_str())).collect();
+        assert_eq!(kinds.len(), 3, "per rule, contributed, total: {kinds:?}");
+        assert_eq!(kinds[0].0, rule);
+        assert!(kinds[0].1.starts_with("Forbidden: estimated rule cost exceeds budget by factor of more than 100x"));
+        assert_eq!(
+            kinds[1],
+            (
+                rule,
+                "Forbidden: contributed to estimated rule cost total exceeding cost limit for entire OpenAPIv3 schema"
+            )
+        );
+        assert_eq!(kinds[2].0, "spec.validation.openAPIV3Schema");
+        assert!(kinds[2].1.starts_with("Forbidden: x-kubernetes-validations estimated rule cost total for entire OpenAPIv3 schema exceeds budget by factor of"));
         assert!(check_schema(&widget(), "s").is_empty());
     }
 }

@@ -1,7 +1,7 @@
 //! PATCH bodies: JSON merge patch (RFC 7386), JSON patch (RFC 6902) and
 //! strategic merge patch for the built-in list fields we use.
 
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
 use crate::status::{ApiError, ApiResult};
 
@@ -43,11 +43,16 @@ pub fn merge_patch(target: &Value, patch: &Value) -> Value {
 pub fn json_patch(target: &Value, patch: &Value) -> ApiResult<Value> {
     let ops: json_patch::Patch = serde_json::from_value(patch.clone())
         .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
-    let invalid = |e: String| ApiError {
-        code: 422,
-        reason: "Invalid",
-        message: format!("the server rejected our request due to an error in our request: {e}"),
-        details: None,
+    // The server answers any failure to apply a JSON patch with this generic 422 and drops
+    // the library's text (`NewGenericServerResponse` in the apiserver's patch handler).
+    let invalid = |e: String| {
+        tracing::debug!(error = %e, "JSON patch not applied");
+        ApiError {
+            code: 422,
+            reason: "Invalid",
+            message: "the server rejected our request due to an error in our request".into(),
+            details: Some(json!({})),
+        }
     };
     let mut out = target.clone();
     for op in ops.0 {

@@ -8,8 +8,16 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 
+/// A directory of the repository: `crds/`, `manifests/examples` and `manifests/` are read where
+/// they are generated (no copies to drift); the invalid fixtures are this test's own.
 fn dir(sub: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(sub)
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    match sub {
+        "crds" => root.join("crds"),
+        "examples" => root.join("manifests/examples"),
+        "install" => root.join("manifests"),
+        other => Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(other),
+    }
 }
 
 fn files(sub: &str) -> Vec<PathBuf> {
