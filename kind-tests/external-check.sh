@@ -1,36 +1,81 @@
 #!/usr/bin/env bash
-# The e2e suite's real-cluster mode, checked on this machine: the demo keeps its two
-# facilities running (loopback addresses, so that gateway nodes reach this machine), writes
-# the SCISTREAM_E2E_* variables that kind-tests/kind/run.sh sets for kind clusters, and the
-# suite runs against those facilities as against real clusters: it starts nothing itself, its
-# applications run on 127.0.0.1, scenarios needing the embedded parts skip themselves.
-#   kind-tests/external-check.sh [nextest filter expression]
+# The e2e suite away from its embedded API servers, as CI runs it:
+#
+# 1. API-server mode, the whole suite: two `testcluster` processes (API servers separate from
+#    the suite, as a facility's kube-apiserver is), and every scenario run against them with
+#    the suite's own operators and node agents (SCISTREAM_E2E_APISERVER_PROD/_CONS). Fails
+#    unless every scenario ran: 0 skipped.
+# 2. Installed mode, one scenario: the demo keeps its two facilities running (loopback
+#    addresses, so that gateway nodes reach this machine) and writes the SCISTREAM_E2E_*
+#    variables that kind-tests/kind/run.sh sets for kind clusters; the suite then treats them
+#    as clusters with the operator installed (it starts nothing itself).
+#
+#   kind-tests/external-check.sh [nextest filter expression for part 1]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
-filter=${1:-'binary(implementations) | binary(patterns) | binary(concurrency) | binary(faults)'}
+filter=${1:-'all()'}
 cargo build --locked --release -q -p s2ds --bin s2ds
-cargo build --locked -q -p scistream-e2e --bin scistream-demo -p scistream-plugin --bin kubectl-scistream
+cargo build --locked -q -p scistream-testcluster --bin testcluster -p scistream-e2e --bin scistream-demo \
+  -p scistream-plugin --bin kubectl-scistream -p s2ds --bin s2ds
 
 work=$(mktemp -d /tmp/scistream-external.XXXXXX)
-demo_pid=
+pids=()
 cleanup() {
-  if [[ -n $demo_pid ]] && kill -0 "$demo_pid" 2>/dev/null; then
-    kill -INT "$demo_pid"
-    # The demo tears its facilities down on Ctrl-C; bounded wait, then force.
-    for _ in $(seq 1 100); do kill -0 "$demo_pid" 2>/dev/null || break; sleep 0.2; done
-    kill -KILL "$demo_pid" 2>/dev/null || true
-  fi
+  for pid in "${pids[@]}"; do
+    kill -INT "$pid" 2>/dev/null || true
+  done
+  for pid in "${pids[@]}"; do
+    # Bounded wait (the demo tears its facilities down on Ctrl-C), then force.
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    kill -KILL "$pid" 2>/dev/null || true
+  done
   rm -rf "$work"
 }
 trap cleanup EXIT
 
+# Waits until file $1 holds a line matching $2 while process $3 lives (at most 300 s).
+wait_for() {
+  local deadline=$((SECONDS + 300))
+  until grep -q "$2" "$1" 2>/dev/null; do
+    if ! kill -0 "$3" 2>/dev/null || ((SECONDS > deadline)); then
+      echo "external-check: no '$2' in $1:" >&2
+      cat "$1" >&2
+      exit 1
+    fi
+    sleep 0.2
+  done
+}
+
+echo "== 1. the whole suite against two testcluster processes (API-server mode)"
+# User `scientist` of the 1.x client scenario (kube-apiserver's static token file format).
+echo 'scientist-token,scientist,scientist-uid,""' >"$work/tokens.csv"
+for facility in aps alcf; do
+  "$CARGO_TARGET_DIR/debug/testcluster" --name "$facility" --kubeconfig "$work/$facility.kubeconfig" \
+    --tokens "$work/tokens.csv" >"$work/$facility.log" 2>&1 &
+  pids+=($!)
+  wait_for "$work/$facility.log" '^ready ' "$!"
+done
+start=$SECONDS
+# One scenario at a time: they share the two API servers.
+SCISTREAM_E2E_APISERVER_PROD="$work/aps.kubeconfig" SCISTREAM_E2E_APISERVER_CONS="$work/alcf.kubeconfig" \
+  cargo nextest run --locked -p scistream-e2e --profile "${NEXTEST_PROFILE:-default}" --test-threads 1 \
+  --no-fail-fast -E "$filter" 2>&1 | tee "$work/suite.log"
+summary=$(grep -E '^ +Summary' "$work/suite.log" | tail -1)
+if ! grep -qE ' 0 skipped' <<<"$summary"; then
+  echo "external-check: scenarios skipped in API-server mode: $summary" >&2
+  exit 1
+fi
+echo "API-server mode: the suite took $((SECONDS - start)) s ($summary)"
+
+echo "== 2. one scenario against the demo's facilities as installed clusters"
 "$CARGO_TARGET_DIR/debug/scistream-demo" --s2ds "$CARGO_TARGET_DIR/release/s2ds" --loopback \
   --bytes $((16 << 20)) --keep --env-file "$work/env" >"$work/demo.log" 2>&1 &
-demo_pid=$!
+demo=$!
+pids+=("$demo")
 deadline=$((SECONDS + 300))
 until [[ -f $work/env ]]; do
-  if ! kill -0 "$demo_pid" 2>/dev/null || ((SECONDS > deadline)); then
+  if ! kill -0 "$demo" 2>/dev/null || ((SECONDS > deadline)); then
     echo "external-check: the demo's facilities did not come up:" >&2
     cat "$work/demo.log" >&2
     exit 1
@@ -40,6 +85,5 @@ done
 cat "$work/demo.log"
 # shellcheck disable=SC1091
 . "$work/env"
-# One scenario at a time: they share the two facilities, and each checks that its release
-# leaves the Gateways holding nothing.
-cargo nextest run --locked -p scistream-e2e --profile "${NEXTEST_PROFILE:-default}" --test-threads 1 -E "$filter"
+cargo nextest run --locked -p scistream-e2e --profile "${NEXTEST_PROFILE:-default}" --test-threads 1 \
+  -E 'binary(implementations) & test(=s2ds_mutual_tls)'

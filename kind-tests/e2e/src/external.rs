@@ -1,6 +1,14 @@
-//! Real clusters instead of the embedded facilities: the environment variables that
-//! `kind-tests/kind/run.sh` (or a facility's own script) sets, parsed and checked before
-//! anything is touched.
+//! Where the suite runs, chosen by environment variables parsed and checked before anything
+//! is touched:
+//!
+//! - nothing set: the embedded facilities (API servers, node agents and operators in this
+//!   process);
+//! - [`PROD_APISERVER`] and [`CONS_APISERVER`]: the kubeconfigs of two API servers (any
+//!   conformant kube-apiserver, or `testcluster` processes); the suite installs the CRDs and
+//!   runs the node agents and operators itself, as in embedded mode, so every scenario runs;
+//! - [`PROD_KUBECONFIG`] and [`CONS_KUBECONFIG`]: two clusters with the operator installed and
+//!   real kubelets (`kind-tests/kind/run.sh`); scenarios that need to control the operator or
+//!   the relay processes skip, each saying why.
 
 use std::{net::Ipv4Addr, path::PathBuf};
 
@@ -19,6 +27,64 @@ pub const CONTROL_SECRET: &str = "SCISTREAM_E2E_CONTROL_SECRET";
 /// The test host's address that gateway nodes reach: applications run in the test process.
 pub const APP_ADDRESS: &str = "SCISTREAM_E2E_APP_ADDRESS";
 
+/// Producer facility's API server (a kubeconfig); with [`CONS_APISERVER`], selects API-server
+/// mode.
+pub const PROD_APISERVER: &str = "SCISTREAM_E2E_APISERVER_PROD";
+/// Consumer facility's API server (a kubeconfig).
+pub const CONS_APISERVER: &str = "SCISTREAM_E2E_APISERVER_CONS";
+/// In API-server mode, the bearer token of a user `scientist` both API servers know (the 1.x
+/// client's identity; default [`crate::world::SCIENTIST_TOKEN`], which `testcluster --tokens`
+/// is given by `kind-tests/external-check.sh`).
+pub const SCIENTIST_TOKEN: &str = "SCISTREAM_E2E_SCIENTIST_TOKEN";
+
+/// Where the suite runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// The embedded facilities.
+    Embedded,
+    /// Two API servers; operators and node agents run here.
+    ApiServers(ApiServers),
+    /// Two clusters with the operator installed.
+    Installed(External),
+}
+
+/// Two API servers the suite runs its own operators and node agents against.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiServers {
+    /// Kubeconfig of each facility's API server (its current context), producer first.
+    pub kubeconfigs: [PathBuf; 2],
+    /// Token of user `scientist` on both.
+    pub scientist_token: String,
+}
+
+/// Reads the variables through `get` (the process environment in [`target_from_env`]).
+pub fn target(get: impl Fn(&str) -> Option<String>) -> anyhow::Result<Target> {
+    let (prod, cons) = (get(PROD_APISERVER), get(CONS_APISERVER));
+    let api_servers = match (prod, cons) {
+        (None, None) => None,
+        (Some(p), Some(c)) => Some([PathBuf::from(p), PathBuf::from(c)]),
+        _ => bail!("set both {PROD_APISERVER} and {CONS_APISERVER}, or neither"),
+    };
+    match (api_servers, parse(&get)?) {
+        (Some(_), Some(_)) => {
+            bail!("{PROD_APISERVER} (API servers) and {PROD_KUBECONFIG} (installed clusters) exclude each other")
+        }
+        (Some(kubeconfigs), None) => {
+            let scientist_token = get(SCIENTIST_TOKEN)
+                .filter(|t| !t.is_empty())
+                .unwrap_or_else(|| crate::world::SCIENTIST_TOKEN.to_owned());
+            Ok(Target::ApiServers(ApiServers { kubeconfigs, scientist_token }))
+        }
+        (None, Some(ext)) => Ok(Target::Installed(ext)),
+        (None, None) => Ok(Target::Embedded),
+    }
+}
+
+/// [`target`] of the process environment.
+pub fn target_from_env() -> anyhow::Result<Target> {
+    target(|k| std::env::var(k).ok())
+}
+
 /// Two real facilities.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct External {
@@ -35,7 +101,7 @@ pub struct External {
 /// Reads the variables through `get` (the process environment in [`from_env`]). `None`
 /// when neither kubeconfig is given (the embedded facilities); an error names what is
 /// missing or malformed when only some are.
-pub fn parse(get: impl Fn(&str) -> Option<String>) -> anyhow::Result<Option<External>> {
+pub fn parse(get: &impl Fn(&str) -> Option<String>) -> anyhow::Result<Option<External>> {
     let (prod, cons) = (get(PROD_KUBECONFIG), get(CONS_KUBECONFIG));
     let (prod, cons) = match (prod, cons) {
         (None, None) => return Ok(None),
@@ -66,7 +132,7 @@ pub fn parse(get: impl Fn(&str) -> Option<String>) -> anyhow::Result<Option<Exte
 
 /// [`parse`] of the process environment.
 pub fn from_env() -> anyhow::Result<Option<External>> {
-    parse(|k| std::env::var(k).ok())
+    parse(&|k| std::env::var(k).ok())
 }
 
 /// One kubeconfig for both facilities, as `kubectl scistream` is run with: the current
@@ -223,12 +289,32 @@ mod tests {
 
     #[test]
     fn nothing_set_means_the_embedded_facilities() {
-        assert_eq!(parse(env(&[])).unwrap(), None);
+        assert_eq!(parse(&env(&[])).unwrap(), None);
+        assert_eq!(target(env(&[])).unwrap(), Target::Embedded);
+    }
+
+    #[test]
+    fn api_servers_are_chosen_alone() {
+        let both = [(PROD_APISERVER, "/k/a"), (CONS_APISERVER, "/k/b")];
+        let Target::ApiServers(a) = target(env(&both)).unwrap() else { panic!("API servers") };
+        assert_eq!(a.kubeconfigs, [PathBuf::from("/k/a"), PathBuf::from("/k/b")]);
+        assert_eq!(a.scientist_token, crate::world::SCIENTIST_TOKEN);
+        let mut with_token = both.to_vec();
+        with_token.push((SCIENTIST_TOKEN, "t0k"));
+        let Target::ApiServers(a) = target(env(&with_token)).unwrap() else { panic!("API servers") };
+        assert_eq!(a.scientist_token, "t0k");
+        let e = target(env(&both[..1])).unwrap_err().to_string();
+        assert!(e.contains(CONS_APISERVER), "{e}");
+        let mut mixed = FULL.to_vec();
+        mixed.extend(both);
+        let e = target(env(&mixed)).unwrap_err().to_string();
+        assert!(e.contains("exclude each other"), "{e}");
+        assert!(matches!(target(env(&FULL)).unwrap(), Target::Installed(_)));
     }
 
     #[test]
     fn everything_set_is_read() {
-        let e = parse(env(&FULL)).unwrap().unwrap();
+        let e = parse(&env(&FULL)).unwrap().unwrap();
         assert_eq!(e.kubeconfigs, [PathBuf::from("/k/aps"), PathBuf::from("/k/alcf")]);
         assert_eq!(e.controls, ["127.0.0.1:15000".to_owned(), "127.0.0.1:15001".to_owned()]);
         assert_eq!(e.control_secret, ("ops".to_owned(), "control-tls".to_owned()));
@@ -238,13 +324,13 @@ mod tests {
     #[test]
     fn the_secret_defaults_to_the_charts() {
         let without: Vec<_> = FULL.iter().copied().filter(|(k, _)| *k != CONTROL_SECRET).collect();
-        let e = parse(env(&without)).unwrap().unwrap();
+        let e = parse(&env(&without)).unwrap().unwrap();
         assert_eq!(e.control_secret.1, "scistream-operator-control-tls");
     }
 
     #[test]
     fn partial_or_malformed_settings_say_what_is_wrong() {
-        let only_prod = parse(env(&FULL[..1])).unwrap_err().to_string();
+        let only_prod = parse(&env(&FULL[..1])).unwrap_err().to_string();
         assert!(only_prod.contains(CONS_KUBECONFIG), "{only_prod}");
         for (var, bad, says) in [
             (PROD_CONTROL, "localhost", "is not host:port"),
@@ -255,7 +341,7 @@ mod tests {
         ] {
             let mut pairs: Vec<_> = FULL.iter().copied().filter(|(k, _)| *k != var).collect();
             pairs.push((var, bad));
-            let e = parse(env(&pairs)).unwrap_err().to_string();
+            let e = parse(&env(&pairs)).unwrap_err().to_string();
             assert!(e.contains(var) && e.contains(says), "{var}={bad:?}: {e}");
         }
     }

@@ -1,7 +1,7 @@
 //! SciStream 1.x's own client flow across the two facilities, driven by Python `grpcio` (a
 //! gRPC implementation we did not write) running `py/s2uc.py`: `req`, the application
 //! controllers' `hello`, `update` on each facility's control endpoint, and `release`. The
-//! client authenticates as user `scientist` ([`SCIENTIST_TOKEN`], the control endpoint's
+//! client authenticates as user `scientist` (its token is [`World::scientist_token`], the control endpoint's
 //! `kubernetes` mode: TokenReview and SubjectAccessReview against the facility's API server).
 
 use std::{
@@ -15,10 +15,13 @@ use k8s_openapi::api::{
     core::v1::Secret,
     rbac::v1::{Role, RoleBinding},
 };
-use kube::{Api, api::PostParams};
+use kube::{
+    Api,
+    api::{Patch, PatchParams},
+};
 use serde_json::{Value, json};
 
-use crate::world::{SCIENTIST_TOKEN, USER_NS, World};
+use crate::world::{USER_NS, World};
 
 fn run(cmd: &mut Command) -> anyhow::Result<std::process::Output> {
     let out = cmd.output().with_context(|| format!("could not run {cmd:?}"))?;
@@ -74,6 +77,8 @@ pub struct Client {
     script: PathBuf,
     dir: PathBuf,
     endpoints: Vec<Value>,
+    /// User `scientist`'s bearer token.
+    token: String,
 }
 
 impl Drop for Client {
@@ -90,8 +95,13 @@ impl Client {
         let nth = CLIENTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("scistream-s2uc-{}-{nth}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
-        let mut client =
-            Client { python, script: root.join("kind-tests/e2e/py/s2uc.py"), dir: dir.clone(), endpoints: vec![] };
+        let mut client = Client {
+            python,
+            script: root.join("kind-tests/e2e/py/s2uc.py"),
+            dir: dir.clone(),
+            endpoints: vec![],
+            token: world.scientist_token.clone(),
+        };
         let proto = root.join("operator/control-endpoint/proto");
         let (py, out) = (client.python.clone(), dir.clone());
         tokio::task::spawn_blocking(move || {
@@ -116,7 +126,7 @@ impl Client {
     pub async fn step(&self, step: &str, uid: &str, mut config: Value) -> anyhow::Result<Value> {
         config["step"] = json!(step);
         config["uid"] = json!(uid);
-        config["token"] = json!(SCIENTIST_TOKEN);
+        config["token"] = json!(self.token);
         config["producer"] = self.endpoints[0].clone();
         config["consumer"] = self.endpoints[1].clone();
         let mut cmd = tokio::process::Command::new(&self.python);
@@ -148,15 +158,21 @@ async fn control_certificate(client: &kube::Client, facility: &str) -> anyhow::R
 /// Lets user `scientist` manage StreamRequests in the users' namespace of every facility (what
 /// the control endpoint's SubjectAccessReview asks for `req`, `update`, `release`).
 pub async fn grant_scientist(world: &World) -> anyhow::Result<()> {
+    // Applied, not created: API servers shared by several worlds keep them from one to the next.
+    let pp = PatchParams::apply("scistream-e2e").force();
     for f in &world.facilities {
-        let role: Role = serde_json::from_value(json!({"metadata": {"name": "streamers"},
+        let role: Role = serde_json::from_value(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": "streamers"},
             "rules": [{"apiGroups": ["scistream.io"], "resources": ["streamrequests"],
                        "verbs": ["get", "list", "create", "patch", "delete"]}]}))?;
-        Api::<Role>::namespaced(f.client.clone(), USER_NS).create(&PostParams::default(), &role).await?;
-        let binding: RoleBinding = serde_json::from_value(json!({"metadata": {"name": "streamers"},
+        Api::<Role>::namespaced(f.client.clone(), USER_NS).patch("streamers", &pp, &Patch::Apply(&role)).await?;
+        let binding: RoleBinding = serde_json::from_value(json!({"apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding", "metadata": {"name": "streamers"},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "streamers"},
             "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "scientist"}]}))?;
-        Api::<RoleBinding>::namespaced(f.client.clone(), USER_NS).create(&PostParams::default(), &binding).await?;
+        Api::<RoleBinding>::namespaced(f.client.clone(), USER_NS)
+            .patch("streamers", &pp, &Patch::Apply(&binding))
+            .await?;
     }
     Ok(())
 }

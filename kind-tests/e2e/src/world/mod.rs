@@ -1,18 +1,19 @@
 //! Two facilities on one machine: one network shared by both (facility LANs and a WAN, in
-//! network namespaces as root, on loopback addresses otherwise) and, per facility, an
-//! embedded API server with our CRDs installed from `crds/` by real kubectl, a node agent
-//! running two gateway nodes' pods as real processes, an operator and a Gateway.
+//! network namespaces as root, on loopback addresses otherwise) and, per facility, an API
+//! server with our CRDs installed from `crds/` by real kubectl, a node agent running two
+//! gateway nodes' pods as real processes, an operator and a Gateway.
 //!
-//! Or, when `SCISTREAM_E2E_KUBECONFIG_PROD` / `_CONS` are set (see [`crate::external`]), two
-//! real clusters with the operator installed: the applications then run on this machine, and
-//! scenarios that need the embedded parts (an operator to restart, a node agent to fail a node
-//! or a relay, a gateway's implementation or port range of their own) skip themselves through
+//! The API servers are embedded in this process, or (API-server mode, see [`crate::external`])
+//! any two the environment names, e.g. `testcluster` processes or a real kube-apiserver: the
+//! suite then runs its node agents and operators against them the same way, so every scenario
+//! runs. Or, when `SCISTREAM_E2E_KUBECONFIG_PROD` / `_CONS` are set, two clusters with the
+//! operator installed and real kubelets: the applications then run on this machine, and
+//! scenarios that need to control the operator or the relay processes skip themselves through
 //! [`embedded_only`].
 
 use std::{
     net::{IpAddr, SocketAddr},
-    path::{Path, PathBuf},
-    process::Command,
+    path::PathBuf,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -20,11 +21,9 @@ use std::{
 use anyhow::{Context as _, bail};
 
 use crate::apps::Hosts;
-use kube::{Api, Client, api::PostParams};
-use scistream_api::{Gateway, keys};
+use kube::Client;
 use scistream_nodeagent::{NetworkMode, NodeAgent, NodeSpec, Topology, network::Network, topology::lan};
 use scistream_testcluster::TestCluster;
-use serde_json::{Value, json};
 use tokio::{
     net::{TcpListener, TcpStream},
     task::JoinHandle,
@@ -115,10 +114,12 @@ pub struct Facility {
     embedded: Option<Embedded>,
 }
 
-/// The parts of an embedded facility.
+/// The parts of a facility that this process runs.
 pub struct Embedded {
-    /// Its API server.
-    pub cluster: TestCluster,
+    /// Its API server, when it is embedded too (none in API-server mode).
+    pub cluster: Option<TestCluster>,
+    /// The facility's own kubeconfig (what its operator and node agent use).
+    pub kubeconfig: PathBuf,
     /// Its node agent.
     pub agent: NodeAgent,
     /// Port of its control endpoint on 127.0.0.1.
@@ -140,15 +141,18 @@ impl Facility {
     }
 }
 
-/// True, after saying so on stderr, when the suite runs against real clusters: a scenario
-/// that needs `what` of the embedded facilities then returns early (a skip, not a pass that
-/// checked something).
+/// True, after saying so on stderr, when the suite runs against clusters with the operator
+/// installed and real kubelets: a scenario that needs `what` of the facilities this process
+/// runs then returns early (a skip, not a pass that checked something). Never true in
+/// embedded or API-server mode.
 pub fn embedded_only(what: &str) -> bool {
-    let external = std::env::var_os(crate::external::PROD_KUBECONFIG).is_some();
-    if external {
-        eprintln!("skipped against real clusters: this scenario needs {what} of the embedded facilities");
+    let installed = std::env::var_os(crate::external::PROD_KUBECONFIG).is_some();
+    if installed {
+        eprintln!(
+            "skipped on clusters with the operator installed: this scenario needs {what} of facilities the suite runs itself"
+        );
     }
-    external
+    installed
 }
 
 /// Both facilities and their network.
@@ -163,6 +167,11 @@ pub struct World {
     pub kubeconfig: PathBuf,
     /// Timings of the set-up steps.
     pub timings: Vec<(String, Duration)>,
+    /// The bearer token of user `scientist` in both facilities.
+    pub scientist_token: String,
+    /// Whether the API servers outlive this world (API-server mode): shutdown then clears what
+    /// the world left in them.
+    shared_api_servers: bool,
     scratch: tempfile_dir::Dir,
 }
 
@@ -180,6 +189,8 @@ pub fn topology() -> Topology {
     t
 }
 
+mod local;
+
 mod tempfile_dir {
     //! A scratch directory removed on drop (kubeconfigs, kubectl caches).
     pub struct Dir(pub std::path::PathBuf);
@@ -188,22 +199,6 @@ mod tempfile_dir {
             let _ = std::fs::remove_dir_all(&self.0);
         }
     }
-}
-
-fn kubectl(kubeconfig: &Path, cache: &Path, context: &str, args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .arg("--cache-dir")
-        .arg(cache)
-        .args(["--context", context])
-        .args(args)
-        .output()
-        .context("running kubectl")?;
-    if !out.status.success() {
-        bail!("kubectl {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// The application hosts ([`PRODUCER_HOST`], [`CONSUMER_HOST`]) as the scenarios reach them:
@@ -246,83 +241,15 @@ impl World {
         self.apps().connect(host, addr).await
     }
 
-    /// Builds both facilities (or connects to the real ones the environment names).
+    /// Builds both facilities, or connects to the installed ones the environment names (see
+    /// [`crate::external::Target`]).
     pub async fn start(opts: &Options) -> anyhow::Result<World> {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        if let Some(ext) = crate::external::from_env()? {
-            return World::real_clusters(&ext).await;
+        match crate::external::target_from_env()? {
+            crate::external::Target::Installed(ext) => World::real_clusters(&ext).await,
+            crate::external::Target::Embedded => local::start(opts, None).await,
+            crate::external::Target::ApiServers(a) => local::start(opts, Some(&a)).await,
         }
-        let mut timings = Vec::new();
-        let t = Instant::now();
-        let mode = if opts.netns { NetworkMode::Netns } else { NetworkMode::Loopback };
-        let network = Arc::new(Network::build(&topology(), mode).await.context("building the test network")?);
-        timings.push((format!("network ({mode:?})"), t.elapsed()));
-        let scratch = scratch_dir()?;
-        let mut facilities = Vec::new();
-        let mut merged = json!({"apiVersion": "v1", "kind": "Config", "clusters": [], "users": [], "contexts": []});
-        for name in FACILITIES {
-            let t = Instant::now();
-            let cluster = TestCluster::builder().name(name).user(SCIENTIST_TOKEN, "scientist", &[]).start().await?;
-            let client = cluster.client().await?;
-            let one: Value = serde_yaml::from_str(&std::fs::read_to_string(cluster.kubeconfig_path())?)?;
-            for key in ["clusters", "users", "contexts"] {
-                if let (Some(all), Some(items)) = (merged[key].as_array_mut(), one[key].as_array()) {
-                    all.extend(items.iter().cloned());
-                }
-            }
-            facilities.push((name, cluster, client));
-            timings.push((format!("{name}: API server"), t.elapsed()));
-        }
-        merged["current-context"] = json!(FACILITIES[0]);
-        let kubeconfig = scratch.0.join("kubeconfig");
-        std::fs::write(&kubeconfig, serde_yaml::to_string(&merged)?)?;
-        let mut built = Vec::new();
-        for (index, (name, cluster, client)) in facilities.into_iter().enumerate() {
-            let t = Instant::now();
-            // As a user would: the CRDs from crds/, the namespaces and the Gateway with kubectl.
-            let cache = scratch.0.join(format!("cache-{name}"));
-            let crds = opts.root.join("crds");
-            let (kc, cache2, crds2, ctx) = (kubeconfig.clone(), cache.clone(), crds.clone(), name.to_owned());
-            tokio::task::spawn_blocking(move || {
-                kubectl(&kc, &cache2, &ctx, &["apply", "--server-side", "-f", &crds2.display().to_string()])
-            })
-            .await??;
-            wait_served(&client).await?;
-            for (ns, level) in [(GATEWAY_NS, "privileged"), (USER_NS, "restricted")] {
-                let object = serde_json::from_value(
-                    json!({"metadata": {"name": ns, "labels": {"pod-security.kubernetes.io/enforce": level}}}),
-                )?;
-                Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
-                    .create(&PostParams::default(), &object)
-                    .await?;
-            }
-            let agent = start_agent(opts, &network, name, &client).await?;
-            let control_port = free_port()?;
-            let operator = start_operator(&cluster, name, control_port);
-            let mut spec = json!({"nodeSelector": {"scistream.io/gateway": "dtn", "scistream.io/facility": name},
-                         "bandwidth": opts.bandwidth, "podNamespace": GATEWAY_NS,
-                         "implementation": opts.implementation_of(index),
-                         "portRange": {"start": opts.port_range.0, "end": opts.port_range.1}});
-            if !opts.netns {
-                // On loopback a node has one address: its WAN address is its LAN address.
-                spec["addresses"] = json!({"wan": {"annotation": keys::ANNOTATION_LAN_ADDRESS}});
-            }
-            let gateway: Gateway = serde_json::from_value(json!({
-                "apiVersion": "scistream.io/v1alpha1", "kind": "Gateway", "metadata": {"name": "dtn"}, "spec": spec
-            }))?;
-            Api::<Gateway>::all(client.clone()).create(&PostParams::default(), &gateway).await?;
-            wait_gateway_ready(&client).await?;
-            timings.push((format!("{name}: CRDs, node agent, operator, Gateway ready"), t.elapsed()));
-            built.push(Facility {
-                name: name.to_owned(),
-                client,
-                control: format!("127.0.0.1:{control_port}"),
-                control_secret: ("default".to_owned(), "scistream-control-tls".to_owned()),
-                embedded: Some(Embedded { cluster, agent, operator, control_port }),
-            });
-        }
-        let hosts = Hosts::Network(network.clone());
-        Ok(World { facilities: built, network: Some(network), hosts, kubeconfig, timings, scratch })
     }
 
     /// The two real facilities `ext` names: nothing is started; applications run here.
@@ -345,7 +272,16 @@ impl World {
             .collect();
         let timings = vec![("real clusters: connected, Gateways Ready".to_owned(), t.elapsed())];
         let hosts = Hosts::Local(ext.app_address);
-        Ok(World { facilities, network: None, hosts, kubeconfig, timings, scratch })
+        Ok(World {
+            facilities,
+            network: None,
+            hosts,
+            kubeconfig,
+            timings,
+            scientist_token: SCIENTIST_TOKEN.to_owned(),
+            shared_api_servers: true,
+            scratch,
+        })
     }
 
     /// The variables that run the suite against this world's facilities as if they were real
@@ -363,7 +299,7 @@ impl World {
             self.facilities.iter().zip([(PROD_KUBECONFIG, PROD_CONTROL), (CONS_KUBECONFIG, CONS_CONTROL)])
         {
             let e = f.embedded.as_ref().context("an embedded facility without its parts")?;
-            vars.push((kubeconfig, e.cluster.kubeconfig_path().display().to_string()));
+            vars.push((kubeconfig, e.kubeconfig.display().to_string()));
             vars.push((control, f.control.clone()));
         }
         let (ns, name) = &self.facilities[0].control_secret;
@@ -377,14 +313,24 @@ impl World {
         self.network.is_none()
     }
 
-    /// Stops everything and removes the network (against real clusters: nothing to stop).
+    /// Stops everything this process runs and removes the network (against installed
+    /// clusters: nothing to stop). API servers that outlive the world are cleared of what it
+    /// left (requests, relays, the Gateway), so that the next world starts from nothing.
     pub async fn shutdown(self) {
         for f in self.facilities {
             let Some(e) = f.embedded else { continue };
             e.operator.0.cancel();
             let _ = tokio::time::timeout(Duration::from_secs(20), e.operator.1).await;
             e.agent.stop().await;
-            e.cluster.shutdown().await;
+            match e.cluster {
+                Some(cluster) => cluster.shutdown().await,
+                None if self.shared_api_servers => {
+                    if let Err(err) = local::clear(&f.client).await {
+                        eprintln!("{}: clearing what this world left failed: {err:#}", f.name);
+                    }
+                }
+                None => {}
+            }
         }
         if let Some(network) = self.network {
             network.teardown().await;
@@ -400,94 +346,6 @@ fn scratch_dir() -> anyhow::Result<tempfile_dir::Dir> {
     let dir = tempfile_dir::Dir(std::env::temp_dir().join(format!("scistream-world-{}-{nth}", std::process::id())));
     std::fs::create_dir_all(&dir.0)?;
     Ok(dir)
-}
-
-async fn wait_served(client: &Client) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Api::<Gateway>::all(client.clone()).list(&Default::default()).await.is_err() {
-        if Instant::now() > deadline {
-            bail!("the CRDs were not served within 10s");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(())
-}
-
-async fn wait_gateway_ready(client: &Client) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let gw = Api::<Gateway>::all(client.clone()).get("dtn").await?;
-        let status = gw.status.unwrap_or_default();
-        if status.ready_nodes == 2 {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("Gateway dtn not ready after 30s: {:?}", status.conditions);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn start_agent(
-    opts: &Options,
-    network: &Arc<Network>,
-    facility: &str,
-    client: &Client,
-) -> anyhow::Result<NodeAgent> {
-    let mine: Vec<String> = topology()
-        .nodes
-        .into_iter()
-        .filter(|n| n.labels.get("scistream.io/facility").map(String::as_str) == Some(facility))
-        .map(|n| n.name)
-        .collect();
-    Ok(NodeAgent::builder(client.clone()).network(network.clone()).serve(mine).s2ds(&opts.s2ds).start().await?)
-}
-
-/// A free port on 127.0.0.1 for a facility's control endpoint.
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-fn start_operator(
-    cluster: &TestCluster,
-    name: &str,
-    control_port: u16,
-) -> (CancellationToken, JoinHandle<anyhow::Result<()>>) {
-    let control_addr = format!("127.0.0.1:{control_port}");
-    let args = <scistream_controller::Args as clap::Parser>::parse_from([
-        "scistream-operator",
-        "--kubeconfig",
-        &cluster.kubeconfig_path().display().to_string(),
-        "--no-leader-election",
-        "--metrics-addr",
-        "127.0.0.1:0",
-        "--namespace",
-        "default",
-        "--identity",
-        &format!("operator-{name}"),
-        "--drain-seconds",
-        "2",
-        "--transfer-interval-seconds",
-        "2",
-        "--nginx-stream-module",
-        "/usr/lib/nginx/modules/ngx_stream_module.so",
-        "--control-addr",
-        &control_addr,
-        "--control-http-addr",
-        "off",
-        "--control-tls-namespace",
-        "default",
-        "--control-tls-ip",
-        "127.0.0.1",
-        // Legacy (1.x `req`) streams in the users' namespace on the facility's Gateway.
-        "--control-namespace",
-        USER_NS,
-        "--control-gateway",
-        "dtn",
-    ]);
-    let token = CancellationToken::new();
-    let handle = tokio::spawn(scistream_controller::run_until(args, token.clone()));
-    (token, handle)
 }
 
 /// Fault injection for the suite's fault scenarios (`faults.rs`): a facility's operator
@@ -515,7 +373,7 @@ impl World {
         let f = self.facilities.get_mut(i).context("no such facility")?;
         let name = f.name.clone();
         let f = f.embedded_mut()?;
-        f.operator = start_operator(&f.cluster, &name, f.control_port);
+        f.operator = local::start_operator(&f.kubeconfig, &name, f.control_port);
         let deadline = Instant::now() + Duration::from_secs(30);
         while tokio::net::TcpStream::connect(("127.0.0.1", f.control_port)).await.is_err() {
             if f.operator.1.is_finished() {
