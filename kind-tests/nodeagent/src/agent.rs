@@ -15,10 +15,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::images::ImageMap;
+use crate::launch::Ctx;
 use crate::network::{Network, NetworkMode};
 use crate::node::{self, NodeAddresses};
 use crate::topology::{NodeSpec, Topology};
-use crate::worker::{self, Ctx, Desired};
+use crate::worker::{self, Desired};
 use crate::{Backoff, Error, Result};
 
 /// Agent settings (the builder's state).

@@ -7,10 +7,10 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 use tokio::sync::{Mutex, Notify, watch};
 
 use crate::events::{self, reason};
+use crate::launch::{PodCtx, grace_of};
 use crate::probe::{self, ProbeTarget, Tracker};
 use crate::process::{self, Launch, Stopped};
-use crate::status::{PodRecord, REASON_CRASH_LOOP, REASON_IMAGE, REASON_START_ERROR, RunState};
-use crate::worker::PodCtx;
+use crate::status::{PodRecord, REASON_CRASH_LOOP, REASON_START_ERROR, RunState};
 
 /// State shared by a pod's tasks: its record and a signal that it changed.
 #[derive(Debug)]
@@ -209,12 +209,6 @@ fn exit_parts(s: &std::process::ExitStatus) -> (Option<i32>, Option<i32>) {
     (s.code(), s.signal())
 }
 
-/// The pod's termination grace period (default 30 s).
-pub fn grace_of(pod: &Pod) -> Duration {
-    let s = pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30);
-    Duration::from_secs(s.max(0) as u64)
-}
-
 /// Probes one running container until aborted: readiness sets `ready`,
 /// a failed liveness verdict notifies `liveness_failed` once.
 async fn probe_loop(
@@ -265,51 +259,5 @@ async fn probe_loop(
                 return;
             }
         }
-    }
-}
-
-/// Maps a launch failure to its waiting reason.
-pub fn image_error(image: &str) -> (&'static str, String) {
-    (REASON_IMAGE, format!("image {image:?} maps to no local program; add an image rule (--images file or .image())"))
-}
-
-/// Builds the [`Launch`] type's user field: (uid, gid, groups) from the pod's
-/// and container's security contexts; `None` when nothing asks for a user.
-pub fn user_of(pod: &Pod, c: &Container) -> Option<(u32, u32, Vec<u32>)> {
-    let psc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
-    let csc = c.security_context.as_ref();
-    let uid = csc.and_then(|s| s.run_as_user).or_else(|| psc.and_then(|s| s.run_as_user));
-    let gid = csc.and_then(|s| s.run_as_group).or_else(|| psc.and_then(|s| s.run_as_group));
-    let fs_group = psc.and_then(|s| s.fs_group);
-    let supplemental = psc.and_then(|s| s.supplemental_groups.clone()).unwrap_or_default();
-    let uid = uid? as u32;
-    let gid = gid.map_or(0, |g| g as u32);
-    let mut groups: Vec<u32> = fs_group.into_iter().chain(supplemental).map(|g| g as u32).collect();
-    groups.sort_unstable();
-    groups.dedup();
-    Some((uid, gid, groups))
-}
-
-/// A prepared launch, or the waiting reason and message that prevent it.
-pub type LaunchResult = Result<Launch, (&'static str, String)>;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn user_from_pod_and_container_security_contexts() {
-        let pod: Pod = serde_json::from_value(serde_json::json!({
-            "spec": {"securityContext": {"runAsUser": 65532, "runAsGroup": 65532, "fsGroup": 65532, "supplementalGroups": [4, 65532]},
-                     "containers": [{"name": "a"}, {"name": "b", "securityContext": {"runAsUser": 1000}}]}
-        }))
-        .expect("pod");
-        let cs = &pod.spec.as_ref().expect("spec").containers;
-        assert_eq!(user_of(&pod, &cs[0]), Some((65532, 65532, vec![4, 65532])));
-        assert_eq!(user_of(&pod, &cs[1]), Some((1000, 65532, vec![4, 65532])));
-        let bare: Pod =
-            serde_json::from_value(serde_json::json!({"spec": {"containers": [{"name": "a"}]}})).expect("pod");
-        assert_eq!(user_of(&bare, &bare.spec.as_ref().expect("spec").containers[0]), None);
-        assert_eq!(grace_of(&pod), Duration::from_secs(30));
     }
 }

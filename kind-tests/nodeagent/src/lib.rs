@@ -32,6 +32,7 @@ pub mod container;
 pub mod env;
 pub mod events;
 pub mod images;
+pub mod launch;
 pub mod network;
 pub mod node;
 pub mod plan;
