@@ -9,8 +9,9 @@ use tokio::sync::{Mutex, Notify, watch};
 use crate::events::{self, reason};
 use crate::launch::{PodCtx, grace_of};
 use crate::probe::{self, ProbeTarget, Tracker};
-use crate::process::{self, Launch, Stopped};
-use crate::status::{PodRecord, REASON_CRASH_LOOP, REASON_START_ERROR, RunState};
+use crate::process::Stopped;
+use crate::runtime::{self, Prepared, Running};
+use crate::status::{PodRecord, REASON_CRASH_LOOP, RunState};
 
 /// State shared by a pod's tasks: its record and a signal that it changed.
 #[derive(Debug)]
@@ -75,23 +76,20 @@ impl Runner {
         !pause(delay, &mut self.stop).await
     }
 
-    /// Starts the process; `Err(keep_going)` when it could not be started.
-    async fn start(&mut self) -> Result<(tokio::process::Child, Launch), bool> {
-        let launch = match self.pc.launch(&self.pod, &self.c).await {
-            Ok(l) => l,
+    /// Starts the container; `Err(keep_going)` when it could not be started.
+    async fn start(&mut self) -> Result<(Running, Prepared), bool> {
+        let prepared = match self.pc.launch(&self.pod, &self.c).await {
+            Ok(p) => p,
             Err((reason, msg)) => return Err(self.start_failed(reason, msg).await),
         };
-        match process::spawn(&launch) {
-            Ok(child) => Ok((child, launch)),
-            Err(e) => {
-                let msg = format!("starting {}: {e}", launch.program.display());
-                Err(self.start_failed(REASON_START_ERROR, msg).await)
-            }
+        match runtime::start(&prepared, &self.pc.ctx.podman).await {
+            Ok(running) => Ok((running, prepared)),
+            Err((reason, msg)) => Err(self.start_failed(reason, msg).await),
         }
     }
 
-    /// Waits for the process to exit, a stop, or a failed liveness verdict.
-    async fn supervise(&mut self, child: &mut tokio::process::Child, started: SystemTime) -> Ended {
+    /// Waits for the container to exit, a stop, or a failed liveness verdict.
+    async fn supervise(&mut self, child: &mut Running, started: SystemTime) -> Ended {
         let liveness_failed = Arc::new(Notify::new());
         let probes = probe_loop(
             self.pc.clone(),
@@ -103,11 +101,11 @@ impl Runner {
         );
         let _probes = AbortOnDrop(tokio::spawn(probes));
         tokio::select! {
-            st = child.wait() => Ended::Exited(st.ok()),
+            st = child.wait() => Ended::Exited(st),
             _ = self.stop.changed() => {
                 let grace = self.stop.borrow().unwrap_or_default();
                 self.event(false, reason::KILLING, format!("Stopping container {}", self.c.name)).await;
-                let (how, st) = process::terminate(child, grace).await;
+                let (how, st) = child.terminate(grace).await;
                 tracing::info!(pod = %self.pc.key, container = %self.c.name, ?how, "container stopped");
                 let (code, sig) = match (how, st) {
                     (Stopped::Gracefully, Some(s)) => exit_parts(&s),
@@ -120,7 +118,7 @@ impl Runner {
             _ = liveness_failed.notified() => {
                 let msg = format!("Container {} failed liveness probe, will be restarted", self.c.name);
                 self.event(false, reason::KILLING, msg).await;
-                Ended::Exited(process::terminate(child, grace_of(&self.pod)).await.1)
+                Ended::Exited(child.terminate(grace_of(&self.pod)).await.1)
             }
         }
     }
@@ -179,7 +177,7 @@ pub async fn run(pc: Arc<PodCtx>, pod: Pod, idx: usize, shared: Arc<Shared>, sto
     let Some(c) = pod.spec.as_ref().and_then(|s| s.containers.get(idx)).cloned() else { return };
     let mut r = Runner { pc, pod, c, idx, shared, stop, failures: 0 };
     loop {
-        let (mut child, launch) = match r.start().await {
+        let (mut child, prepared) = match r.start().await {
             Ok(started) => started,
             Err(true) => continue,
             Err(false) => return,
@@ -192,7 +190,7 @@ pub async fn run(pc: Arc<PodCtx>, pod: Pod, idx: usize, shared: Arc<Shared>, sto
                 rec.ready = ready_without_probe;
             })
             .await;
-        r.event(false, reason::STARTED, format!("Started container {} ({})", r.c.name, launch.program.display())).await;
+        r.event(false, reason::STARTED, format!("Started container {} ({})", r.c.name, prepared.describe())).await;
         match r.supervise(&mut child, started).await {
             Ended::Stopped => return,
             Ended::Exited(st) => {

@@ -1,6 +1,7 @@
 //! What a pod's containers need before they start: the agent's and the pod's
 //! context, volume files at their places, and each container's launch
-//! prepared from the pod spec (environment, `$(VAR)` expansion, mounts, user).
+//! prepared for its runtime from the pod spec (environment, `$(VAR)`
+//! expansion, mounts, user, security context).
 //!
 //! Both the pod worker ([`crate::worker`]) and the container supervisor
 //! ([`crate::container`]) use this module; it uses neither.
@@ -14,10 +15,12 @@ use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
 use kube::{Api, Client};
 
 use crate::Backoff;
-use crate::images::ImageMap;
+use crate::images::{ImageMap, Runtime};
 use crate::network::Network;
+use crate::podman::{self, Mount, Podman, PodmanLaunch};
 use crate::process::Launch;
-use crate::status::REASON_IMAGE;
+use crate::runtime::Prepared;
+use crate::status::{REASON_IMAGE, REASON_START_ERROR};
 use crate::volumes::{self, Sources, VolumeContent};
 
 /// Waiting reason when volumes or env cannot be prepared.
@@ -39,6 +42,8 @@ pub struct Ctx {
     pub sync_period: Duration,
     /// Whether processes get mount namespaces and pod users (root).
     pub privileged: bool,
+    /// How podman runs (images of the podman runtime).
+    pub podman: Podman,
 }
 
 /// A pod's context, shared by its tasks.
@@ -51,6 +56,8 @@ pub struct PodCtx {
     pub key: String,
     /// Pod namespace.
     pub namespace: String,
+    /// Pod uid (podman container names).
+    pub uid: String,
     /// Pod directory (`volumes/`, `logs/`).
     pub dir: PathBuf,
     /// Node network namespace.
@@ -60,7 +67,7 @@ pub struct PodCtx {
 }
 
 /// A prepared launch, or the waiting reason and message that prevent it.
-pub type LaunchResult = Result<Launch, (&'static str, String)>;
+pub type LaunchResult = Result<Prepared, (&'static str, String)>;
 
 impl PodCtx {
     fn volume_dir(&self, name: &str) -> PathBuf {
@@ -72,9 +79,9 @@ impl PodCtx {
         self.dir.join("logs").join(format!("{container}.log"))
     }
 
-    /// (mount path, host directory) of every mount of `c` (no subPath
-    /// support beyond a plain subdirectory).
-    fn mount_paths(&self, c: &Container) -> Vec<(String, PathBuf)> {
+    /// Every mount of `c` with its host directory (no subPath support beyond a plain
+    /// subdirectory).
+    fn mounts(&self, c: &Container) -> Vec<Mount> {
         c.volume_mounts
             .iter()
             .flatten()
@@ -83,9 +90,14 @@ impl PodCtx {
                 if let Some(sub) = m.sub_path.as_ref().filter(|s| !s.is_empty()) {
                     host = host.join(sub);
                 }
-                (m.mount_path.clone(), host)
+                Mount { host, path: m.mount_path.clone(), read_only: m.read_only == Some(true) }
             })
             .collect()
+    }
+
+    /// (mount path, host directory) of every mount of `c`, as the path rewrite takes them.
+    fn mount_paths(&self, c: &Container) -> Vec<(String, PathBuf)> {
+        self.mounts(c).into_iter().map(|m| (m.path, m.host)).collect()
     }
 
     async fn sources(&self, pod: &Pod) -> Sources {
@@ -134,14 +146,19 @@ impl PodCtx {
         Ok(changed)
     }
 
-    /// Prepares the launch of `c`.
+    /// Prepares the launch of `c` in the runtime of its image's rule.
     pub async fn launch(&self, pod: &Pod, c: &Container) -> LaunchResult {
         let image = c.image.clone().unwrap_or_default();
-        let command = c.command.clone().unwrap_or_default();
-        let args = c.args.clone().unwrap_or_default();
         let sources = self.sources(pod).await;
         let env = crate::env::resolve(pod, c, &sources, &self.address.to_string()).map_err(|e| (REASON_CONFIG, e))?;
-        let args: Vec<String> = args.iter().map(|a| crate::env::expand(a, &env)).collect();
+        // Kubernetes expands $(VAR) in command and args alike.
+        let expand = |v: &Option<Vec<String>>| -> Vec<String> {
+            v.iter().flatten().map(|a| crate::env::expand(a, &env)).collect()
+        };
+        let (command, args) = (expand(&c.command), expand(&c.args));
+        if self.ctx.images.runtime(&image) == Runtime::Podman {
+            return self.podman_launch(pod, c, image, command, args, env).map(Prepared::Podman);
+        }
         let inv = self.ctx.images.resolve(&image, &command, &args).ok_or_else(|| image_error(&image))?;
         let mounts = self.mount_paths(c);
         let (args, binds, user) = if self.ctx.privileged {
@@ -150,7 +167,7 @@ impl PodCtx {
         } else {
             (inv.args.iter().map(|a| volumes::rewrite_paths(a, &mounts)).collect(), vec![], None)
         };
-        Ok(Launch {
+        Ok(Prepared::Process(Launch {
             program: inv.program,
             args,
             env,
@@ -159,13 +176,49 @@ impl PodCtx {
             netns: self.netns.clone(),
             binds,
             user,
-        })
+        }))
     }
 
-    /// An exec-probe command, run like the container (same namespaces,
-    /// mounts and user, output discarded).
+    /// The podman launch of `c`: Kubernetes' `command`/`args` over the image's
+    /// entrypoint/CMD, the security context as podman flags.
+    fn podman_launch(
+        &self,
+        pod: &Pod,
+        c: &Container,
+        image: String,
+        command: Vec<String>,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+    ) -> Result<PodmanLaunch, (&'static str, String)> {
+        if !self.ctx.privileged {
+            // Unprivileged, volume files are rewritten to host paths, which a container,
+            // seeing the real mount paths, must not get.
+            let msg = format!("image {image:?} runs with podman, which needs the agent to run as root (privileged)");
+            return Err((REASON_START_ERROR, msg));
+        }
+        let l = PodmanLaunch {
+            name: podman::container_name(&self.uid, &c.name),
+            image,
+            entrypoint: (!command.is_empty()).then_some(command),
+            args,
+            env,
+            hostname: self.node.clone(),
+            log: self.log_path(&c.name),
+            netns: self.netns.clone(),
+            mounts: self.mounts(c),
+            agent_pid: std::process::id(),
+            ..PodmanLaunch::default()
+        };
+        Ok(with_security(pod, c, l))
+    }
+
+    /// An exec-probe command, run like the container (podman: `podman exec`; a process:
+    /// same namespaces, mounts and user), output discarded.
     pub fn exec_command(&self, pod: &Pod, c: &Container, cmd: &[String]) -> tokio::process::Command {
         let Some((program, args)) = cmd.split_first() else { return tokio::process::Command::new("false") };
+        if self.ctx.images.runtime(c.image.as_deref().unwrap_or_default()) == Runtime::Podman {
+            return self.ctx.podman.exec(&podman::container_name(&self.uid, &c.name), cmd);
+        }
         let mounts = self.mount_paths(c);
         let privileged = self.ctx.privileged;
         let launch = Launch {
@@ -186,6 +239,22 @@ impl PodCtx {
             tracing::debug!(pod = %self.key, error = %e, "preparing exec probe failed");
             tokio::process::Command::new("false")
         })
+    }
+}
+
+/// `l` with the pod's and container's security context: user, groups, read-only root,
+/// capabilities, no privilege escalation.
+pub fn with_security(pod: &Pod, c: &Container, l: PodmanLaunch) -> PodmanLaunch {
+    let sc = c.security_context.as_ref();
+    let caps = sc.and_then(|s| s.capabilities.as_ref());
+    PodmanLaunch {
+        user: user_of(pod, c).map(|(uid, gid, _)| (uid, gid)),
+        groups: groups_of(pod),
+        read_only_root: sc.and_then(|s| s.read_only_root_filesystem) == Some(true),
+        cap_drop: caps.and_then(|c| c.drop.clone()).unwrap_or_default(),
+        cap_add: caps.and_then(|c| c.add.clone()).unwrap_or_default(),
+        no_new_privileges: sc.and_then(|s| s.allow_privilege_escalation) == Some(false),
+        ..l
     }
 }
 
@@ -240,5 +309,27 @@ mod tests {
         assert_eq!(user_of(&bare, &bare.spec.as_ref().expect("spec").containers[0]), None);
         assert_eq!(groups_of(&bare), Vec::<u32>::new());
         assert_eq!(grace_of(&pod), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn operator_relay_pod_security_as_podman_flags() {
+        // The security context the operator gives relay pods (controller/src/children).
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "spec": {"securityContext": {"runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532, "fsGroup": 65532},
+                     "containers": [{"name": "relay", "securityContext": {
+                         "allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
+                         "capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN"]}}}]}
+        }))
+        .expect("pod");
+        let c = &pod.spec.as_ref().expect("spec").containers[0];
+        let l = with_security(&pod, c, PodmanLaunch::default());
+        assert_eq!((l.user, l.groups.clone()), (Some((65532, 65532)), vec![65532]));
+        assert!(l.read_only_root && l.no_new_privileges);
+        assert_eq!((l.cap_drop.clone(), l.cap_add.clone()), (vec!["ALL".to_string()], vec!["NET_ADMIN".to_string()]));
+        let bare: Pod = serde_json::from_value(serde_json::json!({"spec": {"containers": [{"name": "a",
+            "securityContext": {"allowPrivilegeEscalation": true}}]}}))
+        .expect("pod");
+        let l = with_security(&bare, &bare.spec.as_ref().expect("spec").containers[0], PodmanLaunch::default());
+        assert_eq!(l, PodmanLaunch::default(), "nothing asked, nothing set");
     }
 }

@@ -115,6 +115,7 @@ fn pod_ctx(ctx: &Arc<Ctx>, node: String, pod: &Pod) -> Arc<PodCtx> {
         key: format!("{ns}/{}", pod.name_any()),
         namespace: ns,
         dir: ctx.pods_dir.join(&uid),
+        uid,
         netns: ctx.network.netns_path(&node),
         address: ctx.network.address(&node).unwrap_or(Ipv4Addr::LOCALHOST),
         node,
