@@ -204,6 +204,7 @@ impl PodCtx {
             env,
             hostname: self.node.clone(),
             log: self.log_path(&c.name),
+            pidfile: self.dir.join(format!("{}.pid", c.name)),
             netns: self.netns.clone(),
             mounts: self.mounts(c),
             agent_pid: std::process::id(),

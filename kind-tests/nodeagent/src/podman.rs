@@ -68,6 +68,8 @@ pub struct PodmanLaunch {
     pub hostname: String,
     /// Log file (stdout and stderr are appended).
     pub log: PathBuf,
+    /// Where podman writes the container process's pid once it runs.
+    pub pidfile: PathBuf,
     /// The node's network namespace; `None`: the host's network (loopback mode).
     pub netns: Option<PathBuf>,
     /// Volume mounts.
@@ -103,6 +105,7 @@ pub fn run_args(l: &PodmanLaunch) -> Vec<String> {
         .collect();
     a.push(l.name.clone());
     a.extend(["--label".into(), format!("{LABEL_AGENT_PID}={}", l.agent_pid)]);
+    a.extend(["--pidfile".into(), l.pidfile.display().to_string()]);
     a.push("--network".into());
     a.push(match &l.netns {
         Some(p) => format!("ns:{}", p.display()),
@@ -225,10 +228,30 @@ impl Podman {
     /// Starts `podman run` for `l` in the foreground (its own process group, so that signals
     /// meant for the agent's terminal do not reach it), output appended to `l.log`.
     pub fn spawn(&self, l: &PodmanLaunch) -> std::io::Result<tokio::process::Child> {
+        match std::fs::remove_file(&l.pidfile) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
         let log = OpenOptions::new().create(true).append(true).open(&l.log)?;
         let mut cmd = self.command();
         cmd.args(run_args(l)).stdout(log.try_clone()?).stderr(log).process_group(0);
         cmd.spawn()
+    }
+
+    /// Waits until the container's process exists (podman wrote its pid, about 0.2 s after
+    /// `podman run` began here), so that the container counts as started, and is probed,
+    /// from then on, as a kubelet reports a container started once its runtime has created
+    /// it. Returns early when `podman run` exits, and after [`COMMAND_TIMEOUT`] at most.
+    pub async fn wait_running(&self, child: &mut tokio::process::Child, l: &PodmanLaunch) {
+        let deadline = tokio::time::Instant::now() + COMMAND_TIMEOUT;
+        while tokio::time::Instant::now() < deadline {
+            let written = std::fs::metadata(&l.pidfile).is_ok_and(|m| m.len() > 0);
+            if written || !matches!(child.try_wait(), Ok(None)) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tracing::warn!(container = %l.name, "podman did not report the container running in time");
     }
 
     /// Stops the container of `child` (`podman run` of container `name`): SIGTERM, which
@@ -307,6 +330,7 @@ mod tests {
             name: "sna-u1-relay".into(),
             image: "ghcr.io/scistream/s2ds:0.1.0".into(),
             hostname: "gw-a".into(),
+            pidfile: "/p/logs/relay.pid".into(),
             agent_pid: 42,
             ..PodmanLaunch::default()
         }
@@ -316,7 +340,7 @@ mod tests {
     fn flags(l: &PodmanLaunch) -> Vec<String> {
         let a = run_args(l);
         let image_at = a.iter().rposition(|x| x == &l.image).expect("image in args");
-        a[13..image_at].to_vec()
+        a[15..image_at].to_vec()
     }
 
     fn s(v: &[&str]) -> Vec<String> {
@@ -327,7 +351,7 @@ mod tests {
     fn fixed_prefix_network_and_hostname() {
         let a = run_args(&base());
         assert_eq!(
-            a[..13],
+            a[..15],
             s(&[
                 "run",
                 "--rm",
@@ -339,14 +363,16 @@ mod tests {
                 "sna-u1-relay",
                 "--label",
                 "io.scistream.nodeagent.pid=42",
+                "--pidfile",
+                "/p/logs/relay.pid",
                 "--network",
                 "host",
                 "--hostname"
             ])[..]
         );
-        assert_eq!(a[13..], s(&["gw-a", "ghcr.io/scistream/s2ds:0.1.0"])[..]);
+        assert_eq!(a[15..], s(&["gw-a", "ghcr.io/scistream/s2ds:0.1.0"])[..]);
         let netns = PodmanLaunch { netns: Some("/run/netns/sna-1-n-gw-a".into()), ..base() };
-        assert_eq!(run_args(&netns)[11], "ns:/run/netns/sna-1-n-gw-a");
+        assert_eq!(run_args(&netns)[13], "ns:/run/netns/sna-1-n-gw-a");
     }
 
     #[test]

@@ -42,7 +42,7 @@ pub async fn start(p: &Prepared, podman: &Podman) -> Result<Running, StartError>
             .map_err(|e| (REASON_START_ERROR, format!("starting {}: {e}", l.program.display()))),
         Prepared::Podman(l) => {
             podman.prepare(l).await?;
-            let child = podman.spawn(l).map_err(|e| match e.kind() {
+            let mut child = podman.spawn(l).map_err(|e| match e.kind() {
                 std::io::ErrorKind::NotFound => (
                     REASON_START_ERROR,
                     "podman is not installed: apt-get install -y podman runc (kind-tests/build-images.sh does)"
@@ -50,6 +50,7 @@ pub async fn start(p: &Prepared, podman: &Podman) -> Result<Running, StartError>
                 ),
                 _ => (REASON_START_ERROR, format!("starting podman for {}: {e}", l.image)),
             })?;
+            podman.wait_running(&mut child, l).await;
             Ok(Running { child, podman: Some((podman.clone(), l.name.clone())) })
         }
     }
