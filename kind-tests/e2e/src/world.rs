@@ -63,6 +63,8 @@ pub struct Options {
     pub port_range: (u16, u16),
     /// Bandwidth each gateway declares, e.g. `100Gbps`.
     pub bandwidth: String,
+    /// Images matching this pattern run from the image with podman (built here), not as processes.
+    pub podman_images: Option<String>,
 }
 
 impl Options {
@@ -76,6 +78,7 @@ impl Options {
             consumer_implementation: None,
             port_range: (5100, 5199),
             bandwidth: "100Gbps".to_owned(),
+            podman_images: None,
         }
     }
 
@@ -440,7 +443,12 @@ async fn start_agent(
         .filter(|n| n.labels.get("scistream.io/facility").map(String::as_str) == Some(facility))
         .map(|n| n.name)
         .collect();
-    Ok(NodeAgent::builder(client.clone()).network(network.clone()).serve(mine).s2ds(&opts.s2ds).start().await?)
+    let agent = NodeAgent::builder(client.clone()).network(network.clone()).serve(mine).s2ds(&opts.s2ds);
+    let agent = match &opts.podman_images {
+        Some(pattern) => agent.podman_image(pattern),
+        None => agent,
+    };
+    Ok(agent.start().await?)
 }
 
 /// A free port on 127.0.0.1 for a facility's control endpoint.
