@@ -152,6 +152,8 @@ pub fn run_args(l: &PodmanLaunch) -> Vec<String> {
 pub struct Podman {
     /// The `CONTAINERS_CONF` the agent wrote, when the environment named none.
     pub conf: Option<PathBuf>,
+    /// The podman program (default: `podman`, looked up in `PATH`).
+    pub program: Option<PathBuf>,
 }
 
 /// A waiting reason and message for a container that could not be started.
@@ -170,16 +172,16 @@ impl Podman {
     /// `state_dir` and uses that.
     pub fn setup(state_dir: &Path) -> std::io::Result<Podman> {
         if std::env::var_os("CONTAINERS_CONF").is_some() {
-            return Ok(Podman { conf: None });
+            return Ok(Podman::default());
         }
         let path = state_dir.join("containers.conf");
         std::fs::write(&path, CONTAINERS_CONF)?;
-        Ok(Podman { conf: Some(path) })
+        Ok(Podman { conf: Some(path), program: None })
     }
 
     /// A `podman` command with the agent's environment and our configuration.
     pub fn command(&self) -> tokio::process::Command {
-        let mut cmd = tokio::process::Command::new("podman");
+        let mut cmd = tokio::process::Command::new(self.program.as_deref().unwrap_or(Path::new("podman")));
         if let Some(conf) = &self.conf {
             cmd.env("CONTAINERS_CONF", conf);
         }
@@ -457,6 +459,17 @@ mod tests {
         assert_eq!(a, "sna-5b1d3c7e-2a4f-4e8b-9c0d-1e2f3a4b5c6d-relay");
         assert_ne!(a, container_name("5b1d3c7e-2a4f-4e8b-9c0d-1e2f3a4b5c6d", "sidecar"));
         assert!(container_name("u/1", "c.d").chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+    }
+
+    #[tokio::test]
+    async fn without_podman_the_start_error_says_how_to_install_it() {
+        let p = Podman { conf: None, program: Some("/nonexistent/podman".into()) };
+        let (reason, msg) = p.prepare(&base()).await.expect_err("no podman");
+        assert_eq!(reason, REASON_START_ERROR);
+        assert!(msg.contains("apt-get install -y podman runc") && msg.contains("build-images.sh"), "{msg}");
+        let d = tempfile::tempdir().expect("tmp");
+        let l = PodmanLaunch { log: d.path().join("c.log"), pidfile: d.path().join("c.pid"), ..base() };
+        assert_eq!(p.spawn(&l).expect_err("no podman").kind(), std::io::ErrorKind::NotFound);
     }
 
     #[test]
