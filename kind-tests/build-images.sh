@@ -1,9 +1,20 @@
 #!/usr/bin/env bash
 # Builds the static binaries and the two FROM-scratch images (operator, s2ds) with podman
-# (installed from Debian if missing) or docker. Tags follow the chart's appVersion.
-#   kind-tests/build-images.sh [--no-image]   # --no-image: binaries only
+# (installed from Debian if missing) or docker. Tags follow the chart's appVersion. Then, as
+# root with podman, proves the s2ds image in use: the demo with its relay pods run from the
+# image by the node agent (bytes verified at both ends), and the agent's podman runtime test.
+#   kind-tests/build-images.sh [--no-image] [--no-demo]
+#     --no-image: binaries only; --no-demo: images only (no demo, no podman test)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+no_image=false no_demo=false
+for arg in "$@"; do
+  case $arg in
+    --no-image) no_image=true ;;
+    --no-demo) no_demo=true ;;
+    *) echo "usage: $0 [--no-image] [--no-demo]" >&2; exit 2 ;;
+  esac
+done
 version=$(sed -n 's/^appVersion: "\(.*\)"/\1/p' charts/scistream-operator/Chart.yaml)
 target=x86_64-unknown-linux-gnu
 out=${CARGO_TARGET_DIR:-target}/$target/release
@@ -14,7 +25,7 @@ for bin in "$out/scistream-operator" "$out/s2ds"; do
 done
 cp "$out/scistream-operator" operator/scistream-operator
 cp "$out/s2ds" s2ds-image/s2ds
-[[ ${1:-} == --no-image ]] && exit 0
+$no_image && exit 0
 engine=$(command -v podman || command -v docker || true)
 if [[ -z $engine ]] || ! "$engine" info >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc >/dev/null && engine=podman
@@ -46,3 +57,19 @@ if out=$("$engine" run --rm --network none "$s2ds_image" 2>&1); then
 fi
 grep -q "config" <<<"$out" || { echo "unexpected s2ds output: $out" >&2; exit 1; }
 echo "images built and smoke-tested: $operator_image $s2ds_image"
+# The operator's relay pods use its default s2ds image: it must be the tag built here.
+operator/scistream-operator --help | grep -qF "[default: $s2ds_image]" \
+  || { echo "the operator's default --s2ds-image is not $s2ds_image: align it with the chart's appVersion" >&2; exit 1; }
+$no_demo && exit 0
+if [[ $engine != *podman ]] || [[ $(id -u) -ne 0 ]]; then
+  echo "relay pods from the images: not checked (the node agent's podman runtime needs root and podman)"
+  exit 0
+fi
+echo "== the demo, its relay pods run from $s2ds_image with podman"
+t=$(date +%s)
+kind-tests/demo.sh --podman-images --bytes $((256 << 20))
+echo "== the node agent's podman runtime test"
+# --workspace: dependencies keep the features of CI's workspace test run, so only the agent
+# and this test are compiled here (-p scistream-nodeagent would rebuild kube and more).
+cargo nextest run --locked --workspace --features scistream-nodeagent/podman-tests --test podman
+echo "relay pods from the images: demo and podman test passed in $(( $(date +%s) - t ))s"

@@ -6,6 +6,7 @@
 # control endpoints, 1 GiB streamed through real s2ds relays and verified with SHA-256 at both
 # ends, and `kubectl scistream release` leaving nothing behind. Timings of every step.
 #   kind-tests/demo.sh [--keep] [--bytes N] [--connections N] [--data-channel Plain] [--implementation Haproxy|Nginx|Stunnel]
+#                      [--podman-images]   # relay pods from the s2ds image with podman (root; kind-tests/build-images.sh first)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 kind-tests/setup.sh

@@ -36,7 +36,7 @@ images=("ghcr.io/scistream/scistream-operator:$version" "ghcr.io/scistream/s2ds:
 work=${SCISTREAM_KIND_DIR:-/var/tmp/scistream-kind}
 mkdir -p "$work"
 
-kind-tests/build-images.sh
+kind-tests/build-images.sh --no-demo
 "$engine" save -o "$work/images.tar" "${images[@]}"
 
 for facility in aps alcf; do

@@ -33,6 +33,10 @@ struct Args {
     /// The s2ds binary (default: next to this program).
     #[arg(long)]
     s2ds: Option<PathBuf>,
+    /// Run the relay pods from the images `kind-tests/build-images.sh` builds
+    /// (ghcr.io/scistream/*), with podman, instead of as local processes (root).
+    #[arg(long)]
+    podman_images: bool,
     /// Keep both facilities running afterwards and print how to explore them.
     #[arg(long)]
     keep: bool,
@@ -55,10 +59,16 @@ async fn main() -> anyhow::Result<()> {
     if let Some(consumer) = &args.consumer_implementation {
         opts = opts.implementations(&args.implementation, consumer);
     }
+    if args.podman_images {
+        // The operator's default s2ds image, ghcr.io/scistream/s2ds:<appVersion>, is the tag
+        // build-images.sh gives the image it builds (which checks that they agree).
+        opts.podman_images = Some("ghcr.io/scistream/*".to_owned());
+    }
     let relays = format!("{} -> {}", opts.implementation_of(0), opts.implementation_of(1));
     println!(
-        "SciStream demo: two facilities (aps -> alcf), {} network",
-        if netns { "network-namespace" } else { "loopback" }
+        "SciStream demo: two facilities (aps -> alcf), {} network{}",
+        if netns { "network-namespace" } else { "loopback" },
+        if args.podman_images { ", relays from their images (podman)" } else { "" }
     );
     let world = world::World::start(&opts).await?;
     for (what, t) in &world.timings {

@@ -14,11 +14,13 @@ use kube::{Api, Client, ResourceExt};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::images::ImageMap;
+use crate::images::{ImageMap, ImageRule};
+use crate::launch::Ctx;
 use crate::network::{Network, NetworkMode};
 use crate::node::{self, NodeAddresses};
+use crate::podman::Podman;
 use crate::topology::{NodeSpec, Topology};
-use crate::worker::{self, Ctx, Desired};
+use crate::worker::{self, Desired};
 use crate::{Backoff, Error, Result};
 
 /// Agent settings (the builder's state).
@@ -100,13 +102,19 @@ impl NodeAgentBuilder {
             .iter()
             .position(|r| r.image == "haproxy:*")
             .unwrap_or(self.config.images.rules.len());
-        let rule = crate::ImageRule { image: image.into(), program: program.into(), args: vec![] };
-        self.config.images.rules.insert(at, rule);
+        self.config.images.rules.insert(at, ImageRule::process(image, program));
         self
     }
     /// Maps the s2ds image (`*s2ds*`) to a built `s2ds` binary.
     pub fn s2ds(mut self, program: impl Into<PathBuf>) -> Self {
-        self.config.images.prepend(crate::ImageRule { image: "*s2ds*".into(), program: program.into(), args: vec![] });
+        self.config.images.prepend(ImageRule::process("*s2ds*", program));
+        self
+    }
+    /// Runs images matching `image` (pattern with `*`, e.g. `ghcr.io/scistream/*`) from the
+    /// image itself with podman (`--pull never`: the image must have been built here). The
+    /// rule goes first, ahead of every rule so far (`.s2ds()` included).
+    pub fn podman_image(mut self, image: &str) -> Self {
+        self.config.images.prepend(ImageRule::podman(image));
         self
     }
     /// Replaces all image rules.
@@ -179,6 +187,32 @@ fn addresses(net: &Network, n: &NodeSpec) -> NodeAddresses {
     NodeAddresses { internal, external }
 }
 
+/// The agent's directories (pods, and the scratch directory to remove at stop) and how it
+/// runs podman: its `containers.conf` in the state directory, and the containers of crashed
+/// agents removed (only when a rule uses podman: podman may not be installed otherwise).
+async fn state(config: &AgentConfig, id: &str) -> Result<(PathBuf, Option<PathBuf>, Podman)> {
+    let (state, scratch) = match &config.state_dir {
+        Some(d) => (d.clone(), None),
+        None => {
+            let d = std::env::temp_dir().join(format!("nodeagent-{id}"));
+            (d.clone(), Some(d))
+        }
+    };
+    let pods_dir = state.join("pods");
+    std::fs::create_dir_all(&pods_dir)
+        .map_err(|source| Error::Io { context: format!("creating {}", pods_dir.display()), source })?;
+    if !config.images.uses_podman() {
+        return Ok((pods_dir, scratch, Podman::default()));
+    }
+    let podman = Podman::setup(&state)
+        .map_err(|source| Error::Io { context: format!("writing containers.conf in {}", state.display()), source })?;
+    let swept = podman.sweep_stale().await;
+    if swept > 0 {
+        tracing::info!(containers = swept, "removed podman containers of agents that are gone");
+    }
+    Ok((pods_dir, scratch, podman))
+}
+
 impl NodeAgent {
     /// A builder using `client`.
     pub fn builder(client: Client) -> NodeAgentBuilder {
@@ -217,15 +251,15 @@ impl NodeAgent {
             network.plan().prefix.trim_end_matches('-'),
             &uuid::Uuid::new_v4().simple().to_string()[..4]
         );
-        let (pods_dir, scratch) = match &config.state_dir {
-            Some(d) => (d.join("pods"), None),
-            None => {
-                let d = std::env::temp_dir().join(format!("nodeagent-{id}"));
-                (d.join("pods"), Some(d))
+        let (pods_dir, scratch, podman) = match state(&config, &id).await {
+            Ok(s) => s,
+            Err(e) => {
+                if owns_network {
+                    network.teardown().await;
+                }
+                return Err(e);
             }
         };
-        std::fs::create_dir_all(&pods_dir)
-            .map_err(|source| Error::Io { context: format!("creating {}", pods_dir.display()), source })?;
         let ctx = Arc::new(Ctx {
             client: client.clone(),
             images: config.images.clone(),
@@ -234,6 +268,7 @@ impl NodeAgent {
             backoff: config.backoff,
             sync_period: config.sync_period,
             privileged: config.privileged.unwrap_or_else(|| nix::unistd::geteuid().is_root()),
+            podman,
         });
         let mut agent =
             NodeAgent { ctx, config, nodes, owns_network, id, stop: watch::channel(false).0, tasks: vec![], scratch };

@@ -30,6 +30,10 @@ pub struct Args {
     /// Image mapping YAML (`- {image: "haproxy:*", program: /usr/sbin/haproxy}`), tried before the defaults.
     #[arg(long)]
     pub images: Option<PathBuf>,
+    /// Run images matching this pattern (e.g. `ghcr.io/scistream/*`) from the image itself
+    /// with podman (`--pull never`); repeatable; tried before every other rule.
+    #[arg(long = "podman-image")]
+    pub podman_images: Vec<String>,
     /// The built s2ds binary (for images matching `*s2ds*`).
     #[arg(long)]
     pub s2ds: Option<PathBuf>,
@@ -81,6 +85,9 @@ pub async fn run(args: Args) -> Result<()> {
         .images(images)
         .heartbeat(Duration::from_secs(args.heartbeat_seconds.max(1)))
         .backoff(if args.fast_backoff { Backoff::fast() } else { Backoff::default() });
+    for pattern in args.podman_images.iter().rev() {
+        b = b.podman_image(pattern);
+    }
     if let Some(d) = &args.state_dir {
         b = b.state_dir(d);
     }

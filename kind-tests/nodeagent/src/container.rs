@@ -7,10 +7,11 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 use tokio::sync::{Mutex, Notify, watch};
 
 use crate::events::{self, reason};
+use crate::launch::{PodCtx, grace_of};
 use crate::probe::{self, ProbeTarget, Tracker};
-use crate::process::{self, Launch, Stopped};
-use crate::status::{PodRecord, REASON_CRASH_LOOP, REASON_IMAGE, REASON_START_ERROR, RunState};
-use crate::worker::PodCtx;
+use crate::process::Stopped;
+use crate::runtime::{self, Prepared, Running};
+use crate::status::{PodRecord, REASON_CRASH_LOOP, RunState};
 
 /// State shared by a pod's tasks: its record and a signal that it changed.
 #[derive(Debug)]
@@ -75,23 +76,20 @@ impl Runner {
         !pause(delay, &mut self.stop).await
     }
 
-    /// Starts the process; `Err(keep_going)` when it could not be started.
-    async fn start(&mut self) -> Result<(tokio::process::Child, Launch), bool> {
-        let launch = match self.pc.launch(&self.pod, &self.c).await {
-            Ok(l) => l,
+    /// Starts the container; `Err(keep_going)` when it could not be started.
+    async fn start(&mut self) -> Result<(Running, Prepared), bool> {
+        let prepared = match self.pc.launch(&self.pod, &self.c).await {
+            Ok(p) => p,
             Err((reason, msg)) => return Err(self.start_failed(reason, msg).await),
         };
-        match process::spawn(&launch) {
-            Ok(child) => Ok((child, launch)),
-            Err(e) => {
-                let msg = format!("starting {}: {e}", launch.program.display());
-                Err(self.start_failed(REASON_START_ERROR, msg).await)
-            }
+        match runtime::start(&prepared, &self.pc.ctx.podman).await {
+            Ok(running) => Ok((running, prepared)),
+            Err((reason, msg)) => Err(self.start_failed(reason, msg).await),
         }
     }
 
-    /// Waits for the process to exit, a stop, or a failed liveness verdict.
-    async fn supervise(&mut self, child: &mut tokio::process::Child, started: SystemTime) -> Ended {
+    /// Waits for the container to exit, a stop, or a failed liveness verdict.
+    async fn supervise(&mut self, child: &mut Running, started: SystemTime) -> Ended {
         let liveness_failed = Arc::new(Notify::new());
         let probes = probe_loop(
             self.pc.clone(),
@@ -103,11 +101,11 @@ impl Runner {
         );
         let _probes = AbortOnDrop(tokio::spawn(probes));
         tokio::select! {
-            st = child.wait() => Ended::Exited(st.ok()),
+            st = child.wait() => Ended::Exited(st),
             _ = self.stop.changed() => {
                 let grace = self.stop.borrow().unwrap_or_default();
                 self.event(false, reason::KILLING, format!("Stopping container {}", self.c.name)).await;
-                let (how, st) = process::terminate(child, grace).await;
+                let (how, st) = child.terminate(grace).await;
                 tracing::info!(pod = %self.pc.key, container = %self.c.name, ?how, "container stopped");
                 let (code, sig) = match (how, st) {
                     (Stopped::Gracefully, Some(s)) => exit_parts(&s),
@@ -120,7 +118,7 @@ impl Runner {
             _ = liveness_failed.notified() => {
                 let msg = format!("Container {} failed liveness probe, will be restarted", self.c.name);
                 self.event(false, reason::KILLING, msg).await;
-                Ended::Exited(process::terminate(child, grace_of(&self.pod)).await.1)
+                Ended::Exited(child.terminate(grace_of(&self.pod)).await.1)
             }
         }
     }
@@ -179,7 +177,7 @@ pub async fn run(pc: Arc<PodCtx>, pod: Pod, idx: usize, shared: Arc<Shared>, sto
     let Some(c) = pod.spec.as_ref().and_then(|s| s.containers.get(idx)).cloned() else { return };
     let mut r = Runner { pc, pod, c, idx, shared, stop, failures: 0 };
     loop {
-        let (mut child, launch) = match r.start().await {
+        let (mut child, prepared) = match r.start().await {
             Ok(started) => started,
             Err(true) => continue,
             Err(false) => return,
@@ -192,7 +190,7 @@ pub async fn run(pc: Arc<PodCtx>, pod: Pod, idx: usize, shared: Arc<Shared>, sto
                 rec.ready = ready_without_probe;
             })
             .await;
-        r.event(false, reason::STARTED, format!("Started container {} ({})", r.c.name, launch.program.display())).await;
+        r.event(false, reason::STARTED, format!("Started container {} ({})", r.c.name, prepared.describe())).await;
         match r.supervise(&mut child, started).await {
             Ended::Stopped => return,
             Ended::Exited(st) => {
@@ -207,12 +205,6 @@ pub async fn run(pc: Arc<PodCtx>, pod: Pod, idx: usize, shared: Arc<Shared>, sto
 fn exit_parts(s: &std::process::ExitStatus) -> (Option<i32>, Option<i32>) {
     use std::os::unix::process::ExitStatusExt;
     (s.code(), s.signal())
-}
-
-/// The pod's termination grace period (default 30 s).
-pub fn grace_of(pod: &Pod) -> Duration {
-    let s = pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30);
-    Duration::from_secs(s.max(0) as u64)
 }
 
 /// Probes one running container until aborted: readiness sets `ready`,
@@ -265,51 +257,5 @@ async fn probe_loop(
                 return;
             }
         }
-    }
-}
-
-/// Maps a launch failure to its waiting reason.
-pub fn image_error(image: &str) -> (&'static str, String) {
-    (REASON_IMAGE, format!("image {image:?} maps to no local program; add an image rule (--images file or .image())"))
-}
-
-/// Builds the [`Launch`] type's user field: (uid, gid, groups) from the pod's
-/// and container's security contexts; `None` when nothing asks for a user.
-pub fn user_of(pod: &Pod, c: &Container) -> Option<(u32, u32, Vec<u32>)> {
-    let psc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
-    let csc = c.security_context.as_ref();
-    let uid = csc.and_then(|s| s.run_as_user).or_else(|| psc.and_then(|s| s.run_as_user));
-    let gid = csc.and_then(|s| s.run_as_group).or_else(|| psc.and_then(|s| s.run_as_group));
-    let fs_group = psc.and_then(|s| s.fs_group);
-    let supplemental = psc.and_then(|s| s.supplemental_groups.clone()).unwrap_or_default();
-    let uid = uid? as u32;
-    let gid = gid.map_or(0, |g| g as u32);
-    let mut groups: Vec<u32> = fs_group.into_iter().chain(supplemental).map(|g| g as u32).collect();
-    groups.sort_unstable();
-    groups.dedup();
-    Some((uid, gid, groups))
-}
-
-/// A prepared launch, or the waiting reason and message that prevent it.
-pub type LaunchResult = Result<Launch, (&'static str, String)>;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn user_from_pod_and_container_security_contexts() {
-        let pod: Pod = serde_json::from_value(serde_json::json!({
-            "spec": {"securityContext": {"runAsUser": 65532, "runAsGroup": 65532, "fsGroup": 65532, "supplementalGroups": [4, 65532]},
-                     "containers": [{"name": "a"}, {"name": "b", "securityContext": {"runAsUser": 1000}}]}
-        }))
-        .expect("pod");
-        let cs = &pod.spec.as_ref().expect("spec").containers;
-        assert_eq!(user_of(&pod, &cs[0]), Some((65532, 65532, vec![4, 65532])));
-        assert_eq!(user_of(&pod, &cs[1]), Some((1000, 65532, vec![4, 65532])));
-        let bare: Pod =
-            serde_json::from_value(serde_json::json!({"spec": {"containers": [{"name": "a"}]}})).expect("pod");
-        assert_eq!(user_of(&bare, &bare.spec.as_ref().expect("spec").containers[0]), None);
-        assert_eq!(grace_of(&pod), Duration::from_secs(30));
     }
 }

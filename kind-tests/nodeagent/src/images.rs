@@ -5,21 +5,68 @@
 //! pattern matches either the whole image reference or its last path segment
 //! (`ghcr.io/scistream/s2ds:0.1` → `s2ds:0.1`), so `haproxy:*` also matches
 //! `docker.io/library/haproxy:2.9`.
+//!
+//! A rule also picks the runtime: a local program (the default), or the
+//! image itself run with podman (`runtime: podman`), for images built on this
+//! machine (nothing can be pulled here).
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+/// How the containers of matching images run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Runtime {
+    /// A local program in the node's namespaces (`program`, `args`).
+    #[default]
+    Process,
+    /// The image itself, with `podman run --pull never` (`program` and `args` unused).
+    Podman,
+}
 
 /// One mapping rule.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageRule {
     /// Image pattern (`*` wildcard).
     pub image: String,
-    /// Program run when the container has no `command`.
+    /// Program run when the container has no `command` (process runtime only).
+    #[serde(default)]
     pub program: PathBuf,
-    /// Arguments put before the container's `args`.
+    /// Arguments put before the container's `args` (process runtime only).
     #[serde(default)]
     pub args: Vec<String>,
+    /// The runtime (default: process).
+    #[serde(default)]
+    pub runtime: Runtime,
+}
+
+impl ImageRule {
+    /// `image` run as the local `program`.
+    pub fn process(image: &str, program: impl Into<PathBuf>) -> Self {
+        ImageRule { image: image.into(), program: program.into(), args: vec![], runtime: Runtime::Process }
+    }
+
+    /// `image` run from the image itself with podman.
+    pub fn podman(image: &str) -> Self {
+        ImageRule { image: image.into(), program: PathBuf::new(), args: vec![], runtime: Runtime::Podman }
+    }
+
+    /// Why the rule cannot be used, if it cannot: a process rule needs a program, and a
+    /// podman rule takes neither program nor args (the image has its own entrypoint; a
+    /// silently ignored field would hide a mistake).
+    fn problem(&self) -> Option<String> {
+        match self.runtime {
+            Runtime::Process if self.program.as_os_str().is_empty() => {
+                Some(format!("image rule {:?} has no program (or add runtime: podman)", self.image))
+            }
+            Runtime::Podman if !self.program.as_os_str().is_empty() || !self.args.is_empty() => Some(format!(
+                "image rule {:?} with runtime podman takes no program or args (the image's entrypoint runs)",
+                self.image
+            )),
+            _ => None,
+        }
+    }
 }
 
 /// An ordered list of [`ImageRule`]s.
@@ -53,7 +100,7 @@ impl ImageMap {
 
     /// Appends a rule (takes precedence only over rules added later).
     pub fn rule(mut self, image: &str, program: impl Into<PathBuf>) -> Self {
-        self.rules.push(ImageRule { image: image.into(), program: program.into(), args: vec![] });
+        self.rules.push(ImageRule::process(image, program));
         self
     }
 
@@ -62,10 +109,25 @@ impl ImageMap {
         self.rules.insert(0, rule);
     }
 
-    /// Parses a YAML mapping file: a list of `{image, program, args?}`.
-    pub fn from_yaml(text: &str) -> Result<Self, serde_yaml::Error> {
-        let rules: Vec<ImageRule> = serde_yaml::from_str(text)?;
-        Ok(ImageMap { rules })
+    /// Parses a YAML mapping file: a list of `{image, program, args?}` or
+    /// `{image, runtime: podman}`; the error names the file's problem.
+    pub fn from_yaml(text: &str) -> Result<Self, String> {
+        let rules: Vec<ImageRule> = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+        match rules.iter().find_map(ImageRule::problem) {
+            Some(problem) => Err(problem),
+            None => Ok(ImageMap { rules }),
+        }
+    }
+
+    /// Whether any rule runs images with podman.
+    pub fn uses_podman(&self) -> bool {
+        self.rules.iter().any(|r| r.runtime == Runtime::Podman)
+    }
+
+    /// The runtime of `image`'s containers: that of its rule, else the process runtime (a
+    /// container with a `command` runs without a rule).
+    pub fn runtime(&self, image: &str) -> Runtime {
+        self.lookup(image).map_or(Runtime::Process, |r| r.runtime)
     }
 
     /// The rule for `image`, if any.
@@ -154,5 +216,24 @@ mod tests {
         let m = ImageMap::from_yaml("- image: 'socat*'\n  program: /usr/bin/socat\n  args: [-d]\n").expect("yaml");
         let inv = m.resolve("socat:1", &[], &["x".into()]).expect("mapped");
         assert_eq!(inv.args, vec!["-d".to_string(), "x".to_string()]);
+        assert_eq!(m.runtime("socat:1"), Runtime::Process);
+        assert!(!m.uses_podman());
+    }
+
+    #[test]
+    fn yaml_podman_rules() {
+        let m = ImageMap::from_yaml(
+            "- image: 'ghcr.io/scistream/*'\n  runtime: podman\n- image: '*s2ds*'\n  program: /bin/s2ds\n",
+        )
+        .expect("yaml");
+        assert_eq!(m.runtime("ghcr.io/scistream/s2ds:0.1.0"), Runtime::Podman);
+        assert_eq!(m.runtime("example.org/s2ds:1"), Runtime::Process);
+        assert_eq!(m.runtime("unmapped"), Runtime::Process);
+        assert!(m.uses_podman());
+        let e = ImageMap::from_yaml("- image: x\n").expect_err("no program");
+        assert!(e.contains("has no program"), "{e}");
+        let e = ImageMap::from_yaml("- image: x\n  runtime: podman\n  program: /bin/x\n").expect_err("program");
+        assert!(e.contains("takes no program"), "{e}");
+        assert!(ImageMap::from_yaml("- image: x\n  runtime: docker\n").is_err());
     }
 }

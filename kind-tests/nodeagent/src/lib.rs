@@ -2,7 +2,8 @@
 //!
 //! It registers Node objects (and keeps their Ready condition and Lease
 //! fresh), runs every pod bound to them as local processes (images map to
-//! installed programs), materialises ConfigMap/Secret/emptyDir volumes at
+//! installed programs) or, for images built here, from the image with podman,
+//! materialises ConfigMap/Secret/emptyDir volumes at
 //! their mount paths, probes, restarts with backoff and reports pod status
 //! and Events as a kubelet does. Nodes get their own addresses: a network
 //! namespace each on bridged test networks (`netns`, root), or a `127.a.b.c`
@@ -32,11 +33,14 @@ pub mod container;
 pub mod env;
 pub mod events;
 pub mod images;
+pub mod launch;
 pub mod network;
 pub mod node;
 pub mod plan;
+pub mod podman;
 pub mod probe;
 pub mod process;
+pub mod runtime;
 pub mod scheduler;
 pub mod status;
 mod sys;
@@ -46,7 +50,7 @@ pub mod worker;
 
 pub use agent::{AgentConfig, NodeAgent, NodeAgentBuilder};
 pub use backoff::Backoff;
-pub use images::{ImageMap, ImageRule};
+pub use images::{ImageMap, ImageRule, Runtime};
 pub use network::{Network, NetworkMode};
 pub use topology::{HostSpec, NodeSpec, Topology};
 

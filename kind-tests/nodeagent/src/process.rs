@@ -40,9 +40,11 @@ pub struct Launch {
 }
 
 /// Makes sure each mount path exists to mount on: inside the source of an
-/// enclosing bind when there is one, else on the host (an empty directory
-/// such as `/etc/s2ds/config` is left there; the mount itself is private).
-fn prepare_mount_points(binds: &[(PathBuf, String)]) -> std::io::Result<Vec<(PathBuf, String)>> {
+/// enclosing bind when there is one, else on the host when `on_host` (an empty
+/// directory such as `/etc/s2ds/config` is left there; the mount itself is
+/// private). Returns the binds, outermost first. (Podman creates the outer
+/// ones in the image's root itself, but not inside a read-only volume.)
+pub fn prepare_mount_points(binds: &[(PathBuf, String)], on_host: bool) -> std::io::Result<Vec<(PathBuf, String)>> {
     let mut sorted = binds.to_vec();
     sorted.sort_by_key(|(_, m)| m.len());
     for (i, (_, mount)) in sorted.iter().enumerate() {
@@ -52,7 +54,8 @@ fn prepare_mount_points(binds: &[(PathBuf, String)]) -> std::io::Result<Vec<(Pat
                 let rel = Path::new(mount).strip_prefix(m).unwrap_or(Path::new(""));
                 std::fs::create_dir_all(src.join(rel))?;
             }
-            None => std::fs::create_dir_all(mount)?,
+            None if on_host => std::fs::create_dir_all(mount)?,
+            None => {}
         }
     }
     Ok(sorted)
@@ -82,7 +85,7 @@ pub fn command(l: &Launch) -> std::io::Result<tokio::process::Command> {
     if let Some(ns) = &l.netns {
         iso.netns = Some(std::fs::File::open(ns)?.into());
     }
-    for (src, mount) in prepare_mount_points(&l.binds)? {
+    for (src, mount) in prepare_mount_points(&l.binds, true)? {
         iso.binds.push((c_path(&src)?, c_path(Path::new(&mount))?));
     }
     iso.user = l.user.clone();
@@ -175,9 +178,11 @@ mod tests {
         let nested_src = d.path().join("b");
         let top = d.path().join("mnt").to_string_lossy().into_owned();
         let binds = vec![(nested_src, format!("{top}/tls")), (parent_src.clone(), top.clone())];
-        let sorted = prepare_mount_points(&binds).expect("prepare");
+        let sorted = prepare_mount_points(&binds, false).expect("prepare");
         assert_eq!(sorted[0].1, top);
         assert!(parent_src.join("tls").is_dir());
+        assert!(!Path::new(&top).exists(), "podman creates outer mount points itself");
+        prepare_mount_points(&binds, true).expect("prepare");
         assert!(Path::new(&top).is_dir());
     }
 }

@@ -16,6 +16,9 @@ pub const REASON_CREATING: &str = "ContainerCreating";
 pub const REASON_CRASH_LOOP: &str = "CrashLoopBackOff";
 /// Waiting reason when the image maps to no program.
 pub const REASON_IMAGE: &str = "ErrImagePull";
+/// Waiting reason when an image of the podman runtime is not on this machine (the
+/// kubelet's reason for a missing image under pull policy `Never`).
+pub const REASON_NEVER_PULL: &str = "ErrImageNeverPull";
 /// Waiting reason when the process cannot be started.
 pub const REASON_START_ERROR: &str = "RunContainerError";
 

@@ -274,7 +274,12 @@ async fn start_agent(
         .filter(|n| n.labels.get("scistream.io/facility").map(String::as_str) == Some(facility))
         .map(|n| n.name)
         .collect();
-    Ok(NodeAgent::builder(client.clone()).network(network.clone()).serve(mine).s2ds(&opts.s2ds).start().await?)
+    let agent = NodeAgent::builder(client.clone()).network(network.clone()).serve(mine).s2ds(&opts.s2ds);
+    let agent = match &opts.podman_images {
+        Some(pattern) => agent.podman_image(pattern),
+        None => agent,
+    };
+    Ok(agent.start().await?)
 }
 
 /// A free port on 127.0.0.1 for a facility's control endpoint.

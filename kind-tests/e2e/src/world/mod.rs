@@ -62,6 +62,8 @@ pub struct Options {
     pub port_range: (u16, u16),
     /// Bandwidth each gateway declares, e.g. `100Gbps`.
     pub bandwidth: String,
+    /// Images matching this pattern run from the image with podman (built here), not as processes.
+    pub podman_images: Option<String>,
 }
 
 impl Options {
@@ -75,6 +77,7 @@ impl Options {
             consumer_implementation: None,
             port_range: (5100, 5199),
             bandwidth: "100Gbps".to_owned(),
+            podman_images: None,
         }
     }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret};
 use kube::Client;
 use kube::api::{Api, PostParams};
-use scistream_nodeagent::{Backoff, NetworkMode, NodeAgent, Topology};
+use scistream_nodeagent::{Backoff, NetworkMode, NodeAgent, NodeAgentBuilder, Topology};
 use scistream_testcluster::TestCluster;
 use serde_json::{Value, json};
 
@@ -26,12 +26,22 @@ pub async fn start(topology: Topology, mode: NetworkMode) -> Env {
 
 /// As [`start`], with the s2ds image mapped to `s2ds`.
 pub async fn start_with(topology: Topology, mode: NetworkMode, s2ds: Option<&std::path::Path>) -> Env {
+    start_custom(topology, mode, |b| match s2ds {
+        Some(p) => b.s2ds(p),
+        None => b,
+    })
+    .await
+}
+
+/// As [`start`], with rules of `customize` ahead of the tests' image rules.
+pub async fn start_custom(
+    topology: Topology,
+    mode: NetworkMode,
+    customize: impl FnOnce(NodeAgentBuilder) -> NodeAgentBuilder,
+) -> Env {
     let cluster = TestCluster::builder().name("nodeagent").start().await.expect("cluster");
     let client = cluster.client().await.expect("client");
-    let mut builder = NodeAgent::builder(client.clone());
-    if let Some(p) = s2ds {
-        builder = builder.s2ds(p);
-    }
+    let builder = customize(NodeAgent::builder(client.clone()));
     let agent = builder
         .topology(topology)
         .mode(mode)

@@ -1,0 +1,164 @@
+//! Relay pods from the real s2ds image under podman (netns mode). Built only with
+//! `--features podman-tests`, which CI turns on after `kind-tests/build-images.sh` has built
+//! the images: here a missing piece (root, podman, the image) is a failure saying what to run,
+//! never a skip.
+//!
+//! ```sh
+//! cargo nextest run -p scistream-nodeagent --features podman-tests --test podman
+//! ```
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::*;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams};
+use scistream_nodeagent::podman::{LABEL_AGENT_PID, container_name};
+use scistream_nodeagent::{NetworkMode, Topology};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The images the agent runs with podman here.
+const PODMAN_IMAGES: &str = "ghcr.io/scistream/*";
+/// What to do when something is missing.
+const HINT: &str = "run kind-tests/build-images.sh as root first (it installs podman and builds the images)";
+
+/// `podman args…`'s standard output; panics with [`HINT`] when podman cannot run or fails.
+async fn podman(args: &[&str]) -> String {
+    let out = tokio::process::Command::new("podman")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("running podman: {e}; {HINT}"));
+    assert!(out.status.success(), "podman {}: {}; {HINT}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// The built s2ds image (any tag).
+async fn s2ds_image() -> String {
+    assert!(nix::unistd::geteuid().is_root(), "the podman runtime needs root; {HINT}");
+    let listed =
+        podman(&["images", "--format", "{{.Repository}}:{{.Tag}}", "--filter", "reference=ghcr.io/scistream/s2ds"])
+            .await;
+    let image = listed.lines().find(|l| !l.contains("<none>")).map(str::to_owned);
+    image.unwrap_or_else(|| panic!("no ghcr.io/scistream/s2ds image here; {HINT}"))
+}
+
+fn config(listen: &str, target: &str, metrics: &str) -> String {
+    format!(
+        "streamId: t1\nmode: plain\nlisteners: [\"{listen}\"]\ntargets: [\"{target}\"]\nmetricsAddress: {metrics}\ndrainSeconds: 1\n"
+    )
+}
+
+/// Sends `len` bytes from app-a to `via` and checks they arrive unchanged at `to`.
+async fn transfer(env: &Env, to: &tokio::net::TcpListener, via: SocketAddr, len: usize) {
+    let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+    let mut c = env.agent.network().connect("app-a", via).await.expect("connect to gw-a");
+    let (mut s, _) =
+        tokio::time::timeout(Duration::from_secs(10), to.accept()).await.expect("accept in time").expect("accept");
+    let send = data.clone();
+    let writer = tokio::spawn(async move {
+        c.write_all(&send).await.expect("write");
+        c.shutdown().await.expect("shutdown");
+    });
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut got)).await;
+    assert!(read.is_ok(), "read timed out after {} of {len} bytes", got.len());
+    writer.await.expect("writer");
+    assert!(got == data, "{} bytes arrive unchanged (got {})", len, got.len());
+}
+
+/// Checks the container of pod `name` runs as 65532 with a read-only root, no capabilities
+/// and no privilege escalation, on its node's hostname; returns the container name.
+async fn check_identity(env: &Env, name: &str, node: &str) -> String {
+    let pod = Api::<Pod>::namespaced(env.client.clone(), NS).get(name).await.expect("pod");
+    let container = container_name(&pod.metadata.uid.clone().expect("uid"), "relay");
+    let inspected = podman(&["inspect", "--format", "{{.State.Pid}} {{.Config.Hostname}}", &container]).await;
+    let (pid, hostname) = inspected.split_once(' ').expect("pid and hostname");
+    assert_eq!(hostname, node);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status of the container process");
+    let field =
+        |k: &str| status.lines().find_map(|l| l.strip_prefix(k)).map(|v| v.split_whitespace().collect::<Vec<_>>());
+    assert_eq!(field("Uid:"), Some(vec!["65532"; 4]), "{name}: runs as 65532");
+    assert_eq!(field("Gid:"), Some(vec!["65532"; 4]), "{name}: group 65532");
+    assert_eq!(field("CapEff:"), Some(vec!["0000000000000000"]), "{name}: no capabilities");
+    assert_eq!(field("NoNewPrivs:"), Some(vec!["1"]), "{name}: no privilege escalation");
+    let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).expect("mountinfo");
+    let root = mountinfo.lines().map(|l| l.split(' ').collect::<Vec<_>>()).find(|f| f.get(4) == Some(&"/"));
+    let options = root.and_then(|f| f.get(5).map(|o| o.to_string())).expect("root mount");
+    assert!(options.split(',').any(|o| o == "ro"), "{name}: root mounted read-only ({options})");
+    container
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s2ds_relays_from_its_image_under_podman() {
+    let image = s2ds_image().await;
+    let env = start_custom(Topology::two_facilities(), NetworkMode::Netns, |b| b.podman_image(PODMAN_IMAGES)).await;
+    let net = env.agent.network();
+    let a_lan = net.address_on("gw-a", "a-lan").expect("a lan").to_string();
+    let b_lan = net.address_on("gw-b", "b-lan").expect("b lan").to_string();
+    let b_wan = net.address_on("gw-b", "wan").expect("b wan").to_string();
+    let app_b = net.address_on("app-b", "b-lan").expect("app-b").to_string();
+    let sink = net.listen("app-b", format!("{app_b}:7000").parse().expect("addr")).await.expect("listen");
+    let args = vec!["--config".to_string(), "/etc/s2ds/config/config.yaml".to_string()];
+    // gw-a's relay is probed over HTTP from the node, gw-b's with `podman exec`.
+    let http = json!({"httpGet": {"host": a_lan, "path": "/readyz", "port": 9100}, "periodSeconds": 1});
+    let exec = json!({"exec": {"command": ["/s2ds", "--version"]}, "periodSeconds": 1});
+    let sides = [
+        ("s2ds-a", "gw-a", config(&format!("{a_lan}:5100"), &format!("{b_wan}:5200"), &format!("{a_lan}:9100")), http),
+        ("s2ds-b", "gw-b", config(&format!("{b_wan}:5200"), &format!("{app_b}:7000"), &format!("{b_lan}:9100")), exec),
+    ];
+    let t0 = Instant::now();
+    for (name, node, cfg, probe) in &sides {
+        create_config(&env.client, name, cfg, "unused\n").await;
+        create_pod(&env.client, &relay_pod(name, node, &image, &args, probe.clone())).await;
+    }
+    for (name, ..) in &sides {
+        wait_pod(&env.client, name, 60, "relay from the image Ready", is_ready).await;
+    }
+    eprintln!("both relays Ready {:.2}s after their pods were created", t0.elapsed().as_secs_f64());
+    // The exec probe says only that the container runs: wait for gw-b's listener too.
+    let health: SocketAddr = format!("{b_lan}:9100").parse().expect("addr");
+    eventually(20, "gw-b's relay listening", || async { net.connect("app-b", health).await.ok().map(drop) }).await;
+    transfer(&env, &sink, format!("{a_lan}:5100").parse().expect("entry"), 4 << 20).await;
+
+    let mut containers = Vec::new();
+    for (name, node, ..) in &sides {
+        containers.push(check_identity(&env, name, node).await);
+    }
+    let pod = Api::<Pod>::namespaced(env.client.clone(), NS).get("s2ds-a").await.expect("pod");
+    let log = env.agent.logs_dir(&pod.metadata.uid.clone().expect("uid")).join("relay.log");
+    let text = std::fs::read_to_string(&log).expect("log file");
+    assert!(text.contains("Ready"), "the container's output is in {}: {text}", log.display());
+
+    // An image that was never built is never pulled: the container waits, saying what to run.
+    let missing = relay_pod("missing", "gw-a", "ghcr.io/scistream/s2ds:never-built", &args, json!(null));
+    create_config(&env.client, "missing", "streamId: m\n", "unused\n").await;
+    create_pod(&env.client, &missing).await;
+    let waiting = |p: &Pod| {
+        let st = p.status.as_ref()?.container_statuses.as_ref()?.first()?.state.as_ref()?.waiting.clone()?;
+        Some((st.reason.unwrap_or_default(), st.message.unwrap_or_default()))
+    };
+    let p = wait_pod(&env.client, "missing", 30, "ErrImageNeverPull", |p| {
+        waiting(p).is_some_and(|(r, _)| r == "ErrImageNeverPull")
+    })
+    .await;
+    let (_, message) = waiting(&p).expect("waiting");
+    assert!(message.contains("never-built") && message.contains("kind-tests/build-images.sh"), "{message}");
+
+    // Deleting the pods removes their containers.
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), NS);
+    for name in ["s2ds-a", "s2ds-b", "missing"] {
+        pods.delete(name, &DeleteParams::default()).await.expect("delete");
+    }
+    for name in ["s2ds-a", "s2ds-b", "missing"] {
+        wait_gone(&env.client, name, 30).await;
+    }
+    let filter = format!("label={LABEL_AGENT_PID}={}", std::process::id());
+    let left = podman(&["ps", "--all", "--filter", &filter, "--format", "{{.Names}}"]).await;
+    assert_eq!(left, "", "no container is left after the pods are deleted (had {containers:?})");
+    env.agent.stop().await;
+}
