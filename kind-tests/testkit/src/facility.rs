@@ -17,11 +17,15 @@ use scistream_testcluster::TestCluster;
 use serde_json::json;
 
 use crate::{
-    GATEWAY_NS, USER_NS,
     kubelet::{StandInKubelet, node},
     operator::{OperatorOptions, OperatorTask, operator_args, spawn_operator},
     wait::{request_until, wait_until},
 };
+
+/// Namespace of the relays (pod security `privileged`: relays use the host network).
+pub const GATEWAY_NS: &str = "scistream-gateway";
+/// Namespace of the users' StreamRequests (pod security `restricted`).
+pub const USER_NS: &str = "science";
 
 /// The spec of Gateway `dtn` on both gateway nodes: 100 Gbit/s, relays in [`GATEWAY_NS`],
 /// ports `5100..=last_port` on each node, the default relay implementation (`S2ds`).

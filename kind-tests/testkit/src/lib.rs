@@ -17,12 +17,7 @@ mod kubelet;
 mod operator;
 mod wait;
 
-pub use facility::{Facility, FacilityBuilder, gateway_spec};
+pub use facility::{Facility, FacilityBuilder, GATEWAY_NS, USER_NS, gateway_spec};
 pub use kubelet::{StandInKubelet, node};
 pub use operator::{OperatorOptions, OperatorTask, operator_args, spawn_operator};
 pub use wait::{request_until, wait_until};
-
-/// Namespace of the relays (pod security `privileged`: relays use the host network).
-pub const GATEWAY_NS: &str = "scistream-gateway";
-/// Namespace of the users' StreamRequests (pod security `restricted`).
-pub const USER_NS: &str = "science";
