@@ -59,7 +59,7 @@ pub fn admit(req: &Request<'_>, obj: &mut Value) -> ApiResult<Vec<String>> {
         prune(obj, &root, &resolve, "", &mut unknown);
     } else {
         let b = builtin_schemas();
-        let gvk = if crate::convert::is_event_view(req.info) {
+        let gvk = if req.info.is_event_view() {
             (String::new(), "v1".to_string(), "Event".to_string())
         } else {
             (req.info.group.clone(), req.info.version.clone(), req.info.kind.clone())

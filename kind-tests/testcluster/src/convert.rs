@@ -3,10 +3,13 @@
 //! and `events.k8s.io/v1` Events, which a real API server stores as core
 //! `v1` Events: an event recorded through either API is listed by both,
 //! so `kubectl describe` shows the events our controllers record.
+//!
+//! Where a resource is stored (its key and stored apiVersion) is the resource table's
+//! knowledge ([`ResourceInfo::key`]); this module only translates bodies.
 
 use serde_json::{Map, Value};
 
-use crate::resources::{ResKey, ResourceInfo};
+use crate::resources::ResourceInfo;
 
 /// (events.k8s.io field, core field).
 const EVENT_FIELDS: [(&str, &str); 7] = [
@@ -19,24 +22,6 @@ const EVENT_FIELDS: [(&str, &str); 7] = [
     ("deprecatedCount", "count"),
 ];
 
-/// Whether `info` is the events.k8s.io view of core Events.
-pub fn is_event_view(info: &ResourceInfo) -> bool {
-    info.group == "events.k8s.io" && info.plural == "events"
-}
-
-/// Where objects of `info` are stored.
-pub fn storage_key(info: &ResourceInfo) -> ResKey {
-    if is_event_view(info) {
-        return ResKey { group: String::new(), plural: "events".into() };
-    }
-    ResKey { group: info.group.clone(), plural: info.plural.clone() }
-}
-
-/// The apiVersion objects of `info` are stored with.
-pub fn storage_api_version(info: &ResourceInfo) -> String {
-    if is_event_view(info) { "v1".into() } else { info.api_version() }
-}
-
 fn rename(m: &mut Map<String, Value>, from: &str, to: &str) {
     if let Some(v) = m.remove(from) {
         m.insert(to.into(), v);
@@ -45,14 +30,14 @@ fn rename(m: &mut Map<String, Value>, from: &str, to: &str) {
 
 /// A request body (served version) in the stored form.
 pub fn to_storage(info: &ResourceInfo, mut obj: Value) -> Value {
-    if is_event_view(info)
+    if info.is_event_view()
         && let Some(m) = obj.as_object_mut()
     {
         for (view, core) in EVENT_FIELDS {
             rename(m, view, core);
         }
     }
-    obj["apiVersion"] = Value::String(storage_api_version(info));
+    obj["apiVersion"] = Value::String(info.storage_api_version());
     obj["kind"] = Value::String(info.kind.clone());
     obj
 }
@@ -60,7 +45,7 @@ pub fn to_storage(info: &ResourceInfo, mut obj: Value) -> Value {
 /// A stored object in the served version of `info`.
 pub fn to_view(info: &ResourceInfo, obj: &Value) -> Value {
     let mut o = obj.clone();
-    if is_event_view(info)
+    if info.is_event_view()
         && let Some(m) = o.as_object_mut()
     {
         for (view, core) in EVENT_FIELDS {
@@ -75,7 +60,7 @@ pub fn to_view(info: &ResourceInfo, obj: &Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resources::builtin;
+    use crate::resources::{ResKey, builtin};
     use serde_json::json;
 
     #[test]
@@ -88,6 +73,6 @@ mod tests {
         assert_eq!(stored["involvedObject"]["name"], "p");
         assert_eq!(stored["message"], "hello");
         assert_eq!(to_view(&ev, &stored), view);
-        assert_eq!(storage_key(&ev), ResKey { group: String::new(), plural: "events".into() });
+        assert_eq!(ev.key(), ResKey { group: String::new(), plural: "events".into() });
     }
 }

@@ -76,9 +76,25 @@ impl ResourceInfo {
         if self.group.is_empty() { self.plural.clone() } else { format!("{}.{}", self.plural, self.group) }
     }
 
-    /// Storage key: one per group and plural, whatever the version.
+    /// Whether this is the `events.k8s.io` view of core Events. A real API server stores
+    /// those as core `v1` Events, so an event recorded through either API is listed by both
+    /// (`convert` translates the bodies).
+    pub fn is_event_view(&self) -> bool {
+        self.group == "events.k8s.io" && self.plural == "events"
+    }
+
+    /// Storage key: one per group and plural, whatever the version; the events.k8s.io view
+    /// shares core Events' key.
     pub fn key(&self) -> ResKey {
-        crate::convert::storage_key(self)
+        if self.is_event_view() {
+            return ResKey { group: String::new(), plural: "events".into() };
+        }
+        ResKey { group: self.group.clone(), plural: self.plural.clone() }
+    }
+
+    /// The apiVersion objects of this resource are stored with.
+    pub fn storage_api_version(&self) -> String {
+        if self.is_event_view() { "v1".into() } else { self.api_version() }
     }
 
     /// Whether `generation` is maintained (custom resources and types with a status).

@@ -1,17 +1,15 @@
 //! The StreamRequest lifecycle against the embedded API server: reservation, Hello,
 //! relays, Ready, release; Hello timeout; capacity exhaustion; refused combinations.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Facility, GATEWAY_NS, USER_NS};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::{
     Api, ResourceExt,
     api::{DeleteParams, Patch, PatchParams},
 };
 use scistream_api::{Phase, StreamRequest, conditions};
+use scistream_testkit::{Facility, GATEWAY_NS, USER_NS, wait_until};
 use serde_json::json;
 
 const ID: &str = "5b1d3c7e-2a4f-4e8b-9c0d-1e2f3a4b5c6d";
@@ -205,7 +203,7 @@ async fn refused_combinations_and_missing_gateways_are_explained() {
         f.requests().delete(name, &DeleteParams::default()).await.unwrap();
     }
     f.wait_request("nowhere", 1, |_| true).await; // still readable until the finalizer ran
-    common::wait_until(Duration::from_secs(20), || {
+    wait_until(Duration::from_secs(20), || {
         let api = f.requests();
         async move { api.list(&Default::default()).await.unwrap().items.is_empty() }
     })
@@ -302,7 +300,7 @@ async fn rate_changes_are_readmitted_against_the_gateway() {
     set_rate("12Gbps").await;
     f.wait_request("r", 20, |sr| sr.status.as_ref().and_then(|s| s.observed_generation) == Some(3)).await;
     assert_eq!(f.gateway().await.status.unwrap().bandwidth_promised_bps, 8_000_000_000);
-    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(f.client.clone(), common::USER_NS);
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(f.client.clone(), USER_NS);
     let reasons: Vec<String> =
         events.list(&Default::default()).await.unwrap().items.iter().filter_map(|e| e.reason.clone()).collect();
     assert!(reasons.iter().any(|r| r == "BandwidthExhausted"), "{reasons:?}");

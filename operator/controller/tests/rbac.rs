@@ -1,14 +1,12 @@
 //! The operator works with exactly the RBAC rules the chart ships, on an API server that
 //! enforces them, and those rules deny what it must not do.
 
-mod common;
-
 use std::path::PathBuf;
 
-use common::{Facility, GATEWAY_NS};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 use kube::{Api, api::PostParams};
 use scistream_api::Phase;
+use scistream_testkit::{Facility, GATEWAY_NS};
 use serde_json::json;
 
 fn rules(file: &str) -> Vec<PolicyRule> {
@@ -18,11 +16,10 @@ fn rules(file: &str) -> Vec<PolicyRule> {
 
 #[tokio::test]
 async fn the_operator_runs_with_exactly_the_shipped_rules() {
-    let mut f = Facility::start_with_users(
-        "rbac",
-        &[("operator-token", "system:serviceaccount:default:scistream-operator", &[])],
-    )
-    .await;
+    let mut f = Facility::builder("rbac")
+        .user("operator-token", "system:serviceaccount:default:scistream-operator", &[])
+        .start()
+        .await;
     let crs: Api<ClusterRole> = Api::all(f.client.clone());
     let role: ClusterRole = serde_json::from_value(json!({"metadata": {"name": "scistream-operator"}})).unwrap();
     crs.create(&PostParams::default(), &ClusterRole { rules: Some(rules("operator-clusterrole-rules.yaml")), ..role })

@@ -2,11 +2,8 @@
 //! racing operators never hand out a port twice, one leader acts at a time, a lost relay pod
 //! comes back on the same ports, a lost gateway node's share moves.
 
-mod common;
-
 use std::{collections::BTreeMap, time::Duration};
 
-use common::{Facility, GATEWAY_NS};
 use k8s_openapi::api::{coordination::v1::Lease, core::v1::Node};
 use kube::{
     Api, ResourceExt,
@@ -14,12 +11,8 @@ use kube::{
 };
 use scistream_api::{NodeAllocation, Phase, StreamRequest};
 use scistream_core::allocator;
+use scistream_testkit::{Facility, GATEWAY_NS, USER_NS, gateway_spec, wait_until};
 use serde_json::json;
-
-fn gateway_spec(end: i32) -> serde_json::Value {
-    json!({"nodeSelector": {"scistream.io/gateway": "dtn"}, "bandwidth": "100Gbps", "podNamespace": GATEWAY_NS,
-           "portRange": {"start": 5100, "end": end}})
-}
 
 fn id(n: u32) -> String {
     format!("00000000-0000-4000-8000-{n:012}")
@@ -142,7 +135,7 @@ async fn a_deleted_relay_pod_comes_back_on_the_same_ports() {
     assert_eq!(pods.len(), 1);
     let old_uid = pods[0].uid();
     f.pods().delete(&pods[0].name_any(), &DeleteParams::default()).await.unwrap();
-    common::wait_until(Duration::from_secs(20), || {
+    wait_until(Duration::from_secs(20), || {
         let api = f.pods();
         let old_uid = old_uid.clone();
         async move { api.list(&Default::default()).await.unwrap().items.iter().any(|p| p.uid() != old_uid) }
@@ -176,7 +169,7 @@ async fn a_lost_gateway_node_moves_its_listeners() {
         "{listeners:?}"
     );
     assert_holdings_match_live_streams(&f).await;
-    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(f.client.clone(), common::USER_NS);
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(f.client.clone(), USER_NS);
     let reasons: Vec<String> =
         events.list(&Default::default()).await.unwrap().items.iter().filter_map(|e| e.reason.clone()).collect();
     assert!(reasons.iter().any(|r| r == "NodeLost"), "{reasons:?}");
@@ -213,7 +206,7 @@ async fn orphaned_relay_objects_are_swept() {
     let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(f.client.clone(), GATEWAY_NS);
     cms.create(&Default::default(), &orphan).await.unwrap();
     f.start_operator(false);
-    common::wait_until(Duration::from_secs(20), || {
+    wait_until(Duration::from_secs(20), || {
         let cms = cms.clone();
         async move { cms.get_opt("s2ds-orphan").await.unwrap().is_none() }
     })
@@ -233,7 +226,7 @@ async fn release_works_after_the_gateway_is_gone() {
     f.wait_request("g", 20, |sr| phase(sr) == Some(Phase::Ready)).await;
     Api::<scistream_api::Gateway>::all(f.client.clone()).delete("dtn", &DeleteParams::default()).await.unwrap();
     f.requests().delete("g", &DeleteParams::default()).await.unwrap();
-    common::wait_until(Duration::from_secs(30), || {
+    wait_until(Duration::from_secs(30), || {
         let (api, pods) = (f.requests(), f.pods());
         async move {
             api.get_opt("g").await.unwrap().is_none() && pods.list(&Default::default()).await.unwrap().items.is_empty()

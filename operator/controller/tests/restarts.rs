@@ -3,9 +3,6 @@
 //! from where it was, keeps the ports it held, no port is held twice and the gateway's
 //! holdings are exactly what the live requests report holding.
 
-mod common;
-
-use common::{Facility, GATEWAY_NS, USER_NS};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, ResourceExt,
@@ -13,6 +10,7 @@ use kube::{
 };
 use scistream_api::{NodeAllocation, Phase, StreamRequest, conditions};
 use scistream_core::allocator;
+use scistream_testkit::{Facility, USER_NS, gateway_spec};
 use serde_json::json;
 
 fn id(n: u32) -> String {
@@ -61,9 +59,7 @@ async fn assert_holdings_match_live_streams(f: &Facility) {
 async fn facility(name: &str) -> Facility {
     let mut f = Facility::start(name).await;
     f.start_operator(false);
-    f.apply_gateway(json!({"nodeSelector": {"scistream.io/gateway": "dtn"}, "bandwidth": "100Gbps",
-                           "podNamespace": GATEWAY_NS, "portRange": {"start": 5100, "end": 5119}}))
-        .await;
+    f.apply_gateway(gateway_spec(5119)).await;
     f.wait_gateway(15, |g| g.status.as_ref().is_some_and(|s| s.ready_nodes == 2)).await;
     f
 }
@@ -140,7 +136,7 @@ async fn restart_while_awaiting_hello() {
 #[tokio::test]
 async fn restart_while_provisioning() {
     let mut f = facility("r-prov").await;
-    f.broken_nodes.lock().unwrap().extend(["gw-a".to_owned(), "gw-b".to_owned()]);
+    f.kubelet.set_broken(&["gw-a", "gw-b"]);
     f.create_request("slow", static_spec(5, "1Gbps")).await;
     let before = f.wait_request("slow", 20, |sr| phase(sr) == Some(Phase::Provisioning)).await;
     let pods = f.pods().list(&Default::default()).await.unwrap().items;
@@ -154,7 +150,7 @@ async fn restart_while_provisioning() {
     assert_eq!(phase(&during), Some(Phase::Provisioning));
     assert_eq!(allocations(&during), allocations(&before), "ports kept across the restart");
     // The kubelet's relays become ready (a touch makes the stand-in kubelet look again).
-    f.broken_nodes.lock().unwrap().clear();
+    f.kubelet.set_broken(&[]);
     for pod in f.pods().list(&Default::default()).await.unwrap().items {
         let touch = json!({"metadata": {"annotations": {"test/touch": "1"}}});
         f.pods().patch(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&touch)).await.unwrap();

@@ -10,13 +10,12 @@
 //! the expired case is therefore the "cannot refresh" error.
 
 mod cli;
-#[path = "../../controller/tests/common/mod.rs"]
-mod common;
 
 use std::{os::unix::fs::PermissionsExt, path::Path};
 
 use base64::Engine;
 use cli::{plugin, text};
+use scistream_testkit::{Facility, GATEWAY_NS};
 use serde_json::{Value, json};
 
 const EXEC_TOKEN: &str = "exec-token-6d1f0b2a";
@@ -52,13 +51,13 @@ fn exec_user(command: &str) -> Value {
 async fn exec_and_oidc_credentials_log_in_and_failures_say_why() {
     let id_token = jwt("dana", now() + 3600);
     let expired = jwt("dana", now() - 3600);
-    let f = common::Facility::start_with_users(
-        "login",
-        &[(EXEC_TOKEN, "carol", &["system:masters"]), (id_token.as_str(), "oidc:dana", &["system:masters"])],
-    )
-    .await;
+    let f = Facility::builder("login")
+        .user(EXEC_TOKEN, "carol", &["system:masters"])
+        .user(&id_token, "oidc:dana", &["system:masters"])
+        .start()
+        .await;
     f.apply_gateway(json!({"nodeSelector": {"scistream.io/gateway": "dtn"}, "bandwidth": "20Gbps",
-        "podNamespace": common::GATEWAY_NS, "portRange": {"start": 5100, "end": 5119}}))
+        "podNamespace": GATEWAY_NS, "portRange": {"start": 5100, "end": 5119}}))
         .await;
     let dir = tempfile::tempdir().unwrap();
     let ran = dir.path().join("exec-ran");

@@ -3,18 +3,16 @@
 //! with one context per facility.
 
 mod cli;
-#[path = "../../controller/tests/common/mod.rs"]
-mod common;
 
 use std::{path::Path, process::Command};
 
 use cli::{plugin, text};
-use common::Facility;
 use kube::{
     Api,
     api::{Patch, PatchParams},
 };
 use scistream_api::StreamRequest;
+use scistream_testkit::{Facility, GATEWAY_NS, USER_NS, wait_until};
 use serde_json::{Value, json};
 
 fn merged_kubeconfig(dir: &Path, facilities: &[&Facility]) -> std::path::PathBuf {
@@ -38,7 +36,7 @@ async fn facility(name: &str) -> Facility {
     let mut f = Facility::start(name).await;
     f.start_operator(false);
     f.apply_gateway(json!({"nodeSelector": {"scistream.io/gateway": "dtn"}, "bandwidth": "20Gbps",
-        "podNamespace": common::GATEWAY_NS, "portRange": {"start": 5100, "end": 5119}}))
+        "podNamespace": GATEWAY_NS, "portRange": {"start": 5100, "end": 5119}}))
         .await;
     f.wait_gateway(15, |g| g.status.as_ref().is_some_and(|s| s.ready_nodes == 2)).await;
     f
@@ -62,7 +60,7 @@ async fn create_get_release_across_two_facilities() {
     let (aps, alcf) = (facility("aps").await, facility("alcf").await);
     let dir = tempfile::tempdir().unwrap();
     let kc = merged_kubeconfig(dir.path(), &[&aps, &alcf]);
-    let ns = common::USER_NS;
+    let ns = USER_NS;
     let create = tokio::task::spawn_blocking({
         let kc = kc.clone();
         move || {
@@ -144,7 +142,7 @@ async fn create_get_release_across_two_facilities() {
 /// `describe` from either side: both sides' conditions and events, and from the gateway side
 /// the relay pod of each node with its phase, restarts, ports and listeners, and the bytes.
 async fn describe_tells_the_whole_story(kc: &Path, aps: &Facility, alcf: &Facility) {
-    let ns = common::USER_NS;
+    let ns = USER_NS;
     // The stand-in kubelet runs no relays, so there is nothing for the operator's sampler to
     // read: record bytes as it would (its field manager), for describe to show.
     let transfer = json!({"apiVersion": "scistream.io/v1alpha1", "kind": "StreamRequest",
@@ -210,7 +208,7 @@ async fn bad_input_is_refused_before_anything_is_created() {
     let (aps, alcf) = (facility("aps").await, facility("alcf").await);
     let dir = tempfile::tempdir().unwrap();
     let kc = merged_kubeconfig(dir.path(), &[&aps, &alcf]);
-    let ns = common::USER_NS;
+    let ns = USER_NS;
     let base = [
         "create",
         "s",
@@ -263,7 +261,7 @@ async fn a_failed_step_rolls_back_both_facilities() {
     let (aps, alcf) = (facility("aps").await, facility("alcf").await);
     let dir = tempfile::tempdir().unwrap();
     let kc = merged_kubeconfig(dir.path(), &[&aps, &alcf]);
-    let ns = common::USER_NS;
+    let ns = USER_NS;
     // Nobody says Hello: with --wait and a short timeout the plugin gives up and rolls back.
     let out = tokio::task::spawn_blocking(move || {
         plugin(
@@ -294,7 +292,7 @@ async fn a_failed_step_rolls_back_both_facilities() {
     assert_eq!(out.status.code(), Some(4), "{}", text(&out));
     assert!(text(&out).contains("timed out") && text(&out).contains("rolled back"), "{}", text(&out));
     for f in [&aps, &alcf] {
-        common::wait_until(std::time::Duration::from_secs(20), || {
+        wait_until(std::time::Duration::from_secs(20), || {
             let api = f.requests();
             async move { api.list(&Default::default()).await.unwrap().items.is_empty() }
         })

@@ -7,6 +7,7 @@
 //! (a scenario that panicked), and clears what it made when it shuts down.
 
 use std::{
+    net::SocketAddr,
     path::{Path, PathBuf},
     process::Command,
     sync::Arc,
@@ -23,9 +24,8 @@ use kube::{
 use scistream_api::{Gateway, StreamRequest, keys};
 use scistream_nodeagent::{NetworkMode, NodeAgent, network::Network};
 use scistream_testcluster::TestCluster;
+use scistream_testkit::{OperatorOptions, OperatorTask, operator_args, spawn_operator};
 use serde_json::json;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 use super::{
     Embedded, FACILITIES, Facility, GATEWAY_NS, Options, SCIENTIST_TOKEN, USER_NS, World, scratch_dir, topology,
@@ -134,7 +134,7 @@ async fn facility(
     }
     let agent = start_agent(opts, network, name, &client).await?;
     let control_port = free_port()?;
-    let operator = start_operator(&own_kubeconfig, name, control_port);
+    let operator = start_operator(&own_kubeconfig, name, control_port)?;
     let mut spec = json!({"nodeSelector": {"scistream.io/gateway": "dtn", "scistream.io/facility": name},
                  "bandwidth": opts.bandwidth, "podNamespace": GATEWAY_NS,
                  "implementation": opts.implementation_of(index),
@@ -289,44 +289,27 @@ fn free_port() -> anyhow::Result<u16> {
 
 /// Starts facility `name`'s operator in this process, with its control endpoint on
 /// `127.0.0.1:control_port`.
-pub(super) fn start_operator(
-    kubeconfig: &Path,
-    name: &str,
-    control_port: u16,
-) -> (CancellationToken, JoinHandle<anyhow::Result<()>>) {
-    let control_addr = format!("127.0.0.1:{control_port}");
-    let args = <scistream_controller::Args as clap::Parser>::parse_from([
-        "scistream-operator",
-        "--kubeconfig",
-        &kubeconfig.display().to_string(),
-        "--no-leader-election",
-        "--metrics-addr",
-        "127.0.0.1:0",
-        "--namespace",
-        "default",
-        "--identity",
-        &format!("operator-{name}"),
-        "--drain-seconds",
-        "2",
-        "--transfer-interval-seconds",
-        "2",
-        "--nginx-stream-module",
-        "/usr/lib/nginx/modules/ngx_stream_module.so",
-        "--control-addr",
-        &control_addr,
-        "--control-http-addr",
-        "off",
-        "--control-tls-namespace",
-        "default",
-        "--control-tls-ip",
-        "127.0.0.1",
-        // Legacy (1.x `req`) streams in the users' namespace on the facility's Gateway.
-        "--control-namespace",
-        USER_NS,
-        "--control-gateway",
-        "dtn",
-    ]);
-    let token = CancellationToken::new();
-    let handle = tokio::spawn(scistream_controller::run_until(args, token.clone()));
-    (token, handle)
+pub(super) fn start_operator(kubeconfig: &Path, name: &str, control_port: u16) -> anyhow::Result<OperatorTask> {
+    let options = OperatorOptions::default()
+        .control_endpoint(SocketAddr::from(([127, 0, 0, 1], control_port)))
+        .drain_seconds(2)
+        .transfer_interval_seconds(2)
+        .args([
+            "--nginx-stream-module",
+            "/usr/lib/nginx/modules/ngx_stream_module.so",
+            "--control-http-addr",
+            "off",
+            "--control-tls-namespace",
+            "default",
+            "--control-tls-ip",
+            "127.0.0.1",
+            // Legacy (1.x `req`) streams in the users' namespace on the facility's Gateway.
+            "--control-namespace",
+            USER_NS,
+            "--control-gateway",
+            "dtn",
+        ]);
+    let args = operator_args(kubeconfig, &format!("operator-{name}"), &options)
+        .with_context(|| format!("{name}: the operator's flags"))?;
+    Ok(spawn_operator(args))
 }

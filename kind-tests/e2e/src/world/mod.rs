@@ -376,7 +376,7 @@ impl World {
         let f = self.facilities.get_mut(i).context("no such facility")?;
         let name = f.name.clone();
         let f = f.embedded_mut()?;
-        f.operator = local::start_operator(&f.kubeconfig, &name, f.control_port);
+        f.operator = local::start_operator(&f.kubeconfig, &name, f.control_port)?;
         let deadline = Instant::now() + Duration::from_secs(30);
         while tokio::net::TcpStream::connect(("127.0.0.1", f.control_port)).await.is_err() {
             if f.operator.1.is_finished() {

@@ -1,44 +1,33 @@
-//! A facility for control-endpoint tests: the embedded API server with our CRDs, two gateway
-//! nodes and a ready Gateway `dtn`, a stand-in kubelet, the real operator (in-process), and the
-//! control endpoint running as the operator's service account with exactly the RBAC rules the
-//! chart ships, on real TLS sockets on 127.0.0.1.
+//! A facility for control-endpoint tests: the test kit's facility (embedded API server with
+//! our CRDs, two gateway nodes, a stand-in kubelet) with the real operator (in-process) and a
+//! ready Gateway `dtn`, plus what only these tests need: the control endpoint running as the
+//! operator's service account with exactly the RBAC rules the chart ships, on real TLS
+//! sockets on 127.0.0.1, users for its auth modes and an introspection server.
 #![allow(dead_code, clippy::unwrap_used)]
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{net::SocketAddr, ops::Deref, path::PathBuf, time::Duration};
 
-use futures::StreamExt;
-use k8s_openapi::{
-    api::{
-        core::v1::{Namespace, Node, Pod, Secret},
-        rbac::v1::{ClusterRole, PolicyRule},
-    },
-    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+use k8s_openapi::api::{
+    core::v1::Secret,
+    rbac::v1::{ClusterRole, PolicyRule},
 };
-use kube::{
-    Api, Client, CustomResourceExt, ResourceExt,
-    api::{DeleteParams, Patch, PatchParams, PostParams},
-    runtime::{WatchStreamExt, watcher},
-};
-use scistream_api::{DataChannel, Gateway, StreamRequest, keys};
+use kube::{Api, Client, api::PostParams};
+use scistream_api::{DataChannel, StreamRequest};
 use scistream_control_endpoint::{
     AuthConfig, EndpointConfig, Metrics, handler::HandlerConfig, legacy::Placement,
     proto::control_client::ControlClient, tls::TlsSource,
 };
-use scistream_testcluster::TestCluster;
+use scistream_testkit::{OperatorOptions, USER_NS, gateway_spec};
 use serde_json::json;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-
-#[path = "../../../controller/tests/common/wait.rs"]
-mod wait;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
-pub use wait::wait_until;
 
-pub const GATEWAY_NS: &str = "scistream-gateway";
-pub const USER_NS: &str = "science";
 pub const SYSTEM_NS: &str = "scistream-system";
 /// The endpoint's own identity (the operator's service account).
 pub const ENDPOINT_USER: &str = "system:serviceaccount:scistream-system:scistream-operator";
+/// Bearer token of [`ENDPOINT_USER`].
+const ENDPOINT_TOKEN: &str = "endpoint-token";
 /// A user allowed to create/patch/delete StreamRequests in USER_NS.
 pub const ALICE: &str = "alice-token";
 /// A user with no rights.
@@ -46,11 +35,10 @@ pub const BOB: &str = "bob-token";
 /// The introspected user allowed in USER_NS (mode `introspection`, prefix `globus:`).
 pub const CAROL_USER: &str = "globus:carol@uni.edu";
 
+/// The test kit's facility (`f.client`, `f.requests()`, `f.wait_request(..)`... through
+/// `Deref`) and the control endpoint.
 pub struct Facility {
-    pub cluster: TestCluster,
-    pub client: Client,
-    operator: (CancellationToken, JoinHandle<anyhow::Result<()>>),
-    kubelet: JoinHandle<()>,
+    kit: scistream_testkit::Facility,
     endpoint: Option<(CancellationToken, JoinHandle<scistream_control_endpoint::Result<()>>)>,
     pub grpc: SocketAddr,
     pub http: Option<SocketAddr>,
@@ -58,15 +46,12 @@ pub struct Facility {
     pub registry: std::sync::Arc<std::sync::Mutex<prometheus_client::registry::Registry>>,
 }
 
-fn node(name: &str, wan: &str, lan: &str) -> Node {
-    serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Node",
-        "metadata": {"name": name, "labels": {"scistream.io/gateway": "dtn"},
-                     "annotations": {keys::ANNOTATION_WAN_ADDRESS: wan, keys::ANNOTATION_LAN_ADDRESS: lan}},
-        "status": {"conditions": [{"type": "Ready", "status": "True"}],
-                   "addresses": [{"type": "InternalIP", "address": lan}]}
-    }))
-    .unwrap()
+impl Deref for Facility {
+    type Target = scistream_testkit::Facility;
+
+    fn deref(&self) -> &Self::Target {
+        &self.kit
+    }
 }
 
 fn shipped_rules() -> Vec<PolicyRule> {
@@ -108,78 +93,20 @@ impl Facility {
     /// A facility with the operator running and Gateway `dtn` ready (ports `5100..=last_port`
     /// on each of two nodes); the endpoint is not started yet.
     pub async fn start(name: &str, last_port: i32) -> Facility {
-        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        let cluster = TestCluster::builder()
-            .name(name)
-            .user("endpoint-token", ENDPOINT_USER, &[])
+        let mut kit = scistream_testkit::Facility::builder(name)
+            .user(ENDPOINT_TOKEN, ENDPOINT_USER, &[])
             .user(ALICE, "alice", &["scientists"])
             .user(BOB, "bob", &[])
+            .namespace(SYSTEM_NS, "restricted")
             .start()
-            .await
-            .unwrap();
-        let client = cluster.client().await.unwrap();
-        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-        for crd in [Gateway::crd(), StreamRequest::crd()] {
-            crds.create(&PostParams::default(), &crd).await.unwrap();
-        }
-        wait_until(Duration::from_secs(10), || {
-            let client = client.clone();
-            async move { Api::<Gateway>::all(client).list(&Default::default()).await.is_ok() }
-        })
-        .await;
-        let namespaces: Api<Namespace> = Api::all(client.clone());
-        for (ns, level) in [(GATEWAY_NS, "privileged"), (USER_NS, "restricted"), (SYSTEM_NS, "restricted")] {
-            let object = serde_json::from_value(
-                json!({"metadata": {"name": ns, "labels": {"pod-security.kubernetes.io/enforce": level}}}),
-            )
-            .unwrap();
-            namespaces.create(&PostParams::default(), &object).await.unwrap();
-        }
-        let nodes: Api<Node> = Api::all(client.clone());
-        for (n, wan, lan) in [("gw-a", "198.51.100.1", "192.0.2.1"), ("gw-b", "198.51.100.2", "192.0.2.2")] {
-            nodes.create(&PostParams::default(), &node(n, wan, lan)).await.unwrap();
-        }
-        rbac(&client).await;
-        let kubelet = tokio::spawn(kubelet(client.clone()));
-        let args = <scistream_controller::Args as clap::Parser>::parse_from([
-            "scistream-operator",
-            "--kubeconfig",
-            &cluster.kubeconfig_path().display().to_string(),
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--namespace",
-            "default",
-            "--no-leader-election",
-            "--no-control-endpoint",
-            "--resync-seconds",
-            "10",
-            "--drain-seconds",
-            "1",
-        ]);
-        let token = CancellationToken::new();
-        let operator = (token.clone(), tokio::spawn(scistream_controller::run_until(args, token)));
-        let gw: Gateway = serde_json::from_value(json!({
-            "apiVersion": "scistream.io/v1alpha1", "kind": "Gateway", "metadata": {"name": "dtn"},
-            "spec": {"nodeSelector": {"scistream.io/gateway": "dtn"}, "bandwidth": "100Gbps", "podNamespace": GATEWAY_NS,
-                     "portRange": {"start": 5100, "end": last_port}, "implementation": "S2ds"}
-        }))
-        .unwrap();
-        let gateways: Api<Gateway> = Api::all(client.clone());
-        gateways.patch("dtn", &PatchParams::apply("test").force(), &Patch::Apply(&gw)).await.unwrap();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let gw = gateways.get("dtn").await.unwrap();
-            if gw.status.as_ref().is_some_and(|s| s.ready_nodes == 2) {
-                break;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "gateway never ready: {:?}", gw.status);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            .await;
+        rbac(&kit.client).await;
+        // The operator's own control endpoint stays off: each test starts one with its settings.
+        kit.start_operator_with(OperatorOptions::default().resync_seconds(10).drain_seconds(1));
+        kit.apply_gateway(gateway_spec(last_port)).await;
+        kit.wait_gateway(20, |g| g.status.as_ref().is_some_and(|s| s.ready_nodes == 2)).await;
         Facility {
-            cluster,
-            client,
-            operator,
-            kubelet,
+            kit,
             endpoint: None,
             grpc: "127.0.0.1:0".parse().unwrap(),
             http: None,
@@ -190,7 +117,7 @@ impl Facility {
 
     /// Starts the control endpoint as the operator's service account.
     pub async fn start_endpoint(&mut self, config: EndpointConfig) {
-        let client = self.cluster.client_for_token("endpoint-token").await.unwrap();
+        let client = self.kit.cluster.client_for_token(ENDPOINT_TOKEN).await.unwrap();
         let metrics = Metrics::new(&mut self.registry.lock().unwrap());
         let bound = scistream_control_endpoint::bind(client, config, metrics).await.unwrap();
         self.grpc = bound.grpc_addr().unwrap();
@@ -212,10 +139,6 @@ impl Facility {
         ControlClient::new(channel.connect().await.unwrap())
     }
 
-    pub fn requests(&self) -> Api<StreamRequest> {
-        Api::namespaced(self.client.clone(), USER_NS)
-    }
-
     /// Creates a Hello-key Secret and a StreamRequest the way the kubectl plugin does.
     pub async fn plugin_request(&self, name: &str, key: &str, spec: serde_json::Value) -> StreamRequest {
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), USER_NS);
@@ -225,27 +148,7 @@ impl Facility {
         secrets.create(&PostParams::default(), &secret).await.unwrap();
         let mut spec = spec;
         spec["helloKeySecretRef"] = json!({"name": format!("{name}-key")});
-        let sr: StreamRequest = serde_json::from_value(json!({
-            "apiVersion": "scistream.io/v1alpha1", "kind": "StreamRequest", "metadata": {"name": name}, "spec": spec
-        }))
-        .unwrap();
-        self.requests().create(&PostParams::default(), &sr).await.unwrap()
-    }
-
-    /// Waits until `ns/name` satisfies `cond`.
-    pub async fn wait_request(&self, name: &str, secs: u64, cond: impl Fn(&StreamRequest) -> bool) -> StreamRequest {
-        wait::request_until(&self.requests(), name, secs, cond).await
-    }
-
-    /// Waits until `name` is gone.
-    pub async fn wait_gone(&self, name: &str, secs: u64) {
-        let api = self.requests();
-        let name = name.to_owned();
-        wait_until(Duration::from_secs(secs), || {
-            let (api, name) = (api.clone(), name.clone());
-            async move { api.get_opt(&name).await.unwrap().is_none() }
-        })
-        .await;
+        self.create_request(name, spec).await
     }
 
     pub async fn metrics_text(&self) -> String {
@@ -263,10 +166,7 @@ impl Facility {
 
     pub async fn shutdown(mut self) {
         self.stop_endpoint().await;
-        self.operator.0.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(20), self.operator.1).await;
-        self.kubelet.abort();
-        self.cluster.shutdown().await;
+        self.kit.shutdown().await;
     }
 }
 
@@ -290,27 +190,6 @@ async fn rbac(client: &Client) {
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "streamers"},
         "subjects": [{"kind": "User", "name": "alice"}, {"kind": "User", "name": CAROL_USER}]});
     rbs.create(&PostParams::default(), &serde_json::from_value(binding).unwrap()).await.unwrap();
-}
-
-/// Marks relay pods Running and Ready; removes pods being deleted (as a kubelet would).
-async fn kubelet(client: Client) {
-    let api: Api<Pod> = Api::all(client.clone());
-    let mut events = watcher(api, watcher::Config::default()).default_backoff().applied_objects().boxed();
-    while let Some(Ok(pod)) = events.next().await {
-        let pods: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
-        let name = pod.name_any();
-        if pod.metadata.deletion_timestamp.is_some() {
-            let _ = pods.delete(&name, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await;
-            continue;
-        }
-        if pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running") {
-            continue;
-        }
-        let status = json!({"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}],
-            "containerStatuses": [{"name": "relay", "ready": true, "restartCount": 0, "image": "", "imageID": "",
-                                   "state": {"running": {}}}]}});
-        let _ = pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status)).await;
-    }
 }
 
 /// Metadata map with the `authorization` credential.

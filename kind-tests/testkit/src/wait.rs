@@ -1,5 +1,4 @@
-//! Waiting for a condition with a deadline (shared by the operator's, the control endpoint's
-//! and the plugin's tests).
+//! Waiting for a condition with a deadline: polling, bounded in time, never a bare sleep.
 
 use std::time::Duration;
 
