@@ -69,6 +69,8 @@ pub struct Ctx {
 
 struct ListenerHandle {
     stop: CancellationToken,
+    /// The accept loops: each owns one socket of the listener's group, closed when it returns.
+    loops: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// A running relay.
@@ -198,16 +200,22 @@ impl Server {
                 }
             }
         }
-        listeners.retain(|addr, h| {
-            let keep = state.config.listeners.contains(addr);
-            if !keep {
-                h.stop.cancel();
-                if let Ok(mut b) = self.ctx.bound.lock() {
-                    b.retain(|(c, _)| c != addr);
+        let removed: Vec<SocketAddr> =
+            listeners.keys().filter(|addr| !state.config.listeners.contains(addr)).copied().collect();
+        for addr in removed {
+            let Some(h) = listeners.remove(&addr) else { continue };
+            h.stop.cancel();
+            if let Ok(mut b) = self.ctx.bound.lock() {
+                b.retain(|(c, _)| *c != addr);
+            }
+            // The reload is done when the removed listener no longer accepts: its sockets are
+            // closed as its accept loops return (promptly once stopped; bounded regardless).
+            for l in h.loops {
+                if tokio::time::timeout(std::time::Duration::from_secs(5), l).await.is_err() {
+                    warn!(listener = %addr, "Accept loop did not stop within 5s");
                 }
             }
-            keep
-        });
+        }
         self.ctx.limiter.set_rate(state.config.rate_bits_per_second);
         info!(stream = %self.ctx.stream_id, targets = state.config.targets.len(),
             listeners = listeners.len(), rate = ?state.config.rate_bits_per_second, "Reloaded");
@@ -246,8 +254,10 @@ fn spawn_listener(
         b.push((addr, local));
     }
     let stop = CancellationToken::new();
-    for (l, worker) in group.into_iter().zip(workers.iter().cycle()) {
-        worker.spawn(listener::accept_loop(ctx.clone(), addr, l, stop.clone()));
-    }
-    ListenerHandle { stop }
+    let loops = group
+        .into_iter()
+        .zip(workers.iter().cycle())
+        .map(|(l, worker)| worker.spawn(listener::accept_loop(ctx.clone(), addr, l, stop.clone())))
+        .collect();
+    ListenerHandle { stop, loops }
 }
