@@ -4,7 +4,7 @@ use std::{collections::BTreeMap, net::IpAddr};
 
 use k8s_openapi::api::core::v1::{Node, Taint, Toleration};
 use scistream_api::{
-    GatewaySpec, GatewayStatus, Rate,
+    GatewaySpec, GatewayStatus,
     conditions::reasons,
     gateway::{AddressSource, GatewayNodeStatus, NodeAddressType},
     keys,
@@ -134,7 +134,7 @@ pub fn summarize(spec: &GatewaySpec, status: &mut GatewayStatus) {
     status.ports_summary = Some(format!("{}/{}", status.ports_in_use, status.ports_total));
     let promised = allocator::promised(&status.reservations);
     status.bandwidth_promised_bps = i64::try_from(promised.bps()).unwrap_or(i64::MAX);
-    let declared = spec.bandwidth.parse::<Rate>().map(|r| r.to_string()).unwrap_or_else(|_| spec.bandwidth.clone());
+    let declared = spec.bandwidth.to_string();
     status.bandwidth_summary = Some(format!("{promised}/{declared}"));
     status.streams = status.reservations.len() as i32;
 }

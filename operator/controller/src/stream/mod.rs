@@ -23,7 +23,6 @@ use kube::{
 };
 use scistream_api::{
     Gateway, GatewayStatus, Phase, Rate, Reservation, StreamRequest, conditions, conditions::reasons, keys,
-    rate::parse_duration,
 };
 use scistream_core::{
     allocator::{self, AllocError, Demand},
@@ -143,7 +142,7 @@ fn queued_behind(ctx: &Context, sr: &StreamRequest, gateway: &Gateway) -> Option
     let mine = (sr.creation_timestamp(), sr.name_any());
     let reservations = gateway.status.as_ref().map(|s| s.reservations.clone()).unwrap_or_default();
     let nodes = usable_nodes(gateway.status.as_ref());
-    let declared = gateway.spec.bandwidth.parse::<Rate>().ok()?;
+    let declared = gateway.spec.bandwidth.get();
     let cap = allocator::Capacity {
         port_range: gateway.spec.port_range,
         bandwidth: declared,
@@ -160,7 +159,7 @@ fn queued_behind(ctx: &Context, sr: &StreamRequest, gateway: &Gateway) -> Option
         .filter(|o| !reservations.iter().any(|r| Some(&r.uid) == o.uid().as_ref()))
         .filter(|o| relay::mode(o.spec.role, o.spec.data_channel, gateway.spec.implementation).is_ok())
         .find(|o| {
-            let rate = o.spec.rate.parse::<Rate>().unwrap_or_default();
+            let rate = o.spec.rate.get();
             allocator::reserve(&cap, &demand(o, rate, gateway.spec.implementation)).is_ok()
         })
         .map(|o| format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any()))
@@ -181,7 +180,7 @@ async fn reserve(
             return false;
         }
         let nodes = usable_nodes(Some(st));
-        let declared = gw.spec.bandwidth.parse::<Rate>().unwrap_or_default();
+        let declared = gw.spec.bandwidth.get();
         let cap = allocator::Capacity {
             port_range: gw.spec.port_range,
             bandwidth: declared,
@@ -217,7 +216,7 @@ async fn relocate(ctx: &Context, gateway: &Gateway, current: Reservation) -> Res
     let mut moved = current.clone();
     update_gateway_status(&ctx.client, &gateway.name_any(), |gw, st| {
         let nodes = usable_nodes(Some(st));
-        let declared = gw.spec.bandwidth.parse::<Rate>().unwrap_or_default();
+        let declared = gw.spec.bandwidth.get();
         let mut reservations = st.reservations.clone();
         for node in &lost {
             let cap = allocator::Capacity {
@@ -258,7 +257,7 @@ async fn resize(ctx: &Context, gateway: &Gateway, current: Reservation, rate: Ra
     let mut refused = false;
     let mut held = current.clone();
     update_gateway_status(&ctx.client, &gateway.name_any(), |gw, st| {
-        let declared = i64::try_from(gw.spec.bandwidth.parse::<Rate>().unwrap_or_default().bps()).unwrap_or(i64::MAX);
+        let declared = i64::try_from(gw.spec.bandwidth.bps()).unwrap_or(i64::MAX);
         let others: i64 = st.reservations.iter().filter(|r| r.uid != current.uid).map(|r| r.bandwidth_bps).sum();
         let Some(slot) = st.reservations.iter_mut().find(|r| r.uid == current.uid) else { return false };
         held = slot.clone();
@@ -297,8 +296,8 @@ fn now() -> Time {
 
 async fn apply(sr: &StreamRequest, ctx: &Context) -> Result<Action> {
     let status = sr.status.clone().unwrap_or_default();
-    let rate = sr.spec.rate.parse::<Rate>().unwrap_or_default();
-    let hello_timeout = parse_duration(&sr.spec.hello_timeout).unwrap_or(Duration::from_secs(180));
+    let rate = sr.spec.rate.get();
+    let hello_timeout = sr.spec.hello_timeout.duration();
     let failed = (status.phase == Some(Phase::Failed)).then(|| {
         let ready = conditions::find(&status.conditions, conditions::types::READY);
         let reason = match ready.map(|c| c.reason.as_str()) {
@@ -490,7 +489,7 @@ async fn finish(
         needs_hello: targets::needs_hello(sr),
         hello_received: false,
         static_targets: false,
-        hello_timeout: Duration::from_secs(180),
+        hello_timeout: sr.spec.hello_timeout.duration(),
         targets_missing: None,
         relays,
     };
