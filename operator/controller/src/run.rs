@@ -202,8 +202,9 @@ fn gateway_error_policy(
     ctx: Arc<Context>,
 ) -> kube::runtime::controller::Action {
     let reason = error.reason();
-    ctx.metrics.errors.get_or_create(&crate::metrics::ErrorLabels { controller: gateway::CONTROLLER, reason }).inc();
-    tracing::warn!(error = %error, reason, "gateway reconcile failed");
+    let labels = crate::metrics::ErrorLabels { controller: gateway::CONTROLLER, reason: reason.as_str() };
+    ctx.metrics.errors.get_or_create(&labels).inc();
+    tracing::warn!(error = %error, %reason, "gateway reconcile failed");
     kube::runtime::controller::Action::requeue(error.backoff(2))
 }
 

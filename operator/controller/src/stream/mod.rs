@@ -22,7 +22,9 @@ use kube::{
     },
 };
 use scistream_api::{
-    Gateway, GatewayStatus, Phase, Rate, Reservation, StreamRequest, conditions, conditions::reasons, keys,
+    Gateway, GatewayStatus, Phase, Rate, Reservation, StreamRequest, conditions,
+    conditions::{Reason, reasons},
+    keys,
 };
 use scistream_core::{
     allocator::{self, AllocError, Demand},
@@ -68,14 +70,14 @@ pub async fn reconcile(sr: Arc<StreamRequest>, ctx: Arc<Context>) -> Result<Acti
 pub fn error_policy(sr: Arc<StreamRequest>, error: &Error, ctx: Arc<Context>) -> Action {
     let attempt = ctx.failed(ObjectRef::from_obj(sr.as_ref()));
     let reason = error.reason();
-    ctx.metrics.errors.get_or_create(&ErrorLabels { controller: CONTROLLER, reason }).inc();
-    if reason == "StillTerminating" {
+    ctx.metrics.errors.get_or_create(&ErrorLabels { controller: CONTROLLER, reason: reason.as_str() }).inc();
+    if reason == crate::error::Reason::StillTerminating {
         tracing::debug!(error = %error, "waiting for relay pods to stop");
-    } else if reason == "NotFound" && sr.metadata.deletion_timestamp.is_some() {
+    } else if reason == crate::error::Reason::NotFound && sr.metadata.deletion_timestamp.is_some() {
         // A stale event for a request whose finalizer another reconcile already removed.
         tracing::debug!(error = %error, "request already gone");
     } else {
-        tracing::warn!(error = %error, reason, attempt, "reconcile failed");
+        tracing::warn!(error = %error, %reason, attempt, "reconcile failed");
     }
     Action::requeue(error.backoff(attempt.saturating_sub(1)))
 }
@@ -129,7 +131,7 @@ fn demand(sr: &StreamRequest, rate: Rate, implementation: scistream_api::Impleme
     }
 }
 
-fn capacity_reason(e: &AllocError) -> &'static str {
+fn capacity_reason(e: &AllocError) -> Reason {
     match e {
         AllocError::NoReadyNodes => reasons::GATEWAY_NOT_READY,
         AllocError::PortsExhausted { .. } => reasons::PORTS_EXHAUSTED,
@@ -300,9 +302,9 @@ async fn apply(sr: &StreamRequest, ctx: &Context) -> Result<Action> {
     let hello_timeout = sr.spec.hello_timeout.duration();
     let failed = (status.phase == Some(Phase::Failed)).then(|| {
         let ready = conditions::find(&status.conditions, conditions::types::READY);
-        let reason = match ready.map(|c| c.reason.as_str()) {
-            Some(reasons::HELLO_TIMEOUT) | None => reasons::HELLO_TIMEOUT,
-            Some(_) => reasons::INVALID_SPEC,
+        let reason = match ready.map(|c| Reason::parse(&c.reason)) {
+            Some(Some(Reason::HelloTimeout)) | None => Reason::HelloTimeout,
+            Some(_) => Reason::InvalidSpec,
         };
         (reason, ready.map(|c| c.message.clone()).unwrap_or_default())
     });
@@ -479,7 +481,7 @@ async fn finish(
     ctx: &Context,
     sr: &StreamRequest,
     capacity: Capacity,
-    failed: Option<(&'static str, String)>,
+    failed: Option<(Reason, String)>,
     certificate: Option<String>,
     relays: phase::Relays,
 ) -> Result<Action> {
