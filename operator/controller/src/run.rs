@@ -29,7 +29,7 @@ use crate::{
 };
 
 async fn client(args: &Args) -> anyhow::Result<Client> {
-    let config = match &args.kubeconfig {
+    let mut config = match &args.kubeconfig {
         Some(path) => {
             let kubeconfig =
                 Kubeconfig::read_from(path).with_context(|| format!("reading kubeconfig {}", path.display()))?;
@@ -38,6 +38,9 @@ async fn client(args: &Args) -> anyhow::Result<Client> {
         }
         None => kube::Config::infer().await.context("no kubeconfig and not running in a cluster")?,
     };
+    // Who is asking, in the API server's audit log and request metrics.
+    let agent = concat!("scistream-operator/", env!("CARGO_PKG_VERSION"));
+    config.headers.push((http::header::USER_AGENT, http::HeaderValue::from_static(agent)));
     Ok(Client::try_from(config)?)
 }
 
