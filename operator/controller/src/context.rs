@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
 use kube::{
     Client,
     runtime::{
@@ -17,7 +17,7 @@ use kube::{
 };
 use scistream_api::{Gateway, StreamRequest};
 
-use crate::metrics::Metrics;
+use crate::{metrics::Metrics, reservations::GatewayWriter};
 
 /// Relay images per implementation.
 #[derive(Clone, Debug)]
@@ -70,6 +70,10 @@ pub struct Stores {
     pub nodes: Store<Node>,
     /// StreamRequests.
     pub requests: Store<StreamRequest>,
+    /// Relay pods (labelled as ours), in every namespace.
+    pub pods: Store<Pod>,
+    /// Relay ConfigMaps (labelled as ours), in every namespace.
+    pub config_maps: Store<ConfigMap>,
 }
 
 /// Everything a reconcile needs.
@@ -88,6 +92,8 @@ pub struct Context {
     pub synced: tokio::sync::watch::Receiver<bool>,
     /// Consecutive failures per StreamRequest, for backoff (reset on success).
     pub failures: Mutex<HashMap<ObjectRef<StreamRequest>, u32>>,
+    /// Takes turns writing each Gateway's status.
+    pub gateway_writer: GatewayWriter,
 }
 
 impl Context {
@@ -110,6 +116,7 @@ impl Context {
             stores,
             synced,
             failures: Mutex::new(HashMap::new()),
+            gateway_writer: GatewayWriter::default(),
         })
     }
 

@@ -18,6 +18,7 @@ pub mod server;
 pub mod stream;
 pub mod telemetry;
 pub mod transfer;
+pub mod triggers;
 
 pub use args::Args;
 pub use run::{run, run_until};

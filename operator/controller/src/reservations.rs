@@ -1,7 +1,14 @@
-//! The one way the Gateway's status is written: read it fresh, change it, and replace it
-//! with the `resourceVersion` we read. A concurrent writer (the other controller, or another
-//! operator replica that wrongly believes it leads) makes the API answer 409 Conflict and we
-//! start over from a fresh read, so two writers never both hand out the same port.
+//! The one way the Gateway's status is written: start from the Gateway as we last stored it
+//! (or read it), change it, and replace it with that `resourceVersion`. A concurrent writer
+//! (another operator replica that wrongly believes it leads, or a user) makes the API answer
+//! 409 Conflict and we start over from a fresh read, so two writers never both hand out the
+//! same port. Within this process the writers of one Gateway take turns (one lock per
+//! Gateway), so they do not conflict with each other and need no read before each write.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
 
 use kube::{
     Api, Client,
@@ -17,19 +24,50 @@ use crate::{
 /// Attempts before giving up on a gateway that keeps changing under us.
 const ATTEMPTS: usize = 8;
 
+/// Per Gateway: a turn to write and the Gateway as our last write stored it.
+#[derive(Default)]
+pub struct GatewayWriter {
+    slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Gateway>>>>>,
+}
+
+impl GatewayWriter {
+    fn slot(&self, name: &str) -> Arc<tokio::sync::Mutex<Option<Gateway>>> {
+        let mut slots = self.slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        slots.entry(name.to_owned()).or_default().clone()
+    }
+
+    /// Forgets a deleted Gateway.
+    pub fn forget(&self, name: &str) {
+        self.slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(name);
+    }
+}
+
 /// Applies `change` to the named Gateway's status with optimistic concurrency; `change`
 /// returns whether it changed anything (no write otherwise). Counters and summaries are
-/// recomputed on every write, so they always agree with the reservations. Returns the
-/// Gateway as stored afterwards, or `None` if it does not exist.
+/// recomputed on every write, so they always agree with the reservations. `cached` is the
+/// Gateway as the caller's cache has it: a starting point when this process has not written
+/// it yet. Returns the Gateway as stored afterwards, or `None` if it does not exist.
 pub async fn update_gateway_status(
     client: &Client,
+    writer: &GatewayWriter,
     name: &str,
+    cached: Option<&Gateway>,
     mut change: impl FnMut(&Gateway, &mut GatewayStatus) -> bool,
 ) -> Result<Option<Gateway>> {
     let api: Api<Gateway> = Api::all(client.clone());
+    let slot = writer.slot(name);
+    let mut last = slot.lock().await;
+    let mut base = last.clone().or_else(|| cached.cloned());
     for _ in 0..ATTEMPTS {
-        let Some(mut gateway) = api.get_opt(name).await.map_err(Error::kube(format!("read Gateway {name}")))? else {
-            return Ok(None);
+        let mut gateway = match base.take() {
+            Some(g) => g,
+            None => match api.get_opt(name).await.map_err(Error::kube(format!("read Gateway {name}")))? {
+                Some(g) => g,
+                None => {
+                    *last = None;
+                    return Ok(None);
+                }
+            },
         };
         let before = gateway.status.clone().unwrap_or_default();
         let mut status = before.clone();
@@ -42,11 +80,19 @@ pub async fn update_gateway_status(
         }
         gateway.status = Some(status);
         match api.replace_status(&gateway.name_any(), &PostParams::default(), &gateway).await {
-            Ok(stored) => return Ok(Some(stored)),
-            Err(kube::Error::Api(s)) if s.code == 409 => {
-                tracing::debug!(gateway = name, "gateway status changed concurrently; retrying");
+            Ok(stored) => {
+                *last = Some(stored.clone());
+                return Ok(Some(stored));
             }
-            Err(e) => return Err(Error::kube(format!("write the status of Gateway {name}"))(e)),
+            Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => {
+                // Changed (or deleted and perhaps re-created) since we last saw it: read it again.
+                tracing::debug!(gateway = name, code = s.code, "gateway changed since last seen; reading it again");
+                *last = None;
+            }
+            Err(e) => {
+                *last = None;
+                return Err(Error::kube(format!("write the status of Gateway {name}"))(e));
+            }
         }
     }
     Err(Error::Contended(name.to_owned()))

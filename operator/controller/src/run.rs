@@ -8,13 +8,19 @@ use std::sync::{
 
 use anyhow::Context as _;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use std::collections::HashMap;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
 use kube::{
     Api, Client, ResourceExt,
     api::ListParams,
     config::{KubeConfigOptions, Kubeconfig},
     runtime::{
-        Controller, WatchStreamExt, controller::Config as ControllerConfig, reflector, reflector::ObjectRef, watcher,
+        Controller, WatchStreamExt,
+        controller::Config as ControllerConfig,
+        reflector,
+        reflector::{ObjectRef, Store},
+        watcher,
     },
 };
 use scistream_api::{Gateway, StreamRequest, keys};
@@ -25,7 +31,7 @@ use crate::{
     context::{Context, Stores},
     gateway, lease,
     metrics::Metrics,
-    server, stream, telemetry,
+    server, stream, telemetry, triggers,
 };
 
 async fn client(args: &Args) -> anyhow::Result<Client> {
@@ -73,6 +79,35 @@ fn relay_pod_selector() -> String {
 fn owner_of(pod: &Pod) -> Option<ObjectRef<StreamRequest>> {
     let (ns, name) = pod.annotations().get(keys::ANNOTATION_REQUEST)?.split_once('/')?;
     Some(ObjectRef::new(name).within(ns))
+}
+
+/// The Gateways an event is about, with their shape afterwards (`None`: deleted).
+fn gateway_changes(event: &watcher::Event<Gateway>) -> Vec<(String, Option<triggers::GatewayShape>)> {
+    match event {
+        watcher::Event::Apply(gw) | watcher::Event::InitApply(gw) => {
+            vec![(gw.name_any(), Some(triggers::GatewayShape::of(gw)))]
+        }
+        watcher::Event::Delete(gw) => vec![(gw.name_any(), None)],
+        watcher::Event::Init | watcher::Event::InitDone => Vec::new(),
+    }
+}
+
+/// The requests on Gateway `name` that `wake` concerns.
+fn requests_to_wake(
+    requests: &Store<StreamRequest>,
+    name: &str,
+    wake: triggers::Wake,
+) -> Vec<ObjectRef<StreamRequest>> {
+    if wake == triggers::Wake::Nobody {
+        return Vec::new();
+    }
+    requests
+        .state()
+        .iter()
+        .filter(|r| r.spec.gateway == name)
+        .filter(|r| wake == triggers::Wake::All || stream::plan::waits_for_capacity(r))
+        .map(|r| ObjectRef::from_obj(r.as_ref()))
+        .collect()
 }
 
 /// Runs the operator until SIGTERM/SIGINT or loss of leadership.
@@ -125,23 +160,73 @@ pub async fn run_until(args: Args, token: CancellationToken) -> anyhow::Result<(
         tokio::spawn(lease::keep(client.clone(), cfg, token.clone()));
     }
 
+    // One watch per kind, each feeding a cache and the reconciles its changes concern.
     let (nodes, node_writer) = reflector::store::<Node>();
-    let node_cache = watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
+    let node_events = watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
         .default_backoff()
         .reflect(node_writer)
-        .for_each(|_| futures::future::ready(()));
-    tokio::spawn(node_cache);
-    let gateways_api = Api::<Gateway>::all(client.clone());
-    let requests_api = Api::<StreamRequest>::all(client.clone());
-    let gw_ctrl = Controller::new(gateways_api.clone(), watcher::Config::default());
-    let sr_ctrl = Controller::new(requests_api, watcher::Config::default());
-    let stores = Stores { gateways: gw_ctrl.store(), nodes: nodes.clone(), requests: sr_ctrl.store() };
+        .touched_objects()
+        .predicate_filter(triggers::node_predicate, Default::default());
+    let (pods, pod_writer) = reflector::store::<Pod>();
+    let pod_events = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default().labels(&relay_pod_selector()))
+        .default_backoff()
+        .reflect(pod_writer)
+        .touched_objects();
+    let (config_maps, cm_writer) = reflector::store::<ConfigMap>();
+    let cm_cache =
+        watcher(Api::<ConfigMap>::all(client.clone()), watcher::Config::default().labels(&relay_pod_selector()))
+            .default_backoff()
+            .reflect(cm_writer)
+            .for_each(|_| futures::future::ready(()));
+    tokio::spawn(cm_cache);
+    let (gateways, gw_writer) = reflector::store::<Gateway>();
+    let (requests, sr_writer) = reflector::store::<StreamRequest>();
+    // Gateway changes reach the StreamRequest controller through this channel: the mapper runs
+    // after the change is in the Gateway cache, so a woken request reads it.
+    let (wake_tx, wake_rx) = futures::channel::mpsc::unbounded::<ObjectRef<StreamRequest>>();
+    let gw_events = {
+        let requests = requests.clone();
+        let mut shapes: HashMap<String, triggers::GatewayShape> = HashMap::new();
+        watcher(Api::<Gateway>::all(client.clone()), watcher::Config::default())
+            .default_backoff()
+            .reflect(gw_writer)
+            .map(move |event| {
+                if let Ok(event) = &event {
+                    for (name, after) in gateway_changes(event) {
+                        let before = shapes.get(&name).cloned();
+                        match &after {
+                            Some(a) => shapes.insert(name.clone(), a.clone()),
+                            None => shapes.remove(&name),
+                        };
+                        let wake = triggers::wake(before.as_ref(), after.as_ref());
+                        for r in requests_to_wake(&requests, &name, wake) {
+                            let _ = wake_tx.unbounded_send(r);
+                        }
+                    }
+                }
+                event
+            })
+            .touched_objects()
+            .predicate_filter(triggers::gateway_predicate, Default::default())
+    };
+    let sr_events = watcher(Api::<StreamRequest>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .reflect(sr_writer)
+        .applied_objects()
+        .predicate_filter(triggers::request_predicate, Default::default());
+    let stores = Stores {
+        gateways: gateways.clone(),
+        nodes: nodes.clone(),
+        requests: requests.clone(),
+        pods: pods.clone(),
+        config_maps: config_maps.clone(),
+    };
     let (synced_tx, synced) = tokio::sync::watch::channel(false);
     let ctx = Context::new(client.clone(), args.config(), stores.clone(), metrics, args.identity.clone(), synced);
 
     let all_gateways = stores.gateways.clone();
-    let gw_ctrl = gw_ctrl
-        .watches(Api::<Node>::all(client.clone()), watcher::Config::default(), move |_node: Node| {
+    let gw_ctrl = Controller::for_stream(gw_events, gateways)
+        .watches_stream(node_events, move |_node: Node| {
             all_gateways.state().iter().map(|g| ObjectRef::from_obj(g.as_ref())).collect::<Vec<_>>()
         })
         .with_config(ControllerConfig::default().concurrency(2))
@@ -149,20 +234,9 @@ pub async fn run_until(args: Args, token: CancellationToken) -> anyhow::Result<(
         .run(gateway::reconcile, gateway_error_policy, ctx.clone())
         .for_each(|_| futures::future::ready(()));
 
-    let requests = stores.requests.clone();
-    let sr_ctrl = sr_ctrl
-        .watches(Api::<Pod>::all(client.clone()), watcher::Config::default().labels(&relay_pod_selector()), |pod| {
-            owner_of(&pod)
-        })
-        .watches(gateways_api, watcher::Config::default(), move |gw: Gateway| {
-            let name = gw.name_any();
-            requests
-                .state()
-                .iter()
-                .filter(|r| r.spec.gateway == name)
-                .map(|r| ObjectRef::from_obj(r.as_ref()))
-                .collect::<Vec<_>>()
-        })
+    let sr_ctrl = Controller::for_stream(sr_events, requests)
+        .watches_stream(pod_events, |pod| owner_of(&pod))
+        .reconcile_on(wake_rx)
         .with_config(ControllerConfig::default().concurrency(8))
         .graceful_shutdown_on(token.clone().cancelled_owned())
         .run(stream::reconcile, stream::error_policy, ctx.clone())
@@ -174,6 +248,8 @@ pub async fn run_until(args: Args, token: CancellationToken) -> anyhow::Result<(
             let _ = stores.gateways.wait_until_ready().await;
             let _ = stores.requests.wait_until_ready().await;
             let _ = stores.nodes.wait_until_ready().await;
+            let _ = stores.pods.wait_until_ready().await;
+            let _ = stores.config_maps.wait_until_ready().await;
             ready.store(true, Ordering::Relaxed);
             let _ = synced_tx.send(true);
             tracing::info!("caches synced; reconciling");

@@ -84,6 +84,16 @@ pub async fn run(ctx: Arc<Context>, interval: Duration, token: CancellationToken
         }
         for sr in requests.iter().filter(|sr| sr.status.as_ref().and_then(|s| s.phase) == Some(Phase::Ready)) {
             let Some(bytes) = sample(&ctx, &http, sr).await else { continue };
+            // An idle stream costs no write: the figures are recorded when they change.
+            let recorded = sr.status.as_ref().and_then(|s| s.transfer.as_ref());
+            let still = recorded.is_some_and(|t| {
+                t.bytes == i64::try_from(bytes).unwrap_or(i64::MAX)
+                    && t.throughput.as_deref().is_none_or(|r| r.parse::<Rate>().is_ok_and(|r| r.bps() == 0))
+            });
+            if still {
+                previous.insert(sr.uid().unwrap_or_default(), (bytes, Instant::now()));
+                continue;
+            }
             let uid = sr.uid().unwrap_or_default();
             let now = Instant::now();
             let rate = throughput(previous.get(&uid).copied(), bytes, now);

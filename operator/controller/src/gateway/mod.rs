@@ -91,7 +91,7 @@ pub async fn reconcile(gateway: Arc<Gateway>, ctx: Arc<Context>) -> Result<Actio
     let gone = vanished(&ctx, &gateway).await?;
     let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now());
     let generation = gateway.metadata.generation;
-    let stored = update_gateway_status(&ctx.client, &name, |_, st| {
+    let stored = update_gateway_status(&ctx.client, &ctx.gateway_writer, &name, Some(&gateway), |_, st| {
         st.nodes = nodes.iter().map(|(_, s)| s.clone()).collect();
         for uid in &gone {
             tracing::info!(uid = %uid, "released the reservation of a StreamRequest that no longer exists");

@@ -23,11 +23,8 @@ fn owner(
 }
 
 /// Whether the owner exists (cache first, confirmed against the API before a deletion).
-async fn owner_alive(ctx: &Context, request: &str, stream_id: &str) -> Result<bool> {
-    let cached = ctx.stores.requests.state().iter().any(|r| {
-        format!("{}/{}", r.namespace().unwrap_or_default(), r.name_any()) == request && r.spec.stream_id == stream_id
-    });
-    if cached {
+async fn owner_alive(ctx: &Context, live: &BTreeSet<(String, String)>, request: &str, stream_id: &str) -> Result<bool> {
+    if live.contains(&(request.to_owned(), stream_id.to_owned())) {
         return Ok(true);
     }
     let Some((ns, name)) = request.split_once('/') else { return Ok(false) };
@@ -52,6 +49,13 @@ pub async fn sweep(ctx: &Context, gateway: &Gateway) -> Result<usize> {
     let mut dead: BTreeSet<(String, String)> = BTreeSet::new();
     let mut alive: BTreeSet<(String, String)> = BTreeSet::new();
     let mut deleted = 0;
+    let live: BTreeSet<(String, String)> = ctx
+        .stores
+        .requests
+        .state()
+        .iter()
+        .map(|r| (format!("{}/{}", r.namespace().unwrap_or_default(), r.name_any()), r.spec.stream_id.clone()))
+        .collect();
     macro_rules! sweep_kind {
         ($kind:ty, $what:literal) => {{
             let api: Api<$kind> = Api::namespaced(ctx.client.clone(), ns);
@@ -61,7 +65,7 @@ pub async fn sweep(ctx: &Context, gateway: &Gateway) -> Result<usize> {
                     continue;
                 }
                 if !dead.contains(&key) {
-                    if owner_alive(ctx, &key.0, &key.1).await? {
+                    if owner_alive(ctx, &live, &key.0, &key.1).await? {
                         alive.insert(key);
                         continue;
                     }

@@ -97,7 +97,12 @@ pub async fn current_pods(ctx: &Context, side: &Side<'_>) -> Result<Vec<(String,
 /// Makes the side's ConfigMap and relay pods match the plan. A pod whose behaviour must
 /// change is deleted and recreated by a later reconcile (pods are mostly immutable); an s2ds
 /// relay whose targets changed keeps running and reloads its ConfigMap instead.
-pub async fn ensure_relays(ctx: &Context, set: &RelaySet<'_>, existing: &[(String, Pod)]) -> Result<()> {
+pub async fn ensure_relays(
+    ctx: &Context,
+    set: &RelaySet<'_>,
+    existing: &[(String, Pod)],
+    cached: Option<&ConfigMap>,
+) -> Result<()> {
     let plan = relay::plan(set.side.role, set.mode, &set.reservation.nodes, set.addresses, set.targets, set.rate)
         .map_err(Error::Plan)?;
     let implementation = set.gateway.spec.implementation;
@@ -116,11 +121,13 @@ pub async fn ensure_relays(ctx: &Context, set: &RelaySet<'_>, existing: &[(Strin
         rendered.push((node_relay.node.clone(), render::render(implementation, &input)));
     }
     let cm = children::config_map(set.side, &rendered, set.peer_certificate);
-    let cm_api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), set.side.namespace);
-    cm_api
-        .patch(&cm.name_any(), &apply_params(), &Patch::Apply(&cm))
-        .await
-        .map_err(Error::kube(format!("apply ConfigMap {}", cm.name_any())))?;
+    if !same_config_map(cached, &cm) {
+        let cm_api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), set.side.namespace);
+        cm_api
+            .patch(&cm.name_any(), &apply_params(), &Patch::Apply(&cm))
+            .await
+            .map_err(Error::kube(format!("apply ConfigMap {}", cm.name_any())))?;
+    }
 
     let pod_api: Api<Pod> = Api::namespaced(ctx.client.clone(), set.side.namespace);
     let image = set
@@ -172,6 +179,17 @@ pub async fn ensure_relays(ctx: &Context, set: &RelaySet<'_>, existing: &[(Strin
     Ok(())
 }
 
+/// Whether the cached ConfigMap already holds what we would apply (then nothing is written).
+fn same_config_map(cached: Option<&ConfigMap>, desired: &ConfigMap) -> bool {
+    let Some(cached) = cached else { return false };
+    let contains = |have: &BTreeMap<String, String>, want: &BTreeMap<String, String>| {
+        want.iter().all(|(k, v)| have.get(k) == Some(v))
+    };
+    cached.data == desired.data
+        && contains(cached.labels(), desired.labels())
+        && contains(cached.annotations(), desired.annotations())
+}
+
 /// A pod that ended (phase Failed/Succeeded) is replaced rather than waited on.
 fn failed_for_good(pod: &Pod) -> bool {
     matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Failed" | "Succeeded"))
@@ -203,6 +221,30 @@ pub async fn remove(ctx: &Context, side: &Side<'_>) -> Result<usize> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), side.namespace);
     delete(&secrets, &names::tls_secret(side.stream_id, side.role)).await?;
     Ok(current_pods(ctx, side).await?.len())
+}
+
+/// Deletes the side's relay pods (those not already stopping), its key Secret when it may
+/// exist (`secret`) and its ConfigMap when it is still there (`config_map`).
+pub async fn remove_known(
+    ctx: &Context,
+    side: &Side<'_>,
+    pods: &[(String, Pod)],
+    config_map: bool,
+    secret: bool,
+) -> Result<()> {
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), side.namespace);
+    for (_, pod) in pods.iter().filter(|(_, p)| p.metadata.deletion_timestamp.is_none()) {
+        delete(&api, &pod.name_any()).await?;
+    }
+    if secret {
+        let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), side.namespace);
+        delete(&secrets, &names::tls_secret(side.stream_id, side.role)).await?;
+    }
+    if config_map {
+        let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), side.namespace);
+        delete(&cms, &names::config_map(side.stream_id, side.role)).await?;
+    }
+    Ok(())
 }
 
 /// Deletes a request's relay objects in every namespace (its Gateway, which named the

@@ -1,18 +1,22 @@
 //! The StreamRequest controller: reserve gateway capacity, await Hello, run the relays,
 //! report, and on deletion release everything (finalizer).
 //!
-//! `reconcile` = finalizer(apply | cleanup). `apply` observes (caches, the Gateway's
-//! reservations), asks `scistream_core::phase::decide`, acts (reservation, key Secret,
-//! ConfigMap, pods: each idempotent on its own) and reports (status, events).
+//! `reconcile` = finalizer(apply | cleanup). `apply` observes (from the caches: the request,
+//! its Gateway, its relay pods and ConfigMap, the requests queued before it), plans
+//! ([`plan::plan`], pure), acts (at most one Gateway status write, then the key Secret,
+//! ConfigMap and pods, each idempotent on its own and skipped when already so) and reports
+//! (status, events).
 
 pub(crate) mod children;
+pub mod holding;
 pub mod notes;
+pub mod plan;
 pub mod report;
 pub mod targets;
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::sync::Arc;
 
-use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::{
     Api, ResourceExt,
     runtime::{
@@ -21,31 +25,22 @@ use kube::{
         reflector::ObjectRef,
     },
 };
-use scistream_api::{
-    Gateway, GatewayStatus, Phase, Rate, Reservation, StreamRequest, conditions,
-    conditions::{Reason, reasons},
-    keys,
-};
-use scistream_core::{
-    allocator::{self, AllocError, Demand},
-    phase::{self, Capacity, Facts},
-    relay::{self, NodeAddresses, RelayMode},
-};
+use scistream_api::{Gateway, Phase, StreamRequest, keys};
+use scistream_core::{allocator::Demand, relay};
 
 use crate::{
     children::Side,
     context::Context,
     error::{Error, Result},
     metrics::ErrorLabels,
+    names,
     reservations::update_gateway_status,
 };
 
+use holding::Change;
+
 /// Name of this controller in metrics and logs.
 pub const CONTROLLER: &str = "streamrequest";
-
-/// How long after its creation a request's missing Hello-key Secret is not yet reported
-/// (the plugin creates it just after the request).
-pub const HELLO_KEY_GRACE: Duration = Duration::from_secs(5);
 
 /// Reconciles one StreamRequest.
 #[tracing::instrument(skip_all, fields(ns = %sr.namespace().unwrap_or_default(), name = %sr.name_any(), stream = %sr.spec.stream_id))]
@@ -102,362 +97,152 @@ fn side<'a>(sr: &'a StreamRequest, gateway: &'a Gateway) -> Side<'a> {
     }
 }
 
-/// Ready gateway nodes, from a Gateway's status.
-fn usable_nodes(status: Option<&GatewayStatus>) -> Vec<String> {
-    status.iter().flat_map(|s| &s.nodes).filter(|n| n.ready).map(|n| n.name.clone()).collect()
-}
-
-fn addresses(gateway: &Gateway) -> BTreeMap<String, NodeAddresses> {
-    gateway
-        .status
-        .iter()
-        .flat_map(|s| &s.nodes)
-        .filter_map(|n| {
-            let wan = n.wan_address.as_ref()?.parse().ok()?;
-            let lan = n.lan_address.as_ref()?.parse().ok()?;
-            Some((n.name.clone(), NodeAddresses { wan, lan }))
-        })
-        .collect()
-}
-
-fn demand(sr: &StreamRequest, rate: Rate, implementation: scistream_api::Implementation) -> Demand {
-    Demand {
-        request: format!("{}/{}", sr.namespace().unwrap_or_default(), sr.name_any()),
-        stream_id: sr.spec.stream_id.clone(),
-        uid: sr.uid().unwrap_or_default(),
-        connections: usize::try_from(sr.spec.num_connections).unwrap_or(1),
-        rate,
-        metrics_port: scistream_core::render::needs_health_port(implementation),
+/// The request as the caches show it, with what it depends on.
+async fn observe(ctx: &Context, sr: &Arc<StreamRequest>) -> Result<plan::Observed> {
+    let gateway = find_gateway(ctx, &sr.spec.gateway).await?;
+    let uid = sr.uid().unwrap_or_default();
+    let (mut pods, mut config_map, mut older_waiting) = (Vec::new(), None, Vec::new());
+    if let Some(gw) = gateway.as_deref() {
+        let side = side(sr, gw);
+        let status = gw.status.as_ref();
+        let mut nodes: Vec<&str> = status.iter().flat_map(|s| &s.nodes).map(|n| n.name.as_str()).collect();
+        nodes.extend(holding::held(status, &uid).iter().flat_map(|r| &r.nodes).map(|a| a.node.as_str()));
+        nodes.sort_unstable();
+        nodes.dedup();
+        for node in nodes {
+            let key = ObjectRef::new(&names::pod(side.stream_id, side.role, node)).within(side.namespace);
+            if let Some(pod) = ctx.stores.pods.get(&key)
+                && pod.annotations().get(keys::ANNOTATION_REQUEST) == Some(&side.request)
+            {
+                pods.push((node.to_owned(), pod.as_ref().clone()));
+            }
+        }
+        config_map = ctx
+            .stores
+            .config_maps
+            .get(&ObjectRef::new(&names::config_map(side.stream_id, side.role)).within(side.namespace));
+        if holding::held(status, &uid).is_none() {
+            older_waiting = queued_before(ctx, sr, gw);
+        }
     }
+    let waiting_for_hello = targets::needs_hello(sr)
+        && sr.status.as_ref().is_none_or(|s| s.hello_time.is_none() && s.phase != Some(Phase::Failed));
+    let hello_key_problem = if waiting_for_hello { hello_key_problem(ctx, sr).await } else { None };
+    Ok(plan::Observed {
+        request: sr.clone(),
+        gateway,
+        pods,
+        config_map,
+        older_waiting,
+        hello_key_problem,
+        failed: plan::failed(sr),
+        held_before: None,
+        now: Timestamp::now(),
+        resync: ctx.config.resync,
+    })
 }
 
-fn capacity_reason(e: &AllocError) -> Reason {
-    match e {
-        AllocError::NoReadyNodes => reasons::GATEWAY_NOT_READY,
-        AllocError::PortsExhausted { .. } => reasons::PORTS_EXHAUSTED,
-        AllocError::BandwidthExhausted { .. } => reasons::BANDWIDTH_EXHAUSTED,
-    }
-}
-
-/// An older request waiting for capacity on the same gateway that would fit now goes first.
-fn queued_behind(ctx: &Context, sr: &StreamRequest, gateway: &Gateway) -> Option<String> {
+/// Older requests on the same Gateway waiting for ports or bandwidth, oldest first.
+fn queued_before(ctx: &Context, sr: &StreamRequest, gateway: &Gateway) -> Vec<Demand> {
     let mine = (sr.creation_timestamp(), sr.name_any());
-    let reservations = gateway.status.as_ref().map(|s| s.reservations.clone()).unwrap_or_default();
-    let nodes = usable_nodes(gateway.status.as_ref());
-    let declared = gateway.spec.bandwidth.get();
-    let cap = allocator::Capacity {
-        port_range: gateway.spec.port_range,
-        bandwidth: declared,
-        nodes: &nodes,
-        reservations: &reservations,
-    };
-    ctx.stores
+    let mut older: Vec<Arc<StreamRequest>> = ctx
+        .stores
         .requests
         .state()
-        .iter()
+        .into_iter()
         .filter(|o| o.spec.gateway == sr.spec.gateway && o.uid() != sr.uid() && o.metadata.deletion_timestamp.is_none())
+        .filter(|o| plan::waits_for_capacity(o))
         .filter(|o| (o.creation_timestamp(), o.name_any()) < mine)
-        .filter(|o| o.status.as_ref().is_none_or(|s| matches!(s.phase, None | Some(Phase::Pending))))
-        .filter(|o| !reservations.iter().any(|r| Some(&r.uid) == o.uid().as_ref()))
         .filter(|o| relay::mode(o.spec.role, o.spec.data_channel, gateway.spec.implementation).is_ok())
-        .find(|o| {
-            let rate = o.spec.rate.get();
-            allocator::reserve(&cap, &demand(o, rate, gateway.spec.implementation)).is_ok()
+        .collect();
+    older.sort_by_key(|o| (o.creation_timestamp(), o.name_any()));
+    older.iter().map(|o| holding::demand(o, gateway.spec.implementation)).collect()
+}
+
+/// Writes the planned change of `uid`'s holding to the Gateway (one status write) and
+/// returns the Gateway as stored. The change is applied to the Gateway as stored when it is
+/// written: a part that no longer fits is not written, and the plan made again says so.
+async fn write_holding(ctx: &Context, gateway: &Gateway, uid: &str, changes: &[Change]) -> Result<Option<Gateway>> {
+    let mut refused = None;
+    let stored =
+        update_gateway_status(&ctx.client, &ctx.gateway_writer, &gateway.name_any(), Some(gateway), |gw, st| {
+            let (changed, refusal) = holding::apply_all(&gw.spec, st, uid, changes);
+            refused = refusal;
+            changed
         })
-        .map(|o| format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any()))
-}
-
-/// Reserves capacity for `sr` on the gateway (idempotent; optimistic concurrency).
-async fn reserve(
-    ctx: &Context,
-    sr: &StreamRequest,
-    gateway: &Gateway,
-    rate: Rate,
-) -> Result<Result<Reservation, AllocError>> {
-    let want = demand(sr, rate, gateway.spec.implementation);
-    let mut outcome = Err(AllocError::NoReadyNodes);
-    update_gateway_status(&ctx.client, &gateway.name_any(), |gw, st| {
-        if let Some(existing) = st.reservations.iter().find(|r| r.uid == want.uid) {
-            outcome = Ok(existing.clone());
-            return false;
-        }
-        let nodes = usable_nodes(Some(st));
-        let declared = gw.spec.bandwidth.get();
-        let cap = allocator::Capacity {
-            port_range: gw.spec.port_range,
-            bandwidth: declared,
-            nodes: &nodes,
-            reservations: &st.reservations,
-        };
-        outcome = allocator::reserve(&cap, &want);
-        match &outcome {
-            Ok(r) => {
-                st.reservations.push(r.clone());
-                true
-            }
-            Err(_) => false,
-        }
-    })
-    .await?;
-    if let Ok(r) = &outcome {
-        let ports: Vec<String> = r.nodes.iter().map(|a| format!("{}:{:?}", a.node, a.ports)).collect();
-        tracing::info!(ports = %ports.join(" "), rate = %rate, "reserved");
+        .await?;
+    if let Some(e) = refused {
+        tracing::info!(reason = %e, "the Gateway changed since it was read; planning again");
     }
-    Ok(outcome)
-}
-
-/// Moves the share of a reservation held on nodes that are no longer usable to usable ones
-/// (ports on surviving nodes are kept). Returns the new reservation and the nodes lost.
-async fn relocate(ctx: &Context, gateway: &Gateway, current: Reservation) -> Result<(Reservation, Vec<String>)> {
-    let usable = usable_nodes(gateway.status.as_ref());
-    let lost: Vec<String> =
-        current.nodes.iter().filter(|a| !usable.contains(&a.node)).map(|a| a.node.clone()).collect();
-    if lost.is_empty() {
-        return Ok((current, lost));
+    if let Some(r) = stored.as_ref().and_then(|g| holding::held(g.status.as_ref(), uid)) {
+        if changes.iter().any(|c| matches!(c, Change::Reserve(_))) {
+            let ports: Vec<String> = r.nodes.iter().map(|a| format!("{}:{:?}", a.node, a.ports)).collect();
+            tracing::info!(ports = %ports.join(" "), bandwidth_bps = r.bandwidth_bps, "reserved");
+        }
+    } else if changes.contains(&Change::Release) {
+        tracing::info!("released");
     }
-    let mut moved = current.clone();
-    update_gateway_status(&ctx.client, &gateway.name_any(), |gw, st| {
-        let nodes = usable_nodes(Some(st));
-        let declared = gw.spec.bandwidth.get();
-        let mut reservations = st.reservations.clone();
-        for node in &lost {
-            let cap = allocator::Capacity {
-                port_range: gw.spec.port_range,
-                bandwidth: declared,
-                nodes: &nodes,
-                reservations: &reservations,
-            };
-            match allocator::relocate(&cap, &current.uid, node) {
-                Ok(Some(r)) => {
-                    for slot in reservations.iter_mut().filter(|x| x.uid == r.uid) {
-                        *slot = r.clone();
-                    }
-                }
-                // Nowhere to go now: keep the holding; the relay on the lost node stays down.
-                _ => return false,
-            }
-        }
-        let changed = reservations != st.reservations;
-        if let Some(r) = reservations.iter().find(|r| r.uid == current.uid) {
-            moved = r.clone();
-        }
-        st.reservations = reservations;
-        changed
-    })
-    .await?;
-    Ok((moved, lost))
+    Ok(stored)
 }
 
-/// Re-admits a changed `spec.rate`: the reservation's bandwidth follows it when the gateway
-/// has room (or when it shrinks). Returns the reservation as held afterwards and whether the
-/// change was refused.
-async fn resize(ctx: &Context, gateway: &Gateway, current: Reservation, rate: Rate) -> Result<(Reservation, bool)> {
-    let wanted = i64::try_from(rate.bps()).unwrap_or(i64::MAX);
-    if current.bandwidth_bps == wanted {
-        return Ok((current, false));
+async fn apply(sr: &Arc<StreamRequest>, ctx: &Context) -> Result<Action> {
+    let mut observed = observe(ctx, sr).await?;
+    let mut plan = plan::plan(&observed);
+    if !plan.changes.is_empty()
+        && let Some(gateway) = observed.gateway.clone()
+    {
+        let uid = sr.uid().unwrap_or_default();
+        let stored = write_holding(ctx, &gateway, &uid, &plan.changes).await?;
+        observed.held_before = holding::held(gateway.status.as_ref(), &uid).cloned();
+        observed.gateway = stored.map(Arc::new);
+        if plan.decision.phase == Phase::Failed {
+            observed.failed = Some((plan.decision.ready.reason, plan.decision.ready.message.clone()));
+        }
+        plan = plan::plan(&observed);
     }
-    let mut refused = false;
-    let mut held = current.clone();
-    update_gateway_status(&ctx.client, &gateway.name_any(), |gw, st| {
-        let declared = i64::try_from(gw.spec.bandwidth.bps()).unwrap_or(i64::MAX);
-        let others: i64 = st.reservations.iter().filter(|r| r.uid != current.uid).map(|r| r.bandwidth_bps).sum();
-        let Some(slot) = st.reservations.iter_mut().find(|r| r.uid == current.uid) else { return false };
-        held = slot.clone();
-        if others.saturating_add(wanted) > declared {
-            refused = true;
-            return false;
-        }
-        slot.bandwidth_bps = wanted;
-        held = slot.clone();
-        true
-    })
-    .await?;
-    Ok((held, refused))
-}
-
-/// Releases `uid`'s holding on the gateway (no-op if it holds nothing or the gateway is gone).
-async fn release(ctx: &Context, gateway: &str, uid: &str) -> Result<()> {
-    update_gateway_status(&ctx.client, gateway, |_, st| {
-        let before = st.reservations.len();
-        st.reservations.retain(|r| r.uid != uid);
-        st.reservations.len() != before
-    })
-    .await?;
-    Ok(())
-}
-
-fn summary(r: &Reservation, rate: Rate) -> String {
-    let parts: Vec<String> =
-        r.nodes.iter().map(|a| format!("{} port(s) on {} {:?}", a.ports.len(), a.node, a.ports)).collect();
-    format!("reserved {} and {rate}", parts.join(", "))
-}
-
-fn now() -> Time {
-    Time(Timestamp::now())
-}
-
-async fn apply(sr: &StreamRequest, ctx: &Context) -> Result<Action> {
     let status = sr.status.clone().unwrap_or_default();
-    let rate = sr.spec.rate.get();
-    let hello_timeout = sr.spec.hello_timeout.duration();
-    let failed = (status.phase == Some(Phase::Failed)).then(|| {
-        let ready = conditions::find(&status.conditions, conditions::types::READY);
-        let reason = match ready.map(|c| Reason::parse(&c.reason)) {
-            Some(Some(Reason::HelloTimeout)) | None => Reason::HelloTimeout,
-            Some(_) => Reason::InvalidSpec,
-        };
-        (reason, ready.map(|c| c.message.clone()).unwrap_or_default())
-    });
-    let Some(gateway) = find_gateway(ctx, &sr.spec.gateway).await? else {
-        let message =
-            format!("Gateway {} does not exist; `kubectl get gateways` lists this cluster's gateways", sr.spec.gateway);
-        return finish(
-            ctx,
-            sr,
-            Capacity::Waiting { reason: reasons::GATEWAY_NOT_FOUND, message },
-            failed,
-            None,
-            Default::default(),
-        )
-        .await;
-    };
-    let side = side(sr, &gateway);
-    let mode = relay::mode(sr.spec.role, sr.spec.data_channel, gateway.spec.implementation);
-    let mut reservation = gateway
-        .status
-        .as_ref()
-        .and_then(|s| s.reservations.iter().find(|r| Some(&r.uid) == sr.uid().as_ref()).cloned());
-    let capacity = match (&mode, &reservation, &failed) {
-        (Err(e), _, _) => Capacity::Invalid { message: format!("{e}") },
-        (_, Some(r), _) => Capacity::Reserved { age: age(status.reserved_time.as_ref()), summary: summary(r, rate) },
-        (_, None, Some(_)) => Capacity::Waiting { reason: reasons::HELLO_TIMEOUT, message: "released".to_owned() },
-        (Ok(_), None, None) => match queued_behind(ctx, sr, &gateway) {
-            Some(older) => Capacity::Waiting {
-                reason: reasons::PORTS_EXHAUSTED,
-                message: format!("queued behind the older request {older}, which fits first"),
-            },
-            None => match reserve(ctx, sr, &gateway, rate).await? {
-                Ok(r) => {
-                    let summary = summary(&r, rate);
-                    reservation = Some(r);
-                    Capacity::Reserved { age: Duration::ZERO, summary }
-                }
-                Err(e) => Capacity::Waiting {
-                    reason: capacity_reason(&e),
-                    message: format!("Gateway {}: {e}", gateway.name_any()),
-                },
-            },
-        },
-    };
-    let mut moved_note = None;
-    if failed.is_none()
-        && let Some(current) = reservation.clone()
-    {
-        let (moved, lost) = relocate(ctx, &gateway, current.clone()).await?;
-        if moved != current {
-            let note = notes::moved_note(sr.spec.role, &lost, &sr.name_any());
-            tracing::warn!(lost = %lost.join(","), "relocated listeners of lost gateway nodes");
-            report::warn(ctx, sr, reasons::NODE_LOST, &note).await;
-            moved_note = Some(note);
-            reservation = Some(moved);
+    let mut certificate = status.certificate.clone();
+    if let Some(gateway) = observed.gateway.as_deref() {
+        let side = side(sr, gateway);
+        if plan.key_secret && (certificate.is_none() || observed.pods.is_empty()) {
+            certificate = Some(children::ensure_key_secret(ctx, &side).await?);
+        }
+        match &plan.relays {
+            plan::RelayWork::Run { targets, rate } => {
+                let (Some(reservation), addresses) = (plan.reservation.as_ref(), plan::addresses(gateway)) else {
+                    return Err(Error::MissingField("a reservation for the relays"));
+                };
+                let set = children::RelaySet {
+                    side: &side,
+                    gateway,
+                    mode: plan.mode,
+                    reservation,
+                    addresses: &addresses,
+                    targets,
+                    rate: *rate,
+                    peer_certificate: sr.spec.peer_certificate.as_deref(),
+                };
+                children::ensure_relays(ctx, &set, &observed.pods, observed.config_map.as_deref()).await?;
+            }
+            plan::RelayWork::Remove => {
+                // The key Secret may exist while the status shows its certificate: once it is
+                // deleted the certificate goes from the status too, so it is deleted once.
+                let cm = observed.config_map.is_some();
+                children::remove_known(ctx, &side, &observed.pods, cm, cm || certificate.is_some()).await?;
+                certificate = None;
+            }
+            plan::RelayWork::Wait => {}
         }
     }
-    if failed.is_none()
-        && let Some(current) = reservation.clone()
-    {
-        let (held, refused) = resize(ctx, &gateway, current, rate).await?;
-        if refused {
-            let note = format!(
-                "rate {rate} does not fit in Gateway {}'s remaining bandwidth; the stream keeps its reserved {}",
-                gateway.name_any(),
-                Rate::from_bps(u64::try_from(held.bandwidth_bps).unwrap_or(0))
-            );
-            report::warn(ctx, sr, reasons::BANDWIDTH_EXHAUSTED, &note).await;
-        }
-        reservation = Some(held);
+    if let Err(e) = &plan.listeners {
+        return Err(Error::Plan(e.clone()));
     }
-    let mode = mode.unwrap_or(RelayMode::Plain);
-    let live = failed.is_none() && reservation.is_some();
-    let certificate = if live && mode.encrypted() {
-        Some(children::ensure_key_secret(ctx, &side).await?)
-    } else {
-        status.certificate.clone()
-    };
-    let targets = targets::targets(sr, mode);
-    let existing = children::current_pods(ctx, &side).await?;
-    let nodes: Vec<String> = reservation.iter().flat_map(|r| &r.nodes).map(|a| a.node.clone()).collect();
-    let facts = Facts {
-        failed: failed.clone(),
-        capacity,
-        needs_hello: targets::needs_hello(sr),
-        hello_received: status.hello_time.is_some(),
-        static_targets: sr.spec.role == scistream_api::Role::Producer && sr.spec.targets.is_some(),
-        hello_timeout,
-        targets_missing: targets.as_ref().err().cloned(),
-        relays: targets::relays(&nodes, &existing),
-    };
-    let decision = phase::decide(&facts);
-    let addresses = addresses(&gateway);
-    if decision.release {
-        if children::remove(ctx, &side).await? == 0 {
-            release(ctx, &gateway.name_any(), &sr.uid().unwrap_or_default()).await?;
-        }
-        reservation = None;
-    } else if decision.run_relays
-        && let (Some(r), Ok(t)) = (&reservation, &targets)
-    {
-        let set = children::RelaySet {
-            side: &side,
-            gateway: &gateway,
-            mode,
-            reservation: r,
-            addresses: &addresses,
-            targets: t,
-            // Relays enforce what the gateway promised, not what was asked for.
-            rate: Rate::from_bps(u64::try_from(r.bandwidth_bps).unwrap_or(0)),
-            peer_certificate: sr.spec.peer_certificate.as_deref(),
-        };
-        children::ensure_relays(ctx, &set, &existing).await?;
+    let (desired, warning) = plan::status(&observed, &plan, certificate);
+    for (reason, note) in plan.events.iter().chain(warning.iter()) {
+        report::warn(ctx, sr, *reason, note).await;
     }
-    let listeners = match &reservation {
-        Some(r) => relay::listeners(sr.spec.role, &r.nodes, &addresses)
-            .map_err(Error::Plan)?
-            .iter()
-            .map(ToString::to_string)
-            .collect(),
-        None => Vec::new(),
-    };
-    let key_problem = match decision.phase {
-        Phase::AwaitingHello => hello_key_problem(ctx, sr).await,
-        _ => None,
-    };
-    let now = now();
-    let acknowledged = sr.annotations().get(keys::ANNOTATION_PEER_UPDATED).map(String::as_str);
-    let (generation, note) = (sr.metadata.generation, moved_note.as_deref());
-    let owned = report::Owned {
-        phase: Some(decision.phase),
-        listeners,
-        allocations: reservation.map(|r| r.nodes).unwrap_or_default(),
-        certificate,
-    };
-    let mut desired = report::desired(sr, &decision, owned, &now);
-    notes::listeners_moved(&mut desired.conditions, note, acknowledged, &desired.listeners, generation, &now);
-    // `kubectl scistream create` makes the Secret right after the request: give it a moment.
-    let settled = age(sr.metadata.creation_timestamp.as_ref()) >= HELLO_KEY_GRACE;
-    if let Some(problem) = key_problem.as_ref().filter(|_| settled) {
-        let already = conditions::find(&status.conditions, conditions::types::HELLO_RECEIVED)
-            .is_some_and(|c| c.reason == reasons::HELLO_KEY_MISSING);
-        if !already {
-            report::warn(ctx, sr, reasons::HELLO_KEY_MISSING, problem).await;
-        }
-        notes::hello_key_missing(&mut desired.conditions, problem, generation, &now);
-    }
-    report::write(ctx, sr, desired, &decision).await?;
-    if key_problem.is_some() {
-        // Secrets in users' namespaces are not watched: look again soon for the key.
-        return Ok(Action::requeue(Duration::from_secs(2)));
-    }
-    Ok(next_check(&decision, &facts, ctx))
+    report::write(ctx, sr, desired, &plan.decision).await?;
+    Ok(Action::requeue(plan.next))
 }
 
 /// What keeps a Hello from being authenticated (the Hello-key Secret missing or without its
@@ -476,58 +261,6 @@ async fn hello_key_problem(ctx: &Context, sr: &StreamRequest) -> Option<String> 
     }
 }
 
-/// Without a Gateway there is nothing to reserve on; report and wait for it to appear.
-async fn finish(
-    ctx: &Context,
-    sr: &StreamRequest,
-    capacity: Capacity,
-    failed: Option<(Reason, String)>,
-    certificate: Option<String>,
-    relays: phase::Relays,
-) -> Result<Action> {
-    let facts = Facts {
-        failed,
-        capacity,
-        needs_hello: targets::needs_hello(sr),
-        hello_received: false,
-        static_targets: false,
-        hello_timeout: sr.spec.hello_timeout.duration(),
-        targets_missing: None,
-        relays,
-    };
-    let decision = phase::decide(&facts);
-    let owned = report::Owned { phase: Some(decision.phase), certificate, ..Default::default() };
-    report::write(ctx, sr, report::desired(sr, &decision, owned, &now()), &decision).await?;
-    Ok(Action::requeue(ctx.config.resync))
-}
-
-fn age(since: Option<&Time>) -> Duration {
-    since.map_or(Duration::ZERO, |t| {
-        let secs = Timestamp::now().as_second().saturating_sub(t.0.as_second());
-        Duration::from_secs(u64::try_from(secs).unwrap_or(0))
-    })
-}
-
-/// When to look again: at the Hello deadline while waiting for Hello, soon while relays
-/// start, else the drift safety net (watches on the Gateway and pods wake us earlier).
-fn next_check(decision: &phase::Decision, facts: &Facts, ctx: &Context) -> Action {
-    match decision.phase {
-        Phase::AwaitingHello => {
-            let elapsed = match &facts.capacity {
-                Capacity::Reserved { age, .. } => *age,
-                _ => Duration::ZERO,
-            };
-            Action::requeue(facts.hello_timeout.saturating_sub(elapsed).max(Duration::from_millis(500)))
-        }
-        // Pending: waiting for ports or bandwidth, or for an older request to go first. Look
-        // again soon: the Gateway watch that wakes us can run ahead of the Gateway cache read
-        // here, and a wake-up that still sees the old holdings is the last one (found by
-        // kind-tests/e2e/tests/concurrency.rs: streams queued behind one reserved long ago).
-        Phase::Provisioning | Phase::Pending => Action::requeue(Duration::from_secs(5)),
-        _ => Action::requeue(ctx.config.resync),
-    }
-}
-
 /// Deletion: stop the relays, wait until they are gone, then free the ports and bandwidth.
 /// Tolerates an apply that never ran or never finished, and a Gateway that no longer exists.
 async fn cleanup(sr: &StreamRequest, ctx: &Context) -> Result<Action> {
@@ -540,7 +273,8 @@ async fn cleanup(sr: &StreamRequest, ctx: &Context) -> Result<Action> {
     if stopping > 0 {
         return Err(Error::StillTerminating(stopping));
     }
-    release(ctx, &sr.spec.gateway, &uid).await?;
-    tracing::info!("released");
+    if let Some(gateway) = find_gateway(ctx, &sr.spec.gateway).await? {
+        write_holding(ctx, &gateway, &uid, &[Change::Release]).await?;
+    }
     Ok(Action::await_change())
 }

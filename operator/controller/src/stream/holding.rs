@@ -1,0 +1,157 @@
+//! A stream's holding on its Gateway (ports and bandwidth) as values: a [`Change`] is planned
+//! against the cached Gateway and applied, with the same pure function, to the Gateway as
+//! stored when it is written (optimistic concurrency). What is written is what the plan
+//! meant, or nothing when the Gateway changed under it so that it no longer fits.
+
+use scistream_api::{GatewaySpec, GatewayStatus, Rate, Reservation, StreamRequest};
+use scistream_core::allocator::{self, AllocError, Demand};
+
+/// One change to a stream's holding.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Take ports and bandwidth for this demand.
+    Reserve(Demand),
+    /// Move the ports held on these (lost) nodes to usable ones; ports elsewhere are kept.
+    Relocate(Vec<String>),
+    /// Hold this many bits per second instead.
+    Resize(i64),
+    /// Give everything back.
+    Release,
+}
+
+/// Ready gateway nodes, from a Gateway's status.
+pub fn usable_nodes(status: Option<&GatewayStatus>) -> Vec<String> {
+    status.iter().flat_map(|s| &s.nodes).filter(|n| n.ready).map(|n| n.name.clone()).collect()
+}
+
+/// The holding of `uid`, if any.
+pub fn held<'a>(status: Option<&'a GatewayStatus>, uid: &str) -> Option<&'a Reservation> {
+    status.and_then(|s| s.reservations.iter().find(|r| r.uid == uid))
+}
+
+/// What `sr` asks of its Gateway.
+pub fn demand(sr: &StreamRequest, implementation: scistream_api::Implementation) -> Demand {
+    use kube::ResourceExt;
+    Demand {
+        request: format!("{}/{}", sr.namespace().unwrap_or_default(), sr.name_any()),
+        stream_id: sr.spec.stream_id.clone(),
+        uid: sr.uid().unwrap_or_default(),
+        connections: usize::try_from(sr.spec.num_connections).unwrap_or(1),
+        rate: sr.spec.rate.get(),
+        metrics_port: scistream_core::render::needs_health_port(implementation),
+    }
+}
+
+fn bps(rate: Rate) -> i64 {
+    i64::try_from(rate.bps()).unwrap_or(i64::MAX)
+}
+
+/// Applies `change` for `uid` to `status`. `Ok(true)` when the status changed, `Ok(false)`
+/// when it already was so, `Err` with the reason when the change does not fit (then
+/// `status` is left as it was).
+pub fn apply(spec: &GatewaySpec, status: &mut GatewayStatus, uid: &str, change: &Change) -> Result<bool, AllocError> {
+    let nodes = usable_nodes(Some(status));
+    fn cap<'a>(spec: &GatewaySpec, nodes: &'a [String], reservations: &'a [Reservation]) -> allocator::Capacity<'a> {
+        allocator::Capacity { port_range: spec.port_range, bandwidth: spec.bandwidth.get(), nodes, reservations }
+    }
+    match change {
+        Change::Reserve(demand) => {
+            if status.reservations.iter().any(|r| r.uid == demand.uid) {
+                return Ok(false);
+            }
+            let r = allocator::reserve(&cap(spec, &nodes, &status.reservations), demand)?;
+            status.reservations.push(r);
+            Ok(true)
+        }
+        Change::Relocate(lost) => {
+            let mut reservations = status.reservations.clone();
+            for node in lost {
+                match allocator::relocate(&cap(spec, &nodes, &reservations), uid, node)? {
+                    Some(r) => {
+                        for slot in reservations.iter_mut().filter(|x| x.uid == r.uid) {
+                            *slot = r.clone();
+                        }
+                    }
+                    None => return Ok(false),
+                }
+            }
+            let changed = reservations != status.reservations;
+            status.reservations = reservations;
+            Ok(changed)
+        }
+        Change::Resize(wanted) => {
+            let declared = bps(spec.bandwidth.get());
+            let others: i64 = status.reservations.iter().filter(|r| r.uid != uid).map(|r| r.bandwidth_bps).sum();
+            let Some(slot) = status.reservations.iter_mut().find(|r| r.uid == uid) else { return Ok(false) };
+            if slot.bandwidth_bps == *wanted {
+                return Ok(false);
+            }
+            if *wanted > slot.bandwidth_bps && others.saturating_add(*wanted) > declared {
+                let promised = Rate::from_bps(u64::try_from(others.saturating_add(slot.bandwidth_bps)).unwrap_or(0));
+                let declared_rate = spec.bandwidth.get();
+                return Err(AllocError::BandwidthExhausted {
+                    requested: Rate::from_bps(u64::try_from(*wanted).unwrap_or(0)),
+                    promised,
+                    declared: declared_rate,
+                    available: declared_rate.saturating_sub(Rate::from_bps(u64::try_from(others.max(0)).unwrap_or(0))),
+                });
+            }
+            slot.bandwidth_bps = *wanted;
+            Ok(true)
+        }
+        Change::Release => {
+            let before = status.reservations.len();
+            status.reservations.retain(|r| r.uid != uid);
+            Ok(status.reservations.len() != before)
+        }
+    }
+}
+
+/// Applies every change in order; stops at the first that does not fit (the ones before it
+/// stay applied). Returns whether anything changed and the first refusal.
+pub fn apply_all(
+    spec: &GatewaySpec,
+    status: &mut GatewayStatus,
+    uid: &str,
+    changes: &[Change],
+) -> (bool, Option<AllocError>) {
+    let mut changed = false;
+    for change in changes {
+        match apply(spec, status, uid, change) {
+            Ok(c) => changed |= c,
+            Err(e) => return (changed, Some(e)),
+        }
+    }
+    (changed, None)
+}
+
+/// The older request `me` must let go first, if any: one that fits the Gateway now and
+/// would no longer fit once `me` holds its share. Requests that do not compete with `me`
+/// for the same ports or bandwidth never hold it back. `older` is oldest first.
+pub fn yields_to<'a>(
+    spec: &GatewaySpec,
+    status: &GatewayStatus,
+    me: &Demand,
+    older: &'a [Demand],
+) -> Option<&'a Demand> {
+    if older.is_empty() {
+        return None;
+    }
+    let mut without = status.clone();
+    let mut with = status.clone();
+    if apply(spec, &mut with, &me.uid, &Change::Reserve(me.clone())).is_err() {
+        return None; // `me` does not fit anyway: it waits on its own account
+    }
+    for o in older {
+        let alone = apply(spec, &mut without, &o.uid, &Change::Reserve(o.clone()));
+        let beside_me = apply(spec, &mut with, &o.uid, &Change::Reserve(o.clone()));
+        if alone.is_ok() && beside_me.is_err() {
+            return Some(o);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+#[path = "holding_tests.rs"]
+pub(crate) mod tests;

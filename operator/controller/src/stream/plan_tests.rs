@@ -1,0 +1,370 @@
+use super::*;
+use crate::stream::holding::tests::{gateway as gateway_parts, want};
+use k8s_openapi::api::core::v1::{PodCondition, PodStatus};
+use scistream_api::{GatewayStatus, conditions::types};
+
+const RESYNC: Duration = Duration::from_secs(300);
+
+fn request(spec: serde_json::Value) -> StreamRequest {
+    let mut base = serde_json::json!({
+        "streamId": "5b1d3c7e-2a4f-4e8b-9c0d-1e2f3a4b5c6d", "role": "Producer", "gateway": "dtn",
+        "targets": ["192.0.2.10:7000"], "dataChannel": "Plain", "rate": "1Gbps", "numConnections": 1
+    });
+    if let (Some(b), Some(extra)) = (base.as_object_mut(), spec.as_object()) {
+        for (k, v) in extra {
+            if v.is_null() {
+                b.remove(k);
+            } else {
+                b.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "scistream.io/v1alpha1", "kind": "StreamRequest",
+        "metadata": {"name": "me", "namespace": "ns", "uid": "me", "generation": 1,
+                     "creationTimestamp": "2026-12-06T08:00:00Z"},
+        "spec": base
+    }))
+    .expect("a valid StreamRequest")
+}
+
+/// The demo-like Gateway: 2 nodes of 2 ports, 10 Gbps, HAProxy relays.
+fn gateway(held: &[scistream_core::allocator::Demand]) -> Gateway {
+    let (spec, mut status) = gateway_parts(&["n1", "n2"], 2, 10);
+    for d in held {
+        holding::apply(&spec, &mut status, &d.uid, &Change::Reserve(d.clone())).expect("fits");
+    }
+    let mut gw = Gateway::new("dtn", spec);
+    gw.status = Some(status);
+    gw
+}
+
+fn ready_pod() -> Pod {
+    Pod {
+        status: Some(PodStatus {
+            conditions: Some(vec![PodCondition { type_: "Ready".into(), status: "True".into(), ..Default::default() }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn observed(sr: StreamRequest, gw: Option<Gateway>) -> Observed {
+    Observed {
+        failed: super::failed(&sr),
+        request: Arc::new(sr),
+        gateway: gw.map(Arc::new),
+        pods: Vec::new(),
+        config_map: None,
+        older_waiting: Vec::new(),
+        hello_key_problem: None,
+        held_before: None,
+        now: "2026-12-06T08:00:01Z".parse().expect("a timestamp"),
+        resync: RESYNC,
+    }
+}
+
+/// `me` holding its demand (as its first reconcile would have reserved it), plus status.
+fn holding_me(sr: &StreamRequest, others: &[scistream_core::allocator::Demand]) -> Gateway {
+    let mut held = others.to_vec();
+    held.push(holding::demand(sr, scistream_api::Implementation::Haproxy));
+    gateway(&held)
+}
+
+fn kind(c: &Change) -> &'static str {
+    match c {
+        Change::Reserve(_) => "reserve",
+        Change::Relocate(_) => "relocate",
+        Change::Resize(_) => "resize",
+        Change::Release => "release",
+    }
+}
+
+struct Expect {
+    phase: Phase,
+    reason: Reason,
+    changes: &'static [&'static str],
+    relays: &'static str,
+    events: &'static [Reason],
+    next: Duration,
+}
+
+fn check(name: &str, o: &Observed, e: &Expect) -> Plan {
+    let p = plan(o);
+    assert_eq!(p.decision.phase, e.phase, "{name}: phase ({:?})", p.decision.ready);
+    assert_eq!(p.decision.ready.reason, e.reason, "{name}: reason ({})", p.decision.ready.message);
+    assert_eq!(p.changes.iter().map(kind).collect::<Vec<_>>(), e.changes, "{name}: changes");
+    let relays = match &p.relays {
+        RelayWork::Wait => "wait",
+        RelayWork::Run { .. } => "run",
+        RelayWork::Remove => "remove",
+    };
+    assert_eq!(relays, e.relays, "{name}: relays");
+    assert_eq!(p.events.iter().map(|(r, _)| *r).collect::<Vec<_>>(), e.events, "{name}: events");
+    assert_eq!(p.next, e.next, "{name}: next");
+    p
+}
+
+#[test]
+fn plans_of_a_request_from_what_was_observed() {
+    let sr = request(serde_json::json!({}));
+    let failed = {
+        let mut f = sr.clone();
+        f.status = Some(StreamRequestStatus {
+            phase: Some(Phase::Failed),
+            conditions: vec![conditions::new(
+                types::READY,
+                false,
+                reasons::HELLO_TIMEOUT,
+                "no Hello",
+                Some(1),
+                &Time(Timestamp::now()),
+            )],
+            ..Default::default()
+        });
+        f
+    };
+    let cases: Vec<(&str, Observed, Expect)> = vec![
+        (
+            "a new request on a free Gateway reserves and starts its relays",
+            observed(sr.clone(), Some(gateway(&[]))),
+            Expect {
+                phase: Phase::Provisioning,
+                reason: reasons::PODS_STARTING,
+                changes: &["reserve"],
+                relays: "run",
+                events: &[],
+                next: Duration::from_secs(10),
+            },
+        ),
+        (
+            "no Gateway: wait for it",
+            observed(sr.clone(), None),
+            Expect {
+                phase: Phase::Pending,
+                reason: reasons::GATEWAY_NOT_FOUND,
+                changes: &[],
+                relays: "wait",
+                events: &[],
+                next: Duration::from_secs(30),
+            },
+        ),
+        (
+            "a full Gateway: wait for ports, reserve nothing",
+            observed(sr.clone(), Some(gateway(&[want("a", 4, 1)]))),
+            Expect {
+                phase: Phase::Pending,
+                reason: reasons::PORTS_EXHAUSTED,
+                changes: &[],
+                relays: "wait",
+                events: &[],
+                next: Duration::from_secs(30),
+            },
+        ),
+        (
+            "an older request needs the last ports: let it go first",
+            Observed {
+                older_waiting: vec![want("old", 2, 1)],
+                ..observed(sr.clone(), Some(gateway(&[want("a", 2, 1)])))
+            },
+            Expect {
+                phase: Phase::Pending,
+                reason: reasons::PORTS_EXHAUSTED,
+                changes: &[],
+                relays: "wait",
+                events: &[],
+                next: Duration::from_secs(2),
+            },
+        ),
+        (
+            "an older request that fits beside it does not hold it back",
+            Observed { older_waiting: vec![want("old", 1, 1)], ..observed(sr.clone(), Some(gateway(&[]))) },
+            Expect {
+                phase: Phase::Provisioning,
+                reason: reasons::PODS_STARTING,
+                changes: &["reserve"],
+                relays: "run",
+                events: &[],
+                next: Duration::from_secs(10),
+            },
+        ),
+        (
+            "held and its relay ready: Ready, nothing to change",
+            Observed { pods: vec![("n1".into(), ready_pod())], ..observed(sr.clone(), Some(holding_me(&sr, &[]))) },
+            Expect {
+                phase: Phase::Ready,
+                reason: reasons::PODS_READY,
+                changes: &[],
+                relays: "run",
+                events: &[],
+                next: RESYNC,
+            },
+        ),
+        (
+            "a higher rate that fits is re-admitted",
+            observed(request(serde_json::json!({"rate": "3Gbps"})), Some(holding_me(&sr, &[]))),
+            Expect {
+                phase: Phase::Provisioning,
+                reason: reasons::PODS_STARTING,
+                changes: &["resize"],
+                relays: "run",
+                events: &[],
+                next: Duration::from_secs(10),
+            },
+        ),
+        (
+            "a higher rate that does not fit keeps the holding and says so",
+            observed(request(serde_json::json!({"rate": "5Gbps"})), Some(holding_me(&sr, &[want("a", 1, 8)]))),
+            Expect {
+                phase: Phase::Provisioning,
+                reason: reasons::PODS_STARTING,
+                changes: &[],
+                relays: "run",
+                events: &[reasons::BANDWIDTH_EXHAUSTED],
+                next: Duration::from_secs(10),
+            },
+        ),
+        (
+            "a data channel the Gateway cannot relay",
+            observed(
+                request(serde_json::json!({"dataChannel": "MutualTLS", "peerCertificate": "x"})),
+                Some(gateway(&[])),
+            ),
+            Expect {
+                phase: Phase::Pending,
+                reason: reasons::INVALID_SPEC,
+                changes: &[],
+                relays: "wait",
+                events: &[],
+                next: Duration::from_secs(30),
+            },
+        ),
+        (
+            "failed with relays still running: stop them, keep the ports until they are gone",
+            Observed {
+                pods: vec![("n1".into(), ready_pod())],
+                ..observed(failed.clone(), Some(holding_me(&failed, &[])))
+            },
+            Expect {
+                phase: Phase::Failed,
+                reason: reasons::HELLO_TIMEOUT,
+                changes: &[],
+                relays: "remove",
+                events: &[],
+                next: Duration::from_secs(2),
+            },
+        ),
+        (
+            "failed and its relays gone: release",
+            observed(failed.clone(), Some(holding_me(&failed, &[]))),
+            Expect {
+                phase: Phase::Failed,
+                reason: reasons::HELLO_TIMEOUT,
+                changes: &["release"],
+                relays: "remove",
+                events: &[],
+                next: RESYNC,
+            },
+        ),
+        (
+            "awaiting Hello: look again at the deadline",
+            observed(
+                request(
+                    serde_json::json!({"targets": null, "helloKeySecretRef": {"name": "k"}, "helloTimeout": "60s"}),
+                ),
+                Some(gateway(&[])),
+            ),
+            Expect {
+                phase: Phase::AwaitingHello,
+                reason: reasons::AWAITING_HELLO,
+                changes: &["reserve"],
+                relays: "wait",
+                events: &[],
+                next: Duration::from_secs(60),
+            },
+        ),
+    ];
+    for (name, o, e) in &cases {
+        check(name, o, e);
+    }
+}
+
+#[test]
+fn listeners_moved_off_a_lost_node_are_told_once_after_the_write() {
+    let sr = request(serde_json::json!({}));
+    let mut gw = holding_me(&sr, &[]);
+    let held = holding::held(gw.status.as_ref(), "me").cloned().expect("held");
+    let lost = held.nodes[0].node.clone();
+    if let Some(st) = gw.status.as_mut() {
+        for n in st.nodes.iter_mut().filter(|n| n.name == lost) {
+            n.ready = false;
+        }
+    }
+    let first = observed(sr.clone(), Some(gw.clone()));
+    let p = plan(&first);
+    assert_eq!(p.changes, vec![Change::Relocate(vec![lost.clone()])]);
+    assert!(p.events.is_empty(), "nothing is said before the move is written");
+    // The write as the Gateway stores it, then the plan made again on it.
+    let mut stored: GatewayStatus = gw.status.clone().unwrap_or_default();
+    holding::apply_all(&gw.spec, &mut stored, "me", &p.changes);
+    gw.status = Some(stored);
+    let again = Observed { gateway: Some(Arc::new(gw)), held_before: Some(held), ..first };
+    let p = plan(&again);
+    assert!(p.changes.is_empty());
+    assert_eq!(p.events.iter().map(|(r, _)| *r).collect::<Vec<_>>(), vec![reasons::NODE_LOST]);
+    let note = p.moved_note.clone().expect("a moved note");
+    assert!(note.contains(&lost), "{note}");
+    let (st, _) = status(&again, &p, None);
+    assert!(conditions::is_true(&st.conditions, types::LISTENERS_MOVED));
+    assert!(p.listeners.as_ref().is_ok_and(|l| !l.is_empty()));
+}
+
+#[test]
+fn a_missing_hello_key_is_reported_once_after_the_grace_period() {
+    let sr = request(serde_json::json!({"targets": null, "helloKeySecretRef": {"name": "k"}}));
+    let mut o = observed(sr, Some(gateway(&[])));
+    o.hello_key_problem = Some("Secret ns/k does not exist".into());
+    let p = plan(&o);
+    assert_eq!(p.decision.phase, Phase::AwaitingHello, "{:?}", p.decision.ready);
+    assert_eq!(p.next, Duration::from_secs(2), "Secrets are not watched: look again soon");
+    let (_, warning) = status(&o, &p, None);
+    assert!(warning.is_none(), "within the grace period nothing is said");
+    o.now = "2026-12-06T08:00:30Z".parse().expect("a timestamp");
+    let (st, warning) = status(&o, &p, None);
+    assert_eq!(warning.map(|(r, _)| r), Some(reasons::HELLO_KEY_MISSING));
+    let mut reported = (*o.request).clone();
+    reported.status = Some(st);
+    o.request = Arc::new(reported);
+    let (_, warning) = status(&o, &plan(&o), None);
+    assert!(warning.is_none(), "said once");
+}
+
+#[test]
+fn the_hello_deadline_fails_and_releases_and_planning_again_keeps_it_failed() {
+    let mut sr =
+        request(serde_json::json!({"targets": null, "helloKeySecretRef": {"name": "k"}, "helloTimeout": "2s"}));
+    sr.status = Some(StreamRequestStatus {
+        reserved_time: Some(Time("2026-12-06T07:59:00Z".parse().expect("a timestamp"))),
+        ..Default::default()
+    });
+    let gw = holding_me(&sr, &[]);
+    let o = observed(sr, Some(gw.clone()));
+    let p = plan(&o);
+    assert_eq!(p.decision.phase, Phase::Failed);
+    assert_eq!(p.decision.ready.reason, reasons::HELLO_TIMEOUT);
+    assert_eq!(p.changes, vec![Change::Release]);
+    // The release as stored, and the plan made again on it: still failed, nothing reserved.
+    let mut stored: GatewayStatus = gw.status.clone().unwrap_or_default();
+    holding::apply_all(&gw.spec, &mut stored, "me", &p.changes);
+    let mut released = gw;
+    released.status = Some(stored);
+    let again = Observed {
+        gateway: Some(Arc::new(released)),
+        failed: Some((p.decision.ready.reason, p.decision.ready.message.clone())),
+        ..o
+    };
+    let p = plan(&again);
+    assert_eq!(p.decision.phase, Phase::Failed);
+    assert!(p.changes.is_empty(), "{:?}", p.changes);
+    assert!(p.reservation.is_none());
+}
