@@ -91,15 +91,19 @@ impl Runner {
     /// Waits for the container to exit, a stop, or a failed liveness verdict.
     async fn supervise(&mut self, child: &mut Running, started: SystemTime) -> Ended {
         let liveness_failed = Arc::new(Notify::new());
+        let status_computed = Arc::new(Notify::new());
         let probes = probe_loop(
             self.pc.clone(),
             self.pod.clone(),
             self.c.clone(),
             self.idx,
             self.shared.clone(),
-            liveness_failed.clone(),
+            Signals { liveness_failed: liveness_failed.clone(), status_computed: status_computed.clone() },
         );
         let _probes = AbortOnDrop(tokio::spawn(probes));
+        // The status reporting this container running (and not ready) was just computed: as
+        // the kubelet's prober manager does then (UpdatePodStatus), probe readiness at once.
+        status_computed.notify_one();
         tokio::select! {
             st = child.wait() => Ended::Exited(st),
             _ = self.stop.changed() => {
@@ -207,16 +211,21 @@ fn exit_parts(s: &std::process::ExitStatus) -> (Option<i32>, Option<i32>) {
     (s.code(), s.signal())
 }
 
+/// What the probe loop tells its container and hears from it.
+struct Signals {
+    /// Notified once when liveness fails.
+    liveness_failed: Arc<Notify>,
+    /// Notified when the container's status was computed while it runs and is not ready:
+    /// readiness is probed at once (the kubelet's prober manager triggers the readiness
+    /// worker's manual run from UpdatePodStatus in that case), then on its ticker.
+    status_computed: Arc<Notify>,
+}
+
 /// Probes one running container until aborted: readiness sets `ready`,
 /// a failed liveness verdict notifies `liveness_failed` once.
-async fn probe_loop(
-    pc: Arc<PodCtx>,
-    pod: Pod,
-    c: Container,
-    idx: usize,
-    shared: Arc<Shared>,
-    liveness_failed: Arc<Notify>,
-) {
+async fn probe_loop(pc: Arc<PodCtx>, pod: Pod, c: Container, idx: usize, shared: Arc<Shared>, signals: Signals) {
+    let Signals { liveness_failed, status_computed } = signals;
+    let started = Instant::now();
     let target = ProbeTarget { netns: pc.netns.clone(), pod_ip: pc.address.into() };
     let exec_pc = pc.clone();
     let (exec_pod, exec_c) = (pod.clone(), c.clone());
@@ -228,14 +237,19 @@ async fn probe_loop(
     if probes.is_empty() {
         return;
     }
-    for (_, (t, _, _, next)) in probes.iter_mut() {
-        *next = Instant::now() + t.initial_delay;
+    for (is_readiness, (t, _, _, next)) in probes.iter_mut() {
+        // Readiness waits for its first tick or for the status computed at start.
+        *next = started + if *is_readiness { t.initial_delay.max(t.period) } else { t.initial_delay };
     }
     loop {
         let Some(wake) = probes.iter().map(|(_, p)| p.3).min() else { return };
-        tokio::time::sleep_until(wake.into()).await;
+        let triggered = tokio::select! {
+            () = tokio::time::sleep_until(wake.into()) => false,
+            () = status_computed.notified() => true,
+        };
         for (is_readiness, (t, p, tracker, next)) in probes.iter_mut() {
-            if *next > Instant::now() {
+            let manual = triggered && *is_readiness && !tracker.ok && started.elapsed() >= t.initial_delay;
+            if *next > Instant::now() && !manual {
                 continue;
             }
             *next = Instant::now() + t.period;

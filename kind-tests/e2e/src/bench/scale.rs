@@ -313,15 +313,18 @@ pub async fn run(operator: &Path, root: &Path, n: usize, idle: Duration) -> anyh
     tokio::time::sleep(idle).await;
     let idle_after = f.cluster.state().requests.snapshot();
     let (u1, r1) = (f.operator_usage()?, f.reconciles().await?);
-    let writes: u64 = requests_between(&idle_before, &idle_after, OPERATOR)
-        .iter()
+    let idle_writes: Vec<((String, String), u64)> = requests_between(&idle_before, &idle_after, OPERATOR)
+        .into_iter()
         .filter(|((verb, _), _)| is_write(verb))
-        .map(|(_, n)| n)
-        .sum();
+        .collect();
+    let writes: u64 = idle_writes.iter().map(|(_, n)| n).sum();
     let per_minute = 60.0 / idle.as_secs_f64();
+    let detail: Vec<String> =
+        idle_writes.iter().map(|((v, r), c)| format!("{v} {r} {:.0}", *c as f64 * per_minute)).collect();
     println!(
-        "  idle with {n} Ready: {:.0} operator writes/min, {:.0} reconciles/min, {:.1}% of a core",
+        "  idle with {n} Ready: {:.0} operator writes/min ({}), {:.0} reconciles/min, {:.1}% of a core",
         writes as f64 * per_minute,
+        detail.join(", "),
         (r1 - r0) * per_minute,
         100.0 * u1.cpu.saturating_sub(u0.cpu).as_secs_f64() / idle.as_secs_f64()
     );
