@@ -33,8 +33,7 @@ use crate::{
     context::Context,
     error::{Error, Result},
     metrics::ErrorLabels,
-    names,
-    reservations::update_gateway_status,
+    names, reservations,
 };
 
 use holding::Change;
@@ -163,17 +162,16 @@ fn queued_before(ctx: &Context, sr: &StreamRequest, gateway: &Gateway) -> Vec<De
 /// returns the Gateway as stored. The change is applied to the Gateway as stored when it is
 /// written: a part that no longer fits is not written, and the plan made again says so.
 async fn write_holding(ctx: &Context, gateway: &Gateway, uid: &str, changes: &[Change]) -> Result<Option<Gateway>> {
-    let mut refused = None;
+    let (who, what) = (uid.to_owned(), changes.to_vec());
+    let change: reservations::StatusChange = Box::new(move |gw, st| {
+        let (changed, refusal) = holding::apply_all(&gw.spec, st, &who, &what);
+        if let Some(e) = refusal {
+            tracing::info!(reason = %e, "the Gateway changed since it was read; planning again");
+        }
+        changed
+    });
     let stored =
-        update_gateway_status(&ctx.client, &ctx.gateway_writer, &gateway.name_any(), Some(gateway), |gw, st| {
-            let (changed, refusal) = holding::apply_all(&gw.spec, st, uid, changes);
-            refused = refusal;
-            changed
-        })
-        .await?;
-    if let Some(e) = refused {
-        tracing::info!(reason = %e, "the Gateway changed since it was read; planning again");
-    }
+        reservations::submit(&ctx.client, &ctx.gateway_writer, &gateway.name_any(), Some(gateway), change).await?;
     if let Some(r) = stored.as_ref().and_then(|g| holding::held(g.status.as_ref(), uid)) {
         if changes.iter().any(|c| matches!(c, Change::Reserve(_))) {
             let ports: Vec<String> = r.nodes.iter().map(|a| format!("{}:{:?}", a.node, a.ports)).collect();
