@@ -71,12 +71,28 @@ pub fn bind_group(addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::TcpLis
     Ok(out)
 }
 
-/// Sets TCP_NODELAY and keepalive (20 s idle, 5 s interval, 4 probes).
+/// Sets TCP_NODELAY and keepalive (20 s idle, 5 s interval, 4 probes), and
+/// makes closing the socket reset the connection (see [`reset_on_close`]).
 pub fn tune(stream: &TcpStream) -> io::Result<()> {
     stream.set_nodelay(true)?;
     let ka =
         TcpKeepalive::new().with_time(Duration::from_secs(20)).with_interval(Duration::from_secs(5)).with_retries(4);
-    SockRef::from(stream).set_tcp_keepalive(&ka)
+    SockRef::from(stream).set_tcp_keepalive(&ka)?;
+    reset_on_close(stream, true)
+}
+
+/// With `on`, closing `stream` sends a reset (SO_LINGER 0) instead of a FIN.
+///
+/// Every relayed socket is set so from the start and lifted only when both
+/// directions ended with a real end of data (their FINs already forwarded by
+/// `shutdown`, which linger does not touch). So whatever else ends a
+/// connection (an error, the drain deadline dropping it, SIGKILL of the whole
+/// process, whose sockets the kernel closes) reaches the application as
+/// ECONNRESET: a FIN from us would read as a complete stream. Lifting it
+/// before a clean close matters: with linger 0 the kernel would discard data
+/// still in the send buffer.
+pub fn reset_on_close(stream: &TcpStream, on: bool) -> io::Result<()> {
+    SockRef::from(stream).set_linger(on.then_some(Duration::ZERO))
 }
 
 /// Accepts on `listener` until `stop` is cancelled. `key` is the configured
@@ -159,13 +175,13 @@ async fn handle(ctx: &Ctx, key: SocketAddr, lm: &ListenerMetrics, inbound: TcpSt
     };
     let opts = RelayOptions { buffer_bytes: state.config.buffer_bytes, limiter: ctx.limiter.clone() };
     let counters = DirectionCounters { to_target: lm.to_target.clone(), to_client: lm.to_client.clone() };
-    let result = match (state.config.mode, &state.acceptor, &state.connector) {
+    let (result, outbound) = match (state.config.mode, &state.acceptor, &state.connector) {
         (Mode::Plain, _, _) => {
             let Some(out) = connect(&target, lm).await else {
                 return;
             };
             let _open = OpenGuard::new(lm);
-            splice::bidirectional(&inbound, &out, &opts, &counters).await
+            (splice::bidirectional(&inbound, &out, &opts, &counters).await, out)
         }
         (Mode::TlsServer, Some(config), _) => {
             let conn = match UnbufferedServerConnection::new(config.clone()) {
@@ -181,7 +197,7 @@ async fn handle(ctx: &Ctx, key: SocketAddr, lm: &ListenerMetrics, inbound: TcpSt
                 return;
             };
             let _open = OpenGuard::new(lm);
-            tls_io::relay(st, &inbound, &out, &opts.limiter, &counters.to_target, &counters.to_client).await
+            (tls_io::relay(st, &inbound, &out, &opts.limiter, &counters.to_target, &counters.to_client).await, out)
         }
         (Mode::TlsClient, _, Some(config)) => {
             let Some(out) = connect(&target, lm).await else {
@@ -197,9 +213,8 @@ async fn handle(ctx: &Ctx, key: SocketAddr, lm: &ListenerMetrics, inbound: TcpSt
                 return;
             }
             let _open = OpenGuard::new(lm);
-            tls_io::relay(st, &out, &inbound, &opts.limiter, &counters.to_client, &counters.to_target)
-                .await
-                .map(|(down, up)| (up, down))
+            let r = tls_io::relay(st, &out, &inbound, &opts.limiter, &counters.to_client, &counters.to_target).await;
+            (r.map(|(down, up)| (up, down)), out)
         }
         _ => {
             // Unreachable by construction (Server builds the TLS side per mode).
@@ -209,8 +224,16 @@ async fn handle(ctx: &Ctx, key: SocketAddr, lm: &ListenerMetrics, inbound: TcpSt
         }
     };
     match result {
-        Ok((up, down)) => debug!(up, down, "Closed"),
-        Err(e) => debug!(error = %e, "Closed with error"),
+        Ok((up, down)) => {
+            // Both directions ended with a real end of data: close normally.
+            for s in [&inbound, &outbound] {
+                if let Err(e) = reset_on_close(s, false) {
+                    debug!(error = %e, "cannot clear SO_LINGER; the close will be a reset");
+                }
+            }
+            debug!(up, down, "closed");
+        }
+        Err(e) => debug!(error = %e, "closed with an error; both connections reset"),
     }
 }
 

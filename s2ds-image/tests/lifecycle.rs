@@ -138,9 +138,11 @@ async fn drain_deadline_aborts_stuck_connections() {
     s2ds.signal(15);
     assert_eq!(s2ds.wait_exit(Duration::from_secs(10)).await, 0);
     assert!(s2ds.log_contains("aborted=1"));
-    let mut rest = Vec::new();
-    let _ = c.read_to_end(&mut rest).await;
-    assert!(rest.is_empty());
+    // An aborted connection is cut, and both ends must see it so.
+    for end in [&mut c, &mut t] {
+        let r = end.read_to_end(&mut Vec::new()).await.map_err(|e| e.kind());
+        assert_eq!(r, Err(std::io::ErrorKind::ConnectionReset), "a connection cut by the drain deadline");
+    }
 }
 
 fn run(args: &[&str], config: &str) -> (i32, String, String) {
