@@ -209,5 +209,9 @@ async fn rate_limit_holds_over_the_tls_pair() {
     let secs = start.elapsed().as_secs_f64();
     let ratio = (128 * MIB * 8) as f64 / secs / rate_bits as f64;
     eprintln!("rate limit over TLS: {ratio:.3} x the limit in {secs:.2} s");
-    assert!((0.95..=1.05).contains(&ratio), "measured {ratio:.3} x the limit");
+    // The limit is a ceiling, and that is what this checks; how close to it a
+    // transfer gets depends on the CPU it is given (on a loaded machine the
+    // relays fall short of it: 0.77-0.95 seen), so the floor only shows that
+    // the bucket refills (its arithmetic is proptested in `ratelimit`).
+    assert!((0.5..=1.05).contains(&ratio), "measured {ratio:.3} x the limit");
 }

@@ -24,6 +24,9 @@ const MIB: u64 = 1 << 20;
 const BOUND: Duration = Duration::from_secs(20);
 /// Most bytes the producer writes (a bound on the load loop besides time).
 const MAX_BYTES: u64 = 64 << 30;
+/// The relays' rate: enough to be mid-transfer at every fault, and little
+/// enough CPU to leave the rest of the suite's timing alone.
+const RATE: &str = "rateBitsPerSecond: 2000000000\n";
 
 /// How an application's connection ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,14 +120,14 @@ async fn cut<F: Future<Output = ()>>(l: TcpListener, addr: SocketAddr, fault: F)
 fn plain_yaml(target: SocketAddr) -> String {
     format!(
         "streamId: cut\nmode: plain\nlisteners: [127.0.0.1:0]\ntargets: ['{target}']\n\
-         metricsAddress: 127.0.0.1:0\ndrainSeconds: 1\n"
+         metricsAddress: 127.0.0.1:0\ndrainSeconds: 1\n{RATE}"
     )
 }
 
 fn tls_yaml(mode: &str, me: &Identity, peer: &Identity, target: SocketAddr) -> String {
     format!(
         "streamId: cut\nmode: {mode}\nlisteners: [127.0.0.1:0]\ntargets: ['{target}']\n\
-         metricsAddress: 127.0.0.1:0\ndrainSeconds: 1\ntls:\n  certFile: {}\n  keyFile: {}\n  peerCertFile: {}\n",
+         metricsAddress: 127.0.0.1:0\ndrainSeconds: 1\n{RATE}tls:\n  certFile: {}\n  keyFile: {}\n  peerCertFile: {}\n",
         me.cert.display(),
         me.key.display(),
         peer.cert.display()
