@@ -166,7 +166,7 @@ impl Pin {
         } else {
             tracing::debug!(
                 presented = %format_fingerprint(&got),
-                "Peer certificate does not match the pin"
+                "peer certificate does not match the pin"
             );
             Err(rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure))
         }

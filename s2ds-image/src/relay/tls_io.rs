@@ -119,7 +119,7 @@ pub async fn handshake<S: Session>(st: &mut TlsState<S>, sock: &TcpStream, from_
 /// encrypted. On an error (a truncated TLS stream, a reset, a protocol
 /// error) the alert for the peer is sent if the socket takes it at once;
 /// the caller's sockets reset when dropped after an error
-/// ([`crate::listener::reset_on_close`]), so that neither application
+/// ([`crate::connection::reset_on_close`]), so that neither application
 /// mistakes a broken stream for a complete one.
 pub async fn relay<S: Session>(
     st: TlsState<S>,
