@@ -9,6 +9,7 @@
 //! - [`copy`]: TCP-to-TCP userspace copy with one fixed buffer per
 //!   direction, the fallback when splice is not possible.
 
+pub mod check;
 pub mod control;
 pub mod copy;
 pub mod data;
