@@ -32,6 +32,8 @@ use crate::state::State;
 
 struct ListenerHandle {
     stop: CancellationToken,
+    /// The accept loops: each owns one socket of the listener's group, closed when it returns.
+    loops: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// A running relay.
@@ -157,14 +159,20 @@ impl Server {
                 }
             }
         }
-        listeners.retain(|addr, h| {
-            let keep = state.config.listeners.contains(addr);
-            if !keep {
-                h.stop.cancel();
-                self.readiness.unbound(*addr);
+        let removed: Vec<SocketAddr> =
+            listeners.keys().filter(|addr| !state.config.listeners.contains(addr)).copied().collect();
+        for addr in removed {
+            let Some(h) = listeners.remove(&addr) else { continue };
+            h.stop.cancel();
+            self.readiness.unbound(addr);
+            // The reload is done when the removed listener no longer accepts: its sockets are
+            // closed as its accept loops return (promptly once stopped; bounded regardless).
+            for l in h.loops {
+                if tokio::time::timeout(std::time::Duration::from_secs(5), l).await.is_err() {
+                    warn!(listener = %addr, "accept loop did not stop within 5s");
+                }
             }
-            keep
-        });
+        }
         self.shared.limiter.set_rate(state.config.rate_bits_per_second);
         info!(targets = state.config.targets.len(), listeners = listeners.len(),
             rate = ?state.config.rate_bits_per_second, "reloaded");
@@ -208,8 +216,10 @@ fn spawn_listener(
     let local = group.first().and_then(|l| l.local_addr().ok()).unwrap_or(addr);
     readiness.bound(addr, local);
     let stop = CancellationToken::new();
-    for (l, worker) in group.into_iter().zip(workers.iter().cycle()) {
-        worker.spawn(listener::accept_loop(shared.clone(), addr, l, stop.clone()).in_current_span());
-    }
-    ListenerHandle { stop }
+    let loops = group
+        .into_iter()
+        .zip(workers.iter().cycle())
+        .map(|(l, worker)| worker.spawn(listener::accept_loop(shared.clone(), addr, l, stop.clone()).in_current_span()))
+        .collect();
+    ListenerHandle { stop, loops }
 }

@@ -4,6 +4,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod apps;
+pub mod bench;
 pub mod external;
 pub mod faults;
 pub mod legacy;

@@ -45,6 +45,10 @@ pub struct AgentConfig {
     /// Mount namespaces and pod users (default: when running as root);
     /// `false` uses the documented path rewrite instead.
     pub privileged: Option<bool>,
+    /// Report every container Running and Ready at once, without running anything: the
+    /// control-plane benchmark's thousands of relay pods (what it measures is the API traffic
+    /// of operator and kubelet, not relays).
+    pub simulated: bool,
 }
 
 impl Default for AgentConfig {
@@ -59,6 +63,7 @@ impl Default for AgentConfig {
             sync_period: Duration::from_secs(1),
             serve: None,
             privileged: None,
+            simulated: false,
         }
     }
 }
@@ -153,6 +158,12 @@ impl NodeAgentBuilder {
     /// asks for mount namespaces and pod users (`true`, needs root).
     pub fn privileged(mut self, on: bool) -> Self {
         self.config.privileged = Some(on);
+        self
+    }
+    /// Reports containers Running and Ready without running them (see
+    /// [`AgentConfig::simulated`]).
+    pub fn simulated(mut self, on: bool) -> Self {
+        self.config.simulated = on;
         self
     }
     /// Serves only these nodes of the topology (default: all of them).
@@ -269,6 +280,7 @@ impl NodeAgent {
             sync_period: config.sync_period,
             privileged: config.privileged.unwrap_or_else(|| nix::unistd::geteuid().is_root()),
             podman,
+            simulated: config.simulated,
         });
         let mut agent =
             NodeAgent { ctx, config, nodes, owns_network, id, stop: watch::channel(false).0, tasks: vec![], scratch };

@@ -44,6 +44,9 @@ pub struct Ctx {
     pub privileged: bool,
     /// How podman runs (images of the podman runtime).
     pub podman: Podman,
+    /// Containers are reported Running and Ready, never started (see
+    /// [`crate::AgentConfig::simulated`]).
+    pub simulated: bool,
 }
 
 /// A pod's context, shared by its tasks.

@@ -28,11 +28,14 @@ pub enum Desired {
     Shutdown,
 }
 
-fn initial_record(pod: &Pod, address: Ipv4Addr) -> PodRecord {
+/// The record a pod starts with: containers being created, or (simulated) running and ready,
+/// so that a simulated pod takes one status write, as a kubelet's fastest start does.
+fn initial_record(pod: &Pod, address: Ipv4Addr, simulated: bool) -> PodRecord {
+    let now = SystemTime::now();
     let spec = pod.spec.clone().unwrap_or_default();
     PodRecord {
         host_ip: address.to_string(),
-        start_time: SystemTime::now(),
+        start_time: now,
         restart_policy: spec.restart_policy.clone().unwrap_or_else(|| "Always".into()),
         containers: spec
             .containers
@@ -40,10 +43,14 @@ fn initial_record(pod: &Pod, address: Ipv4Addr) -> PodRecord {
             .map(|c| ContainerRecord {
                 name: c.name.clone(),
                 image: c.image.clone().unwrap_or_default(),
-                state: RunState::waiting(REASON_CREATING, None),
+                state: if simulated {
+                    RunState::Running { started: now }
+                } else {
+                    RunState::waiting(REASON_CREATING, None)
+                },
                 last: None,
                 restarts: 0,
-                ready: false,
+                ready: simulated,
             })
             .collect(),
     }
@@ -166,7 +173,8 @@ pub async fn run(ctx: Arc<Ctx>, node: String, pod: Pod, mut rx: watch::Receiver<
     let pc = pod_ctx(&ctx, node, &pod);
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &pc.namespace);
     let _ = std::fs::create_dir_all(pc.dir.join("logs"));
-    let shared = Arc::new(Shared { record: Mutex::new(initial_record(&pod, pc.address)), changed: Notify::new() });
+    let record = initial_record(&pod, pc.address, ctx.simulated);
+    let shared = Arc::new(Shared { record: Mutex::new(record), changed: Notify::new() });
     let writer = StatusWriter::new(api.clone(), pod.name_any());
     // A refused status write is retried at this instant (far in the future when none is due).
     let idle = || tokio::time::Instant::now() + Duration::from_secs(86_400);
@@ -186,7 +194,7 @@ pub async fn run(ctx: Arc<Ctx>, node: String, pod: Pod, mut rx: watch::Receiver<
                     other => break other,
                 }
             }
-            _ = tick.tick() => containers.sync(&latest).await,
+            _ = tick.tick(), if !ctx.simulated => containers.sync(&latest).await,
             _ = shared.changed.notified() => retry_at = due(writer.write(&*shared.record.lock().await).await),
             _ = tokio::time::sleep_until(retry_at) => retry_at = due(writer.write(&*shared.record.lock().await).await),
         }

@@ -147,6 +147,7 @@ impl TestClusterBuilder {
             registry: Registry::with_builtins(),
             auth,
             ca_pem: material.ca_pem.clone(),
+            requests: Default::default(),
         });
         if let Some(d) = &self.data_dir {
             persist::load(&state, d)?;

@@ -68,10 +68,22 @@ fn header_str(h: &HeaderMap, name: header::HeaderName) -> &str {
 pub async fn handle(state: Shared, addr: String, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let started = std::time::Instant::now();
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
-    let resp = match serve(state, addr, req).await {
+    let query = parse_query(req.uri().query());
+    let client = crate::requests::client_of(header_str(req.headers(), header::USER_AGENT));
+    let resp = match serve(state.clone(), addr, req).await {
         Ok(r) => r,
         Err(e) => error_response(&e),
     };
+    let rp = parse_resource_path(&path);
+    let key = crate::requests::RequestKey {
+        client,
+        verb: rp.as_ref().map_or("get", |rp| verb_of(&method, rp, &query)).to_owned(),
+        group: rp.as_ref().map(|rp| rp.group.clone()).unwrap_or_default(),
+        resource: rp.as_ref().map(|rp| rp.plural.clone()).unwrap_or_default(),
+        subresource: rp.as_ref().and_then(|rp| rp.subresource.clone()).unwrap_or_default(),
+        code: resp.status().as_u16(),
+    };
+    state.requests.record(key);
     tracing::debug!(%method, %path, status = resp.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
     Ok(resp)
 }
@@ -387,6 +399,15 @@ fn serve_non_resource(
     let trimmed = path.trim_end_matches('/');
     match trimmed {
         "/healthz" | "/livez" | "/readyz" => return Ok(Some(text(200, "ok"))),
+        "/metrics" => {
+            let body = state.requests.render();
+            let r = Response::builder()
+                .status(200)
+                .header(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")
+                .body(full(body))
+                .unwrap_or_else(|_| Response::new(full("")));
+            return Ok(Some(r));
+        }
         "/version" => return ok(discovery::version()),
         "/api" | "/apis" if discovery::wants_aggregated(accept) => {
             let v = discovery::aggregated(reg, trimmed == "/api");

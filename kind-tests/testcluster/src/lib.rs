@@ -40,6 +40,7 @@ pub mod persist;
 pub mod pods;
 pub mod protobuf;
 pub mod read;
+pub mod requests;
 pub mod resources;
 pub mod reviews;
 pub mod route;

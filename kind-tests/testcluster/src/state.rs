@@ -22,6 +22,8 @@ pub struct State {
     pub auth: Authenticator,
     /// PEM of the cluster CA (published as `kube-root-ca.crt` in every namespace).
     pub ca_pem: String,
+    /// Requests answered (served at `/metrics`).
+    pub requests: crate::requests::RequestCounts,
 }
 
 /// Shared handle on the state.

@@ -257,3 +257,17 @@ fn auth_can_i_with_rbac() {
     let e = bad.fail(&["get", "configmaps"], None);
     assert!(e.contains("Unauthorized") || e.contains("logged in"), "{e}");
 }
+
+#[test]
+fn metrics_count_requests_by_client_verb_and_resource() {
+    let f = Fixture::new(false);
+    f.k.ok(&["get", "pods"]);
+    f.k.ok(&["create", "configmap", "m", "--from-literal=a=1"]);
+    let metrics = f.k.ok(&["get", "--raw", "/metrics"]);
+    for want in [
+        "apiserver_request_total{client=\"kubectl\",code=\"200\",group=\"\",resource=\"pods\",subresource=\"\",verb=\"LIST\"} 1",
+        "apiserver_request_total{client=\"kubectl\",code=\"201\",group=\"\",resource=\"configmaps\",subresource=\"\",verb=\"CREATE\"} 1",
+    ] {
+        assert!(metrics.contains(want), "missing {want} in\n{metrics}");
+    }
+}

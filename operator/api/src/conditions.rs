@@ -20,52 +20,189 @@ pub mod types {
     pub const LISTENERS_MOVED: &str = "ListenersMoved";
 }
 
-/// Condition reasons (CamelCase, stable: scripts and alerts match on them).
-pub mod reasons {
+/// A condition reason (CamelCase, stable: scripts and alerts match on them). Conditions store
+/// it as text; compare a stored reason with `condition.reason == Reason::X`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
     /// Ports and bandwidth were reserved.
-    pub const RESERVED: &str = "Reserved";
+    Reserved,
     /// Waiting for gateway ports to free up.
-    pub const PORTS_EXHAUSTED: &str = "PortsExhausted";
+    PortsExhausted,
     /// Waiting for gateway bandwidth to free up.
-    pub const BANDWIDTH_EXHAUSTED: &str = "BandwidthExhausted";
+    BandwidthExhausted,
     /// The named Gateway does not exist.
-    pub const GATEWAY_NOT_FOUND: &str = "GatewayNotFound";
+    GatewayNotFound,
     /// The Gateway exists but is not usable.
-    pub const GATEWAY_NOT_READY: &str = "GatewayNotReady";
+    GatewayNotReady,
     /// Waiting for the application controller's Hello.
-    pub const AWAITING_HELLO: &str = "AwaitingHello";
+    AwaitingHello,
     /// Hello arrived.
-    pub const HELLO_RECEIVED: &str = "HelloReceived";
+    HelloReceived,
     /// Static `spec.targets` make Hello unnecessary.
-    pub const STATIC_TARGETS: &str = "StaticTargets";
+    StaticTargets,
     /// No Hello arrived within `spec.helloTimeout`.
-    pub const HELLO_TIMEOUT: &str = "HelloTimeout";
+    HelloTimeout,
     /// The Hello-key Secret is missing or has no key.
-    pub const HELLO_KEY_MISSING: &str = "HelloKeyMissing";
+    HelloKeyMissing,
     /// Consumer side waits for `spec.remoteListeners` (and the peer certificate).
-    pub const AWAITING_REMOTE_LISTENERS: &str = "AwaitingRemoteListeners";
+    AwaitingRemoteListeners,
     /// S2DS pods are starting.
-    pub const PODS_STARTING: &str = "PodsStarting";
+    PodsStarting,
     /// Every S2DS pod is ready.
-    pub const PODS_READY: &str = "PodsReady";
+    PodsReady,
     /// An S2DS pod failed and is being recreated.
-    pub const POD_FAILED: &str = "PodFailed";
+    PodFailed,
     /// A gateway node was lost; its listeners moved and the peer side must be updated.
-    pub const NODE_LOST: &str = "NodeLost";
+    NodeLost,
     /// `kubectl scistream update` propagated the listeners that moved off a lost node.
-    pub const PEER_UPDATED: &str = "PeerUpdated";
+    PeerUpdated,
     /// The stream is being released.
-    pub const RELEASING: &str = "Releasing";
+    Releasing,
     /// The spec cannot be acted on (explained in the message).
-    pub const INVALID_SPEC: &str = "InvalidSpec";
+    InvalidSpec,
     /// Gateway: ready nodes, addresses and namespace are all in order.
-    pub const GATEWAY_READY: &str = "GatewayReady";
+    GatewayReady,
     /// Gateway: no node matches `spec.nodeSelector`, or none is Ready.
-    pub const NO_READY_NODES: &str = "NoReadyNodes";
+    NoReadyNodes,
     /// Gateway: a node has no WAN or LAN address.
-    pub const NO_ADDRESS: &str = "NoAddress";
+    NoAddress,
     /// Gateway: `spec.podNamespace` is missing or does not allow privileged pods.
-    pub const NAMESPACE_NOT_PRIVILEGED: &str = "NamespaceNotPrivileged";
+    NamespaceNotPrivileged,
+}
+
+impl Reason {
+    /// Every reason.
+    pub const ALL: [Reason; 22] = [
+        Reason::Reserved,
+        Reason::PortsExhausted,
+        Reason::BandwidthExhausted,
+        Reason::GatewayNotFound,
+        Reason::GatewayNotReady,
+        Reason::AwaitingHello,
+        Reason::HelloReceived,
+        Reason::StaticTargets,
+        Reason::HelloTimeout,
+        Reason::HelloKeyMissing,
+        Reason::AwaitingRemoteListeners,
+        Reason::PodsStarting,
+        Reason::PodsReady,
+        Reason::PodFailed,
+        Reason::NodeLost,
+        Reason::PeerUpdated,
+        Reason::Releasing,
+        Reason::InvalidSpec,
+        Reason::GatewayReady,
+        Reason::NoReadyNodes,
+        Reason::NoAddress,
+        Reason::NamespaceNotPrivileged,
+    ];
+
+    /// The text conditions and events carry.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Reason::Reserved => "Reserved",
+            Reason::PortsExhausted => "PortsExhausted",
+            Reason::BandwidthExhausted => "BandwidthExhausted",
+            Reason::GatewayNotFound => "GatewayNotFound",
+            Reason::GatewayNotReady => "GatewayNotReady",
+            Reason::AwaitingHello => "AwaitingHello",
+            Reason::HelloReceived => "HelloReceived",
+            Reason::StaticTargets => "StaticTargets",
+            Reason::HelloTimeout => "HelloTimeout",
+            Reason::HelloKeyMissing => "HelloKeyMissing",
+            Reason::AwaitingRemoteListeners => "AwaitingRemoteListeners",
+            Reason::PodsStarting => "PodsStarting",
+            Reason::PodsReady => "PodsReady",
+            Reason::PodFailed => "PodFailed",
+            Reason::NodeLost => "NodeLost",
+            Reason::PeerUpdated => "PeerUpdated",
+            Reason::Releasing => "Releasing",
+            Reason::InvalidSpec => "InvalidSpec",
+            Reason::GatewayReady => "GatewayReady",
+            Reason::NoReadyNodes => "NoReadyNodes",
+            Reason::NoAddress => "NoAddress",
+            Reason::NamespaceNotPrivileged => "NamespaceNotPrivileged",
+        }
+    }
+
+    /// The reason a condition's text names, if it is one of ours.
+    pub fn parse(text: &str) -> Option<Reason> {
+        Self::ALL.into_iter().find(|r| r.as_str() == text)
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<Reason> for String {
+    fn eq(&self, other: &Reason) -> bool {
+        self == other.as_str()
+    }
+}
+
+impl PartialEq<Reason> for str {
+    fn eq(&self, other: &Reason) -> bool {
+        self == other.as_str()
+    }
+}
+
+impl PartialEq<Reason> for &str {
+    fn eq(&self, other: &Reason) -> bool {
+        *self == other.as_str()
+    }
+}
+
+/// The reasons under their old constant names.
+pub mod reasons {
+    use super::Reason;
+
+    /// Ports and bandwidth were reserved.
+    pub const RESERVED: Reason = Reason::Reserved;
+    /// Waiting for gateway ports to free up.
+    pub const PORTS_EXHAUSTED: Reason = Reason::PortsExhausted;
+    /// Waiting for gateway bandwidth to free up.
+    pub const BANDWIDTH_EXHAUSTED: Reason = Reason::BandwidthExhausted;
+    /// The named Gateway does not exist.
+    pub const GATEWAY_NOT_FOUND: Reason = Reason::GatewayNotFound;
+    /// The Gateway exists but is not usable.
+    pub const GATEWAY_NOT_READY: Reason = Reason::GatewayNotReady;
+    /// Waiting for the application controller's Hello.
+    pub const AWAITING_HELLO: Reason = Reason::AwaitingHello;
+    /// Hello arrived.
+    pub const HELLO_RECEIVED: Reason = Reason::HelloReceived;
+    /// Static `spec.targets` make Hello unnecessary.
+    pub const STATIC_TARGETS: Reason = Reason::StaticTargets;
+    /// No Hello arrived within `spec.helloTimeout`.
+    pub const HELLO_TIMEOUT: Reason = Reason::HelloTimeout;
+    /// The Hello-key Secret is missing or has no key.
+    pub const HELLO_KEY_MISSING: Reason = Reason::HelloKeyMissing;
+    /// Consumer side waits for `spec.remoteListeners` (and the peer certificate).
+    pub const AWAITING_REMOTE_LISTENERS: Reason = Reason::AwaitingRemoteListeners;
+    /// S2DS pods are starting.
+    pub const PODS_STARTING: Reason = Reason::PodsStarting;
+    /// Every S2DS pod is ready.
+    pub const PODS_READY: Reason = Reason::PodsReady;
+    /// An S2DS pod failed and is being recreated.
+    pub const POD_FAILED: Reason = Reason::PodFailed;
+    /// A gateway node was lost; its listeners moved and the peer side must be updated.
+    pub const NODE_LOST: Reason = Reason::NodeLost;
+    /// `kubectl scistream update` propagated the listeners that moved off a lost node.
+    pub const PEER_UPDATED: Reason = Reason::PeerUpdated;
+    /// The stream is being released.
+    pub const RELEASING: Reason = Reason::Releasing;
+    /// The spec cannot be acted on (explained in the message).
+    pub const INVALID_SPEC: Reason = Reason::InvalidSpec;
+    /// Gateway: ready nodes, addresses and namespace are all in order.
+    pub const GATEWAY_READY: Reason = Reason::GatewayReady;
+    /// Gateway: no node matches `spec.nodeSelector`, or none is Ready.
+    pub const NO_READY_NODES: Reason = Reason::NoReadyNodes;
+    /// Gateway: a node has no WAN or LAN address.
+    pub const NO_ADDRESS: Reason = Reason::NoAddress;
+    /// Gateway: `spec.podNamespace` is missing or does not allow privileged pods.
+    pub const NAMESPACE_NOT_PRIVILEGED: Reason = Reason::NamespaceNotPrivileged;
 }
 
 /// The three values of a condition's `status`.
@@ -82,7 +219,7 @@ pub mod status {
 pub fn new(
     type_: &str,
     status: bool,
-    reason: &str,
+    reason: Reason,
     message: impl Into<String>,
     generation: Option<i64>,
     now: &Time,
@@ -90,7 +227,7 @@ pub fn new(
     Condition {
         type_: type_.to_owned(),
         status: if status { status::TRUE } else { status::FALSE }.to_owned(),
-        reason: reason.to_owned(),
+        reason: reason.as_str().to_owned(),
         message: message.into(),
         observed_generation: generation,
         last_transition_time: now.clone(),

@@ -15,7 +15,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::rate::RATE_PATTERN;
+use crate::{Written, rate::RATE_PATTERN};
 
 /// Pattern of a namespace name (DNS-1123 label).
 pub const NAMESPACE_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
@@ -96,7 +96,7 @@ pub struct GatewaySpec {
     /// waits in phase `Pending` with reason `BandwidthExhausted`.
     #[schemars(pattern(RATE_PATTERN), length(max = 20))]
     #[x_kube(validation = Rule::new(crate::rate::rate_bounds_rule()).message("bandwidth must be between 1kbps and 10Tbps, e.g. 100Gbps"))]
-    pub bandwidth: String,
+    pub bandwidth: Written<crate::Rate>,
 
     /// The S2DS relay implementation. `S2ds` (default): the SciStream Rust relay, with
     /// mutual TLS, rate limiting and metrics. `Haproxy`, `Nginx`: plain TCP proxies (data

@@ -18,6 +18,7 @@ pub mod keys;
 pub mod rate;
 pub mod reference;
 pub mod stream_request;
+pub mod written;
 
 pub use endpoint::{Endpoint, EndpointError, Host};
 pub use gateway::{Gateway, GatewaySpec, GatewayStatus, Implementation, PortRange, Reservation};
@@ -25,3 +26,4 @@ pub use rate::{Rate, RateError};
 pub use stream_request::{
     DataChannel, NodeAllocation, Phase, Role, SecretKeyRef, StreamRequest, StreamRequestSpec, StreamRequestStatus,
 };
+pub use written::{HelloTimeout, Written};

@@ -9,7 +9,11 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::{endpoint::ENDPOINT_PATTERN, rate::DURATION_PATTERN, rate::RATE_PATTERN};
+use crate::{
+    HelloTimeout, Rate, Written,
+    endpoint::ENDPOINT_PATTERN,
+    rate::{DURATION_PATTERN, RATE_PATTERN},
+};
 
 /// Pattern of a stream id: a lowercase UUID.
 pub const STREAM_ID_PATTERN: &str = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$";
@@ -108,7 +112,7 @@ pub struct StreamRequestSpec {
     #[serde(default = "default_rate")]
     #[schemars(pattern(RATE_PATTERN), length(max = 20))]
     #[x_kube(validation = Rule::new(crate::rate::rate_bounds_rule()).message("rate must be between 1kbps and 10Tbps, e.g. 10Gbps"))]
-    pub rate: String,
+    pub rate: Written<Rate>,
 
     /// Secret (in this namespace) holding the Hello key: the application controller of this
     /// side must present it as the `authorization` metadata of its Hello. Not needed for a
@@ -154,19 +158,19 @@ pub struct StreamRequestSpec {
     #[serde(default = "default_hello_timeout")]
     #[schemars(pattern(DURATION_PATTERN), length(max = 32))]
     #[x_kube(validation = Rule::new("!self.matches('^([0-9]+(ms|s|m|h))+$') || (duration(self) >= duration('1s') && duration(self) <= duration('24h'))").message("helloTimeout must be between 1s and 24h"))]
-    pub hello_timeout: String,
+    pub hello_timeout: Written<HelloTimeout>,
 }
 
 fn default_num_connections() -> i32 {
     5
 }
 
-fn default_rate() -> String {
-    "1Gbps".to_owned()
+fn default_rate() -> Written<Rate> {
+    Rate::from_bps(1_000_000_000).into()
 }
 
-fn default_hello_timeout() -> String {
-    "180s".to_owned()
+fn default_hello_timeout() -> Written<HelloTimeout> {
+    HelloTimeout::DEFAULT.into()
 }
 
 /// Side of a stream.

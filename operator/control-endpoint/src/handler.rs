@@ -285,9 +285,8 @@ impl<S: Streams + Clone, A: Access> Handler<S, A> {
         self.streams.create(&new, &placement.namespace).await?;
         tracing::info!(stream = %new.stream_id, role = ?new.role, "legacy req: StreamRequest created");
         let streams = self.streams.clone();
-        let hello_timeout =
-            scistream_api::rate::parse_duration(new.object["spec"]["helloTimeout"].as_str().unwrap_or("180s"))
-                .unwrap_or(Duration::from_secs(180));
+        // A legacy request leaves helloTimeout to the API server's default.
+        let hello_timeout = scistream_api::HelloTimeout::DEFAULT.duration();
         let deadline = tokio::time::Instant::now() + hello_timeout + self.config.req_grace;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let (ns, name) = (placement.namespace.clone(), new.name.clone());

@@ -51,7 +51,7 @@ async fn s2uc_inbound_request_producer_sequence() {
     let name = format!("legacy-{UID}-prod");
     let sr = f.requests().get(&name).await.unwrap();
     assert_eq!(sr.spec.data_channel, scistream_api::DataChannel::Plain);
-    assert_eq!(sr.spec.rate, "10Mbps");
+    assert_eq!(sr.spec.rate.text(), "10Mbps");
     assert!(sr.annotations().contains_key(ANNOTATION_CREDENTIAL));
     // update (PROD) with the req reply's prod_listeners starts the data path.
     client
@@ -111,7 +111,7 @@ async fn s2uc_outbound_request_consumer_sequence_with_the_role_quirk() {
         .unwrap();
     let sr = f.wait_request(&name, 20, |sr| phase(sr) == Some(Phase::Ready)).await;
     assert_eq!(sr.spec.remote_listeners, Some(remote));
-    assert_eq!(sr.spec.rate, "5Mbps");
+    assert_eq!(sr.spec.rate.text(), "5Mbps");
     client.clone().release(with_auth(proto::Release { uid: UID.into() }, ALICE)).await.unwrap();
     f.wait_gone(&name, 20).await;
     f.shutdown().await;

@@ -39,6 +39,58 @@ pub enum Error {
 /// Result with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The kind of a failure, stable: a metric label and a log field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// The API answered 409.
+    Conflict,
+    /// The API answered 403.
+    Forbidden,
+    /// The API answered 404.
+    NotFound,
+    /// The API answered 422.
+    Invalid,
+    /// Any other API failure (5xx, timeouts, transport).
+    ApiError,
+    /// An object lacks a field the API server always sets.
+    MissingField,
+    /// Key material could not be generated.
+    CertificateFailed,
+    /// The Gateway's reservations kept changing under us.
+    Contended,
+    /// Relay pods are still stopping.
+    StillTerminating,
+    /// No relay could be planned.
+    PlanFailed,
+    /// The finalizer machinery failed.
+    FinalizerFailed,
+}
+
+impl Reason {
+    /// The CamelCase name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Reason::Conflict => "Conflict",
+            Reason::Forbidden => "Forbidden",
+            Reason::NotFound => "NotFound",
+            Reason::Invalid => "Invalid",
+            Reason::ApiError => "ApiError",
+            Reason::MissingField => "MissingField",
+            Reason::CertificateFailed => "CertificateFailed",
+            Reason::Contended => "Contended",
+            Reason::StillTerminating => "StillTerminating",
+            Reason::PlanFailed => "PlanFailed",
+            Reason::FinalizerFailed => "FinalizerFailed",
+        }
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl Error {
     /// Wraps a kube error with what we were doing.
     pub fn kube(context: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
@@ -46,21 +98,21 @@ impl Error {
         move |source| Error::Kube { context, source }
     }
 
-    /// Stable CamelCase name for conditions, events and metrics.
-    pub fn reason(&self) -> &'static str {
+    /// The kind of failure, for metrics and logs.
+    pub fn reason(&self) -> Reason {
         match self {
             Error::Kube { source, .. } => match source {
-                kube::Error::Api(s) if s.code == 409 => "Conflict",
-                kube::Error::Api(s) if s.code == 403 => "Forbidden",
-                kube::Error::Api(s) if s.code == 404 => "NotFound",
-                kube::Error::Api(s) if s.code == 422 => "Invalid",
-                _ => "ApiError",
+                kube::Error::Api(s) if s.code == 409 => Reason::Conflict,
+                kube::Error::Api(s) if s.code == 403 => Reason::Forbidden,
+                kube::Error::Api(s) if s.code == 404 => Reason::NotFound,
+                kube::Error::Api(s) if s.code == 422 => Reason::Invalid,
+                _ => Reason::ApiError,
             },
-            Error::MissingField(_) => "MissingField",
-            Error::Certificate(_) => "CertificateFailed",
-            Error::Contended(_) => "Contended",
-            Error::StillTerminating(_) => "StillTerminating",
-            Error::Plan(_) => "PlanFailed",
+            Error::MissingField(_) => Reason::MissingField,
+            Error::Certificate(_) => Reason::CertificateFailed,
+            Error::Contended(_) => Reason::Contended,
+            Error::StillTerminating(_) => Reason::StillTerminating,
+            Error::Plan(_) => Reason::PlanFailed,
             Error::Finalizer(e) => match e.as_ref() {
                 kube::runtime::finalizer::Error::ApplyFailed(inner)
                 | kube::runtime::finalizer::Error::CleanupFailed(inner) => inner.reason(),
@@ -69,9 +121,9 @@ impl Error {
                 | kube::runtime::finalizer::Error::RemoveFinalizer(kube::Error::Api(s))
                     if s.code == 404 =>
                 {
-                    "NotFound"
+                    Reason::NotFound
                 }
-                _ => "FinalizerFailed",
+                _ => Reason::FinalizerFailed,
             },
         }
     }
@@ -79,7 +131,7 @@ impl Error {
     /// Delay before the next attempt for the `attempt`-th consecutive failure: short for a
     /// relay pod still stopping, exponential with a cap for API trouble.
     pub fn backoff(&self, attempt: u32) -> Duration {
-        if self.reason() == "StillTerminating" {
+        if matches!(self, Error::StillTerminating(_)) {
             return Duration::from_millis(500);
         }
         let base = Duration::from_millis(200).saturating_mul(1u32 << attempt.min(8));
@@ -95,10 +147,10 @@ mod tests {
     fn a_finalizer_patch_on_a_vanished_object_is_not_found() {
         use kube::runtime::finalizer::Error as F;
         let gone = || kube::Error::Api(kube::core::Status::failure("gone", "NotFound").with_code(404).boxed());
-        assert_eq!(Error::Finalizer(Box::new(F::RemoveFinalizer(gone()))).reason(), "NotFound");
-        assert_eq!(Error::Finalizer(Box::new(F::AddFinalizer(gone()))).reason(), "NotFound");
+        assert_eq!(Error::Finalizer(Box::new(F::RemoveFinalizer(gone()))).reason(), Reason::NotFound);
+        assert_eq!(Error::Finalizer(Box::new(F::AddFinalizer(gone()))).reason(), Reason::NotFound);
         let refused = kube::Error::Api(kube::core::Status::failure("no", "Forbidden").with_code(403).boxed());
-        assert_eq!(Error::Finalizer(Box::new(F::RemoveFinalizer(refused))).reason(), "FinalizerFailed");
+        assert_eq!(Error::Finalizer(Box::new(F::RemoveFinalizer(refused))).reason(), Reason::FinalizerFailed);
     }
 
     #[test]

@@ -29,7 +29,7 @@ use crate::{
 };
 
 async fn client(args: &Args) -> anyhow::Result<Client> {
-    let config = match &args.kubeconfig {
+    let mut config = match &args.kubeconfig {
         Some(path) => {
             let kubeconfig =
                 Kubeconfig::read_from(path).with_context(|| format!("reading kubeconfig {}", path.display()))?;
@@ -38,6 +38,9 @@ async fn client(args: &Args) -> anyhow::Result<Client> {
         }
         None => kube::Config::infer().await.context("no kubeconfig and not running in a cluster")?,
     };
+    // Who is asking, in the API server's audit log and request metrics.
+    let agent = concat!("scistream-operator/", env!("CARGO_PKG_VERSION"));
+    config.headers.push((http::header::USER_AGENT, http::HeaderValue::from_static(agent)));
     Ok(Client::try_from(config)?)
 }
 
@@ -202,8 +205,9 @@ fn gateway_error_policy(
     ctx: Arc<Context>,
 ) -> kube::runtime::controller::Action {
     let reason = error.reason();
-    ctx.metrics.errors.get_or_create(&crate::metrics::ErrorLabels { controller: gateway::CONTROLLER, reason }).inc();
-    tracing::warn!(error = %error, reason, "gateway reconcile failed");
+    let labels = crate::metrics::ErrorLabels { controller: gateway::CONTROLLER, reason: reason.as_str() };
+    ctx.metrics.errors.get_or_create(&labels).inc();
+    tracing::warn!(error = %error, %reason, "gateway reconcile failed");
     kube::runtime::controller::Action::requeue(error.backoff(2))
 }
 

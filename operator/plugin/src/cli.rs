@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use scistream_api::{HelloTimeout, Rate, Written};
 
 /// Set up and operate SciStream streams between two facilities' Kubernetes clusters.
 ///
@@ -137,8 +138,8 @@ pub struct CreateArgs {
     #[arg(long, default_value_t = 5)]
     pub num_conn: i32,
     /// Bandwidth to reserve and enforce, e.g. 10Gbps, 500Mbps, 2.5G.
-    #[arg(long, default_value = "1Gbps")]
-    pub rate: String,
+    #[arg(long, default_value = "1Gbps", value_parser = Written::<Rate>::parse)]
+    pub rate: Written<Rate>,
     /// Producer application endpoints (host:port,...); when given, no producer Hello is needed.
     #[arg(long, value_delimiter = ',')]
     pub prod_targets: Vec<String>,
@@ -146,8 +147,8 @@ pub struct CreateArgs {
     #[arg(long, value_enum, default_value_t = Channel::MutualTls)]
     pub data_channel: Channel,
     /// How long the operators wait for each Hello, e.g. 180s.
-    #[arg(long, default_value = "180s")]
-    pub hello_timeout: String,
+    #[arg(long, default_value = "180s", value_parser = Written::<HelloTimeout>::parse)]
+    pub hello_timeout: Written<HelloTimeout>,
     /// Control endpoint of the producer facility (host:port), shown to its application controller.
     #[arg(long)]
     pub prod_control: Option<String>,
@@ -224,6 +225,6 @@ mod tests {
         let Command::Create(c) = cli.command else { panic!("not create") };
         let c = *c;
         assert_eq!(c.prod_targets.len(), 2);
-        assert_eq!((c.num_conn, c.rate.as_str(), c.data_channel), (5, "1Gbps", Channel::MutualTls));
+        assert_eq!((c.num_conn, c.rate.text(), c.data_channel), (5, "1Gbps", Channel::MutualTls));
     }
 }

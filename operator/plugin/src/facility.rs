@@ -52,9 +52,12 @@ impl Facility {
             .or_else(|| known.context.as_ref().and_then(|c| c.namespace.clone()))
             .unwrap_or_else(|| "default".to_owned());
         let options = KubeConfigOptions { context: Some(name.clone()), ..KubeConfigOptions::default() };
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+        let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
             .await
             .map_err(|e| Error::Usage(format!("context {name}: {e}")))?;
+        // Who is asking, in the API server's audit log and request metrics.
+        let agent = concat!("kubectl-scistream/", env!("CARGO_PKG_VERSION"));
+        config.headers.push((http::header::USER_AGENT, http::HeaderValue::from_static(agent)));
         // kube-rs runs an exec credential plugin here (an OIDC id-token is checked on first use).
         let client = Client::try_from(config).map_err(|e| match crate::error::auth_problem(&e) {
             Some(why) => Error::Auth(format!("context {name}: {why}")),

@@ -130,6 +130,16 @@ pub struct RelayPod<'a> {
 /// Annotation with the hash of the pod's configuration.
 pub const ANNOTATION_SPEC_HASH: &str = "scistream.io/spec-hash";
 
+/// The hash of what a relay pod's behaviour depends on: 64-bit FNV-1a over the parts as a
+/// JSON array of strings, an encoding that no compiler or library version changes (unlike
+/// `Debug` output), so an operator upgrade restarts no relay whose configuration is the same.
+pub fn spec_hash(parts: &[&str]) -> String {
+    let encoded = serde_json::to_string(parts).unwrap_or_default();
+    let hash =
+        encoded.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3));
+    format!("{hash:016x}")
+}
+
 fn probe(health: &Health, path: &str) -> Probe {
     let (http_get, tcp_socket) = match health {
         Health::Http(ep) => (

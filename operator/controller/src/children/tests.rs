@@ -175,3 +175,11 @@ fn config_map_has_a_key_per_node_and_the_peer_certificate() {
     assert_eq!(data["relay-gw-b"], "b");
     assert_eq!(data[names::PEER_CERT_KEY], "PEM");
 }
+
+#[test]
+fn spec_hashes_are_pinned_and_separate_their_parts() {
+    // Pinned: a change of this value restarts every relay of every facility on upgrade.
+    // (FNV-1a of the bytes `["a","b"]`.)
+    assert_eq!(spec_hash(&["a", "b"]), "aec547ab721fa7a8");
+    assert_ne!(spec_hash(&["ab", "c"]), spec_hash(&["a", "bc"]), "parts do not run into each other");
+}

@@ -111,7 +111,7 @@ pub async fn reconcile(gateway: Arc<Gateway>, ctx: Arc<Context>) -> Result<Actio
         ctx.metrics.ports_in_use.get_or_create(&labels).set(i64::from(status.ports_in_use));
         ctx.metrics.ports_total.get_or_create(&labels).set(i64::from(status.ports_total));
         ctx.metrics.bandwidth_promised.get_or_create(&labels).set(status.bandwidth_promised_bps);
-        let declared = gateway.spec.bandwidth.parse::<scistream_api::Rate>().map(|r| r.bps()).unwrap_or(0);
+        let declared = gateway.spec.bandwidth.bps();
         ctx.metrics.bandwidth_declared.get_or_create(&labels).set(i64::try_from(declared).unwrap_or(i64::MAX));
     }
     Ok(Action::requeue(ctx.config.resync))

@@ -4,8 +4,8 @@ use std::{collections::BTreeMap, net::IpAddr};
 
 use k8s_openapi::api::core::v1::{Node, Taint, Toleration};
 use scistream_api::{
-    GatewaySpec, GatewayStatus, Rate,
-    conditions::reasons,
+    GatewaySpec, GatewayStatus,
+    conditions::{Reason, reasons},
     gateway::{AddressSource, GatewayNodeStatus, NodeAddressType},
     keys,
 };
@@ -72,7 +72,7 @@ pub fn node_status(spec: &GatewaySpec, node: &Node) -> GatewayNodeStatus {
 }
 
 /// Why a node matching the selector is not usable, for the Ready condition's message.
-fn unusable_reason(status: &GatewayNodeStatus) -> (&'static str, String) {
+fn unusable_reason(status: &GatewayNodeStatus) -> (Reason, String) {
     let name = &status.name;
     if status.wan_address.is_none() || status.lan_address.is_none() {
         let missing = if status.wan_address.is_none() { "WAN" } else { "LAN" };
@@ -97,7 +97,7 @@ pub fn readiness(
     spec: &GatewaySpec,
     nodes: &[(Node, GatewayNodeStatus)],
     namespace_problem: Option<String>,
-) -> (bool, &'static str, String) {
+) -> (bool, Reason, String) {
     if let Some(problem) = namespace_problem {
         return (false, reasons::NAMESPACE_NOT_PRIVILEGED, problem);
     }
@@ -134,7 +134,7 @@ pub fn summarize(spec: &GatewaySpec, status: &mut GatewayStatus) {
     status.ports_summary = Some(format!("{}/{}", status.ports_in_use, status.ports_total));
     let promised = allocator::promised(&status.reservations);
     status.bandwidth_promised_bps = i64::try_from(promised.bps()).unwrap_or(i64::MAX);
-    let declared = spec.bandwidth.parse::<Rate>().map(|r| r.to_string()).unwrap_or_else(|_| spec.bandwidth.clone());
+    let declared = spec.bandwidth.to_string();
     status.bandwidth_summary = Some(format!("{promised}/{declared}"));
     status.streams = status.reservations.len() as i32;
 }

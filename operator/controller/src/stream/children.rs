@@ -131,13 +131,12 @@ pub async fn ensure_relays(ctx: &Context, set: &RelaySet<'_>, existing: &[(Strin
         .unwrap_or_else(|| children::default_image(&ctx.config.images, implementation).to_owned());
     for (node_relay, (_, r)) in plan.iter().zip(&rendered) {
         // s2ds reloads targets from its ConfigMap; the others must restart to see them.
-        let hashed = if implementation == Implementation::S2ds {
+        let spec_hash = if implementation == Implementation::S2ds {
             let listens: Vec<String> = node_relay.routes.iter().map(|r| r.listen.to_string()).collect();
-            format!("{image}|{:?}|{}|{:?}", r.args, listens.join(","), set.mode)
+            children::spec_hash(&[image.as_str(), &r.args.join("\0"), &listens.join(","), set.mode.as_str()])
         } else {
-            format!("{image}|{:?}|{}", r.args, r.text)
+            children::spec_hash(&[image.as_str(), &r.args.join("\0"), &r.text])
         };
-        let spec_hash = format!("{:016x}", fnv64(&hashed));
         let desired = children::relay_pod(&RelayPod {
             side: set.side,
             relay: node_relay,
@@ -236,9 +235,4 @@ pub async fn remove_everywhere(ctx: &Context, sr: &scistream_api::StreamRequest)
         delete(&api, &secret.name_any()).await?;
     }
     Ok(remaining)
-}
-
-/// 64-bit FNV-1a, for spec hashes that must be stable across operator versions.
-fn fnv64(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
 }

@@ -22,8 +22,9 @@ use kube::{
     },
 };
 use scistream_api::{
-    Gateway, GatewayStatus, Phase, Rate, Reservation, StreamRequest, conditions, conditions::reasons, keys,
-    rate::parse_duration,
+    Gateway, GatewayStatus, Phase, Rate, Reservation, StreamRequest, conditions,
+    conditions::{Reason, reasons},
+    keys,
 };
 use scistream_core::{
     allocator::{self, AllocError, Demand},
@@ -69,14 +70,14 @@ pub async fn reconcile(sr: Arc<StreamRequest>, ctx: Arc<Context>) -> Result<Acti
 pub fn error_policy(sr: Arc<StreamRequest>, error: &Error, ctx: Arc<Context>) -> Action {
     let attempt = ctx.failed(ObjectRef::from_obj(sr.as_ref()));
     let reason = error.reason();
-    ctx.metrics.errors.get_or_create(&ErrorLabels { controller: CONTROLLER, reason }).inc();
-    if reason == "StillTerminating" {
+    ctx.metrics.errors.get_or_create(&ErrorLabels { controller: CONTROLLER, reason: reason.as_str() }).inc();
+    if reason == crate::error::Reason::StillTerminating {
         tracing::debug!(error = %error, "waiting for relay pods to stop");
-    } else if reason == "NotFound" && sr.metadata.deletion_timestamp.is_some() {
+    } else if reason == crate::error::Reason::NotFound && sr.metadata.deletion_timestamp.is_some() {
         // A stale event for a request whose finalizer another reconcile already removed.
         tracing::debug!(error = %error, "request already gone");
     } else {
-        tracing::warn!(error = %error, reason, attempt, "reconcile failed");
+        tracing::warn!(error = %error, %reason, attempt, "reconcile failed");
     }
     Action::requeue(error.backoff(attempt.saturating_sub(1)))
 }
@@ -130,7 +131,7 @@ fn demand(sr: &StreamRequest, rate: Rate, implementation: scistream_api::Impleme
     }
 }
 
-fn capacity_reason(e: &AllocError) -> &'static str {
+fn capacity_reason(e: &AllocError) -> Reason {
     match e {
         AllocError::NoReadyNodes => reasons::GATEWAY_NOT_READY,
         AllocError::PortsExhausted { .. } => reasons::PORTS_EXHAUSTED,
@@ -143,7 +144,7 @@ fn queued_behind(ctx: &Context, sr: &StreamRequest, gateway: &Gateway) -> Option
     let mine = (sr.creation_timestamp(), sr.name_any());
     let reservations = gateway.status.as_ref().map(|s| s.reservations.clone()).unwrap_or_default();
     let nodes = usable_nodes(gateway.status.as_ref());
-    let declared = gateway.spec.bandwidth.parse::<Rate>().ok()?;
+    let declared = gateway.spec.bandwidth.get();
     let cap = allocator::Capacity {
         port_range: gateway.spec.port_range,
         bandwidth: declared,
@@ -160,7 +161,7 @@ fn queued_behind(ctx: &Context, sr: &StreamRequest, gateway: &Gateway) -> Option
         .filter(|o| !reservations.iter().any(|r| Some(&r.uid) == o.uid().as_ref()))
         .filter(|o| relay::mode(o.spec.role, o.spec.data_channel, gateway.spec.implementation).is_ok())
         .find(|o| {
-            let rate = o.spec.rate.parse::<Rate>().unwrap_or_default();
+            let rate = o.spec.rate.get();
             allocator::reserve(&cap, &demand(o, rate, gateway.spec.implementation)).is_ok()
         })
         .map(|o| format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any()))
@@ -181,7 +182,7 @@ async fn reserve(
             return false;
         }
         let nodes = usable_nodes(Some(st));
-        let declared = gw.spec.bandwidth.parse::<Rate>().unwrap_or_default();
+        let declared = gw.spec.bandwidth.get();
         let cap = allocator::Capacity {
             port_range: gw.spec.port_range,
             bandwidth: declared,
@@ -217,7 +218,7 @@ async fn relocate(ctx: &Context, gateway: &Gateway, current: Reservation) -> Res
     let mut moved = current.clone();
     update_gateway_status(&ctx.client, &gateway.name_any(), |gw, st| {
         let nodes = usable_nodes(Some(st));
-        let declared = gw.spec.bandwidth.parse::<Rate>().unwrap_or_default();
+        let declared = gw.spec.bandwidth.get();
         let mut reservations = st.reservations.clone();
         for node in &lost {
             let cap = allocator::Capacity {
@@ -258,7 +259,7 @@ async fn resize(ctx: &Context, gateway: &Gateway, current: Reservation, rate: Ra
     let mut refused = false;
     let mut held = current.clone();
     update_gateway_status(&ctx.client, &gateway.name_any(), |gw, st| {
-        let declared = i64::try_from(gw.spec.bandwidth.parse::<Rate>().unwrap_or_default().bps()).unwrap_or(i64::MAX);
+        let declared = i64::try_from(gw.spec.bandwidth.bps()).unwrap_or(i64::MAX);
         let others: i64 = st.reservations.iter().filter(|r| r.uid != current.uid).map(|r| r.bandwidth_bps).sum();
         let Some(slot) = st.reservations.iter_mut().find(|r| r.uid == current.uid) else { return false };
         held = slot.clone();
@@ -297,13 +298,13 @@ fn now() -> Time {
 
 async fn apply(sr: &StreamRequest, ctx: &Context) -> Result<Action> {
     let status = sr.status.clone().unwrap_or_default();
-    let rate = sr.spec.rate.parse::<Rate>().unwrap_or_default();
-    let hello_timeout = parse_duration(&sr.spec.hello_timeout).unwrap_or(Duration::from_secs(180));
+    let rate = sr.spec.rate.get();
+    let hello_timeout = sr.spec.hello_timeout.duration();
     let failed = (status.phase == Some(Phase::Failed)).then(|| {
         let ready = conditions::find(&status.conditions, conditions::types::READY);
-        let reason = match ready.map(|c| c.reason.as_str()) {
-            Some(reasons::HELLO_TIMEOUT) | None => reasons::HELLO_TIMEOUT,
-            Some(_) => reasons::INVALID_SPEC,
+        let reason = match ready.map(|c| Reason::parse(&c.reason)) {
+            Some(Some(Reason::HelloTimeout)) | None => Reason::HelloTimeout,
+            Some(_) => Reason::InvalidSpec,
         };
         (reason, ready.map(|c| c.message.clone()).unwrap_or_default())
     });
@@ -480,7 +481,7 @@ async fn finish(
     ctx: &Context,
     sr: &StreamRequest,
     capacity: Capacity,
-    failed: Option<(&'static str, String)>,
+    failed: Option<(Reason, String)>,
     certificate: Option<String>,
     relays: phase::Relays,
 ) -> Result<Action> {
@@ -490,7 +491,7 @@ async fn finish(
         needs_hello: targets::needs_hello(sr),
         hello_received: false,
         static_targets: false,
-        hello_timeout: Duration::from_secs(180),
+        hello_timeout: sr.spec.hello_timeout.duration(),
         targets_missing: None,
         relays,
     };

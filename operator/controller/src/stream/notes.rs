@@ -124,7 +124,7 @@ mod tests {
         let c = conditions::find(&conds, LISTENERS_MOVED).unwrap();
         assert_eq!(
             (c.status.as_str(), c.reason.as_str(), c.last_transition_time.clone()),
-            ("False", PEER_UPDATED, at(30))
+            ("False", PEER_UPDATED.as_str(), at(30))
         );
         // A second move sets it again, from now.
         listeners_moved(&mut conds, Some("gw-b lost"), Some(&listeners().join(",")), &listeners(), Some(1), &at(40));

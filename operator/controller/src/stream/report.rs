@@ -7,7 +7,7 @@ use kube::{
     api::{Patch, PatchParams},
     runtime::events::{Event, EventType},
 };
-use scistream_api::{Phase, StreamRequest, StreamRequestStatus, conditions, keys};
+use scistream_api::{Phase, StreamRequest, StreamRequestStatus, conditions, conditions::Reason, keys};
 use scistream_core::phase::{Decision, Verdict};
 
 use crate::{
@@ -111,9 +111,9 @@ pub async fn write(
         .map_err(Error::kube(format!("write the status of StreamRequest {ns}/{}", sr.name_any())))?;
     if current.phase != status.phase {
         let phase = status.phase.map(|p| format!("{p:?}")).unwrap_or_default();
-        tracing::info!(phase = %phase, reason = decision.ready.reason, "phase changed");
+        tracing::info!(phase = %phase, reason = %decision.ready.reason, "phase changed");
         let warning = matches!(status.phase, Some(Phase::Failed));
-        let reason = if decision.ready.status { "Ready" } else { decision.ready.reason };
+        let reason = if decision.ready.status { "Ready" } else { decision.ready.reason.as_str() };
         let type_ = if warning { EventType::Warning } else { EventType::Normal };
         publish(ctx, sr, type_, reason, &format!("{phase}: {}", decision.ready.message)).await;
     }
@@ -121,8 +121,8 @@ pub async fn write(
 }
 
 /// Publishes a Warning event (best effort: a failed event never fails a reconcile).
-pub async fn warn(ctx: &Context, sr: &StreamRequest, reason: &str, note: &str) {
-    publish(ctx, sr, EventType::Warning, reason, note).await;
+pub async fn warn(ctx: &Context, sr: &StreamRequest, reason: Reason, note: &str) {
+    publish(ctx, sr, EventType::Warning, reason.as_str(), note).await;
 }
 
 /// Publishes an event about `sr`; the note is cut to the API's 1 kB limit. Best effort.

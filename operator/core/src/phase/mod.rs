@@ -10,7 +10,10 @@
 
 use std::time::Duration;
 
-use scistream_api::{Phase, conditions::reasons};
+use scistream_api::{
+    Phase,
+    conditions::{Reason, reasons},
+};
 
 /// A condition verdict: status, reason, message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -18,17 +21,17 @@ pub struct Verdict {
     /// `True` or `False`.
     pub status: bool,
     /// CamelCase reason from [`scistream_api::conditions::reasons`].
-    pub reason: &'static str,
+    pub reason: Reason,
     /// One sentence a person can act on.
     pub message: String,
 }
 
 impl Verdict {
-    fn yes(reason: &'static str, message: impl Into<String>) -> Self {
+    fn yes(reason: Reason, message: impl Into<String>) -> Self {
         Self { status: true, reason, message: message.into() }
     }
 
-    fn no(reason: &'static str, message: impl Into<String>) -> Self {
+    fn no(reason: Reason, message: impl Into<String>) -> Self {
         Self { status: false, reason, message: message.into() }
     }
 }
@@ -46,7 +49,7 @@ pub enum Capacity {
     /// Cannot reserve now; `reason` is one of the capacity reasons.
     Waiting {
         /// `PortsExhausted`, `BandwidthExhausted`, `GatewayNotFound`, `GatewayNotReady`.
-        reason: &'static str,
+        reason: Reason,
         /// What is short and what to do.
         message: String,
     },
@@ -72,7 +75,7 @@ pub struct Relays {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Facts {
     /// The request is already Failed (terminal), with the reason and message it failed with.
-    pub failed: Option<(&'static str, String)>,
+    pub failed: Option<(Reason, String)>,
     /// Capacity situation.
     pub capacity: Capacity,
     /// Whether a Hello is needed (a Hello key is configured and there are no static targets).
@@ -111,8 +114,8 @@ pub struct Decision {
 
 /// Decides the phase, conditions and effects for a live (not deleting) request.
 pub fn decide(f: &Facts) -> Decision {
-    if let Some((reason, message)) = &f.failed {
-        let v = Verdict::no(reason, message.clone());
+    if let Some((reason, message)) = f.failed.clone() {
+        let v = Verdict::no(reason, message);
         return Decision {
             phase: Phase::Failed,
             reserved: Verdict::no(reason, "released because the request failed"),
@@ -125,7 +128,7 @@ pub fn decide(f: &Facts) -> Decision {
     }
     let (age, summary) = match &f.capacity {
         Capacity::Reserved { age, summary } => (*age, summary.clone()),
-        Capacity::Waiting { reason, message } => return pending(reason, message.clone()),
+        Capacity::Waiting { reason, message } => return pending(*reason, message.clone()),
         Capacity::Invalid { message } => return pending(reasons::INVALID_SPEC, message.clone()),
     };
     let reserved = Verdict::yes(reasons::RESERVED, summary);
@@ -187,7 +190,7 @@ pub fn decide(f: &Facts) -> Decision {
     Decision { phase, reserved, hello, data_path, ready, release: false, run_relays: true }
 }
 
-fn pending(reason: &'static str, message: String) -> Decision {
+fn pending(reason: Reason, message: String) -> Decision {
     let v = Verdict::no(reason, message);
     let later = |what: &str| Verdict::no(reason, format!("{what} after ports and bandwidth are reserved"));
     Decision {

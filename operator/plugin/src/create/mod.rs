@@ -27,9 +27,7 @@ use crate::{
 
 /// Checks arguments that need no cluster.
 fn check_arguments(args: &CreateArgs) -> Result<()> {
-    args.rate.parse::<Rate>().map_err(|e| Error::Usage(format!("--rate: {e}")))?;
     parse_list(&args.prod_targets).map_err(|(i, e)| Error::Usage(format!("--prod-targets[{i}]: {e}")))?;
-    parse_duration(&args.hello_timeout).map_err(|e| Error::Usage(format!("--hello-timeout: {e}")))?;
     if !(1..=256).contains(&args.num_conn) {
         return Err(Error::Usage(format!("--num-conn {} is out of range; use 1 to 256", args.num_conn)));
     }
@@ -70,9 +68,9 @@ pub fn gateway_problem(gw: &Gateway, args: &CreateArgs, context: &str) -> Option
             args.num_conn,
         ));
     }
-    let declared = gw.spec.bandwidth.parse::<Rate>().unwrap_or_default();
+    let declared = gw.spec.bandwidth.get();
     let promised = Rate::from_bps(u64::try_from(status.bandwidth_promised_bps).unwrap_or(0));
-    let wanted = args.rate.parse::<Rate>().unwrap_or_default();
+    let wanted = args.rate.get();
     if promised.saturating_add(wanted) > declared {
         return Some(format!(
             "Gateway {name} in {context} has {} of {declared} left; the stream asks for {wanted}",

@@ -162,7 +162,7 @@ pub fn report(facts: &SideFacts) -> SideReport {
         reason: ready.map(|c| c.reason.clone()).unwrap_or_default(),
         message: ready.map(|c| c.message.clone()).unwrap_or_default(),
         connections: sr.spec.num_connections,
-        rate: sr.spec.rate.clone(),
+        rate: sr.spec.rate.text().to_owned(),
         data_channel: sr.spec.data_channel,
         listeners: status.listeners.clone(),
         targets,

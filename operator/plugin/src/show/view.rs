@@ -74,7 +74,7 @@ pub fn join(sides: &[(String, StreamRequest)]) -> Vec<StreamView> {
         let view = by_id.entry(sr.spec.stream_id.clone()).or_insert_with(|| StreamView {
             name: sr.name_any(),
             stream_id: sr.spec.stream_id.clone(),
-            rate: sr.spec.rate.clone(),
+            rate: sr.spec.rate.text().to_owned(),
             connections: sr.spec.num_connections,
             ..StreamView::default()
         });

@@ -1,0 +1,84 @@
+//! `scistream-bench`: the control plane's figures (see `docs/performance.md`).
+//!
+//! ```sh
+//! cargo build --release -p scistream-controller -p scistream-e2e -p s2ds -p scistream-plugin
+//! target/release/scistream-bench scale --streams 1000
+//! target/release/scistream-bench all
+//! ```
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Parser, Subcommand};
+use scistream_e2e::{bench, world};
+
+#[derive(Parser)]
+struct Args {
+    /// The operator binary (default: next to this program).
+    #[arg(long, global = true)]
+    operator: Option<PathBuf>,
+    #[command(subcommand)]
+    what: What,
+}
+
+#[derive(Subcommand)]
+enum What {
+    /// N streams against one Gateway: time until all Ready, API requests per stream, the
+    /// operator's CPU and memory, an idle period, deleting them all.
+    Scale {
+        /// Streams.
+        #[arg(long, default_value_t = 1000)]
+        streams: usize,
+        /// Seconds of the idle measurement.
+        #[arg(long, default_value_t = 60)]
+        idle_seconds: u64,
+    },
+    /// Create and release streams at a steady rate; check that nothing is left.
+    Churn {
+        /// Streams created (and released) per second.
+        #[arg(long, default_value_t = 100)]
+        per_second: usize,
+        /// Seconds.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Seconds each stream lives before it is released.
+        #[arg(long, default_value_t = 2)]
+        lifetime_seconds: u64,
+    },
+    /// `kubectl scistream create` to both sides Ready with real relays, one stream at a time.
+    Latency {
+        /// Streams.
+        #[arg(long, default_value_t = 50)]
+        streams: usize,
+    },
+    /// Latency (50), scale 1,000 and 5,000, churn.
+    All,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "error".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let operator = match args.operator {
+        Some(p) => p,
+        None => bench::scale::default_operator()?,
+    };
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize()?;
+    let minute = Duration::from_secs(60);
+    match args.what {
+        What::Scale { streams, idle_seconds } => {
+            bench::scale::run(&operator, &root, streams, Duration::from_secs(idle_seconds)).await
+        }
+        What::Churn { per_second, seconds, lifetime_seconds } => {
+            bench::scale::churn(&operator, &root, per_second, seconds, Duration::from_secs(lifetime_seconds)).await
+        }
+        What::Latency { streams } => bench::latency::run(&world::Options::for_tests("S2ds")?, streams).await,
+        What::All => {
+            bench::latency::run(&world::Options::for_tests("S2ds")?, 50).await?;
+            bench::scale::run(&operator, &root, 1000, minute).await?;
+            bench::scale::run(&operator, &root, 5000, minute).await?;
+            bench::scale::churn(&operator, &root, 100, 60, Duration::from_secs(2)).await
+        }
+    }
+}
