@@ -1,11 +1,13 @@
 //! One relayed connection: the target connected, the TLS handshake, the
-//! relay, and how the sockets close.
+//! relay (ours, or rustls's record layer with `tls.recordLayer: rustls`),
+//! and how the sockets close.
 //!
 //! A connection that cannot be relayed (no target, target down, TLS
 //! failure) is closed with a reset and counted; nothing else is affected.
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustls::client::UnbufferedClientConnection;
@@ -14,12 +16,12 @@ use socket2::{SockRef, TcpKeepalive};
 use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
-use crate::config::Mode;
+use crate::config::{Mode, RecordLayer};
 use crate::endpoint::Endpoint;
 use crate::listener::Shared;
 use crate::metrics::{ListenerMetrics, reason};
 use crate::relay::tls::{TlsState, tls_error};
-use crate::relay::{DirectionCounters, RelayOptions, splice, tls_io};
+use crate::relay::{DirectionCounters, RelayOptions, rustls_io, splice, tls_io};
 use crate::tls;
 
 /// Time allowed for a TCP connect to a target.
@@ -82,60 +84,37 @@ pub async fn handle(shared: &Shared, key: SocketAddr, lm: &ListenerMetrics, inbo
         debug!("refused: no target configured");
         return;
     };
-    let opts = RelayOptions { buffer_bytes: state.config.buffer_bytes, limiter: shared.limiter.clone() };
-    let counters = DirectionCounters { to_target: lm.to_target.clone(), to_client: lm.to_client.clone() };
-    let (result, outbound) = match (state.config.mode, &state.acceptor, &state.connector) {
+    let c = Conn {
+        lm,
+        opts: RelayOptions { buffer_bytes: state.config.buffer_bytes, limiter: shared.limiter.clone() },
+        counters: DirectionCounters { to_target: lm.to_target.clone(), to_client: lm.to_client.clone() },
+        kernel_tls: kernel_tls(&state.config),
+        record_layer: state.config.tls.as_ref().map_or(RecordLayer::S2ds, |t| t.record_layer),
+    };
+    match (state.config.mode, &state.acceptor, &state.connector) {
         (Mode::Plain, _, _) => {
             let Some(out) = connect(&target, lm).await else {
                 return;
             };
             let _open = OpenGuard::new(lm);
-            (splice::bidirectional(&inbound, &out, &opts, &counters).await, out)
+            finish(splice::bidirectional(&inbound, &out, &c.opts, &c.counters).await, &inbound, &out);
         }
-        (Mode::TlsServer, Some(config), _) => {
-            let conn = match UnbufferedServerConnection::new(config.clone()) {
-                Ok(c) => c,
-                Err(e) => return handshake_failed(lm, &tls_error(e)),
-            };
-            let mut st = TlsState::new(conn, opts.buffer_bytes);
-            st.kernel_tls = kernel_tls(&state.config);
-            if !handshake(lm, tls_io::handshake(&mut st, &inbound, &counters.to_target)).await {
-                return;
-            }
-            let Some(out) = connect(&target, lm).await else {
-                return;
-            };
-            let _open = OpenGuard::new(lm);
-            (tls_io::relay(st, &inbound, &out, &opts.limiter, &counters.to_target, &counters.to_client).await, out)
-        }
-        (Mode::TlsClient, _, Some(config)) => {
-            let Some(out) = connect(&target, lm).await else {
-                return;
-            };
-            let conn = match UnbufferedClientConnection::new(config.clone(), target.server_name()) {
-                Ok(c) => c,
-                Err(e) => return handshake_failed(lm, &tls_error(e)),
-            };
-            let mut st = TlsState::new(conn, opts.buffer_bytes);
-            st.kernel_tls = kernel_tls(&state.config);
-            if !handshake(lm, tls_io::handshake(&mut st, &out, &counters.to_client)).await {
-                return;
-            }
-            let _open = OpenGuard::new(lm);
-            let r = tls_io::relay(st, &out, &inbound, &opts.limiter, &counters.to_client, &counters.to_target).await;
-            (r.map(|(down, up)| (up, down)), out)
-        }
+        (Mode::TlsServer, Some(config), _) => c.tls_server(config, inbound, &target).await,
+        (Mode::TlsClient, _, Some(config)) => c.tls_client(config, inbound, &target).await,
         _ => {
             // Unreachable by construction (Server builds the TLS side per mode).
             warn!("TLS mode without a TLS configuration; refusing");
             lm.refused(reason::TLS_HANDSHAKE);
-            return;
         }
-    };
+    }
+}
+
+/// How a relay ended: after both directions ended with a real end of data,
+/// the sockets close normally; after anything else they reset.
+fn finish(result: io::Result<(u64, u64)>, a: &TcpStream, b: &TcpStream) {
     match result {
         Ok((up, down)) => {
-            // Both directions ended with a real end of data: close normally.
-            for s in [&inbound, &outbound] {
+            for s in [a, b] {
                 if let Err(e) = reset_on_close(s, false) {
                     debug!(error = %e, "cannot clear SO_LINGER; the close will be a reset");
                 }
@@ -146,22 +125,94 @@ pub async fn handle(shared: &Shared, key: SocketAddr, lm: &ListenerMetrics, inbo
     }
 }
 
-/// Whether connections should be handed to kernel TLS: asked for by the
-/// config and supported here (see [`crate::relay::ktls::support`]).
-fn kernel_tls(config: &crate::config::Config) -> bool {
-    config.tls.as_ref().is_some_and(|t| t.kernel_tls) && crate::relay::ktls::support().is_ok()
+/// What one TLS connection's work needs.
+struct Conn<'a> {
+    lm: &'a ListenerMetrics,
+    opts: RelayOptions,
+    counters: DirectionCounters,
+    kernel_tls: bool,
+    record_layer: RecordLayer,
 }
 
-/// Runs a handshake with the time limit; false (counted and logged) if it failed.
-async fn handshake(lm: &ListenerMetrics, fut: impl Future<Output = io::Result<()>>) -> bool {
-    let r = tokio::time::timeout(HANDSHAKE_TIMEOUT, fut).await.unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()));
-    match r {
-        Ok(()) => true,
-        Err(e) => {
-            handshake_failed(lm, &e);
-            false
+impl Conn<'_> {
+    /// Producer side: TLS from the peer gateway on `inbound`, then the target.
+    async fn tls_server(&self, config: &Arc<rustls::ServerConfig>, inbound: TcpStream, target: &Endpoint) {
+        let (lm, opts, counters) = (self.lm, &self.opts, &self.counters);
+        if self.record_layer == RecordLayer::Rustls {
+            let accepted = tokio_rustls::TlsAcceptor::from(config.clone()).accept(inbound);
+            let Some(mut tls) = self.handshake(async { accepted.await.map(tokio_rustls::TlsStream::from) }).await
+            else {
+                return;
+            };
+            let Some(out) = connect(target, lm).await else {
+                return;
+            };
+            let _open = OpenGuard::new(lm);
+            let r = rustls_io::relay(&mut tls, &out, opts, &counters.to_target, &counters.to_client).await;
+            return finish(r, tls.get_ref().0, &out);
         }
+        let conn = match UnbufferedServerConnection::new(config.clone()) {
+            Ok(c) => c,
+            Err(e) => return handshake_failed(lm, &tls_error(e)),
+        };
+        let mut st = TlsState::new(conn, opts.buffer_bytes);
+        st.kernel_tls = self.kernel_tls;
+        if self.handshake(tls_io::handshake(&mut st, &inbound, &counters.to_target)).await.is_none() {
+            return;
+        }
+        let Some(out) = connect(target, lm).await else {
+            return;
+        };
+        let _open = OpenGuard::new(lm);
+        let r = tls_io::relay(st, &inbound, &out, &opts.limiter, &counters.to_target, &counters.to_client).await;
+        finish(r, &inbound, &out);
     }
+
+    /// Consumer side: the target first, TLS to it, then the relay.
+    async fn tls_client(&self, config: &Arc<rustls::ClientConfig>, inbound: TcpStream, target: &Endpoint) {
+        let (lm, opts, counters) = (self.lm, &self.opts, &self.counters);
+        let Some(out) = connect(target, lm).await else {
+            return;
+        };
+        if self.record_layer == RecordLayer::Rustls {
+            let connected = tokio_rustls::TlsConnector::from(config.clone()).connect(target.server_name(), out);
+            let Some(mut tls) = self.handshake(async { connected.await.map(tokio_rustls::TlsStream::from) }).await
+            else {
+                return;
+            };
+            let _open = OpenGuard::new(lm);
+            let r = rustls_io::relay(&mut tls, &inbound, opts, &counters.to_client, &counters.to_target).await;
+            return finish(r.map(|(down, up)| (up, down)), &inbound, tls.get_ref().0);
+        }
+        let conn = match UnbufferedClientConnection::new(config.clone(), target.server_name()) {
+            Ok(c) => c,
+            Err(e) => return handshake_failed(lm, &tls_error(e)),
+        };
+        let mut st = TlsState::new(conn, opts.buffer_bytes);
+        st.kernel_tls = self.kernel_tls;
+        if self.handshake(tls_io::handshake(&mut st, &out, &counters.to_client)).await.is_none() {
+            return;
+        }
+        let _open = OpenGuard::new(lm);
+        let r = tls_io::relay(st, &out, &inbound, &opts.limiter, &counters.to_client, &counters.to_target).await;
+        finish(r.map(|(down, up)| (up, down)), &inbound, &out);
+    }
+
+    /// Runs a handshake with the time limit; a failure is counted and
+    /// logged, and is `None`.
+    async fn handshake<T>(&self, fut: impl Future<Output = io::Result<T>>) -> Option<T> {
+        let r =
+            tokio::time::timeout(HANDSHAKE_TIMEOUT, fut).await.unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()));
+        r.map_err(|e| handshake_failed(self.lm, &e)).ok()
+    }
+}
+
+/// Whether connections should be handed to kernel TLS: asked for by the
+/// config (never with rustls's record layer) and supported here (see
+/// [`crate::relay::ktls::support`]).
+fn kernel_tls(config: &crate::config::Config) -> bool {
+    config.tls.as_ref().is_some_and(|t| t.kernel_tls && t.record_layer == RecordLayer::S2ds)
+        && crate::relay::ktls::support().is_ok()
 }
 
 fn handshake_failed(lm: &ListenerMetrics, e: &io::Error) {

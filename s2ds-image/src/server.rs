@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, warn};
 
 use crate::Error;
-use crate::config::Config;
+use crate::config::{Config, RecordLayer};
 use crate::drain::{Connections, DrainReport};
 use crate::http::{self, Readiness};
 use crate::listener::{self, Shared};
@@ -198,6 +198,9 @@ fn log_tls_path(cfg: &Config) {
     // Probed only when asked for: `kernelTls: false` must not touch the ULP at all.
     match &cfg.tls {
         None => {}
+        Some(t) if t.record_layer == RecordLayer::Rustls => {
+            info!("rustls's own record layer carries the data phase of TLS connections (tls.recordLayer: rustls)")
+        }
         Some(t) if !t.kernel_tls => info!("kernel TLS off (tls.kernelTls: false); TLS is relayed in userspace"),
         Some(_) => match crate::relay::ktls::support() {
             Ok(()) => info!("kernel TLS (tls ULP with key updates) carries the data phase of TLS connections"),

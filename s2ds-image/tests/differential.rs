@@ -50,6 +50,7 @@ fn configs() -> Configs {
         key_file: me.1.clone(),
         peer: PeerPin::CertFile(peer.clone()),
         kernel_tls: false,
+        record_layer: s2ds::config::RecordLayer::S2ds,
     };
     Configs {
         client: s2ds::tls::client_config(&files(&c, &s.0)).unwrap(),

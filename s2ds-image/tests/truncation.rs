@@ -4,10 +4,14 @@
 //! vanishes) must reach both applications as a reset, and a real end of data
 //! as a FIN with every byte before it.
 //!
+//! The TLS pair's cases hold for both record layers of the data phase
+//! (ours and rustls's, `tls.recordLayer`).
+//!
 //! Both applications read all the time, as a careful application would: the
 //! producer keeps writing and reading, the consumer reads. The first thing
 //! each sees decides: `Eof` (a clean end) or `Reset`.
 
+#[macro_use]
 mod common;
 
 use std::io;
@@ -124,10 +128,11 @@ fn plain_yaml(target: SocketAddr) -> String {
     )
 }
 
-fn tls_yaml(mode: &str, me: &Identity, peer: &Identity, target: SocketAddr) -> String {
+fn tls_yaml(mode: &str, layer: Layer, me: &Identity, peer: &Identity, target: SocketAddr) -> String {
     format!(
         "streamId: cut\nmode: {mode}\nlisteners: [127.0.0.1:0]\ntargets: ['{target}']\n\
-         metricsAddress: 127.0.0.1:0\ndrainSeconds: 1\n{RATE}tls:\n  certFile: {}\n  keyFile: {}\n  peerCertFile: {}\n",
+         metricsAddress: 127.0.0.1:0\ndrainSeconds: 1\n{RATE}tls:\n{}  certFile: {}\n  keyFile: {}\n  peerCertFile: {}\n",
+        layer.tls_line(),
         me.cert.display(),
         me.key.display(),
         peer.cert.display()
@@ -142,15 +147,16 @@ async fn plain_relay(dir: &Path) -> (TcpListener, S2ds) {
 }
 
 /// The producer's listener, the producer-side relay (tls-server) and the
-/// consumer-side relay (tls-client) in front of it.
-async fn tls_pair(dir: &Path) -> (TcpListener, S2ds, S2ds) {
+/// consumer-side relay (tls-client) in front of it, both on `layer`.
+async fn tls_pair(dir: &Path, layer: Layer) -> (TcpListener, S2ds, S2ds) {
     init();
     let (producer, consumer) = (identity(dir, "producer"), identity(dir, "consumer"));
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let server =
-        S2ds::start(dir, "server", &tls_yaml("tls-server", &producer, &consumer, l.local_addr().unwrap())).await;
+        S2ds::start(dir, "server", &tls_yaml("tls-server", layer, &producer, &consumer, l.local_addr().unwrap())).await;
     let client =
-        S2ds::start(dir, "client", &tls_yaml("tls-client", &consumer, &producer, server.listeners().await[0])).await;
+        S2ds::start(dir, "client", &tls_yaml("tls-client", layer, &consumer, &producer, server.listeners().await[0]))
+            .await;
     (l, server, client)
 }
 
@@ -214,10 +220,9 @@ async fn plain_consumer_reset_reaches_the_producer_as_a_reset() {
     assert_eq!(end, End::Reset, "a consumer's reset must reach the producer");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tls_pair_drain_deadline_resets_both_applications() {
+async fn tls_pair_drain_deadline_resets_both_applications(layer: Layer) {
     let dir = tempfile::tempdir().unwrap();
-    let (l, server, client) = tls_pair(dir.path()).await;
+    let (l, server, client) = tls_pair(dir.path(), layer).await;
     let addr = client.listeners().await[0];
     let ends = cut(l, addr, async {
         server.signal(SIGTERM);
@@ -227,31 +232,35 @@ async fn tls_pair_drain_deadline_resets_both_applications() {
     assert_eq!(ends, (End::Reset, End::Reset), "(consumer, producer) after both relays' drain deadline");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tls_pair_producer_relay_killed_resets_both_applications() {
+async fn tls_pair_producer_relay_killed_resets_both_applications(layer: Layer) {
     let dir = tempfile::tempdir().unwrap();
-    let (l, server, client) = tls_pair(dir.path()).await;
+    let (l, server, client) = tls_pair(dir.path(), layer).await;
     let addr = client.listeners().await[0];
     let ends = cut(l, addr, async { server.signal(SIGKILL) }).await;
     assert_eq!(ends, (End::Reset, End::Reset), "(consumer, producer) after SIGKILL of the producer's relay");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tls_pair_consumer_relay_killed_resets_both_applications() {
+async fn tls_pair_consumer_relay_killed_resets_both_applications(layer: Layer) {
     let dir = tempfile::tempdir().unwrap();
-    let (l, _server, client) = tls_pair(dir.path()).await;
+    let (l, _server, client) = tls_pair(dir.path(), layer).await;
     let addr = client.listeners().await[0];
     let ends = cut(l, addr, async { client.signal(SIGKILL) }).await;
     assert_eq!(ends, (End::Reset, End::Reset), "(consumer, producer) after SIGKILL of the consumer's relay");
 }
 
+for_each_layer!(
+    tls_pair_drain_deadline_resets_both_applications,
+    tls_pair_producer_relay_killed_resets_both_applications,
+    tls_pair_consumer_relay_killed_resets_both_applications,
+    a_real_end_of_data_arrives_whole_as_a_fin,
+);
+
 /// The contrast: a real end of data arrives whole, as a FIN, through each
 /// relay (the reset-on-close is lifted only then).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_real_end_of_data_arrives_whole_as_a_fin() {
+async fn a_real_end_of_data_arrives_whole_as_a_fin(layer: Layer) {
     let dir = tempfile::tempdir().unwrap();
     let (pl, plain) = plain_relay(dir.path()).await;
-    let (tl, _server, client) = tls_pair(dir.path()).await;
+    let (tl, _server, client) = tls_pair(dir.path(), layer).await;
     for (l, addr) in [(pl, plain.listeners().await[0]), (tl, client.listeners().await[0])] {
         let total = 64 * MIB + 12_345;
         let producer = tokio::spawn(async move {
