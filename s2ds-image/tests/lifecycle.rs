@@ -126,7 +126,7 @@ async fn sigterm_stops_accepting_and_drains() {
     let started = Instant::now();
     assert_eq!(s2ds.wait_exit(Duration::from_secs(9)).await, 0);
     assert!(started.elapsed() < Duration::from_secs(5), "exit should follow the last close");
-    assert!(s2ds.log_contains("aborted=0"));
+    wait_until("the drain report", Duration::from_secs(10), || s2ds.log_contains("aborted=0")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,7 +141,7 @@ async fn drain_deadline_aborts_stuck_connections() {
     roundtrip(&mut c, &mut t, b"idle forever").await;
     s2ds.signal(15);
     assert_eq!(s2ds.wait_exit(Duration::from_secs(10)).await, 0);
-    assert!(s2ds.log_contains("aborted=1"));
+    wait_until("the drain report", Duration::from_secs(10), || s2ds.log_contains("aborted=1")).await;
     // An aborted connection is cut, and both ends must see it so.
     for end in [&mut c, &mut t] {
         let r = end.read_to_end(&mut Vec::new()).await.map_err(|e| e.kind());

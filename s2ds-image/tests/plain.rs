@@ -73,7 +73,7 @@ async fn target_down_is_counted_and_server_keeps_running() {
     .await;
     // The other listener still works.
     transfer_checked(addrs[1], &mut rx, 2, 100_000, 1000, 1).await;
-    assert!(s2ds.log_contains("target unreachable"));
+    wait_until("the warning", std::time::Duration::from_secs(10), || s2ds.log_contains("target unreachable")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
