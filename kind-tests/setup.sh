@@ -8,6 +8,7 @@ packages=(
   iproute2            # ip netns / veth / bridge, for the node agent's netns mode
   socat iperf3        # test peers and the relay benchmark
   haproxy nginx libnginx-mod-stream stunnel4   # the three non-Rust S2DS implementations
+  openssl             # s_client / s_server: s2ds's TLS interop tests (s2ds-image/tests/interop.rs)
   python3-venv        # the independent grpcio client of the control-endpoint tests
   unzip               # unpacking helm (kind-tests/helm.sh)
 )

@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
 # Loopback benchmark of s2ds against iperf3 direct, HAProxy (forced splice),
-# Nginx stream, socat and a Stunnel PSK pair, in one run.
+# Nginx stream, socat and a Stunnel PSK pair, in one run, with the floors:
+# a minimal splice loop (bench/splice_floor.c) for plain, and for the TLS
+# pairs AES-128-GCM seal+open of every byte (examples/aead_floor.rs, aws-lc)
+# plus that splice floor for each of the pair's two relays; and, for a TLS
+# pair in userspace (no kernel TLS), that plus the four copies of every byte
+# between sockets and userspace (two per relay; a plain memcpy's cost).
 #
 #   s2ds-image/bench/bench.sh            # 10 s per case, 1 and 8 streams, 3 rounds
 #   DURATION=5 STREAMS="1 4 8" ROUNDS=5 s2ds-image/bench/bench.sh
@@ -9,8 +14,10 @@
 # Installs its Debian packages if missing (needs root + apt), builds s2ds
 # --release, prints a table: Gbit/s (iperf3 receiver side), relay CPU
 # seconds per GiB (utime+stime from /proc of the relay processes and their
-# children), ratios; then s2ds RSS idle / with 256 connections and the
-# connection setup rate (plain and TLS pair).
+# children), ratios, distance from the floor; then s2ds RSS idle / with 256
+# connections and the connection setup rate (plain and TLS pair). The s2ds
+# TLS pair runs twice: on our record layer (s2ds-tls-pair) and on rustls's
+# (s2ds-tls-rustls-pair, tls.recordLayer: rustls).
 #
 # On a shared machine one 10 s sample per case varies by 30% from run to
 # run, so every case is measured ROUNDS times, interleaved (round r runs
@@ -34,6 +41,7 @@ command -v nginx >/dev/null || need+=(nginx)
 command -v stunnel4 >/dev/null || command -v stunnel >/dev/null || need+=(stunnel4)
 command -v socat >/dev/null || need+=(socat)
 command -v openssl >/dev/null || need+=(openssl)
+command -v cc >/dev/null || need+=(gcc)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]}" >&2
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
@@ -41,9 +49,10 @@ fi
 STUNNEL=$(command -v stunnel4 || command -v stunnel)
 
 echo "building s2ds --release ..." >&2
-(cd "$WS" && cargo build --release -q -p s2ds --bin s2ds --example loadgen)
+(cd "$WS" && cargo build --release -q -p s2ds --bin s2ds --example loadgen --example aead_floor)
 S2DS=$CARGO_TARGET_DIR/release/s2ds
 LOADGEN=$CARGO_TARGET_DIR/release/examples/loadgen
+AEAD_FLOOR=$CARGO_TARGET_DIR/release/examples/aead_floor
 
 W=$(mktemp -d /tmp/s2ds-bench.XXXXXX)
 PIDS=()
@@ -53,6 +62,7 @@ cleanup() {
   [ -n "${KEEP:-}" ] && echo "kept $W" >&2 || rm -rf "$W"
 }
 trap cleanup EXIT
+cc -O2 -pthread -o "$W/splice_floor" "$HERE/splice_floor.c"
 
 start() { # name cmd... ; runs in background, records pid in $W/name.pid
   local name=$1; shift
@@ -137,6 +147,11 @@ metricsAddress: 127.0.0.1:9102
 bufferBytes: $BUF
 tls: {certFile: $W/client.crt, keyFile: $W/client.key, peerCertFile: $W/server.crt}
 EOF
+# The same pair on rustls's record layer.
+sed -e 's/6006/6014/; s/9103/9105/; s/peerCertFile/recordLayer: rustls, peerCertFile/' \
+  "$W/s2ds-tls-server.yaml" >"$W/s2ds-rl-server.yaml"
+sed -e 's/6005/6013/; s/6006/6014/; s/9102/9104/; s/peerCertFile/recordLayer: rustls, peerCertFile/' \
+  "$W/s2ds-tls-client.yaml" >"$W/s2ds-rl-client.yaml"
 cat >"$W/haproxy.cfg" <<EOF
 global
   nbthread 2
@@ -196,23 +211,32 @@ start iperf3 iperf3 -s -B 127.0.0.1 -p 5201
 start s2ds-plain "$S2DS" --config "$W/s2ds-plain.yaml"
 start s2ds-tls-server "$S2DS" --config "$W/s2ds-tls-server.yaml"
 start s2ds-tls-client "$S2DS" --config "$W/s2ds-tls-client.yaml"
+start s2ds-rl-server "$S2DS" --config "$W/s2ds-rl-server.yaml"
+start s2ds-rl-client "$S2DS" --config "$W/s2ds-rl-client.yaml"
+start splice-floor "$W/splice_floor" 6009 5201 "$BUF"
 start haproxy haproxy -db -f "$W/haproxy.cfg"
 start nginx nginx -c "$W/nginx.conf" -p "$W/nginx"
 start socat socat -b 262144 TCP-LISTEN:6004,bind=127.0.0.1,fork,reuseaddr TCP:127.0.0.1:5201
 start stunnel-server "$STUNNEL" "$W/stunnel-server.conf"
 start stunnel-client "$STUNNEL" "$W/stunnel-client.conf"
-for p in 5201 6001 6002 6003 6004 6005 6006 6007 6008; do wait_port $p; done
+for p in 5201 6001 6002 6003 6004 6005 6006 6007 6008 6009 6013 6014; do wait_port $p; done
+for side in client server; do
+  grep -q 'recordLayer: rustls' "$W/s2ds-rl-$side.log" ||
+    { echo "s2ds-rl-$side does not say it runs on rustls's record layer" >&2; exit 1; }
+done
 
 pid() { cat "$W/$1.pid"; }
 
 # name port relay-pid-names...
 CASES=(
   "direct 5201"
+  "splice-floor 6009 splice-floor"
   "s2ds-plain 6001 s2ds-plain"
   "haproxy-splice 6002 haproxy"
   "nginx-stream 6003 nginx"
   "socat 6004 socat"
   "s2ds-tls-pair 6005 s2ds-tls-client s2ds-tls-server"
+  "s2ds-tls-rustls-pair 6013 s2ds-rl-client s2ds-rl-server"
   "stunnel-psk-pair 6007 stunnel-client stunnel-server"
 )
 TICK=$(getconf CLK_TCK)
@@ -220,6 +244,11 @@ echo "case streams gbps cpu_s_per_gib" >"$W/results.txt"
 NCASES=${#CASES[@]}
 for n in $STREAMS; do
   for round in $(seq 1 "$ROUNDS"); do
+    # The cipher's floor: CPU s/GiB of AES-128-GCM seal and open, and of one copy (no sockets).
+    read -r _ seal _ open _ copy <<<"$("$AEAD_FLOOR" 1)"
+    echo "aead-floor $n 0 $(python3 -c "print(f'{$seal + $open:.3f}')")" >>"$W/results.txt"
+    echo "copy-floor $n 0 $copy" >>"$W/results.txt"
+    echo "  round $round: seal $seal, open $open, copy $copy" >&2
     for k in $(seq 0 $((NCASES - 1))); do
       c=${CASES[$(((k + round - 1) % NCASES))]}
       read -r name port relays <<<"$c"
@@ -271,6 +300,13 @@ read -r CPS_PLAIN ERR_PLAIN <<<"$("$LOADGEN" connrate 127.0.0.1:6011 5 16)"
 read -r CPS_TLS ERR_TLS <<<"$("$LOADGEN" connrate 127.0.0.1:6015 5 16)"
 
 # --- table -----------------------------------------------------------------------
+# CPU s/GiB floors: plain = the splice loop's; TLS = AES-128-GCM seal+open of
+# every byte + the splice loop's for each of the pair's two relays (each
+# relay still moves every byte from one socket to another); userspace TLS =
+# that + 4 copies. floor/ is the case's CPU per GiB divided by its path's
+# floor. The splice loop's figure is the least it reached at any stream
+# count (one thread per direction: with 8 streams its 16 threads switch more
+# than an event loop, and it is no floor there).
 python3 - "$W/results.txt" <<PY
 import sys, math, statistics
 rows = [l.split() for l in open(sys.argv[1]).read().splitlines()[1:]]
@@ -285,28 +321,58 @@ def med(xs):
 res = {k: (med([g for g, _ in v]), med([c for _, c in v])) for k, v in samples.items()}
 spread = {k: (min(g for g, _ in v), max(g for g, _ in v)) for k, v in samples.items()}
 streams = sorted({k[1] for k in res})
-print(f"\nloopback, {$DURATION} s per case, median of $ROUNDS interleaved rounds, $(nproc) cores, $(uname -r), buffer $BUF")
-hdr = f"{'case':18} {'streams':>7} {'Gbit/s':>8} {'(min-max)':>13} {'CPU s/GiB':>10} {'s2ds/this':>10}"
-print(hdr); print('-' * len(hdr))
 def get(name, n):
     return res.get((name, n), (float('nan'), float('nan')))
 def ratio(a, b):
     return a / b if b and b > 0 and not math.isnan(a) and not math.isnan(b) else float('nan')
+TLS = ('s2ds-tls-pair', 's2ds-tls-rustls-pair', 'stunnel-psk-pair')
+SPLICE = min([get('splice-floor', n)[1] for n in streams if not math.isnan(get('splice-floor', n)[1])] or [float('nan')])
+def floor(name, n):
+    if name in TLS or name == 'tls-floor':
+        return get('aead-floor', n)[1] + 2 * SPLICE
+    if name == 'tls-floor-userspace':
+        return floor('tls-floor', n) + 4 * get('copy-floor', n)[1]
+    return float('nan') if name in ('direct', 'aead-floor', 'copy-floor') else SPLICE
+print(f"\nsplice floor (least over stream counts): {SPLICE:.3f} CPU s/GiB")
+print(f"loopback, {$DURATION} s per case, median of $ROUNDS interleaved rounds, $(nproc) cores, $(uname -r), buffer $BUF")
+hdr = f"{'case':20} {'streams':>7} {'Gbit/s':>8} {'(min-max)':>13} {'CPU s/GiB':>10} {'floor/':>7} {'s2ds/this':>10}"
+print(hdr); print('-' * len(hdr))
 for n in streams:
-    for name in names:
-        if (name, n) not in res: continue
-        g, c = res[(name, n)]
-        lo, hi = spread[(name, n)]
-        ref = 's2ds-tls-pair' if name.startswith('stunnel') or name == 's2ds-tls-pair' else 's2ds-plain'
+    for name in names + ['tls-floor', 'tls-floor-userspace']:
+        if name.startswith('tls-floor'):
+            g, c, span, r = float('nan'), floor(name, n), '', float('nan')
+        elif (name, n) in res:
+            g, c = res[(name, n)]
+            lo, hi = spread[(name, n)]
+            span = f'({lo:.1f}-{hi:.1f})'
+            ref = 's2ds-tls-pair' if name in TLS else 's2ds-plain'
+            r = ratio(get(ref, n)[0], g)
+        else:
+            continue
+        if name in ('aead-floor', 'copy-floor'):
+            span = '(no sockets)'
+        gs = '-' if math.isnan(g) or name in ('aead-floor', 'copy-floor') else f"{g:.2f}"
         cs = '-' if math.isnan(c) else f"{c:.3f}"
-        print(f"{name:18} {n:7d} {g:8.2f} {f'({lo:.1f}-{hi:.1f})':>13} {cs:>10} {ratio(get(ref, n)[0], g):10.2f}")
+        fl = ratio(c, floor(name, n))
+        fs = '-' if math.isnan(fl) or 'floor' in name else f"{fl:.2f}"
+        rs = '-' if math.isnan(r) or name in ('aead-floor', 'copy-floor') else f"{r:.2f}"
+        print(f"{name:20} {n:7d} {gs:>8} {span:>13} {cs:>10} {fs:>7} {rs:>10}")
     print()
 for n in streams:
     d, p = get('direct', n)[0], get('s2ds-plain', n)[0]
     best = max(get('haproxy-splice', n)[0], get('nginx-stream', n)[0])
     t, s = get('s2ds-tls-pair', n)[0], get('stunnel-psk-pair', n)[0]
+    cp, ct, cr, cs = (get(x, n)[1] for x in ('s2ds-plain', 's2ds-tls-pair', 's2ds-tls-rustls-pair', 'stunnel-psk-pair'))
+    bestc = min(get('haproxy-splice', n)[1], get('nginx-stream', n)[1])
     print(f"{n} stream(s): s2ds plain / direct = {ratio(p, d):.2f}, / best(HAProxy, Nginx) = {ratio(p, best):.2f}; "
           f"s2ds TLS pair / Stunnel pair = {ratio(t, s):.2f}")
+    print(f"  CPU per GiB: s2ds plain / splice floor = {ratio(cp, floor('s2ds-plain', n)):.2f} (target <= 1.15), "
+          f"/ least of HAProxy, Nginx = {ratio(cp, bestc):.2f} (target < 1)")
+    print(f"  CPU per GiB: s2ds TLS pair / Stunnel pair = {ratio(ct, cs):.2f} (target <= 0.45), "
+          f"/ TLS floor = {ratio(ct, floor('s2ds-tls-pair', n)):.2f} (target <= 1.3), "
+          f"/ userspace TLS floor = {ratio(ct, floor('tls-floor-userspace', n)):.2f}")
+    print(f"  the same on rustls's record layer: {ratio(cr, cs):.2f} / {ratio(cr, floor('s2ds-tls-pair', n)):.2f} / "
+          f"{ratio(cr, floor('tls-floor-userspace', n)):.2f}")
 print(f"\ns2ds RSS: idle $RSS_IDLE KiB, with 256 open connections $RSS_256 KiB")
 print(f"connection setup through s2ds (16 concurrent, 5 s): plain $CPS_PLAIN/s (errors $ERR_PLAIN), "
       f"TLS pair $CPS_TLS/s (errors $ERR_TLS)")

@@ -9,10 +9,11 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{Instrument, info, info_span};
 
 use crate::config::Config;
-use crate::server::{Server, State};
+use crate::server::Server;
+use crate::state::State;
 
 /// SciStream data server: relays TCP between listeners and targets, plain or
 /// over mutual TLS with pinned certificates.
@@ -52,7 +53,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // Control plane (signals, reload, metrics endpoint) on the main thread.
     let rt =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")?;
-    rt.block_on(serve(path, config, workers))
+    // One span for the stream this process relays: every event carries it.
+    let span = info_span!("s2ds", stream = %config.stream_id);
+    rt.block_on(serve(path, config, workers).instrument(span))
 }
 
 /// Starts `n` threads, each driving a single-threaded runtime that carries
@@ -79,12 +82,12 @@ async fn serve(path: PathBuf, config: Config, workers: Vec<tokio::runtime::Handl
     let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let server = Arc::new(Server::start(config, workers).await.map_err(|e| anyhow::anyhow!(crate::report(&e)))?);
     let stop = CancellationToken::new();
-    let watcher = tokio::spawn(crate::reload::watch(server.clone(), path, stop.clone()));
+    let watcher = tokio::spawn(crate::reload::watch(server.clone(), path, stop.clone()).in_current_span());
     let sig = tokio::select! {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
     };
-    info!(signal = sig, "Shutting down");
+    info!(signal = sig, "shutting down");
     stop.cancel();
     let _ = watcher.await;
     let server =

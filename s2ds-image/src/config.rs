@@ -68,6 +68,30 @@ struct RawTls {
     peer_cert_file: Option<PathBuf>,
     peer_fingerprint_sha256: Option<String>,
     kernel_tls: Option<bool>,
+    record_layer: Option<RecordLayer>,
+}
+
+/// Which record layer carries the data phase of TLS connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RecordLayer {
+    /// Ours (`relay/record.rs`): no userspace copy; kernel TLS where the
+    /// kernel offers it (`kernelTls`).
+    #[default]
+    S2ds,
+    /// rustls's own, through tokio-rustls: the conservative path (rustls
+    /// does everything after the handshake too), at the cost of copies.
+    Rustls,
+}
+
+impl RecordLayer {
+    /// The name used in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::S2ds => "s2ds",
+            Self::Rustls => "rustls",
+        }
+    }
 }
 
 /// How the peer gateway's certificate is pinned.
@@ -89,8 +113,11 @@ pub struct TlsFiles {
     /// The pinned peer certificate.
     pub peer: PeerPin,
     /// Hand the data phase to kernel TLS where the kernel offers it
-    /// (default true; false keeps it in userspace everywhere).
+    /// (default true with our record layer; false keeps it in userspace
+    /// everywhere; never with rustls's).
     pub kernel_tls: bool,
+    /// The record layer of the data phase (`s2ds`, the default, or `rustls`).
+    pub record_layer: RecordLayer,
 }
 
 /// A validated configuration.
@@ -297,11 +324,21 @@ fn validate_tls(t: RawTls, err: &mut impl FnMut(String, String)) -> Option<TlsFi
             None
         }
     };
+    let record_layer = t.record_layer.unwrap_or_default();
+    // Kernel TLS takes the data phase from our record layer; rustls keeps its own.
+    if record_layer == RecordLayer::Rustls && t.kernel_tls == Some(true) {
+        err(
+            "tls.kernelTls".into(),
+            "true needs recordLayer: s2ds (kernel TLS replaces our record layer, not rustls's); drop one of them"
+                .into(),
+        );
+    }
     Some(TlsFiles {
         cert_file: t.cert_file,
         key_file: t.key_file,
         peer: peer?,
-        kernel_tls: t.kernel_tls.unwrap_or(true),
+        kernel_tls: t.kernel_tls.unwrap_or(record_layer == RecordLayer::S2ds),
+        record_layer,
     })
 }
 

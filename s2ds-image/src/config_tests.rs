@@ -48,6 +48,22 @@ fn full_config_parses() {
 }
 
 #[test]
+fn the_record_layer_is_ours_unless_rustls_is_asked_for() {
+    assert_eq!(Config::parse(FULL).unwrap().tls.unwrap().record_layer, RecordLayer::S2ds);
+    let c = Config::parse(&FULL.replace("  keyFile:", "  recordLayer: rustls\n  keyFile:")).unwrap();
+    let tls = c.tls.unwrap();
+    assert_eq!(tls.record_layer, RecordLayer::Rustls);
+    assert!(!tls.kernel_tls, "kernel TLS replaces our record layer, never rustls's");
+    let errs = invalid(&FULL.replace("  keyFile:", "  recordLayer: rustls\n  kernelTls: true\n  keyFile:"));
+    assert!(errs.iter().any(|e| e.contains("tls.kernelTls") && e.contains("recordLayer: s2ds")), "{errs:?}");
+    let errs = Config::parse(&FULL.replace("  keyFile:", "  recordLayer: openssl\n  keyFile:")).unwrap_err();
+    assert!(
+        errs.to_string().contains("tls.recordLayer: unknown variant `openssl`, expected `s2ds` or `rustls`"),
+        "{errs}"
+    );
+}
+
+#[test]
 fn kernel_tls_can_be_switched_off() {
     let c = Config::parse(&FULL.replace("  keyFile:", "  kernelTls: false\n  keyFile:")).unwrap();
     assert!(!c.tls.unwrap().kernel_tls);

@@ -1,12 +1,18 @@
-//! Graceful shutdown: stop accepting (done by the caller), let established
-//! connections finish within the grace period, then drop the rest.
+//! Graceful shutdown of the connections: stop accepting (the caller does),
+//! let established connections finish within the grace period, then drop
+//! the rest.
+//!
+//! [`Connections`] is the one handle both sides hold, as linkerd2-proxy's
+//! `drain` is: the accept loops spawn each connection's task through it, the
+//! server drains through it, and neither knows the other.
 
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tracing::info;
-
-use crate::server::Ctx;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, Span, debug, info};
 
 /// What happened during a drain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,19 +23,53 @@ pub struct DrainReport {
     pub aborted: u64,
 }
 
-/// Waits for every connection task, at most `grace`; then cancels the
-/// remaining ones and waits for them to unwind.
-pub async fn drain(ctx: &Ctx, grace: Duration) -> DrainReport {
-    ctx.tracker.close();
-    let open_at_start = ctx.tracker.len();
-    info!(stream = %ctx.stream_id, open = open_at_start, grace_s = grace.as_secs_f64(), "Draining");
-    if tokio::time::timeout(grace, ctx.tracker.wait()).await.is_err() {
-        ctx.abort.cancel();
-        // Aborting is immediate (the tasks only drop their sockets).
-        let _ = tokio::time::timeout(Duration::from_secs(5), ctx.tracker.wait()).await;
+/// The connection tasks of one relay (cheap to clone: every clone is the
+/// same set).
+#[derive(Debug, Clone, Default)]
+pub struct Connections {
+    tracker: TaskTracker,
+    abort: CancellationToken,
+    aborted: Arc<AtomicU64>,
+}
+
+impl Connections {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self::default()
     }
-    let report = DrainReport { open_at_start, aborted: ctx.aborted.load(Ordering::Relaxed) };
-    info!(stream = %ctx.stream_id, drained = open_at_start as u64 - report.aborted.min(open_at_start as u64),
-        aborted = report.aborted, "Drained");
-    report
+
+    /// Runs one connection's work in `span` as a task on the current
+    /// runtime, tracked for the drain. At the drain deadline the work is
+    /// dropped, and with it its sockets (which reset: see
+    /// [`crate::connection::reset_on_close`]).
+    pub fn spawn(&self, span: Span, work: impl Future<Output = ()> + Send + 'static) {
+        let (abort, aborted) = (self.abort.clone(), self.aborted.clone());
+        let task = async move {
+            tokio::select! {
+                () = work => {}
+                () = abort.cancelled() => {
+                    aborted.fetch_add(1, Ordering::Relaxed);
+                    debug!("aborted at the end of the drain period");
+                }
+            }
+        };
+        self.tracker.spawn(task.instrument(span));
+    }
+
+    /// Waits for every connection task, at most `grace`; then drops the
+    /// remaining ones and waits for them to unwind. No task starts after.
+    pub async fn drain(&self, grace: Duration) -> DrainReport {
+        self.tracker.close();
+        let open_at_start = self.tracker.len();
+        info!(open = open_at_start, grace_s = grace.as_secs_f64(), "draining");
+        if tokio::time::timeout(grace, self.tracker.wait()).await.is_err() {
+            self.abort.cancel();
+            // Aborting is immediate (the tasks only drop their sockets).
+            let _ = tokio::time::timeout(Duration::from_secs(5), self.tracker.wait()).await;
+        }
+        let report = DrainReport { open_at_start, aborted: self.aborted.load(Ordering::Relaxed) };
+        let drained = open_at_start as u64 - report.aborted.min(open_at_start as u64);
+        info!(drained, aborted = report.aborted, "drained");
+        report
+    }
 }

@@ -4,52 +4,96 @@
 //! to 8 KiB and 5 s, so a slow or hostile scraper costs nothing. `/readyz`
 //! answers 200 once every configured listener is bound (and not draining)
 //! and lists `configured -> bound` addresses, one per line.
+//!
+//! It reads two handles and nothing else of the server: the metrics
+//! registry and [`Readiness`], which the server updates.
 
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
+use tracing::{Instrument, debug};
 
-use crate::server::Ctx;
+use crate::metrics::Metrics;
 
 const MAX_HEAD: usize = 8 * 1024;
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// What `/readyz` reports: whether every configured listener is bound (and
+/// the relay not draining), and where each is bound.
+#[derive(Debug, Default)]
+pub struct Readiness {
+    ready: AtomicBool,
+    bound: Mutex<Vec<(SocketAddr, SocketAddr)>>,
+}
+
+impl Readiness {
+    /// Ready or not.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    /// True while every configured listener is bound and not draining.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    /// Listener `configured` is bound at `bound`.
+    pub fn bound(&self, configured: SocketAddr, bound: SocketAddr) {
+        if let Ok(mut b) = self.bound.lock() {
+            b.push((configured, bound));
+        }
+    }
+
+    /// Listener `configured` is gone.
+    pub fn unbound(&self, configured: SocketAddr) {
+        if let Ok(mut b) = self.bound.lock() {
+            b.retain(|(c, _)| *c != configured);
+        }
+    }
+
+    /// Configured and actually bound address of each listener.
+    pub fn listeners(&self) -> Vec<(SocketAddr, SocketAddr)> {
+        self.bound.lock().map(|b| b.clone()).unwrap_or_default()
+    }
+}
+
 /// Serves until `stop` is cancelled.
-pub async fn serve(ctx: Arc<Ctx>, listener: TcpListener, stop: CancellationToken) {
+pub async fn serve(metrics: Arc<Metrics>, readiness: Arc<Readiness>, listener: TcpListener, stop: CancellationToken) {
     loop {
         let (stream, _) = tokio::select! {
             () = stop.cancelled() => return,
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
-                    debug!(error = %e, "Metrics accept failed");
+                    debug!(error = %e, "metrics accept failed");
                     continue;
                 }
             },
         };
-        let ctx = ctx.clone();
-        tokio::spawn(async move {
-            if let Err(e) = tokio::time::timeout(IO_TIMEOUT, answer(&ctx, stream)).await {
-                debug!(error = %e, "Metrics request timed out");
+        let (metrics, readiness) = (metrics.clone(), readiness.clone());
+        let answered = async move {
+            if let Err(e) = tokio::time::timeout(IO_TIMEOUT, answer(&metrics, &readiness, stream)).await {
+                debug!(error = %e, "metrics request timed out");
             }
-        });
+        };
+        tokio::spawn(answered.in_current_span());
     }
 }
 
 /// Status, content type and body for a request path.
-pub fn route(ctx: &Ctx, path: &str) -> (&'static str, &'static str, String) {
+pub fn route(metrics: &Metrics, readiness: &Readiness, path: &str) -> (&'static str, &'static str, String) {
     const TEXT: &str = "text/plain; charset=utf-8";
     match path {
-        "/metrics" => ("200 OK", "application/openmetrics-text; version=1.0.0; charset=utf-8", ctx.metrics.encode()),
+        "/metrics" => ("200 OK", "application/openmetrics-text; version=1.0.0; charset=utf-8", metrics.encode()),
         "/healthz" => ("200 OK", TEXT, "ok\n".into()),
         "/readyz" => {
-            let listeners: String = ctx.bound_addrs().iter().map(|(c, b)| format!("{c} -> {b}\n")).collect();
-            if ctx.ready.load(Ordering::SeqCst) {
+            let listeners: String = readiness.listeners().iter().map(|(c, b)| format!("{c} -> {b}\n")).collect();
+            if readiness.is_ready() {
                 ("200 OK", TEXT, format!("ready\n{listeners}"))
             } else {
                 ("503 Service Unavailable", TEXT, format!("not ready\n{listeners}"))
@@ -59,7 +103,7 @@ pub fn route(ctx: &Ctx, path: &str) -> (&'static str, &'static str, String) {
     }
 }
 
-async fn answer(ctx: &Ctx, mut stream: TcpStream) -> std::io::Result<()> {
+async fn answer(metrics: &Metrics, readiness: &Readiness, mut stream: TcpStream) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(1024);
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -75,7 +119,7 @@ async fn answer(ctx: &Ctx, mut stream: TcpStream) -> std::io::Result<()> {
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let path = target.split('?').next().unwrap_or("");
     let (status, ctype, body) = if method == "GET" || method == "HEAD" {
-        route(ctx, path)
+        route(metrics, readiness, path)
     } else {
         ("405 Method Not Allowed", "text/plain", "GET only\n".into())
     };

@@ -4,14 +4,18 @@
 //! Prometheus metrics, hot reload and graceful drain.
 //!
 //! Layout: [`config`] and [`endpoint`] (pure parsing/validation),
-//! [`ratelimit`] (token bucket), [`tls`] (pinning), [`relay`] (splice and
-//! copy), [`listener`] (accept loop, per-connection work), [`server`]
-//! (state, reload), [`drain`], [`reload`] (SIGHUP / file watch), [`http`]
-//! (metrics endpoint), [`cli`].
+//! [`ratelimit`] (token bucket), [`tls`] (pinning), [`relay`] (splice,
+//! copy, TLS), [`state`] (what a new connection reads), [`listener`]
+//! (binding, accept loop), [`connection`] (one relayed connection),
+//! [`drain`] (the connection set), [`http`] (metrics and readiness),
+//! [`server`] (owns the handles, reload, shutdown), [`reload`] (SIGHUP /
+//! file watch), [`cli`]. Imports point one way: `server` uses `listener`,
+//! `http` and `drain`, which know nothing of it.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod cli;
 pub mod config;
+pub mod connection;
 pub mod drain;
 pub mod endpoint;
 pub mod http;
@@ -21,6 +25,7 @@ pub mod ratelimit;
 pub mod relay;
 pub mod reload;
 pub mod server;
+pub mod state;
 pub mod tls;
 
 use std::net::SocketAddr;

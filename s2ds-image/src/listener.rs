@@ -1,38 +1,42 @@
-//! Binding listeners, the accept loop and per-connection handling.
+//! Binding listeners and the accept loop.
 //!
 //! The accept loop never stops on an accept error (it logs, backs off
 //! briefly on descriptor exhaustion, and continues). Each connection runs in
-//! its own task, tracked for draining, inside a span with `stream`,
-//! `listener` and `peer`. A connection that cannot be relayed (no target,
-//! target down, TLS failure) is closed and counted; nothing else is
-//! affected.
+//! its own task ([`crate::connection`]), tracked for draining, inside a span
+//! with `listener` and `peer` (under the relay's `stream` span). What the
+//! loops and connections need is [`Shared`]: handles, not the server.
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
-use tokio::net::{TcpListener, TcpStream};
+use arc_swap::ArcSwap;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, info_span, warn};
+use tracing::{debug, info_span, warn};
 
-use crate::config::Mode;
-use crate::endpoint::Endpoint;
-use crate::metrics::{ListenerMetrics, reason};
-use crate::relay::tls::{TlsState, tls_error};
-use crate::relay::{DirectionCounters, RelayOptions, splice, tls_io};
-use crate::server::Ctx;
-use crate::tls;
-use rustls::client::UnbufferedClientConnection;
-use rustls::server::UnbufferedServerConnection;
+use crate::drain::Connections;
+use crate::metrics::Metrics;
+use crate::ratelimit::RateLimiter;
+use crate::state::State;
 
-/// Time allowed for a TCP connect to a target.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Time allowed for a TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Listen backlog.
 const BACKLOG: i32 = 1024;
+
+/// What the accept loops and their connections share.
+pub struct Shared {
+    /// The current config; the server swaps it on reload, a connection
+    /// reads it once, when accepted.
+    pub state: ArcSwap<State>,
+    /// The metrics registry.
+    pub metrics: Arc<Metrics>,
+    /// The stream's rate limiter (re-rated in place on reload).
+    pub limiter: Arc<RateLimiter>,
+    /// The connection tasks, for the drain.
+    pub connections: Connections,
+}
 
 /// Binds `addr` exactly (no wildcard unless configured), with SO_REUSEADDR
 /// and IPV6_V6ONLY for IPv6 addresses.
@@ -71,23 +75,20 @@ pub fn bind_group(addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::TcpLis
     Ok(out)
 }
 
-/// Sets TCP_NODELAY and keepalive (20 s idle, 5 s interval, 4 probes).
-pub fn tune(stream: &TcpStream) -> io::Result<()> {
-    stream.set_nodelay(true)?;
-    let ka =
-        TcpKeepalive::new().with_time(Duration::from_secs(20)).with_interval(Duration::from_secs(5)).with_retries(4);
-    SockRef::from(stream).set_tcp_keepalive(&ka)
-}
-
 /// Accepts on `listener` until `stop` is cancelled. `key` is the configured
 /// bind address (it selects the target).
-pub async fn accept_loop(ctx: Arc<Ctx>, key: SocketAddr, listener: std::net::TcpListener, stop: CancellationToken) {
-    let lm = ctx.metrics.listener(&key.to_string());
+pub async fn accept_loop(
+    shared: Arc<Shared>,
+    key: SocketAddr,
+    listener: std::net::TcpListener,
+    stop: CancellationToken,
+) {
+    let lm = shared.metrics.listener(&key.to_string());
     // Registered here, with the reactor of the worker that runs this loop.
     let listener = match TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
-            warn!(stream = %ctx.stream_id, listener = %key, error = %e, "Cannot register listener");
+            warn!(listener = %key, error = %e, "cannot register a listener");
             return;
         }
     };
@@ -99,24 +100,14 @@ pub async fn accept_loop(ctx: Arc<Ctx>, key: SocketAddr, listener: std::net::Tcp
         match accepted {
             Ok((stream, peer)) => {
                 lm.total.inc();
-                let span = info_span!("conn", stream = %ctx.stream_id, listener = %key, %peer);
-                let (ctx2, lm2) = (ctx.clone(), lm.clone());
-                let abort = ctx.abort.clone();
-                ctx.tracker.spawn(
-                    async move {
-                        tokio::select! {
-                            () = handle(&ctx2, key, &lm2, stream) => {}
-                            () = abort.cancelled() => {
-                                ctx2.aborted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                                debug!("Aborted at the end of the drain period");
-                            }
-                        }
-                    }
-                    .instrument(span),
-                );
+                let span = info_span!("conn", listener = %key, %peer);
+                let (shared2, lm2) = (shared.clone(), lm.clone());
+                shared.connections.spawn(span, async move {
+                    crate::connection::handle(&shared2, key, &lm2, stream).await;
+                });
             }
             Err(e) => {
-                warn!(stream = %ctx.stream_id, listener = %key, error = %e, "Accept failed");
+                warn!(listener = %key, error = %e, "accept failed");
                 if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)) {
                     // Out of descriptors/memory: back off instead of spinning.
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -124,151 +115,5 @@ pub async fn accept_loop(ctx: Arc<Ctx>, key: SocketAddr, listener: std::net::Tcp
             }
         }
     }
-    debug!(stream = %ctx.stream_id, listener = %key, "Listener closed");
-}
-
-/// Marks a connection open for its lifetime (gauge + duration histogram).
-struct OpenGuard<'a> {
-    lm: &'a ListenerMetrics,
-    start: Instant,
-}
-
-impl<'a> OpenGuard<'a> {
-    fn new(lm: &'a ListenerMetrics) -> Self {
-        lm.open.inc();
-        Self { lm, start: Instant::now() }
-    }
-}
-
-impl Drop for OpenGuard<'_> {
-    fn drop(&mut self) {
-        self.lm.open.dec();
-        self.lm.duration.observe(self.start.elapsed().as_secs_f64());
-    }
-}
-
-async fn handle(ctx: &Ctx, key: SocketAddr, lm: &ListenerMetrics, inbound: TcpStream) {
-    let state = ctx.state.load_full();
-    if let Err(e) = tune(&inbound) {
-        debug!(error = %e, "Cannot set socket options on the accepted connection");
-    }
-    let Some(target) = state.config.target_for(key).cloned() else {
-        lm.refused(reason::NO_TARGET);
-        debug!("Refused: no target configured");
-        return;
-    };
-    let opts = RelayOptions { buffer_bytes: state.config.buffer_bytes, limiter: ctx.limiter.clone() };
-    let counters = DirectionCounters { to_target: lm.to_target.clone(), to_client: lm.to_client.clone() };
-    let result = match (state.config.mode, &state.acceptor, &state.connector) {
-        (Mode::Plain, _, _) => {
-            let Some(out) = connect(&target, lm).await else {
-                return;
-            };
-            let _open = OpenGuard::new(lm);
-            splice::bidirectional(&inbound, &out, &opts, &counters).await
-        }
-        (Mode::TlsServer, Some(config), _) => {
-            let conn = match UnbufferedServerConnection::new(config.clone()) {
-                Ok(c) => c,
-                Err(e) => return handshake_failed(lm, &tls_error(e)),
-            };
-            let mut st = TlsState::new(conn, opts.buffer_bytes);
-            st.kernel_tls = kernel_tls(&state.config);
-            if !handshake(lm, tls_io::handshake(&mut st, &inbound, &counters.to_target)).await {
-                return;
-            }
-            let Some(out) = connect(&target, lm).await else {
-                return;
-            };
-            let _open = OpenGuard::new(lm);
-            tls_io::relay(st, &inbound, &out, &opts.limiter, &counters.to_target, &counters.to_client).await
-        }
-        (Mode::TlsClient, _, Some(config)) => {
-            let Some(out) = connect(&target, lm).await else {
-                return;
-            };
-            let conn = match UnbufferedClientConnection::new(config.clone(), target.server_name()) {
-                Ok(c) => c,
-                Err(e) => return handshake_failed(lm, &tls_error(e)),
-            };
-            let mut st = TlsState::new(conn, opts.buffer_bytes);
-            st.kernel_tls = kernel_tls(&state.config);
-            if !handshake(lm, tls_io::handshake(&mut st, &out, &counters.to_client)).await {
-                return;
-            }
-            let _open = OpenGuard::new(lm);
-            tls_io::relay(st, &out, &inbound, &opts.limiter, &counters.to_client, &counters.to_target)
-                .await
-                .map(|(down, up)| (up, down))
-        }
-        _ => {
-            // Unreachable by construction (Server builds the TLS side per mode).
-            warn!("TLS mode without TLS configuration; refusing");
-            lm.refused(reason::TLS_HANDSHAKE);
-            return;
-        }
-    };
-    match result {
-        Ok((up, down)) => debug!(up, down, "Closed"),
-        Err(e) => debug!(error = %e, "Closed with error"),
-    }
-}
-
-/// Whether connections should be handed to kernel TLS: asked for by the
-/// config and supported here (see [`crate::relay::ktls::support`]).
-fn kernel_tls(config: &crate::config::Config) -> bool {
-    config.tls.as_ref().is_some_and(|t| t.kernel_tls) && crate::relay::ktls::support().is_ok()
-}
-
-/// Runs a handshake with the time limit; false (counted and logged) if it failed.
-async fn handshake(lm: &ListenerMetrics, fut: impl Future<Output = io::Result<()>>) -> bool {
-    let r = tokio::time::timeout(HANDSHAKE_TIMEOUT, fut).await.unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()));
-    match r {
-        Ok(()) => true,
-        Err(e) => {
-            handshake_failed(lm, &e);
-            false
-        }
-    }
-}
-
-fn handshake_failed(lm: &ListenerMetrics, e: &io::Error) {
-    lm.tls_failures.inc();
-    if tls::is_pin_mismatch(e) {
-        lm.refused(reason::PEER_CERT_MISMATCH);
-        warn!(error = %e, "TLS peer refused: certificate does not match the pin");
-    } else {
-        lm.refused(reason::TLS_HANDSHAKE);
-        debug!(error = %e, "TLS handshake failed");
-    }
-}
-
-/// Connects to `target` (every resolved address in turn), or counts the
-/// refusal and returns `None`.
-async fn connect(target: &Endpoint, lm: &ListenerMetrics) -> Option<TcpStream> {
-    let attempt = async {
-        let mut last = io::Error::new(io::ErrorKind::NotFound, "name resolved to no address");
-        for addr in target.resolve().await? {
-            match TcpStream::connect(addr).await {
-                Ok(s) => return Ok(s),
-                Err(e) => last = e,
-            }
-        }
-        Err(last)
-    };
-    let r =
-        tokio::time::timeout(CONNECT_TIMEOUT, attempt).await.unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()));
-    match r {
-        Ok(s) => {
-            if let Err(e) = tune(&s) {
-                debug!(error = %e, "Cannot set socket options on the target connection");
-            }
-            Some(s)
-        }
-        Err(e) => {
-            lm.refused(reason::TARGET_UNREACHABLE);
-            warn!(%target, error = %e, "Target unreachable; closing this connection only");
-            None
-        }
-    }
+    debug!(listener = %key, "listener closed");
 }

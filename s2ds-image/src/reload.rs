@@ -40,7 +40,7 @@ fn digest(path: &Path, config: &Config) -> [u8; 32] {
 /// Watches for SIGHUP and file changes until `stop` is cancelled.
 pub async fn watch(server: Arc<Server>, path: PathBuf, stop: CancellationToken) -> std::io::Result<()> {
     let mut hup = signal(SignalKind::hangup())?;
-    let mut config = server.ctx().state.load().config.clone();
+    let mut config = server.config();
     let mut last = digest(&path, &config);
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -55,7 +55,7 @@ pub async fn watch(server: Arc<Server>, path: PathBuf, stop: CancellationToken) 
             }
         };
         last = digest(&path, &config);
-        info!(why, path = %path.display(), "Reloading config");
+        info!(why, path = %path.display(), "reloading the config");
         match Config::load(&path) {
             Ok(new) => match server.reload(new.clone()).await {
                 Ok(()) => {
@@ -63,12 +63,12 @@ pub async fn watch(server: Arc<Server>, path: PathBuf, stop: CancellationToken) 
                     last = digest(&path, &config);
                 }
                 Err(e) => {
-                    warn!(error = %crate::report(&e), "Reload refused; keeping the running config")
+                    warn!(error = %crate::report(&e), "reload refused; keeping the running config")
                 }
             },
             Err(e) => {
-                server.ctx().metrics.reload("error");
-                warn!(error = %crate::report(&e), "Reload refused; keeping the running config");
+                server.reload_counted(false);
+                warn!(error = %crate::report(&e), "reload refused; keeping the running config");
             }
         }
     }

@@ -1,4 +1,10 @@
-//! The running relay: shared state, listener set, reload.
+//! The running relay: its listeners, reload and shutdown.
+//!
+//! The server owns the handles its parts share and hands each part only
+//! what it needs: the accept loops and connections get
+//! [`listener::Shared`] (config, metrics, rate limiter, the connection set),
+//! the HTTP endpoint gets the metrics and [`Readiness`], the drain goes
+//! through [`Connections`]. None of them knows the server.
 //!
 //! Connections read the current [`State`] once, when accepted, so a reload
 //! (new targets, rate, certificates) applies to new connections while
@@ -8,64 +14,21 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 use tokio::runtime::Handle;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 
-use crate::config::{Config, Mode};
+use crate::Error;
+use crate::config::{Config, RecordLayer};
+use crate::drain::{Connections, DrainReport};
+use crate::http::{self, Readiness};
+use crate::listener::{self, Shared};
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
-use crate::{Error, http, listener, tls};
-
-/// What a new connection needs from the config; swapped on reload.
-pub struct State {
-    /// The validated config.
-    pub config: Config,
-    /// Present in `tls-server` mode.
-    pub acceptor: Option<Arc<rustls::ServerConfig>>,
-    /// Present in `tls-client` mode.
-    pub connector: Option<Arc<rustls::ClientConfig>>,
-}
-
-impl State {
-    /// Builds the TLS side for the mode (reads certificate files).
-    pub fn build(config: Config) -> Result<Self, Error> {
-        let (mut acceptor, mut connector) = (None, None);
-        match (config.mode, &config.tls) {
-            (Mode::TlsServer, Some(t)) => acceptor = Some(tls::server_config(t)?),
-            (Mode::TlsClient, Some(t)) => connector = Some(tls::client_config(t)?),
-            _ => {}
-        }
-        Ok(Self { config, acceptor, connector })
-    }
-}
-
-/// Everything the listener and connection tasks share.
-pub struct Ctx {
-    /// Stream id (log field).
-    pub stream_id: String,
-    /// Current state.
-    pub state: ArcSwap<State>,
-    /// Metrics registry.
-    pub metrics: Metrics,
-    /// Aggregate rate limiter.
-    pub limiter: Arc<RateLimiter>,
-    /// Tracks connection tasks for draining.
-    pub tracker: TaskTracker,
-    /// Cancelled at the end of the drain period: open connections are dropped.
-    pub abort: CancellationToken,
-    /// Connections dropped by `abort`.
-    pub aborted: AtomicU64,
-    /// True while every configured listener is bound and not draining.
-    pub ready: AtomicBool,
-    /// Configured -> bound address of each listener (for `/readyz` and tests).
-    pub bound: std::sync::Mutex<Vec<(SocketAddr, SocketAddr)>>,
-}
+use crate::state::State;
 
 struct ListenerHandle {
     stop: CancellationToken,
@@ -75,7 +38,8 @@ struct ListenerHandle {
 
 /// A running relay.
 pub struct Server {
-    ctx: Arc<Ctx>,
+    shared: Arc<Shared>,
+    readiness: Arc<Readiness>,
     listeners: Mutex<HashMap<SocketAddr, ListenerHandle>>,
     metrics_stop: CancellationToken,
     metrics_addr: Option<SocketAddr>,
@@ -84,7 +48,8 @@ pub struct Server {
 
 impl Server {
     /// Loads TLS material, binds every listener and the metrics address,
-    /// then starts accepting. On any error nothing stays bound.
+    /// then starts accepting. On any error nothing stays bound. Tasks run in
+    /// the caller's span (the relay's `stream` span).
     ///
     /// `workers` are the runtimes that carry connections (one
     /// single-threaded runtime per core: a connection and its two
@@ -106,51 +71,34 @@ impl Server {
             Some(a) => Some(listener::bind(a).map_err(|source| Error::Bind { addr: a, source })?),
             None => None,
         };
-        // Probed only when asked for: `kernelTls: false` must not touch the ULP at all.
-        match &cfg.tls {
-            None => {}
-            Some(t) if !t.kernel_tls => info!("Kernel TLS off (tls.kernelTls: false); TLS is relayed in userspace"),
-            Some(_) => match crate::relay::ktls::support() {
-                Ok(()) => info!("Kernel TLS (tls ULP with key updates) carries the data phase of TLS connections"),
-                Err(why) => info!(reason = %why, "Kernel TLS not usable here; TLS is relayed in userspace"),
-            },
-        }
-        let metrics = Metrics::new(&cfg.stream_id);
+        log_tls_path(cfg);
+        let metrics = Arc::new(Metrics::new(&cfg.stream_id));
         let limiter = Arc::new(RateLimiter::new(cfg.rate_bits_per_second, metrics.ratelimit_wait()));
-        let ctx = Arc::new(Ctx {
-            stream_id: cfg.stream_id.clone(),
-            metrics,
-            limiter,
-            tracker: TaskTracker::new(),
-            abort: CancellationToken::new(),
-            aborted: AtomicU64::new(0),
-            ready: AtomicBool::new(false),
-            bound: std::sync::Mutex::new(Vec::new()),
+        let (mode, targets) = (cfg.mode, cfg.targets.len());
+        let shared = Arc::new(Shared {
             state: ArcSwap::from_pointee(state),
+            metrics: metrics.clone(),
+            limiter,
+            connections: Connections::new(),
         });
+        let readiness = Arc::new(Readiness::default());
         let mut handles = HashMap::new();
         for (addr, l) in bound {
-            handles.insert(addr, spawn_listener(&ctx, &workers, addr, l));
+            handles.insert(addr, spawn_listener(&shared, &readiness, &workers, addr, l));
         }
         let metrics_stop = CancellationToken::new();
         let metrics_addr = match metrics_listener {
             Some(l) => {
                 let a = l.local_addr().ok();
-                tokio::spawn(http::serve(ctx.clone(), l, metrics_stop.clone()));
+                let serving = http::serve(metrics, readiness.clone(), l, metrics_stop.clone());
+                tokio::spawn(serving.in_current_span());
                 a
             }
             None => None,
         };
-        ctx.ready.store(true, Ordering::SeqCst);
-        let s = ctx.state.load();
-        info!(stream = %ctx.stream_id, mode = s.config.mode.as_str(), listeners = ?ctx.bound_addrs(),
-            targets = s.config.targets.len(), metrics = ?metrics_addr, "Ready");
-        Ok(Self { ctx, listeners: Mutex::new(handles), metrics_stop, metrics_addr, workers })
-    }
-
-    /// Shared context (metrics, state).
-    pub fn ctx(&self) -> &Arc<Ctx> {
-        &self.ctx
+        readiness.set_ready(true);
+        info!(mode = mode.as_str(), listeners = ?readiness.listeners(), targets, metrics = ?metrics_addr, "ready");
+        Ok(Self { shared, readiness, listeners: Mutex::new(handles), metrics_stop, metrics_addr, workers })
     }
 
     /// Where `/metrics` is actually served.
@@ -160,7 +108,12 @@ impl Server {
 
     /// Configured and actually bound address of each listener.
     pub fn bound_addrs(&self) -> Vec<(SocketAddr, SocketAddr)> {
-        self.ctx.bound_addrs()
+        self.readiness.listeners()
+    }
+
+    /// The running config.
+    pub fn config(&self) -> Config {
+        self.shared.state.load().config.clone()
     }
 
     /// Applies a new config without touching established connections.
@@ -169,12 +122,17 @@ impl Server {
     /// disappear stop accepting (their connections continue).
     pub async fn reload(&self, config: Config) -> Result<(), Error> {
         let r = self.try_reload(config).await;
-        self.ctx.metrics.reload(if r.is_ok() { "ok" } else { "error" });
+        self.reload_counted(r.is_ok());
         r
     }
 
+    /// Counts a reload attempt (a config that could not even be read is one).
+    pub fn reload_counted(&self, ok: bool) {
+        self.shared.metrics.reload(if ok { "ok" } else { "error" });
+    }
+
     async fn try_reload(&self, config: Config) -> Result<(), Error> {
-        let old = self.ctx.state.load_full();
+        let old = self.shared.state.load_full();
         for (field, changed) in [
             ("streamId", old.config.stream_id != config.stream_id),
             ("mode", old.config.mode != config.mode),
@@ -191,11 +149,12 @@ impl Server {
             if !listeners.contains_key(addr) {
                 match listener::bind_group(*addr, self.workers.len()) {
                     Ok(l) => {
-                        listeners.insert(*addr, spawn_listener(&self.ctx, &self.workers, *addr, l));
+                        let h = spawn_listener(&self.shared, &self.readiness, &self.workers, *addr, l);
+                        listeners.insert(*addr, h);
                     }
                     Err(e) => {
                         ok = false;
-                        warn!(listener = %addr, error = %e, "Cannot bind new listener; not ready");
+                        warn!(listener = %addr, error = %e, "cannot bind a new listener; not ready");
                     }
                 }
             }
@@ -205,59 +164,65 @@ impl Server {
         for addr in removed {
             let Some(h) = listeners.remove(&addr) else { continue };
             h.stop.cancel();
-            if let Ok(mut b) = self.ctx.bound.lock() {
-                b.retain(|(c, _)| *c != addr);
-            }
+            self.readiness.unbound(addr);
             // The reload is done when the removed listener no longer accepts: its sockets are
             // closed as its accept loops return (promptly once stopped; bounded regardless).
             for l in h.loops {
                 if tokio::time::timeout(std::time::Duration::from_secs(5), l).await.is_err() {
-                    warn!(listener = %addr, "Accept loop did not stop within 5s");
+                    warn!(listener = %addr, "accept loop did not stop within 5s");
                 }
             }
         }
-        self.ctx.limiter.set_rate(state.config.rate_bits_per_second);
-        info!(stream = %self.ctx.stream_id, targets = state.config.targets.len(),
-            listeners = listeners.len(), rate = ?state.config.rate_bits_per_second, "Reloaded");
-        self.ctx.state.store(Arc::new(state));
-        self.ctx.ready.store(ok, Ordering::SeqCst);
+        self.shared.limiter.set_rate(state.config.rate_bits_per_second);
+        info!(targets = state.config.targets.len(), listeners = listeners.len(),
+            rate = ?state.config.rate_bits_per_second, "reloaded");
+        self.shared.state.store(Arc::new(state));
+        self.readiness.set_ready(ok);
         Ok(())
     }
 
     /// Stops accepting and drains; see [`crate::drain`].
-    pub async fn shutdown(self, grace: std::time::Duration) -> crate::drain::DrainReport {
-        self.ctx.ready.store(false, Ordering::SeqCst);
+    pub async fn shutdown(self, grace: std::time::Duration) -> DrainReport {
+        self.readiness.set_ready(false);
         for h in self.listeners.lock().await.values() {
             h.stop.cancel();
         }
-        let report = crate::drain::drain(&self.ctx, grace).await;
+        let report = self.shared.connections.drain(grace).await;
         self.metrics_stop.cancel();
         report
     }
 }
 
-impl Ctx {
-    /// Configured and actually bound address of each listener.
-    pub fn bound_addrs(&self) -> Vec<(SocketAddr, SocketAddr)> {
-        self.bound.lock().map(|b| b.clone()).unwrap_or_default()
+/// Says which record layer carries the TLS data phase, and why.
+fn log_tls_path(cfg: &Config) {
+    // Probed only when asked for: `kernelTls: false` must not touch the ULP at all.
+    match &cfg.tls {
+        None => {}
+        Some(t) if t.record_layer == RecordLayer::Rustls => {
+            info!("rustls's own record layer carries the data phase of TLS connections (tls.recordLayer: rustls)")
+        }
+        Some(t) if !t.kernel_tls => info!("kernel TLS off (tls.kernelTls: false); TLS is relayed in userspace"),
+        Some(_) => match crate::relay::ktls::support() {
+            Ok(()) => info!("kernel TLS (tls ULP with key updates) carries the data phase of TLS connections"),
+            Err(why) => info!(reason = %why, "kernel TLS not usable here; TLS is relayed in userspace"),
+        },
     }
 }
 
 fn spawn_listener(
-    ctx: &Arc<Ctx>,
+    shared: &Arc<Shared>,
+    readiness: &Readiness,
     workers: &[Handle],
     addr: SocketAddr,
     group: Vec<std::net::TcpListener>,
 ) -> ListenerHandle {
     let local = group.first().and_then(|l| l.local_addr().ok()).unwrap_or(addr);
-    if let Ok(mut b) = ctx.bound.lock() {
-        b.push((addr, local));
-    }
+    readiness.bound(addr, local);
     let stop = CancellationToken::new();
     let loops = group
         .into_iter()
         .zip(workers.iter().cycle())
-        .map(|(l, worker)| worker.spawn(listener::accept_loop(ctx.clone(), addr, l, stop.clone())))
+        .map(|(l, worker)| worker.spawn(listener::accept_loop(shared.clone(), addr, l, stop.clone()).in_current_span()))
         .collect();
     ListenerHandle { stop, loops }
 }

@@ -166,7 +166,7 @@ impl Pin {
         } else {
             tracing::debug!(
                 presented = %format_fingerprint(&got),
-                "Peer certificate does not match the pin"
+                "peer certificate does not match the pin"
             );
             Err(rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure))
         }
@@ -278,6 +278,7 @@ mod tests {
             key_file: w("k.pem", me.signing_key.serialize_pem()),
             peer: PeerPin::CertFile(w("p.pem", peer.cert.pem())),
             kernel_tls: true,
+            record_layer: crate::config::RecordLayer::S2ds,
         };
         assert!(server_config(&files).is_ok());
         assert!(client_config(&files).is_ok());

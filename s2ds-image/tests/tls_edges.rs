@@ -1,8 +1,10 @@
 //! The TLS relay's edges: key updates mid-stream (both roles against rustls), a truncated TLS stream,
 //! one direction stalled while the other flows, the rate limiter over TLS.
 //! A direct rustls client (tokio-rustls) plays the peer gateway where the
-//! test needs control over its TLS session.
+//! test needs control over its TLS session. Each holds for both record
+//! layers of the data phase (ours and rustls's, `tls.recordLayer`).
 
+#[macro_use]
 mod common;
 
 use std::net::SocketAddr;
@@ -16,15 +18,24 @@ use tokio::net::{TcpListener, TcpStream};
 
 const MIB: u64 = 1 << 20;
 
-fn yaml(mode: &str, me: &Identity, peer: &Identity, target: SocketAddr, extra: &str) -> String {
+fn yaml(mode: &str, layer: Layer, me: &Identity, peer: &Identity, target: SocketAddr, extra: &str) -> String {
     format!(
         "streamId: edge\nmode: {mode}\nlisteners: [127.0.0.1:0]\ntargets: ['{target}']\n\
-         metricsAddress: 127.0.0.1:0\ndrainSeconds: 5\n{extra}tls:\n  certFile: {}\n  keyFile: {}\n  peerCertFile: {}\n",
+         metricsAddress: 127.0.0.1:0\ndrainSeconds: 5\n{extra}tls:\n{}  certFile: {}\n  keyFile: {}\n  peerCertFile: {}\n",
+        layer.tls_line(),
         me.cert.display(),
         me.key.display(),
         peer.cert.display()
     )
 }
+
+for_each_layer!(
+    key_updates_mid_stream_keep_every_byte_in_both_directions,
+    the_client_side_follows_a_rustls_server_through_tickets_and_key_updates,
+    a_truncated_tls_stream_resets_the_plain_side,
+    one_direction_stalled_does_not_stop_the_other,
+    rate_limit_holds_over_the_tls_pair,
+);
 
 /// Both gateways' identities (producer, consumer), after the process-wide set-up.
 fn gateways(dir: &Path) -> (Identity, Identity) {
@@ -39,6 +50,7 @@ fn files(me: &Identity, peer: &Identity) -> TlsFiles {
         key_file: me.key.clone(),
         peer: PeerPin::CertFile(peer.cert.clone()),
         kernel_tls: true,
+        record_layer: s2ds::config::RecordLayer::S2ds,
     }
 }
 
@@ -46,10 +58,11 @@ fn files(me: &Identity, peer: &Identity) -> TlsFiles {
 /// it presenting the consumer's identity.
 async fn server_and_direct_client(
     dir: &Path,
+    layer: Layer,
     target: SocketAddr,
 ) -> (S2ds, tokio_rustls::client::TlsStream<TcpStream>) {
     let (producer, consumer) = gateways(dir);
-    let server = S2ds::start(dir, "server", &yaml("tls-server", &producer, &consumer, target, "")).await;
+    let server = S2ds::start(dir, "server", &yaml("tls-server", layer, &producer, &consumer, target, "")).await;
     let connector = tokio_rustls::TlsConnector::from(s2ds::tls::client_config(&files(&consumer, &producer)).unwrap());
     let tcp = TcpStream::connect(server.listeners().await[0]).await.unwrap();
     let name = rustls_pki_types::ServerName::try_from("producer.s2ds.test").unwrap();
@@ -80,11 +93,10 @@ async fn write_with_key_updates<T: AsyncWriteExt + Unpin>(
     sent
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn key_updates_mid_stream_keep_every_byte_in_both_directions() {
+async fn key_updates_mid_stream_keep_every_byte_in_both_directions(layer: Layer) {
     let dir = tempfile::tempdir().unwrap();
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let (server, mut tls) = server_and_direct_client(dir.path(), l.local_addr().unwrap()).await;
+    let (server, mut tls) = server_and_direct_client(dir.path(), layer, l.local_addr().unwrap()).await;
     let (mut t, _) = l.accept().await.unwrap();
     let target = tokio::spawn(async move {
         let (n, sha) = recv(&mut t).await;
@@ -104,8 +116,7 @@ async fn key_updates_mid_stream_keep_every_byte_in_both_directions() {
 /// The other side of the record layer: a tls-client relay facing a rustls
 /// server that sends session tickets after the handshake and requests key
 /// updates mid-stream.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_client_side_follows_a_rustls_server_through_tickets_and_key_updates() {
+async fn the_client_side_follows_a_rustls_server_through_tickets_and_key_updates(layer: Layer) {
     let dir = tempfile::tempdir().unwrap();
     let (producer, consumer) = gateways(dir.path());
     let mut cfg = std::sync::Arc::unwrap_or_clone(s2ds::tls::server_config(&files(&producer, &consumer)).unwrap());
@@ -113,8 +124,12 @@ async fn the_client_side_follows_a_rustls_server_through_tickets_and_key_updates
     cfg.session_storage = rustls::server::ServerSessionMemoryCache::new(8);
     let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg));
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let client =
-        S2ds::start(dir.path(), "client", &yaml("tls-client", &consumer, &producer, l.local_addr().unwrap(), "")).await;
+    let client = S2ds::start(
+        dir.path(),
+        "client",
+        &yaml("tls-client", layer, &consumer, &producer, l.local_addr().unwrap(), ""),
+    )
+    .await;
     let peer = tokio::spawn(async move {
         let (tcp, _) = l.accept().await.unwrap();
         let mut tls = acceptor.accept(tcp).await.unwrap();
@@ -132,11 +147,10 @@ async fn the_client_side_follows_a_rustls_server_through_tickets_and_key_updates
     assert_eq!(client.metric("s2ds_tls_handshake_failures_total").await, 0.0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_truncated_tls_stream_resets_the_plain_side() {
+async fn a_truncated_tls_stream_resets_the_plain_side(layer: Layer) {
     let dir = tempfile::tempdir().unwrap();
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let (server, mut tls) = server_and_direct_client(dir.path(), l.local_addr().unwrap()).await;
+    let (server, mut tls) = server_and_direct_client(dir.path(), layer, l.local_addr().unwrap()).await;
     let (mut t, _) = l.accept().await.unwrap();
     tls.write_all(b"the first half of a message").await.unwrap();
     tls.flush().await.unwrap();
@@ -155,16 +169,22 @@ async fn a_truncated_tls_stream_resets_the_plain_side() {
     assert_eq!(server.get("/healthz").await.0, 200);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_direction_stalled_does_not_stop_the_other() {
+async fn one_direction_stalled_does_not_stop_the_other(layer: Layer) {
     let dir = tempfile::tempdir().unwrap();
     let (producer, consumer) = gateways(dir.path());
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server =
-        S2ds::start(dir.path(), "server", &yaml("tls-server", &producer, &consumer, l.local_addr().unwrap(), "")).await;
-    let client =
-        S2ds::start(dir.path(), "client", &yaml("tls-client", &consumer, &producer, server.listeners().await[0], ""))
-            .await;
+    let server = S2ds::start(
+        dir.path(),
+        "server",
+        &yaml("tls-server", layer, &producer, &consumer, l.local_addr().unwrap(), ""),
+    )
+    .await;
+    let client = S2ds::start(
+        dir.path(),
+        "client",
+        &yaml("tls-client", layer, &consumer, &producer, server.listeners().await[0], ""),
+    )
+    .await;
     let c = TcpStream::connect(client.listeners().await[0]).await.unwrap();
     let (t, _) = l.accept().await.unwrap();
     let (mut cr, mut cw) = c.into_split();
@@ -185,18 +205,18 @@ async fn one_direction_stalled_does_not_stop_the_other() {
     assert_eq!((n, sha), (96 * MIB, down.await.unwrap()));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rate_limit_holds_over_the_tls_pair() {
+async fn rate_limit_holds_over_the_tls_pair(layer: Layer) {
     let dir = tempfile::tempdir().unwrap();
     let (producer, consumer) = gateways(dir.path());
     let (target, mut rx) = sink_target(3, 0).await;
-    let server = S2ds::start(dir.path(), "server", &yaml("tls-server", &producer, &consumer, target, "")).await;
+    let server = S2ds::start(dir.path(), "server", &yaml("tls-server", layer, &producer, &consumer, target, "")).await;
     let rate_bits: u64 = 500_000_000;
     let client = S2ds::start(
         dir.path(),
         "client",
         &yaml(
             "tls-client",
+            layer,
             &consumer,
             &producer,
             server.listeners().await[0],
@@ -209,7 +229,9 @@ async fn rate_limit_holds_over_the_tls_pair() {
     let secs = start.elapsed().as_secs_f64();
     let ratio = (128 * MIB * 8) as f64 / secs / rate_bits as f64;
     eprintln!("rate limit over TLS: {ratio:.3} x the limit in {secs:.2} s");
-    // The limit is never exceeded; below it only the machine's load decides how far (a loaded
-    // 2-core machine measured 0.93), so the lower bound only says the limiter does not starve.
+    // The limit is a ceiling, and that is what this checks; how close to it a
+    // transfer gets depends on the CPU it is given (on a loaded machine the
+    // relays fall short of it: 0.77-0.95 seen), so the floor only shows that
+    // the bucket refills (its arithmetic is proptested in `ratelimit`).
     assert!((0.5..=1.05).contains(&ratio), "measured {ratio:.3} x the limit");
 }

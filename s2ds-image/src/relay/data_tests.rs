@@ -30,6 +30,7 @@ fn files(
         key_file: w("k.pem", me.signing_key.serialize_pem()),
         peer: PeerPin::CertFile(w("p.pem", peer.cert.pem())),
         kernel_tls: true,
+        record_layer: crate::config::RecordLayer::S2ds,
     }
 }
 

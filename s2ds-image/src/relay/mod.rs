@@ -6,14 +6,19 @@
 //! - [`tls`] / [`tls_io`]: one side mutual TLS: rustls's unbuffered API for
 //!   the handshake, then our record layer ([`record`], [`data`]) sealing and
 //!   opening records in place;
+//! - [`rustls_io`]: the same over rustls's own record layer (tokio-rustls),
+//!   chosen with `tls.recordLayer: rustls`;
 //! - [`copy`]: TCP-to-TCP userspace copy with one fixed buffer per
 //!   direction, the fallback when splice is not possible.
 
+pub mod check;
+pub mod control;
 pub mod copy;
 pub mod data;
 pub mod ktls;
 pub mod ktls_io;
 pub mod record;
+pub mod rustls_io;
 pub mod splice;
 pub mod tls;
 pub mod tls_io;

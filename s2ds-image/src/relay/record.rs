@@ -9,12 +9,15 @@
 //! opened where it landed and written out from there. No byte is copied in
 //! userspace.
 //!
-//! Post-handshake messages: KeyUpdate (our receive keys follow the peer's; a
-//! request makes us update ours before the next record we send), and
-//! NewSessionTicket for a client (passed to rustls). Before the
+//! Post-handshake messages, alerts and the key schedule are
+//! [`super::control`]'s, shared with the kernel TLS path. Before the
 //! confidentiality limit of the cipher suite, we update our sending keys on
-//! our own. Alerts: close_notify ends the peer's direction; user_canceled is
-//! ignored; any other alert ends the connection.
+//! our own.
+//!
+//! Where rustls's record layer and ours could differ, ours follows rustls
+//! (`tests/differential.rs` holds both to the same inputs); where rustls
+//! departs from RFC 8446, ours follows the RFC, and that test lists each
+//! such case.
 //!
 //! Pure logic: buffers in, buffers out, no I/O.
 
@@ -22,9 +25,8 @@ use std::fmt;
 
 use aws_lc_rs::aead::{AES_128_GCM, AES_256_GCM, Aad, CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use rustls::ConnectionTrafficSecrets;
-use rustls::client::ClientConnectionData;
-use rustls::kernel::KernelConnection;
-use rustls::server::ServerConnectionData;
+
+pub use super::control::{Control, Event, KEY_UPDATE_MESSAGE, Kernel, Tickets};
 
 /// Record header: type, legacy version, length.
 pub const HEADER: usize = 5;
@@ -49,8 +51,6 @@ pub const ALERT: u8 = 21;
 pub const HANDSHAKE: u8 = 22;
 /// Application data.
 pub const APPLICATION_DATA: u8 = 23;
-const NEW_SESSION_TICKET: u8 = 4;
-const KEY_UPDATE: u8 = 24;
 /// Alert descriptions (RFC 8446 section 6).
 pub mod alert {
     /// Orderly end of the sender's direction.
@@ -70,10 +70,6 @@ pub mod alert {
     /// The sender is cancelling (followed by close_notify).
     pub const USER_CANCELED: u8 = 90;
 }
-/// Longest post-handshake message we accept (a NewSessionTicket is far shorter).
-const MAX_HANDSHAKE_MESSAGE: usize = 64 * 1024;
-/// Our sending keys are updated this many records before the limit.
-const LIMIT_MARGIN: u64 = 1 << 16;
 
 /// A record-layer failure, with the alert to send to the peer (if any).
 #[derive(Debug)]
@@ -92,7 +88,7 @@ pub enum RecordError {
 }
 
 impl RecordError {
-    fn protocol(alert: u8, what: impl Into<String>) -> Self {
+    pub(crate) fn protocol(alert: u8, what: impl Into<String>) -> Self {
         Self::Protocol { alert, what: what.into() }
     }
 
@@ -121,57 +117,6 @@ impl std::error::Error for RecordError {}
 impl From<RecordError> for std::io::Error {
     fn from(e: RecordError) -> Self {
         std::io::Error::new(std::io::ErrorKind::InvalidData, e)
-    }
-}
-
-/// What rustls keeps doing after the handshake (see [`KernelConnection`]).
-pub trait Kernel: Send {
-    /// New secrets for our direction (after we send a KeyUpdate).
-    fn update_tx(&mut self) -> Result<(u64, ConnectionTrafficSecrets), rustls::Error>;
-    /// New secrets for the peer's direction (after it sent a KeyUpdate).
-    fn update_rx(&mut self) -> Result<(u64, ConnectionTrafficSecrets), rustls::Error>;
-    /// A NewSessionTicket body from the peer.
-    fn new_session_ticket(&mut self, body: &[u8]) -> Result<(), RecordError>;
-    /// Records that one key may seal.
-    fn confidentiality_limit(&self) -> u64;
-}
-
-/// The one thing that differs between the roles: who may receive tickets.
-pub trait Tickets {
-    /// A NewSessionTicket body from the peer.
-    fn ticket(&mut self, body: &[u8]) -> Result<(), RecordError>;
-}
-
-impl Tickets for KernelConnection<ClientConnectionData> {
-    fn ticket(&mut self, body: &[u8]) -> Result<(), RecordError> {
-        self.handle_new_session_ticket(body).map_err(RecordError::Rustls)
-    }
-}
-
-impl Tickets for KernelConnection<ServerConnectionData> {
-    fn ticket(&mut self, _body: &[u8]) -> Result<(), RecordError> {
-        Err(RecordError::protocol(alert::UNEXPECTED_MESSAGE, "a client sent a NewSessionTicket"))
-    }
-}
-
-impl<D> Kernel for KernelConnection<D>
-where
-    KernelConnection<D>: Tickets + Send,
-{
-    fn update_tx(&mut self) -> Result<(u64, ConnectionTrafficSecrets), rustls::Error> {
-        self.update_tx_secret()
-    }
-    fn update_rx(&mut self) -> Result<(u64, ConnectionTrafficSecrets), rustls::Error> {
-        self.update_rx_secret()
-    }
-    fn new_session_ticket(&mut self, body: &[u8]) -> Result<(), RecordError> {
-        self.ticket(body)
-    }
-    fn confidentiality_limit(&self) -> u64 {
-        match self.negotiated_cipher_suite() {
-            rustls::SupportedCipherSuite::Tls13(s) => s.common.confidentiality_limit,
-            rustls::SupportedCipherSuite::Tls12(s) => s.common.confidentiality_limit,
-        }
     }
 }
 
@@ -218,17 +163,36 @@ impl Cipher {
     /// `slot[HEADER..]`, room for [`OVERHEAD`] more. Writes the header, the
     /// inner type and the tag; returns the record's length.
     pub fn seal(&mut self, slot: &mut [u8], len: usize, inner: u8) -> Result<usize, RecordError> {
-        let total = len + OVERHEAD;
-        let body = u16::try_from(len + 1 + TAG)
+        if len > MAX_PLAINTEXT {
+            return Err(RecordError::protocol(alert::INTERNAL_ERROR, "record slot too small"));
+        }
+        self.seal_padded(slot, len, inner, 0)
+    }
+
+    /// [`Self::seal`] with `padding` zero bytes after the inner type and no
+    /// limit but the header's: the checks and the fuzz targets
+    /// ([`super::check`]) craft what a peer may send, oversized included.
+    #[doc(hidden)]
+    pub fn seal_padded(
+        &mut self,
+        slot: &mut [u8],
+        len: usize,
+        inner: u8,
+        padding: usize,
+    ) -> Result<usize, RecordError> {
+        let inner_len = len + 1 + padding;
+        let total = HEADER + inner_len + TAG;
+        let body = u16::try_from(inner_len + TAG)
             .ok()
-            .filter(|_| len <= MAX_PLAINTEXT && slot.len() >= total)
+            .filter(|_| slot.len() >= total)
             .ok_or_else(|| RecordError::protocol(alert::INTERNAL_ERROR, "record slot too small"))?;
         let [hi, lo] = body.to_be_bytes();
         slot[..HEADER].copy_from_slice(&[APPLICATION_DATA, 3, 3, hi, lo]);
         slot[HEADER + len] = inner;
+        slot[HEADER + len + 1..HEADER + inner_len].fill(0);
         let nonce = self.next_nonce()?;
         let (header, rest) = slot.split_at_mut(HEADER);
-        let (body, tail) = rest.split_at_mut(len + 1);
+        let (body, tail) = rest.split_at_mut(inner_len);
         let tag = self
             .key
             .seal_in_place_separate_tag(nonce, Aad::from(&header[..]), body)
@@ -247,13 +211,14 @@ impl Cipher {
             .key
             .open_in_place(nonce, Aad::from(&header[..]), body)
             .map_err(|_| RecordError::protocol(alert::BAD_RECORD_MAC, "a record failed authentication"))?;
+        // Content, type and padding together: at most 2^14 + 1 bytes (RFC 8446 section 5.4).
+        if plain.len() > MAX_PLAINTEXT + 1 {
+            return Err(RecordError::protocol(alert::RECORD_OVERFLOW, "record plaintext over 2^14 + 1 bytes"));
+        }
         // The inner content type is the last non-zero byte; zeros after it are padding.
         let Some(end) = plain.iter().rposition(|b| *b != 0) else {
             return Err(RecordError::protocol(alert::UNEXPECTED_MESSAGE, "a record without content type"));
         };
-        if end > MAX_PLAINTEXT {
-            return Err(RecordError::protocol(alert::RECORD_OVERFLOW, "record plaintext over 2^14 bytes"));
-        }
         Ok((plain[end], end))
     }
 }
@@ -277,8 +242,9 @@ pub fn record_len(buf: &[u8]) -> Result<Option<usize>, RecordError> {
     if HEADER + len > MAX_RECORD {
         return Err(RecordError::protocol(alert::RECORD_OVERFLOW, format!("record of {len} bytes")));
     }
+    // Too short to hold a tag and a content type: it cannot authenticate.
     if len <= TAG {
-        return Err(RecordError::protocol(alert::DECODE_ERROR, format!("record of {len} bytes")));
+        return Err(RecordError::protocol(alert::BAD_RECORD_MAC, format!("record of {len} bytes")));
     }
     Ok(Some(HEADER + len))
 }
@@ -293,134 +259,6 @@ pub enum Opened {
     /// close_notify: the peer's direction is complete.
     Closed,
 }
-
-/// What a received record meant, after [`Control::record`].
-pub enum Event {
-    /// Application data, to deliver.
-    Data,
-    /// A control message, handled (nothing to deliver).
-    Handled,
-    /// close_notify: the peer's direction is complete.
-    Closed,
-    /// A KeyUpdate: the peer's next records are under these secrets.
-    RxKey(u64, ConnectionTrafficSecrets),
-}
-
-/// Post-handshake messages and the key schedule after the handshake, for
-/// both record layers: ours ([`RecordLayer`]) and the kernel's
-/// ([`super::ktls`]), which hands control records to userspace.
-pub struct Control<K> {
-    kernel: K,
-    /// A post-handshake message split across records.
-    partial: Vec<u8>,
-    /// The peer asked for a KeyUpdate from us.
-    update_requested: bool,
-    /// Records one sending key may seal, with a margin.
-    rekey_every: u64,
-}
-
-impl<K: Kernel> Control<K> {
-    /// Control over what rustls left after the handshake.
-    pub fn new(kernel: K) -> Self {
-        let rekey_every = kernel.confidentiality_limit().saturating_sub(LIMIT_MARGIN).max(1);
-        Self { kernel, partial: Vec::new(), update_requested: false, rekey_every }
-    }
-
-    /// Acts on one opened record of inner type `inner` and plaintext `plain`.
-    pub fn record(&mut self, inner: u8, plain: &[u8]) -> Result<Event, RecordError> {
-        match inner {
-            _ if inner != HANDSHAKE && !self.partial.is_empty() => Err(RecordError::protocol(
-                alert::UNEXPECTED_MESSAGE,
-                "a handshake message interrupted by another record type",
-            )),
-            APPLICATION_DATA => Ok(Event::Data),
-            HANDSHAKE if !plain.is_empty() => self.handshake(plain),
-            ALERT => match plain {
-                [_, alert::CLOSE_NOTIFY] => Ok(Event::Closed),
-                [_, alert::USER_CANCELED] => Ok(Event::Handled),
-                [_, a] => Err(RecordError::PeerAlert(*a)),
-                _ => Err(RecordError::protocol(alert::DECODE_ERROR, "malformed alert")),
-            },
-            t => Err(RecordError::protocol(alert::UNEXPECTED_MESSAGE, format!("record of inner type {t} here"))),
-        }
-    }
-
-    /// True while a post-handshake message is split across records (the
-    /// next record must carry the rest of it).
-    pub fn mid_message(&self) -> bool {
-        !self.partial.is_empty()
-    }
-
-    fn handshake(&mut self, bytes: &[u8]) -> Result<Event, RecordError> {
-        self.partial.extend_from_slice(bytes);
-        let mut at = 0;
-        let mut event = Event::Handled;
-        while let [typ, a, b, c, ..] = self.partial[at..] {
-            let len = usize::from(a) << 16 | usize::from(b) << 8 | usize::from(c);
-            if len > MAX_HANDSHAKE_MESSAGE {
-                return Err(RecordError::protocol(alert::DECODE_ERROR, "post-handshake message too long"));
-            }
-            let Some(body) = self.partial.get(at + 4..at + 4 + len) else {
-                break;
-            };
-            match (typ, body) {
-                (KEY_UPDATE, [request]) => {
-                    // A KeyUpdate must end its record: later bytes would be under the old key.
-                    if at + 4 + len != self.partial.len() {
-                        return Err(RecordError::protocol(
-                            alert::UNEXPECTED_MESSAGE,
-                            "KeyUpdate not at a record boundary",
-                        ));
-                    }
-                    match request {
-                        0 => {}
-                        1 => self.update_requested = true,
-                        _ => return Err(RecordError::protocol(alert::ILLEGAL_PARAMETER, "KeyUpdate request value")),
-                    }
-                    let (seq, secrets) = self.kernel.update_rx().map_err(RecordError::Rustls)?;
-                    event = Event::RxKey(seq, secrets);
-                }
-                (KEY_UPDATE, _) => return Err(RecordError::protocol(alert::DECODE_ERROR, "KeyUpdate length")),
-                (NEW_SESSION_TICKET, body) => self.kernel.new_session_ticket(body)?,
-                (t, _) => {
-                    return Err(RecordError::protocol(
-                        alert::UNEXPECTED_MESSAGE,
-                        format!("handshake message {t} after the handshake"),
-                    ));
-                }
-            }
-            at += 4 + len;
-        }
-        self.partial.drain(..at);
-        Ok(event)
-    }
-
-    /// True when the peer asked for a KeyUpdate that we have not sent yet.
-    pub fn update_requested(&self) -> bool {
-        self.update_requested
-    }
-
-    /// Records one sending key may seal before we update it.
-    pub fn rekey_every(&self) -> u64 {
-        self.rekey_every
-    }
-
-    /// Updates our sending keys every `records` records (tests).
-    pub fn set_rekey_every(&mut self, records: u64) {
-        self.rekey_every = records.max(1);
-    }
-
-    /// After our KeyUpdate is sealed under the old key: the new sending
-    /// secrets and their first sequence number.
-    pub fn next_tx(&mut self) -> Result<(u64, ConnectionTrafficSecrets), RecordError> {
-        let next = self.kernel.update_tx().map_err(RecordError::Rustls)?;
-        self.update_requested = false;
-        Ok(next)
-    }
-}
-
-/// The KeyUpdate message we send (update_not_requested).
-pub const KEY_UPDATE_MESSAGE: [u8; 5] = [KEY_UPDATE, 0, 0, 1, 0];
 
 /// The data phase of one TLS connection: both ciphers and the key schedule.
 pub struct RecordLayer<K> {
@@ -437,7 +275,7 @@ impl<K: Kernel> RecordLayer<K> {
         let tx = Cipher::new(secrets.tx.0, &secrets.tx.1)?;
         Ok(Self {
             rx: Cipher::new(secrets.rx.0, &secrets.rx.1)?,
-            tx_limit: tx.seq.saturating_add(ctl.rekey_every),
+            tx_limit: tx.seq.saturating_add(ctl.rekey_every()),
             tx,
             ctl,
         })
@@ -447,7 +285,7 @@ impl<K: Kernel> RecordLayer<K> {
     /// number to exercise key updates).
     pub fn set_rekey_every(&mut self, records: u64) {
         self.ctl.set_rekey_every(records);
-        self.tx_limit = self.tx.seq.saturating_add(self.ctl.rekey_every);
+        self.tx_limit = self.tx.seq.saturating_add(self.ctl.rekey_every());
     }
 
     /// Records sealed with the current sending key's sequence.
@@ -483,9 +321,7 @@ impl<K: Kernel> RecordLayer<K> {
             .ok_or_else(|| RecordError::protocol(alert::INTERNAL_ERROR, "no room for a KeyUpdate"))?
             .copy_from_slice(&KEY_UPDATE_MESSAGE);
         let n = self.tx.seal(out, KEY_UPDATE_MESSAGE.len(), HANDSHAKE)?;
-        let (seq, secrets) = self.ctl.next_tx()?;
-        self.tx = Cipher::new(seq, &secrets)?;
-        self.tx_limit = seq.saturating_add(self.ctl.rekey_every);
+        self.next_tx_key()?;
         Ok(n)
     }
 
@@ -496,6 +332,35 @@ impl<K: Kernel> RecordLayer<K> {
             .ok_or_else(|| RecordError::protocol(alert::INTERNAL_ERROR, "no room for an alert"))?
             .copy_from_slice(&[level, description]);
         self.tx.seal(out, 2, ALERT)
+    }
+
+    /// Appends a record of inner type `inner` holding `content` and
+    /// `padding` zeros, sealed with our current key, to `out`: anything a
+    /// peer may send, for the checks and fuzz targets ([`super::check`]).
+    #[doc(hidden)]
+    pub fn seal_any(
+        &mut self,
+        out: &mut Vec<u8>,
+        inner: u8,
+        content: &[u8],
+        padding: usize,
+    ) -> Result<(), RecordError> {
+        let at = out.len();
+        out.resize(at + HEADER + content.len() + 1 + padding + TAG, 0);
+        out[at + HEADER..at + HEADER + content.len()].copy_from_slice(content);
+        let n = self.tx.seal_padded(&mut out[at..], content.len(), inner, padding)?;
+        out.truncate(at + n);
+        Ok(())
+    }
+
+    /// Moves to our next sending key, as after sending a KeyUpdate (the
+    /// checks send theirs with [`Self::seal_any`]).
+    #[doc(hidden)]
+    pub fn next_tx_key(&mut self) -> Result<(), RecordError> {
+        let (seq, secrets) = self.ctl.next_tx()?;
+        self.tx = Cipher::new(seq, &secrets)?;
+        self.tx_limit = seq.saturating_add(self.ctl.rekey_every());
+        Ok(())
     }
 
     /// Seals `n` bytes of plaintext laid out in [`SLOT`]-sized slots of

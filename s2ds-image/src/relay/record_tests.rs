@@ -1,4 +1,5 @@
 use super::*;
+use crate::relay::control::KEY_UPDATE;
 
 fn cipher(secrets: fn([u8; 32], [u8; NONCE_LEN]) -> ConnectionTrafficSecrets, seq: u64) -> Cipher {
     Cipher::new(seq, &secrets([7; 32], [9; NONCE_LEN])).unwrap()
@@ -73,7 +74,7 @@ fn record_headers_are_checked_before_any_decryption() {
     let too_long = u16::try_from(MAX_PLAINTEXT + 257).unwrap().to_be_bytes();
     let e = record_len(&[23, 3, 3, too_long[0], too_long[1]]).unwrap_err();
     assert_eq!(e.alert(), Some(alert::RECORD_OVERFLOW));
-    assert_eq!(record_len(&[23, 3, 3, 0, 16]).unwrap_err().alert(), Some(alert::DECODE_ERROR));
+    assert_eq!(record_len(&[23, 3, 3, 0, 16]).unwrap_err().alert(), Some(alert::BAD_RECORD_MAC));
     assert_eq!(record_len(&[23, 3, 3, 0, 17]).unwrap(), Some(22));
 }
 
@@ -179,6 +180,47 @@ fn alerts_close_cancel_or_end() {
     let mut peer = Cipher::new(0, &generation(0)).unwrap();
     let e = rec.open(&mut sealed(&mut peer, &[2], ALERT)).unwrap_err();
     assert_eq!(e.alert(), Some(alert::DECODE_ERROR));
+}
+
+#[test]
+fn a_peer_is_refused_past_rustls_limits() {
+    let expect_refusal = |records: &[(u8, &[u8])], at: usize| {
+        let mut rec = layer();
+        let (mut g, mut peer) = (0u8, Cipher::new(0, &generation(0)).unwrap());
+        for (i, (inner, content)) in records.iter().enumerate() {
+            let r = rec.open(&mut sealed(&mut peer, content, *inner));
+            if i == at {
+                assert_eq!(r.unwrap_err().alert(), Some(alert::UNEXPECTED_MESSAGE), "record {i}");
+                return;
+            }
+            assert!(r.is_ok(), "record {i}: {:?}", r.err().map(|e| e.to_string()));
+            if *inner == HANDSHAKE {
+                g += 1;
+                peer = Cipher::new(0, &generation(g)).unwrap();
+            }
+        }
+        panic!("not refused");
+    };
+    let empty: (u8, &[u8]) = (APPLICATION_DATA, &[]);
+    let data: (u8, &[u8]) = (APPLICATION_DATA, b"x");
+    let cancel: (u8, &[u8]) = (ALERT, &[1, alert::USER_CANCELED]);
+    let update: (u8, &[u8]) = (HANDSHAKE, &[KEY_UPDATE, 0, 0, 1, 0]);
+    // 32 empty records in a row are fine, the 33rd is not; data resets the count.
+    expect_refusal(&[vec![empty; 32], vec![data], vec![empty; 33]].concat(), 65);
+    // 4 warning alerts in all.
+    expect_refusal(&[vec![cancel; 2], vec![data], vec![cancel; 3]].concat(), 5);
+    // 32 key updates without application data between them.
+    expect_refusal(&[vec![update; 32], vec![empty], vec![update; 33]].concat(), 65);
+}
+
+#[test]
+fn padding_counts_toward_the_plaintext_limit() {
+    let (mut tx, mut rx) = (cipher(aes256, 0), cipher(aes256, 0));
+    let mut slot = vec![0; MAX_RECORD];
+    let n = tx.seal_padded(&mut slot, MAX_PLAINTEXT - 10, APPLICATION_DATA, 10).unwrap();
+    assert_eq!(rx.open(&mut slot[..n]).unwrap(), (APPLICATION_DATA, MAX_PLAINTEXT - 10));
+    let n = tx.seal_padded(&mut slot, MAX_PLAINTEXT - 10, APPLICATION_DATA, 11).unwrap();
+    assert_eq!(rx.open(&mut slot[..n]).unwrap_err().alert(), Some(alert::RECORD_OVERFLOW));
 }
 
 mod arbitrary {

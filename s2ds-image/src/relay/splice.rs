@@ -169,7 +169,7 @@ async fn one_way(src: &TcpStream, dst: &TcpStream, opts: &RelayOptions, counter:
 fn fallback_note(why: &str) {
     static NOTED: AtomicBool = AtomicBool::new(false);
     if !NOTED.swap(true, Ordering::Relaxed) {
-        tracing::warn!(why, "Falling back to userspace copy for plain relaying");
+        tracing::warn!(why, "falling back to a userspace copy for plain relaying");
     }
 }
 

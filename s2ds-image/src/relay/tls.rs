@@ -227,7 +227,7 @@ fn engage(sock: RawFd, secrets: &rustls::ExtractedSecrets) -> io::Result<Option<
     if let Err(e) = ktls::attach(sock).and_then(|()| ktls::set_keys(sock, ktls::TX, &mut tx)) {
         tx.fill(0);
         rx.fill(0);
-        tracing::debug!(error = %e, "Kernel TLS refused this connection; TLS is relayed in userspace");
+        tracing::debug!(error = %e, "kernel TLS refused this connection; TLS is relayed in userspace");
         return Ok(None);
     }
     ktls::set_keys(sock, ktls::RX, &mut rx).map_err(|e| io::Error::other(format!("kernel TLS receive keys: {e}")))?;

@@ -117,9 +117,10 @@ pub async fn handshake<S: Session>(st: &mut TlsState<S>, sock: &TcpStream, from_
 /// Counts plaintext into `from_tls` (decrypted) and `from_plain` (read
 /// from the plain side). Returns the plaintext bytes decrypted and
 /// encrypted. On an error (a truncated TLS stream, a reset, a protocol
-/// error) the alert for the peer is sent if the socket takes it at once,
-/// and both sockets are set to reset when dropped, so that neither
-/// application mistakes a broken stream for a complete one.
+/// error) the alert for the peer is sent if the socket takes it at once;
+/// the caller's sockets reset when dropped after an error
+/// ([`crate::connection::reset_on_close`]), so that neither application
+/// mistakes a broken stream for a complete one.
 pub async fn relay<S: Session>(
     st: TlsState<S>,
     tls: &TcpStream,
@@ -139,11 +140,6 @@ pub async fn relay<S: Session>(
         Err(e) => Err(e),
     };
     limiter.give_back(tokens.tls + tokens.plain);
-    if r.is_err() {
-        for s in [tls, plain] {
-            let _ = socket2::SockRef::from(s).set_linger(Some(std::time::Duration::ZERO));
-        }
-    }
     r
 }
 

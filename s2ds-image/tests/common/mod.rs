@@ -40,6 +40,47 @@ pub fn identity(dir: &Path, name: &str) -> Identity {
     Identity { cert, key, fingerprint }
 }
 
+/// A relay's record layer for the TLS data phase (`tls.recordLayer`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layer {
+    /// Ours (the default).
+    Ours,
+    /// rustls's own, through tokio-rustls.
+    Rustls,
+}
+
+/// Both record layers, for tests that hold for each.
+pub const LAYERS: [Layer; 2] = [Layer::Ours, Layer::Rustls];
+
+impl Layer {
+    /// The line selecting this layer, to put under `tls:` in a relay's config.
+    pub fn tls_line(self) -> &'static str {
+        match self {
+            Layer::Ours => "  recordLayer: s2ds\n",
+            Layer::Rustls => "  recordLayer: rustls\n",
+        }
+    }
+}
+
+/// A test for each record layer: `$name::ours` and `$name::rustls` run
+/// `$name(Layer::Ours)` and `$name(Layer::Rustls)`.
+#[allow(unused_macros)]
+macro_rules! for_each_layer {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn ours() {
+                super::$name(Layer::Ours).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn rustls() {
+                super::$name(Layer::Rustls).await;
+            }
+        }
+    )*};
+}
+
 /// A running `s2ds` process, killed on drop.
 pub struct S2ds {
     pub child: Child,
