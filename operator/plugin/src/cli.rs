@@ -1,6 +1,6 @@
 //! Command-line interface of `kubectl scistream`. Every `///` below is the `--help` text.
 
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use scistream_api::{HelloTimeout, Rate, Written};
@@ -14,15 +14,19 @@ use scistream_api::{HelloTimeout, Rate, Written};
 #[derive(Debug, Parser)]
 #[command(name = "kubectl-scistream", bin_name = "kubectl scistream", version, after_help = EXAMPLES)]
 pub struct Cli {
-    /// Path of the kubeconfig (default: $KUBECONFIG, then ~/.kube/config).
-    #[arg(long, global = true, env = "KUBECONFIG")]
+    /// Path of the kubeconfig (default: the files listed in $KUBECONFIG, merged as kubectl
+    /// merges them, else ~/.kube/config).
+    #[arg(long, global = true)]
     pub kubeconfig: Option<PathBuf>,
-    /// Output format of read commands.
+    /// Output format: one document on standard output (progress and hints go to standard error).
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
+    /// Print tables without their header line.
+    #[arg(long, global = true)]
+    pub no_headers: bool,
     /// How long to wait for each step, e.g. 180s or 5m.
-    #[arg(long, global = true, default_value = "5m")]
-    pub timeout: String,
+    #[arg(long, global = true, default_value = "5m", value_parser = parse_timeout)]
+    pub timeout: Duration,
     /// The command.
     #[command(subcommand)]
     pub command: Command,
@@ -47,10 +51,35 @@ pub enum Output {
     Table,
     /// A table with more columns.
     Wide,
-    /// JSON for scripts.
+    /// JSON for scripts (exactly one document).
     Json,
-    /// YAML for scripts.
+    /// YAML for scripts (exactly one document).
     Yaml,
+    /// `kind.group/name` of each object, one per line.
+    Name,
+}
+
+/// `--timeout`: a duration as the API writes them, more than zero.
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    match scistream_api::rate::parse_duration(text) {
+        Ok(d) if d.is_zero() => Err("must be more than 0s".to_owned()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// `-n`/`--namespace`: a DNS-1123 label, as Kubernetes names namespaces.
+fn parse_namespace(text: &str) -> Result<String, String> {
+    let ok = !text.is_empty()
+        && text.len() <= 63
+        && text.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !text.starts_with('-')
+        && !text.ends_with('-');
+    if ok {
+        Ok(text.to_owned())
+    } else {
+        Err(format!("{text:?} is not a namespace name (lower-case letters, digits and '-', at most 63)"))
+    }
 }
 
 /// Subcommands.
@@ -59,13 +88,13 @@ pub enum Command {
     /// Create a stream: both StreamRequests, Hello keys, the connection map.
     Create(Box<CreateArgs>),
     /// Show one stream (both sides).
-    Get(StreamRef),
+    Get(GetArgs),
     /// List streams of one or two facilities, joined by stream id.
     List(ListArgs),
     /// Everything about one stream: conditions, events, relays, ports, bytes.
     Describe(StreamRef),
     /// Delete both sides of a stream and wait until they are gone.
-    Release(StreamRef),
+    Release(GetArgs),
     /// Re-run the connection map (after a gateway failover moved the producer's listeners).
     Update(StreamRef),
     /// Say Hello as an application controller (the SciStream gRPC interface), print the reply.
@@ -86,7 +115,7 @@ pub struct ContextArgs {
     #[arg(long)]
     pub context: Option<String>,
     /// Namespace (default: the context's namespace, else `default`).
-    #[arg(short = 'n', long)]
+    #[arg(short = 'n', long, value_parser = parse_namespace)]
     pub namespace: Option<String>,
 }
 
@@ -98,6 +127,17 @@ pub struct StreamRef {
     /// Where to find one side.
     #[command(flatten)]
     pub at: ContextArgs,
+}
+
+/// `get` and `release` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct GetArgs {
+    /// The stream.
+    #[command(flatten)]
+    pub stream: StreamRef,
+    /// A stream that does not exist is not an error (nothing is printed, exit code 0).
+    #[arg(long)]
+    pub ignore_not_found: bool,
 }
 
 /// `list` arguments.
@@ -120,7 +160,7 @@ pub struct CreateArgs {
     #[arg(long)]
     pub prod_context: Option<String>,
     /// Namespace on the producer side.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_namespace)]
     pub prod_namespace: Option<String>,
     /// Gateway of the producer facility.
     #[arg(long)]
@@ -129,13 +169,13 @@ pub struct CreateArgs {
     #[arg(long)]
     pub cons_context: Option<String>,
     /// Namespace on the consumer side.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_namespace)]
     pub cons_namespace: Option<String>,
     /// Gateway of the consumer facility.
     #[arg(long)]
     pub cons_gateway: String,
     /// Parallel connections (1-256).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(i32).range(1..=256))]
     pub num_conn: i32,
     /// Bandwidth to reserve and enforce, e.g. 10Gbps, 500Mbps, 2.5G.
     #[arg(long, default_value = "1Gbps", value_parser = Written::<Rate>::parse)]

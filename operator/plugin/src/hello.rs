@@ -13,7 +13,7 @@ use tonic::{
 };
 
 use crate::{
-    cli::{Cli, HelloArgs, Output},
+    cli::{Cli, HelloArgs},
     error::{Error, Result},
 };
 
@@ -62,20 +62,15 @@ pub async fn run(cli: &Cli, args: &HelloArgs) -> Result<()> {
         .map_err(|_| Error::Usage("the Hello key has characters not allowed in gRPC metadata".to_owned()))?;
     request.metadata_mut().insert(scistream_api::control::METADATA_AUTHORIZATION, key);
     let reply = ControlClient::new(channel).hello(request).await.map_err(|s| classify(&s))?.into_inner();
-    match cli.output {
-        Output::Json => println!("{}", json!({"message": reply.message, "listeners": reply.listeners})),
-        Output::Yaml => print!(
-            "{}",
-            serde_yaml::to_string(&json!({"message": reply.message, "listeners": reply.listeners})).unwrap_or_default()
-        ),
-        Output::Table | Output::Wide => {
-            println!("{}", reply.message);
-            if !reply.listeners.is_empty() {
-                println!("connect to: {}", reply.listeners.join(","));
-            }
-        }
-    }
-    Ok(())
+    let value = json!({"message": reply.message, "listeners": reply.listeners});
+    crate::out::document(crate::out::Format::of(cli), &value, &[], |_| {
+        let connect = if reply.listeners.is_empty() {
+            String::new()
+        } else {
+            format!("connect to: {}\n", reply.listeners.join(","))
+        };
+        format!("{}\n{connect}", reply.message)
+    })
 }
 
 #[cfg(test)]

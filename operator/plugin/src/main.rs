@@ -8,8 +8,9 @@ use clap::Parser;
 async fn main() -> ExitCode {
     match scistream_plugin::run(scistream_plugin::cli::Cli::parse()).await {
         Ok(()) => ExitCode::SUCCESS,
+        Err(scistream_plugin::error::Error::Closed) => ExitCode::from(scistream_plugin::error::EXIT_CLOSED),
         Err(e) => {
-            eprintln!("error: {e}");
+            scistream_plugin::out::note(&format!("error: {e}"));
             ExitCode::from(e.exit_code())
         }
     }
