@@ -101,7 +101,10 @@ pub enum Command {
     Hello(HelloArgs),
     /// Capacity and health of a facility's gateways.
     Gateways(ContextArgs),
-    /// Print a shell completion script: `source <(kubectl scistream completion bash)`.
+    /// Print a completion script for `kubectl-scistream` itself: `source <(kubectl-scistream completion bash)`.
+    ///
+    /// `kubectl scistream <TAB>` is completed by kubectl 1.26+ through `kubectl_complete-scistream`
+    /// on the PATH (in the release archive; or a script running `kubectl-scistream __complete "$@"`).
     Completion {
         /// The shell.
         shell: clap_complete::Shell,

@@ -12,6 +12,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod cli;
+pub mod complete;
 pub mod create;
 pub mod error;
 pub mod explain;
