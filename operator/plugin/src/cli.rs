@@ -228,6 +228,9 @@ pub struct HelloArgs {
     /// `kubectl -n scistream-system get secret scistream-control-tls -o jsonpath='{.data.tls\.crt}' | base64 -d`.
     #[arg(long)]
     pub server_cert: std::path::PathBuf,
+    /// How long connecting to the control endpoint may take (TCP, then TLS), e.g. 10s.
+    #[arg(long, default_value = "10s", value_parser = parse_timeout)]
+    pub connect_timeout: Duration,
 }
 
 /// Data-channel choices.

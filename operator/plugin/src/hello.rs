@@ -2,8 +2,6 @@
 //! interface (TLS, the Hello key as `authorization` metadata), so the whole protocol can be
 //! driven from the command line.
 
-use std::time::Duration;
-
 use scistream_api::endpoint::parse_list;
 use scistream_control_endpoint::proto::{Hello, control_client::ControlClient};
 use serde_json::json;
@@ -40,17 +38,28 @@ pub async fn run(cli: &Cli, args: &HelloArgs) -> Result<()> {
         .rsplit_once(':')
         .ok_or_else(|| Error::Usage(format!("--control {:?} is not host:port", args.control)))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let path = &args.server_cert;
-    let pem = std::fs::read(path).map_err(|e| Error::Usage(format!("--server-cert {}: {e}", path.display())))?;
-    let tls = ClientTlsConfig::new().domain_name(host).ca_certificate(Certificate::from_pem(pem));
-    let channel = Channel::from_shared(format!("https://{}", args.control))
+    let trusted = crate::reach::read_trusted(&args.server_cert)?;
+    let tls = ClientTlsConfig::new().domain_name(host).ca_certificate(Certificate::from_pem(&trusted.pem));
+    let endpoint = Channel::from_shared(format!("https://{}", args.control))
         .map_err(|e| Error::Usage(format!("--control: {e}")))?
         .tls_config(tls)
         .map_err(|e| Error::Usage(format!("TLS: {e}")))?
-        .connect_timeout(Duration::from_secs(10))
-        .connect()
-        .await
-        .map_err(|e| Error::Failed(format!("cannot reach the control endpoint {}: {e}", args.control)))?;
+        .connect_timeout(args.connect_timeout);
+    let channel = match tokio::time::timeout(args.connect_timeout * 2, endpoint.connect()).await {
+        Ok(Ok(channel)) => channel,
+        // Find out why, step by step, and say what to fix.
+        failed => {
+            let why =
+                failed.map_or_else(|_| "timed out".to_owned(), |r| r.err().map(|e| e.to_string()).unwrap_or_default());
+            return Err(match crate::reach::probe(&args.control, &trusted, args.connect_timeout).await {
+                Err(said) => said,
+                Ok(_) => Error::Failed(format!(
+                    "cannot reach the control endpoint {}: TLS works, but the gRPC connection failed ({why})",
+                    args.control
+                )),
+            });
+        }
+    };
     let mut request = tonic::Request::new(Hello {
         uid: args.stream_id.clone(),
         prod_listeners: args.listeners.clone(),

@@ -21,6 +21,7 @@ pub mod hello;
 pub mod objects;
 pub mod out;
 pub mod progress;
+pub mod reach;
 pub mod release;
 pub mod show;
 
