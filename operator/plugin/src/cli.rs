@@ -192,12 +192,21 @@ pub struct CreateArgs {
     /// How long the operators wait for each Hello, e.g. 180s.
     #[arg(long, default_value = "180s", value_parser = Written::<HelloTimeout>::parse)]
     pub hello_timeout: Written<HelloTimeout>,
-    /// Control endpoint of the producer facility (host:port), shown to its application controller.
+    /// Control endpoint of the producer facility (host:port), shown to its application
+    /// controller (default: as its operator publishes it).
     #[arg(long)]
     pub prod_control: Option<String>,
-    /// Control endpoint of the consumer facility (host:port).
+    /// Control endpoint of the consumer facility (host:port) (default: as published).
     #[arg(long)]
     pub cons_control: Option<String>,
+    /// Namespace of both facilities' operators, where they publish their control endpoints.
+    #[arg(long, default_value = scistream_api::keys::OPERATOR_NAMESPACE, value_parser = parse_namespace)]
+    pub operator_namespace: String,
+    /// Write, for each side, the control endpoint's certificate and the Hello key (mode 0600)
+    /// into this directory, and print `hello` commands that use them: for application hosts
+    /// without access to the cluster.
+    #[arg(long)]
+    pub hello_files: Option<PathBuf>,
     /// Wait for both Hellos and the data path, then print where the consumer connects.
     #[arg(long)]
     pub wait: bool,
@@ -207,6 +216,11 @@ pub struct CreateArgs {
 }
 
 /// `hello` arguments: what an application controller sends.
+///
+/// With a kubeconfig context of the facility, `--stream-id` and `--role` are enough: the
+/// control endpoint and its certificate are read from what the operator publishes, the key
+/// from the stream's Secret. On a host without access to the cluster, give `--control`,
+/// `--server-cert` and `--key-file` (`create --hello-files DIR` writes the files).
 #[derive(Debug, Clone, Args)]
 pub struct HelloArgs {
     /// Side of the application: PROD (producer) or CONS (consumer).
@@ -215,22 +229,29 @@ pub struct HelloArgs {
     /// The stream id `create` printed.
     #[arg(long)]
     pub stream_id: String,
-    /// This side's Hello key (`create` printed it); prefer the environment variable.
-    #[arg(long, env = "SCISTREAM_HELLO_KEY", hide_env_values = true)]
-    pub key: String,
-    /// The facility's control endpoint, host:port.
+    /// File holding this side's Hello key (else $SCISTREAM_HELLO_KEY, else the stream's
+    /// Secret through --context). Keys are never given on the command line.
     #[arg(long)]
-    pub control: String,
+    pub key_file: Option<PathBuf>,
+    /// The facility's control endpoint, host:port (default: as its operator publishes it).
+    #[arg(long)]
+    pub control: Option<String>,
     /// Producer only: the producer application's endpoints (host:port,...).
     #[arg(long, value_delimiter = ',')]
     pub listeners: Vec<String>,
-    /// PEM certificate to trust for the control endpoint, as SciStream 1.x's --server_cert:
-    /// `kubectl -n scistream-system get secret scistream-control-tls -o jsonpath='{.data.tls\.crt}' | base64 -d`.
+    /// PEM certificate to trust for the control endpoint, as SciStream 1.x's --server_cert
+    /// (default: as the operator publishes it).
     #[arg(long)]
-    pub server_cert: std::path::PathBuf,
+    pub server_cert: Option<PathBuf>,
     /// How long connecting to the control endpoint may take (TCP, then TLS), e.g. 10s.
     #[arg(long, default_value = "10s", value_parser = parse_timeout)]
     pub connect_timeout: Duration,
+    /// The facility's cluster and the stream's namespace (to find what is not given).
+    #[command(flatten)]
+    pub at: ContextArgs,
+    /// Namespace of the facility's operator, where it publishes its control endpoint.
+    #[arg(long, default_value = scistream_api::keys::OPERATOR_NAMESPACE, value_parser = parse_namespace)]
+    pub operator_namespace: String,
 }
 
 /// Data-channel choices.

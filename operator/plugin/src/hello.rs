@@ -33,14 +33,14 @@ pub async fn run(cli: &Cli, args: &HelloArgs) -> Result<()> {
     if args.role == scistream_api::control::ROLE_CONS && !args.listeners.is_empty() {
         return Err(Error::Usage("--listeners is for the producer's Hello (--role PROD)".to_owned()));
     }
-    let (host, _) = args
-        .control
-        .rsplit_once(':')
-        .ok_or_else(|| Error::Usage(format!("--control {:?} is not host:port", args.control)))?;
+    let inputs = crate::control::hello_inputs(cli, args).await?;
+    let control = &inputs.control;
+    let (host, _) =
+        control.rsplit_once(':').ok_or_else(|| Error::Usage(format!("--control {control:?} is not host:port")))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let trusted = crate::reach::read_trusted(&args.server_cert)?;
+    let trusted = &inputs.trusted;
     let tls = ClientTlsConfig::new().domain_name(host).ca_certificate(Certificate::from_pem(&trusted.pem));
-    let endpoint = Channel::from_shared(format!("https://{}", args.control))
+    let endpoint = Channel::from_shared(format!("https://{control}"))
         .map_err(|e| Error::Usage(format!("--control: {e}")))?
         .tls_config(tls)
         .map_err(|e| Error::Usage(format!("TLS: {e}")))?
@@ -51,11 +51,10 @@ pub async fn run(cli: &Cli, args: &HelloArgs) -> Result<()> {
         failed => {
             let why =
                 failed.map_or_else(|_| "timed out".to_owned(), |r| r.err().map(|e| e.to_string()).unwrap_or_default());
-            return Err(match crate::reach::probe(&args.control, &trusted, args.connect_timeout).await {
+            return Err(match crate::reach::probe(control, trusted, args.connect_timeout).await {
                 Err(said) => said,
                 Ok(_) => Error::Failed(format!(
-                    "cannot reach the control endpoint {}: TLS works, but the gRPC connection failed ({why})",
-                    args.control
+                    "cannot reach the control endpoint {control}: TLS works, but the gRPC connection failed ({why})"
                 )),
             });
         }
@@ -65,7 +64,7 @@ pub async fn run(cli: &Cli, args: &HelloArgs) -> Result<()> {
         prod_listeners: args.listeners.clone(),
         role: args.role.clone(),
     });
-    let key = args
+    let key = inputs
         .key
         .parse()
         .map_err(|_| Error::Usage("the Hello key has characters not allowed in gRPC metadata".to_owned()))?;

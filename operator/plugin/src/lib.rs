@@ -13,6 +13,7 @@
 
 pub mod cli;
 pub mod complete;
+pub mod control;
 pub mod create;
 pub mod error;
 pub mod explain;

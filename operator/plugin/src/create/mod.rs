@@ -205,18 +205,11 @@ async fn steps(
     connect_sides(prod, cons, &args.name, &p, &c).await?;
     step.done("consumer relays will forward to the producer's listeners");
 
-    let side = |f: &Facility, sr: &StreamRequest, key: Option<&str>, control: &Option<String>| SideReport {
-        context: f.context.clone(),
-        namespace: f.namespace.clone(),
-        listeners: listeners(sr),
-        hello_key: key.map(str::to_owned),
-        control: control.clone(),
-    };
     let report = CreateReport {
         name: args.name.clone(),
         stream_id: stream_id.clone(),
-        producer: side(prod, &p, prod_key.as_deref(), &args.prod_control),
-        consumer: side(cons, &c, Some(&cons_key), &args.cons_control),
+        producer: side_report(args, prod, &p, prod_key.as_deref(), args.prod_control.as_deref()).await?,
+        consumer: side_report(args, cons, &c, Some(&cons_key), args.cons_control.as_deref()).await?,
         prod_targets: args.prod_targets.clone(),
     };
     let format = Format::of(cli);
@@ -241,6 +234,61 @@ async fn steps(
             Ok(())
         }
     }
+}
+
+/// One side of the report: its published control endpoint (best effort: a facility that
+/// does not publish one, or does not let this user read it, is said on stderr), the files
+/// of `--hello-files`, and the `hello` command.
+async fn side_report(
+    args: &CreateArgs,
+    f: &Facility,
+    sr: &StreamRequest,
+    key: Option<&str>,
+    explicit_control: Option<&str>,
+) -> Result<SideReport> {
+    let published = match crate::control::published(f, &args.operator_namespace).await {
+        Ok(Some(p)) => Some(p),
+        Ok(None) => {
+            out::note(&format!(
+                "note: the operator of {} publishes no control endpoint; its application controller needs --control and --server-cert from the facility",
+                f.context
+            ));
+            None
+        }
+        Err(e) => {
+            out::note(&format!("note: cannot read the control endpoint of {}: {e}", f.context));
+            None
+        }
+    };
+    let role = match sr.spec.role {
+        Role::Producer => scistream_api::control::ROLE_PROD,
+        Role::Consumer => scistream_api::control::ROLE_CONS,
+    };
+    let mut side = SideReport {
+        context: f.context.clone(),
+        namespace: f.namespace.clone(),
+        listeners: listeners(sr),
+        hello_key: key.map(str::to_owned),
+        control: explicit_control.map(str::to_owned).or_else(|| published.as_ref().map(|p| p.address.clone())),
+        server_cert_file: None,
+        key_file: None,
+        hello: None,
+    };
+    if let (Some(dir), Some(p), Some(key)) = (&args.hello_files, &published, key) {
+        let (cert, key_file) = crate::control::hello_files(dir, &args.name, &f.context);
+        let write = |path: &std::path::Path, text: &str, private: bool| {
+            let written = if private { crate::control::write_private(path, text) } else { std::fs::write(path, text) };
+            written.map_err(|e| Error::Usage(format!("--hello-files: cannot write {}: {e}", path.display())))
+        };
+        write(&cert, &p.ca_pem, false)?;
+        write(&key_file, key, true)?;
+        side.server_cert_file = Some(cert);
+        side.key_file = Some(key_file);
+    }
+    if key.is_some() {
+        side.hello = Some(report::hello_command(&side, role, &sr.spec.stream_id, explicit_control));
+    }
+    Ok(side)
 }
 
 fn listeners(sr: &StreamRequest) -> Vec<String> {
