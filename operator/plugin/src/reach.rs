@@ -87,8 +87,8 @@ pub fn read_trusted(path: &Path) -> Result<TrustedCert, Error> {
     let certs = trusted_from_pem(&pem).map_err(|why| {
         Error::Usage(format!(
             "--server-cert {} is not a PEM certificate: {why}; it must hold a -----BEGIN CERTIFICATE----- block \
-             (the control endpoint's certificate, e.g. `kubectl -n scistream-system get secret \
-             scistream-operator-control-tls -o jsonpath='{{.data.tls\\.crt}}' | base64 -d`)",
+             (the control endpoint's certificate, as its operator publishes it: `kubectl -n scistream-system get \
+             configmap scistream-control-endpoint -o jsonpath='{{.data.ca\\.crt}}'`)",
             path.display()
         ))
     })?;
@@ -139,7 +139,8 @@ pub fn tls_problem(e: &rustls::Error, host: &str, presented: Option<&CertFacts>,
                 trusted.certs.iter().filter_map(|c| CertFacts::of(c)).map(|f| f.describe()).collect();
             format!(
                 "{shown} is not signed by {} (which holds {}): the file is stale or from another endpoint; \
-                 fetch the endpoint's current certificate",
+                 fetch the endpoint's current certificate (`kubectl -n scistream-system get configmap \
+                 scistream-control-endpoint -o jsonpath='{{.data.ca\\.crt}}'`, or let `hello --context` find it)",
                 trusted.source,
                 trusted_facts.join("; ")
             )
