@@ -10,6 +10,7 @@ packages=(
   haproxy nginx libnginx-mod-stream stunnel4   # the three non-Rust S2DS implementations
   python3-venv        # the independent grpcio client of the control-endpoint tests
   unzip               # unpacking helm (kind-tests/helm.sh)
+  docker-registry     # an OCI registry on loopback: the chart installed from oci:// (e2e oci_install)
 )
 
 missing=()
@@ -26,7 +27,7 @@ if ((${#missing[@]})); then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   # The packages' own services are not ours to run: tests start their own instances.
-  for svc in haproxy nginx stunnel4; do
+  for svc in haproxy nginx stunnel4 docker-registry; do
     (systemctl disable --now "$svc" || service "$svc" stop) >/dev/null 2>&1 || true
   done
 fi

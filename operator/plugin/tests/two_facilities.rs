@@ -277,22 +277,3 @@ fn completions_and_help_generate() {
         Command::new(env!("CARGO_BIN_EXE_kubectl-scistream")).arg("--help").env_remove("KUBECONFIG").output().unwrap();
     insta::assert_snapshot!("help", String::from_utf8_lossy(&out.stdout));
 }
-
-#[test]
-fn the_krew_manifest_is_valid() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("krew.yaml");
-    let m: Value = serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    assert_eq!(m["apiVersion"], "krew.googlecontainertools.github.com/v1alpha2");
-    assert_eq!(m["kind"], "Plugin");
-    assert_eq!(m["metadata"]["name"], "scistream", "kubectl finds the plugin as kubectl-<name>");
-    assert_eq!(m["spec"]["version"], format!("v{}", env!("CARGO_PKG_VERSION")));
-    for field in ["homepage", "shortDescription", "description"] {
-        assert!(m["spec"][field].as_str().is_some_and(|s| !s.is_empty()), "{field}");
-    }
-    for p in m["spec"]["platforms"].as_array().unwrap() {
-        assert_eq!(p["bin"], "kubectl-scistream");
-        assert!(p["selector"]["matchLabels"]["os"].is_string());
-        assert_eq!(p["sha256"].as_str().unwrap().len(), 64);
-        assert!(p["uri"].as_str().unwrap().starts_with("https://"));
-    }
-}
