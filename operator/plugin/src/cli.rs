@@ -101,6 +101,9 @@ pub enum Command {
     Hello(HelloArgs),
     /// Capacity and health of a facility's gateways.
     Gateways(ContextArgs),
+    /// Check a facility (and a stream across both facilities): a checklist with the fix for
+    /// each failure; exit code 4 when a check fails.
+    Doctor(DoctorArgs),
     /// Print a completion script for `kubectl-scistream` itself: `source <(kubectl-scistream completion bash)`.
     ///
     /// `kubectl scistream <TAB>` is completed by kubectl 1.26+ through `kubectl_complete-scistream`
@@ -141,6 +144,19 @@ pub struct GetArgs {
     /// A stream that does not exist is not an error (nothing is printed, exit code 0).
     #[arg(long)]
     pub ignore_not_found: bool,
+}
+
+/// `doctor` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct DoctorArgs {
+    /// A stream (name or id) to check in both facilities, besides the facility itself.
+    pub name: Option<String>,
+    /// The facility (and the stream's namespace).
+    #[command(flatten)]
+    pub at: ContextArgs,
+    /// Namespace of the facilities' operators.
+    #[arg(long, default_value = scistream_api::keys::OPERATOR_NAMESPACE, value_parser = parse_namespace)]
+    pub operator_namespace: String,
 }
 
 /// `list` arguments.

@@ -15,6 +15,7 @@ pub mod cli;
 pub mod complete;
 pub mod control;
 pub mod create;
+pub mod doctor;
 pub mod error;
 pub mod explain;
 pub mod facility;
@@ -39,6 +40,7 @@ pub async fn run(cli: cli::Cli) -> error::Result<()> {
         cli::Command::Release(r) => release::release(&cli, r).await,
         cli::Command::Update(r) => release::update(&cli, r).await,
         cli::Command::Gateways(at) => show::gateways(&cli, at).await,
+        cli::Command::Doctor(args) => doctor::run(&cli, args).await,
         cli::Command::Hello(_) if cli.output == cli::Output::Name => {
             Err(error::Error::Usage("hello makes no object: -o name does not apply; use -o json".to_owned()))
         }
