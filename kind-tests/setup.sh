@@ -11,6 +11,7 @@ packages=(
   openssl             # s_client / s_server: s2ds's TLS interop tests (s2ds-image/tests/interop.rs)
   python3-venv        # the independent grpcio client of the control-endpoint tests
   unzip               # unpacking helm (kind-tests/helm.sh)
+  docker-registry     # an OCI registry on loopback: the chart installed from oci:// (e2e oci_install)
 )
 
 missing=()
@@ -27,7 +28,7 @@ if ((${#missing[@]})); then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   # The packages' own services are not ours to run: tests start their own instances.
-  for svc in haproxy nginx stunnel4; do
+  for svc in haproxy nginx stunnel4 docker-registry; do
     (systemctl disable --now "$svc" || service "$svc" stop) >/dev/null 2>&1 || true
   done
 fi

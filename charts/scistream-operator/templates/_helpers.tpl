@@ -25,3 +25,31 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "scistream.s2dsImage" -}}
 {{ .Values.relayImages.s2ds.repository }}:{{ .Values.relayImages.s2ds.tag | default .Chart.AppVersion }}
 {{- end -}}
+
+{{- /* The Service's name inside the cluster (always in the certificate). */ -}}
+{{- define "scistream.controlServiceName" -}}
+{{ include "scistream.fullname" . }}-control.{{ .Release.Namespace }}.svc
+{{- end -}}
+
+{{- /* host:port application controllers dial (published in ConfigMap scistream-control-endpoint). */ -}}
+{{- define "scistream.controlAdvertise" -}}
+{{- $c := .Values.controlEndpoint -}}
+{{- if $c.advertise -}}
+{{ $c.advertise }}
+{{- else -}}
+{{- $port := $c.port -}}
+{{- if $c.hostPort.enabled -}}
+{{- $port = $c.hostPort.port -}}
+{{- else if eq $c.service.type "NodePort" -}}
+{{- $port = required "controlEndpoint.service.type NodePort: set controlEndpoint.service.nodePort (the port users dial) or controlEndpoint.advertise" $c.service.nodePort -}}
+{{- end -}}
+{{- $host := include "scistream.controlServiceName" . -}}
+{{- if $c.tls.dnsNames -}}
+{{- $host = first $c.tls.dnsNames -}}
+{{- else if $c.tls.ipAddresses -}}
+{{- $host = first $c.tls.ipAddresses -}}
+{{- if contains ":" $host }}{{ $host = printf "[%s]" $host }}{{ end -}}
+{{- end -}}
+{{ $host }}:{{ $port }}
+{{- end -}}
+{{- end -}}

@@ -103,6 +103,9 @@ async fn main() -> anyhow::Result<()> {
         println!("  export KUBECONFIG={}", world.kubeconfig.display());
         println!("  kubectl --context aps get gateways,streamrequests -A");
         println!("  kubectl --context alcf -n scistream-gateway get pods -o wide");
+        let endpoints: Vec<(String, String, String)> =
+            world.facilities.iter().map(|f| (f.name.clone(), f.control.clone(), f.control_secret.0.clone())).collect();
+        print!("{}", control_endpoints(&endpoints));
         if let Some(path) = &args.env_file {
             // Written whole, then renamed: a reader never sees half of it.
             let partial = path.with_extension("partial");
@@ -115,4 +118,33 @@ async fn main() -> anyhow::Result<()> {
     }
     world.shutdown().await;
     result.map(|_| ())
+}
+
+/// What `--keep` says about each facility's control endpoint: where application controllers
+/// say Hello, where its operator publishes it (namespace), and a Hello found from the context.
+fn control_endpoints(facilities: &[(String, String, String)]) -> String {
+    let mut out = String::from("Control endpoints (application controllers say Hello here):\n");
+    for (name, control, ns) in facilities {
+        out.push_str(&format!(
+            "  {name:<6} {control}   certificate: kubectl --context {name} -n {ns} get configmap scistream-control-endpoint -o jsonpath='{{.data.ca\\.crt}}'\n"
+        ));
+    }
+    if let Some((name, _, ns)) = facilities.first() {
+        out.push_str(&format!(
+            "  e.g. kubectl scistream hello --context {name} -n science --operator-namespace {ns} --role CONS --stream-id <id>\n"
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn keep_prints_the_control_endpoints() {
+        let f = |n: &str, c: &str| (n.to_owned(), c.to_owned(), "default".to_owned());
+        let text = super::control_endpoints(&[f("aps", "127.0.0.1:40001"), f("alcf", "127.0.0.1:40002")]);
+        assert!(text.contains("aps    127.0.0.1:40001") && text.contains("alcf   127.0.0.1:40002"), "{text}");
+        assert!(text.contains("--context aps -n default get configmap scistream-control-endpoint"), "{text}");
+        assert!(text.contains("--operator-namespace default"), "{text}");
+    }
 }

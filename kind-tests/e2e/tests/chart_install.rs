@@ -3,11 +3,15 @@
 //! real), the operator runs with the arguments of the chart's Deployment as the chart's
 //! ServiceAccount (so only the chart's RBAC, enforced by the API server, lets it act), the
 //! chart's default Gateway becomes Ready over two gateway nodes served by the node agent, a
-//! user bound to the chart's `scistream-user` ClusterRole creates a stream with kubectl, and
-//! bytes flow through the relay the operator started. Deleting it leaves nothing behind.
+//! user bound to the chart's `scistream-user` ClusterRole creates a stream with kubectl, the
+//! producer's application host (a network namespace on the facility LAN, without access to
+//! the cluster) says Hello by running the user guide's commands as written, through the
+//! control endpoint exposed on a gateway node's host port with the address and certificate
+//! the operator published, and bytes flow through the relay the operator started. Deleting
+//! it leaves nothing behind.
 
 use std::{
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
     process::Command,
     sync::Arc,
@@ -61,7 +65,7 @@ fn kubectl(kubeconfig: &Path, cache: &Path, args: &[&str], stdin: Option<&str>) 
 
 /// The chart rendered as `helm install t charts/scistream-operator -n scistream-system` would,
 /// with a default Gateway; returns (CRDs, the other objects), both multi-document YAML.
-fn render(loopback: bool) -> (String, String) {
+fn render(loopback: bool, control_ip: IpAddr) -> (String, String) {
     let helm = Command::new(root().join("kind-tests/helm.sh")).output().unwrap();
     assert!(helm.status.success(), "kind-tests/helm.sh: {}", String::from_utf8_lossy(&helm.stderr));
     let helm = String::from_utf8(helm.stdout).unwrap().trim().to_owned();
@@ -78,9 +82,14 @@ fn render(loopback: bool) -> (String, String) {
         "defaultGateway.portRange.end=5150",
         "--set",
         "controlEndpoint.legacy.gateway=dtn",
+        // The control endpoint on the host port of gateway node gw-site-1, dialled by its LAN address.
         "--set",
-        "controlEndpoint.tls.ipAddresses={127.0.0.1}",
+        "controlEndpoint.hostPort.enabled=true",
+        "--set",
+        "controlEndpoint.hostPort.nodeSelector.kubernetes\\.io/hostname=gw-site-1",
     ];
+    let ips = format!("controlEndpoint.tls.ipAddresses={{{control_ip}}}");
+    args.extend(["--set", &ips]);
     if loopback {
         // On loopback a node has one address: its WAN address is its LAN address.
         args.extend(["--set", "defaultGateway.addresses.wan.annotation=scistream.io/lan-address"]);
@@ -132,6 +141,48 @@ fn operator_args(rendered: &str, kubeconfig: &Path, control_port: u16) -> scistr
         .unwrap_or_else(|e| panic!("the operator refuses the chart's arguments {args:?}: {e}"))
 }
 
+/// The node's host port as the CNI's portmap plugin provides it: connections to `at` in
+/// `node`'s network namespace reach `to`, where the operator (in this process) serves.
+async fn host_port(network: &Arc<Network>, node: &str, at: SocketAddr, to: SocketAddr) -> tokio::task::JoinHandle<()> {
+    let listener = network.listen(node, at).await.unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    })
+}
+
+/// The user guide's "Hello from a host without the kubeconfig": the commands run on the
+/// workstation, and those run on the application host, as written there.
+fn documented_hello() -> (String, String) {
+    let guide = std::fs::read_to_string(root().join("docs/user-guide.md")).unwrap();
+    let section = guide.split("### Hello from a host without the kubeconfig").nth(1).expect("the section");
+    let blocks: Vec<String> =
+        section.split("```sh\n").skip(1).take(2).map(|b| b.split("```").next().unwrap().to_owned()).collect();
+    assert_eq!(blocks.len(), 2, "two command blocks in the section");
+    (blocks[0].clone(), blocks[1].clone())
+}
+
+/// Runs `script` with `sh -e` through `cmd` (on this machine or in a host's namespace).
+async fn run_script(mut cmd: tokio::process::Command, script: &str, dir: &Path, env: &[(&str, String)]) -> String {
+    cmd.args(["-ec", script]).current_dir(dir);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "{script}\nfailed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 async fn wait<T>(what: &str, secs: u64, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
@@ -169,7 +220,8 @@ async fn a_facility_installed_from_the_chart_streams() {
 
     // helm install, as kubectl would apply it: CRDs first, then a server-side dry run of
     // everything else, then the real thing.
-    let (crds, rest) = render(!netns);
+    let control_ip = IpAddr::V4(network.address_on("gw-site-1", &lan("site")).unwrap());
+    let (crds, rest) = render(!netns, control_ip);
     kubectl(&admin_kc, &cache, &["apply", "--server-side", "-f", "-"], Some(&crds));
     wait("the CRDs served", 10, async || Api::<Gateway>::all(admin.clone()).list(&Default::default()).await.ok()).await;
     kubectl(&admin_kc, &cache, &["create", "namespace", RELEASE_NS], None);
@@ -191,6 +243,17 @@ async fn a_facility_installed_from_the_chart_streams() {
     let token = tokio_util::sync::CancellationToken::new();
     let operator =
         tokio::spawn(scistream_controller::run_until(operator_args(&rest, &operator_kc, control_port), token.clone()));
+    let control = SocketAddr::new(control_ip, 5000);
+    let forward = host_port(&network, "gw-site-1", control, SocketAddr::from(([127, 0, 0, 1], control_port))).await;
+    let published = wait("the control endpoint published", 30, async || {
+        let cm = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(admin.clone(), RELEASE_NS)
+            .get_opt(keys::CONTROL_ENDPOINT_CONFIGMAP)
+            .await
+            .ok()??;
+        cm.data?.get(keys::CONTROL_ADDRESS_KEY).cloned()
+    })
+    .await;
+    assert_eq!(published, control.to_string(), "the chart's address of the host port");
 
     let gateways: Api<Gateway> = Api::all(admin.clone());
     wait("the chart's Gateway Ready on both nodes", 60, async || {
@@ -216,11 +279,34 @@ async fn a_facility_installed_from_the_chart_streams() {
     std::fs::write(&alice_kc, cluster.kubeconfig_for_token("alice-token")).unwrap();
     let stream_id = "7d1c3a52-3c1e-4c7e-9a53-2b8f5c0e1a01";
     let request = format!(
-        "apiVersion: scistream.io/v1alpha1\nkind: StreamRequest\nmetadata: {{name: scan-42, namespace: science}}\n\
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: scan-42-hello, namespace: science}}\n\
+         stringData: {{key: a-hello-key-for-scan-42}}\n---\n\
+         apiVersion: scistream.io/v1alpha1\nkind: StreamRequest\nmetadata: {{name: scan-42, namespace: science}}\n\
          spec: {{streamId: {stream_id}, role: Producer, gateway: dtn, numConnections: 1, rate: 1Gbps,\n\
-         dataChannel: Plain, targets: [\"{target}\"]}}\n"
+         dataChannel: Plain, helloKeySecretRef: {{name: scan-42-hello, key: key}}}}\n"
     );
     kubectl(&alice_kc, &cache, &["apply", "-f", "-"], Some(&request));
+
+    // The producer's Hello from its application host, as the user guide says: the files
+    // fetched on the workstation (as alice), the Hello sent from the host (no kubeconfig).
+    let (workstation, app_host) = documented_hello();
+    let plugins = scratch.path().join("bin");
+    std::fs::create_dir(&plugins).unwrap();
+    std::os::unix::fs::symlink(bin("kubectl-scistream"), plugins.join("kubectl-scistream")).unwrap();
+    let path = format!("{}:{}", plugins.display(), std::env::var("PATH").unwrap_or_default());
+    let work = scratch.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let workstation = workstation.replace("run-42", "scan-42");
+    let env = [
+        ("KUBECONFIG", alice_kc.display().to_string()),
+        ("KUBECACHEDIR", cache.display().to_string()),
+        ("PATH", path.clone()),
+    ];
+    run_script(tokio::process::Command::new("sh"), &workstation, &work, &env).await;
+    let app_host = app_host.replace("<stream-id>", stream_id).replace("<host:port,...>", &target.to_string());
+    let env = [("KUBECONFIG", "/nonexistent".to_owned()), ("PATH", path)];
+    let said = run_script(network.command_on("app-site", "sh"), &app_host, &work, &env).await;
+    assert!(said.contains("Sending Prod listeners"), "{said}");
     let denied = Command::new("kubectl")
         .arg("--kubeconfig")
         .arg(&alice_kc)
@@ -264,6 +350,7 @@ async fn a_facility_installed_from_the_chart_streams() {
     .await;
 
     token.cancel();
+    forward.abort();
     tokio::time::timeout(Duration::from_secs(30), operator).await.unwrap().unwrap().unwrap();
     agent.stop().await;
     cluster.shutdown().await;

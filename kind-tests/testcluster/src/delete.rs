@@ -41,8 +41,12 @@ impl DeleteOptions {
             ..Default::default()
         };
         if body.iter().any(|b| !b.is_ascii_whitespace()) {
-            let v: Value = serde_json::from_slice(body)
-                .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?;
+            let v: Value = if body.starts_with(b"k8s\x00") {
+                crate::protobuf::decode_body(body)?
+            } else {
+                serde_json::from_slice(body)
+                    .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
+            };
             if let Some(p) = v["propagationPolicy"].as_str() {
                 o.propagation = Some(p.into());
             }

@@ -1,6 +1,7 @@
 //! Decoding of the protobuf request bodies kubectl sends for built-in
 //! types (`kubectl create configmap/secret/namespace/role...`,
-//! `kubectl auth can-i`). Only the message types and fields those
+//! `kubectl auth can-i`), and the `DeleteOptions` client-go sends with a DELETE
+//! (`helm uninstall`). Only the message types and fields those
 //! commands use are described; anything else gets 415 so the client can
 //! use JSON. Responses are always JSON (clients accept it).
 
@@ -126,6 +127,15 @@ const SERVICE: &[F] = &[(1, "metadata", Kind::Msg(META)), (2, "spec", Kind::Msg(
 const EMPTY: &[F] = &[(1, "metadata", Kind::Msg(META))];
 const INT_OR_STRING: &[F] = &[(1, "type", Kind::Int), (2, "intVal", Kind::Int), (3, "strVal", Kind::Str)];
 const TYPE_META: &[F] = &[(1, "apiVersion", Kind::Str), (2, "kind", Kind::Str)];
+const PRECONDITIONS: &[F] = &[(1, "uid", Kind::Str), (2, "resourceVersion", Kind::Str)];
+/// What client-go (helm's uninstall) sends with a DELETE.
+const DELETE_OPTIONS: &[F] = &[
+    (1, "gracePeriodSeconds", Kind::Int),
+    (2, "preconditions", Kind::Msg(PRECONDITIONS)),
+    (3, "orphanDependents", Kind::Bool),
+    (4, "propagationPolicy", Kind::Str),
+    (5, "dryRun", Kind::RepStr),
+];
 
 fn schema(kind: &str) -> Option<&'static [F]> {
     Some(match kind {
@@ -141,6 +151,7 @@ fn schema(kind: &str) -> Option<&'static [F]> {
         "Service" => SERVICE,
         "SelfSubjectRulesReview" => SSRR,
         "SelfSubjectReview" => EMPTY,
+        "DeleteOptions" => DELETE_OPTIONS,
         _ => return None,
     })
 }
@@ -317,6 +328,16 @@ mod tests {
         let body = [MAGIC.to_vec(), field(1, &tm), field(2, &cm)].concat();
         let v = decode_body(&body).unwrap();
         assert_eq!(v, json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c1"}, "data": {"a": "b"}}));
+    }
+
+    #[test]
+    fn decodes_delete_options_as_client_go_sends_them() {
+        let pre = field(1, b"u-1");
+        let opts = [field(2, &pre), field(4, b"Background"), field(5, b"All")].concat();
+        let tm = [field(1, b"v1"), field(2, b"DeleteOptions")].concat();
+        let body = [MAGIC.to_vec(), field(1, &tm), field(2, &opts)].concat();
+        let o = crate::delete::DeleteOptions::from_parts(&Default::default(), &body).unwrap();
+        assert_eq!((o.propagation.as_deref(), o.uid.as_deref(), o.dry_run), (Some("Background"), Some("u-1"), true));
     }
 
     #[test]

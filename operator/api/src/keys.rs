@@ -64,3 +64,15 @@ pub const FIELD_MANAGER_S2DS: &str = "s2ds";
 
 /// Default key inside a Hello-key Secret.
 pub const DEFAULT_HELLO_KEY: &str = "key";
+
+/// ConfigMap (in the operator's namespace) where the operator publishes its control
+/// endpoint for users: key [`CONTROL_ADDRESS_KEY`] (`host:port` to dial) and
+/// [`CONTROL_CA_KEY`] (PEM certificate to trust). The chart lets every authenticated user
+/// read it; `kubectl scistream` reads it to fill in `hello`.
+pub const CONTROL_ENDPOINT_CONFIGMAP: &str = "scistream-control-endpoint";
+/// Key of [`CONTROL_ENDPOINT_CONFIGMAP`]: the address application controllers dial.
+pub const CONTROL_ADDRESS_KEY: &str = "address";
+/// Key of [`CONTROL_ENDPOINT_CONFIGMAP`]: the certificate (PEM) that authenticates the endpoint.
+pub const CONTROL_CA_KEY: &str = "ca.crt";
+/// Default namespace of the operator (the chart's documented release namespace).
+pub const OPERATOR_NAMESPACE: &str = "scistream-system";

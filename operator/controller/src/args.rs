@@ -61,9 +61,22 @@ pub struct Args {
     /// The control endpoint.
     #[command(flatten)]
     pub control: scistream_control_endpoint::Args,
+    /// The control endpoint's address as application controllers dial it (`host:port`: a
+    /// LoadBalancer's, a node's NodePort or host port), published with its certificate in
+    /// ConfigMap scistream-control-endpoint for users (default: the certificate's first DNS
+    /// name or IP with the gRPC port).
+    #[arg(long, env = "SCISTREAM_CONTROL_ADVERTISE", value_parser = parse_advertise)]
+    pub control_advertise: Option<String>,
+    /// Do not publish the control endpoint in ConfigMap scistream-control-endpoint.
+    #[arg(long)]
+    pub no_control_publish: bool,
     /// Log format: `text` or `json`.
     #[arg(long, env = "SCISTREAM_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+}
+
+fn parse_advertise(text: &str) -> Result<String, String> {
+    text.parse::<scistream_api::endpoint::Endpoint>().map(|_| text.to_owned()).map_err(|e| e.to_string())
 }
 
 impl Args {

@@ -12,6 +12,7 @@ pub mod gateway;
 pub mod lease;
 pub mod metrics;
 pub mod names;
+pub mod publish;
 pub mod reservations;
 pub mod run;
 pub mod server;

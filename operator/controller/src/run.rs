@@ -117,6 +117,26 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     run_until(args, token).await
 }
 
+/// Publishes the control endpoint for users (see [`crate::publish`]), unless told not to or
+/// it serves without TLS.
+fn publish_control(client: &Client, args: &Args, token: CancellationToken) {
+    let c = &args.control;
+    if args.no_control_publish || c.insecure_control {
+        return;
+    }
+    let address = args.control_advertise.clone().or_else(|| {
+        crate::publish::default_address(&c.control_tls_dns_names, &c.control_tls_ips, c.control_addr.port())
+    });
+    let Some(address) = address else {
+        tracing::warn!(
+            "the control endpoint's certificate names no host and --control-advertise is not set: not published"
+        );
+        return;
+    };
+    let secret = c.control_tls_secret.clone().unwrap_or_else(|| c.control_tls_generated_secret.clone());
+    tokio::spawn(crate::publish::keep(client.clone(), c.control_tls_namespace.clone(), secret, address, token));
+}
+
 /// Runs the operator until `token` is cancelled (or leadership is lost, which cancels it).
 pub async fn run_until(args: Args, token: CancellationToken) -> anyhow::Result<()> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -138,6 +158,7 @@ pub async fn run_until(args: Args, token: CancellationToken) -> anyhow::Result<(
             .await
             .context("starting the control endpoint")?;
         tracing::info!(addr = %bound.grpc_addr().map(|a| a.to_string()).unwrap_or_default(), "serving the control endpoint");
+        publish_control(&client, &args, token.clone());
         Some(tokio::spawn(bound.run(token.clone())))
     };
 

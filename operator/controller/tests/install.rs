@@ -1,29 +1,11 @@
 //! The install as facilities do it: the Helm chart renders (several value sets), its schema
 //! refuses bad values, and `manifests/` is exactly the chart's rendering.
 
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-};
+mod chart;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
-}
+use std::process::Command;
 
-fn helm() -> String {
-    let out = Command::new(root().join("kind-tests/helm.sh")).output().unwrap();
-    assert!(out.status.success(), "kind-tests/helm.sh: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
-fn template(values: &[&str]) -> std::process::Output {
-    let mut cmd = Command::new(helm());
-    cmd.current_dir(root()).args(["template", "t", "charts/scistream-operator", "--namespace", "scistream-system"]);
-    for v in values {
-        cmd.args(["--set", v]);
-    }
-    cmd.output().unwrap()
-}
+use chart::{helm, root, template};
 
 #[test]
 fn manifests_are_the_charts_rendering() {

@@ -1,6 +1,6 @@
 //! Command-line interface of `kubectl scistream`. Every `///` below is the `--help` text.
 
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use scistream_api::{HelloTimeout, Rate, Written};
@@ -14,15 +14,19 @@ use scistream_api::{HelloTimeout, Rate, Written};
 #[derive(Debug, Parser)]
 #[command(name = "kubectl-scistream", bin_name = "kubectl scistream", version, after_help = EXAMPLES)]
 pub struct Cli {
-    /// Path of the kubeconfig (default: $KUBECONFIG, then ~/.kube/config).
-    #[arg(long, global = true, env = "KUBECONFIG")]
+    /// Path of the kubeconfig (default: the files listed in $KUBECONFIG, merged as kubectl
+    /// merges them, else ~/.kube/config).
+    #[arg(long, global = true)]
     pub kubeconfig: Option<PathBuf>,
-    /// Output format of read commands.
+    /// Output format: one document on standard output (progress and hints go to standard error).
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
+    /// Print tables without their header line.
+    #[arg(long, global = true)]
+    pub no_headers: bool,
     /// How long to wait for each step, e.g. 180s or 5m.
-    #[arg(long, global = true, default_value = "5m")]
-    pub timeout: String,
+    #[arg(long, global = true, default_value = "5m", value_parser = parse_timeout)]
+    pub timeout: Duration,
     /// The command.
     #[command(subcommand)]
     pub command: Command,
@@ -47,10 +51,35 @@ pub enum Output {
     Table,
     /// A table with more columns.
     Wide,
-    /// JSON for scripts.
+    /// JSON for scripts (exactly one document).
     Json,
-    /// YAML for scripts.
+    /// YAML for scripts (exactly one document).
     Yaml,
+    /// `kind.group/name` of each object, one per line.
+    Name,
+}
+
+/// `--timeout`: a duration as the API writes them, more than zero.
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    match scistream_api::rate::parse_duration(text) {
+        Ok(d) if d.is_zero() => Err("must be more than 0s".to_owned()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// `-n`/`--namespace`: a DNS-1123 label, as Kubernetes names namespaces.
+fn parse_namespace(text: &str) -> Result<String, String> {
+    let ok = !text.is_empty()
+        && text.len() <= 63
+        && text.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !text.starts_with('-')
+        && !text.ends_with('-');
+    if ok {
+        Ok(text.to_owned())
+    } else {
+        Err(format!("{text:?} is not a namespace name (lower-case letters, digits and '-', at most 63)"))
+    }
 }
 
 /// Subcommands.
@@ -59,20 +88,26 @@ pub enum Command {
     /// Create a stream: both StreamRequests, Hello keys, the connection map.
     Create(Box<CreateArgs>),
     /// Show one stream (both sides).
-    Get(StreamRef),
+    Get(GetArgs),
     /// List streams of one or two facilities, joined by stream id.
     List(ListArgs),
     /// Everything about one stream: conditions, events, relays, ports, bytes.
     Describe(StreamRef),
     /// Delete both sides of a stream and wait until they are gone.
-    Release(StreamRef),
+    Release(GetArgs),
     /// Re-run the connection map (after a gateway failover moved the producer's listeners).
     Update(StreamRef),
     /// Say Hello as an application controller (the SciStream gRPC interface), print the reply.
     Hello(HelloArgs),
     /// Capacity and health of a facility's gateways.
     Gateways(ContextArgs),
-    /// Print a shell completion script: `source <(kubectl scistream completion bash)`.
+    /// Check a facility (and a stream across both facilities): a checklist with the fix for
+    /// each failure; exit code 4 when a check fails.
+    Doctor(DoctorArgs),
+    /// Print a completion script for `kubectl-scistream` itself: `source <(kubectl-scistream completion bash)`.
+    ///
+    /// `kubectl scistream <TAB>` is completed by kubectl 1.26+ through `kubectl_complete-scistream`
+    /// on the PATH (in the release archive; or a script running `kubectl-scistream __complete "$@"`).
     Completion {
         /// The shell.
         shell: clap_complete::Shell,
@@ -86,7 +121,7 @@ pub struct ContextArgs {
     #[arg(long)]
     pub context: Option<String>,
     /// Namespace (default: the context's namespace, else `default`).
-    #[arg(short = 'n', long)]
+    #[arg(short = 'n', long, value_parser = parse_namespace)]
     pub namespace: Option<String>,
 }
 
@@ -98,6 +133,30 @@ pub struct StreamRef {
     /// Where to find one side.
     #[command(flatten)]
     pub at: ContextArgs,
+}
+
+/// `get` and `release` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct GetArgs {
+    /// The stream.
+    #[command(flatten)]
+    pub stream: StreamRef,
+    /// A stream that does not exist is not an error (nothing is printed, exit code 0).
+    #[arg(long)]
+    pub ignore_not_found: bool,
+}
+
+/// `doctor` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct DoctorArgs {
+    /// A stream (name or id) to check in both facilities, besides the facility itself.
+    pub name: Option<String>,
+    /// The facility (and the stream's namespace).
+    #[command(flatten)]
+    pub at: ContextArgs,
+    /// Namespace of the facilities' operators.
+    #[arg(long, default_value = scistream_api::keys::OPERATOR_NAMESPACE, value_parser = parse_namespace)]
+    pub operator_namespace: String,
 }
 
 /// `list` arguments.
@@ -120,7 +179,7 @@ pub struct CreateArgs {
     #[arg(long)]
     pub prod_context: Option<String>,
     /// Namespace on the producer side.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_namespace)]
     pub prod_namespace: Option<String>,
     /// Gateway of the producer facility.
     #[arg(long)]
@@ -129,13 +188,13 @@ pub struct CreateArgs {
     #[arg(long)]
     pub cons_context: Option<String>,
     /// Namespace on the consumer side.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_namespace)]
     pub cons_namespace: Option<String>,
     /// Gateway of the consumer facility.
     #[arg(long)]
     pub cons_gateway: String,
     /// Parallel connections (1-256).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(i32).range(1..=256))]
     pub num_conn: i32,
     /// Bandwidth to reserve and enforce, e.g. 10Gbps, 500Mbps, 2.5G.
     #[arg(long, default_value = "1Gbps", value_parser = Written::<Rate>::parse)]
@@ -149,12 +208,21 @@ pub struct CreateArgs {
     /// How long the operators wait for each Hello, e.g. 180s.
     #[arg(long, default_value = "180s", value_parser = Written::<HelloTimeout>::parse)]
     pub hello_timeout: Written<HelloTimeout>,
-    /// Control endpoint of the producer facility (host:port), shown to its application controller.
+    /// Control endpoint of the producer facility (host:port), shown to its application
+    /// controller (default: as its operator publishes it).
     #[arg(long)]
     pub prod_control: Option<String>,
-    /// Control endpoint of the consumer facility (host:port).
+    /// Control endpoint of the consumer facility (host:port) (default: as published).
     #[arg(long)]
     pub cons_control: Option<String>,
+    /// Namespace of both facilities' operators, where they publish their control endpoints.
+    #[arg(long, default_value = scistream_api::keys::OPERATOR_NAMESPACE, value_parser = parse_namespace)]
+    pub operator_namespace: String,
+    /// Write, for each side, the control endpoint's certificate and the Hello key (mode 0600)
+    /// into this directory, and print `hello` commands that use them: for application hosts
+    /// without access to the cluster.
+    #[arg(long)]
+    pub hello_files: Option<PathBuf>,
     /// Wait for both Hellos and the data path, then print where the consumer connects.
     #[arg(long)]
     pub wait: bool,
@@ -164,6 +232,11 @@ pub struct CreateArgs {
 }
 
 /// `hello` arguments: what an application controller sends.
+///
+/// With a kubeconfig context of the facility, `--stream-id` and `--role` are enough: the
+/// control endpoint and its certificate are read from what the operator publishes, the key
+/// from the stream's Secret. On a host without access to the cluster, give `--control`,
+/// `--server-cert` and `--key-file` (`create --hello-files DIR` writes the files).
 #[derive(Debug, Clone, Args)]
 pub struct HelloArgs {
     /// Side of the application: PROD (producer) or CONS (consumer).
@@ -172,19 +245,29 @@ pub struct HelloArgs {
     /// The stream id `create` printed.
     #[arg(long)]
     pub stream_id: String,
-    /// This side's Hello key (`create` printed it); prefer the environment variable.
-    #[arg(long, env = "SCISTREAM_HELLO_KEY", hide_env_values = true)]
-    pub key: String,
-    /// The facility's control endpoint, host:port.
+    /// File holding this side's Hello key (else $SCISTREAM_HELLO_KEY, else the stream's
+    /// Secret through --context). Keys are never given on the command line.
     #[arg(long)]
-    pub control: String,
+    pub key_file: Option<PathBuf>,
+    /// The facility's control endpoint, host:port (default: as its operator publishes it).
+    #[arg(long)]
+    pub control: Option<String>,
     /// Producer only: the producer application's endpoints (host:port,...).
     #[arg(long, value_delimiter = ',')]
     pub listeners: Vec<String>,
-    /// PEM certificate to trust for the control endpoint, as SciStream 1.x's --server_cert:
-    /// `kubectl -n scistream-system get secret scistream-control-tls -o jsonpath='{.data.tls\.crt}' | base64 -d`.
+    /// PEM certificate to trust for the control endpoint, as SciStream 1.x's --server_cert
+    /// (default: as the operator publishes it).
     #[arg(long)]
-    pub server_cert: std::path::PathBuf,
+    pub server_cert: Option<PathBuf>,
+    /// How long connecting to the control endpoint may take (TCP, then TLS), e.g. 10s.
+    #[arg(long, default_value = "10s", value_parser = parse_timeout)]
+    pub connect_timeout: Duration,
+    /// The facility's cluster and the stream's namespace (to find what is not given).
+    #[command(flatten)]
+    pub at: ContextArgs,
+    /// Namespace of the facility's operator, where it publishes its control endpoint.
+    #[arg(long, default_value = scistream_api::keys::OPERATOR_NAMESPACE, value_parser = parse_namespace)]
+    pub operator_namespace: String,
 }
 
 /// Data-channel choices.

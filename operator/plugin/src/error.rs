@@ -13,6 +13,14 @@ pub const EXIT_NOT_FOUND: u8 = 5;
 /// failed, an OIDC id-token expired and could not be refreshed, or the cluster rejected the
 /// credentials (401). Logging in again usually fixes it.
 pub const EXIT_AUTH: u8 = 6;
+/// Exit code: a cluster could not be reached, or SciStream is not installed in it (its CRDs
+/// are missing).
+pub const EXIT_CLUSTER: u8 = 7;
+/// Exit code: interrupted (Ctrl-C, SIGTERM); what was created was rolled back unless
+/// `--keep-on-failure`.
+pub const EXIT_INTERRUPTED: u8 = 130;
+/// Exit code: standard output was closed (`| head`), as a process killed by SIGPIPE.
+pub const EXIT_CLOSED: u8 = 141;
 
 /// Everything a command can fail with; each message says what to do.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +40,15 @@ pub enum Error {
     /// The credentials for a cluster could not be obtained or were rejected.
     #[error("{0}")]
     Auth(String),
+    /// A cluster is unreachable, or SciStream is not installed in it.
+    #[error("{0}")]
+    Cluster(String),
+    /// Interrupted by a signal.
+    #[error("{0}")]
+    Interrupted(String),
+    /// Standard output was closed; nothing more to say.
+    #[error("standard output was closed")]
+    Closed,
     /// An API call failed.
     #[error("{context}: {source}")]
     Kube {
@@ -47,15 +64,6 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    /// Wraps a kube error with what we were doing (a login problem becomes [`Error::Auth`]).
-    pub fn kube(context: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
-        let context = context.into();
-        move |source| match auth_problem(&source) {
-            Some(why) => Error::Auth(format!("{context}: {why}")),
-            None => Error::Kube { context, source },
-        }
-    }
-
     /// The process exit code.
     pub fn exit_code(&self) -> u8 {
         match self {
@@ -63,6 +71,9 @@ impl Error {
             Error::Refused(_) => EXIT_REFUSED,
             Error::NotFound(_) => EXIT_NOT_FOUND,
             Error::Auth(_) => EXIT_AUTH,
+            Error::Cluster(_) => EXIT_CLUSTER,
+            Error::Interrupted(_) => EXIT_INTERRUPTED,
+            Error::Closed => EXIT_CLOSED,
             Error::Failed(_) | Error::Kube { .. } => EXIT_FAILED,
         }
     }

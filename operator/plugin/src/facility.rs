@@ -1,15 +1,23 @@
-//! Connecting to a facility's cluster through a kubeconfig context, as kubectl does
-//! (exec and OIDC credential plugins included, through kube-rs).
+//! Connecting to a facility's cluster through a kubeconfig context, as kubectl does: the
+//! files of $KUBECONFIG merged (or `--kubeconfig`), exec and OIDC credential plugins included
+//! (through kube-rs).
 
-use std::path::Path;
+use std::{path::Path, time::Duration};
 
 use kube::{
-    Api, Client,
+    Api, Client, Resource,
     config::{KubeConfigOptions, Kubeconfig},
 };
 use scistream_api::{Gateway, StreamRequest};
+use serde::de::DeserializeOwned;
 
-use crate::error::{Error, Result};
+use crate::{
+    error::{Error, Result},
+    explain::{Target, explain},
+};
+
+/// How long a connection to an API server may take to open (kubectl's dialer waits 30 s).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// One facility: a client and the namespace to work in.
 #[derive(Clone)]
@@ -18,6 +26,8 @@ pub struct Facility {
     pub context: String,
     /// Namespace for StreamRequests and Hello-key Secrets.
     pub namespace: String,
+    /// The API server's URL, for messages.
+    pub server: String,
     /// API client.
     pub client: Client,
 }
@@ -55,6 +65,8 @@ impl Facility {
         let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
             .await
             .map_err(|e| Error::Usage(format!("context {name}: {e}")))?;
+        config.connect_timeout = Some(CONNECT_TIMEOUT);
+        let server = config.cluster_url.to_string().trim_end_matches('/').to_owned();
         // Who is asking, in the API server's audit log and request metrics.
         let agent = concat!("kubectl-scistream/", env!("CARGO_PKG_VERSION"));
         config.headers.push((http::header::USER_AGENT, http::HeaderValue::from_static(agent)));
@@ -63,7 +75,29 @@ impl Facility {
             Some(why) => Error::Auth(format!("context {name}: {why}")),
             None => Error::Usage(format!("context {name}: {e}")),
         })?;
-        Ok(Facility { context: name, namespace, client })
+        Ok(Facility { context: name, namespace, server, client })
+    }
+
+    /// Turns a failed call made while doing `what` into a plain-words error naming this
+    /// facility's context and API server (see [`explain`]).
+    pub fn fail(&self, what: impl Into<String>) -> impl FnOnce(kube::Error) -> Error + '_ {
+        let what = what.into();
+        move |e| explain(e, &what, Target { context: &self.context, server: &self.server })
+    }
+
+    /// Object `name`, or `None` if there is no such object. Unlike `Api::get_opt`, a 404 for
+    /// the resource itself (its CRD is not installed) is an error, not "no such object".
+    pub async fn get_opt<K>(&self, api: &Api<K>, name: &str, what: &str) -> Result<Option<K>>
+    where
+        K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+    {
+        match api.get(name).await {
+            Ok(object) => Ok(Some(object)),
+            Err(kube::Error::Api(s)) if s.code == 404 && s.details.as_ref().is_some_and(|d| !d.name.is_empty()) => {
+                Ok(None)
+            }
+            Err(e) => Err(self.fail(what)(e)),
+        }
     }
 
     /// StreamRequests in this facility's namespace.

@@ -2,8 +2,6 @@
 //! interface (TLS, the Hello key as `authorization` metadata), so the whole protocol can be
 //! driven from the command line.
 
-use std::time::Duration;
-
 use scistream_api::endpoint::parse_list;
 use scistream_control_endpoint::proto::{Hello, control_client::ControlClient};
 use serde_json::json;
@@ -13,7 +11,7 @@ use tonic::{
 };
 
 use crate::{
-    cli::{Cli, HelloArgs, Output},
+    cli::{Cli, HelloArgs},
     error::{Error, Result},
 };
 
@@ -35,47 +33,52 @@ pub async fn run(cli: &Cli, args: &HelloArgs) -> Result<()> {
     if args.role == scistream_api::control::ROLE_CONS && !args.listeners.is_empty() {
         return Err(Error::Usage("--listeners is for the producer's Hello (--role PROD)".to_owned()));
     }
-    let (host, _) = args
-        .control
-        .rsplit_once(':')
-        .ok_or_else(|| Error::Usage(format!("--control {:?} is not host:port", args.control)))?;
+    let inputs = crate::control::hello_inputs(cli, args).await?;
+    let control = &inputs.control;
+    let (host, _) =
+        control.rsplit_once(':').ok_or_else(|| Error::Usage(format!("--control {control:?} is not host:port")))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let path = &args.server_cert;
-    let pem = std::fs::read(path).map_err(|e| Error::Usage(format!("--server-cert {}: {e}", path.display())))?;
-    let tls = ClientTlsConfig::new().domain_name(host).ca_certificate(Certificate::from_pem(pem));
-    let channel = Channel::from_shared(format!("https://{}", args.control))
+    let trusted = &inputs.trusted;
+    let tls = ClientTlsConfig::new().domain_name(host).ca_certificate(Certificate::from_pem(&trusted.pem));
+    let endpoint = Channel::from_shared(format!("https://{control}"))
         .map_err(|e| Error::Usage(format!("--control: {e}")))?
         .tls_config(tls)
         .map_err(|e| Error::Usage(format!("TLS: {e}")))?
-        .connect_timeout(Duration::from_secs(10))
-        .connect()
-        .await
-        .map_err(|e| Error::Failed(format!("cannot reach the control endpoint {}: {e}", args.control)))?;
+        .connect_timeout(args.connect_timeout);
+    let channel = match tokio::time::timeout(args.connect_timeout * 2, endpoint.connect()).await {
+        Ok(Ok(channel)) => channel,
+        // Find out why, step by step, and say what to fix.
+        failed => {
+            let why =
+                failed.map_or_else(|_| "timed out".to_owned(), |r| r.err().map(|e| e.to_string()).unwrap_or_default());
+            return Err(match crate::reach::probe(control, trusted, args.connect_timeout).await {
+                Err(said) => said,
+                Ok(_) => Error::Failed(format!(
+                    "cannot reach the control endpoint {control}: TLS works, but the gRPC connection failed ({why})"
+                )),
+            });
+        }
+    };
     let mut request = tonic::Request::new(Hello {
         uid: args.stream_id.clone(),
         prod_listeners: args.listeners.clone(),
         role: args.role.clone(),
     });
-    let key = args
+    let key = inputs
         .key
         .parse()
         .map_err(|_| Error::Usage("the Hello key has characters not allowed in gRPC metadata".to_owned()))?;
     request.metadata_mut().insert(scistream_api::control::METADATA_AUTHORIZATION, key);
     let reply = ControlClient::new(channel).hello(request).await.map_err(|s| classify(&s))?.into_inner();
-    match cli.output {
-        Output::Json => println!("{}", json!({"message": reply.message, "listeners": reply.listeners})),
-        Output::Yaml => print!(
-            "{}",
-            serde_yaml::to_string(&json!({"message": reply.message, "listeners": reply.listeners})).unwrap_or_default()
-        ),
-        Output::Table | Output::Wide => {
-            println!("{}", reply.message);
-            if !reply.listeners.is_empty() {
-                println!("connect to: {}", reply.listeners.join(","));
-            }
-        }
-    }
-    Ok(())
+    let value = json!({"message": reply.message, "listeners": reply.listeners});
+    crate::out::document(crate::out::Format::of(cli), &value, &[], |_| {
+        let connect = if reply.listeners.is_empty() {
+            String::new()
+        } else {
+            format!("connect to: {}\n", reply.listeners.join(","))
+        };
+        format!("{}\n{connect}", reply.message)
+    })
 }
 
 #[cfg(test)]

@@ -12,12 +12,18 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod cli;
+pub mod complete;
+pub mod control;
 pub mod create;
+pub mod doctor;
 pub mod error;
+pub mod explain;
 pub mod facility;
 pub mod hello;
 pub mod objects;
+pub mod out;
 pub mod progress;
+pub mod reach;
 pub mod release;
 pub mod show;
 
@@ -34,10 +40,15 @@ pub async fn run(cli: cli::Cli) -> error::Result<()> {
         cli::Command::Release(r) => release::release(&cli, r).await,
         cli::Command::Update(r) => release::update(&cli, r).await,
         cli::Command::Gateways(at) => show::gateways(&cli, at).await,
+        cli::Command::Doctor(args) => doctor::run(&cli, args).await,
+        cli::Command::Hello(_) if cli.output == cli::Output::Name => {
+            Err(error::Error::Usage("hello makes no object: -o name does not apply; use -o json".to_owned()))
+        }
         cli::Command::Hello(args) => hello::run(&cli, args).await,
         cli::Command::Completion { shell } => {
-            clap_complete::generate(*shell, &mut cli::Cli::command(), "kubectl-scistream", &mut std::io::stdout());
-            Ok(())
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut cli::Cli::command(), "kubectl-scistream", &mut script);
+            out::stdout(&String::from_utf8_lossy(&script))
         }
     }
 }

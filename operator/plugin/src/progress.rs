@@ -30,7 +30,7 @@ impl Step {
             bar
         });
         if bar.is_none() {
-            eprintln!("... {title}");
+            crate::out::note(&format!("... {title}"));
         }
         Step { bar, title, start: Instant::now() }
     }
@@ -62,7 +62,7 @@ impl Step {
     fn finish(self, line: String) {
         match self.bar {
             Some(bar) => bar.finish_with_message(line),
-            None => eprintln!("{line}"),
+            None => crate::out::note(&line),
         }
     }
 }

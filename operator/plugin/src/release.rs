@@ -6,39 +6,76 @@ use kube::{
     ResourceExt,
     api::{DeleteParams, Patch, PatchParams},
 };
-use scistream_api::{Role, keys, rate::parse_duration};
+use scistream_api::{Role, keys};
+use serde::Serialize;
 use serde_json::json;
 
 use crate::{
-    cli::{Cli, StreamRef},
+    cli::{Cli, GetArgs, StreamRef},
     create::connect_sides,
     error::{Error, Result},
+    out::{self, Format},
     progress::Step,
-    show::both,
+    show::{both, unless_ignored},
 };
 
+/// Where a side was released (the document of `release`).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Place {
+    /// Kubeconfig context.
+    pub context: String,
+    /// Namespace.
+    pub namespace: String,
+}
+
+/// What `release` prints.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Released {
+    /// Name of the stream.
+    pub name: String,
+    /// Its stream id.
+    pub stream_id: String,
+    /// The sides released.
+    pub released: Vec<Place>,
+}
+
+/// What `update` prints.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Updated {
+    /// Name of the stream.
+    pub name: String,
+    /// Its stream id.
+    pub stream_id: String,
+    /// The producer side's listeners the consumer side's relays now forward to.
+    pub consumer_forwards_to: Vec<String>,
+}
+
 /// Deletes both sides and waits until both are gone (their operators released everything).
-pub async fn release(cli: &Cli, r: &StreamRef) -> Result<()> {
-    let timeout = parse_duration(&cli.timeout).map_err(|e| Error::Usage(format!("--timeout: {e}")))?;
-    let (f, sr, other) = both(cli, &r.at, &r.name).await?;
+pub async fn release(cli: &Cli, args: &GetArgs) -> Result<()> {
+    let r = &args.stream;
+    let timeout = cli.timeout;
+    let Some((f, sr, other)) = unless_ignored(both(cli, &r.at, &r.name).await, args)? else {
+        return Ok(());
+    };
+    let stream_id = sr.spec.stream_id.clone();
+    let name = sr.name_any();
     let mut sides = vec![(f, sr)];
     sides.extend(other);
     let step = Step::start(format!("Releasing {}", r.name));
     for (f, sr) in &sides {
-        f.requests()
-            .delete(&sr.name_any(), &DeleteParams::default())
-            .await
-            .map_err(Error::kube(format!("delete in {}", f.context)))?;
+        f.requests().delete(&sr.name_any(), &DeleteParams::default()).await.map_err(f.fail(format!(
+            "delete StreamRequest {} in {}",
+            sr.name_any(),
+            f.context
+        )))?;
     }
     let deadline = tokio::time::Instant::now() + timeout;
     for (f, sr) in &sides {
-        while f
-            .requests()
-            .get_opt(&sr.name_any())
-            .await
-            .map_err(Error::kube(format!("read in {}", f.context)))?
-            .is_some()
-        {
+        let what = format!("read StreamRequest {} in {}", sr.name_any(), f.context);
+        while f.get_opt(&f.requests(), &sr.name_any(), &what).await?.is_some() {
             step.detail(&format!("waiting for {} to release its gateway resources", f.context));
             if tokio::time::Instant::now() >= deadline {
                 let why = format!(
@@ -55,7 +92,18 @@ pub async fn release(cli: &Cli, r: &StreamRef) -> Result<()> {
     }
     let contexts: Vec<String> = sides.iter().map(|(f, _)| f.context.clone()).collect();
     step.done(&format!("released in {}", contexts.join(" and ")));
-    Ok(())
+    let released = Released {
+        name: name.clone(),
+        stream_id,
+        released: sides
+            .iter()
+            .map(|(f, _)| Place { context: f.context.clone(), namespace: f.namespace.clone() })
+            .collect(),
+    };
+    let places: Vec<String> = released.released.iter().map(|p| format!("{}/{}", p.context, p.namespace)).collect();
+    out::document(Format::of(cli), &released, &[out::request_name(&name)], |_| {
+        format!("stream {name} released ({})\n", places.join(", "))
+    })
 }
 
 /// Copies the producer's current listeners and certificates to the consumer again.
@@ -76,13 +124,17 @@ pub async fn update(cli: &Cli, r: &StreamRef) -> Result<()> {
     for (f, sr) in [(&pf, &p), (&cf, &c)] {
         let known = sr.status.as_ref().map(|s| s.listeners.join(",")).unwrap_or_default();
         let stamp = json!({"metadata": {"annotations": {keys::ANNOTATION_PEER_UPDATED: known}}});
-        f.requests().patch(&sr.name_any(), &pp, &Patch::Merge(&stamp)).await.map_err(Error::kube(format!(
+        f.requests().patch(&sr.name_any(), &pp, &Patch::Merge(&stamp)).await.map_err(f.fail(format!(
             "annotate {} in {}",
             sr.name_any(),
             f.context
         )))?;
     }
-    let listeners = p.status.map(|s| s.listeners).unwrap_or_default();
+    let listeners = p.status.as_ref().map(|s| s.listeners.clone()).unwrap_or_default();
     step.done(&format!("consumer forwards to {}", listeners.join(",")));
-    Ok(())
+    let name = p.name_any();
+    let updated = Updated { name: name.clone(), stream_id: p.spec.stream_id.clone(), consumer_forwards_to: listeners };
+    out::document(Format::of(cli), &updated, &[out::request_name(&name)], |_| {
+        format!("stream {name}: the consumer side forwards to {}\n", updated.consumer_forwards_to.join(","))
+    })
 }

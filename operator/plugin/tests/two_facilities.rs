@@ -6,53 +6,18 @@ mod cli;
 
 use std::{path::Path, process::Command};
 
-use cli::{plugin, text};
+use cli::{facility, hello, plugin, text};
 use kube::{
     Api,
     api::{Patch, PatchParams},
 };
 use scistream_api::StreamRequest;
-use scistream_testkit::{Facility, GATEWAY_NS, USER_NS, wait_until};
+use scistream_testkit::{Facility, USER_NS, wait_until};
 use serde_json::{Value, json};
 
 fn merged_kubeconfig(dir: &Path, facilities: &[&Facility]) -> std::path::PathBuf {
-    let mut merged = json!({"apiVersion": "v1", "kind": "Config", "clusters": [], "users": [], "contexts": []});
-    for f in facilities {
-        let text = std::fs::read_to_string(f.cluster.kubeconfig_path()).unwrap();
-        let one: Value = serde_yaml::from_str(&text).unwrap();
-        for key in ["clusters", "users", "contexts"] {
-            for item in one[key].as_array().unwrap() {
-                merged[key].as_array_mut().unwrap().push(item.clone());
-            }
-        }
-    }
-    merged["current-context"] = json!(facilities[0].cluster.name());
-    let path = dir.join("kubeconfig");
-    std::fs::write(&path, serde_yaml::to_string(&merged).unwrap()).unwrap();
-    path
-}
-
-async fn facility(name: &str) -> Facility {
-    let mut f = Facility::start(name).await;
-    f.start_operator(false);
-    f.apply_gateway(json!({"nodeSelector": {"scistream.io/gateway": "dtn"}, "bandwidth": "20Gbps",
-        "podNamespace": GATEWAY_NS, "portRange": {"start": 5100, "end": 5119}}))
-        .await;
-    f.wait_gateway(15, |g| g.status.as_ref().is_some_and(|s| s.ready_nodes == 2)).await;
-    f
-}
-
-/// What the control endpoint records when the application controller says Hello.
-async fn hello(f: &Facility, name: &str, prod_listeners: &[&str]) {
-    let mut status = json!({"helloTime": "2026-01-01T00:00:00Z"});
-    if !prod_listeners.is_empty() {
-        status["prodListeners"] = json!(prod_listeners);
-    }
-    let body = json!({"apiVersion": "scistream.io/v1alpha1", "kind": "StreamRequest", "status": status});
-    f.requests()
-        .patch_status(name, &PatchParams::apply("scistream-control-endpoint"), &Patch::Apply(&body))
-        .await
-        .unwrap();
+    let files: Vec<&Path> = facilities.iter().map(|f| f.cluster.kubeconfig_path()).collect();
+    cli::merged_kubeconfig(dir, &files, facilities[0].cluster.name())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -103,21 +68,19 @@ async fn create_get_release_across_two_facilities() {
     hello(&aps, "run-42", &["192.0.2.77:9000"]).await;
     hello(&alcf, "run-42", &[]).await;
     let out = create.await.unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let json_end = stdout.rfind('}').unwrap();
-    let report: Value = serde_json::from_str(&stdout[..=json_end]).unwrap();
+    let report = cli::json_doc(&out);
     assert_eq!(report["consumer"]["listeners"].as_array().unwrap().len(), 3);
-    assert!(stdout.contains("Ready: the consumer application connects to 192.0.2."), "{stdout}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Ready: the consumer application connects to 192.0.2."), "{stderr}");
     let c = alcf.requests().get("run-42").await.unwrap();
     assert_eq!(c.spec.remote_listeners.unwrap(), p.status.unwrap().listeners);
 
     // get joins both sides through the peer annotations.
     let out = plugin(&kc, &["get", "run-42", "--context", "alcf", "-n", ns, "-o", "json"]);
     assert!(out.status.success(), "{}", text(&out));
-    let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(rows[0]["producer"]["phase"], "Ready");
-    assert_eq!(rows[0]["consumer"]["phase"], "Ready");
+    let stream: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(stream["producer"]["phase"], "Ready");
+    assert_eq!(stream["consumer"]["phase"], "Ready");
     let out = plugin(&kc, &["list", "--context", "aps", "-n", ns]);
     assert!(text(&out).contains("aps:Ready") && text(&out).contains("alcf:Ready"), "{}", text(&out));
     let out = plugin(&kc, &["gateways", "--context", "aps"]);
@@ -313,23 +276,4 @@ fn completions_and_help_generate() {
     let out =
         Command::new(env!("CARGO_BIN_EXE_kubectl-scistream")).arg("--help").env_remove("KUBECONFIG").output().unwrap();
     insta::assert_snapshot!("help", String::from_utf8_lossy(&out.stdout));
-}
-
-#[test]
-fn the_krew_manifest_is_valid() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("krew.yaml");
-    let m: Value = serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    assert_eq!(m["apiVersion"], "krew.googlecontainertools.github.com/v1alpha2");
-    assert_eq!(m["kind"], "Plugin");
-    assert_eq!(m["metadata"]["name"], "scistream", "kubectl finds the plugin as kubectl-<name>");
-    assert_eq!(m["spec"]["version"], format!("v{}", env!("CARGO_PKG_VERSION")));
-    for field in ["homepage", "shortDescription", "description"] {
-        assert!(m["spec"][field].as_str().is_some_and(|s| !s.is_empty()), "{field}");
-    }
-    for p in m["spec"]["platforms"].as_array().unwrap() {
-        assert_eq!(p["bin"], "kubectl-scistream");
-        assert!(p["selector"]["matchLabels"]["os"].is_string());
-        assert_eq!(p["sha256"].as_str().unwrap().len(), 64);
-        assert!(p["uri"].as_str().unwrap().starts_with("https://"));
-    }
 }

@@ -127,6 +127,10 @@ pub struct RelayPod<'a> {
     pub spec_hash: String,
 }
 
+/// Name of a relay container's port that serves `/metrics` (its HTTP health listener), for the
+/// chart's PodMonitor.
+pub const METRICS_PORT_NAME: &str = "metrics";
+
 /// Annotation with the hash of the pod's configuration.
 pub const ANNOTATION_SPEC_HASH: &str = "scistream.io/spec-hash";
 
@@ -228,18 +232,19 @@ pub fn relay_pod(p: &RelayPod<'_>) -> Pod {
     meta.labels.get_or_insert_with(BTreeMap::new).insert(keys::LABEL_NODE.to_owned(), p.relay.node.clone());
     meta.annotations.get_or_insert_with(BTreeMap::new).insert(ANNOTATION_SPEC_HASH.to_owned(), p.spec_hash.clone());
     let (volumes, volume_mounts) = volumes(p);
-    let ports = p
-        .relay
-        .routes
-        .iter()
-        .map(|r| ContainerPort {
-            name: Some(format!("l{}", r.index)),
-            container_port: i32::from(r.listen.port),
-            host_port: Some(i32::from(r.listen.port)),
-            protocol: Some("TCP".to_owned()),
-            ..ContainerPort::default()
-        })
-        .collect();
+    let port = |name: String, number: u16| ContainerPort {
+        name: Some(name),
+        container_port: i32::from(number),
+        host_port: Some(i32::from(number)),
+        protocol: Some("TCP".to_owned()),
+        ..ContainerPort::default()
+    };
+    let mut ports: Vec<ContainerPort> =
+        p.relay.routes.iter().map(|r| port(format!("l{}", r.index), r.listen.port)).collect();
+    // An HTTP health listener also serves /metrics: named, for a PodMonitor to find it.
+    if let Some(Health::Http(ep)) = &p.health {
+        ports.push(port(METRICS_PORT_NAME.to_owned(), ep.port));
+    }
     let container = Container {
         name: "relay".to_owned(),
         image: Some(p.image.to_owned()),

@@ -76,6 +76,9 @@ fn relay_pod_is_pinned_host_network_and_locked_down() {
     assert_eq!(pod.metadata.annotations.as_ref().unwrap()[keys::ANNOTATION_REQUEST], "science/beamline");
     let volumes: Vec<&str> = spec.volumes.as_ref().unwrap().iter().map(|v| v.name.as_str()).collect();
     assert_eq!(volumes, vec!["config", "run", "tls"]);
+    // The health listener serves /metrics too: a named port for the chart's PodMonitor.
+    let metrics = c.ports.as_ref().unwrap().iter().find(|p| p.name.as_deref() == Some(METRICS_PORT_NAME)).unwrap();
+    assert_eq!((metrics.container_port, metrics.host_port), (5101, Some(5101)));
 }
 
 #[test]

@@ -1,148 +1,37 @@
 //! `kubectl scistream create`: protocol steps 1-5 across two facilities, with progress, and a
-//! rollback of everything created when a step fails.
+//! rollback of everything created when a step fails, times out or is interrupted (Ctrl-C,
+//! SIGTERM).
+
+mod preflight;
+pub mod report;
 
 use std::time::Duration;
 
-use k8s_openapi::api::{
-    authorization::v1::{ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec},
-    core::v1::Secret,
-};
+use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, Resource, ResourceExt,
     api::{DeleteParams, Patch, PatchParams, PostParams},
 };
-use scistream_api::{
-    Gateway, Implementation, Phase, Rate, Role, StreamRequest, conditions, endpoint::parse_list, keys,
-    rate::parse_duration,
-};
+use scistream_api::{Phase, Role, StreamRequest, conditions, keys};
 use serde_json::json;
 
+pub use self::preflight::{check_arguments, gateway_problem};
+use self::{
+    preflight::preflight,
+    report::{CreateReport, SideReport},
+};
 use crate::{
-    cli::{Channel, Cli, CreateArgs, Output},
+    cli::{Cli, CreateArgs, Output},
     error::{Error, Result},
     facility::Facility,
     objects,
+    out::{self, Format},
     progress::Step,
 };
 
-/// Checks arguments that need no cluster.
-fn check_arguments(args: &CreateArgs) -> Result<()> {
-    parse_list(&args.prod_targets).map_err(|(i, e)| Error::Usage(format!("--prod-targets[{i}]: {e}")))?;
-    if !(1..=256).contains(&args.num_conn) {
-        return Err(Error::Usage(format!("--num-conn {} is out of range; use 1 to 256", args.num_conn)));
-    }
-    Ok(())
-}
-
-/// Whether the gateway can take the stream now, and if not why (capacity as the operator
-/// will count it: listener ports, plus one port per node used for the relay's health listener).
-pub fn gateway_problem(gw: &Gateway, args: &CreateArgs, context: &str) -> Option<String> {
-    let name = gw.name_any();
-    let status = gw.status.clone().unwrap_or_default();
-    if !conditions::is_true(&status.conditions, conditions::types::READY) {
-        let why = conditions::find(&status.conditions, conditions::types::READY).map(|c| c.message.clone());
-        return Some(format!(
-            "Gateway {name} in {context} is not ready: {}",
-            why.unwrap_or_else(|| "no status yet".to_owned())
-        ));
-    }
-    let impl_ = gw.spec.implementation;
-    match (impl_, args.data_channel) {
-        (Implementation::Haproxy | Implementation::Nginx, Channel::MutualTls) => {
-            return Some(format!(
-                "Gateway {name} in {context} uses {impl_:?} (plain TCP only); pass --data-channel Plain or use an S2ds/Stunnel gateway"
-            ));
-        }
-        (Implementation::Stunnel, Channel::Plain) => {
-            return Some(format!(
-                "Gateway {name} in {context} uses Stunnel (always TLS); use --data-channel MutualTLS"
-            ));
-        }
-        _ => {}
-    }
-    // Every relay also holds a port for its health listener (probes never use a data listener).
-    let free = status.ports_total - status.ports_in_use;
-    if free < args.num_conn + 1 {
-        return Some(format!(
-            "Gateway {name} in {context} has {free} free ports; the stream needs {} plus 1 per gateway node it uses for the relay's health listener",
-            args.num_conn,
-        ));
-    }
-    let declared = gw.spec.bandwidth.get();
-    let promised = Rate::from_bps(u64::try_from(status.bandwidth_promised_bps).unwrap_or(0));
-    let wanted = args.rate.get();
-    if promised.saturating_add(wanted) > declared {
-        return Some(format!(
-            "Gateway {name} in {context} has {} of {declared} left; the stream asks for {wanted}",
-            declared.saturating_sub(promised)
-        ));
-    }
-    None
-}
-
-async fn can_i(f: &Facility, verb: &str, resource: &str, group: &str) -> Result<bool> {
-    let review = SelfSubjectAccessReview {
-        spec: SelfSubjectAccessReviewSpec {
-            resource_attributes: Some(ResourceAttributes {
-                namespace: Some(f.namespace.clone()),
-                verb: Some(verb.to_owned()),
-                resource: Some(resource.to_owned()),
-                group: Some(group.to_owned()),
-                ..ResourceAttributes::default()
-            }),
-            ..SelfSubjectAccessReviewSpec::default()
-        },
-        ..SelfSubjectAccessReview::default()
-    };
-    let api: Api<SelfSubjectAccessReview> = Api::all(f.client.clone());
-    let answer = api
-        .create(&PostParams::default(), &review)
-        .await
-        .map_err(Error::kube(format!("ask {} for permissions", f.context)))?;
-    Ok(answer.status.is_some_and(|s| s.allowed))
-}
-
-/// Everything that can be checked before creating anything.
-async fn preflight(prod: &Facility, cons: &Facility, args: &CreateArgs) -> Result<()> {
-    for (f, gateway) in [(prod, &args.prod_gateway), (cons, &args.cons_gateway)] {
-        let gw = f
-            .gateways()
-            .get_opt(gateway)
-            .await
-            .map_err(Error::kube(format!("read Gateway {gateway} in {}", f.context)))?;
-        let Some(gw) = gw else {
-            return Err(Error::NotFound(format!(
-                "Gateway {gateway} does not exist in {}; `kubectl scistream gateways --context {}` lists them",
-                f.context, f.context
-            )));
-        };
-        if let Some(problem) = gateway_problem(&gw, args, &f.context) {
-            return Err(Error::Refused(problem));
-        }
-        if f.requests()
-            .get_opt(&args.name)
-            .await
-            .map_err(Error::kube(format!("read StreamRequests in {}", f.context)))?
-            .is_some()
-        {
-            return Err(Error::Refused(format!(
-                "StreamRequest {}/{} already exists in {}; choose another name",
-                f.namespace, args.name, f.context
-            )));
-        }
-        for (verb, resource, group) in [("create", "streamrequests", keys::GROUP), ("create", "secrets", "")] {
-            if !can_i(f, verb, resource, group).await? {
-                return Err(Error::Refused(format!(
-                    "you may not {verb} {resource} in {}/{}; ask the facility for the scistream-user role",
-                    f.context, f.namespace
-                )));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// What was created, for rollback.
+/// What was (or may have been) created, for rollback. An object is recorded before the
+/// call that creates it: a call interrupted in flight may have created it, and rolling back
+/// something that is not there is harmless.
 #[derive(Default)]
 struct Created {
     items: Vec<(Facility, &'static str, String)>,
@@ -157,8 +46,11 @@ impl Created {
                 _ => Api::<Secret>::namespaced(f.client.clone(), &f.namespace).delete(name, &dp).await.map(|_| ()),
             };
             match result {
-                Ok(()) => eprintln!("  rolled back {kind} {}/{name} in {}", f.namespace, f.context),
-                Err(e) => eprintln!("  could not roll back {kind} {}/{name} in {}: {e}", f.namespace, f.context),
+                Ok(()) => out::note(&format!("  rolled back {kind} {}/{name} in {}", f.namespace, f.context)),
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => {
+                    out::note(&format!("  could not roll back {kind} {}/{name} in {}: {e}", f.namespace, f.context))
+                }
             }
         }
     }
@@ -167,20 +59,36 @@ impl Created {
 async fn create_side(f: &Facility, side: objects::Side, created: &mut Created) -> Result<StreamRequest> {
     let pp = PostParams { field_manager: Some(keys::FIELD_MANAGER_PLUGIN.to_owned()), ..PostParams::default() };
     let name = side.request.name_any();
+    created.items.push((f.clone(), "StreamRequest", name.clone()));
     let request = f
         .requests()
         .create(&pp, &side.request)
         .await
-        .map_err(Error::kube(format!("create StreamRequest {name} in {}", f.context)))?;
-    created.items.push((f.clone(), "StreamRequest", name.clone()));
+        .map_err(f.fail(format!("create StreamRequest {name} in {}", f.context)))?;
     if let Some(mut secret) = side.secret {
         // Owned by the request: deleting the request deletes its key.
         secret.metadata.owner_references = request.controller_owner_ref(&()).map(|o| vec![o]);
         let api: Api<Secret> = Api::namespaced(f.client.clone(), &f.namespace);
-        api.create(&pp, &secret).await.map_err(Error::kube(format!("create the Hello-key Secret in {}", f.context)))?;
         created.items.push((f.clone(), "Secret", objects::secret_name(&name)));
+        api.create(&pp, &secret).await.map_err(f.fail(format!("create the Hello-key Secret in {}", f.context)))?;
     }
     Ok(request)
+}
+
+/// Resolves on Ctrl-C or SIGTERM with the signal's name.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return "Ctrl-C";
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "Ctrl-C",
+        _ = term.recv() => "SIGTERM",
+    }
 }
 
 /// Polls `name` until `done` says yes, failing on `broken` or after `timeout`.
@@ -193,8 +101,7 @@ pub async fn wait_for(
 ) -> Result<StreamRequest> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let sr =
-            f.requests().get(name).await.map_err(Error::kube(format!("read StreamRequest {name} in {}", f.context)))?;
+        let sr = f.requests().get(name).await.map_err(f.fail(format!("read StreamRequest {name} in {}", f.context)))?;
         if done(&sr) {
             return Ok(sr);
         }
@@ -234,7 +141,7 @@ fn ready(sr: &StreamRequest) -> bool {
 /// Runs `create`.
 pub async fn run(cli: &Cli, args: &CreateArgs) -> Result<()> {
     check_arguments(args)?;
-    let timeout = parse_duration(&cli.timeout).map_err(|e| Error::Usage(format!("--timeout: {e}")))?;
+    let timeout = cli.timeout;
     let step = Step::start("Checking both facilities");
     let kubeconfig = cli.kubeconfig.as_deref();
     let prod = Facility::connect(kubeconfig, args.prod_context.as_deref(), args.prod_namespace.as_deref()).await?;
@@ -245,14 +152,24 @@ pub async fn run(cli: &Cli, args: &CreateArgs) -> Result<()> {
     }
     step.done(&format!("producer {prod:?}, consumer {cons:?}"));
     let mut created = Created::default();
-    match steps(cli, args, &prod, &cons, timeout, &mut created).await {
+    let outcome = tokio::select! {
+        r = steps(cli, args, &prod, &cons, timeout, &mut created) => r,
+        signal = interrupted() => Err(Error::Interrupted(format!(
+            "interrupted ({signal}) before the stream was ready; {}",
+            if args.keep_on_failure { "left what was created in place (--keep-on-failure)" } else { "rolled back what was created" }
+        ))),
+    };
+    match outcome {
         Ok(()) => Ok(()),
         Err(e) => {
+            if matches!(e, Error::Interrupted(_)) {
+                out::note(&format!("{e}:"));
+            }
             if args.keep_on_failure {
-                eprintln!(
+                out::note(&format!(
                     "left in place for inspection (--keep-on-failure): `kubectl scistream describe {} --context {}`",
                     args.name, prod.context
-                );
+                ));
             } else {
                 created.rollback().await;
             }
@@ -288,7 +205,15 @@ async fn steps(
     connect_sides(prod, cons, &args.name, &p, &c).await?;
     step.done("consumer relays will forward to the producer's listeners");
 
-    report(cli.output, args, prod, cons, &stream_id, prod_key.as_deref(), &cons_key, &p, &c);
+    let report = CreateReport {
+        name: args.name.clone(),
+        stream_id: stream_id.clone(),
+        producer: side_report(args, prod, &p, prod_key.as_deref(), args.prod_control.as_deref()).await?,
+        consumer: side_report(args, cons, &c, Some(&cons_key), args.cons_control.as_deref()).await?,
+        prod_targets: args.prod_targets.clone(),
+    };
+    let format = Format::of(cli);
+    out::document(format, &report, &[out::request_name(&args.name)], |_| report::render(&report))?;
     if !args.wait {
         return Ok(());
     }
@@ -300,8 +225,70 @@ async fn steps(
     wait_for(prod, &args.name, timeout, &step, ready).await?;
     let c = wait_for(cons, &args.name, timeout, &step, ready).await?;
     step.done("");
-    println!("Ready: the consumer application connects to {}", listeners(&c).join(","));
-    Ok(())
+    let line = format!("Ready: the consumer application connects to {}", listeners(&c).join(","));
+    // The document is already out: scripts get exactly one; people read this line with it.
+    match format.output {
+        Output::Table | Output::Wide => out::stdout(&format!("{line}\n")),
+        Output::Json | Output::Yaml | Output::Name => {
+            out::note(&line);
+            Ok(())
+        }
+    }
+}
+
+/// One side of the report: its published control endpoint (best effort: a facility that
+/// does not publish one, or does not let this user read it, is said on stderr), the files
+/// of `--hello-files`, and the `hello` command.
+async fn side_report(
+    args: &CreateArgs,
+    f: &Facility,
+    sr: &StreamRequest,
+    key: Option<&str>,
+    explicit_control: Option<&str>,
+) -> Result<SideReport> {
+    let published = match crate::control::published(f, &args.operator_namespace).await {
+        Ok(Some(p)) => Some(p),
+        Ok(None) => {
+            out::note(&format!(
+                "note: the operator of {} publishes no control endpoint; its application controller needs --control and --server-cert from the facility",
+                f.context
+            ));
+            None
+        }
+        Err(e) => {
+            out::note(&format!("note: cannot read the control endpoint of {}: {e}", f.context));
+            None
+        }
+    };
+    let role = match sr.spec.role {
+        Role::Producer => scistream_api::control::ROLE_PROD,
+        Role::Consumer => scistream_api::control::ROLE_CONS,
+    };
+    let mut side = SideReport {
+        context: f.context.clone(),
+        namespace: f.namespace.clone(),
+        listeners: listeners(sr),
+        hello_key: key.map(str::to_owned),
+        control: explicit_control.map(str::to_owned).or_else(|| published.as_ref().map(|p| p.address.clone())),
+        server_cert_file: None,
+        key_file: None,
+        hello: None,
+    };
+    if let (Some(dir), Some(p), Some(key)) = (&args.hello_files, &published, key) {
+        let (cert, key_file) = crate::control::hello_files(dir, &args.name, &f.context);
+        let write = |path: &std::path::Path, text: &str, private: bool| {
+            let written = if private { crate::control::write_private(path, text) } else { std::fs::write(path, text) };
+            written.map_err(|e| Error::Usage(format!("--hello-files: cannot write {}: {e}", path.display())))
+        };
+        write(&cert, &p.ca_pem, false)?;
+        write(&key_file, key, true)?;
+        side.server_cert_file = Some(cert);
+        side.key_file = Some(key_file);
+    }
+    if key.is_some() {
+        side.hello = Some(report::hello_command(&side, role, &sr.spec.stream_id, explicit_control));
+    }
+    Ok(side)
 }
 
 fn listeners(sr: &StreamRequest) -> Vec<String> {
@@ -330,57 +317,13 @@ pub async fn connect_sides(
         prod.requests()
             .patch(name, &pp, &Patch::Merge(&json!({"spec": {"peerCertificate": cc}})))
             .await
-            .map_err(Error::kube(format!("set the producer's peer certificate in {}", prod.context)))?;
+            .map_err(prod.fail(format!("set the producer's peer certificate in {}", prod.context)))?;
     }
     cons.requests()
         .patch(name, &pp, &Patch::Merge(&json!({"spec": cons_spec})))
         .await
-        .map_err(Error::kube(format!("set the consumer's remote listeners in {}", cons.context)))?;
+        .map_err(cons.fail(format!("set the consumer's remote listeners in {}", cons.context)))?;
     Ok(())
-}
-
-#[allow(clippy::too_many_arguments)]
-fn report(
-    output: Output,
-    args: &CreateArgs,
-    prod: &Facility,
-    cons: &Facility,
-    stream_id: &str,
-    prod_key: Option<&str>,
-    cons_key: &str,
-    p: &StreamRequest,
-    c: &StreamRequest,
-) {
-    let control = |c: &Option<String>, f: &Facility| {
-        c.clone().unwrap_or_else(|| format!("<the control endpoint of {}>", f.context))
-    };
-    let value = json!({
-        "name": args.name,
-        "streamId": stream_id,
-        "producer": {"context": prod.context, "namespace": prod.namespace, "listeners": listeners(p),
-                     "helloKey": prod_key, "control": control(&args.prod_control, prod)},
-        "consumer": {"context": cons.context, "namespace": cons.namespace, "listeners": listeners(c),
-                     "helloKey": cons_key, "control": control(&args.cons_control, cons)},
-    });
-    match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default()),
-        Output::Yaml => print!("{}", serde_yaml::to_string(&value).unwrap_or_default()),
-        Output::Table | Output::Wide => {
-            println!("Stream {} (id {stream_id})", args.name);
-            match prod_key {
-                Some(key) => println!(
-                    "  producer application controller: hello --role PROD --stream-id {stream_id} --key {key} --control {} --listeners <host:port,...>",
-                    control(&args.prod_control, prod)
-                ),
-                None => println!("  producer: static targets {}, no Hello needed", args.prod_targets.join(",")),
-            }
-            println!(
-                "  consumer application controller: hello --role CONS --stream-id {stream_id} --key {cons_key} --control {}",
-                control(&args.cons_control, cons)
-            );
-            println!("  consumer application connects to: {}", listeners(c).join(","));
-        }
-    }
 }
 
 #[cfg(test)]

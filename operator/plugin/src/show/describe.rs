@@ -3,7 +3,6 @@
 //! phase, restarts and the ports and listeners it serves). [`report`] and [`render`] are pure
 //! functions of the fetched objects ([`SideFacts`]); `super::describe` does the fetching.
 
-use comfy_table::{Table, presets::NOTHING};
 use k8s_openapi::{
     api::core::v1::{Event, Pod},
     apimachinery::pkg::apis::meta::v1::Condition,
@@ -339,13 +338,7 @@ fn or_dash(items: &[String]) -> String {
 
 /// A borderless table, indented under a heading, without trailing spaces.
 fn indented(header: Vec<&str>, rows: Vec<Vec<String>>) -> String {
-    let mut t = Table::new();
-    t.load_preset(NOTHING);
-    t.set_header(header);
-    for r in rows {
-        t.add_row(r);
-    }
-    t.to_string().lines().map(|l| format!("   {}\n", l.trim_end())).collect()
+    crate::out::table(&header, &rows, true).lines().map(|l| format!("    {l}\n")).collect()
 }
 
 fn render_side(s: &SideReport) -> String {

@@ -14,33 +14,23 @@ use kube::{
     api::{Api, ListParams},
 };
 use scistream_api::{Role, StreamRequest, keys};
-use serde::Serialize;
 pub use view::{SideView, StreamView, gateway_table, join, side_view, table};
 
 use crate::{
-    cli::{Cli, ContextArgs, ListArgs, Output, StreamRef},
+    cli::{Cli, ContextArgs, GetArgs, ListArgs, Output, StreamRef},
     error::{Error, Result},
     facility::Facility,
+    out::{self, Format},
 };
-
-/// Prints `value` in the chosen machine format, or `human` for tables.
-pub fn print<T: Serialize>(output: Output, value: &T, human: impl FnOnce() -> String) {
-    match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(value).unwrap_or_default()),
-        Output::Yaml => print!("{}", serde_yaml::to_string(value).unwrap_or_default()),
-        Output::Table | Output::Wide => print!("{}", human()),
-    }
-}
 
 /// Finds a side by name or stream id in one facility.
 pub async fn find(f: &Facility, name_or_id: &str) -> Result<StreamRequest> {
-    if let Some(sr) =
-        f.requests().get_opt(name_or_id).await.map_err(Error::kube(format!("read StreamRequests in {}", f.context)))?
-    {
+    let what = format!("read StreamRequests in {}", f.context);
+    if let Some(sr) = f.get_opt(&f.requests(), name_or_id, &what).await? {
         return Ok(sr);
     }
     let lp = ListParams::default().labels(&format!("{}={name_or_id}", keys::LABEL_STREAM_ID));
-    let found = f.requests().list(&lp).await.map_err(Error::kube(format!("list StreamRequests in {}", f.context)))?;
+    let found = f.requests().list(&lp).await.map_err(f.fail(format!("list StreamRequests in {}", f.context)))?;
     found.items.into_iter().next().ok_or_else(|| {
         Error::NotFound(format!(
             "no stream {name_or_id:?} in {}/{}; `kubectl scistream list` shows the streams",
@@ -70,14 +60,31 @@ pub async fn both(
     Ok((f, sr, other))
 }
 
-/// `get`.
-pub async fn get(cli: &Cli, r: &StreamRef) -> Result<()> {
-    let (f, sr, other) = both(cli, &r.at, &r.name).await?;
+/// `--ignore-not-found`: a missing stream is success with nothing printed.
+pub fn unless_ignored<T>(result: Result<T>, args: &GetArgs) -> Result<Option<T>> {
+    match result {
+        Ok(found) => Ok(Some(found)),
+        Err(Error::NotFound(_)) if args.ignore_not_found => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// `get`: one stream, both sides joined; one object in JSON or YAML.
+pub async fn get(cli: &Cli, args: &GetArgs) -> Result<()> {
+    let r = &args.stream;
+    let Some((f, sr, other)) = unless_ignored(both(cli, &r.at, &r.name).await, args)? else {
+        return Ok(());
+    };
     let mut sides = vec![(f.context.clone(), sr)];
     sides.extend(other.map(|(pf, p)| (pf.context, p)));
     let streams = join(&sides);
-    print(cli.output, &streams, || table(&streams, cli.output == Output::Wide));
-    Ok(())
+    let Some(stream) = streams.first() else {
+        return Err(Error::NotFound(format!("no stream {:?} in {}/{}", r.name, f.context, f.namespace)));
+    };
+    let names = [out::request_name(&stream.name)];
+    out::document(Format::of(cli), stream, &names, |fmt| {
+        table(std::slice::from_ref(stream), fmt.output == Output::Wide, fmt.headers)
+    })
 }
 
 /// `list`.
@@ -86,7 +93,7 @@ pub async fn list(cli: &Cli, args: &ListArgs) -> Result<()> {
         Facility::connect(cli.kubeconfig.as_deref(), args.at.context.as_deref(), args.at.namespace.as_deref()).await?;
     let api: Api<StreamRequest> = if args.all_namespaces { Api::all(f.client.clone()) } else { f.requests() };
     let mine =
-        api.list(&ListParams::default()).await.map_err(Error::kube(format!("list StreamRequests in {}", f.context)))?;
+        api.list(&ListParams::default()).await.map_err(f.fail(format!("list StreamRequests in {}", f.context)))?;
     let mut sides = Vec::new();
     for sr in mine.items {
         if let Some((pf, p)) = peer(cli, &sr).await {
@@ -95,20 +102,27 @@ pub async fn list(cli: &Cli, args: &ListArgs) -> Result<()> {
         sides.push((f.context.clone(), sr));
     }
     let streams = join(&sides);
-    print(cli.output, &streams, || table(&streams, cli.output == Output::Wide));
-    Ok(())
+    let format = Format::of(cli);
+    if streams.is_empty() && !matches!(format.output, Output::Json | Output::Yaml) {
+        out::note(&out::no_resources((!args.all_namespaces).then_some(f.namespace.as_str())));
+        return Ok(());
+    }
+    let names: Vec<String> = streams.iter().map(|s| out::request_name(&s.name)).collect();
+    out::document(format, &streams, &names, |fmt| table(&streams, fmt.output == Output::Wide, fmt.headers))
 }
 
 /// `gateways`.
 pub async fn gateways(cli: &Cli, at: &ContextArgs) -> Result<()> {
     let f = Facility::connect(cli.kubeconfig.as_deref(), at.context.as_deref(), at.namespace.as_deref()).await?;
-    let list = f
-        .gateways()
-        .list(&ListParams::default())
-        .await
-        .map_err(Error::kube(format!("list Gateways in {}", f.context)))?;
-    print(cli.output, &list.items, || gateway_table(&list.items));
-    Ok(())
+    let list =
+        f.gateways().list(&ListParams::default()).await.map_err(f.fail(format!("list Gateways in {}", f.context)))?;
+    let format = Format::of(cli);
+    if list.items.is_empty() && !matches!(format.output, Output::Json | Output::Yaml) {
+        out::note(&out::no_resources(None));
+        return Ok(());
+    }
+    let names: Vec<String> = list.items.iter().map(|g| out::gateway_name(&g.name_any())).collect();
+    out::document(format, &list.items, &names, |fmt| gateway_table(&list.items, fmt.headers))
 }
 
 /// Everything `describe` shows about one side, fetched: its Gateway, relay pods and events.
@@ -166,6 +180,6 @@ pub async fn describe(cli: &Cli, r: &StreamRef) -> Result<()> {
     }
     sides.sort_by_key(|s| s.request.spec.role != Role::Producer);
     let report = describe::DescribeReport { sides: sides.iter().map(describe::report).collect(), notes };
-    print(cli.output, &report, || describe::render(&report));
-    Ok(())
+    let names = [out::request_name(&r.name)];
+    out::document(Format::of(cli), &report, &names, |_| describe::render(&report))
 }

@@ -20,17 +20,17 @@ fn list_joins_both_sides_by_stream_id() {
     assert_eq!(streams[0].producer.as_ref().unwrap().context, "aps");
     assert_eq!(streams[0].consumer.as_ref().unwrap().context, "alcf");
     assert!(streams[1].consumer.is_none());
-    insta::assert_snapshot!("list_table", table(&streams, false));
-    insta::assert_snapshot!("list_wide", table(&streams, true));
+    insta::assert_snapshot!("list_table", table(&streams, false, true));
+    insta::assert_snapshot!("list_wide", table(&streams, true, true));
 }
 
 #[test]
 fn get_shows_one_stream() {
     let streams = join(&[("aps".to_owned(), producer_ready()), ("alcf".to_owned(), consumer_degraded())]);
-    let text = table(&streams, false);
+    let text = table(&streams, false, true);
     assert!(text.contains("192.0.2.1:5100,192.0.2.1:5101,192.0.2.2:5102"), "consumer listeners: {text}");
     insta::assert_snapshot!("get_table", text);
-    insta::assert_snapshot!("get_wide", table(&streams, true));
+    insta::assert_snapshot!("get_wide", table(&streams, true, true));
 }
 
 #[test]
@@ -39,7 +39,7 @@ fn gateways_table() {
         gateway("dtn", &[("gw-a", true), ("gw-b", true)], 1, ("True", "GatewayReady", "2 nodes ready")),
         gateway("dtn-2", &[("gw-c", false)], 0, ("False", "NoReadyNodes", "no Ready node matches")),
     ];
-    insta::assert_snapshot!("gateways_table", gateway_table(&gws));
+    insta::assert_snapshot!("gateways_table", gateway_table(&gws, true));
 }
 
 fn consumer_facts() -> describe::SideFacts {

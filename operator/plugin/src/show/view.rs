@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 
-use comfy_table::{Table, presets::NOTHING};
 use kube::ResourceExt;
 use scistream_api::{Gateway, Role, StreamRequest, conditions};
 use serde::Serialize;
@@ -67,7 +66,7 @@ pub fn side_view(context: &str, sr: &StreamRequest) -> SideView {
     }
 }
 
-/// Joins sides found in any facility by stream id.
+/// Joins sides found in any facility by stream id; sorted by name (then id), as kubectl sorts.
 pub fn join(sides: &[(String, StreamRequest)]) -> Vec<StreamView> {
     let mut by_id: BTreeMap<String, StreamView> = BTreeMap::new();
     for (context, sr) in sides {
@@ -84,22 +83,23 @@ pub fn join(sides: &[(String, StreamRequest)]) -> Vec<StreamView> {
             Role::Consumer => view.consumer = side,
         }
     }
-    by_id.into_values().collect()
+    let mut streams: Vec<StreamView> = by_id.into_values().collect();
+    streams.sort_by(|a, b| (&a.name, &a.stream_id).cmp(&(&b.name, &b.stream_id)));
+    streams
 }
 
 fn cell(side: &Option<SideView>) -> String {
     side.as_ref().map_or_else(|| "-".to_owned(), |s| format!("{}:{}", s.context, s.phase))
 }
 
-/// Renders streams as a table (`wide` adds ids, reasons and bytes).
-pub fn table(streams: &[StreamView], wide: bool) -> String {
-    let mut t = Table::new();
-    t.load_preset(NOTHING);
+/// Renders streams as a table (`wide` adds ids, reasons and bytes), with its header line
+/// unless `headers` is false.
+pub fn table(streams: &[StreamView], wide: bool, headers: bool) -> String {
     let mut header = vec!["NAME", "PRODUCER", "CONSUMER", "CONNS", "RATE", "THROUGHPUT", "CONSUMER LISTENERS"];
     if wide {
         header.extend(["STREAM ID", "REASON", "BYTES"]);
     }
-    t.set_header(header);
+    let mut rows = Vec::new();
     for s in streams {
         let throughput = s
             .consumer
@@ -132,20 +132,19 @@ pub fn table(streams: &[StreamView], wide: bool) -> String {
             let bytes = s.producer.as_ref().and_then(|p| p.bytes).map_or_else(|| "-".to_owned(), |b| b.to_string());
             row.extend([s.stream_id.clone(), reason, bytes]);
         }
-        t.add_row(row);
+        rows.push(row);
     }
-    format!("{t}\n")
+    crate::out::table(&header, &rows, headers)
 }
 
-/// Renders gateways as a table.
-pub fn gateway_table(gateways: &[Gateway]) -> String {
-    let mut t = Table::new();
-    t.load_preset(NOTHING);
-    t.set_header(vec!["NAME", "READY", "NODES", "PORTS", "BANDWIDTH", "STREAMS", "IMPL", "REASON"]);
+/// Renders gateways as a table, with its header line unless `headers` is false.
+pub fn gateway_table(gateways: &[Gateway], headers: bool) -> String {
+    let header = ["NAME", "READY", "NODES", "PORTS", "BANDWIDTH", "STREAMS", "IMPL", "REASON"];
+    let mut rows = Vec::new();
     for g in gateways {
         let s = g.status.clone().unwrap_or_default();
         let ready = conditions::find(&s.conditions, conditions::types::READY);
-        t.add_row(vec![
+        rows.push(vec![
             g.name_any(),
             ready.map_or_else(|| "Unknown".to_owned(), |c| c.status.clone()),
             s.ready_nodes.to_string(),
@@ -156,5 +155,5 @@ pub fn gateway_table(gateways: &[Gateway]) -> String {
             ready.map(|c| c.reason.clone()).unwrap_or_default(),
         ]);
     }
-    format!("{t}\n")
+    crate::out::table(&header, &rows, headers)
 }

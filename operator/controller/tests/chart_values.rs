@@ -1,0 +1,102 @@
+//! The chart as facilities expect it: introspection settings, extra arguments and
+//! environment for the operator, the gateway namespace kept on uninstall (or not created
+//! when it exists), NOTES written from the values, a PodMonitor for the relays' metrics.
+
+mod chart;
+
+use std::process::Command;
+
+use chart::{find, helm, objects, operator_args, parse_operator, root, template};
+use serde_json::json;
+
+#[test]
+fn introspection_has_its_values_and_refuses_to_render_without_them() {
+    let out = template(&["controlEndpoint.auth=introspection"]);
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("controlEndpoint.introspection.url"), "{said}");
+    let o = objects(&[
+        "controlEndpoint.auth=introspection",
+        "controlEndpoint.introspection.url=https://auth.globus.org/v2/oauth2/token/introspect",
+        "controlEndpoint.introspection.credentialsSecret=globus-client",
+        "controlEndpoint.introspection.identityPrefix=globus:",
+    ]);
+    let args = operator_args(&o);
+    assert!(
+        args.contains(&"--control-introspection-url=https://auth.globus.org/v2/oauth2/token/introspect".to_owned())
+    );
+    assert!(args.contains(&"--control-introspection-secret=globus-client".to_owned()));
+    let config = parse_operator(&args).control.config().unwrap();
+    assert_eq!(
+        config.auth,
+        scistream_control_endpoint::AuthConfig::Introspection {
+            url: "https://auth.globus.org/v2/oauth2/token/introspect".into(),
+            credentials_secret: "globus-client".into(),
+            prefix: "globus:".into(),
+        }
+    );
+}
+
+#[test]
+fn extra_arguments_and_environment_reach_the_operator() {
+    let o = objects(&["extraArgs={--resync-seconds=60}", "extraEnv[0].name=RUST_LOG", "extraEnv[0].value=debug"]);
+    let args = operator_args(&o);
+    assert_eq!(args.last().map(String::as_str), Some("--resync-seconds=60"));
+    assert_eq!(parse_operator(&args).resync_seconds, 60);
+    let d = find(&o, "Deployment", "t-scistream-operator");
+    let env = d["spec"]["template"]["spec"]["containers"][0]["env"].as_array().unwrap();
+    assert!(env.contains(&json!({"name": "RUST_LOG", "value": "debug"})), "{env:?}");
+}
+
+#[test]
+fn the_gateway_namespace_outlives_the_release_or_is_left_to_the_facility() {
+    let o = objects(&[]);
+    let ns = find(&o, "Namespace", "scistream-gateway");
+    assert_eq!(ns["metadata"]["annotations"]["helm.sh/resource-policy"], "keep");
+    let o = objects(&["gatewayNamespace.create=false", "gatewayNamespace.name=dtn-relays"]);
+    assert!(!o.iter().any(|x| x["kind"] == "Namespace"), "an existing namespace is not created");
+}
+
+#[test]
+fn a_pod_monitor_scrapes_the_relays() {
+    assert!(!objects(&[]).iter().any(|x| x["kind"] == "PodMonitor"));
+    let o = objects(&["podMonitor.enabled=true", "podMonitor.labels.release=prometheus"]);
+    let pm = find(&o, "PodMonitor", "t-scistream-operator-relays");
+    assert_eq!(pm["metadata"]["labels"]["release"], "prometheus");
+    assert_eq!(pm["spec"]["namespaceSelector"]["matchNames"], json!(["scistream-gateway"]));
+    assert_eq!(pm["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"], "s2ds");
+    assert_eq!(pm["spec"]["podMetricsEndpoints"][0]["port"], scistream_controller::children::METRICS_PORT_NAME);
+}
+
+/// NOTES as `helm install` prints them (a client-side dry run renders them).
+fn notes(values: &[&str]) -> String {
+    let mut cmd = Command::new(helm());
+    cmd.current_dir(root()).args([
+        "install",
+        "t",
+        "charts/scistream-operator",
+        "--namespace",
+        "scistream-system",
+        "--dry-run=client",
+    ]);
+    for v in values {
+        cmd.args(["--set", v]);
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.split("NOTES:").nth(1).expect("NOTES").to_owned()
+}
+
+#[test]
+fn notes_follow_the_values() {
+    let n = notes(&["defaultGateway.enabled=true", "defaultGateway.name=beamline"]);
+    assert!(n.contains("--prod-gateway beamline") && !n.contains(" dtn "), "{n}");
+    assert!(n.contains("scistream.io/gateway=beamline"), "{n}");
+    assert!(n.contains("only inside the cluster") && n.contains("Reaching the control endpoint"), "{n}");
+    assert!(n.contains("kubectl krew install") || n.contains("kubectl-scistream"), "how to get the plugin: {n}");
+    let n = notes(&["controlEndpoint.service.type=LoadBalancer", "controlEndpoint.tls.ipAddresses={198.51.100.20}"]);
+    assert!(n.contains("198.51.100.20:5000") && !n.contains("only inside the cluster"), "{n}");
+    let n = notes(&["gatewayNamespace.create=false", "gatewayNamespace.name=dtn-relays"]);
+    assert!(n.contains("dtn-relays") && n.contains("privileged"), "an existing namespace must allow relays: {n}");
+}
