@@ -102,7 +102,7 @@ impl Client {
             endpoints: vec![],
             token: world.scientist_token.clone(),
         };
-        let proto = root.join("operator/control-endpoint/proto");
+        let proto = root.join("operator/control-proto/proto");
         let (py, out) = (client.python.clone(), dir.clone());
         tokio::task::spawn_blocking(move || {
             run(Command::new(py)

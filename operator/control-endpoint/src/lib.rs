@@ -50,7 +50,7 @@
 //!
 //! `cargo nextest run -p scistream-control-endpoint` runs the unit tests and the integration
 //! tests (embedded API server, real operator, TLS on 127.0.0.1), including a Python `grpcio`
-//! client with stubs generated from `proto/scistream.proto` (a virtualenv is made under the
+//! client with stubs generated from `operator/control-proto/proto/scistream.proto` (a virtualenv is made under the
 //! cargo target directory; needs `python3-venv` and PyPI once). Fuzzing needs nightly:
 //! `operator/control-endpoint/fuzz/run.sh [seconds]` (AddressSanitizer), or its bounded CI mode
 //! `run.sh --ci [seconds]` (no sanitizer, development profile, 20 s per target, builds under
@@ -74,11 +74,8 @@ pub mod server;
 pub mod streams;
 pub mod tls;
 
-/// Code generated from `proto/scistream.proto`.
-pub mod proto {
-    #![allow(missing_docs, clippy::all, clippy::pedantic)]
-    tonic::include_proto!("scistream");
-}
+/// The messages and service of `scistream.Control` (the `scistream-control-proto` crate).
+pub use scistream_control_proto as proto;
 
 pub use config::{Args, AuthConfig, EndpointConfig};
 pub use error::{Error, Result};

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use scistream_api::endpoint::parse_list;
-use scistream_control_endpoint::proto::{Hello, control_client::ControlClient};
+use scistream_control_proto::{Hello, control_client::ControlClient};
 use serde_json::json;
 use tonic::{
     Code,
