@@ -413,8 +413,7 @@ async fn apply(sr: &StreamRequest, ctx: &Context) -> Result<Action> {
             reservation: r,
             addresses: &addresses,
             targets: t,
-            // Relays enforce what the gateway promised, not what was asked for.
-            rate: Rate::from_bps(u64::try_from(r.bandwidth_bps).unwrap_or(0)),
+            rate: targets::relay_rate(r, status.rate_enforcement),
             peer_certificate: sr.spec.peer_certificate.as_deref(),
         };
         children::ensure_relays(ctx, &set, &existing).await?;
