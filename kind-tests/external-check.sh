@@ -48,8 +48,10 @@ wait_for() {
 }
 
 echo "== 1. the whole suite against two testcluster processes (API-server mode)"
-# User `scientist` of the 1.x client scenario (kube-apiserver's static token file format).
-echo 'scientist-token,scientist,scientist-uid,""' >"$work/tokens.csv"
+# Users `scientist` and `colleague` of the 1.x client scenarios (kube-apiserver's static token
+# file format).
+printf '%s\n' 'scientist-token,scientist,scientist-uid,""' 'colleague-token,colleague,colleague-uid,""' \
+  >"$work/tokens.csv"
 for facility in aps alcf; do
   "$CARGO_TARGET_DIR/debug/testcluster" --name "$facility" --kubeconfig "$work/$facility.kubeconfig" \
     --tokens "$work/tokens.csv" >"$work/$facility.log" 2>&1 &

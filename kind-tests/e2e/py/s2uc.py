@@ -1,16 +1,21 @@
 """SciStream 1.x's clients across two facilities, with grpcio (an implementation of gRPC we
-did not write): what `s2uc prod-req` / `s2uc outbound-request` and the application
-controllers (`appctrl`) send, against each facility's control endpoint (see PROTOCOL.md).
+did not write): what `s2uc` (`prod-req`, `inbound-request`, `outbound-request`, `update`,
+`release`) and the application controllers (`appctrl`) send, against each facility's control
+endpoint (see PROTOCOL.md, "How the 1.x clients actually call").
 
 Usage: s2uc.py STUBS_DIR CONFIG_JSON, where CONFIG_JSON has
-  step:           "setup" or "release"
+  step:           "setup", "release" or "actions"
   producer, consumer: {"addr": "127.0.0.1:PORT", "cert": PEM_FILE} of each control endpoint
-  token:          the user's bearer token (metadata `authorization`, bare, as 1.x sends it)
+  token:          the user's token (metadata `authorization`, bare, as 1.x sends it)
   uid:            the stream's uid (the same on both sides, as in 1.x)
-  num_conn, rate: as `s2uc` sends them (rate in kb/s)
+  num_conn, rate: as `s2uc` sends them (rate in kb/s) (step setup)
   prod_listeners: the producer application's endpoints (step setup)
+  actions:        (step actions) a list of calls, each {"do": ..., "at": "producer"|"consumer",
+                  ...}, run in order; see ACTIONS below
 
-Prints one JSON object with the replies; exits non-zero when a call fails.
+Steps setup and release print one JSON object with the replies and exit non-zero when a call
+fails. Step actions prints the list of what each action saw (a failed call is a result with
+its gRPC code, not an exit), so scenarios can check refusals.
 """
 import json
 import sys
@@ -30,7 +35,8 @@ def stub(endpoint):
     return pbg.ControlStub(grpc.secure_channel(endpoint["addr"], creds))
 
 
-prod, cons = stub(config["producer"]), stub(config["consumer"])
+STUBS = {"producer": stub(config["producer"]), "consumer": stub(config["consumer"])}
+prod, cons = STUBS["producer"], STUBS["consumer"]
 uid, token = config["uid"], config["token"]
 md = [("authorization", token)]
 # Bound of every wait (generous: a loaded machine); 1.x's own req waits up to 180 s.
@@ -62,6 +68,108 @@ def side(control, role, prod_listeners=()):
     return {"listeners": list(reply.listeners), "prod_listeners": list(reply.prod_listeners), "hello": hello}
 
 
+# === actions ===
+
+def failed(e):
+    return {"code": e.code().name, "details": e.details()}
+
+
+def call(f):
+    """Runs f(); its result (a dict) with code OK, or the gRPC error."""
+    try:
+        out = f() or {}
+        out["code"] = "OK"
+        return out
+    except grpc.RpcError as e:
+        return failed(e)
+    except grpc.FutureTimeoutError:
+        return {"code": "CLIENT_TIMEOUT", "details": "no answer within the client's wait"}
+
+
+def metadata(a):
+    return [("authorization", a.get("token", token))]
+
+
+def inbound(a):
+    """s2uc inbound-request: req PROD, 0.5 s later hello PROD on the same channel with the same
+    token and the producer application's endpoints, waits for both (1.x: 5 s; here `wait`),
+    then update PROD with the req reply's prod_listeners."""
+    control, m, u = STUBS[a["at"]], metadata(a), a.get("uid", uid)
+    req = control.req.future(pb.Request(uid=u, role="PROD", num_conn=a.get("num_conn", 5), rate=a.get("rate", 10000)),
+                             metadata=m)
+    time.sleep(0.5)
+    hello = control.hello.future(pb.Hello(uid=u, prod_listeners=a["prod_listeners"], role="PROD"), metadata=m)
+    reply = req.result(timeout=a.get("wait", WAIT))
+    hello_reply = hello.result(timeout=a.get("wait", WAIT))
+    control.update(pb.UpdateTargets(uid=u, remote_listeners=list(reply.prod_listeners), role="PROD"), metadata=m)
+    return {"listeners": list(reply.listeners), "prod_listeners": list(reply.prod_listeners),
+            "hello": hello_reply.message}
+
+
+def outbound(a):
+    """s2uc outbound-request UID PROD_LISTENERS: req CONS, 0.5 s later hello with role PROD (the
+    client's quirk) listing the consumer application's address, waits for the req reply, then
+    update CONS with PROD_LISTENERS (the producer facility's listeners)."""
+    control, m, u = STUBS[a["at"]], metadata(a), a.get("uid", uid)
+    req = control.req.future(pb.Request(uid=u, role="CONS", num_conn=a.get("num_conn", 5), rate=a.get("rate", 10000)),
+                             metadata=m)
+    time.sleep(0.5)
+    hello = control.hello.future(pb.Hello(uid=u, prod_listeners=a.get("hello_listeners", []), role="PROD"),
+                                 metadata=m)
+    reply = req.result(timeout=a.get("wait", WAIT))
+    hello_reply = hello.result(timeout=a.get("wait", WAIT))
+    control.update(pb.UpdateTargets(uid=u, remote_listeners=a["remote"], role="CONS"), metadata=m)
+    return {"listeners": list(reply.listeners), "hello": hello_reply.message,
+            "hello_listeners": list(hello_reply.listeners)}
+
+
+def app(a):
+    """appctrl UID ADDR TOKEN ROLE: hello; on any error but UNAUTHENTICATED retries 5 times
+    0.1 s apart, then gives up."""
+    control, u = STUBS[a["at"]], a.get("uid", uid)
+    msg = pb.Hello(uid=u, prod_listeners=a.get("prod_listeners", []), role=a["role"])
+    last = None
+    for attempt in range(1, 7):
+        try:
+            r = control.hello(msg, metadata=[("authorization", a["key"])])
+            return {"code": "OK", "attempts": attempt, "message": r.message, "listeners": list(r.listeners)}
+        except grpc.RpcError as e:
+            last = failed(e)
+            last["attempts"] = attempt
+            if e.code() == grpc.StatusCode.UNAUTHENTICATED:
+                break
+            time.sleep(0.1)
+    return last
+
+
+def release(a):
+    """s2uc release UID."""
+    STUBS[a["at"]].release(pb.Release(uid=a.get("uid", uid)), metadata=metadata(a))
+
+
+def update(a):
+    """s2uc's update of one side."""
+    STUBS[a["at"]].update(pb.UpdateTargets(uid=a.get("uid", uid), remote_listeners=a["remote"], role=a["role"]),
+                          metadata=metadata(a))
+
+
+def reqs(a):
+    """`count` reqs (each a new uid) with `token`, as a client with a wrong token repeats them:
+    the codes, in order."""
+    codes = []
+    for i in range(a["count"]):
+        u = "%s%012x" % (a["uid_prefix"], i)
+        try:
+            STUBS[a["at"]].req(pb.Request(uid=u, role="PROD", num_conn=1, rate=10000), metadata=metadata(a),
+                               timeout=a.get("wait", 30))
+            codes.append("OK")
+        except grpc.RpcError as e:
+            codes.append(e.code().name)
+    return {"codes": codes}
+
+
+ACTIONS = {"inbound": inbound, "outbound": outbound, "release": release, "update": update, "reqs": reqs}
+
 out = {}
 if config["step"] == "setup":
     # Producer facility (s2uc prod-req): req PROD, the producer's Hello with its endpoints,
@@ -78,6 +186,13 @@ elif config["step"] == "release":
     for name, control in (("producer", prod), ("consumer", cons)):
         control.release(pb.Release(uid=uid), metadata=md)
         out[name] = "OK"
+elif config["step"] == "actions":
+    out = []
+    for a in config["actions"]:
+        if a["do"] == "appctrl":
+            out.append(app(a))
+        else:
+            out.append(call(lambda: ACTIONS[a["do"]](a)))
 else:
     sys.exit("unknown step " + config["step"])
 print(json.dumps(out))

@@ -36,6 +36,9 @@ pub const CONS_APISERVER: &str = "SCISTREAM_E2E_APISERVER_CONS";
 /// client's identity; default [`crate::world::SCIENTIST_TOKEN`], which `testcluster --tokens`
 /// is given by `kind-tests/external-check.sh`).
 pub const SCIENTIST_TOKEN: &str = "SCISTREAM_E2E_SCIENTIST_TOKEN";
+/// In API-server mode, the bearer token of a user `colleague` both API servers know (another
+/// 1.x user; default [`crate::world::COLLEAGUE_TOKEN`], also in `kind-tests/external-check.sh`).
+pub const COLLEAGUE_TOKEN: &str = "SCISTREAM_E2E_COLLEAGUE_TOKEN";
 
 /// Where the suite runs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,6 +58,8 @@ pub struct ApiServers {
     pub kubeconfigs: [PathBuf; 2],
     /// Token of user `scientist` on both.
     pub scientist_token: String,
+    /// Token of user `colleague` on both.
+    pub colleague_token: String,
 }
 
 /// Reads the variables through `get` (the process environment in [`target_from_env`]).
@@ -70,10 +75,11 @@ pub fn target(get: impl Fn(&str) -> Option<String>) -> anyhow::Result<Target> {
             bail!("{PROD_APISERVER} (API servers) and {PROD_KUBECONFIG} (installed clusters) exclude each other")
         }
         (Some(kubeconfigs), None) => {
-            let scientist_token = get(SCIENTIST_TOKEN)
-                .filter(|t| !t.is_empty())
-                .unwrap_or_else(|| crate::world::SCIENTIST_TOKEN.to_owned());
-            Ok(Target::ApiServers(ApiServers { kubeconfigs, scientist_token }))
+            let token =
+                |var: &str, default: &str| get(var).filter(|t| !t.is_empty()).unwrap_or_else(|| default.to_owned());
+            let scientist_token = token(SCIENTIST_TOKEN, crate::world::SCIENTIST_TOKEN);
+            let colleague_token = token(COLLEAGUE_TOKEN, crate::world::COLLEAGUE_TOKEN);
+            Ok(Target::ApiServers(ApiServers { kubeconfigs, scientist_token, colleague_token }))
         }
         (None, Some(ext)) => Ok(Target::Installed(ext)),
         (None, None) => Ok(Target::Embedded),
@@ -303,6 +309,7 @@ mod tests {
         with_token.push((SCIENTIST_TOKEN, "t0k"));
         let Target::ApiServers(a) = target(env(&with_token)).unwrap() else { panic!("API servers") };
         assert_eq!(a.scientist_token, "t0k");
+        assert_eq!(a.colleague_token, crate::world::COLLEAGUE_TOKEN);
         let e = target(env(&both[..1])).unwrap_err().to_string();
         assert!(e.contains(CONS_APISERVER), "{e}");
         let mut mixed = FULL.to_vec();

@@ -77,7 +77,7 @@ pub struct Client {
     script: PathBuf,
     dir: PathBuf,
     endpoints: Vec<Value>,
-    /// User `scientist`'s bearer token.
+    /// The user's token (user `scientist`'s bearer token unless [`Client::with_token`]).
     token: String,
 }
 
@@ -102,7 +102,7 @@ impl Client {
             endpoints: vec![],
             token: world.scientist_token.clone(),
         };
-        let proto = root.join("operator/control-endpoint/proto");
+        let proto = root.join("operator/control-proto/proto");
         let (py, out) = (client.python.clone(), dir.clone());
         tokio::task::spawn_blocking(move || {
             run(Command::new(py)
@@ -121,6 +121,12 @@ impl Client {
         Ok(client)
     }
 
+    /// This client with another user's token (e.g. one its identity provider issued).
+    pub fn with_token(mut self, token: &str) -> Client {
+        self.token = token.to_owned();
+        self
+    }
+
     /// Runs `step` of `py/s2uc.py` (`setup`, `release`) for `uid` with `config` added; returns
     /// what it printed.
     pub async fn step(&self, step: &str, uid: &str, mut config: Value) -> anyhow::Result<Value> {
@@ -137,6 +143,104 @@ impl Client {
         }
         serde_json::from_slice(&out.stdout).with_context(|| format!("s2uc.py {step} printed no JSON"))
     }
+
+    /// Runs `actions` of `py/s2uc.py` in order (each `{"do": ..., "at": "producer"|"consumer",
+    /// ...}`, for stream `uid` unless it names another, with this client's token unless it
+    /// names another); returns what each saw (`"code"`: `OK` or the gRPC code of its refusal).
+    pub async fn actions(&self, uid: &str, actions: Value) -> anyhow::Result<Vec<Value>> {
+        let seen = self.step("actions", uid, json!({ "actions": actions })).await?;
+        match seen {
+            Value::Array(results) => Ok(results),
+            other => bail!("s2uc.py actions printed {other}, not a list"),
+        }
+    }
+
+    /// [`Client::actions`] with one action; returns what it saw.
+    pub async fn action(&self, uid: &str, action: Value) -> anyhow::Result<Value> {
+        let mut seen = self.actions(uid, json!([action])).await?;
+        seen.pop().context("s2uc.py printed no result")
+    }
+}
+
+/// One side each of a stream as `s2uc` makes it: `inbound-request` on the producer facility,
+/// then `outbound-request` (on `consumer_at`: the consumer facility, or the producer's for both
+/// sides on one endpoint) with the producer side's listeners.
+#[derive(Clone, Debug)]
+pub struct S2ucStream<'a> {
+    /// The stream's uid.
+    pub uid: &'a str,
+    /// `num_conn` of both `req`s.
+    pub num_conn: usize,
+    /// `rate` of both `req`s, kb/s (s2uc's default: 10000; 0: unset).
+    pub rate: i32,
+    /// The producer application's endpoints (the producer's Hello).
+    pub endpoints: &'a [String],
+    /// `"consumer"`, or `"producer"` for both sides on the producer facility's endpoint.
+    pub consumer_at: &'a str,
+    /// Seconds the client waits for each `req` reply (1.x's s2uc: 5).
+    pub wait: u64,
+}
+
+impl Client {
+    /// Makes `stream` (see [`S2ucStream`]); returns the producer side's listeners and the
+    /// consumer side's (where the consumer application connects).
+    pub async fn s2uc_stream(&self, stream: &S2ucStream<'_>) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+        let (uid, n, rate, wait) = (stream.uid, stream.num_conn, stream.rate, stream.wait);
+        let inbound = self
+            .action(
+                uid,
+                json!({"do": "inbound", "at": "producer", "num_conn": n, "rate": rate,
+                "prod_listeners": stream.endpoints, "wait": wait}),
+            )
+            .await?;
+        if code(&inbound) != "OK" || strings(&inbound["prod_listeners"]) != stream.endpoints {
+            bail!("s2uc inbound-request: {inbound}");
+        }
+        let producer = strings(&inbound["listeners"]);
+        let outbound = self
+            .action(
+                uid,
+                json!({"do": "outbound", "at": stream.consumer_at, "num_conn": n, "rate": rate,
+                "remote": producer, "hello_listeners": ["192.0.2.250:9000"], "wait": wait}),
+            )
+            .await?;
+        if code(&outbound) != "OK" {
+            bail!("s2uc outbound-request: {outbound}");
+        }
+        Ok((producer, strings(&outbound["listeners"])))
+    }
+}
+
+/// The code of an action's result (`OK`, or the gRPC code of its refusal).
+pub fn code(result: &Value) -> &str {
+    result["code"].as_str().unwrap_or_default()
+}
+
+/// The texts of a JSON list.
+pub fn strings(v: &Value) -> Vec<String> {
+    v.as_array().into_iter().flatten().filter_map(|s| s.as_str().map(str::to_owned)).collect()
+}
+
+/// StreamRequest `name` of facility `i` as the API server stores it (JSON: fields this
+/// suite's types may not know are kept).
+pub async fn raw_request(world: &World, i: usize, name: &str) -> anyhow::Result<Value> {
+    use kube::{
+        api::{ApiResource, DynamicObject},
+        core::GroupVersionKind,
+    };
+    let gvk = GroupVersionKind::gvk(scistream_api::keys::GROUP, scistream_api::keys::VERSION, "StreamRequest");
+    let f = world.facilities.get(i).context("no such facility")?;
+    let api: Api<DynamicObject> = Api::namespaced_with(f.client.clone(), USER_NS, &ApiResource::from_gvk(&gvk));
+    Ok(serde_json::to_value(api.get(name).await.with_context(|| format!("{}: StreamRequest {name}", f.name))?)?)
+}
+
+/// The relay configurations (ConfigMap texts) of stream `stream_id` in facility `i`.
+pub async fn relay_configs(world: &World, i: usize, stream_id: &str) -> anyhow::Result<Vec<String>> {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let f = world.facilities.get(i).context("no such facility")?;
+    let lp = kube::api::ListParams::default().labels(&format!("{}={stream_id}", scistream_api::keys::LABEL_STREAM_ID));
+    let cms = Api::<ConfigMap>::namespaced(f.client.clone(), crate::world::GATEWAY_NS).list(&lp).await?;
+    Ok(cms.items.into_iter().flat_map(|cm| cm.data.unwrap_or_default().into_values()).collect())
 }
 
 /// The control endpoint's generated certificate (Secret default/scistream-control-tls).
@@ -158,6 +262,13 @@ async fn control_certificate(client: &kube::Client, facility: &str) -> anyhow::R
 /// Lets user `scientist` manage StreamRequests in the users' namespace of every facility (what
 /// the control endpoint's SubjectAccessReview asks for `req`, `update`, `release`).
 pub async fn grant_scientist(world: &World) -> anyhow::Result<()> {
+    grant(world, &["scientist"]).await
+}
+
+/// Lets `users` manage StreamRequests in the users' namespace of every facility: one Role and
+/// one RoleBinding naming them all (as a facility shares one legacy namespace among its 1.x
+/// users).
+pub async fn grant(world: &World, users: &[&str]) -> anyhow::Result<()> {
     // Applied, not created: API servers shared by several worlds keep them from one to the next.
     let pp = PatchParams::apply("scistream-e2e").force();
     for f in &world.facilities {
@@ -169,7 +280,8 @@ pub async fn grant_scientist(world: &World) -> anyhow::Result<()> {
         let binding: RoleBinding = serde_json::from_value(json!({"apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "RoleBinding", "metadata": {"name": "streamers"},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "streamers"},
-            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "scientist"}]}))?;
+            "subjects": users.iter().map(|u| json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": u}))
+                .collect::<Vec<_>>()}))?;
         Api::<RoleBinding>::namespaced(f.client.clone(), USER_NS)
             .patch("streamers", &pp, &Patch::Apply(&binding))
             .await?;

@@ -7,6 +7,7 @@ pub mod apps;
 pub mod bench;
 pub mod external;
 pub mod faults;
+pub mod introspection;
 pub mod legacy;
 pub mod stream;
 pub mod workload;

@@ -330,6 +330,19 @@ pub async fn transfer_seeded(
     bytes: u64,
     first_seed: u64,
 ) -> anyhow::Result<Transferred> {
+    transfer_from(world, CONSUMER_HOST, producer, targets, bytes, first_seed).await
+}
+
+/// [`transfer_seeded`] with the consumer application on application host `consumer_host`
+/// (the producer's host when both sides of a stream are in its facility).
+pub async fn transfer_from(
+    world: &World,
+    consumer_host: &'static str,
+    producer: Vec<TcpListener>,
+    targets: &[SocketAddr],
+    bytes: u64,
+    first_seed: u64,
+) -> anyhow::Result<Transferred> {
     let per_connection = bytes / targets.len().max(1) as u64;
     let deadline = Duration::from_secs(300);
     let producer = tokio::spawn(workload::produce(producer, targets.len(), per_connection, first_seed, deadline));
@@ -337,7 +350,7 @@ pub async fn transfer_seeded(
     let (apps, targets) = (world.apps(), targets.to_vec());
     let received = workload::consume(targets.len(), move |i| {
         let (apps, addr) = (apps.clone(), targets[i]);
-        async move { apps.connect(CONSUMER_HOST, addr).await }
+        async move { apps.connect(consumer_host, addr).await }
     })
     .await
     .context("consumer application");

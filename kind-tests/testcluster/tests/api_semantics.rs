@@ -285,6 +285,13 @@ async fn rbac_and_reviews() {
     assert!(yes.status.unwrap().allowed);
     let no = sars.create(&PostParams::default(), &sar("carol", &["ops"])).await.unwrap();
     assert!(!no.status.unwrap().allowed);
+    // Validated as kube-apiserver does: a review naming nobody is refused.
+    let e = status_of(sars.create(&PostParams::default(), &sar("", &[])).await.unwrap_err());
+    assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
+    assert_eq!(
+        e.message,
+        "SubjectAccessReview.authorization.k8s.io \"\" is invalid: spec.user: Invalid value: \"\": at least one of user or group must be specified"
+    );
     let tr: TokenReview = serde_json::from_value(json!({"spec": {"token": "tok-alice"}})).unwrap();
     let r = Api::<TokenReview>::all(admin).create(&PostParams::default(), &tr).await.unwrap();
     let st = r.status.unwrap();

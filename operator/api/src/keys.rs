@@ -56,9 +56,17 @@ pub const FIELD_MANAGER_OPERATOR: &str = "scistream-operator";
 pub const FIELD_MANAGER_PLUGIN: &str = "kubectl-scistream";
 /// Field manager (and managed-by label value) of the control endpoint's writes.
 pub const FIELD_MANAGER_CONTROL_ENDPOINT: &str = "scistream-control-endpoint";
+/// Field manager of the status a legacy `req` writes when it creates a StreamRequest
+/// (`rateEnforcement`): apart from [`FIELD_MANAGER_CONTROL_ENDPOINT`], whose applies (a Hello
+/// that may come first) must not drop it, nor it theirs.
+pub const FIELD_MANAGER_CONTROL_ENDPOINT_REQ: &str = "scistream-control-endpoint-req";
 /// Annotation on a StreamRequest created by a legacy `req`: the SHA-256 (hex) of the
 /// credential that created it, so the 1.x client's Hello carrying the same token is accepted.
 pub const ANNOTATION_LEGACY_CREDENTIAL: &str = "scistream.io/legacy-credential-sha256";
+/// Annotation on a StreamRequest created by a legacy `req` in the `kubernetes` or
+/// `introspection` auth mode: the Kubernetes user who created it. Legacy `update` and `release`
+/// act on it for that user only (and only as RBAC allows them).
+pub const ANNOTATION_LEGACY_CREATOR: &str = "scistream.io/legacy-creator";
 /// Field manager of writes made by the S2DS relay.
 pub const FIELD_MANAGER_S2DS: &str = "s2ds";
 

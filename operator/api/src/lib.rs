@@ -24,6 +24,7 @@ pub use endpoint::{Endpoint, EndpointError, Host};
 pub use gateway::{Gateway, GatewaySpec, GatewayStatus, Implementation, PortRange, Reservation};
 pub use rate::{Rate, RateError};
 pub use stream_request::{
-    DataChannel, NodeAllocation, Phase, Role, SecretKeyRef, StreamRequest, StreamRequestSpec, StreamRequestStatus,
+    DataChannel, NodeAllocation, Phase, RateEnforcement, Role, SecretKeyRef, StreamRequest, StreamRequestSpec,
+    StreamRequestStatus,
 };
 pub use written::{HelloTimeout, Written};

@@ -106,8 +106,8 @@ pub struct StreamRequestSpec {
     #[x_kube(validation = Rule::new("self == oldSelf").message("numConnections is immutable; release the stream and create it again"))]
     pub num_connections: i32,
 
-    /// Bandwidth reserved for the stream on the gateway and enforced by the S2DS relay, in
-    /// bits per second with an SI prefix: `10Gbps`, `500Mbps`, `2.5G`, `800k` (1kbps to
+    /// Bandwidth reserved for the stream on the gateway and enforced by the S2DS relay (unless
+    /// `status.rateEnforcement` says `ReservationOnly`), in bits per second with an SI prefix: `10Gbps`, `500Mbps`, `2.5G`, `800k` (1kbps to
     /// 10Tbps). Admission refuses more than the gateway has left undeclared. Default `1Gbps`.
     #[serde(default = "default_rate")]
     #[schemars(pattern(RATE_PATTERN), length(max = 20))]
@@ -255,6 +255,21 @@ pub enum Phase {
     Releasing,
 }
 
+/// Whether the relays limit the stream to its `spec.rate` (absent: `Enforced`).
+/// `ReservationOnly`: the rate is counted against the Gateway's bandwidth but not enforced, as
+/// in SciStream 1.x; the control endpoint sets it on the streams SciStream 1.x clients create
+/// unless the facility runs it with `--control-legacy-rate enforced`. (Of the relay
+/// implementations, S2ds and Nginx enforce a rate; Haproxy and Stunnel cannot.)
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum RateEnforcement {
+    /// The relays limit the stream to its reserved rate.
+    #[default]
+    Enforced,
+    /// The rate is reserved on the Gateway (counted against its bandwidth) but the relays do
+    /// not limit the stream.
+    ReservationOnly,
+}
+
 /// Ports held on one gateway node.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "camelCase")]
@@ -300,7 +315,9 @@ pub struct StreamRequestStatus {
     pub listeners: Vec<String>,
 
     /// Producer side: the producer application's endpoints, recorded from its Hello by the
-    /// control endpoint. (With static `spec.targets` no Hello is needed and this stays empty.)
+    /// control endpoint; the relays forward to them. (With static `spec.targets` no Hello is
+    /// needed and this stays empty. On a stream a SciStream 1.x client created, whose `update`
+    /// set `spec.targets`, a later Hello sets both.)
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = MAX_CONNECTIONS))]
     pub prod_listeners: Vec<String>,
@@ -315,6 +332,16 @@ pub struct StreamRequestStatus {
     /// gateway namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate: Option<String>,
+
+    /// Whether the relays limit the stream to its `spec.rate`. `ReservationOnly`: the rate is
+    /// counted against the Gateway's bandwidth but the relays do not limit the stream, as
+    /// SciStream 1.x never did; the control endpoint sets it on the streams SciStream 1.x
+    /// clients create (whose `rate` is the clients' default of 10000 kb/s unless the user chose
+    /// one) unless the facility runs it with `--control-legacy-rate enforced`. Absent or
+    /// `Enforced`: the relays limit the stream to its reserved rate (the S2ds and Nginx
+    /// implementations do; Haproxy and Stunnel cannot limit a rate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_enforcement: Option<RateEnforcement>,
 
     /// Bytes and throughput read from the relays' metrics.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -3,9 +3,14 @@
 
 use std::{net::IpAddr, net::SocketAddr, time::Duration};
 
-use scistream_api::DataChannel;
+use scistream_api::{DataChannel, RateEnforcement};
 
-use crate::{auth::AuthMode, handler::HandlerConfig, legacy::Placement, tls::TlsSource};
+use crate::{
+    auth::{AuthMode, introspection::Expectations},
+    handler::HandlerConfig,
+    legacy::Placement,
+    tls::TlsSource,
+};
 
 /// How the endpoint checks user-facing (`req`/`update`/`release`) tokens.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -18,8 +23,9 @@ pub enum AuthConfig {
         url: String,
         /// Secret (in the TLS namespace) with keys `client_id` and `client_secret`.
         credentials_secret: String,
-        /// Prefix of the Kubernetes user and group names (e.g. `globus:`).
-        prefix: String,
+        /// Prefix of the Kubernetes user and group names (e.g. `globus:`), and the scope and
+        /// audience tokens must have.
+        expect: Expectations,
     },
     /// No check (1.x trusted-testbed mode).
     None,
@@ -40,8 +46,10 @@ pub struct EndpointConfig {
     pub auth: AuthConfig,
     /// Protocol settings (legacy placement, waits).
     pub handler: HandlerConfig,
-    /// Failed authentications allowed per peer and window.
+    /// Failed authentications allowed per address, identity and window.
     pub max_auth_failures: u32,
+    /// Failed authentications allowed per address and window, whatever the identities.
+    pub max_auth_failures_per_address: u32,
     /// The window of `max_auth_failures`.
     pub auth_failure_window: Duration,
     /// Largest gRPC message accepted.
@@ -87,9 +95,17 @@ pub struct Args {
     /// Secret with `client_id` and `client_secret` for the introspection endpoint.
     #[arg(long = "control-introspection-secret", env = "SCISTREAM_CONTROL_INTROSPECTION_SECRET")]
     pub control_introspection_secret: Option<String>,
-    /// Prefix of Kubernetes user and group names of introspected identities.
-    #[arg(long = "control-identity-prefix", default_value = "oidc:")]
+    /// Prefix of Kubernetes user and group names of introspected identities (RoleBindings name
+    /// `<prefix><username>`, e.g. `globus:alice@uni.edu`).
+    #[arg(long = "control-identity-prefix", env = "SCISTREAM_CONTROL_IDENTITY_PREFIX", default_value = "oidc:")]
     pub control_identity_prefix: String,
+    /// A scope introspected tokens must have, e.g. SciStream 1.x's
+    /// `https://auth.globus.org/scopes/<client id>/scistream` (unset: any scope).
+    #[arg(long = "control-introspection-scope", env = "SCISTREAM_CONTROL_INTROSPECTION_SCOPE")]
+    pub control_introspection_scope: Option<String>,
+    /// An audience introspected tokens must have, e.g. the endpoint's client id (unset: any).
+    #[arg(long = "control-introspection-audience", env = "SCISTREAM_CONTROL_INTROSPECTION_AUDIENCE")]
+    pub control_introspection_audience: Option<String>,
     /// Namespace where legacy `req`s create StreamRequests.
     #[arg(long = "control-namespace", env = "SCISTREAM_CONTROL_NAMESPACE", default_value = "default")]
     pub control_namespace: String,
@@ -99,12 +115,37 @@ pub struct Args {
     /// Data channel of legacy streams (`Plain`, as 1.x's HAProxy/Nginx types, or `MutualTLS`).
     #[arg(long = "control-data-channel", default_value = "plain", value_parser = parse_data_channel)]
     pub control_data_channel: DataChannel,
+    /// What the rate of a legacy stream does: `reservation-only` (it is counted against the
+    /// Gateway's bandwidth, but the relays do not limit the stream: SciStream 1.x never
+    /// enforced rates, and its clients send 10000 kb/s unless told otherwise) or `enforced`
+    /// (the relays limit the stream to it). Shown in each stream's `status.rateEnforcement`.
+    #[arg(
+        long = "control-legacy-rate",
+        env = "SCISTREAM_CONTROL_LEGACY_RATE",
+        default_value = "reservation-only",
+        value_parser = parse_rate_enforcement
+    )]
+    pub control_legacy_rate: RateEnforcement,
     /// Seconds a consumer's Hello waits for the stream's listeners.
     #[arg(long = "control-listeners-wait-seconds", default_value_t = 10)]
     pub control_listeners_wait_seconds: u64,
-    /// Failed authentications allowed per peer per minute before it is refused for the rest of it.
+    /// Failed authentications allowed per minute from one address with one credential, before
+    /// that credential is refused from there for the rest of the minute (other credentials
+    /// from the same address are not).
     #[arg(long = "control-max-auth-failures", default_value_t = 20)]
     pub control_max_auth_failures: u32,
+    /// Failed authentications allowed per minute from one address, whatever the credentials,
+    /// before every call from it is refused for the rest of the minute.
+    #[arg(long = "control-max-auth-failures-per-address", default_value_t = 200)]
+    pub control_max_auth_failures_per_address: u32,
+}
+
+fn parse_rate_enforcement(s: &str) -> Result<RateEnforcement, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "reservation-only" | "reservationonly" => Ok(RateEnforcement::ReservationOnly),
+        "enforced" => Ok(RateEnforcement::Enforced),
+        _ => Err(format!("{s:?}: expected reservation-only or enforced")),
+    }
 }
 
 fn parse_data_channel(s: &str) -> Result<DataChannel, String> {
@@ -137,7 +178,11 @@ impl Args {
                 credentials_secret: self.control_introspection_secret.clone().ok_or_else(|| {
                     ArgsError("--control-auth introspection needs --control-introspection-secret".into())
                 })?,
-                prefix: self.control_identity_prefix.clone(),
+                expect: Expectations {
+                    prefix: self.control_identity_prefix.clone(),
+                    scope: self.control_introspection_scope.clone(),
+                    audience: self.control_introspection_audience.clone(),
+                },
             },
         };
         Ok(EndpointConfig {
@@ -157,11 +202,13 @@ impl Args {
                     namespace: self.control_namespace.clone(),
                     gateway: gateway.clone(),
                     data_channel: self.control_data_channel,
+                    rate_enforcement: self.control_legacy_rate,
                 }),
                 listeners_wait: Duration::from_secs(self.control_listeners_wait_seconds),
                 ..HandlerConfig::default()
             },
             max_auth_failures: self.control_max_auth_failures,
+            max_auth_failures_per_address: self.control_max_auth_failures_per_address,
             auth_failure_window: Duration::from_secs(60),
             max_message_bytes: scistream_api::control::MAX_MESSAGE_BYTES,
         })
@@ -210,6 +257,31 @@ mod tests {
             (p.gateway.as_str(), p.namespace.as_str(), p.data_channel),
             ("dtn", "default", DataChannel::MutualTLS)
         );
+        assert_eq!(p.rate_enforcement, RateEnforcement::ReservationOnly, "1.x never enforced rates");
         assert!(Cli::parse_from(["x", "--control-auth", "introspection"]).control.config().is_err());
+        let c = Cli::parse_from(["x", "--control-gateway", "dtn", "--control-legacy-rate", "enforced"]).control;
+        assert_eq!(c.config().unwrap().handler.placement.unwrap().rate_enforcement, RateEnforcement::Enforced);
+        assert!(Cli::try_parse_from(["x", "--control-legacy-rate", "sometimes"]).is_err());
+        let c = Cli::parse_from([
+            "x",
+            "--control-auth",
+            "introspection",
+            "--control-introspection-url",
+            "https://auth.globus.org/v2/oauth2/token/introspect",
+            "--control-introspection-secret",
+            "globus",
+            "--control-identity-prefix",
+            "globus:",
+            "--control-introspection-scope",
+            "https://auth.globus.org/scopes/c42c/scistream",
+        ])
+        .control
+        .config()
+        .unwrap();
+        let AuthConfig::Introspection { expect, .. } = c.auth else { panic!("introspection") };
+        assert_eq!(expect.prefix, "globus:");
+        assert_eq!(expect.scope.as_deref(), Some("https://auth.globus.org/scopes/c42c/scistream"));
+        assert_eq!(expect.audience, None);
+        assert_eq!((c.max_auth_failures, c.max_auth_failures_per_address), (20, 200));
     }
 }

@@ -1,7 +1,7 @@
 //! The tonic service `scistream.Control`: extracts the `authorization` metadata and the peer,
 //! calls the [`Handler`], counts the call.
 
-use std::{net::IpAddr, sync::Arc, time::Instant};
+use std::{net::SocketAddr, sync::Arc, time::Instant};
 
 use tonic::{Request, Response, Status};
 
@@ -27,8 +27,8 @@ impl<S, A> ControlService<S, A> {
     }
 }
 
-fn parts<T>(request: Request<T>) -> (Option<IpAddr>, Option<String>, T) {
-    let peer = request.remote_addr().map(|a| a.ip());
+fn parts<T>(request: Request<T>) -> (Option<SocketAddr>, Option<String>, T) {
+    let peer = request.remote_addr();
     let auth = request
         .metadata()
         .get(scistream_api::control::METADATA_AUTHORIZATION)

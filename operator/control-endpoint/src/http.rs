@@ -4,7 +4,7 @@
 //! `{"message": "...", "listeners": [...]}`, or `{"code": "NOT_FOUND", "message": "..."}` with
 //! the HTTP status of the gRPC code (404, 401, 400, 412, 429, 504, ...).
 
-use std::{net::IpAddr, sync::Arc, time::Instant};
+use std::{net::SocketAddr, sync::Arc, time::Instant};
 
 use serde::{Deserialize, Serialize};
 use warp::{Filter, Reply, http::StatusCode};
@@ -62,7 +62,7 @@ fn error_reply(e: &Error) -> warp::reply::Response {
 pub fn routes<S: Streams + Clone, A: Access>(
     handler: Arc<Handler<S, A>>,
     metrics: Metrics,
-    peer: Option<IpAddr>,
+    peer: Option<SocketAddr>,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible> + Clone + Send + Sync + 'static {
     let hello = warp::post()
         // scistream_api::control::HELLO_PATH (tests/hello.rs posts to that constant).

@@ -2,15 +2,15 @@
 //! client sent (so bad input is refused before anything is written), the objects a legacy
 //! `req` creates, the patch an `update` makes and the replies 1.x clients expect.
 
-use scistream_api::{DataChannel, Rate, Role, endpoint::parse_list, stream_request::MAX_CONNECTIONS};
+use scistream_api::{DataChannel, Rate, RateEnforcement, Role, endpoint::parse_list, stream_request::MAX_CONNECTIONS};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 
 pub use scistream_api::keys::{
-    ANNOTATION_LEGACY_CREDENTIAL as ANNOTATION_CREDENTIAL, FIELD_MANAGER_CONTROL_ENDPOINT as FIELD_MANAGER,
-    FIELD_MANAGER_CONTROL_ENDPOINT as MANAGED_BY_ENDPOINT,
+    ANNOTATION_LEGACY_CREATOR as ANNOTATION_CREATOR, ANNOTATION_LEGACY_CREDENTIAL as ANNOTATION_CREDENTIAL,
+    FIELD_MANAGER_CONTROL_ENDPOINT as FIELD_MANAGER, FIELD_MANAGER_CONTROL_ENDPOINT as MANAGED_BY_ENDPOINT,
 };
 /// `num_conn` when a 1.x client sends 0.
 pub const DEFAULT_NUM_CONN: i32 = 5;
@@ -97,6 +97,8 @@ pub struct Placement {
     pub gateway: String,
     /// Data channel of legacy StreamRequests (`Plain` by default: 1.x exchanges no certificates).
     pub data_channel: DataChannel,
+    /// Whether the relays limit legacy streams to their rate (`status.rateEnforcement`).
+    pub rate_enforcement: RateEnforcement,
 }
 
 /// What a legacy `req` creates.
@@ -112,6 +114,18 @@ pub struct NewStream {
     pub secret_name: String,
     /// The StreamRequest (JSON).
     pub object: Value,
+    /// Whether its relays limit it to its rate (written to its status once created).
+    pub rate_enforcement: RateEnforcement,
+}
+
+/// Who sends a legacy `req`: the credential (its digest lets the 1.x client's Hello with the
+/// same token in), and the Kubernetes user it authenticated as (`None` in the `none` mode).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Creator<'a> {
+    /// The token sent.
+    pub credential: &'a str,
+    /// The user it names.
+    pub user: Option<&'a str>,
 }
 
 /// Validates a `req` and builds the StreamRequest it asks for.
@@ -121,7 +135,7 @@ pub fn new_stream(
     num_conn: i32,
     rate_kbps: i32,
     placement: &Placement,
-    credential: &str,
+    creator: Creator<'_>,
 ) -> Result<NewStream> {
     let stream_id = new_uid(uid)?;
     let role = parse_role(role)?;
@@ -137,6 +151,10 @@ pub fn new_stream(
     })?;
     let name = format!("legacy-{stream_id}-{}", role.legacy_name().to_ascii_lowercase());
     let secret_name = format!("{name}-hello");
+    let mut annotations = json!({ ANNOTATION_CREDENTIAL: credential_digest(creator.credential) });
+    if let Some(user) = creator.user {
+        annotations[ANNOTATION_CREATOR] = json!(user);
+    }
     let object = json!({
         "apiVersion": "scistream.io/v1alpha1",
         "kind": "StreamRequest",
@@ -147,7 +165,7 @@ pub fn new_stream(
                 scistream_api::keys::LABEL_MANAGED_BY: MANAGED_BY_ENDPOINT,
                 scistream_api::keys::LABEL_STREAM_ID: stream_id,
             },
-            "annotations": { ANNOTATION_CREDENTIAL: credential_digest(credential) },
+            "annotations": annotations,
         },
         "spec": {
             "streamId": stream_id,
@@ -159,7 +177,7 @@ pub fn new_stream(
             "helloKeySecretRef": { "name": secret_name, "key": scistream_api::keys::DEFAULT_HELLO_KEY },
         },
     });
-    Ok(NewStream { stream_id, role, name, secret_name, object })
+    Ok(NewStream { stream_id, role, name, secret_name, object, rate_enforcement: placement.rate_enforcement })
 }
 
 /// The merge patch of an `update`: targets for a producer, remote listeners for a consumer.
@@ -172,7 +190,8 @@ pub fn update_patch(role: Role, listeners: &[String]) -> Result<Value> {
     Ok(json!({ "spec": { field: listeners } }))
 }
 
-/// Whether a StreamRequest was created by a legacy `req` (its Hello role is not checked).
+/// Whether a StreamRequest was created by a legacy `req`: its Hello role is not checked, and
+/// only such streams are touched by legacy `update` and `release`.
 pub fn is_legacy(annotations: &std::collections::BTreeMap<String, String>) -> bool {
     annotations.contains_key(ANNOTATION_CREDENTIAL)
 }
@@ -196,12 +215,18 @@ mod tests {
     const UID: &str = "2f0f3c4e-8f1d-4d7a-9a43-1c2b3d4e5f60";
 
     fn placement() -> Placement {
-        Placement { namespace: "science".into(), gateway: "dtn".into(), data_channel: DataChannel::Plain }
+        Placement {
+            namespace: "science".into(),
+            gateway: "dtn".into(),
+            data_channel: DataChannel::Plain,
+            rate_enforcement: RateEnforcement::ReservationOnly,
+        }
     }
 
     #[test]
     fn req_with_defaults_becomes_a_plain_stream_request() {
-        let s = new_stream(UID, "PROD", 0, 0, &placement(), "tok").unwrap();
+        let s =
+            new_stream(UID, "PROD", 0, 0, &placement(), Creator { credential: "tok", user: Some("alice") }).unwrap();
         assert_eq!(s.name, format!("legacy-{UID}-prod"));
         assert_eq!(s.role, Role::Producer);
         let spec = &s.object["spec"];
@@ -211,6 +236,9 @@ mod tests {
         assert_eq!(spec["role"], "Producer");
         assert_eq!(spec["helloKeySecretRef"]["name"], format!("legacy-{UID}-prod-hello"));
         assert_eq!(s.object["metadata"]["annotations"][ANNOTATION_CREDENTIAL], credential_digest("tok"));
+        assert_eq!(s.object["metadata"]["annotations"][ANNOTATION_CREATOR], "alice");
+        let anonymous = new_stream(UID, "PROD", 0, 0, &placement(), Creator { credential: "x", user: None }).unwrap();
+        assert!(anonymous.object["metadata"]["annotations"].get(ANNOTATION_CREATOR).is_none(), "mode none");
         let parsed: scistream_api::StreamRequest = serde_json::from_value(s.object).unwrap();
         assert_eq!(parsed.spec.stream_id, UID);
     }
@@ -218,18 +246,21 @@ mod tests {
     #[test]
     fn req_counts_rate_and_role_are_checked() {
         let p = placement();
-        let s = new_stream(&UID.to_uppercase(), "CONS", 3, 2500, &p, "t").unwrap();
+        let s = new_stream(&UID.to_uppercase(), "CONS", 3, 2500, &p, Creator::default()).unwrap();
         assert_eq!(s.stream_id, UID);
         assert_eq!(s.object["spec"]["rate"], "2.5Mbps");
         assert_eq!(s.object["spec"]["numConnections"], 3);
         for (uid, role, n, rate) in
             [(UID, "prod", 1, 1), (UID, "", 1, 1), (UID, "PROD", 257, 1), (UID, "PROD", -1, 1), (UID, "PROD", 1, -5)]
         {
-            let e = new_stream(uid, role, n, rate, &p, "t").unwrap_err();
+            let e = new_stream(uid, role, n, rate, &p, Creator::default()).unwrap_err();
             assert_eq!(e.code(), tonic::Code::InvalidArgument, "{role} {n} {rate}");
         }
         for uid in ["", "abc", "2f0f3c4e_8f1d-4d7a-9a43-1c2b3d4e5f60", "../../etc", &"a".repeat(100)] {
-            assert_eq!(new_stream(uid, "PROD", 1, 1, &p, "t").unwrap_err().code(), tonic::Code::InvalidArgument);
+            assert_eq!(
+                new_stream(uid, "PROD", 1, 1, &p, Creator::default()).unwrap_err().code(),
+                tonic::Code::InvalidArgument
+            );
         }
     }
 

@@ -23,15 +23,26 @@
 //!
 //! # What each call does
 //!
-//! - `hello`: finds the StreamRequest by `spec.streamId`, checks the `authorization` metadata
-//!   against the Hello key (Secret `spec.helloKeySecretRef`) in constant time, or, for a
-//!   stream a legacy `req` created, against the SHA-256 of the creating credential (annotation
+//! - `hello`: finds the StreamRequest by `spec.streamId` (with both sides in one cluster, the
+//!   one whose legacy `req` waits on the Hello's own connection first: `s2uc` says `PROD` even
+//!   from `outbound-request`), checks the `authorization` metadata against the Hello key
+//!   (Secret `spec.helloKeySecretRef`) in constant time, or, for a stream a legacy `req`
+//!   created, against the SHA-256 of the creating credential (annotation
 //!   [`legacy::ANNOTATION_CREDENTIAL`]); records `status.helloTime` (and `prodListeners` on the
-//!   producer side) by server-side apply as field manager `scistream-control-endpoint`. A
+//!   producer side; on a legacy stream whose `update` set `spec.targets`, those too, so the
+//!   relays follow) by server-side apply as field manager `scistream-control-endpoint`. A
 //!   consumer's Hello answers with `status.listeners`, waiting for them within a deadline.
-//! - `req`/`update`/`release`: create/patch/delete StreamRequests in the configured namespace
-//!   and gateway, after authenticating the token (`kubernetes`: TokenReview; `introspection`:
-//!   RFC 7662; `none`: nothing) and a SubjectAccessReview.
+//! - `req`: creates a StreamRequest in the configured namespace and gateway (its
+//!   `status.rateEnforcement` set by the endpoint's `--control-legacy-rate`: by default the
+//!   1.x rate is reserved, not enforced), after authenticating the token (`kubernetes`:
+//!   TokenReview; `introspection`: RFC 7662 with scope and audience; `none`: nothing) and a
+//!   SubjectAccessReview; blocks until its Hello.
+//! - `update`/`release`: patch/delete only StreamRequests a legacy `req` created, and in the
+//!   authenticated modes only for their creator (annotation [`legacy::ANNOTATION_CREATOR`]),
+//!   with a SubjectAccessReview on the StreamRequest by name.
+//!
+//! Failed authentications are counted per address and credential, and per address
+//! ([`auth::limiter`]), so one misconfigured client does not lock out its neighbours.
 //!
 //! Errors are precise gRPC codes ([`error::Error::code`]); an unknown stream is `NOT_FOUND`,
 //! never `UNAUTHENTICATED` (`appctrl` retries every other code). A message over
@@ -40,17 +51,19 @@
 //! # Layout
 //!
 //! Pure logic, unit-tested: [`legacy`] (1.x messages to StreamRequests), [`decide`] (which
-//! side a Hello is for, what a blocked `req` answers), [`auth`] (credentials, the Hello-key
-//! check, the failure limiter), [`error`] (codes and HTTP statuses), [`index`] (the stream-id
-//! index). The protocol in [`handler`] is generic over [`streams::Streams`] and
-//! [`auth::Access`]; [`streams::KubeStreams`], [`grpc`], [`http`], [`tls`] and [`server`] do
-//! the I/O.
+//! side a Hello is for and what it changes, which streams a legacy call may touch, what a
+//! blocked `req` answers), [`auth`] (credentials, the Hello-key check, the failure limits),
+//! [`error`] (codes and HTTP statuses), [`index`] (the stream-id index),
+//! [`handler::waiting`] (the `req`s in progress, by connection). The protocol in [`handler`]
+//! is generic over [`streams::Streams`] and [`auth::Access`]; [`streams::KubeStreams`],
+//! [`grpc`], [`http`], [`tls`] and [`server`] do the I/O. The `.proto` and its generated code
+//! are the `scistream-control-proto` crate ([`proto`]).
 //!
 //! # Tests and fuzzing
 //!
 //! `cargo nextest run -p scistream-control-endpoint` runs the unit tests and the integration
 //! tests (embedded API server, real operator, TLS on 127.0.0.1), including a Python `grpcio`
-//! client with stubs generated from `proto/scistream.proto` (a virtualenv is made under the
+//! client with stubs generated from `operator/control-proto/proto/scistream.proto` (a virtualenv is made under the
 //! cargo target directory; needs `python3-venv` and PyPI once). Fuzzing needs nightly:
 //! `operator/control-endpoint/fuzz/run.sh [seconds]` (AddressSanitizer), or its bounded CI mode
 //! `run.sh --ci [seconds]` (no sanitizer, development profile, 20 s per target, builds under
@@ -74,11 +87,8 @@ pub mod server;
 pub mod streams;
 pub mod tls;
 
-/// Code generated from `proto/scistream.proto`.
-pub mod proto {
-    #![allow(missing_docs, clippy::all, clippy::pedantic)]
-    tonic::include_proto!("scistream");
-}
+/// The messages and service of `scistream.Control` (the `scistream-control-proto` crate).
+pub use scistream_control_proto as proto;
 
 pub use config::{Args, AuthConfig, EndpointConfig};
 pub use error::{Error, Result};

@@ -67,7 +67,8 @@ pub async fn bind(client: Client, config: EndpointConfig, metrics: Metrics) -> R
     };
     let index = Index::default();
     let streams = KubeStreams::new(client.clone(), index.clone());
-    let limiter = FailureLimiter::new(config.max_auth_failures, config.auth_failure_window);
+    let limiter =
+        FailureLimiter::new(config.max_auth_failures, config.max_auth_failures_per_address, config.auth_failure_window);
     let handler = Arc::new(Handler::new(streams, access, limiter, config.handler.clone()));
     Ok(Bound { client, config, grpc, http, certs, handler, index, metrics })
 }
@@ -82,7 +83,7 @@ async fn access(client: &Client, config: &EndpointConfig) -> Result<AnyAccess> {
             );
             AnyAccess::None(Open)
         }
-        AuthConfig::Introspection { url, credentials_secret, prefix } => {
+        AuthConfig::Introspection { url, credentials_secret, expect } => {
             let ns = &config.tls.namespace;
             let api: Api<Secret> = Api::namespaced(client.clone(), ns);
             let secret = api
@@ -102,7 +103,7 @@ async fn access(client: &Client, config: &EndpointConfig) -> Result<AnyAccess> {
                     .ok_or_else(|| Error::Setup(format!("Secret {ns}/{credentials_secret} has no key {k}")))
             };
             let (id, secret) = (field("client_id")?, field("client_secret")?);
-            AnyAccess::Introspection(Box::new(Introspector::new(url, &id, &secret, prefix, client.clone())?))
+            AnyAccess::Introspection(Box::new(Introspector::new(url, &id, &secret, expect.clone(), client.clone())?))
         }
     })
 }
@@ -204,11 +205,8 @@ async fn serve_http(
                 Err(e) => { tracing::debug!(error = %e, "accept failed"); continue; }
             },
         };
-        let service = TowerToHyperService::new(warp::service(crate::http::routes(
-            handler.clone(),
-            metrics.clone(),
-            Some(peer.ip()),
-        )));
+        let service =
+            TowerToHyperService::new(warp::service(crate::http::routes(handler.clone(), metrics.clone(), Some(peer))));
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
             let builder = auto::Builder::new(TokioExecutor::new());

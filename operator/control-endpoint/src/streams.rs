@@ -9,7 +9,7 @@ use kube::{
     Api, Client, Resource, ResourceExt,
     api::{DeleteParams, Patch, PatchParams, PostParams},
 };
-use scistream_api::{StreamRequest, keys};
+use scistream_api::{RateEnforcement, StreamRequest, keys};
 use serde_json::{Value, json};
 
 use crate::{
@@ -18,20 +18,46 @@ use crate::{
     legacy::{FIELD_MANAGER, MANAGED_BY_ENDPOINT, NewStream},
 };
 
+/// The status fields the control endpoint owns, written together in one server-side apply
+/// (so a write never drops another of them): what an absent field means is "not set".
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EndpointStatus {
+    /// `helloTime` (RFC 3339).
+    pub hello_time: Option<String>,
+    /// `prodListeners` (producer side).
+    pub prod_listeners: Option<Vec<String>>,
+    /// `rateEnforcement` (streams a legacy `req` created).
+    pub rate_enforcement: Option<RateEnforcement>,
+}
+
+impl EndpointStatus {
+    /// The `status` object of the apply.
+    pub fn to_json(&self) -> Value {
+        let mut status = json!({});
+        if let Some(t) = &self.hello_time {
+            status["helloTime"] = json!(t);
+        }
+        if let Some(l) = &self.prod_listeners {
+            status["prodListeners"] = json!(l);
+        }
+        if let Some(r) = self.rate_enforcement {
+            status["rateEnforcement"] = json!(r);
+        }
+        status
+    }
+}
+
 /// Access to StreamRequests and their Hello keys.
 pub trait Streams: Send + Sync + 'static {
     /// The index of StreamRequests by stream id.
     fn index(&self) -> &Index;
     /// The Hello key of `sr` (`None` when its Secret or key does not exist).
     fn hello_key(&self, sr: &StreamRequest) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send;
-    /// Records a Hello on `sr`'s status: `helloTime`, and `prodListeners` for a producer.
-    fn record_hello(
-        &self,
-        sr: &StreamRequest,
-        hello_time: &str,
-        prod_listeners: Option<&[String]>,
-    ) -> impl Future<Output = Result<()>> + Send;
-    /// Creates the StreamRequest of a legacy `req` and its Hello-key Secret.
+    /// Writes the endpoint's status fields of `sr` (a Hello: `helloTime`, and `prodListeners`
+    /// for a producer; a legacy stream's `rateEnforcement`).
+    fn write_status(&self, sr: &StreamRequest, status: &EndpointStatus) -> impl Future<Output = Result<()>> + Send;
+    /// Creates the StreamRequest of a legacy `req`, its Hello-key Secret and its status'
+    /// `rateEnforcement`.
     fn create(&self, new: &NewStream, namespace: &str) -> impl Future<Output = Result<()>> + Send;
     /// Merge-patches `sr`'s spec.
     fn patch(&self, sr: &StreamRequest, patch: &Value) -> impl Future<Output = Result<()>> + Send;
@@ -50,6 +76,21 @@ impl KubeStreams {
     /// Reads through `index` (fed by [`crate::index::run`]) and writes with `client`.
     pub fn new(client: Client, index: Index) -> Self {
         Self { client, index }
+    }
+
+    /// Applies `status` to `sr` as field manager `manager`.
+    async fn apply_status(&self, sr: &StreamRequest, status: &EndpointStatus, manager: &str) -> Result<()> {
+        let (ns, name) = name_of(sr)?;
+        let body = json!({
+            "apiVersion": StreamRequest::api_version(&()),
+            "kind": StreamRequest::kind(&()),
+            "status": status.to_json(),
+        });
+        let api: Api<StreamRequest> = Api::namespaced(self.client.clone(), &ns);
+        api.patch_status(&name, &PatchParams::apply(manager).force(), &Patch::Apply(body))
+            .await
+            .map_err(Error::kube(format!("write the status of StreamRequest {ns}/{name}")))?;
+        Ok(())
     }
 }
 
@@ -71,27 +112,8 @@ impl Streams for KubeStreams {
         Ok(secret.and_then(|s| s.data).and_then(|mut d| d.remove(&r.key)).map(|b| b.0))
     }
 
-    async fn record_hello(
-        &self,
-        sr: &StreamRequest,
-        hello_time: &str,
-        prod_listeners: Option<&[String]>,
-    ) -> Result<()> {
-        let (ns, name) = name_of(sr)?;
-        let mut status = json!({ "helloTime": hello_time });
-        if let Some(l) = prod_listeners {
-            status["prodListeners"] = json!(l);
-        }
-        let body = json!({
-            "apiVersion": StreamRequest::api_version(&()),
-            "kind": StreamRequest::kind(&()),
-            "status": status,
-        });
-        let api: Api<StreamRequest> = Api::namespaced(self.client.clone(), &ns);
-        api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(body))
-            .await
-            .map_err(Error::kube(format!("record the Hello on StreamRequest {ns}/{name}")))?;
-        Ok(())
+    async fn write_status(&self, sr: &StreamRequest, status: &EndpointStatus) -> Result<()> {
+        self.apply_status(sr, status, FIELD_MANAGER).await
     }
 
     async fn create(&self, new: &NewStream, namespace: &str) -> Result<()> {
@@ -122,6 +144,12 @@ impl Streams for KubeStreams {
         if let Err(e) = secrets.create(&pp, &secret).await {
             let _ = api.delete(&new.name, &DeleteParams::default()).await;
             return Err(Error::kube(format!("create the Hello-key Secret {namespace}/{}", new.secret_name))(e));
+        }
+        // Its own field manager: the Hello of s2uc may be recorded before this is written.
+        let status = EndpointStatus { rate_enforcement: Some(new.rate_enforcement), ..Default::default() };
+        if let Err(e) = self.apply_status(&created, &status, keys::FIELD_MANAGER_CONTROL_ENDPOINT_REQ).await {
+            let _ = api.delete(&new.name, &DeleteParams::default()).await;
+            return Err(e);
         }
         Ok(())
     }
@@ -155,13 +183,8 @@ impl<T: Streams> Streams for Arc<T> {
     fn hello_key(&self, sr: &StreamRequest) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send {
         (**self).hello_key(sr)
     }
-    fn record_hello(
-        &self,
-        sr: &StreamRequest,
-        hello_time: &str,
-        prod_listeners: Option<&[String]>,
-    ) -> impl Future<Output = Result<()>> + Send {
-        (**self).record_hello(sr, hello_time, prod_listeners)
+    fn write_status(&self, sr: &StreamRequest, status: &EndpointStatus) -> impl Future<Output = Result<()>> + Send {
+        (**self).write_status(sr, status)
     }
     fn create(&self, new: &NewStream, namespace: &str) -> impl Future<Output = Result<()>> + Send {
         (**self).create(new, namespace)

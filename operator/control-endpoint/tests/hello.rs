@@ -137,6 +137,7 @@ async fn preconditions_deadlines_and_the_failed_authentication_limit() {
     let mut config = endpoint_config(AuthConfig::Kubernetes);
     config.handler.listeners_wait = Duration::from_secs(1);
     config.max_auth_failures = 3;
+    config.max_auth_failures_per_address = 5;
     config.handler.placement = None;
     f.start_endpoint(config).await;
     let mut c = f.grpc_client().await;
@@ -180,14 +181,25 @@ async fn preconditions_deadlines_and_the_failed_authentication_limit() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
-    // Three wrong keys, then even the right key is refused for the rest of the window.
+    // Three failures with one wrong key: that key is refused for the rest of the window, the
+    // right key from the same address is not.
     for _ in 0..3 {
         let e = c.hello(with_auth(hello(ID, "CONS", &[]), "guess")).await.unwrap_err();
         assert_eq!(e.code(), Code::Unauthenticated);
     }
+    let e = c.hello(with_auth(hello(ID, "CONS", &[]), "guess")).await.unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    assert!(e.message().contains("too many failed authentications with this credential"), "{e:?}");
+    let e = c.hello(with_auth(hello(ID, "CONS", &[]), "k1")).await.unwrap_err();
+    assert_eq!(e.code(), Code::DeadlineExceeded, "authenticated, then no listeners: {e:?}");
+    // Two more keys fail: five failures from the address, so every key is refused.
+    for guess in ["guess-2", "guess-3"] {
+        let e = c.hello(with_auth(hello(ID, "CONS", &[]), guess)).await.unwrap_err();
+        assert_eq!(e.code(), Code::Unauthenticated);
+    }
     let e = c.hello(with_auth(hello(ID, "CONS", &[]), "k1")).await.unwrap_err();
     assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
-    assert!(e.message().contains("too many failed authentications"), "{e:?}");
+    assert!(e.message().contains("with many credentials"), "{e:?}");
     f.shutdown().await;
 }
 

@@ -60,6 +60,10 @@ async fn introspection_mode_maps_identities_to_users_checked_by_rbac() {
     let mut c = f.grpc_client().await;
     let e = c.req(with_auth(req("CONS"), "expired")).await.unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    // Carol's token for another service (another scope and audience) is not one for us.
+    let e = c.req(with_auth(req("CONS"), "carol-transfer-token")).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    assert!(e.message().contains("lacks scope"), "{e:?}");
     let e = c.req(with_auth(req("CONS"), "dave-token")).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
     assert!(e.message().contains("globus:dave@uni.edu"), "{e:?}");

@@ -64,13 +64,14 @@ fn python() -> PathBuf {
 /// Stubs generated from our .proto by grpcio-tools.
 fn stubs(py: &PathBuf) -> tempfile::TempDir {
     let out = tempfile::tempdir().unwrap();
-    let proto = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("proto");
+    let file = PathBuf::from(scistream_control_endpoint::proto::PROTO_FILE);
+    let dir = file.parent().expect("the .proto is in a directory");
     run(Command::new(py)
         .args(["-m", "grpc_tools.protoc", "-I"])
-        .arg(&proto)
+        .arg(dir)
         .arg(format!("--python_out={}", out.path().display()))
         .arg(format!("--grpc_python_out={}", out.path().display()))
-        .arg(proto.join("scistream.proto")));
+        .arg(&file));
     out
 }
 

@@ -20,6 +20,7 @@ fn introspection_has_its_values_and_refuses_to_render_without_them() {
         "controlEndpoint.introspection.url=https://auth.globus.org/v2/oauth2/token/introspect",
         "controlEndpoint.introspection.credentialsSecret=globus-client",
         "controlEndpoint.introspection.identityPrefix=globus:",
+        "controlEndpoint.introspection.scope=https://auth.globus.org/scopes/c1/scistream",
     ]);
     let args = operator_args(&o);
     assert!(
@@ -32,7 +33,11 @@ fn introspection_has_its_values_and_refuses_to_render_without_them() {
         scistream_control_endpoint::AuthConfig::Introspection {
             url: "https://auth.globus.org/v2/oauth2/token/introspect".into(),
             credentials_secret: "globus-client".into(),
-            prefix: "globus:".into(),
+            expect: scistream_control_endpoint::auth::introspection::Expectations {
+                prefix: "globus:".into(),
+                scope: Some("https://auth.globus.org/scopes/c1/scistream".into()),
+                audience: None,
+            },
         }
     );
 }

@@ -3,7 +3,7 @@
 //! driven from the command line.
 
 use scistream_api::endpoint::parse_list;
-use scistream_control_endpoint::proto::{Hello, control_client::ControlClient};
+use scistream_control_proto::{Hello, control_client::ControlClient};
 use serde_json::json;
 use tonic::{
     Code,

@@ -2,9 +2,11 @@
 //! not assertions. It measures the operator as a separate process against an embedded API
 //! server that counts every request by client and verb (`testcluster` `/metrics`), with a node
 //! agent that reports relay pods Ready without running them ([`scale`]), and the time from
-//! `kubectl scistream create` to both sides Ready with real relays ([`latency`]).
+//! `kubectl scistream create` to both sides Ready with real relays ([`latency`]), and SciStream
+//! 1.x streams at the rate `s2uc` sends ([`legacy`]).
 
 pub mod latency;
+pub mod legacy;
 pub mod scale;
 
 use std::{collections::BTreeMap, time::Duration};

@@ -4,6 +4,7 @@
 //! cargo build --release -p scistream-controller -p scistream-e2e -p s2ds -p scistream-plugin
 //! target/release/scistream-bench scale --streams 1000
 //! target/release/scistream-bench all
+//! cargo build -p s2ds -p scistream-e2e && target/debug/scistream-bench legacy-rate
 //! ```
 
 use std::{path::PathBuf, time::Duration};
@@ -50,6 +51,17 @@ enum What {
         #[arg(long, default_value_t = 50)]
         streams: usize,
     },
+    /// SciStream 1.x streams made with the grpcio replay of s2uc, at s2uc's default rate
+    /// (10000 kb/s) and with the rate unset: the same transfer through each, timed.
+    LegacyRate {
+        /// MiB streamed through each.
+        #[arg(long, default_value_t = 64)]
+        mib: u64,
+        /// Where the grpcio virtualenv is (made there if missing; default: the tests' one,
+        /// `target/tmp/control-endpoint-py`).
+        #[arg(long)]
+        python_cache: Option<PathBuf>,
+    },
     /// Latency (50), scale 1,000 and 5,000, churn.
     All,
 }
@@ -74,6 +86,13 @@ async fn main() -> anyhow::Result<()> {
             bench::scale::churn(&operator, &root, per_second, seconds, Duration::from_secs(lifetime_seconds)).await
         }
         What::Latency { streams } => bench::latency::run(&world::Options::for_tests("S2ds")?, streams).await,
+        What::LegacyRate { mib, python_cache } => {
+            let cache = match python_cache {
+                Some(c) => c,
+                None => tests_python_cache()?,
+            };
+            bench::legacy::rate(&world::Options::for_tests("S2ds")?, &cache, mib << 20).await
+        }
         What::All => {
             bench::latency::run(&world::Options::for_tests("S2ds")?, 50).await?;
             bench::scale::run(&operator, &root, 1000, minute).await?;
@@ -81,4 +100,13 @@ async fn main() -> anyhow::Result<()> {
             bench::scale::churn(&operator, &root, 100, 60, Duration::from_secs(2)).await
         }
     }
+}
+
+/// The grpcio virtualenv of the tests (`CARGO_TARGET_TMPDIR/control-endpoint-py`): `tmp/` of
+/// the target directory this program was built in.
+fn tests_python_cache() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let target =
+        exe.parent().and_then(|profile| profile.parent()).ok_or_else(|| anyhow::anyhow!("no target directory"))?;
+    Ok(target.join("tmp/control-endpoint-py"))
 }

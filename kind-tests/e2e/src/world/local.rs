@@ -28,7 +28,8 @@ use scistream_testkit::{OperatorOptions, OperatorTask, operator_args, spawn_oper
 use serde_json::json;
 
 use super::{
-    Embedded, FACILITIES, Facility, GATEWAY_NS, Options, SCIENTIST_TOKEN, USER_NS, World, scratch_dir, topology,
+    COLLEAGUE_TOKEN, Embedded, FACILITIES, Facility, GATEWAY_NS, Options, SCIENTIST_TOKEN, USER_NS, World, scratch_dir,
+    topology,
 };
 use crate::{apps::Hosts, external::ApiServers};
 
@@ -53,7 +54,12 @@ pub(super) async fn start(opts: &Options, api_servers: Option<&ApiServers>) -> a
         let t = Instant::now();
         let server = match api_servers {
             None => {
-                let cluster = TestCluster::builder().name(name).user(SCIENTIST_TOKEN, "scientist", &[]).start().await?;
+                let cluster = TestCluster::builder()
+                    .name(name)
+                    .user(SCIENTIST_TOKEN, "scientist", &[])
+                    .user(COLLEAGUE_TOKEN, "colleague", &[])
+                    .start()
+                    .await?;
                 let (kubeconfig, client) = (cluster.kubeconfig_path().to_owned(), cluster.client().await?);
                 Server { name, cluster: Some(cluster), kubeconfig, client }
             }
@@ -90,6 +96,7 @@ pub(super) async fn start(opts: &Options, api_servers: Option<&ApiServers>) -> a
         kubeconfig,
         timings,
         scientist_token: api_servers.map_or_else(|| SCIENTIST_TOKEN.to_owned(), |a| a.scientist_token.clone()),
+        colleague_token: api_servers.map_or_else(|| COLLEAGUE_TOKEN.to_owned(), |a| a.colleague_token.clone()),
         shared_api_servers: api_servers.is_some(),
         scratch,
     })
@@ -133,8 +140,18 @@ async fn facility(
         }
     }
     let agent = start_agent(opts, network, name, &client).await?;
+    for (secret, data) in &opts.control_secrets {
+        let object: Secret = serde_json::from_value(
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": secret}, "stringData": data}),
+        )?;
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
+        secrets
+            .patch(secret, &PatchParams::apply("scistream-e2e").force(), &Patch::Apply(&object))
+            .await
+            .with_context(|| format!("{name}: Secret default/{secret}"))?;
+    }
     let control_port = free_port()?;
-    let operator = start_operator(&own_kubeconfig, name, control_port)?;
+    let operator = start_operator(&own_kubeconfig, name, control_port, &opts.operator_args)?;
     let mut spec = json!({"nodeSelector": {"scistream.io/gateway": "dtn", "scistream.io/facility": name},
                  "bandwidth": opts.bandwidth, "podNamespace": GATEWAY_NS,
                  "implementation": opts.implementation_of(index),
@@ -153,7 +170,14 @@ async fn facility(
         client,
         control: format!("127.0.0.1:{control_port}"),
         control_secret: ("default".to_owned(), "scistream-control-tls".to_owned()),
-        embedded: Some(Embedded { cluster, kubeconfig: own_kubeconfig, agent, operator, control_port }),
+        embedded: Some(Embedded {
+            cluster,
+            kubeconfig: own_kubeconfig,
+            agent,
+            operator,
+            control_port,
+            operator_args: opts.operator_args.clone(),
+        }),
     })
 }
 
@@ -288,8 +312,13 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 /// Starts facility `name`'s operator in this process, with its control endpoint on
-/// `127.0.0.1:control_port`.
-pub(super) fn start_operator(kubeconfig: &Path, name: &str, control_port: u16) -> anyhow::Result<OperatorTask> {
+/// `127.0.0.1:control_port` and `extra` flags after the suite's own.
+pub(super) fn start_operator(
+    kubeconfig: &Path,
+    name: &str,
+    control_port: u16,
+    extra: &[String],
+) -> anyhow::Result<OperatorTask> {
     let options = OperatorOptions::default()
         .control_endpoint(SocketAddr::from(([127, 0, 0, 1], control_port)))
         .drain_seconds(2)
@@ -308,7 +337,8 @@ pub(super) fn start_operator(kubeconfig: &Path, name: &str, control_port: u16) -
             USER_NS,
             "--control-gateway",
             "dtn",
-        ]);
+        ])
+        .args(extra.iter().map(String::as_str));
     let args = operator_args(kubeconfig, &format!("operator-{name}"), &options)
         .with_context(|| format!("{name}: the operator's flags"))?;
     Ok(spawn_operator(args))

@@ -43,6 +43,9 @@ pub const CONSUMER_HOST: &str = "app-alcf";
 /// Bearer token of user `scientist` in both facilities' API servers (a 1.x client's token in
 /// the control endpoint's `kubernetes` mode; no rights until a scenario grants them).
 pub const SCIENTIST_TOKEN: &str = "scientist-token";
+/// Bearer token of user `colleague` in both facilities' API servers (another 1.x user, given
+/// the same rights as `scientist` by the scenarios that use it).
+pub const COLLEAGUE_TOKEN: &str = "colleague-token";
 
 /// Settings of a world.
 #[derive(Clone, Debug)]
@@ -64,6 +67,13 @@ pub struct Options {
     pub bandwidth: String,
     /// Images matching this pattern run from the image with podman (built here), not as processes.
     pub podman_images: Option<String>,
+    /// More flags of every facility's operator, after the suite's own (e.g. the control
+    /// endpoint's `--control-auth`).
+    pub operator_args: Vec<String>,
+    /// Secrets made in every facility's `default` namespace (where the control endpoint reads
+    /// its Secrets) before its operator starts: name and string data (e.g. the introspection
+    /// mode's client credentials).
+    pub control_secrets: Vec<(String, std::collections::BTreeMap<String, String>)>,
 }
 
 impl Options {
@@ -78,6 +88,8 @@ impl Options {
             port_range: (5100, 5199),
             bandwidth: "100Gbps".to_owned(),
             podman_images: None,
+            operator_args: Vec::new(),
+            control_secrets: Vec::new(),
         }
     }
 
@@ -127,6 +139,8 @@ pub struct Embedded {
     pub agent: NodeAgent,
     /// Port of its control endpoint on 127.0.0.1.
     pub control_port: u16,
+    /// The flags its operator was given beyond the suite's own ([`Options::operator_args`]).
+    operator_args: Vec<String>,
     operator: (CancellationToken, JoinHandle<anyhow::Result<()>>),
 }
 
@@ -172,6 +186,8 @@ pub struct World {
     pub timings: Vec<(String, Duration)>,
     /// The bearer token of user `scientist` in both facilities.
     pub scientist_token: String,
+    /// The bearer token of user `colleague` in both facilities.
+    pub colleague_token: String,
     /// Whether the API servers outlive this world (API-server mode): shutdown then clears what
     /// the world left in them.
     shared_api_servers: bool,
@@ -282,6 +298,7 @@ impl World {
             kubeconfig,
             timings,
             scientist_token: SCIENTIST_TOKEN.to_owned(),
+            colleague_token: COLLEAGUE_TOKEN.to_owned(),
             shared_api_servers: true,
             scratch,
         })
@@ -376,7 +393,7 @@ impl World {
         let f = self.facilities.get_mut(i).context("no such facility")?;
         let name = f.name.clone();
         let f = f.embedded_mut()?;
-        f.operator = local::start_operator(&f.kubeconfig, &name, f.control_port)?;
+        f.operator = local::start_operator(&f.kubeconfig, &name, f.control_port, &f.operator_args)?;
         let deadline = Instant::now() + Duration::from_secs(30);
         while tokio::net::TcpStream::connect(("127.0.0.1", f.control_port)).await.is_err() {
             if f.operator.1.is_finished() {

@@ -1,6 +1,6 @@
 //! The `kubernetes` mode: a token is a Kubernetes bearer token, checked with a TokenReview;
-//! the user it names must be allowed, by a SubjectAccessReview, to create/patch/delete
-//! StreamRequests in the legacy namespace. A legacy client can do no more than its user could
+//! the user it names must be allowed, by a SubjectAccessReview, to create StreamRequests in the
+//! legacy namespace, or to patch or delete the one StreamRequest a legacy call acts on. A legacy client can do no more than its user could
 //! with kubectl. (The introspection mode reuses [`authorize`].)
 
 use k8s_openapi::api::{
@@ -9,7 +9,7 @@ use k8s_openapi::api::{
 };
 use kube::{Api, Client, api::PostParams};
 
-use super::{Access, Identity, Verb};
+use super::{Access, Identity, Target, Verb};
 use crate::error::{Error, Result};
 
 /// TokenReview + SubjectAccessReview.
@@ -26,16 +26,18 @@ impl TokenReviewer {
 }
 
 impl Access for TokenReviewer {
-    async fn check(&self, token: &str, verb: Verb, namespace: &str) -> Result<Option<Identity>> {
+    async fn authenticate(&self, token: &str) -> Result<Option<Identity>> {
         let review = TokenReview {
             spec: TokenReviewSpec { token: Some(token.to_owned()), ..Default::default() },
             ..Default::default()
         };
         let api: Api<TokenReview> = Api::all(self.client.clone());
         let done = api.create(&PostParams::default(), &review).await.map_err(Error::kube("review the token"))?;
-        let identity = identity_from(done.status)?;
-        authorize(&self.client, &identity, verb, namespace).await?;
-        Ok(Some(identity))
+        identity_from(done.status).map(Some)
+    }
+
+    async fn authorize(&self, who: &Identity, verb: Verb, target: Target<'_>) -> Result<()> {
+        authorize(&self.client, who, verb, target).await
     }
 }
 
@@ -55,8 +57,9 @@ pub fn identity_from(status: Option<TokenReviewStatus>) -> Result<Identity> {
     })
 }
 
-/// The SubjectAccessReview asking whether `identity` may `verb` StreamRequests in `namespace`.
-pub fn access_review(identity: &Identity, verb: Verb, namespace: &str) -> SubjectAccessReview {
+/// The SubjectAccessReview asking whether `identity` may `verb` the StreamRequests of
+/// `target` (one by name, or any in its namespace).
+pub fn access_review(identity: &Identity, verb: Verb, target: Target<'_>) -> SubjectAccessReview {
     SubjectAccessReview {
         spec: SubjectAccessReviewSpec {
             user: Some(identity.user.clone()),
@@ -66,7 +69,8 @@ pub fn access_review(identity: &Identity, verb: Verb, namespace: &str) -> Subjec
                 group: Some(scistream_api::keys::GROUP.to_owned()),
                 resource: Some("streamrequests".to_owned()),
                 verb: Some(verb.as_str().to_owned()),
-                namespace: Some(namespace.to_owned()),
+                namespace: Some(target.namespace.to_owned()),
+                name: target.name.map(str::to_owned),
                 ..Default::default()
             }),
             ..Default::default()
@@ -75,10 +79,10 @@ pub fn access_review(identity: &Identity, verb: Verb, namespace: &str) -> Subjec
     }
 }
 
-/// Asks the API server whether `identity` may `verb` StreamRequests in `namespace`.
-pub async fn authorize(client: &Client, identity: &Identity, verb: Verb, namespace: &str) -> Result<()> {
+/// Asks the API server whether `identity` may `verb` the StreamRequests of `target`.
+pub async fn authorize(client: &Client, identity: &Identity, verb: Verb, target: Target<'_>) -> Result<()> {
     let api: Api<SubjectAccessReview> = Api::all(client.clone());
-    let review = access_review(identity, verb, namespace);
+    let review = access_review(identity, verb, target);
     let done = api
         .create(&PostParams::default(), &review)
         .await
@@ -86,9 +90,12 @@ pub async fn authorize(client: &Client, identity: &Identity, verb: Verb, namespa
     if done.status.is_some_and(|s| s.allowed) {
         Ok(())
     } else {
+        let what = match target.name {
+            Some(name) => format!("streamrequests.scistream.io {name:?} in namespace {:?}", target.namespace),
+            None => format!("streamrequests.scistream.io in namespace {:?}", target.namespace),
+        };
         Err(Error::PermissionDenied(format!(
-            "user {:?} may not {} streamrequests.scistream.io in namespace {namespace:?}; ask an administrator for \
-             a RoleBinding that allows it",
+            "user {:?} may not {} {what}; ask an administrator for a RoleBinding that allows it",
             identity.user,
             verb.as_str()
         )))
@@ -113,11 +120,14 @@ mod tests {
     #[test]
     fn review_asks_for_the_verb_in_the_namespace() {
         let id = Identity { user: "alice".into(), groups: vec!["devs".into()], uid: None };
-        let r = access_review(&id, Verb::Delete, "science");
+        let r = access_review(&id, Verb::Delete, Target { namespace: "science", name: Some("legacy-x-prod") });
         let attrs = r.spec.resource_attributes.unwrap();
         assert_eq!(attrs.verb.as_deref(), Some("delete"));
         assert_eq!(attrs.namespace.as_deref(), Some("science"));
         assert_eq!(attrs.resource.as_deref(), Some("streamrequests"));
+        assert_eq!(attrs.name.as_deref(), Some("legacy-x-prod"), "RBAC resourceNames apply");
         assert_eq!(r.spec.user.as_deref(), Some("alice"));
+        let r = access_review(&id, Verb::Create, Target { namespace: "science", name: None });
+        assert_eq!(r.spec.resource_attributes.unwrap().name, None);
     }
 }

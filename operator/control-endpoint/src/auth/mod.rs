@@ -1,6 +1,6 @@
 //! Who may do what: the credential of a call, the Hello-key check (constant time), the
-//! user-facing authentication modes (`kubernetes`, `introspection`, `none`) and the per-peer
-//! limit on failed authentications.
+//! user-facing authentication modes (`kubernetes`, `introspection`, `none`) and the limits on
+//! failed authentications (per address and identity, and per address).
 
 pub mod introspection;
 pub mod kubernetes;
@@ -77,11 +77,22 @@ impl Verb {
     }
 }
 
+/// What a legacy call wants to do it to: StreamRequests in `namespace`, or the one `name`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Target<'a> {
+    /// Namespace of legacy StreamRequests.
+    pub namespace: &'a str,
+    /// The StreamRequest (`update`, `release`), or `None` for any (`req` creates it).
+    pub name: Option<&'a str>,
+}
+
 /// Authentication and authorisation of user-facing (`req`/`update`/`release`) calls.
 pub trait Access: Send + Sync + 'static {
-    /// Checks that `token` belongs to someone who may `verb` StreamRequests in `namespace`.
-    /// Returns who it is (`None` in the `none` mode).
-    fn check(&self, token: &str, verb: Verb, namespace: &str) -> impl Future<Output = Result<Option<Identity>>> + Send;
+    /// Who `token` belongs to (`None` in the `none` mode, where nobody is known).
+    fn authenticate(&self, token: &str) -> impl Future<Output = Result<Option<Identity>>> + Send;
+    /// Checks that `who` may `verb` the StreamRequests of `target` (RBAC, as kubectl would be
+    /// checked). Always allowed in the `none` mode.
+    fn authorize(&self, who: &Identity, verb: Verb, target: Target<'_>) -> impl Future<Output = Result<()>> + Send;
 }
 
 /// Authentication mode of the endpoint.
@@ -101,8 +112,11 @@ pub enum AuthMode {
 pub struct Open;
 
 impl Access for Open {
-    async fn check(&self, _token: &str, _verb: Verb, _namespace: &str) -> Result<Option<Identity>> {
+    async fn authenticate(&self, _token: &str) -> Result<Option<Identity>> {
         Ok(None)
+    }
+    async fn authorize(&self, _who: &Identity, _verb: Verb, _target: Target<'_>) -> Result<()> {
+        Ok(())
     }
 }
 
@@ -117,11 +131,18 @@ pub enum AnyAccess {
 }
 
 impl Access for AnyAccess {
-    async fn check(&self, token: &str, verb: Verb, namespace: &str) -> Result<Option<Identity>> {
+    async fn authenticate(&self, token: &str) -> Result<Option<Identity>> {
         match self {
-            AnyAccess::Kubernetes(a) => a.check(token, verb, namespace).await,
-            AnyAccess::Introspection(a) => a.check(token, verb, namespace).await,
-            AnyAccess::None(a) => a.check(token, verb, namespace).await,
+            AnyAccess::Kubernetes(a) => a.authenticate(token).await,
+            AnyAccess::Introspection(a) => a.authenticate(token).await,
+            AnyAccess::None(a) => a.authenticate(token).await,
+        }
+    }
+    async fn authorize(&self, who: &Identity, verb: Verb, target: Target<'_>) -> Result<()> {
+        match self {
+            AnyAccess::Kubernetes(a) => a.authorize(who, verb, target).await,
+            AnyAccess::Introspection(a) => a.authorize(who, verb, target).await,
+            AnyAccess::None(a) => a.authorize(who, verb, target).await,
         }
     }
 }

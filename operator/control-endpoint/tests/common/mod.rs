@@ -12,9 +12,9 @@ use k8s_openapi::api::{
     rbac::v1::{ClusterRole, PolicyRule},
 };
 use kube::{Api, Client, api::PostParams};
-use scistream_api::{DataChannel, StreamRequest};
+use scistream_api::{DataChannel, RateEnforcement, StreamRequest};
 use scistream_control_endpoint::{
-    AuthConfig, EndpointConfig, Metrics, handler::HandlerConfig, legacy::Placement,
+    AuthConfig, EndpointConfig, Metrics, auth::introspection::Expectations, handler::HandlerConfig, legacy::Placement,
     proto::control_client::ControlClient, tls::TlsSource,
 };
 use scistream_testkit::{OperatorOptions, USER_NS, gateway_spec};
@@ -79,11 +79,13 @@ pub fn endpoint_config(auth: AuthConfig) -> EndpointConfig {
                 namespace: USER_NS.into(),
                 gateway: "dtn".into(),
                 data_channel: DataChannel::Plain,
+                rate_enforcement: RateEnforcement::ReservationOnly,
             }),
             listeners_wait: Duration::from_secs(10),
             ..HandlerConfig::default()
         },
         max_auth_failures: 50,
+        max_auth_failures_per_address: 500,
         auth_failure_window: Duration::from_secs(60),
         max_message_bytes: scistream_api::control::MAX_MESSAGE_BYTES,
     }
@@ -199,8 +201,13 @@ pub fn with_auth<T>(msg: T, token: &str) -> tonic::Request<T> {
     request
 }
 
-/// An RFC 7662 introspection endpoint for client `endpoint`/`s3cret`: `carol-token` is carol,
-/// `dave-token` is dave (no RBAC), anything else is inactive.
+/// The scope tokens for the endpoint carry (SciStream 1.x's form with Globus Auth).
+pub const SCOPE: &str = "https://auth.globus.org/scopes/endpoint/scistream";
+
+/// An RFC 7662 introspection endpoint for client `endpoint`/`s3cret`, answering as Globus
+/// Auth does: `carol-token` is carol, `dave-token` is dave (no RBAC), both for [`SCOPE`] and
+/// audience `endpoint`; `carol-transfer-token` is carol's token for another service; anything
+/// else is inactive.
 pub async fn introspection_server() -> SocketAddr {
     use warp::Filter;
     let route = warp::post()
@@ -216,11 +223,19 @@ pub async fn introspection_server() -> SocketAddr {
                     warp::http::StatusCode::UNAUTHORIZED,
                 );
             }
-            let body = match form.get("token").map(String::as_str) {
-                Some("carol-token") => json!({"active": true, "username": "carol@uni.edu", "sub": "c-1"}),
-                Some("dave-token") => json!({"active": true, "username": "dave@uni.edu"}),
-                _ => json!({"active": false}),
+            let ours = json!({"scope": SCOPE, "aud": ["endpoint"], "client_id": "s2uc-native-app"});
+            let other = json!({"scope": "urn:globus:auth:scope:transfer.api.globus.org:all",
+                "aud": ["transfer.api.globus.org"]});
+            let (body, extra) = match form.get("token").map(String::as_str) {
+                Some("carol-token") => (json!({"active": true, "username": "carol@uni.edu", "sub": "c-1"}), ours),
+                Some("dave-token") => (json!({"active": true, "username": "dave@uni.edu"}), ours),
+                Some("carol-transfer-token") => (json!({"active": true, "username": "carol@uni.edu"}), other),
+                _ => (json!({"active": false}), json!({})),
             };
+            let mut body = body;
+            for (k, v) in extra.as_object().into_iter().flatten() {
+                body[k] = v.clone();
+            }
             warp::reply::with_status(warp::reply::json(&body), warp::http::StatusCode::OK)
         });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -239,6 +254,6 @@ pub async fn introspection_auth(f: &Facility) -> AuthConfig {
     AuthConfig::Introspection {
         url: format!("http://{addr}/introspect"),
         credentials_secret: "introspection".into(),
-        prefix: "globus:".into(),
+        expect: Expectations { prefix: "globus:".into(), scope: Some(SCOPE.into()), audience: Some("endpoint".into()) },
     }
 }

@@ -324,8 +324,10 @@ fn finish(
     } else if decision.run_relays
         && let (Some(r), Ok(t)) = (&reservation, &targets)
     {
-        // Relays enforce what the gateway promised, not what was asked for.
-        (RelayWork::Run { targets: t.clone(), rate: held_rate(r) }, reservation)
+        // Relays enforce what the gateway promised, not what was asked for (nothing when the
+        // rate is a reservation only, as on SciStream 1.x streams).
+        let enforcement = sr.status.as_ref().and_then(|s| s.rate_enforcement);
+        (RelayWork::Run { targets: t.clone(), rate: targets::relay_rate(r, enforcement) }, reservation)
     } else {
         (RelayWork::Wait, reservation)
     };

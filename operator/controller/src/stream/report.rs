@@ -76,12 +76,14 @@ pub fn desired(sr: &StreamRequest, decision: &Decision, owned: Owned, now: &Time
 }
 
 /// The operator's part of the status as an apply patch: everything but the fields the
-/// control endpoint owns (`prodListeners`, `helloTime`) and the transfer poller's `transfer`.
+/// control endpoint owns (`prodListeners`, `helloTime`, `rateEnforcement`) and the transfer
+/// poller's `transfer`.
 fn apply_body(status: &StreamRequestStatus) -> serde_json::Value {
     let mut value = serde_json::to_value(status).unwrap_or_default();
     if let Some(map) = value.as_object_mut() {
         map.remove("prodListeners");
         map.remove("helloTime");
+        map.remove("rateEnforcement");
         map.remove("transfer");
     }
     serde_json::json!({

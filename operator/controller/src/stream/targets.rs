@@ -2,7 +2,7 @@
 //! are doing, and the order in which waiting requests get capacity.
 
 use k8s_openapi::api::core::v1::Pod;
-use scistream_api::{Endpoint, Role, StreamRequest, endpoint::parse_list};
+use scistream_api::{Endpoint, Rate, RateEnforcement, Reservation, Role, StreamRequest, endpoint::parse_list};
 use scistream_core::{phase::Relays, relay::RelayMode};
 
 /// Where the relays of this side forward to, or what they still wait for.
@@ -34,6 +34,16 @@ pub fn targets(sr: &StreamRequest, mode: RelayMode) -> Result<Vec<Endpoint>, Str
         return Err(format!("{field} is empty: the producer application's Hello must list its endpoints"));
     }
     parse_list(&list).map_err(|(i, e)| format!("{field}[{i}]: {e}"))
+}
+
+/// The rate the relays limit a stream to: what the gateway promised, not what was asked
+/// for; none (0) when the rate is a reservation only (`status.rateEnforcement`, set by the
+/// control endpoint on SciStream 1.x streams).
+pub fn relay_rate(reservation: &Reservation, enforcement: Option<RateEnforcement>) -> Rate {
+    match enforcement {
+        Some(RateEnforcement::ReservationOnly) => Rate::from_bps(0),
+        Some(RateEnforcement::Enforced) | None => Rate::from_bps(u64::try_from(reservation.bandwidth_bps).unwrap_or(0)),
+    }
 }
 
 /// Whether this side waits for an application controller's Hello.
@@ -129,6 +139,14 @@ mod tests {
         p.spec.targets = Some(vec!["10.0.0.2:7000".into()]);
         assert!(!needs_hello(&p));
         assert_eq!(targets(&p, RelayMode::Plain).unwrap()[0].to_string(), "10.0.0.2:7000");
+    }
+
+    #[test]
+    fn relays_limit_to_the_promised_rate_unless_it_is_a_reservation_only() {
+        let r = Reservation { bandwidth_bps: 10_000_000, ..Default::default() };
+        assert_eq!(relay_rate(&r, None).bps(), 10_000_000);
+        assert_eq!(relay_rate(&r, Some(RateEnforcement::Enforced)).bps(), 10_000_000);
+        assert_eq!(relay_rate(&r, Some(RateEnforcement::ReservationOnly)).bps(), 0, "0: no limit");
     }
 
     #[test]
