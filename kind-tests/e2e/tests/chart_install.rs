@@ -90,6 +90,9 @@ fn render(loopback: bool, control_ip: IpAddr) -> (String, String) {
     ];
     let ips = format!("controlEndpoint.tls.ipAddresses={{{control_ip}}}");
     args.extend(["--set", &ips]);
+    // Applications and gateway nodes share one host here: the open policy of a test.
+    let policy = format!("defaultGateway.policy={}", scistream_testkit::open_policy());
+    args.extend(["--set-json", &policy]);
     if loopback {
         // On loopback a node has one address: its WAN address is its LAN address.
         args.extend(["--set", "defaultGateway.addresses.wan.annotation=scistream.io/lan-address"]);

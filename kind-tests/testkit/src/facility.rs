@@ -28,10 +28,17 @@ pub const GATEWAY_NS: &str = "scistream-gateway";
 pub const USER_NS: &str = "science";
 
 /// The spec of Gateway `dtn` on both gateway nodes: 100 Gbit/s, relays in [`GATEWAY_NS`],
-/// ports `5100..=last_port` on each node, the default relay implementation (`S2ds`).
+/// ports `5100..=last_port` on each node, the default relay implementation (`S2ds`), and the
+/// open policy of a test on one host ([`open_policy`]).
 pub fn gateway_spec(last_port: i32) -> serde_json::Value {
     json!({"nodeSelector": {"scistream.io/gateway": "dtn"}, "bandwidth": "100Gbps", "podNamespace": GATEWAY_NS,
-           "portRange": {"start": 5100, "end": last_port}})
+           "portRange": {"start": 5100, "end": last_port}, "policy": open_policy()})
+}
+
+/// A Gateway policy that allows what tests on one host need: Plain and MutualTLS, static
+/// targets, and loopback, link-local and gateway-node targets.
+pub fn open_policy() -> serde_json::Value {
+    serde_json::to_value(scistream_api::policy::GatewayPolicy::open()).unwrap_or_default()
 }
 
 /// What a [`Facility`] starts with besides the fixed parts.
@@ -155,8 +162,12 @@ impl Facility {
         }
     }
 
-    /// Applies Gateway `dtn` with `spec` (server-side, forced, as field manager `test`).
-    pub async fn apply_gateway(&self, spec: serde_json::Value) -> Gateway {
+    /// Applies Gateway `dtn` with `spec` (server-side, forced, as field manager `test`); a spec
+    /// without `policy` gets the [`open_policy`] of a test on one host.
+    pub async fn apply_gateway(&self, mut spec: serde_json::Value) -> Gateway {
+        if let Some(fields) = spec.as_object_mut() {
+            fields.entry("policy").or_insert_with(open_policy);
+        }
         let gw: Gateway = serde_json::from_value(json!({
             "apiVersion": "scistream.io/v1alpha1", "kind": "Gateway", "metadata": {"name": "dtn"}, "spec": spec
         }))

@@ -68,11 +68,15 @@ pub enum Reason {
     NoAddress,
     /// Gateway: `spec.podNamespace` is missing or does not allow privileged pods.
     NamespaceNotPrivileged,
+    /// The Gateway's `spec.policy` does not allow the request (the message names the rule).
+    PolicyDenied,
+    /// Waiting for the namespace's streams on the Gateway to free up its per-namespace limit.
+    NamespaceLimit,
 }
 
 impl Reason {
     /// Every reason.
-    pub const ALL: [Reason; 22] = [
+    pub const ALL: [Reason; 24] = [
         Reason::Reserved,
         Reason::PortsExhausted,
         Reason::BandwidthExhausted,
@@ -95,6 +99,8 @@ impl Reason {
         Reason::NoReadyNodes,
         Reason::NoAddress,
         Reason::NamespaceNotPrivileged,
+        Reason::PolicyDenied,
+        Reason::NamespaceLimit,
     ];
 
     /// The text conditions and events carry.
@@ -122,6 +128,8 @@ impl Reason {
             Reason::NoReadyNodes => "NoReadyNodes",
             Reason::NoAddress => "NoAddress",
             Reason::NamespaceNotPrivileged => "NamespaceNotPrivileged",
+            Reason::PolicyDenied => "PolicyDenied",
+            Reason::NamespaceLimit => "NamespaceLimit",
         }
     }
 
@@ -203,6 +211,10 @@ pub mod reasons {
     pub const NO_ADDRESS: Reason = Reason::NoAddress;
     /// Gateway: `spec.podNamespace` is missing or does not allow privileged pods.
     pub const NAMESPACE_NOT_PRIVILEGED: Reason = Reason::NamespaceNotPrivileged;
+    /// The Gateway's `spec.policy` does not allow the request (the message names the rule).
+    pub const POLICY_DENIED: Reason = Reason::PolicyDenied;
+    /// Waiting for the namespace's streams on the Gateway to free up its per-namespace limit.
+    pub const NAMESPACE_LIMIT: Reason = Reason::NamespaceLimit;
 }
 
 /// The three values of a condition's `status`.

@@ -119,6 +119,15 @@ pub struct GatewaySpec {
     /// Resources of each S2DS container. Default: requests of 100m CPU and 64Mi memory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+
+    /// What streams may open through this gateway: which namespaces, data channels and
+    /// targets, whether producers may forward without a Hello, and per-namespace limits.
+    /// Absent: every namespace, MutualTLS only, Hello required, targets anywhere but
+    /// loopback, link-local and the gateway nodes. A request the policy refuses fails with
+    /// reason `PolicyDenied` naming the rule, and nothing is reserved for it; a stream the
+    /// policy stops allowing is released the same way.
+    #[serde(default)]
+    pub policy: crate::policy::GatewayPolicy,
 }
 
 /// Where node addresses come from.

@@ -15,6 +15,7 @@ pub mod crdgen;
 pub mod endpoint;
 pub mod gateway;
 pub mod keys;
+pub mod policy;
 pub mod rate;
 pub mod reference;
 pub mod stream_request;

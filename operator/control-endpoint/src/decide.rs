@@ -187,6 +187,8 @@ pub enum FailKind {
     Timeout,
     /// No capacity on the gateway.
     Exhausted,
+    /// Refused by the Gateway's policy.
+    Denied,
     /// Failed for another reason, or deleted.
     Failed,
 }
@@ -201,9 +203,15 @@ pub fn req_outcome(sr: Option<&StreamRequest>) -> ReqOutcome {
     };
     let status = sr.status.clone().unwrap_or_default();
     if status.phase == Some(Phase::Failed) {
-        let timeout =
-            condition(sr, conditions::types::READY).is_some_and(|c| c.reason == conditions::reasons::HELLO_TIMEOUT);
-        let kind = if timeout { FailKind::Timeout } else { FailKind::Failed };
+        let reason = |r| condition(sr, conditions::types::READY).is_some_and(|c| c.reason == r);
+        let timeout = reason(conditions::reasons::HELLO_TIMEOUT);
+        let kind = if timeout {
+            FailKind::Timeout
+        } else if reason(conditions::reasons::POLICY_DENIED) {
+            FailKind::Denied
+        } else {
+            FailKind::Failed
+        };
         let error = if timeout {
             format!(
                 "Hello not received within the timeout period ({}); the request was released",
@@ -216,7 +224,9 @@ pub fn req_outcome(sr: Option<&StreamRequest>) -> ReqOutcome {
     }
     if let Some(c) = condition(sr, conditions::types::RESERVED)
         && c.status == conditions::status::FALSE
-        && (c.reason == conditions::reasons::PORTS_EXHAUSTED || c.reason == conditions::reasons::BANDWIDTH_EXHAUSTED)
+        && (c.reason == conditions::reasons::PORTS_EXHAUSTED
+            || c.reason == conditions::reasons::BANDWIDTH_EXHAUSTED
+            || c.reason == conditions::reasons::NAMESPACE_LIMIT)
     {
         return ReqOutcome::Fail {
             error: format!("no capacity on the gateway: {}", c.message),
@@ -375,5 +385,14 @@ mod tests {
         );
         assert!(matches!(req_outcome(Some(&full)), ReqOutcome::Fail { kind: FailKind::Exhausted, .. }));
         assert!(matches!(req_outcome(None), ReqOutcome::Fail { kind: FailKind::Failed, .. }));
+        let denied =
+            sr("Producer", true, json!({"phase": "Failed", "conditions": [cond("Ready", "False", "PolicyDenied")]}));
+        assert!(matches!(req_outcome(Some(&denied)), ReqOutcome::Fail { kind: FailKind::Denied, .. }));
+        let limited = sr(
+            "Producer",
+            true,
+            json!({"phase": "Pending", "conditions": [cond("Reserved", "False", "NamespaceLimit")]}),
+        );
+        assert!(matches!(req_outcome(Some(&limited)), ReqOutcome::Fail { kind: FailKind::Exhausted, .. }));
     }
 }

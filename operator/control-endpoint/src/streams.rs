@@ -9,7 +9,7 @@ use kube::{
     Api, Client, Resource, ResourceExt,
     api::{DeleteParams, Patch, PatchParams, PostParams},
 };
-use scistream_api::{RateEnforcement, StreamRequest, keys};
+use scistream_api::{Gateway, RateEnforcement, StreamRequest, keys};
 use serde_json::{Value, json};
 
 use crate::{
@@ -63,6 +63,8 @@ pub trait Streams: Send + Sync + 'static {
     fn patch(&self, sr: &StreamRequest, patch: &Value) -> impl Future<Output = Result<()>> + Send;
     /// Deletes `sr`.
     fn delete(&self, sr: &StreamRequest) -> impl Future<Output = Result<()>> + Send;
+    /// The Gateway named `name`, for its policy (`None` when it does not exist).
+    fn gateway(&self, name: &str) -> impl Future<Output = Result<Option<Gateway>>> + Send;
 }
 
 /// [`Streams`] on the Kubernetes API.
@@ -173,6 +175,11 @@ impl Streams for KubeStreams {
             Err(e) => Err(Error::kube(format!("delete StreamRequest {ns}/{name}"))(e)),
         }
     }
+
+    async fn gateway(&self, name: &str) -> Result<Option<Gateway>> {
+        let api: Api<Gateway> = Api::all(self.client.clone());
+        api.get_opt(name).await.map_err(Error::kube(format!("read Gateway {name}")))
+    }
 }
 
 /// Shared handle, so tests can wrap it.
@@ -194,5 +201,8 @@ impl<T: Streams> Streams for Arc<T> {
     }
     fn delete(&self, sr: &StreamRequest) -> impl Future<Output = Result<()>> + Send {
         (**self).delete(sr)
+    }
+    fn gateway(&self, name: &str) -> impl Future<Output = Result<Option<Gateway>>> + Send {
+        (**self).gateway(name)
     }
 }

@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod};
 use kube::{
     Client,
     runtime::{
@@ -74,6 +74,8 @@ pub struct Stores {
     pub pods: Store<Pod>,
     /// Relay ConfigMaps (labelled as ours), in every namespace.
     pub config_maps: Store<ConfigMap>,
+    /// Namespaces, for their labels (a Gateway's `policy.namespaceSelector`).
+    pub namespaces: Store<Namespace>,
 }
 
 /// Everything a reconcile needs.

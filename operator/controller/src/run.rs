@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use futures::StreamExt;
 use std::collections::HashMap;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod};
 use kube::{
     Api, Client, ResourceExt,
     api::ListParams,
@@ -200,6 +200,12 @@ pub async fn run_until(args: Args, token: CancellationToken) -> anyhow::Result<(
             .reflect(cm_writer)
             .for_each(|_| futures::future::ready(()));
     tokio::spawn(cm_cache);
+    let (namespaces, ns_writer) = reflector::store::<Namespace>();
+    let ns_cache = watcher(Api::<Namespace>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .reflect(ns_writer)
+        .for_each(|_| futures::future::ready(()));
+    tokio::spawn(ns_cache);
     let (gateways, gw_writer) = reflector::store::<Gateway>();
     let (requests, sr_writer) = reflector::store::<StreamRequest>();
     // Gateway changes reach the StreamRequest controller through this channel: the mapper runs
@@ -241,6 +247,7 @@ pub async fn run_until(args: Args, token: CancellationToken) -> anyhow::Result<(
         requests: requests.clone(),
         pods: pods.clone(),
         config_maps: config_maps.clone(),
+        namespaces: namespaces.clone(),
     };
     let (synced_tx, synced) = tokio::sync::watch::channel(false);
     let ctx = Context::new(client.clone(), args.config(), stores.clone(), metrics, args.identity.clone(), synced);
@@ -271,6 +278,7 @@ pub async fn run_until(args: Args, token: CancellationToken) -> anyhow::Result<(
             let _ = stores.nodes.wait_until_ready().await;
             let _ = stores.pods.wait_until_ready().await;
             let _ = stores.config_maps.wait_until_ready().await;
+            let _ = stores.namespaces.wait_until_ready().await;
             ready.store(true, Ordering::Relaxed);
             let _ = synced_tx.send(true);
             tracing::info!("caches synced; reconciling");

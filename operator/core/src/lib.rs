@@ -5,5 +5,6 @@
 
 pub mod allocator;
 pub mod phase;
+pub mod policy;
 pub mod relay;
 pub mod render;

@@ -121,6 +121,7 @@ impl Facility {
             "apiVersion": "scistream.io/v1alpha1", "kind": "Gateway", "metadata": {"name": "dtn"},
             "spec": {"nodeSelector": {"scistream.io/gateway": "dtn"}, "bandwidth": "10T", "podNamespace": GATEWAY_NS,
                      "implementation": "S2ds", "portRange": {"start": 10000, "end": 60000},
+                     "policy": scistream_api::policy::GatewayPolicy::open(),
                      "addresses": {"wan": {"annotation": keys::ANNOTATION_LAN_ADDRESS}}}
         }))?;
         Api::<Gateway>::all(f.client.clone()).create(&PostParams::default(), &gateway).await?;

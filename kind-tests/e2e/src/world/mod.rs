@@ -74,6 +74,9 @@ pub struct Options {
     /// its Secrets) before its operator starts: name and string data (e.g. the introspection
     /// mode's client credentials).
     pub control_secrets: Vec<(String, std::collections::BTreeMap<String, String>)>,
+    /// Each Gateway's `spec.policy`. Default: open (Plain, static targets, loopback and the
+    /// gateway nodes allowed), for a world on one host; a scenario about the policy sets its own.
+    pub policy: serde_json::Value,
 }
 
 impl Options {
@@ -90,6 +93,7 @@ impl Options {
             podman_images: None,
             operator_args: Vec::new(),
             control_secrets: Vec::new(),
+            policy: serde_json::to_value(scistream_api::policy::GatewayPolicy::open()).unwrap_or_default(),
         }
     }
 

@@ -133,6 +133,7 @@ impl<S: Streams + Clone, A: Access> Handler<S, A> {
         self.index_ready().await;
         let sr = self.legacy_streams(&caller, Verb::Patch, &uid, Some(role)).await?.remove(0);
         decide::accepts_hello(&sr)?;
+        self.allowed(&sr, &msg.remote_listeners).await?;
         self.streams.patch(&sr, &patch).await?;
         tracing::info!(stream = %uid, request = %decide::display(&sr), "legacy update: targets set");
         let status = sr.status.clone().unwrap_or_default();
@@ -192,6 +193,7 @@ async fn await_hello<S: Streams>(
     Err(match kind {
         FailKind::Timeout => Error::DeadlineExceeded(error),
         FailKind::Exhausted => Error::ResourceExhausted(error),
+        FailKind::Denied => Error::PermissionDenied(error),
         FailKind::Failed => Error::FailedPrecondition(error),
     })
 }

@@ -15,6 +15,7 @@ use std::{
 
 use kube::ResourceExt;
 use scistream_api::{Role, StreamRequest};
+use scistream_core::policy::GatewayRef;
 
 use crate::{
     auth::{
@@ -130,6 +131,9 @@ impl<S: Streams, A: Access> Handler<S, A> {
         let sr = self.authenticate_hello(peer, authorization, token, candidates).await?;
         decide::role_fits(&sr, role)?;
         decide::accepts_hello(&sr)?;
+        if sr.spec.role == Role::Producer {
+            self.allowed(&sr, &msg.prod_listeners).await?;
+        }
         self.record(&sr, &msg.prod_listeners).await?;
         let message = legacy::hello_message(role, sr.spec.role).to_owned();
         let listeners = match sr.spec.role {
@@ -230,6 +234,29 @@ impl<S: Streams, A: Access> Handler<S, A> {
         };
         self.streams.write_status(sr, &written).await?;
         tracing::info!(stream = %sr.spec.stream_id, request = %decide::display(sr), "Hello recorded");
+        Ok(())
+    }
+
+    /// Refuses endpoints the Gateway of `sr` does not let its relays forward to: a producer's
+    /// targets (a Hello's `prod_listeners`, an `update`'s targets) must be where the policy
+    /// allows; a consumer's remote listeners must not be loopback, link-local or a gateway
+    /// node. Nothing is written when they are refused.
+    async fn allowed(&self, sr: &StreamRequest, endpoints: &[String]) -> Result<()> {
+        // A Gateway that does not exist is the operator's to report on the StreamRequest.
+        let Some(gateway) = self.streams.gateway(&sr.spec.gateway).await? else { return Ok(()) };
+        let nodes = gateway.status.iter().flat_map(|s| &s.nodes);
+        let addresses: Vec<std::net::IpAddr> =
+            nodes.flat_map(|n| [&n.wan_address, &n.lan_address]).filter_map(|a| a.as_deref()?.parse().ok()).collect();
+        let policy = GatewayRef { name: &sr.spec.gateway, policy: &gateway.spec.policy, node_addresses: &addresses };
+        for endpoint in endpoints {
+            let endpoint: scistream_api::Endpoint =
+                endpoint.parse().map_err(|e| Error::InvalidArgument(format!("{e}")))?;
+            let verdict = match sr.spec.role {
+                Role::Producer => policy.check_target(&endpoint),
+                Role::Consumer => policy.check_remote(&endpoint),
+            };
+            verdict.map_err(|d| Error::PermissionDenied(d.message))?;
+        }
         Ok(())
     }
 

@@ -27,6 +27,7 @@ struct Memory {
     index: Index,
     keys: Arc<HashMap<String, Vec<u8>>>,
     writes: Arc<Mutex<Vec<String>>>,
+    gateway: Option<scistream_api::Gateway>,
 }
 
 impl Memory {
@@ -38,7 +39,7 @@ impl Memory {
         }
         index.apply_event(watcher::Event::InitDone);
         let keys = keys.iter().map(|(n, k)| (n.to_string(), k.as_bytes().to_vec())).collect();
-        Self { index, keys: Arc::new(keys), writes: Arc::default() }
+        Self { index, keys: Arc::new(keys), writes: Arc::default(), gateway: None }
     }
 
     fn writes(&self) -> Vec<String> {
@@ -69,6 +70,9 @@ impl Streams for Memory {
     async fn delete(&self, sr: &StreamRequest) -> Result<()> {
         self.writes.lock().unwrap().push(format!("delete {}", sr.name_any()));
         Ok(())
+    }
+    async fn gateway(&self, name: &str) -> Result<Option<scistream_api::Gateway>> {
+        Ok(self.gateway.clone().filter(|g| g.name_any() == name))
     }
 }
 
@@ -292,4 +296,36 @@ async fn bad_legacy_input_is_refused_before_authentication() {
     assert_eq!(h.release(None, Some("bad"), release.clone()).await.unwrap_err().code(), tonic::Code::Unauthenticated);
     assert_eq!(h.release(None, Some("good"), release).await.unwrap_err().code(), tonic::Code::NotFound);
     assert!(memory.writes().is_empty());
+}
+
+#[tokio::test]
+async fn hellos_and_updates_to_targets_the_gateway_refuses_write_nothing() {
+    let ready = json!({"phase": "AwaitingHello", "listeners": ["192.0.2.1:5100"]});
+    let mut memory = Memory::with(
+        vec![sr("p", "Producer", "kp", ready.clone()), sr("c", "Consumer", "kc", ready)],
+        &[("kp", "K1"), ("kc", "K2")],
+    );
+    memory.gateway = Some(
+        serde_json::from_value(json!({"apiVersion": "scistream.io/v1alpha1", "kind": "Gateway",
+            "metadata": {"name": "dtn"},
+            "spec": {"nodeSelector": {"a": "b"}, "bandwidth": "10Gbps", "podNamespace": "gw",
+                     "policy": {"targets": {"cidrs": ["192.0.2.0/24"]}}},
+            "status": {"nodes": [{"name": "n1", "ready": true, "wanAddress": "198.51.100.1",
+                                  "lanAddress": "192.0.2.1", "portsInUse": 0}]}}))
+        .unwrap(),
+    );
+    let h = handler(memory.clone(), 10);
+    let peer = peer(40000);
+    for (target, why) in [
+        ("169.254.169.254:80", "link-local"),
+        ("10.0.0.5:22", "not in targets.cidrs [192.0.2.0/24]"),
+        ("192.0.2.1:10250", "the Gateway's own nodes"),
+    ] {
+        let e = h.hello(peer, Some("K1"), hello("PROD", &[target])).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied, "{target}");
+        assert!(e.to_string().contains(why) && e.to_string().contains("spec.policy.targets"), "{target}: {e}");
+    }
+    assert_eq!(memory.writes(), Vec::<String>::new(), "a refused Hello writes nothing");
+    h.hello(peer, Some("K1"), hello("PROD", &["192.0.2.7:7000"])).await.unwrap();
+    assert_eq!(memory.writes().len(), 1, "an allowed Hello is recorded");
 }

@@ -5,7 +5,8 @@ use scistream_api::gateway::GatewayNodeStatus;
 pub(crate) fn gateway(nodes: &[&str], ports: u16, gbps: u32) -> (GatewaySpec, GatewayStatus) {
     let spec: GatewaySpec = serde_json::from_value(serde_json::json!({
         "nodeSelector": {"gw": "true"}, "bandwidth": format!("{gbps}Gbps"), "podNamespace": "gw",
-        "portRange": {"start": 5100, "end": 5100 + ports - 1}, "implementation": "Haproxy"
+        "portRange": {"start": 5100, "end": 5100 + ports - 1}, "implementation": "Haproxy",
+        "policy": scistream_api::policy::GatewayPolicy::open()
     }))
     .expect("a valid Gateway spec");
     let status = GatewayStatus {

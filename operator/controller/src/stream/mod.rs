@@ -14,9 +14,9 @@ pub mod plan;
 pub mod report;
 pub mod targets;
 
-use std::sync::Arc;
+use std::{collections::BTreeMap, sync::Arc};
 
-use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::{api::core::v1::Namespace, jiff::Timestamp};
 use kube::{
     Api, ResourceExt,
     runtime::{
@@ -135,10 +135,25 @@ async fn observe(ctx: &Context, sr: &Arc<StreamRequest>) -> Result<plan::Observe
         older_waiting,
         hello_key_problem,
         failed: plan::failed(sr),
+        namespace_labels: namespace_labels(ctx, sr).await?,
         held_before: None,
         now: Timestamp::now(),
         resync: ctx.config.resync,
     })
+}
+
+/// The labels of the request's namespace, from the cache or, when the cache has not seen it
+/// yet (a namespace made just before the request), from the API server.
+async fn namespace_labels(ctx: &Context, sr: &StreamRequest) -> Result<Option<BTreeMap<String, String>>> {
+    let Some(ns) = sr.namespace() else { return Ok(None) };
+    if let Some(namespace) = ctx.stores.namespaces.get(&ObjectRef::<Namespace>::new(&ns)) {
+        return Ok(Some(namespace.labels().clone()));
+    }
+    let namespace = Api::<Namespace>::all(ctx.client.clone())
+        .get_opt(&ns)
+        .await
+        .map_err(Error::kube(format!("read Namespace {ns}")))?;
+    Ok(namespace.map(|n| n.labels().clone()))
 }
 
 /// Older requests on the same Gateway waiting for ports or bandwidth, oldest first.

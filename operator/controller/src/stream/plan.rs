@@ -5,7 +5,7 @@
 //! Gateway write it plans once more on the Gateway as written, so what it reports is what
 //! the Gateway holds.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, net::IpAddr, sync::Arc, time::Duration};
 
 use k8s_openapi::{
     api::core::v1::{ConfigMap, Pod},
@@ -21,6 +21,7 @@ use scistream_api::{
 use scistream_core::{
     allocator::{AllocError, Demand},
     phase::{self, Capacity, Decision, Facts},
+    policy::{Ask, Denial, GatewayRef, Limit, Usage},
     relay::{self, NodeAddresses, PlanError, RelayMode},
 };
 
@@ -51,6 +52,8 @@ pub struct Observed {
     pub hello_key_problem: Option<String>,
     /// Set when the request failed: it stays failed, with this reason and message.
     pub failed: Option<(Reason, String)>,
+    /// The labels of the request's namespace, when the namespace cache has it.
+    pub namespace_labels: Option<BTreeMap<String, String>>,
     /// The holding before this reconcile changed it (set when planning again after a write).
     pub held_before: Option<Reservation>,
     /// When.
@@ -137,6 +140,52 @@ fn summary(r: &Reservation, rate: Rate) -> String {
     format!("reserved {} and {rate}", parts.join(", "))
 }
 
+/// The WAN and LAN addresses of a Gateway's nodes.
+fn node_ips(gateway: &Gateway) -> Vec<IpAddr> {
+    let nodes = gateway.status.iter().flat_map(|s| &s.nodes);
+    nodes.flat_map(|n| [&n.wan_address, &n.lan_address]).filter_map(|a| a.as_deref()?.parse().ok()).collect()
+}
+
+/// What of the request the Gateway's policy refuses, if anything: its namespace, data
+/// channel, static targets, a producer's targets (static or from its Hello), a consumer's
+/// remote listeners, or a rate beyond what one namespace may hold.
+fn refused(o: &Observed, policy: &GatewayRef<'_>) -> Option<Denial> {
+    let sr = o.request.as_ref();
+    let spec = &sr.spec;
+    let namespace = sr.namespace().unwrap_or_default();
+    let parsed = |list: &[String]| list.iter().filter_map(|t| t.parse().ok()).collect::<Vec<Endpoint>>();
+    let (targets, remote) = match spec.role {
+        Role::Producer => {
+            let hello = sr.status.as_ref().map(|s| s.prod_listeners.as_slice()).unwrap_or_default();
+            (parsed(spec.targets.as_deref().unwrap_or(hello)), Vec::new())
+        }
+        Role::Consumer => (Vec::new(), parsed(spec.remote_listeners.as_deref().unwrap_or_default())),
+    };
+    let ask = Ask {
+        namespace: &namespace,
+        namespace_labels: o.namespace_labels.as_ref(),
+        data_channel: spec.data_channel,
+        static_targets: forwards_without_hello(sr),
+        targets: &targets,
+    };
+    policy.check(&ask).and_then(|()| remote.iter().try_for_each(|l| policy.check_remote(l))).err().or_else(|| {
+        match policy.check_limits(&namespace, Usage::default(), spec.rate.get()) {
+            Limit::Never(d) => Some(d),
+            Limit::Fits | Limit::Wait(_) => None,
+        }
+    })
+}
+
+/// A producer whose relays would forward to `spec.targets` that no authenticated party sent:
+/// no Hello recorded, and not a SciStream 1.x stream (whose `update` is authenticated by its
+/// creator's credential).
+fn forwards_without_hello(sr: &StreamRequest) -> bool {
+    sr.spec.role == Role::Producer
+        && sr.spec.targets.is_some()
+        && sr.status.as_ref().is_none_or(|s| s.hello_time.is_none())
+        && !sr.annotations().contains_key(keys::ANNOTATION_LEGACY_CREDENTIAL)
+}
+
 fn held_rate(r: &Reservation) -> Rate {
     Rate::from_bps(u64::try_from(r.bandwidth_bps).unwrap_or(0))
 }
@@ -146,7 +195,10 @@ pub fn waits_for_capacity(sr: &StreamRequest) -> bool {
     let Some(status) = sr.status.as_ref() else { return false };
     matches!(status.phase, None | Some(Phase::Pending))
         && conditions::find(&status.conditions, conditions::types::RESERVED).is_some_and(|c| {
-            c.status == "False" && (c.reason == reasons::PORTS_EXHAUSTED || c.reason == reasons::BANDWIDTH_EXHAUSTED)
+            c.status == "False"
+                && (c.reason == reasons::PORTS_EXHAUSTED
+                    || c.reason == reasons::BANDWIDTH_EXHAUSTED
+                    || c.reason == reasons::NAMESPACE_LIMIT)
         })
 }
 
@@ -157,6 +209,7 @@ pub fn failed(sr: &StreamRequest) -> Option<(Reason, String)> {
         let ready = conditions::find(&status.conditions, conditions::types::READY);
         let reason = match ready.map(|c| Reason::parse(&c.reason)) {
             Some(Some(Reason::HelloTimeout)) | None => Reason::HelloTimeout,
+            Some(Some(Reason::PolicyDenied)) => Reason::PolicyDenied,
             Some(_) => Reason::InvalidSpec,
         };
         (reason, ready.map(|c| c.message.clone()).unwrap_or_default())
@@ -183,6 +236,11 @@ pub fn plan(o: &Observed) -> Plan {
     let gw_status = gateway.status.as_ref();
     let mode = relay::mode(sr.spec.role, sr.spec.data_channel, gateway.spec.implementation);
     let mut reservation = holding::held(gw_status, &uid).cloned();
+    // The Gateway's policy: a request it refuses fails before anything is reserved for it, and
+    // a stream it stops allowing (its Hello's targets, a tightened policy) is released.
+    let node_addresses = node_ips(gateway);
+    let policy = GatewayRef { name: &sr.spec.gateway, policy: &gateway.spec.policy, node_addresses: &node_addresses };
+    let failed = failed.or_else(|| refused(o, &policy).map(|d| (reasons::POLICY_DENIED, d.message)));
     let reserved_age = age(status.reserved_time.as_ref(), o.now);
     let capacity = match (&mode, &reservation, &failed) {
         (Err(e), _, _) => Capacity::Invalid { message: format!("{e}") },
@@ -191,7 +249,11 @@ pub fn plan(o: &Observed) -> Plan {
         (Ok(_), None, None) => {
             let me = holding::demand(sr, gateway.spec.implementation);
             let current = gw_status.cloned().unwrap_or_default();
-            if let Some(older) = holding::yields_to(&gateway.spec, &current, &me, &o.older_waiting) {
+            let namespace = sr.namespace().unwrap_or_default();
+            let held = Usage::of(&namespace, &current.reservations);
+            if let Limit::Wait(message) = policy.check_limits(&namespace, held, rate) {
+                Capacity::Waiting { reason: reasons::NAMESPACE_LIMIT, message }
+            } else if let Some(older) = holding::yields_to(&gateway.spec, &current, &me, &o.older_waiting) {
                 yielded = true;
                 Capacity::Waiting {
                     reason: reasons::PORTS_EXHAUSTED,

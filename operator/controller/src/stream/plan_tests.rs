@@ -52,6 +52,7 @@ fn ready_pod() -> Pod {
 fn observed(sr: StreamRequest, gw: Option<Gateway>) -> Observed {
     Observed {
         failed: super::failed(&sr),
+        namespace_labels: None,
         request: Arc::new(sr),
         gateway: gw.map(Arc::new),
         pods: Vec::new(),
@@ -368,3 +369,6 @@ fn the_hello_deadline_fails_and_releases_and_planning_again_keeps_it_failed() {
     assert!(p.changes.is_empty(), "{:?}", p.changes);
     assert!(p.reservation.is_none());
 }
+
+#[path = "plan_policy_tests.rs"]
+mod policy;
