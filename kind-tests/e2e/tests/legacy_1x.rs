@@ -166,6 +166,12 @@ async fn unchanged_s2uc_streams_run_at_full_speed_with_their_rate_reserved() {
         let moved = stream::transfer(w, producer, &addresses(&consumer)?, bytes).await?;
         ensure!(moved.bytes() == bytes, "verified {} bytes", moved.bytes());
         let limited = (bytes * 8) as f64 / DEFAULT_RATE_BPS as f64;
+        eprintln!(
+            "unchanged s2uc stream: {} MiB in {:.2} s ({:.2} Gbit/s); at its 10 Mbit/s rate it would take {limited:.1} s",
+            bytes / MIB,
+            moved.seconds,
+            (bytes * 8) as f64 / moved.seconds / 1e9
+        );
         ensure!(
             moved.seconds < limited / 2.0,
             "64 MiB took {:.1}s: the relays limit the stream to the 10 Mbit/s s2uc sends by default ({limited:.1}s)",

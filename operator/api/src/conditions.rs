@@ -72,11 +72,13 @@ pub enum Reason {
     PolicyDenied,
     /// Waiting for the namespace's streams on the Gateway to free up its per-namespace limit.
     NamespaceLimit,
+    /// Another StreamRequest of this cluster has the same stream id and role.
+    DuplicateStreamId,
 }
 
 impl Reason {
     /// Every reason.
-    pub const ALL: [Reason; 24] = [
+    pub const ALL: [Reason; 25] = [
         Reason::Reserved,
         Reason::PortsExhausted,
         Reason::BandwidthExhausted,
@@ -101,6 +103,7 @@ impl Reason {
         Reason::NamespaceNotPrivileged,
         Reason::PolicyDenied,
         Reason::NamespaceLimit,
+        Reason::DuplicateStreamId,
     ];
 
     /// The text conditions and events carry.
@@ -130,6 +133,7 @@ impl Reason {
             Reason::NamespaceNotPrivileged => "NamespaceNotPrivileged",
             Reason::PolicyDenied => "PolicyDenied",
             Reason::NamespaceLimit => "NamespaceLimit",
+            Reason::DuplicateStreamId => "DuplicateStreamId",
         }
     }
 
@@ -215,6 +219,8 @@ pub mod reasons {
     pub const POLICY_DENIED: Reason = Reason::PolicyDenied;
     /// Waiting for the namespace's streams on the Gateway to free up its per-namespace limit.
     pub const NAMESPACE_LIMIT: Reason = Reason::NamespaceLimit;
+    /// Another StreamRequest of this cluster has the same stream id and role.
+    pub const DUPLICATE_STREAM_ID: Reason = Reason::DuplicateStreamId;
 }
 
 /// The three values of a condition's `status`.

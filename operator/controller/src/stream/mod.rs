@@ -136,6 +136,7 @@ async fn observe(ctx: &Context, sr: &Arc<StreamRequest>) -> Result<plan::Observe
         hello_key_problem,
         failed: plan::failed(sr),
         namespace_labels: namespace_labels(ctx, sr).await?,
+        duplicate_of: duplicate_of(ctx, sr),
         held_before: None,
         now: Timestamp::now(),
         resync: ctx.config.resync,
@@ -154,6 +155,26 @@ async fn namespace_labels(ctx: &Context, sr: &StreamRequest) -> Result<Option<BT
         .await
         .map_err(Error::kube(format!("read Namespace {ns}")))?;
     Ok(namespace.map(|n| n.labels().clone()))
+}
+
+/// The first other live request of this cluster with the same stream id and role, if it came
+/// before `sr`: one that reserved before one that did not, then by creation time (whole
+/// seconds), namespace and name, so that every reconcile orders them alike.
+fn duplicate_of(ctx: &Context, sr: &StreamRequest) -> Option<String> {
+    let key = |o: &StreamRequest| {
+        let reserved = o.status.as_ref().is_some_and(|s| s.reserved_time.is_some());
+        (!reserved, o.creation_timestamp(), o.namespace(), o.name_any())
+    };
+    let mine = key(sr);
+    ctx.stores
+        .requests
+        .state()
+        .into_iter()
+        .filter(|o| o.spec.stream_id == sr.spec.stream_id && o.spec.role == sr.spec.role && o.uid() != sr.uid())
+        .filter(|o| o.metadata.deletion_timestamp.is_none() && !plan::is_duplicate(o))
+        .filter(|o| key(o) < mine)
+        .min_by_key(|o| key(o))
+        .map(|o| format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any()))
 }
 
 /// Older requests on the same Gateway waiting for ports or bandwidth, oldest first.

@@ -54,6 +54,9 @@ pub struct Observed {
     pub failed: Option<(Reason, String)>,
     /// The labels of the request's namespace, when the namespace cache has it.
     pub namespace_labels: Option<BTreeMap<String, String>>,
+    /// An older live request of this cluster with the same stream id and role
+    /// (`namespace/name`): this one is then a duplicate.
+    pub duplicate_of: Option<String>,
     /// The holding before this reconcile changed it (set when planning again after a write).
     pub held_before: Option<Reservation>,
     /// When.
@@ -202,6 +205,11 @@ pub fn waits_for_capacity(sr: &StreamRequest) -> bool {
         })
 }
 
+/// Whether a request failed as the duplicate of another (it then hides no later one).
+pub fn is_duplicate(sr: &StreamRequest) -> bool {
+    failed(sr).is_some_and(|(r, _)| r == reasons::DUPLICATE_STREAM_ID)
+}
+
 /// A Failed request stays failed, with the reason it failed for.
 pub fn failed(sr: &StreamRequest) -> Option<(Reason, String)> {
     let status = sr.status.as_ref()?;
@@ -209,7 +217,7 @@ pub fn failed(sr: &StreamRequest) -> Option<(Reason, String)> {
         let ready = conditions::find(&status.conditions, conditions::types::READY);
         let reason = match ready.map(|c| Reason::parse(&c.reason)) {
             Some(Some(Reason::HelloTimeout)) | None => Reason::HelloTimeout,
-            Some(Some(Reason::PolicyDenied)) => Reason::PolicyDenied,
+            Some(Some(r @ (Reason::PolicyDenied | Reason::DuplicateStreamId))) => r,
             Some(_) => Reason::InvalidSpec,
         };
         (reason, ready.map(|c| c.message.clone()).unwrap_or_default())
@@ -221,7 +229,16 @@ pub fn plan(o: &Observed) -> Plan {
     let sr = o.request.as_ref();
     let status = sr.status.clone().unwrap_or_default();
     let rate = sr.spec.rate.get();
-    let failed = o.failed.clone();
+    // One stream id per role per cluster: Hellos, relays and `kubectl scistream describe` find
+    // a side by its stream id and role.
+    let failed = o.failed.clone().or_else(|| {
+        let first = o.duplicate_of.as_ref()?;
+        let message = format!(
+            "stream id {} is already used by the {:?} side {first} in this cluster; give this stream a new id (`kubectl scistream create` picks one)",
+            sr.spec.stream_id, sr.spec.role
+        );
+        Some((reasons::DUPLICATE_STREAM_ID, message))
+    });
     let uid = sr.uid().unwrap_or_default();
     let mut changes = Vec::new();
     let mut events = Vec::new();

@@ -168,3 +168,32 @@ fn static_targets_are_those_no_authenticated_party_sent() {
     legacy.metadata.annotations = Some([(keys::ANNOTATION_LEGACY_CREDENTIAL.to_owned(), "ab".to_owned())].into());
     assert_ne!(plan(&observed(legacy, gw())).decision.ready.reason, reasons::POLICY_DENIED);
 }
+
+#[test]
+fn a_second_request_with_a_stream_id_and_role_fails_naming_the_first() {
+    let sr = request(serde_json::json!({}));
+    let o = Observed { duplicate_of: Some("other/first".into()), ..observed(sr.clone(), Some(gateway(&[]))) };
+    let p = check(
+        "a duplicate",
+        &o,
+        &Expect {
+            phase: Phase::Failed,
+            reason: reasons::DUPLICATE_STREAM_ID,
+            changes: &[],
+            relays: "remove",
+            events: &[],
+            next: p_next(&o),
+        },
+    );
+    let message = &p.decision.ready.message;
+    assert!(message.contains("already used by the Producer side other/first"), "{message}");
+    let mut failed = sr;
+    failed.status = Some(super::status(&o, &p, None).0);
+    assert!(super::is_duplicate(&failed), "it stays a duplicate, and hides no later request");
+    // A duplicate that already held capacity (its twin came first in the cache) releases it.
+    let held = holding_me(&failed, &[]);
+    let mut twin = failed.clone();
+    twin.status = None;
+    let o = Observed { duplicate_of: Some("other/first".into()), ..observed(twin, Some(held)) };
+    assert_eq!(plan(&o).changes.iter().map(kind).collect::<Vec<_>>(), ["release"]);
+}

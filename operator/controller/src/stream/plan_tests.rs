@@ -53,6 +53,7 @@ fn observed(sr: StreamRequest, gw: Option<Gateway>) -> Observed {
     Observed {
         failed: super::failed(&sr),
         namespace_labels: None,
+        duplicate_of: None,
         request: Arc::new(sr),
         gateway: gw.map(Arc::new),
         pods: Vec::new(),
