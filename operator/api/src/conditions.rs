@@ -74,11 +74,13 @@ pub enum Reason {
     NamespaceLimit,
     /// Another StreamRequest of this cluster has the same stream id and role.
     DuplicateStreamId,
+    /// The request asks more than its Gateway could hold even empty (bandwidth or ports).
+    ExceedsGateway,
 }
 
 impl Reason {
     /// Every reason.
-    pub const ALL: [Reason; 25] = [
+    pub const ALL: [Reason; 26] = [
         Reason::Reserved,
         Reason::PortsExhausted,
         Reason::BandwidthExhausted,
@@ -104,6 +106,7 @@ impl Reason {
         Reason::PolicyDenied,
         Reason::NamespaceLimit,
         Reason::DuplicateStreamId,
+        Reason::ExceedsGateway,
     ];
 
     /// The text conditions and events carry.
@@ -134,6 +137,7 @@ impl Reason {
             Reason::PolicyDenied => "PolicyDenied",
             Reason::NamespaceLimit => "NamespaceLimit",
             Reason::DuplicateStreamId => "DuplicateStreamId",
+            Reason::ExceedsGateway => "ExceedsGateway",
         }
     }
 
@@ -221,6 +225,8 @@ pub mod reasons {
     pub const NAMESPACE_LIMIT: Reason = Reason::NamespaceLimit;
     /// Another StreamRequest of this cluster has the same stream id and role.
     pub const DUPLICATE_STREAM_ID: Reason = Reason::DuplicateStreamId;
+    /// The request asks more than its Gateway could hold even empty (bandwidth or ports).
+    pub const EXCEEDS_GATEWAY: Reason = Reason::ExceedsGateway;
 }
 
 /// The three values of a condition's `status`.

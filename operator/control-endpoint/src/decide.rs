@@ -209,6 +209,8 @@ pub fn req_outcome(sr: Option<&StreamRequest>) -> ReqOutcome {
             FailKind::Timeout
         } else if reason(conditions::reasons::POLICY_DENIED) {
             FailKind::Denied
+        } else if reason(conditions::reasons::EXCEEDS_GATEWAY) {
+            FailKind::Exhausted
         } else {
             FailKind::Failed
         };
@@ -388,6 +390,9 @@ mod tests {
         let denied =
             sr("Producer", true, json!({"phase": "Failed", "conditions": [cond("Ready", "False", "PolicyDenied")]}));
         assert!(matches!(req_outcome(Some(&denied)), ReqOutcome::Fail { kind: FailKind::Denied, .. }));
+        let too_big =
+            sr("Producer", true, json!({"phase": "Failed", "conditions": [cond("Ready", "False", "ExceedsGateway")]}));
+        assert!(matches!(req_outcome(Some(&too_big)), ReqOutcome::Fail { kind: FailKind::Exhausted, .. }));
         let limited = sr(
             "Producer",
             true,

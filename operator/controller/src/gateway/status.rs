@@ -104,6 +104,19 @@ pub fn readiness(
     if spec.port_range.is_empty() {
         return (false, reasons::INVALID_SPEC, "spec.portRange is empty".to_owned());
     }
+    let smallest = 1 + usize::from(scistream_core::render::needs_health_port(spec.implementation));
+    if spec.port_range.len() < smallest {
+        return (
+            false,
+            reasons::INVALID_SPEC,
+            format!(
+                "spec.portRange {}-{} holds {} port per node, and a stream needs at least {smallest} on a node (1 connection and its relay's health listener): no stream could ever use this gateway; widen the range",
+                spec.port_range.start,
+                spec.port_range.end,
+                spec.port_range.len()
+            ),
+        );
+    }
     let ready = nodes.iter().filter(|(_, s)| s.ready).count();
     if nodes.is_empty() {
         let selector: Vec<String> = spec.node_selector.iter().map(|(k, v)| format!("{k}={v}")).collect();

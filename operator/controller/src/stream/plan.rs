@@ -143,6 +143,36 @@ fn summary(r: &Reservation, rate: Rate) -> String {
     format!("reserved {} and {rate}", parts.join(", "))
 }
 
+/// Why `demand` could never be held by `gateway`, with every node it has and no other stream:
+/// its rate beyond the declared bandwidth, or more ports than its nodes have. `None` while the
+/// Gateway has no node (it may get some).
+fn never_fits(gateway: &Gateway, demand: &Demand) -> Option<(Reason, String)> {
+    let nodes: Vec<String> = gateway.status.iter().flat_map(|s| &s.nodes).map(|n| n.name.clone()).collect();
+    let spec = &gateway.spec;
+    let empty = scistream_core::allocator::Capacity {
+        port_range: spec.port_range,
+        bandwidth: spec.bandwidth.get(),
+        nodes: &nodes,
+        reservations: &[],
+    };
+    let name = gateway.name_any();
+    let message = match scistream_core::allocator::reserve(&empty, demand).err()? {
+        AllocError::NoReadyNodes => return None,
+        AllocError::BandwidthExhausted { requested, declared, .. } => format!(
+            "rate {requested} is more than Gateway {name} declares in all (spec.bandwidth {declared}); ask for at most {declared}"
+        ),
+        AllocError::PortsExhausted { needed, per_node, .. } => format!(
+            "{needed} connections{} need more ports than Gateway {name} has: {} per node (spec.portRange {}-{}) on {} node(s); ask for fewer connections",
+            if per_node > 0 { " and a health listener on each node used" } else { "" },
+            spec.port_range.len(),
+            spec.port_range.start,
+            spec.port_range.end,
+            nodes.len()
+        ),
+    };
+    Some((reasons::EXCEEDS_GATEWAY, message))
+}
+
 /// The WAN and LAN addresses of a Gateway's nodes.
 fn node_ips(gateway: &Gateway) -> Vec<IpAddr> {
     let nodes = gateway.status.iter().flat_map(|s| &s.nodes);
@@ -217,7 +247,7 @@ pub fn failed(sr: &StreamRequest) -> Option<(Reason, String)> {
         let ready = conditions::find(&status.conditions, conditions::types::READY);
         let reason = match ready.map(|c| Reason::parse(&c.reason)) {
             Some(Some(Reason::HelloTimeout)) | None => Reason::HelloTimeout,
-            Some(Some(r @ (Reason::PolicyDenied | Reason::DuplicateStreamId))) => r,
+            Some(Some(r @ (Reason::PolicyDenied | Reason::DuplicateStreamId | Reason::ExceedsGateway))) => r,
             Some(_) => Reason::InvalidSpec,
         };
         (reason, ready.map(|c| c.message.clone()).unwrap_or_default())
@@ -258,6 +288,11 @@ pub fn plan(o: &Observed) -> Plan {
     let node_addresses = node_ips(gateway);
     let policy = GatewayRef { name: &sr.spec.gateway, policy: &gateway.spec.policy, node_addresses: &node_addresses };
     let failed = failed.or_else(|| refused(o, &policy).map(|d| (reasons::POLICY_DENIED, d.message)));
+    // A request the Gateway could not hold even empty fails now rather than wait for ever.
+    let failed = failed.or_else(|| {
+        let waiting = reservation.is_none() && mode.is_ok();
+        waiting.then(|| never_fits(gateway, &holding::demand(sr, gateway.spec.implementation))).flatten()
+    });
     let reserved_age = age(status.reserved_time.as_ref(), o.now);
     let capacity = match (&mode, &reservation, &failed) {
         (Err(e), _, _) => Capacity::Invalid { message: format!("{e}") },

@@ -197,3 +197,38 @@ fn a_second_request_with_a_stream_id_and_role_fails_naming_the_first() {
     let o = Observed { duplicate_of: Some("other/first".into()), ..observed(twin, Some(held)) };
     assert_eq!(plan(&o).changes.iter().map(kind).collect::<Vec<_>>(), ["release"]);
 }
+
+#[test]
+fn a_request_its_gateway_could_never_hold_fails_naming_the_limit() {
+    // The fixture Gateway: 2 nodes of 2 ports, 10 Gbps.
+    for (spec, why) in [
+        (
+            serde_json::json!({"rate": "20Gbps"}),
+            "rate 20Gbps is more than Gateway dtn declares in all (spec.bandwidth 10Gbps)",
+        ),
+        (
+            serde_json::json!({"numConnections": 5}),
+            "5 connections and a health listener on each node used need more ports than Gateway dtn has: 2 per node (spec.portRange 5100-5101) on 2 node(s)",
+        ),
+    ] {
+        let o = observed(request(spec.clone()), Some(gateway(&[])));
+        let p = plan(&o);
+        assert_eq!(p.decision.phase, Phase::Failed, "{spec}: {:?}", p.decision.ready);
+        assert_eq!(p.decision.ready.reason, reasons::EXCEEDS_GATEWAY, "{spec}");
+        assert!(p.decision.ready.message.contains(why), "{spec}: {}", p.decision.ready.message);
+        assert!(p.changes.is_empty(), "{spec}: nothing reserved");
+    }
+    // What fits an empty Gateway but not this one now waits, as before.
+    let o = observed(request(serde_json::json!({"numConnections": 2})), Some(gateway(&[want("a", 1, 1)])));
+    assert_eq!(plan(&o).decision.ready.reason, reasons::PORTS_EXHAUSTED);
+    let o = observed(request(serde_json::json!({"numConnections": 2, "rate": "10Gbps"})), Some(gateway(&[])));
+    assert_eq!(plan(&o).changes.len(), 1, "the whole Gateway is still a fit");
+    // A Gateway without nodes yet may get some: connections wait for them; a rate beyond the
+    // declared bandwidth fails all the same.
+    let mut bare = gateway(&[]);
+    bare.status = None;
+    let o = observed(request(serde_json::json!({"numConnections": 5})), Some(bare.clone()));
+    assert_eq!(plan(&o).decision.phase, Phase::Pending);
+    let o = observed(request(serde_json::json!({"rate": "20Gbps"})), Some(bare));
+    assert_eq!(plan(&o).decision.ready.reason, reasons::EXCEEDS_GATEWAY);
+}

@@ -100,3 +100,20 @@ fn summaries_count_ports_bandwidth_and_streams() {
     assert_eq!(st.ports_summary.as_deref(), Some("3/10"));
     assert_eq!(st.bandwidth_summary.as_deref(), Some("2.5Gbps/10Gbps"));
 }
+
+#[test]
+fn a_gateway_no_stream_could_use_says_so() {
+    let mut s = spec();
+    s.port_range = scistream_api::PortRange { start: 5100, end: 5100 };
+    // s2ds relays need a health listener beside the data listener on each node.
+    s.implementation = scistream_api::Implementation::S2ds;
+    let (ok, reason, message) = readiness(&s, &[], None);
+    assert!(!ok && reason == reasons::INVALID_SPEC, "{reason}: {message}");
+    assert!(
+        message.contains("spec.portRange 5100-5100 holds 1 port per node") && message.contains("widen"),
+        "{message}"
+    );
+    s.port_range.end = 5101;
+    let (_, reason, _) = readiness(&s, &[], None);
+    assert_eq!(reason, reasons::NO_READY_NODES, "two ports serve a one-connection stream");
+}
