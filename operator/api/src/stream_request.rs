@@ -353,6 +353,10 @@ pub struct StreamRequestStatus {
     /// When the Hello arrived.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hello_time: Option<Time>,
+    /// While the stream awaits its Hello: when it fails if none has arrived
+    /// (`reservedTime` + `spec.helloTimeout`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hello_deadline: Option<Time>,
     /// When the stream first became Ready.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_time: Option<Time>,

@@ -373,3 +373,20 @@ fn the_hello_deadline_fails_and_releases_and_planning_again_keeps_it_failed() {
 
 #[path = "plan_policy_tests.rs"]
 mod policy;
+
+#[test]
+fn a_stream_awaiting_its_hello_says_until_when_and_then_forgets_it() {
+    let sr = request(serde_json::json!({"targets": null, "helloKeySecretRef": {"name": "k"}}));
+    let o = observed(sr, Some(gateway(&[])));
+    let p = plan(&o);
+    assert_eq!(p.decision.phase, Phase::AwaitingHello);
+    let (st, _) = status(&o, &p, None);
+    let at = |t: &str| Some(Time(t.parse().expect("a timestamp")));
+    assert_eq!(st.reserved_time, at("2026-12-06T08:00:01Z"));
+    assert_eq!(st.hello_deadline, at("2026-12-06T08:03:01Z"), "reservedTime + helloTimeout 180s");
+    let mut helloed = (*o.request).clone();
+    helloed.status = Some(StreamRequestStatus { hello_time: at("2026-12-06T08:00:05Z"), ..st });
+    let o = Observed { request: Arc::new(helloed), ..o };
+    let (st, _) = status(&o, &plan(&o), None);
+    assert_eq!(st.hello_deadline, None, "no deadline once the Hello arrived");
+}

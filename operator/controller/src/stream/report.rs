@@ -49,16 +49,23 @@ pub fn desired(sr: &StreamRequest, decision: &Decision, owned: Owned, now: &Time
     merge(&mut conds, conditions::types::DATA_PATH_READY, &decision.data_path, generation, now);
     merge(&mut conds, conditions::types::READY, &decision.ready, generation, now);
     let reserved = decision.reserved.status;
+    let reserved_time = if reserved {
+        current.reserved_time.clone().or_else(|| Some(now.clone()))
+    } else {
+        current.reserved_time.clone()
+    };
+    let hello_deadline = reserved_time
+        .as_ref()
+        .filter(|_| decision.phase == Phase::AwaitingHello)
+        .and_then(|t| t.0.checked_add(sr.spec.hello_timeout.duration()).ok())
+        .map(Time);
     StreamRequestStatus {
         phase: owned.phase,
         listeners: owned.listeners,
         allocations: owned.allocations,
         certificate: owned.certificate,
-        reserved_time: if reserved {
-            current.reserved_time.clone().or_else(|| Some(now.clone()))
-        } else {
-            current.reserved_time.clone()
-        },
+        reserved_time,
+        hello_deadline,
         ready_time: if decision.phase == Phase::Ready {
             current.ready_time.clone().or_else(|| Some(now.clone()))
         } else {

@@ -145,8 +145,12 @@ pub fn decide(f: &Facts) -> Decision {
         );
         return decide(&Facts { failed: Some((reasons::HELLO_TIMEOUT, message)), ..f.clone() });
     } else {
-        let left = f.hello_timeout.saturating_sub(age).as_secs();
-        let message = format!("waiting for the application controller's Hello ({left}s left before helloTimeout)");
+        // No countdown here: the message stays the same while the stream waits, and
+        // status.helloDeadline says when it fails.
+        let message = format!(
+            "waiting for the application controller's Hello (within spec.helloTimeout {}s of the reservation: status.helloDeadline)",
+            f.hello_timeout.as_secs()
+        );
         let waiting = Verdict::no(reasons::AWAITING_HELLO, message);
         return Decision {
             phase: Phase::AwaitingHello,

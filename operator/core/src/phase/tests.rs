@@ -39,7 +39,11 @@ fn invalid_combination_is_pending_with_invalid_spec() {
 fn awaits_hello_then_times_out_and_releases() {
     let d = decide(&base());
     assert_eq!(d.phase, Phase::AwaitingHello);
-    assert!(d.ready.message.contains("170s left"));
+    assert!(d.ready.message.contains("within spec.helloTimeout 180s of the reservation: status.helloDeadline"));
+    // The message does not count down: waiting longer writes no new text.
+    let later =
+        Facts { capacity: Capacity::Reserved { age: Duration::from_secs(100), summary: String::new() }, ..base() };
+    assert_eq!(decide(&later).ready, d.ready);
     assert!(!d.run_relays);
     let late =
         Facts { capacity: Capacity::Reserved { age: Duration::from_secs(180), summary: String::new() }, ..base() };
