@@ -57,7 +57,13 @@ pub const MAX_CERTIFICATE_LENGTH: u32 = 16_384;
         description = "Where the other party connects"
     ),
     printcolumn(name = "Conns", type_ = "integer", json_path = ".spec.numConnections", priority = 1),
-    printcolumn(name = "Rate", type_ = "string", json_path = ".spec.rate"),
+    printcolumn(name = "Rate", type_ = "string", json_path = ".spec.rate", description = "Rate asked for"),
+    printcolumn(
+        name = "Granted",
+        type_ = "string",
+        json_path = ".status.grantedRate",
+        description = "Bandwidth held on the Gateway and enforced"
+    ),
     printcolumn(
         name = "Reason",
         type_ = "string",
@@ -347,6 +353,11 @@ pub struct StreamRequestStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transfer: Option<TransferStatus>,
 
+    /// The bandwidth the Gateway holds for the stream, which its relays enforce: `spec.rate`,
+    /// or what it held before while a changed `spec.rate` does not fit (the `Reserved`
+    /// condition says why).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub granted_rate: Option<String>,
     /// When ports and bandwidth were reserved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reserved_time: Option<Time>,

@@ -7,6 +7,7 @@
 //! ConfigMap and pods, each idempotent on its own and skipped when already so) and reports
 //! (status, events).
 
+mod admission;
 pub(crate) mod children;
 pub mod holding;
 pub mod notes;

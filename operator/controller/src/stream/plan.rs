@@ -5,7 +5,7 @@
 //! Gateway write it plans once more on the Gateway as written, so what it reports is what
 //! the Gateway holds.
 
-use std::{collections::BTreeMap, net::IpAddr, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use k8s_openapi::{
     api::core::v1::{ConfigMap, Pod},
@@ -21,11 +21,12 @@ use scistream_api::{
 use scistream_core::{
     allocator::{AllocError, Demand},
     phase::{self, Capacity, Decision, Facts},
-    policy::{Ask, Denial, GatewayRef, Limit, Usage},
+    policy::{GatewayRef, Limit, Usage},
     relay::{self, NodeAddresses, PlanError, RelayMode},
 };
 
 use super::{
+    admission,
     holding::{self, Change},
     notes, report, targets,
 };
@@ -143,82 +144,6 @@ fn summary(r: &Reservation, rate: Rate) -> String {
     format!("reserved {} and {rate}", parts.join(", "))
 }
 
-/// Why `demand` could never be held by `gateway`, with every node it has and no other stream:
-/// its rate beyond the declared bandwidth, or more ports than its nodes have. `None` while the
-/// Gateway has no node (it may get some).
-fn never_fits(gateway: &Gateway, demand: &Demand) -> Option<(Reason, String)> {
-    let nodes: Vec<String> = gateway.status.iter().flat_map(|s| &s.nodes).map(|n| n.name.clone()).collect();
-    let spec = &gateway.spec;
-    let empty = scistream_core::allocator::Capacity {
-        port_range: spec.port_range,
-        bandwidth: spec.bandwidth.get(),
-        nodes: &nodes,
-        reservations: &[],
-    };
-    let name = gateway.name_any();
-    let message = match scistream_core::allocator::reserve(&empty, demand).err()? {
-        AllocError::NoReadyNodes => return None,
-        AllocError::BandwidthExhausted { requested, declared, .. } => format!(
-            "rate {requested} is more than Gateway {name} declares in all (spec.bandwidth {declared}); ask for at most {declared}"
-        ),
-        AllocError::PortsExhausted { needed, per_node, .. } => format!(
-            "{needed} connections{} need more ports than Gateway {name} has: {} per node (spec.portRange {}-{}) on {} node(s); ask for fewer connections",
-            if per_node > 0 { " and a health listener on each node used" } else { "" },
-            spec.port_range.len(),
-            spec.port_range.start,
-            spec.port_range.end,
-            nodes.len()
-        ),
-    };
-    Some((reasons::EXCEEDS_GATEWAY, message))
-}
-
-/// The WAN and LAN addresses of a Gateway's nodes.
-fn node_ips(gateway: &Gateway) -> Vec<IpAddr> {
-    let nodes = gateway.status.iter().flat_map(|s| &s.nodes);
-    nodes.flat_map(|n| [&n.wan_address, &n.lan_address]).filter_map(|a| a.as_deref()?.parse().ok()).collect()
-}
-
-/// What of the request the Gateway's policy refuses, if anything: its namespace, data
-/// channel, static targets, a producer's targets (static or from its Hello), a consumer's
-/// remote listeners, or a rate beyond what one namespace may hold.
-fn refused(o: &Observed, policy: &GatewayRef<'_>) -> Option<Denial> {
-    let sr = o.request.as_ref();
-    let spec = &sr.spec;
-    let namespace = sr.namespace().unwrap_or_default();
-    let parsed = |list: &[String]| list.iter().filter_map(|t| t.parse().ok()).collect::<Vec<Endpoint>>();
-    let (targets, remote) = match spec.role {
-        Role::Producer => {
-            let hello = sr.status.as_ref().map(|s| s.prod_listeners.as_slice()).unwrap_or_default();
-            (parsed(spec.targets.as_deref().unwrap_or(hello)), Vec::new())
-        }
-        Role::Consumer => (Vec::new(), parsed(spec.remote_listeners.as_deref().unwrap_or_default())),
-    };
-    let ask = Ask {
-        namespace: &namespace,
-        namespace_labels: o.namespace_labels.as_ref(),
-        data_channel: spec.data_channel,
-        static_targets: forwards_without_hello(sr),
-        targets: &targets,
-    };
-    policy.check(&ask).and_then(|()| remote.iter().try_for_each(|l| policy.check_remote(l))).err().or_else(|| {
-        match policy.check_limits(&namespace, Usage::default(), spec.rate.get()) {
-            Limit::Never(d) => Some(d),
-            Limit::Fits | Limit::Wait(_) => None,
-        }
-    })
-}
-
-/// A producer whose relays would forward to `spec.targets` that no authenticated party sent:
-/// no Hello recorded, and not a SciStream 1.x stream (whose `update` is authenticated by its
-/// creator's credential).
-fn forwards_without_hello(sr: &StreamRequest) -> bool {
-    sr.spec.role == Role::Producer
-        && sr.spec.targets.is_some()
-        && sr.status.as_ref().is_none_or(|s| s.hello_time.is_none())
-        && !sr.annotations().contains_key(keys::ANNOTATION_LEGACY_CREDENTIAL)
-}
-
 fn held_rate(r: &Reservation) -> Rate {
     Rate::from_bps(u64::try_from(r.bandwidth_bps).unwrap_or(0))
 }
@@ -274,6 +199,7 @@ pub fn plan(o: &Observed) -> Plan {
     let mut events = Vec::new();
     let mut moved_note = None;
     let mut yielded = false;
+    let mut rate_refused = None;
     let Some(gateway) = o.gateway.as_deref() else {
         let message =
             format!("Gateway {} does not exist; `kubectl get gateways` lists this cluster's gateways", sr.spec.gateway);
@@ -285,18 +211,18 @@ pub fn plan(o: &Observed) -> Plan {
     let mut reservation = holding::held(gw_status, &uid).cloned();
     // The Gateway's policy: a request it refuses fails before anything is reserved for it, and
     // a stream it stops allowing (its Hello's targets, a tightened policy) is released.
-    let node_addresses = node_ips(gateway);
+    let node_addresses = admission::node_ips(gateway);
     let policy = GatewayRef { name: &sr.spec.gateway, policy: &gateway.spec.policy, node_addresses: &node_addresses };
-    let failed = failed.or_else(|| refused(o, &policy).map(|d| (reasons::POLICY_DENIED, d.message)));
+    let failed = failed.or_else(|| admission::refused(o, &policy).map(|d| (reasons::POLICY_DENIED, d.message)));
     // A request the Gateway could not hold even empty fails now rather than wait for ever.
     let failed = failed.or_else(|| {
         let waiting = reservation.is_none() && mode.is_ok();
-        waiting.then(|| never_fits(gateway, &holding::demand(sr, gateway.spec.implementation))).flatten()
+        waiting.then(|| admission::never_fits(gateway, &holding::demand(sr, gateway.spec.implementation))).flatten()
     });
     let reserved_age = age(status.reserved_time.as_ref(), o.now);
     let capacity = match (&mode, &reservation, &failed) {
         (Err(e), _, _) => Capacity::Invalid { message: format!("{e}") },
-        (_, Some(r), _) => Capacity::Reserved { age: reserved_age, summary: summary(r, rate) },
+        (_, Some(r), _) => Capacity::Reserved { age: reserved_age, summary: summary(r, held_rate(r)) },
         (_, None, Some(_)) => Capacity::Waiting { reason: reasons::HELLO_TIMEOUT, message: "released".to_owned() },
         (Ok(_), None, None) => {
             let me = holding::demand(sr, gateway.spec.implementation);
@@ -319,7 +245,7 @@ pub fn plan(o: &Observed) -> Plan {
                 match holding::apply(&gateway.spec, &mut after, &uid, &Change::Reserve(me.clone())) {
                     Ok(_) => {
                         let r = holding::held(Some(&after), &uid).cloned();
-                        let summary = r.as_ref().map(|r| summary(r, rate)).unwrap_or_default();
+                        let summary = r.as_ref().map(|r| summary(r, held_rate(r))).unwrap_or_default();
                         reservation = r;
                         changes.push(Change::Reserve(me));
                         Capacity::Reserved { age: Duration::ZERO, summary }
@@ -352,14 +278,18 @@ pub fn plan(o: &Observed) -> Plan {
                     changes.push(Change::Resize(wanted));
                     reservation = holding::held(Some(&after), &uid).cloned();
                 }
-                Err(_) => events.push((
-                    reasons::BANDWIDTH_EXHAUSTED,
-                    format!(
-                        "rate {rate} does not fit in Gateway {}'s remaining bandwidth; the stream keeps its reserved {}",
-                        gateway.name_any(),
-                        held_rate(r)
-                    ),
-                )),
+                Err(e) => {
+                    let note = format!(
+                        "spec.rate {rate} is refused, the stream keeps the {} it holds: Gateway {} {e}",
+                        held_rate(r),
+                        gateway.name_any()
+                    );
+                    // Said once per change of the spec, not on every look.
+                    if status.observed_generation != sr.metadata.generation {
+                        events.push((reasons::BANDWIDTH_EXHAUSTED, note.clone()));
+                    }
+                    rate_refused = Some(note);
+                }
             }
         }
     }
@@ -379,7 +309,14 @@ pub fn plan(o: &Observed) -> Plan {
     }
     let mode_ok = mode.as_ref().ok().copied();
     let capacity = match (&capacity, &reservation) {
-        (Capacity::Reserved { age, .. }, Some(r)) => Capacity::Reserved { age: *age, summary: summary(r, rate) },
+        (Capacity::Reserved { age, .. }, Some(r)) => {
+            let held = summary(r, held_rate(r));
+            let summary = match &rate_refused {
+                Some(note) => format!("{held}; {note}"),
+                None => held,
+            };
+            Capacity::Reserved { age: *age, summary }
+        }
         _ => capacity,
     };
     let mut p = finish(
@@ -502,6 +439,7 @@ pub fn status(o: &Observed, p: &Plan, certificate: Option<String>) -> (StreamReq
         listeners: p.listeners.clone().unwrap_or_default(),
         allocations: p.reservation.clone().map(|r| r.nodes).unwrap_or_default(),
         certificate,
+        granted_rate: p.reservation.as_ref().map(|r| held_rate(r).to_string()),
     };
     let mut desired = report::desired(sr, &p.decision, owned, &now);
     let generation = sr.metadata.generation;

@@ -390,3 +390,29 @@ fn a_stream_awaiting_its_hello_says_until_when_and_then_forgets_it() {
     let (st, _) = status(&o, &plan(&o), None);
     assert_eq!(st.hello_deadline, None, "no deadline once the Hello arrived");
 }
+
+#[test]
+fn a_refused_rate_change_reports_what_is_held_with_the_real_figures_once() {
+    let sr = request(serde_json::json!({}));
+    let gw = holding_me(&sr, &[want("a", 1, 8)]);
+    let raised = request(serde_json::json!({"rate": "5Gbps"}));
+    let o = observed(raised, Some(gw));
+    let p = plan(&o);
+    assert_eq!(p.events.len(), 1, "the first look at the change says so");
+    let (st, _) = status(&o, &p, None);
+    assert_eq!(st.granted_rate.as_deref(), Some("1Gbps"), "granted: what the Gateway holds");
+    let reserved = conditions::find(&st.conditions, types::RESERVED).expect("Reserved");
+    assert!(reserved.status == "True" && reserved.message.contains("and 1Gbps"), "{}", reserved.message);
+    assert!(
+        reserved.message.contains(
+            "spec.rate 5Gbps is refused, the stream keeps the 1Gbps it holds: Gateway dtn needs 5Gbps, but 9Gbps of the gateway's 10Gbps is already promised (2Gbps left)"
+        ),
+        "{}",
+        reserved.message
+    );
+    // Looked at again with this spec already observed: no new event.
+    let mut seen = (*o.request).clone();
+    seen.status = Some(st);
+    let o = Observed { request: Arc::new(seen), ..o };
+    assert!(plan(&o).events.is_empty(), "an event once per change, not per look");
+}

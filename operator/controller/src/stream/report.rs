@@ -26,6 +26,8 @@ pub struct Owned {
     pub allocations: Vec<scistream_api::NodeAllocation>,
     /// Certificate.
     pub certificate: Option<String>,
+    /// The bandwidth held on the Gateway (what the relays enforce).
+    pub granted_rate: Option<String>,
 }
 
 fn merge(
@@ -64,6 +66,7 @@ pub fn desired(sr: &StreamRequest, decision: &Decision, owned: Owned, now: &Time
         listeners: owned.listeners,
         allocations: owned.allocations,
         certificate: owned.certificate,
+        granted_rate: owned.granted_rate,
         reserved_time,
         hello_deadline,
         ready_time: if decision.phase == Phase::Ready {

@@ -25,6 +25,18 @@ fn list_joins_both_sides_by_stream_id() {
 }
 
 #[test]
+fn the_rate_column_shows_what_is_held_when_a_change_did_not_fit() {
+    let mut raised = producer_ready();
+    let asked = raised.spec.rate.text().to_owned();
+    let streams = join(&[("aps".to_owned(), raised.clone())]);
+    assert_eq!(streams[0].rate, asked, "no grantedRate: the rate asked for");
+    raised.spec.rate = "95Gbps".parse::<scistream_api::Rate>().unwrap().into();
+    raised.status.as_mut().unwrap().granted_rate = Some("5Gbps".into());
+    let streams = join(&[("aps".to_owned(), raised)]);
+    assert_eq!(streams[0].rate, "5Gbps (asked 95Gbps)");
+}
+
+#[test]
 fn get_shows_one_stream() {
     let streams = join(&[("aps".to_owned(), producer_ready()), ("alcf".to_owned(), consumer_degraded())]);
     let text = table(&streams, false, true);

@@ -66,6 +66,16 @@ pub fn side_view(context: &str, sr: &StreamRequest) -> SideView {
     }
 }
 
+/// The rate asked for, with what the Gateway holds when that differs (a change that did not fit).
+fn rate(sr: &StreamRequest) -> String {
+    let asked = sr.spec.rate.text().to_owned();
+    let granted = sr.status.as_ref().and_then(|s| s.granted_rate.as_deref());
+    match granted.and_then(|g| g.parse::<scistream_api::Rate>().ok().map(|r| (g, r))) {
+        Some((g, r)) if r != sr.spec.rate.get() => format!("{g} (asked {asked})"),
+        _ => asked,
+    }
+}
+
 /// Joins sides found in any facility by stream id; sorted by name (then id), as kubectl sorts.
 pub fn join(sides: &[(String, StreamRequest)]) -> Vec<StreamView> {
     let mut by_id: BTreeMap<String, StreamView> = BTreeMap::new();
@@ -73,7 +83,7 @@ pub fn join(sides: &[(String, StreamRequest)]) -> Vec<StreamView> {
         let view = by_id.entry(sr.spec.stream_id.clone()).or_insert_with(|| StreamView {
             name: sr.name_any(),
             stream_id: sr.spec.stream_id.clone(),
-            rate: sr.spec.rate.text().to_owned(),
+            rate: rate(sr),
             connections: sr.spec.num_connections,
             ..StreamView::default()
         });
