@@ -282,13 +282,14 @@ async fn stunnel_client_to_s2ds() {
     init();
     let dir = tempfile::tempdir().unwrap();
     let (ours, theirs) = (openssl_identity(dir.path(), "s2ds"), openssl_identity(dir.path(), "stunnel"));
-    let (target, mut rx) = sink_target(21, 64 * MIB).await;
+    // Stunnel has no TLS half-close: the directions are exchanged in turn (see exchange_target).
+    let (target, mut rx) = exchange_target(64 * MIB, 21, 64 * MIB).await;
     let relay = S2ds::start(dir.path(), "server", &s2ds_yaml("tls-server", &ours, &theirs, target)).await;
     let port = free_port();
     let conf = stunnel_conf(dir.path(), "c", true, port, relay.listeners().await[0], &theirs, &ours);
     let _stunnel = start_stunnel(&conf).await;
     let at: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    transfer_checked(at, &mut rx, 1, 64 * MIB, 64 * MIB, 21).await;
+    exchange_checked(at, &mut rx, 64 * MIB, 64 * MIB, 21).await;
     assert_eq!(relay.metric("s2ds_tls_handshake_failures_total").await, 0.0);
 }
 
@@ -297,12 +298,13 @@ async fn s2ds_to_stunnel_server() {
     init();
     let dir = tempfile::tempdir().unwrap();
     let (ours, theirs) = (openssl_identity(dir.path(), "s2ds"), openssl_identity(dir.path(), "stunnel"));
-    let (target, mut rx) = sink_target(22, 64 * MIB).await;
+    // Stunnel has no TLS half-close: the directions are exchanged in turn (see exchange_target).
+    let (target, mut rx) = exchange_target(64 * MIB, 22, 64 * MIB).await;
     let port = free_port();
     let conf = stunnel_conf(dir.path(), "s", false, port, target, &theirs, &ours);
     let _stunnel = start_stunnel(&conf).await;
     let at: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let relay = S2ds::start(dir.path(), "client", &s2ds_yaml("tls-client", &ours, &theirs, at)).await;
-    transfer_checked(relay.listeners().await[0], &mut rx, 1, 64 * MIB, 64 * MIB, 22).await;
+    exchange_checked(relay.listeners().await[0], &mut rx, 64 * MIB, 64 * MIB, 22).await;
     assert_eq!(relay.metric("s2ds_tls_handshake_failures_total").await, 0.0);
 }
