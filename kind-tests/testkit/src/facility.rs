@@ -28,11 +28,11 @@ pub const GATEWAY_NS: &str = "scistream-gateway";
 pub const USER_NS: &str = "science";
 
 /// The spec of Gateway `dtn` on both gateway nodes: 100 Gbit/s, relays in [`GATEWAY_NS`],
-/// ports `5100..=last_port` on each node, the default relay implementation (`S2ds`), and the
-/// open policy of a test on one host ([`open_policy`]).
+/// ports `5100..=last_port` on each node, the default relay implementation (`S2ds`); applied
+/// with [`Facility::apply_gateway`], it gets the open policy of a test on one host.
 pub fn gateway_spec(last_port: i32) -> serde_json::Value {
     json!({"nodeSelector": {"scistream.io/gateway": "dtn"}, "bandwidth": "100Gbps", "podNamespace": GATEWAY_NS,
-           "portRange": {"start": 5100, "end": last_port}, "policy": open_policy()})
+           "portRange": {"start": 5100, "end": last_port}})
 }
 
 /// A Gateway policy that allows what tests on one host need: Plain and MutualTLS, static

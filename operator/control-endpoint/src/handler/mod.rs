@@ -15,7 +15,7 @@ use std::{
 
 use kube::ResourceExt;
 use scistream_api::{Role, StreamRequest};
-use scistream_core::policy::GatewayRef;
+use scistream_core::policy::{self, GatewayRef};
 
 use crate::{
     auth::{
@@ -244,9 +244,7 @@ impl<S: Streams, A: Access> Handler<S, A> {
     async fn allowed(&self, sr: &StreamRequest, endpoints: &[String]) -> Result<()> {
         // A Gateway that does not exist is the operator's to report on the StreamRequest.
         let Some(gateway) = self.streams.gateway(&sr.spec.gateway).await? else { return Ok(()) };
-        let nodes = gateway.status.iter().flat_map(|s| &s.nodes);
-        let addresses: Vec<std::net::IpAddr> =
-            nodes.flat_map(|n| [&n.wan_address, &n.lan_address]).filter_map(|a| a.as_deref()?.parse().ok()).collect();
+        let addresses = policy::node_addresses(&gateway);
         let policy = GatewayRef { name: &sr.spec.gateway, policy: &gateway.spec.policy, node_addresses: &addresses };
         for endpoint in endpoints {
             let endpoint: scistream_api::Endpoint =

@@ -2,8 +2,6 @@
 //! the one limit no wait can lift (a request larger than the Gateway even empty), and what
 //! counts as forwarding without a Hello.
 
-use std::net::IpAddr;
-
 use kube::ResourceExt;
 use scistream_api::{
     Endpoint, Gateway, Role, StreamRequest,
@@ -45,12 +43,6 @@ pub(super) fn never_fits(gateway: &Gateway, demand: &Demand) -> Option<(Reason, 
         ),
     };
     Some((reasons::EXCEEDS_GATEWAY, message))
-}
-
-/// The WAN and LAN addresses of a Gateway's nodes.
-pub(super) fn node_ips(gateway: &Gateway) -> Vec<IpAddr> {
-    let nodes = gateway.status.iter().flat_map(|s| &s.nodes);
-    nodes.flat_map(|n| [&n.wan_address, &n.lan_address]).filter_map(|a| a.as_deref()?.parse().ok()).collect()
 }
 
 /// What of the request the Gateway's policy refuses, if anything: its namespace, data

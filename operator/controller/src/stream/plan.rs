@@ -211,7 +211,7 @@ pub fn plan(o: &Observed) -> Plan {
     let mut reservation = holding::held(gw_status, &uid).cloned();
     // The Gateway's policy: a request it refuses fails before anything is reserved for it, and
     // a stream it stops allowing (its Hello's targets, a tightened policy) is released.
-    let node_addresses = admission::node_ips(gateway);
+    let node_addresses = scistream_core::policy::node_addresses(gateway);
     let policy = GatewayRef { name: &sr.spec.gateway, policy: &gateway.spec.policy, node_addresses: &node_addresses };
     let failed = failed.or_else(|| admission::refused(o, &policy).map(|d| (reasons::POLICY_DENIED, d.message)));
     // A request the Gateway could not hold even empty fails now rather than wait for ever.

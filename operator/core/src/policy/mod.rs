@@ -12,7 +12,7 @@ use std::{
 use ipnet::IpNet;
 use kube_core::{Selector, SelectorExt};
 use scistream_api::{
-    Endpoint, Host, Rate,
+    Endpoint, Gateway, Host, Rate,
     policy::{GatewayPolicy, SpecialTarget},
     stream_request::DataChannel,
 };
@@ -240,6 +240,13 @@ impl GatewayRef<'_> {
         }
         Limit::Fits
     }
+}
+
+/// The WAN and LAN addresses of a Gateway's nodes, as its status lists them (what
+/// [`GatewayRef::node_addresses`] holds).
+pub fn node_addresses(gateway: &Gateway) -> Vec<IpAddr> {
+    let nodes = gateway.status.iter().flat_map(|s| &s.nodes);
+    nodes.flat_map(|n| [&n.wan_address, &n.lan_address]).filter_map(|a| a.as_deref()?.parse().ok()).collect()
 }
 
 /// What one namespace holds on a Gateway.
