@@ -132,7 +132,8 @@ async fn s2ds_relays_from_its_image_under_podman() {
     let pod = Api::<Pod>::namespaced(env.client.clone(), NS).get("s2ds-a").await.expect("pod");
     let log = env.agent.logs_dir(&pod.metadata.uid.clone().expect("uid")).join("relay.log");
     let text = std::fs::read_to_string(&log).expect("log file");
-    assert!(text.contains("Ready"), "the container's output is in {}: {text}", log.display());
+    // s2ds logs `ready mode=... listeners=...` once its listeners are bound (s2ds-image/src/server.rs).
+    assert!(text.contains("s2ds::server: ready"), "the container's output is in {}: {text}", log.display());
 
     // An image that was never built is never pulled: the container waits, saying what to run.
     let missing = relay_pod("missing", "gw-a", "ghcr.io/scistream/s2ds:never-built", &args, json!(null));
