@@ -18,8 +18,10 @@ fails. Step actions prints the list of what each action saw (a failed call is a 
 its gRPC code, not an exit), so scenarios can check refusals.
 """
 import json
+import os
 import sys
 import time
+import traceback
 
 stubs, config = sys.argv[1], json.loads(sys.argv[2])
 sys.path.insert(0, stubs)
@@ -41,6 +43,17 @@ uid, token = config["uid"], config["token"]
 md = [("authorization", token)]
 # Bound of every wait (generous: a loaded machine); 1.x's own req waits up to 180 s.
 WAIT = 120
+# Every call future, kept alive until the script exits. grpcio's _Rendezvous.__del__ takes the
+# call's condition lock: a future dropped while still running (a Hello whose req was refused)
+# was finalised at a moment its lock was held and the script hung there for good (py-spy:
+# `Condition.__enter__ <- _Rendezvous.__del__`), 4 runs in 10 of the introspection scenario.
+FUTURES = []
+
+
+def future(method, msg, m):
+    f = method.future(msg, metadata=m)
+    FUTURES.append(f)
+    return f
 
 
 def appctrl(control, role, prod_listeners=()):
@@ -61,8 +74,7 @@ def appctrl(control, role, prod_listeners=()):
 
 def side(control, role, prod_listeners=()):
     """`req` (blocks until the Hello), the application controller's Hello meanwhile."""
-    req = control.req.future(pb.Request(uid=uid, role=role, num_conn=config["num_conn"], rate=config["rate"]),
-                             metadata=md)
+    req = future(control.req, pb.Request(uid=uid, role=role, num_conn=config["num_conn"], rate=config["rate"]), md)
     hello = appctrl(control, role, prod_listeners)
     reply = req.result(timeout=WAIT)
     return {"listeners": list(reply.listeners), "prod_listeners": list(reply.prod_listeners), "hello": hello}
@@ -95,10 +107,10 @@ def inbound(a):
     token and the producer application's endpoints, waits for both (1.x: 5 s; here `wait`),
     then update PROD with the req reply's prod_listeners."""
     control, m, u = STUBS[a["at"]], metadata(a), a.get("uid", uid)
-    req = control.req.future(pb.Request(uid=u, role="PROD", num_conn=a.get("num_conn", 5), rate=a.get("rate", 10000)),
-                             metadata=m)
+    req = future(control.req, pb.Request(uid=u, role="PROD", num_conn=a.get("num_conn", 5), rate=a.get("rate", 10000)),
+                 m)
     time.sleep(0.5)
-    hello = control.hello.future(pb.Hello(uid=u, prod_listeners=a["prod_listeners"], role="PROD"), metadata=m)
+    hello = future(control.hello, pb.Hello(uid=u, prod_listeners=a["prod_listeners"], role="PROD"), m)
     reply = req.result(timeout=a.get("wait", WAIT))
     hello_reply = hello.result(timeout=a.get("wait", WAIT))
     control.update(pb.UpdateTargets(uid=u, remote_listeners=list(reply.prod_listeners), role="PROD"), metadata=m)
@@ -111,11 +123,10 @@ def outbound(a):
     client's quirk) listing the consumer application's address, waits for the req reply, then
     update CONS with PROD_LISTENERS (the producer facility's listeners)."""
     control, m, u = STUBS[a["at"]], metadata(a), a.get("uid", uid)
-    req = control.req.future(pb.Request(uid=u, role="CONS", num_conn=a.get("num_conn", 5), rate=a.get("rate", 10000)),
-                             metadata=m)
+    req = future(control.req, pb.Request(uid=u, role="CONS", num_conn=a.get("num_conn", 5), rate=a.get("rate", 10000)),
+                 m)
     time.sleep(0.5)
-    hello = control.hello.future(pb.Hello(uid=u, prod_listeners=a.get("hello_listeners", []), role="PROD"),
-                                 metadata=m)
+    hello = future(control.hello, pb.Hello(uid=u, prod_listeners=a.get("hello_listeners", []), role="PROD"), m)
     reply = req.result(timeout=a.get("wait", WAIT))
     hello_reply = hello.result(timeout=a.get("wait", WAIT))
     control.update(pb.UpdateTargets(uid=u, remote_listeners=a["remote"], role="CONS"), metadata=m)
@@ -170,29 +181,50 @@ def reqs(a):
 
 ACTIONS = {"inbound": inbound, "outbound": outbound, "release": release, "update": update, "reqs": reqs}
 
-out = {}
-if config["step"] == "setup":
-    # Producer facility (s2uc prod-req): req PROD, the producer's Hello with its endpoints,
-    # then update PROD with the endpoints the req reply carries (the producer relay's targets).
-    p = side(prod, "PROD", config["prod_listeners"])
-    prod.update(pb.UpdateTargets(uid=uid, remote_listeners=p["prod_listeners"], role="PROD"), metadata=md)
-    # Consumer facility (s2uc outbound-request UID PROD_LISTENERS): req CONS, the consumer's
-    # Hello (its reply says where the consumer application connects), then update CONS with
-    # the producer facility's listeners.
-    c = side(cons, "CONS")
-    cons.update(pb.UpdateTargets(uid=uid, remote_listeners=p["listeners"], role="CONS"), metadata=md)
-    out = {"producer": p, "consumer": c}
-elif config["step"] == "release":
-    for name, control in (("producer", prod), ("consumer", cons)):
-        control.release(pb.Release(uid=uid), metadata=md)
-        out[name] = "OK"
-elif config["step"] == "actions":
-    out = []
-    for a in config["actions"]:
-        if a["do"] == "appctrl":
-            out.append(app(a))
-        else:
-            out.append(call(lambda: ACTIONS[a["do"]](a)))
-else:
-    sys.exit("unknown step " + config["step"])
-print(json.dumps(out))
+
+def run():
+    """The step's output (a JSON value)."""
+    out = {}
+    if config["step"] == "setup":
+        # Producer facility (s2uc prod-req): req PROD, the producer's Hello with its endpoints,
+        # then update PROD with the endpoints the req reply carries (the producer relay's targets).
+        p = side(prod, "PROD", config["prod_listeners"])
+        prod.update(pb.UpdateTargets(uid=uid, remote_listeners=p["prod_listeners"], role="PROD"), metadata=md)
+        # Consumer facility (s2uc outbound-request UID PROD_LISTENERS): req CONS, the consumer's
+        # Hello (its reply says where the consumer application connects), then update CONS with
+        # the producer facility's listeners.
+        c = side(cons, "CONS")
+        cons.update(pb.UpdateTargets(uid=uid, remote_listeners=p["listeners"], role="CONS"), metadata=md)
+        out = {"producer": p, "consumer": c}
+    elif config["step"] == "release":
+        for name, control in (("producer", prod), ("consumer", cons)):
+            control.release(pb.Release(uid=uid), metadata=md)
+            out[name] = "OK"
+    elif config["step"] == "actions":
+        out = []
+        for a in config["actions"]:
+            if a["do"] == "appctrl":
+                out.append(app(a))
+            else:
+                out.append(call(lambda: ACTIONS[a["do"]](a)))
+    else:
+        raise SystemExit("unknown step " + config["step"])
+    return out
+
+
+def finish(code):
+    """Cancels calls still running (a Hello after its req was refused) here rather than in the
+    collector, then exits without finalisers, for the reason given at FUTURES."""
+    for f in FUTURES:
+        f.cancel()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+try:
+    print(json.dumps(run()))
+except BaseException:  # a failed setup or release: the traceback says which call
+    traceback.print_exc()
+    finish(1)
+finish(0)
