@@ -234,15 +234,6 @@ pub async fn raw_request(world: &World, i: usize, name: &str) -> anyhow::Result<
     Ok(serde_json::to_value(api.get(name).await.with_context(|| format!("{}: StreamRequest {name}", f.name))?)?)
 }
 
-/// The relay configurations (ConfigMap texts) of stream `stream_id` in facility `i`.
-pub async fn relay_configs(world: &World, i: usize, stream_id: &str) -> anyhow::Result<Vec<String>> {
-    use k8s_openapi::api::core::v1::ConfigMap;
-    let f = world.facilities.get(i).context("no such facility")?;
-    let lp = kube::api::ListParams::default().labels(&format!("{}={stream_id}", scistream_api::keys::LABEL_STREAM_ID));
-    let cms = Api::<ConfigMap>::namespaced(f.client.clone(), crate::world::GATEWAY_NS).list(&lp).await?;
-    Ok(cms.items.into_iter().flat_map(|cm| cm.data.unwrap_or_default().into_values()).collect())
-}
-
 /// The control endpoint's generated certificate (Secret default/scistream-control-tls).
 async fn control_certificate(client: &kube::Client, facility: &str) -> anyhow::Result<Vec<u8>> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");

@@ -402,6 +402,15 @@ pub async fn relay_images(world: &World, facility: usize, stream_id: &str) -> an
     Ok(images)
 }
 
+/// The relay configurations (ConfigMap texts) of stream `stream_id` in facility `i`.
+pub async fn relay_configs(world: &World, i: usize, stream_id: &str) -> anyhow::Result<Vec<String>> {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let f = world.facilities.get(i).context("no such facility")?;
+    let lp = kube::api::ListParams::default().labels(&format!("{}={stream_id}", scistream_api::keys::LABEL_STREAM_ID));
+    let cms = Api::<ConfigMap>::namespaced(f.client.clone(), crate::world::GATEWAY_NS).list(&lp).await?;
+    Ok(cms.items.into_iter().flat_map(|cm| cm.data.unwrap_or_default().into_values()).collect())
+}
+
 /// Checks that nothing of the stream is left in either facility: no StreamRequest, no relay
 /// pod, ConfigMap or Secret labelled with its id, no reservation (so no port or bandwidth
 /// held) on either Gateway.

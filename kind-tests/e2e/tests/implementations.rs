@@ -43,6 +43,36 @@ async fn s2ds_mutual_tls() {
     through("S2ds", "S2ds", "MutualTLS").await;
 }
 
+/// Gateways that choose rustls's own record layer (`spec.s2ds.recordLayer: Rustls`): the
+/// operator renders it into every TLS relay's configuration and the data crosses unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s2ds_mutual_tls_on_rustls_record_layer() {
+    if world::embedded_only("Gateways with spec.s2ds") {
+        return;
+    }
+    let mut opts = world::Options::for_tests("S2ds").unwrap();
+    opts.s2ds_settings = serde_json::json!({"recordLayer": "Rustls"});
+    let w = world::World::start(&opts).await.expect("both facilities start");
+    let so = stream::StreamOptions::new("rustls-record-layer", BYTES, 4, "20Gbps", "MutualTLS").unwrap();
+    let result = async {
+        let ready = stream::setup(&w, &so).await?;
+        for facility in 0..2 {
+            let configs = stream::relay_configs(&w, facility, &ready.created.stream_id).await?;
+            let relays: Vec<&String> = configs.iter().filter(|c| c.contains("mode: tls-")).collect();
+            anyhow::ensure!(
+                !relays.is_empty() && relays.iter().all(|c| c.contains("recordLayer: rustls")),
+                "facility {facility}: every TLS relay config should name rustls's record layer: {configs:?}"
+            );
+        }
+        let moved = stream::transfer(&w, ready.producer, &ready.targets, so.bytes).await?;
+        stream::release(&w, &so, &ready.created.stream_id).await?;
+        Ok::<_, anyhow::Error>(moved.bytes())
+    }
+    .await;
+    w.shutdown().await;
+    assert_eq!(result.unwrap_or_else(|e| panic!("MutualTLS on rustls's record layer: {e:#}")), BYTES);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn s2ds_plain_splice() {
     through("S2ds", "S2ds", "Plain").await;

@@ -190,7 +190,7 @@ async fn unchanged_s2uc_streams_run_at_full_speed_with_their_rate_reserved() {
                 .map(|r| r.bandwidth_bps)
                 .collect();
             ensure!(held == [DEFAULT_RATE_BPS], "{}: reserved {held:?}", w.facilities[i].name);
-            let configs = legacy::relay_configs(w, i, &u).await?;
+            let configs = stream::relay_configs(w, i, &u).await?;
             ensure!(!configs.is_empty() && configs.iter().all(|c| !c.contains("rateBitsPerSecond")), "{configs:?}");
         }
         release_both(w, client, &u).await

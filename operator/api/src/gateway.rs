@@ -69,6 +69,7 @@ pub const MAX_NODES: u32 = 256;
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.s2ds) || !has(self.implementation) || self.implementation == 'S2ds'").message("spec.s2ds applies only to implementation S2ds: remove it or set implementation: S2ds"))]
 pub struct GatewaySpec {
     /// Labels that select this gateway's nodes, e.g. `scistream.io/gateway: dtn`. Only Ready
     /// nodes that match are used.
@@ -128,6 +129,47 @@ pub struct GatewaySpec {
     /// policy stops allowing is released the same way.
     #[serde(default)]
     pub policy: crate::policy::GatewayPolicy,
+
+    /// Settings of the `S2ds` relays (implementation `S2ds` only): which TLS record layer
+    /// carries MutualTLS data, and whether it may be handed to kernel TLS. Absent: s2ds's own
+    /// record layer, with kernel TLS where the node's kernel offers it. A change applies to
+    /// the relays' new connections (they reload; established connections keep theirs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s2ds: Option<S2dsSettings>,
+}
+
+/// How the `S2ds` relays of a Gateway carry MutualTLS data.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!(has(self.recordLayer) && self.recordLayer == 'Rustls' && has(self.kernelTls) && self.kernelTls)").message("kernelTls: true needs recordLayer S2ds (kernel TLS replaces s2ds's record layer, not rustls's): drop one of them"))]
+pub struct S2dsSettings {
+    /// The TLS record layer of the data phase. `S2ds` (default): s2ds's own, with no
+    /// userspace copy and kernel TLS where the kernel offers it; the least CPU per GiB.
+    /// `Rustls`: rustls's own record layer (tokio-rustls) after the same handshake, the
+    /// conservative choice, at the cost of copies (docs/performance.md shows both).
+    #[serde(default)]
+    pub record_layer: RecordLayer,
+
+    /// With `recordLayer: S2ds`: hand the data phase to kernel TLS where the node's kernel
+    /// offers it (the `tls` module, with TLS 1.3 key updates: Linux 6.14 or later), probed
+    /// by each relay when it starts. Default true; false keeps every connection in userspace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_tls: Option<bool>,
+}
+
+impl S2dsSettings {
+    /// What an absent `spec.s2ds` means.
+    pub const DEFAULT: S2dsSettings = S2dsSettings { record_layer: RecordLayer::S2ds, kernel_tls: None };
+}
+
+/// The TLS record layer of an `S2ds` relay's data phase.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum RecordLayer {
+    /// s2ds's own record layer (handed to kernel TLS where the kernel offers it).
+    #[default]
+    S2ds,
+    /// rustls's own record layer, through tokio-rustls.
+    Rustls,
 }
 
 /// Where node addresses come from.

@@ -22,7 +22,9 @@ pub mod stream_request;
 pub mod written;
 
 pub use endpoint::{Endpoint, EndpointError, Host};
-pub use gateway::{Gateway, GatewaySpec, GatewayStatus, Implementation, PortRange, Reservation};
+pub use gateway::{
+    Gateway, GatewaySpec, GatewayStatus, Implementation, PortRange, RecordLayer, Reservation, S2dsSettings,
+};
 pub use rate::{Rate, RateError};
 pub use stream_request::{
     DataChannel, NodeAllocation, Phase, RateEnforcement, Role, SecretKeyRef, StreamRequest, StreamRequestSpec,

@@ -105,3 +105,20 @@ fn notes_follow_the_values() {
     let n = notes(&["gatewayNamespace.create=false", "gatewayNamespace.name=dtn-relays"]);
     assert!(n.contains("dtn-relays") && n.contains("privileged"), "an existing namespace must allow relays: {n}");
 }
+
+#[test]
+fn the_default_gateway_takes_the_s2ds_settings_and_the_schema_refuses_others() {
+    let gateway = |values: &[&str]| {
+        let o = objects(&[&["defaultGateway.enabled=true"], values].concat());
+        let gw = find(&o, "Gateway", "dtn");
+        serde_json::from_value::<scistream_api::Gateway>(gw.clone()).expect("the chart's Gateway reads as the API type")
+    };
+    assert_eq!(gateway(&[]).spec.s2ds, None);
+    let gw = gateway(&["defaultGateway.s2ds.recordLayer=Rustls"]);
+    assert_eq!(gw.spec.s2ds.map(|s| s.record_layer), Some(scistream_api::RecordLayer::Rustls));
+    for bad in ["defaultGateway.s2ds.recordLayer=openssl", "defaultGateway.s2ds.kTLS=true"] {
+        let out = template(&["defaultGateway.enabled=true", bad]);
+        assert!(!out.status.success(), "{bad} is refused by values.schema.json");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("s2ds"), "{bad}: the error names the value");
+    }
+}

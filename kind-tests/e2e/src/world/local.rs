@@ -154,7 +154,7 @@ async fn facility(
     let operator = start_operator(&own_kubeconfig, name, control_port, &opts.operator_args)?;
     let mut spec = json!({"nodeSelector": {"scistream.io/gateway": "dtn", "scistream.io/facility": name},
                  "bandwidth": opts.bandwidth, "podNamespace": GATEWAY_NS,
-                 "implementation": opts.implementation_of(index), "policy": opts.policy,
+                 "implementation": opts.implementation_of(index), "policy": opts.policy, "s2ds": opts.s2ds_settings,
                  "portRange": {"start": opts.port_range.0, "end": opts.port_range.1}});
     if !opts.netns {
         // On loopback a node has one address: its WAN address is its LAN address.

@@ -77,6 +77,8 @@ pub struct Options {
     /// Each Gateway's `spec.policy`. Default: open (Plain, static targets, loopback and the
     /// gateway nodes allowed), for a world on one host; a scenario about the policy sets its own.
     pub policy: serde_json::Value,
+    /// Each Gateway's `spec.s2ds` (null: absent).
+    pub s2ds_settings: serde_json::Value,
 }
 
 impl Options {
@@ -94,6 +96,7 @@ impl Options {
             operator_args: Vec::new(),
             control_secrets: Vec::new(),
             policy: serde_json::to_value(scistream_api::policy::GatewayPolicy::open()).unwrap_or_default(),
+            s2ds_settings: serde_json::Value::Null,
         }
     }
 

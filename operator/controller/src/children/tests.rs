@@ -129,6 +129,7 @@ fn no_relay_is_probed_on_a_data_listener() {
             metrics,
             drain_seconds: 20,
             nginx_stream_module: None,
+            s2ds: &scistream_api::S2dsSettings::DEFAULT,
         };
         let pod_for = |rendered: &Rendered| {
             relay_pod(&RelayPod {

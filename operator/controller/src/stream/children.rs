@@ -117,6 +117,7 @@ pub async fn ensure_relays(
             metrics: metrics.as_ref(),
             drain_seconds: ctx.config.drain_seconds,
             nginx_stream_module: ctx.config.nginx_stream_module.as_deref(),
+            s2ds: set.gateway.spec.s2ds.as_ref().unwrap_or(&scistream_api::S2dsSettings::DEFAULT),
         };
         rendered.push((node_relay.node.clone(), render::render(implementation, &input)));
     }

@@ -16,7 +16,7 @@ mod nginx;
 mod s2ds;
 mod stunnel;
 
-use scistream_api::{Endpoint, Implementation};
+use scistream_api::{Endpoint, Implementation, S2dsSettings};
 
 use crate::relay::NodeRelay;
 
@@ -63,6 +63,8 @@ pub struct RenderInput<'a> {
     pub drain_seconds: u32,
     /// Path of Nginx's stream module, when it is a dynamic module in the image.
     pub nginx_stream_module: Option<&'a str>,
+    /// The Gateway's `spec.s2ds` (record layer, kernel TLS); the default when absent.
+    pub s2ds: &'a S2dsSettings,
 }
 
 /// A rendered configuration.

@@ -1,5 +1,6 @@
 //! The `s2ds` relay's YAML configuration (format documented in `s2ds-image/README.md`).
 
+use scistream_api::RecordLayer;
 use serde::Serialize;
 
 use super::{RenderInput, Rendered, config_path};
@@ -27,6 +28,11 @@ struct Tls<'a> {
     cert_file: &'a str,
     key_file: &'a str,
     peer_cert_file: &'a str,
+    /// Written only when not s2ds's own default, so the usual file stays as it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    record_layer: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kernel_tls: Option<bool>,
 }
 
 pub(super) fn render(input: &RenderInput<'_>) -> Rendered {
@@ -43,6 +49,11 @@ pub(super) fn render(input: &RenderInput<'_>) -> Rendered {
             cert_file: &input.paths.cert_file,
             key_file: &input.paths.key_file,
             peer_cert_file: &input.paths.peer_cert_file,
+            record_layer: match input.s2ds.record_layer {
+                RecordLayer::S2ds => None,
+                RecordLayer::Rustls => Some("rustls"),
+            },
+            kernel_tls: input.s2ds.kernel_tls,
         }),
         metrics_address: input.metrics.map(ToString::to_string),
         drain_seconds: input.drain_seconds,

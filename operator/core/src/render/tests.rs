@@ -40,6 +40,7 @@ pub(super) fn input<'a>(relay: &'a NodeRelay, paths: &'a Paths, metrics: Option<
         metrics,
         drain_seconds: 25,
         nginx_stream_module: Some("/usr/lib/nginx/modules/ngx_stream_module.so"),
+        s2ds: &scistream_api::S2dsSettings::DEFAULT,
     }
 }
 
@@ -218,3 +219,28 @@ pub(super) fn self_signed(dir: &Path, name: &str) -> String {
 }
 
 mod probes;
+
+#[test]
+fn s2ds_tls_carries_the_gateways_record_layer_and_kernel_tls_only_when_set() {
+    use scistream_api::{RecordLayer, S2dsSettings};
+    let paths = Paths::default();
+    let tls = relay(RelayMode::TlsServer, &["127.0.0.1:5100"], &["127.0.0.1:7000"], 0);
+    let plain = relay(RelayMode::Plain, &["127.0.0.1:5100"], &["127.0.0.1:7000"], 0);
+    let rustls = S2dsSettings { record_layer: RecordLayer::Rustls, kernel_tls: None };
+    let userspace = S2dsSettings { record_layer: RecordLayer::S2ds, kernel_tls: Some(false) };
+    let cases: [(&NodeRelay, &S2dsSettings, &[&str], &[&str]); 4] = [
+        (&tls, &S2dsSettings::DEFAULT, &["tls:"], &["recordLayer", "kernelTls"]),
+        (&tls, &rustls, &["recordLayer: rustls"], &["kernelTls"]),
+        (&tls, &userspace, &["kernelTls: false"], &["recordLayer"]),
+        (&plain, &rustls, &[], &["tls:", "recordLayer"]),
+    ];
+    for (relay, s2ds, present, absent) in cases {
+        let text = render(Implementation::S2ds, &RenderInput { s2ds, ..input(relay, &paths, None) }).text;
+        for p in present {
+            assert!(text.contains(p), "{p} in\n{text}");
+        }
+        for a in absent {
+            assert!(!text.contains(a), "no {a} in\n{text}");
+        }
+    }
+}
