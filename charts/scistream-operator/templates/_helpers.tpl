@@ -26,6 +26,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{ .Values.relayImages.s2ds.repository }}:{{ .Values.relayImages.s2ds.tag | default .Chart.AppVersion }}
 {{- end -}}
 
+{{- define "scistream.stunnelImage" -}}
+{{ .Values.relayImages.stunnel.repository }}:{{ .Values.relayImages.stunnel.tag | default .Chart.AppVersion }}
+{{- end -}}
+
 {{- /* The Service's name inside the cluster (always in the certificate). */ -}}
 {{- define "scistream.controlServiceName" -}}
 {{ include "scistream.fullname" . }}-control.{{ .Release.Namespace }}.svc

@@ -195,6 +195,7 @@ mod tests {
         assert_eq!(p("docker.io/library/haproxy:2.9"), Some("/usr/sbin/haproxy".into()));
         assert_eq!(p("nginx:1.27"), Some("/usr/sbin/nginx".into()));
         assert_eq!(p("dweomer/stunnel:latest"), Some("/usr/bin/stunnel4".into()));
+        assert_eq!(p("ghcr.io/scistream/stunnel:0.1.0"), Some("/usr/bin/stunnel4".into()));
         assert_eq!(p("busybox"), None);
     }
 

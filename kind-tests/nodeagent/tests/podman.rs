@@ -1,4 +1,4 @@
-//! Relay pods from the real s2ds image under podman (netns mode). Built only with
+//! Relay pods from the real s2ds and Stunnel images under podman (netns mode). Built only with
 //! `--features podman-tests`, which CI turns on after `kind-tests/build-images.sh` has built
 //! the images: here a missing piece (root, podman, the image) is a failure saying what to run,
 //! never a skip.
@@ -37,14 +37,17 @@ async fn podman(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-/// The built s2ds image (any tag).
-async fn s2ds_image() -> String {
+/// The built image `repository` (any tag).
+async fn built_image(repository: &str) -> String {
     assert!(nix::unistd::geteuid().is_root(), "the podman runtime needs root; {HINT}");
-    let listed =
-        podman(&["images", "--format", "{{.Repository}}:{{.Tag}}", "--filter", "reference=ghcr.io/scistream/s2ds"])
-            .await;
+    let reference = format!("reference={repository}");
+    let listed = podman(&["images", "--format", "{{.Repository}}:{{.Tag}}", "--filter", &reference]).await;
     let image = listed.lines().find(|l| !l.contains("<none>")).map(str::to_owned);
-    image.unwrap_or_else(|| panic!("no ghcr.io/scistream/s2ds image here; {HINT}"))
+    image.unwrap_or_else(|| panic!("no {repository} image here; {HINT}"))
+}
+
+async fn s2ds_image() -> String {
+    built_image("ghcr.io/scistream/s2ds").await
 }
 
 fn config(listen: &str, target: &str, metrics: &str) -> String {
@@ -162,4 +165,81 @@ async fn s2ds_relays_from_its_image_under_podman() {
     let left = podman(&["ps", "--all", "--filter", &filter, "--format", "{{.Names}}"]).await;
     assert_eq!(left, "", "no container is left after the pods are deleted (had {containers:?})");
     env.agent.stop().await;
+}
+
+/// One side of a Stunnel pair: its stunnel.conf as the operator renders it (TLS 1.3, this
+/// side's certificate, the peer's pinned with `verifyPeer`, a health service on the LAN that
+/// forwards nowhere), `accept` forwarding to `connect`.
+fn stunnel_conf(client: bool, accept: &str, connect: &str, health: &str) -> String {
+    format!(
+        "foreground = yes\npid = /run/s2ds/stunnel.pid\nsyslog = no\ndebug = notice\nsslVersionMin = TLSv1.3\n\
+         cert = /etc/s2ds/tls/tls.crt\nkey = /etc/s2ds/tls/tls.key\nCAfile = /etc/s2ds/config/peer.crt\n\
+         verifyPeer = yes\nclient = {}\n\n[l0]\naccept = {accept}\nconnect = {connect}\n\n\
+         [health]\nclient = no\naccept = {health}\nconnect = {health}\ndebug = crit\n",
+        if client { "yes" } else { "no" }
+    )
+}
+
+/// Pod `name` on `node` running the Stunnel image with `conf`, this side's key pair and the
+/// peer's certificate, probed on its health service.
+async fn stunnel_side(env: &Env, image: &str, side: (&str, &str), conf: &str, own: &(String, String), peer: &str) {
+    let (name, node) = side;
+    let cm: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": format!("{name}-config")}, "data": {"stunnel.conf": conf, "peer.crt": peer}
+    }))
+    .expect("cm");
+    let post = kube::api::PostParams::default();
+    Api::namespaced(env.client.clone(), NS).create(&post, &cm).await.expect("create cm");
+    let bytes = |s: &str| k8s_openapi::ByteString(s.as_bytes().to_vec());
+    let secret = k8s_openapi::api::core::v1::Secret {
+        metadata: kube::api::ObjectMeta { name: Some(format!("{name}-tls")), ..Default::default() },
+        type_: Some("kubernetes.io/tls".to_owned()),
+        data: Some([("tls.crt".to_owned(), bytes(&own.0)), ("tls.key".to_owned(), bytes(&own.1))].into()),
+        ..Default::default()
+    };
+    Api::namespaced(env.client.clone(), NS).create(&post, &secret).await.expect("create secret");
+    let health = conf.rsplit("accept = ").next().and_then(|l| l.lines().next()).expect("health accept");
+    let (host, port) = health.rsplit_once(':').expect("host:port");
+    let args = vec!["/etc/s2ds/config/stunnel.conf".to_owned()];
+    let mut pod = relay_pod(name, node, image, &args, tcp_probe(host, port.parse().expect("port")));
+    let items = json!([{"key": "stunnel.conf", "path": "stunnel.conf"}, {"key": "peer.crt", "path": "peer.crt"}]);
+    let volumes = pod.spec.as_mut().and_then(|s| s.volumes.as_mut()).expect("volumes");
+    volumes[0].config_map.as_mut().expect("config volume").items = Some(serde_json::from_value(items).expect("items"));
+    create_pod(&env.client, &pod).await;
+}
+
+/// A self-signed certificate and its key (PEM), as the operator makes a stream's.
+fn key_pair(name: &str) -> (String, String) {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec![name.to_owned()]).expect("params").self_signed(&key).expect("cert");
+    (cert.pem(), key.serialize_pem())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stunnel_pair_relays_from_its_image_under_podman() {
+    let image = built_image("ghcr.io/scistream/stunnel").await;
+    let env = start_custom(Topology::two_facilities(), NetworkMode::Netns, |b| b.podman_image(PODMAN_IMAGES)).await;
+    let net = env.agent.network();
+    let a_lan = net.address_on("gw-a", "a-lan").expect("a lan").to_string();
+    let b_lan = net.address_on("gw-b", "b-lan").expect("b lan").to_string();
+    let b_wan = net.address_on("gw-b", "wan").expect("b wan").to_string();
+    let app_b = net.address_on("app-b", "b-lan").expect("app-b").to_string();
+    let sink = net.listen("app-b", format!("{app_b}:7000").parse().expect("addr")).await.expect("listen");
+    let (a, b) = (key_pair("producer.t2.scistream.io"), key_pair("consumer.t2.scistream.io"));
+    // gw-a originates TLS to gw-b's WAN listener; gw-b ends it and forwards to the application.
+    let a_conf = stunnel_conf(true, &format!("{a_lan}:5100"), &format!("{b_wan}:5200"), &format!("{a_lan}:9100"));
+    let b_conf = stunnel_conf(false, &format!("{b_wan}:5200"), &format!("{app_b}:7000"), &format!("{b_lan}:9100"));
+    stunnel_side(&env, &image, ("stunnel-a", "gw-a"), &a_conf, &a, &b.0).await;
+    stunnel_side(&env, &image, ("stunnel-b", "gw-b"), &b_conf, &b, &a.0).await;
+    for name in ["stunnel-a", "stunnel-b"] {
+        wait_pod(&env.client, name, 60, "Stunnel from the image Ready", is_ready).await;
+    }
+    transfer(&env, &sink, format!("{a_lan}:5100").parse().expect("entry"), 4 << 20).await;
+    for (name, node) in [("stunnel-a", "gw-a"), ("stunnel-b", "gw-b")] {
+        check_identity(&env, name, node).await;
+    }
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), NS);
+    for name in ["stunnel-a", "stunnel-b"] {
+        pods.delete(name, &DeleteParams::default()).await.expect("delete");
+    }
 }

@@ -41,7 +41,7 @@ pub struct Args {
     #[arg(long, env = "SCISTREAM_NGINX_IMAGE", default_value = "nginx:1.27")]
     pub nginx_image: String,
     /// Image of Stunnel relays.
-    #[arg(long, env = "SCISTREAM_STUNNEL_IMAGE", default_value = "dweomer/stunnel:latest")]
+    #[arg(long, env = "SCISTREAM_STUNNEL_IMAGE", default_value = "ghcr.io/scistream/stunnel:0.1.0")]
     pub stunnel_image: String,
     /// Path of Nginx's stream module when the Nginx image has it as a dynamic module.
     #[arg(long, env = "SCISTREAM_NGINX_STREAM_MODULE")]

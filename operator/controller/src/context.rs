@@ -52,7 +52,7 @@ impl Default for Config {
                 s2ds: "ghcr.io/scistream/s2ds:0.1.0".to_owned(),
                 haproxy: "haproxy:2.6".to_owned(),
                 nginx: "nginx:1.27".to_owned(),
-                stunnel: "dweomer/stunnel:latest".to_owned(),
+                stunnel: "ghcr.io/scistream/stunnel:0.1.0".to_owned(),
             },
             nginx_stream_module: None,
             drain_seconds: 20,
