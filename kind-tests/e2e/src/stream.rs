@@ -141,6 +141,21 @@ pub async fn plugin(world: &World, opts: &StreamOptions, args: &[&str]) -> anyho
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// `kubectl scistream doctor NAME -o json` from the consumer facility's context: its checks
+/// (whatever its exit code: a facility check may fail where the suite runs no Lease).
+pub async fn doctor(world: &World, opts: &StreamOptions) -> anyhow::Result<Vec<Value>> {
+    let out = tokio::process::Command::new(&opts.plugin)
+        .arg("--kubeconfig")
+        .arg(&world.kubeconfig)
+        .args(["doctor", &opts.name, "--context", FACILITIES[1], "-n", USER_NS, "-o", "json"])
+        .output()
+        .await
+        .context("running kubectl-scistream doctor")?;
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("doctor -o json: {}", String::from_utf8_lossy(&out.stderr)))?;
+    Ok(report["checks"].as_array().cloned().unwrap_or_default())
+}
+
 /// `kubectl scistream create`: both StreamRequests, their reservations and connection map.
 pub async fn create(world: &World, opts: &StreamOptions) -> anyhow::Result<Created> {
     let conns = opts.connections.to_string();

@@ -122,3 +122,36 @@ async fn s2ds_to_haproxy_plain() {
 async fn nginx_to_s2ds_plain() {
     through("Nginx", "S2ds", "Plain").await;
 }
+
+/// `kubectl scistream doctor`'s WAN hop, from this host (loopback addresses, so that the
+/// gateways' WAN listeners are reachable from here): every producer listener the consumer
+/// dials presents the certificate the consumer pins, whether s2ds or Stunnel serves it, and
+/// the probe reaches no application (the transfer after it is verified byte for byte).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn doctor_probes_the_wan_listeners_of_each_tls_relay() {
+    if world::embedded_only("loopback worlds of another implementation") {
+        return;
+    }
+    for producer in ["S2ds", "Stunnel"] {
+        let mut opts = world::Options::for_tests(producer).unwrap().implementations(producer, "S2ds");
+        opts.netns = false;
+        let w = world::World::start(&opts).await.expect("both facilities start");
+        let so = stream::StreamOptions::new("doctor-wan", 1 << 20, 2, "1Gbps", "MutualTLS").unwrap();
+        let result = async {
+            let ready = stream::setup(&w, &so).await?;
+            let checks = stream::doctor(&w, &so).await?;
+            let wan: Vec<&serde_json::Value> =
+                checks.iter().filter(|c| c["check"].as_str().is_some_and(|n| n.starts_with("WAN listener"))).collect();
+            anyhow::ensure!(
+                wan.len() == so.connections && wan.iter().all(|c| c["verdict"] == "Pass"),
+                "doctor's WAN listener checks: {wan:#?}"
+            );
+            let moved = stream::transfer(&w, ready.producer, &ready.targets, so.bytes).await?;
+            stream::release(&w, &so, &ready.created.stream_id).await?;
+            Ok::<_, anyhow::Error>(moved.bytes())
+        }
+        .await;
+        w.shutdown().await;
+        assert_eq!(result.unwrap_or_else(|e| panic!("{producer} producer relay: {e:#}")), 1 << 20);
+    }
+}

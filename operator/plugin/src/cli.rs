@@ -157,6 +157,11 @@ pub struct DoctorArgs {
     /// Namespace of the facilities' operators.
     #[arg(long, default_value = scistream_api::keys::OPERATOR_NAMESPACE, value_parser = parse_namespace)]
     pub operator_namespace: String,
+    /// Skip the WAN listener probes of a MutualTLS stream. By default each producer listener
+    /// the consumer side dials gets a TLS handshake from this host (no certificate of ours:
+    /// the relay refuses it and connects nowhere) checking it presents the pinned certificate.
+    #[arg(long)]
+    pub no_probe: bool,
 }
 
 /// `list` arguments.

@@ -261,7 +261,7 @@ pub async fn probe(control: &str, trusted: &TrustedCert, timeout: Duration) -> R
     }
 }
 
-fn connect_words(e: &std::io::Error) -> String {
+pub(crate) fn connect_words(e: &std::io::Error) -> String {
     use std::io::ErrorKind;
     match e.kind() {
         ErrorKind::ConnectionRefused => "connection refused: nothing listens there; check the address and port \

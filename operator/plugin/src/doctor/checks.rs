@@ -283,6 +283,60 @@ pub fn stream(sides: &[StreamSide], missing_peer: Option<String>) -> Vec<Check> 
     out
 }
 
+/// The check of the WAN listener `listener`, which the consumer side `request` (in context
+/// `c`) dials, from its [`Probe`](super::datapath::Probe).
+pub fn wan_listener(c: &str, request: &str, listener: &str, probe: &super::datapath::Probe) -> Check {
+    use super::datapath::Probe;
+    let what = format!("WAN listener {listener}");
+    match probe {
+        Probe::Pinned => check(
+            c,
+            &what,
+            Verdict::Pass,
+            "reachable from here; the producer relay presents the pinned certificate and holds its key".into(),
+            None,
+        ),
+        Probe::NotPinned(presented) => check(
+            c,
+            &what,
+            Verdict::Fail,
+            format!(
+                "the relay listening there presents {presented}, a certificate the consumer side does not pin: the \
+                 consumer's relay refuses it"
+            ),
+            Some(format!(
+                "`kubectl scistream update {request} --context {c}` copies the listeners and certificates again \
+                 (the producer's listeners may have moved)"
+            )),
+        ),
+        Probe::BadPin => check(
+            c,
+            &what,
+            Verdict::Fail,
+            "the consumer side's spec.peerCertificate is not a PEM certificate".into(),
+            Some(format!("`kubectl scistream update {request} --context {c}` copies the certificates again")),
+        ),
+        Probe::Unreachable(why) => check(
+            c,
+            &what,
+            Verdict::Unknown,
+            format!("not reachable from here ({why}); the consumer gateway may still reach it"),
+            None,
+        ),
+        Probe::NoHandshake(why) => check(
+            c,
+            &what,
+            Verdict::Fail,
+            format!("something answers there but no relay handshake came of it ({why})"),
+            Some(
+                "the producer facility looks for another process on that port of its gateway node, and at the \
+                 relay's log"
+                    .into(),
+            ),
+        ),
+    }
+}
+
 /// The checklist for people.
 pub fn render(checks: &[Check]) -> String {
     let mut out = String::new();

@@ -3,6 +3,7 @@
 //! checks are pure functions in [`checks`].
 
 pub mod checks;
+pub mod datapath;
 
 use std::time::Duration;
 
@@ -109,6 +110,27 @@ async fn stream_side(f: &Facility, request: scistream_api::StreamRequest) -> Str
     StreamSide { context: f.context.clone(), request: facts.request, relays }
 }
 
+/// Most WAN listeners probed per stream.
+const MAX_PROBES: usize = 16;
+
+/// The WAN hop of a MutualTLS stream: each producer listener the consumer side dials, probed
+/// from here with the certificate that side pins (see [`datapath`]).
+async fn wan_listeners(sides: &[StreamSide]) -> Vec<Check> {
+    let mut out = Vec::new();
+    for s in sides {
+        let spec = &s.request.spec;
+        if spec.role != scistream_api::Role::Consumer || spec.data_channel != scistream_api::DataChannel::MutualTLS {
+            continue;
+        }
+        let Some(pinned) = spec.peer_certificate.as_deref() else { continue };
+        for listener in spec.remote_listeners.iter().flatten().take(MAX_PROBES) {
+            let probe = datapath::probe(listener, pinned, PROBE_TIMEOUT).await;
+            out.push(checks::wan_listener(&s.context, &s.request.name_any(), listener, &probe));
+        }
+    }
+    out
+}
+
 /// Runs `doctor`.
 pub async fn run(cli: &Cli, args: &DoctorArgs) -> Result<()> {
     let f =
@@ -129,6 +151,9 @@ pub async fn run(cli: &Cli, args: &DoctorArgs) -> Result<()> {
         }
         sides.sort_by_key(|s| s.request.spec.role != scistream_api::Role::Producer);
         checks.extend(checks::stream(&sides, missing));
+        if !args.no_probe {
+            checks.extend(wan_listeners(&sides).await);
+        }
     }
     let failed = checks.iter().filter(|c| c.verdict == Verdict::Fail).count();
     let report = Report { checks, failed };
