@@ -14,28 +14,40 @@ async fn through(producer: &str, consumer: &str, data_channel: &str) {
         return;
     }
     let opts = world::Options::for_tests(producer).unwrap().implementations(producer, consumer);
-    let w = world::World::start(&opts).await.expect("both facilities start");
     let name = format!("{}-{}-{}", producer, consumer, data_channel).to_lowercase();
     let so = stream::StreamOptions::new(&name, BYTES, 4, "20Gbps", data_channel).unwrap();
-    let result = scenario(&w, &so, [producer, consumer]).await;
-    w.shutdown().await;
-    let moved = result.unwrap_or_else(|e| panic!("{data_channel} from {producer} to {consumer}: {e:#}"));
-    assert_eq!(moved, BYTES);
+    let what = format!("{data_channel} from {producer} to {consumer}");
+    one_stream(&opts, &so, &what, async |w, ready| {
+        for (facility, implementation) in [producer, consumer].iter().enumerate() {
+            let images = stream::relay_images(w, facility, &ready.created.stream_id).await?;
+            let wanted = implementation.to_lowercase();
+            anyhow::ensure!(
+                !images.is_empty() && images.iter().all(|i| i.contains(&wanted)),
+                "facility {facility} should relay with {implementation}, its relay pods run {images:?}"
+            );
+        }
+        Ok(())
+    })
+    .await;
 }
 
-async fn scenario(w: &world::World, so: &stream::StreamOptions, implementations: [&str; 2]) -> anyhow::Result<u64> {
-    let ready = stream::setup(w, so).await?;
-    for (facility, implementation) in implementations.iter().enumerate() {
-        let images = stream::relay_images(w, facility, &ready.created.stream_id).await?;
-        let wanted = implementation.to_lowercase();
-        anyhow::ensure!(
-            !images.is_empty() && images.iter().all(|i| i.contains(&wanted)),
-            "facility {facility} should relay with {implementation}, its relay pods run {images:?}"
-        );
+/// Starts the two facilities of `opts`, sets up stream `so`, runs `check` on it, then sends
+/// its bytes (verified at both ends) and releases it; panics naming `what` on a failure.
+async fn one_stream<F>(opts: &world::Options, so: &stream::StreamOptions, what: &str, check: F)
+where
+    F: AsyncFnOnce(&world::World, &stream::Ready) -> anyhow::Result<()>,
+{
+    let w = world::World::start(opts).await.expect("both facilities start");
+    let result = async {
+        let ready = stream::setup(&w, so).await?;
+        check(&w, &ready).await?;
+        let moved = stream::transfer(&w, ready.producer, &ready.targets, so.bytes).await?;
+        stream::release(&w, so, &ready.created.stream_id).await?;
+        Ok::<_, anyhow::Error>(moved.bytes())
     }
-    let moved = stream::transfer(w, ready.producer, &ready.targets, so.bytes).await?;
-    stream::release(w, so, &ready.created.stream_id).await?;
-    Ok(moved.bytes())
+    .await;
+    w.shutdown().await;
+    assert_eq!(result.unwrap_or_else(|e| panic!("{what}: {e:#}")), so.bytes);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -52,25 +64,19 @@ async fn s2ds_mutual_tls_on_rustls_record_layer() {
     }
     let mut opts = world::Options::for_tests("S2ds").unwrap();
     opts.s2ds_settings = serde_json::json!({"recordLayer": "Rustls"});
-    let w = world::World::start(&opts).await.expect("both facilities start");
     let so = stream::StreamOptions::new("rustls-record-layer", BYTES, 4, "20Gbps", "MutualTLS").unwrap();
-    let result = async {
-        let ready = stream::setup(&w, &so).await?;
+    one_stream(&opts, &so, "MutualTLS on rustls's record layer", async |w, ready| {
         for facility in 0..2 {
-            let configs = stream::relay_configs(&w, facility, &ready.created.stream_id).await?;
+            let configs = stream::relay_configs(w, facility, &ready.created.stream_id).await?;
             let relays: Vec<&String> = configs.iter().filter(|c| c.contains("mode: tls-")).collect();
             anyhow::ensure!(
                 !relays.is_empty() && relays.iter().all(|c| c.contains("recordLayer: rustls")),
                 "facility {facility}: every TLS relay config should name rustls's record layer: {configs:?}"
             );
         }
-        let moved = stream::transfer(&w, ready.producer, &ready.targets, so.bytes).await?;
-        stream::release(&w, &so, &ready.created.stream_id).await?;
-        Ok::<_, anyhow::Error>(moved.bytes())
-    }
+        Ok(())
+    })
     .await;
-    w.shutdown().await;
-    assert_eq!(result.unwrap_or_else(|e| panic!("MutualTLS on rustls's record layer: {e:#}")), BYTES);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -135,23 +141,17 @@ async fn doctor_probes_the_wan_listeners_of_each_tls_relay() {
     for producer in ["S2ds", "Stunnel"] {
         let mut opts = world::Options::for_tests(producer).unwrap().implementations(producer, "S2ds");
         opts.netns = false;
-        let w = world::World::start(&opts).await.expect("both facilities start");
         let so = stream::StreamOptions::new("doctor-wan", 1 << 20, 2, "1Gbps", "MutualTLS").unwrap();
-        let result = async {
-            let ready = stream::setup(&w, &so).await?;
-            let checks = stream::doctor(&w, &so).await?;
+        one_stream(&opts, &so, &format!("{producer} producer relay"), async |w, _| {
+            let checks = stream::doctor(w, &so).await?;
             let wan: Vec<&serde_json::Value> =
                 checks.iter().filter(|c| c["check"].as_str().is_some_and(|n| n.starts_with("WAN listener"))).collect();
             anyhow::ensure!(
                 wan.len() == so.connections && wan.iter().all(|c| c["verdict"] == "Pass"),
                 "doctor's WAN listener checks: {wan:#?}"
             );
-            let moved = stream::transfer(&w, ready.producer, &ready.targets, so.bytes).await?;
-            stream::release(&w, &so, &ready.created.stream_id).await?;
-            Ok::<_, anyhow::Error>(moved.bytes())
-        }
+            Ok(())
+        })
         .await;
-        w.shutdown().await;
-        assert_eq!(result.unwrap_or_else(|e| panic!("{producer} producer relay: {e:#}")), 1 << 20);
     }
 }

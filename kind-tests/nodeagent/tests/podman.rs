@@ -96,16 +96,33 @@ async fn check_identity(env: &Env, name: &str, node: &str) -> String {
     container
 }
 
+/// Two gateway nodes whose relays run from images under podman: gw-a's LAN address, gw-b's
+/// LAN and WAN addresses, and the application app-b behind gw-b listening on port 7000.
+struct Pair {
+    env: Env,
+    a_lan: String,
+    b_lan: String,
+    b_wan: String,
+    app_b: String,
+    sink: tokio::net::TcpListener,
+}
+
+impl Pair {
+    async fn start() -> Pair {
+        let env = start_custom(Topology::two_facilities(), NetworkMode::Netns, |b| b.podman_image(PODMAN_IMAGES)).await;
+        let net = env.agent.network();
+        let address = |node: &str, net_name: &str| net.address_on(node, net_name).expect("address").to_string();
+        let (a_lan, b_lan, b_wan, app_b) =
+            (address("gw-a", "a-lan"), address("gw-b", "b-lan"), address("gw-b", "wan"), address("app-b", "b-lan"));
+        let sink = net.listen("app-b", format!("{app_b}:7000").parse().expect("addr")).await.expect("listen");
+        Pair { env, a_lan, b_lan, b_wan, app_b, sink }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s2ds_relays_from_its_image_under_podman() {
     let image = s2ds_image().await;
-    let env = start_custom(Topology::two_facilities(), NetworkMode::Netns, |b| b.podman_image(PODMAN_IMAGES)).await;
-    let net = env.agent.network();
-    let a_lan = net.address_on("gw-a", "a-lan").expect("a lan").to_string();
-    let b_lan = net.address_on("gw-b", "b-lan").expect("b lan").to_string();
-    let b_wan = net.address_on("gw-b", "wan").expect("b wan").to_string();
-    let app_b = net.address_on("app-b", "b-lan").expect("app-b").to_string();
-    let sink = net.listen("app-b", format!("{app_b}:7000").parse().expect("addr")).await.expect("listen");
+    let Pair { env, a_lan, b_lan, b_wan, app_b, sink } = Pair::start().await;
     let args = vec!["--config".to_string(), "/etc/s2ds/config/config.yaml".to_string()];
     // gw-a's relay is probed over HTTP from the node, gw-b's with `podman exec`.
     let http = json!({"httpGet": {"host": a_lan, "path": "/readyz", "port": 9100}, "periodSeconds": 1});
@@ -125,7 +142,10 @@ async fn s2ds_relays_from_its_image_under_podman() {
     eprintln!("both relays Ready {:.2}s after their pods were created", t0.elapsed().as_secs_f64());
     // The exec probe says only that the container runs: wait for gw-b's listener too.
     let health: SocketAddr = format!("{b_lan}:9100").parse().expect("addr");
-    eventually(20, "gw-b's relay listening", || async { net.connect("app-b", health).await.ok().map(drop) }).await;
+    eventually(20, "gw-b's relay listening", || async {
+        env.agent.network().connect("app-b", health).await.ok().map(drop)
+    })
+    .await;
     transfer(&env, &sink, format!("{a_lan}:5100").parse().expect("entry"), 4 << 20).await;
 
     let mut containers = Vec::new();
@@ -218,13 +238,7 @@ fn key_pair(name: &str) -> (String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stunnel_pair_relays_from_its_image_under_podman() {
     let image = built_image("ghcr.io/scistream/stunnel").await;
-    let env = start_custom(Topology::two_facilities(), NetworkMode::Netns, |b| b.podman_image(PODMAN_IMAGES)).await;
-    let net = env.agent.network();
-    let a_lan = net.address_on("gw-a", "a-lan").expect("a lan").to_string();
-    let b_lan = net.address_on("gw-b", "b-lan").expect("b lan").to_string();
-    let b_wan = net.address_on("gw-b", "wan").expect("b wan").to_string();
-    let app_b = net.address_on("app-b", "b-lan").expect("app-b").to_string();
-    let sink = net.listen("app-b", format!("{app_b}:7000").parse().expect("addr")).await.expect("listen");
+    let Pair { env, a_lan, b_lan, b_wan, app_b, sink } = Pair::start().await;
     let (a, b) = (key_pair("producer.t2.scistream.io"), key_pair("consumer.t2.scistream.io"));
     // gw-a originates TLS to gw-b's WAN listener; gw-b ends it and forwards to the application.
     let a_conf = stunnel_conf(true, &format!("{a_lan}:5100"), &format!("{b_wan}:5200"), &format!("{a_lan}:9100"));
