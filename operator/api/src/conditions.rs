@@ -76,11 +76,13 @@ pub enum Reason {
     DuplicateStreamId,
     /// The request asks more than its Gateway could hold even empty (bandwidth or ports).
     ExceedsGateway,
+    /// (Gateway) Its nodes and port range overlap an older Gateway's: the older one owns them.
+    Conflict,
 }
 
 impl Reason {
     /// Every reason.
-    pub const ALL: [Reason; 26] = [
+    pub const ALL: [Reason; 27] = [
         Reason::Reserved,
         Reason::PortsExhausted,
         Reason::BandwidthExhausted,
@@ -107,6 +109,7 @@ impl Reason {
         Reason::NamespaceLimit,
         Reason::DuplicateStreamId,
         Reason::ExceedsGateway,
+        Reason::Conflict,
     ];
 
     /// The text conditions and events carry.
@@ -138,6 +141,7 @@ impl Reason {
             Reason::NamespaceLimit => "NamespaceLimit",
             Reason::DuplicateStreamId => "DuplicateStreamId",
             Reason::ExceedsGateway => "ExceedsGateway",
+            Reason::Conflict => "Conflict",
         }
     }
 
@@ -227,6 +231,8 @@ pub mod reasons {
     pub const DUPLICATE_STREAM_ID: Reason = Reason::DuplicateStreamId;
     /// The request asks more than its Gateway could hold even empty (bandwidth or ports).
     pub const EXCEEDS_GATEWAY: Reason = Reason::ExceedsGateway;
+    /// (Gateway) Its nodes and port range overlap an older Gateway's.
+    pub const CONFLICT: Reason = Reason::Conflict;
 }
 
 /// The three values of a condition's `status`.

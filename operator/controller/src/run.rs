@@ -211,8 +211,12 @@ pub async fn run_until(args: Args, token: CancellationToken) -> anyhow::Result<(
     // Gateway changes reach the StreamRequest controller through this channel: the mapper runs
     // after the change is in the Gateway cache, so a woken request reads it.
     let (wake_tx, wake_rx) = futures::channel::mpsc::unbounded::<ObjectRef<StreamRequest>>();
+    // A Gateway's spec or nodes changing may make another conflict with it (or stop): the
+    // other Gateways are reconciled again.
+    let (gw_wake_tx, gw_wake_rx) = futures::channel::mpsc::unbounded::<ObjectRef<Gateway>>();
     let gw_events = {
         let requests = requests.clone();
+        let peers = gateways.clone();
         let mut shapes: HashMap<String, triggers::GatewayShape> = HashMap::new();
         watcher(Api::<Gateway>::all(client.clone()), watcher::Config::default())
             .default_backoff()
@@ -226,6 +230,11 @@ pub async fn run_until(args: Args, token: CancellationToken) -> anyhow::Result<(
                             None => shapes.remove(&name),
                         };
                         let wake = triggers::wake(before.as_ref(), after.as_ref());
+                        if wake == triggers::Wake::All {
+                            for other in peers.state().iter().filter(|g| g.name_any() != name) {
+                                let _ = gw_wake_tx.unbounded_send(ObjectRef::from_obj(other.as_ref()));
+                            }
+                        }
                         for r in requests_to_wake(&requests, &name, wake) {
                             let _ = wake_tx.unbounded_send(r);
                         }
@@ -254,6 +263,7 @@ pub async fn run_until(args: Args, token: CancellationToken) -> anyhow::Result<(
 
     let all_gateways = stores.gateways.clone();
     let gw_ctrl = Controller::for_stream(gw_events, gateways)
+        .reconcile_on(gw_wake_rx)
         .watches_stream(node_events, move |_node: Node| {
             all_gateways.state().iter().map(|g| ObjectRef::from_obj(g.as_ref())).collect::<Vec<_>>()
         })

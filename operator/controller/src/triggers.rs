@@ -70,8 +70,12 @@ impl GatewayShape {
         let nodes: Vec<_> =
             status.iter().flat_map(|s| &s.nodes).map(|n| (&n.name, n.ready, &n.wan_address, &n.lan_address)).collect();
         let reservations = status.iter().flat_map(|s| &s.reservations);
+        // Its Ready verdict too: a Gateway that stops conflicting admits its waiting requests.
+        let ready = status
+            .and_then(|s| scistream_api::conditions::find(&s.conditions, scistream_api::conditions::types::READY))
+            .map(|c| (&c.status, &c.reason));
         Self {
-            layout: hash_of(&(gw.uid(), &gw.spec, nodes)),
+            layout: hash_of(&(gw.uid(), &gw.spec, nodes, ready)),
             ports_held: reservations.clone().flat_map(|r| &r.nodes).map(|a| a.ports.len()).sum(),
             bandwidth_held: reservations.map(|r| r.bandwidth_bps).sum(),
         }

@@ -87,7 +87,17 @@ pub async fn reconcile(gateway: Arc<Gateway>, ctx: Arc<Context>) -> Result<Actio
     nodes.sort_by(|a, b| a.1.name.cmp(&b.1.name));
     let problem = namespace_problem(&ctx, &gateway.spec.pod_namespace).await?;
     let namespace_usable = problem.is_none();
-    let (ready, reason, message) = status::readiness(&gateway.spec, &nodes, problem);
+    let all_nodes = ctx.stores.nodes.state();
+    let claim = |g: &Gateway| status::Claim {
+        name: g.name_any(),
+        created: g.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        range: g.spec.port_range,
+        nodes: all_nodes.iter().filter(|n| selects(g, n)).map(|n| n.name_any()).collect(),
+    };
+    let others: Vec<status::Claim> =
+        ctx.stores.gateways.state().iter().filter(|g| g.name_any() != name).map(|g| claim(g)).collect();
+    let conflict = status::conflict(&claim(&gateway), &others);
+    let (ready, reason, message) = status::readiness(&gateway.spec, &nodes, problem, conflict);
     let gone = vanished(&ctx, &gateway).await?;
     let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now());
     let generation = gateway.metadata.generation;

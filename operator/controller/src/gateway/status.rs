@@ -1,10 +1,16 @@
 //! What a Gateway's status says, computed from its spec, its nodes and its reservations.
 
-use std::{collections::BTreeMap, net::IpAddr};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
 
-use k8s_openapi::api::core::v1::{Node, Taint, Toleration};
+use k8s_openapi::{
+    api::core::v1::{Node, Taint, Toleration},
+    jiff::Timestamp,
+};
 use scistream_api::{
-    GatewaySpec, GatewayStatus,
+    GatewaySpec, GatewayStatus, PortRange,
     conditions::{Reason, reasons},
     gateway::{AddressSource, GatewayNodeStatus, NodeAddressType},
     keys,
@@ -92,11 +98,55 @@ fn unusable_reason(status: &GatewayNodeStatus) -> (Reason, String) {
     )
 }
 
+/// A Gateway's claim on node ports, for the one-owner rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claim {
+    /// The Gateway's name.
+    pub name: String,
+    /// When it was created: of two Gateways claiming a node port, the older owns it (ties by
+    /// name).
+    pub created: Option<Timestamp>,
+    /// Its port range.
+    pub range: PortRange,
+    /// The nodes its selector matches.
+    pub nodes: BTreeSet<String>,
+}
+
+impl Claim {
+    fn seniority(&self) -> (Option<Timestamp>, &str) {
+        (self.created, self.name.as_str())
+    }
+}
+
+/// Why `me` may not serve: an older Gateway whose nodes and port range overlap its own (the
+/// oldest, if several), named with what they share. A node port has one owner.
+pub fn conflict(me: &Claim, others: &[Claim]) -> Option<String> {
+    let overlaps =
+        |o: &&Claim| o.range.start <= me.range.end && me.range.start <= o.range.end && !o.nodes.is_disjoint(&me.nodes);
+    let owner = others
+        .iter()
+        .filter(|o| o.name != me.name && o.seniority() < me.seniority())
+        .filter(overlaps)
+        .min_by(|a, b| a.seniority().cmp(&b.seniority()))?;
+    let shared: Vec<&str> = me.nodes.intersection(&owner.nodes).map(String::as_str).collect();
+    let (lo, hi) = (me.range.start.max(owner.range.start), me.range.end.min(owner.range.end));
+    let on = match shared.as_slice() {
+        [one] => format!("node {one}"),
+        many => format!("nodes {}", many.join(", ")),
+    };
+    Some(format!(
+        "spec.portRange {}-{} overlaps Gateway {}'s {}-{} (ports {lo}-{hi}) on {on}; the older Gateway owns those \
+         ports: give this Gateway a port range of its own, or other nodes",
+        me.range.start, me.range.end, owner.name, owner.range.start, owner.range.end
+    ))
+}
+
 /// The Ready verdict of a gateway.
 pub fn readiness(
     spec: &GatewaySpec,
     nodes: &[(Node, GatewayNodeStatus)],
     namespace_problem: Option<String>,
+    conflict: Option<String>,
 ) -> (bool, Reason, String) {
     if let Some(problem) = namespace_problem {
         return (false, reasons::NAMESPACE_NOT_PRIVILEGED, problem);
@@ -116,6 +166,9 @@ pub fn readiness(
                 spec.port_range.len()
             ),
         );
+    }
+    if let Some(conflict) = conflict {
+        return (false, reasons::CONFLICT, conflict);
     }
     let ready = nodes.iter().filter(|(_, s)| s.ready).count();
     if nodes.is_empty() {

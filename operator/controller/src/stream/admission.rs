@@ -26,6 +26,8 @@ pub(super) fn never_fits(gateway: &Gateway, demand: &Demand) -> Option<(Reason, 
         bandwidth: spec.bandwidth.get(),
         nodes: &nodes,
         reservations: &[],
+        // Ports other Gateways hold may be given back: only this Gateway's own limits count.
+        elsewhere: &scistream_core::allocator::NOTHING_ELSEWHERE,
     };
     let name = gateway.name_any();
     let message = match scistream_core::allocator::reserve(&empty, demand).err()? {
@@ -83,4 +85,13 @@ fn forwards_without_hello(sr: &StreamRequest) -> bool {
         && sr.spec.targets.is_some()
         && sr.status.as_ref().is_none_or(|s| s.hello_time.is_none())
         && !sr.annotations().contains_key(keys::ANNOTATION_LEGACY_CREDENTIAL)
+}
+
+/// Why `gateway` admits nothing now: its ports overlap an older Gateway's (Ready condition
+/// `False`, reason `Conflict`). Streams it already holds keep their ports.
+pub(super) fn conflicting(gateway: &Gateway) -> Option<String> {
+    let status = gateway.status.as_ref()?;
+    let ready = scistream_api::conditions::find(&status.conditions, scistream_api::conditions::types::READY)?;
+    (ready.status == scistream_api::conditions::status::FALSE && ready.reason == reasons::CONFLICT.as_str())
+        .then(|| format!("Gateway {} admits no stream: {}", gateway.name_any(), ready.message))
 }

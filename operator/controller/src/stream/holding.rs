@@ -3,8 +3,8 @@
 //! stored when it is written (optimistic concurrency). What is written is what the plan
 //! meant, or nothing when the Gateway changed under it so that it no longer fits.
 
-use scistream_api::{GatewaySpec, GatewayStatus, Rate, Reservation, StreamRequest};
-use scistream_core::allocator::{self, AllocError, Demand};
+use scistream_api::{Gateway, GatewaySpec, GatewayStatus, Rate, Reservation, StreamRequest};
+use scistream_core::allocator::{self, AllocError, Demand, HeldElsewhere};
 
 /// One change to a stream's holding.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,6 +22,20 @@ pub enum Change {
 /// Ready gateway nodes, from a Gateway's status.
 pub fn usable_nodes(status: Option<&GatewayStatus>) -> Vec<String> {
     status.iter().flat_map(|s| &s.nodes).filter(|n| n.ready).map(|n| n.name.clone()).collect()
+}
+
+/// The ports each node of `gateway` holds through the other Gateways of `all` (one owner per
+/// node port across Gateways: the allocator never hands these out on `gateway`).
+pub fn held_elsewhere<'a>(gateway: &Gateway, all: impl IntoIterator<Item = &'a Gateway>) -> HeldElsewhere {
+    use kube::ResourceExt;
+    let mut held = HeldElsewhere::new();
+    for other in all.into_iter().filter(|g| g.name_any() != gateway.name_any()) {
+        let reservations = other.status.iter().flat_map(|s| &s.reservations).cloned().collect::<Vec<_>>();
+        for (node, ports) in allocator::used_ports(&reservations) {
+            held.entry(node.to_owned()).or_default().extend(ports);
+        }
+    }
+    held
 }
 
 /// The holding of `uid`, if any.
@@ -49,24 +63,42 @@ fn bps(rate: Rate) -> i64 {
 /// Applies `change` for `uid` to `status`. `Ok(true)` when the status changed, `Ok(false)`
 /// when it already was so, `Err` with the reason when the change does not fit (then
 /// `status` is left as it was).
-pub fn apply(spec: &GatewaySpec, status: &mut GatewayStatus, uid: &str, change: &Change) -> Result<bool, AllocError> {
+/// Ports in `elsewhere` (held through other Gateways) are never taken.
+pub fn apply(
+    spec: &GatewaySpec,
+    elsewhere: &HeldElsewhere,
+    status: &mut GatewayStatus,
+    uid: &str,
+    change: &Change,
+) -> Result<bool, AllocError> {
     let nodes = usable_nodes(Some(status));
-    fn cap<'a>(spec: &GatewaySpec, nodes: &'a [String], reservations: &'a [Reservation]) -> allocator::Capacity<'a> {
-        allocator::Capacity { port_range: spec.port_range, bandwidth: spec.bandwidth.get(), nodes, reservations }
+    fn cap<'a>(
+        spec: &GatewaySpec,
+        elsewhere: &'a HeldElsewhere,
+        nodes: &'a [String],
+        reservations: &'a [Reservation],
+    ) -> allocator::Capacity<'a> {
+        allocator::Capacity {
+            port_range: spec.port_range,
+            bandwidth: spec.bandwidth.get(),
+            nodes,
+            reservations,
+            elsewhere,
+        }
     }
     match change {
         Change::Reserve(demand) => {
             if status.reservations.iter().any(|r| r.uid == demand.uid) {
                 return Ok(false);
             }
-            let r = allocator::reserve(&cap(spec, &nodes, &status.reservations), demand)?;
+            let r = allocator::reserve(&cap(spec, elsewhere, &nodes, &status.reservations), demand)?;
             status.reservations.push(r);
             Ok(true)
         }
         Change::Relocate(lost) => {
             let mut reservations = status.reservations.clone();
             for node in lost {
-                match allocator::relocate(&cap(spec, &nodes, &reservations), uid, node)? {
+                match allocator::relocate(&cap(spec, elsewhere, &nodes, &reservations), uid, node)? {
                     Some(r) => {
                         for slot in reservations.iter_mut().filter(|x| x.uid == r.uid) {
                             *slot = r.clone();
@@ -111,13 +143,14 @@ pub fn apply(spec: &GatewaySpec, status: &mut GatewayStatus, uid: &str, change: 
 /// stay applied). Returns whether anything changed and the first refusal.
 pub fn apply_all(
     spec: &GatewaySpec,
+    elsewhere: &HeldElsewhere,
     status: &mut GatewayStatus,
     uid: &str,
     changes: &[Change],
 ) -> (bool, Option<AllocError>) {
     let mut changed = false;
     for change in changes {
-        match apply(spec, status, uid, change) {
+        match apply(spec, elsewhere, status, uid, change) {
             Ok(c) => changed |= c,
             Err(e) => return (changed, Some(e)),
         }
@@ -130,6 +163,7 @@ pub fn apply_all(
 /// for the same ports or bandwidth never hold it back. `older` is oldest first.
 pub fn yields_to<'a>(
     spec: &GatewaySpec,
+    elsewhere: &HeldElsewhere,
     status: &GatewayStatus,
     me: &Demand,
     older: &'a [Demand],
@@ -139,12 +173,12 @@ pub fn yields_to<'a>(
     }
     let mut without = status.clone();
     let mut with = status.clone();
-    if apply(spec, &mut with, &me.uid, &Change::Reserve(me.clone())).is_err() {
+    if apply(spec, elsewhere, &mut with, &me.uid, &Change::Reserve(me.clone())).is_err() {
         return None; // `me` does not fit anyway: it waits on its own account
     }
     for o in older {
-        let alone = apply(spec, &mut without, &o.uid, &Change::Reserve(o.clone()));
-        let beside_me = apply(spec, &mut with, &o.uid, &Change::Reserve(o.clone()));
+        let alone = apply(spec, elsewhere, &mut without, &o.uid, &Change::Reserve(o.clone()));
+        let beside_me = apply(spec, elsewhere, &mut with, &o.uid, &Change::Reserve(o.clone()));
         if alone.is_ok() && beside_me.is_err() {
             return Some(o);
         }

@@ -120,10 +120,15 @@ fn changes_apply_or_refuse_without_touching_the_status() {
         // 2 nodes of 2 ports, 10 Gbps.
         let (spec, mut status) = gateway(&["n1", "n2"], 2, 10);
         for d in &case.before {
-            assert_eq!(apply(&spec, &mut status, &d.uid, &Change::Reserve(d.clone())), Ok(true), "{}", case.name);
+            assert_eq!(
+                apply(&spec, &Default::default(), &mut status, &d.uid, &Change::Reserve(d.clone())),
+                Ok(true),
+                "{}",
+                case.name
+            );
         }
         let before = status.clone();
-        let outcome = apply(&spec, &mut status, "me", &case.change);
+        let outcome = apply(&spec, &Default::default(), &mut status, "me", &case.change);
         match (&outcome, case.changed) {
             (Ok(got), Ok(expected)) => assert_eq!(*got, expected, "{}", case.name),
             (Err(e), Err(word)) => {
@@ -139,7 +144,7 @@ fn changes_apply_or_refuse_without_touching_the_status() {
 #[test]
 fn relocation_moves_only_the_ports_of_the_lost_node() {
     let (spec, mut status) = gateway(&["n1", "n2", "n3"], 2, 10);
-    apply(&spec, &mut status, "me", &Change::Reserve(want("me", 4, 1))).expect("fits");
+    apply(&spec, &Default::default(), &mut status, "me", &Change::Reserve(want("me", 4, 1))).expect("fits");
     let on = |s: &GatewayStatus, node: &str| {
         held(Some(s), "me")
             .into_iter()
@@ -156,7 +161,10 @@ fn relocation_moves_only_the_ports_of_the_lost_node() {
         .map(|a| (a.node.clone(), a.ports.clone()))
         .collect();
     status.nodes.retain(|n| n.name != lost);
-    assert_eq!(apply(&spec, &mut status, "me", &Change::Relocate(vec![lost.to_owned()])), Ok(true));
+    assert_eq!(
+        apply(&spec, &Default::default(), &mut status, "me", &Change::Relocate(vec![lost.to_owned()])),
+        Ok(true)
+    );
     assert_eq!(on(&status, lost), 0);
     assert_eq!(ports(&status, "me"), 4);
     for (node, ports) in kept {
@@ -220,9 +228,9 @@ fn a_new_request_yields_only_to_an_older_one_it_would_displace() {
     for case in cases {
         let (spec, mut status) = gateway(&["n1", "n2"], 2, 10);
         for d in &case.held {
-            apply(&spec, &mut status, &d.uid, &Change::Reserve(d.clone())).expect("fits");
+            apply(&spec, &Default::default(), &mut status, &d.uid, &Change::Reserve(d.clone())).expect("fits");
         }
-        let got = yields_to(&spec, &status, &case.me, &case.older).map(|d| d.uid.as_str());
+        let got = yields_to(&spec, &Default::default(), &status, &case.me, &case.older).map(|d| d.uid.as_str());
         assert_eq!(got, case.yields_to, "{}", case.name);
     }
 }

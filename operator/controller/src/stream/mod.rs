@@ -102,7 +102,9 @@ async fn observe(ctx: &Context, sr: &Arc<StreamRequest>) -> Result<plan::Observe
     let gateway = find_gateway(ctx, &sr.spec.gateway).await?;
     let uid = sr.uid().unwrap_or_default();
     let (mut pods, mut config_map, mut older_waiting) = (Vec::new(), None, Vec::new());
+    let mut held_elsewhere = Default::default();
     if let Some(gw) = gateway.as_deref() {
+        held_elsewhere = holding::held_elsewhere(gw, ctx.stores.gateways.state().iter().map(AsRef::as_ref));
         let side = side(sr, gw);
         let status = gw.status.as_ref();
         let mut nodes: Vec<&str> = status.iter().flat_map(|s| &s.nodes).map(|n| n.name.as_str()).collect();
@@ -139,6 +141,7 @@ async fn observe(ctx: &Context, sr: &Arc<StreamRequest>) -> Result<plan::Observe
         namespace_labels: namespace_labels(ctx, sr).await?,
         duplicate_of: duplicate_of(ctx, sr),
         held_before: None,
+        held_elsewhere,
         now: Timestamp::now(),
         resync: ctx.config.resync,
     })
@@ -199,9 +202,11 @@ fn queued_before(ctx: &Context, sr: &StreamRequest, gateway: &Gateway) -> Vec<De
 /// returns the Gateway as stored. The change is applied to the Gateway as stored when it is
 /// written: a part that no longer fits is not written, and the plan made again says so.
 async fn write_holding(ctx: &Context, gateway: &Gateway, uid: &str, changes: &[Change]) -> Result<Option<Gateway>> {
-    let (who, what) = (uid.to_owned(), changes.to_vec());
+    let (who, what, gateways) = (uid.to_owned(), changes.to_vec(), ctx.stores.gateways.clone());
     let change: reservations::StatusChange = Box::new(move |gw, st| {
-        let (changed, refusal) = holding::apply_all(&gw.spec, st, &who, &what);
+        // Read again at each attempt: another Gateway's holdings may have changed too.
+        let elsewhere = holding::held_elsewhere(gw, gateways.state().iter().map(AsRef::as_ref));
+        let (changed, refusal) = holding::apply_all(&gw.spec, &elsewhere, st, &who, &what);
         if let Some(e) = refusal {
             tracing::info!(reason = %e, "the Gateway changed since it was read; planning again");
         }

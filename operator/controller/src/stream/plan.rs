@@ -60,6 +60,8 @@ pub struct Observed {
     pub duplicate_of: Option<String>,
     /// The holding before this reconcile changed it (set when planning again after a write).
     pub held_before: Option<Reservation>,
+    /// Ports of the Gateway's nodes held through other Gateways (never taken here).
+    pub held_elsewhere: scistream_core::allocator::HeldElsewhere,
     /// When.
     pub now: Timestamp,
     /// How long a settled request goes unobserved (the drift safety net).
@@ -229,9 +231,13 @@ pub fn plan(o: &Observed) -> Plan {
             let current = gw_status.cloned().unwrap_or_default();
             let namespace = sr.namespace().unwrap_or_default();
             let held = Usage::of(&namespace, &current.reservations);
-            if let Limit::Wait(message) = policy.check_limits(&namespace, held, rate) {
+            if let Some(message) = admission::conflicting(gateway) {
+                Capacity::Waiting { reason: reasons::GATEWAY_NOT_READY, message }
+            } else if let Limit::Wait(message) = policy.check_limits(&namespace, held, rate) {
                 Capacity::Waiting { reason: reasons::NAMESPACE_LIMIT, message }
-            } else if let Some(older) = holding::yields_to(&gateway.spec, &current, &me, &o.older_waiting) {
+            } else if let Some(older) =
+                holding::yields_to(&gateway.spec, &o.held_elsewhere, &current, &me, &o.older_waiting)
+            {
                 yielded = true;
                 Capacity::Waiting {
                     reason: reasons::PORTS_EXHAUSTED,
@@ -242,7 +248,7 @@ pub fn plan(o: &Observed) -> Plan {
                 }
             } else {
                 let mut after = current;
-                match holding::apply(&gateway.spec, &mut after, &uid, &Change::Reserve(me.clone())) {
+                match holding::apply(&gateway.spec, &o.held_elsewhere, &mut after, &uid, &Change::Reserve(me.clone())) {
                     Ok(_) => {
                         let r = holding::held(Some(&after), &uid).cloned();
                         let summary = r.as_ref().map(|r| summary(r, held_rate(r))).unwrap_or_default();
@@ -265,7 +271,9 @@ pub fn plan(o: &Observed) -> Plan {
         let lost: Vec<String> =
             current.nodes.iter().filter(|a| !usable.contains(&a.node)).map(|a| a.node.clone()).collect();
         let mut after = gw_status.cloned().unwrap_or_default();
-        if !lost.is_empty() && holding::apply(&gateway.spec, &mut after, &uid, &Change::Relocate(lost.clone())).is_ok()
+        if !lost.is_empty()
+            && holding::apply(&gateway.spec, &o.held_elsewhere, &mut after, &uid, &Change::Relocate(lost.clone()))
+                .is_ok()
         {
             changes.push(Change::Relocate(lost));
             reservation = holding::held(Some(&after), &uid).cloned();
@@ -273,7 +281,7 @@ pub fn plan(o: &Observed) -> Plan {
         // Re-admit a changed spec.rate: the holding follows it when the Gateway has room.
         let wanted = i64::try_from(rate.bps()).unwrap_or(i64::MAX);
         if let Some(r) = reservation.as_ref().filter(|r| r.bandwidth_bps != wanted) {
-            match holding::apply(&gateway.spec, &mut after, &uid, &Change::Resize(wanted)) {
+            match holding::apply(&gateway.spec, &o.held_elsewhere, &mut after, &uid, &Change::Resize(wanted)) {
                 Ok(_) => {
                     changes.push(Change::Resize(wanted));
                     reservation = holding::held(Some(&after), &uid).cloned();

@@ -32,7 +32,7 @@ fn request(spec: serde_json::Value) -> StreamRequest {
 fn gateway(held: &[scistream_core::allocator::Demand]) -> Gateway {
     let (spec, mut status) = gateway_parts(&["n1", "n2"], 2, 10);
     for d in held {
-        holding::apply(&spec, &mut status, &d.uid, &Change::Reserve(d.clone())).expect("fits");
+        holding::apply(&spec, &Default::default(), &mut status, &d.uid, &Change::Reserve(d.clone())).expect("fits");
     }
     let mut gw = Gateway::new("dtn", spec);
     gw.status = Some(status);
@@ -61,6 +61,7 @@ fn observed(sr: StreamRequest, gw: Option<Gateway>) -> Observed {
         older_waiting: Vec::new(),
         hello_key_problem: None,
         held_before: None,
+        held_elsewhere: Default::default(),
         now: "2026-12-06T08:00:01Z".parse().expect("a timestamp"),
         resync: RESYNC,
     }
@@ -308,7 +309,7 @@ fn listeners_moved_off_a_lost_node_are_told_once_after_the_write() {
     assert!(p.events.is_empty(), "nothing is said before the move is written");
     // The write as the Gateway stores it, then the plan made again on it.
     let mut stored: GatewayStatus = gw.status.clone().unwrap_or_default();
-    holding::apply_all(&gw.spec, &mut stored, "me", &p.changes);
+    holding::apply_all(&gw.spec, &Default::default(), &mut stored, "me", &p.changes);
     gw.status = Some(stored);
     let again = Observed { gateway: Some(Arc::new(gw)), held_before: Some(held), ..first };
     let p = plan(&again);
@@ -357,7 +358,7 @@ fn the_hello_deadline_fails_and_releases_and_planning_again_keeps_it_failed() {
     assert_eq!(p.changes, vec![Change::Release]);
     // The release as stored, and the plan made again on it: still failed, nothing reserved.
     let mut stored: GatewayStatus = gw.status.clone().unwrap_or_default();
-    holding::apply_all(&gw.spec, &mut stored, "me", &p.changes);
+    holding::apply_all(&gw.spec, &Default::default(), &mut stored, "me", &p.changes);
     let mut released = gw;
     released.status = Some(stored);
     let again = Observed {

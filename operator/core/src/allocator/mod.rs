@@ -34,6 +34,13 @@ pub struct Demand {
     pub metrics_port: bool,
 }
 
+/// Ports of each node held through other Gateways on it: a node port has one owner across
+/// all Gateways, so these are never handed out here.
+pub type HeldElsewhere = BTreeMap<String, BTreeSet<i32>>;
+
+/// Nothing held elsewhere.
+pub static NOTHING_ELSEWHERE: HeldElsewhere = BTreeMap::new();
+
 /// A gateway's capacity as the allocator sees it.
 #[derive(Clone, Debug)]
 pub struct Capacity<'a> {
@@ -45,6 +52,8 @@ pub struct Capacity<'a> {
     pub nodes: &'a [String],
     /// Current holdings.
     pub reservations: &'a [Reservation],
+    /// Ports of these nodes held through other Gateways.
+    pub elsewhere: &'a HeldElsewhere,
 }
 
 /// Why a demand cannot be met now.
@@ -164,8 +173,10 @@ pub fn check(reservations: &[Reservation], range: Option<PortRange>) -> Result<(
 }
 
 fn free_ports(cap: &Capacity<'_>, used: &BTreeMap<&str, BTreeSet<i32>>, node: &str) -> Vec<i32> {
-    let held = used.get(node);
-    (cap.port_range.start..=cap.port_range.end).filter(|p| held.is_none_or(|h| !h.contains(p))).collect()
+    let (held, elsewhere) = (used.get(node), cap.elsewhere.get(node));
+    (cap.port_range.start..=cap.port_range.end)
+        .filter(|p| held.is_none_or(|h| !h.contains(p)) && elsewhere.is_none_or(|h| !h.contains(p)))
+        .collect()
 }
 
 /// Takes `take` data ports (and the metrics port, when asked) from a node's free ports.

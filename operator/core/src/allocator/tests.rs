@@ -22,6 +22,7 @@ fn cap<'a>(nodes: &'a [String], reservations: &'a [Reservation], ports: (i32, i3
         bandwidth: Rate::from_bps(gbps * 1_000_000_000),
         nodes,
         reservations,
+        elsewhere: &NOTHING_ELSEWHERE,
     }
 }
 
@@ -258,4 +259,28 @@ proptest! {
             prop_assert_eq!(check(&store.1, Some(PortRange { start: 5100, end: 5119 })), Ok(()));
         }
     }
+}
+
+#[test]
+fn ports_held_through_another_gateway_are_never_handed_out() {
+    let n = nodes(&["gw-a", "gw-b"]);
+    // Another Gateway on gw-a holds 5100-5103 and 5105: gw-a keeps 5104 and 5106-5109 here.
+    let elsewhere: HeldElsewhere = [("gw-a".to_owned(), [5100, 5101, 5102, 5103, 5105].into())].into();
+    let view = Capacity { elsewhere: &elsewhere, ..cap(&n, &[], (5100, 5109), 100) };
+    let r = reserve(&view, &Demand { metrics_port: true, ..demand("1", 3, 1) }).unwrap();
+    // gw-a holds no reservation of ours, so it is tried first, and has 5 ports of 10: it fits.
+    assert_eq!(
+        r.nodes,
+        vec![NodeAllocation { node: "gw-a".into(), ports: vec![5104, 5106, 5107], metrics_port: Some(5108) }]
+    );
+    // Every port of gw-a held elsewhere: the demand goes to gw-b.
+    let all: HeldElsewhere = [("gw-a".to_owned(), (5100..=5109).collect())].into();
+    let r = reserve(&Capacity { elsewhere: &all, ..cap(&n, &[], (5100, 5109), 100) }, &demand("2", 2, 1)).unwrap();
+    assert_eq!(r.nodes[0].node, "gw-b");
+    // Both nodes taken elsewhere: exhausted, with the free counts that say so.
+    let both: HeldElsewhere =
+        [("gw-a".to_owned(), (5100..=5109).collect()), ("gw-b".to_owned(), (5100..=5108).collect())].into();
+    let err =
+        reserve(&Capacity { elsewhere: &both, ..cap(&n, &[], (5100, 5109), 100) }, &demand("3", 2, 1)).unwrap_err();
+    assert!(matches!(err, AllocError::PortsExhausted { needed: 2, .. }), "{err:?}");
 }

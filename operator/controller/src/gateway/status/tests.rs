@@ -38,7 +38,7 @@ fn addresses_come_from_annotations_then_node_addresses() {
     assert!(st.ready);
     let no_wan = node_status(&s, &node("b", true, &[], vec![]));
     assert!(!no_wan.ready);
-    let (ok, reason, message) = readiness(&s, &[(node("b", true, &[], vec![]), no_wan)], None);
+    let (ok, reason, message) = readiness(&s, &[(node("b", true, &[], vec![]), no_wan)], None, None);
     assert!(!ok);
     assert_eq!(reason, reasons::NO_ADDRESS);
     assert!(message.contains("scistream.io/wan-address"), "{message}");
@@ -71,9 +71,9 @@ fn tolerations_follow_the_scheduler_rules() {
 #[test]
 fn empty_selector_match_and_namespace_problems_are_explained() {
     let s = spec();
-    let (ok, reason, message) = readiness(&s, &[], None);
+    let (ok, reason, message) = readiness(&s, &[], None, None);
     assert!(!ok && reason == reasons::NO_READY_NODES && message.contains("gw=true"), "{message}");
-    let (ok, reason, _) = readiness(&s, &[], Some("namespace gw does not exist".into()));
+    let (ok, reason, _) = readiness(&s, &[], Some("namespace gw does not exist".into()), None);
     assert!(!ok && reason == reasons::NAMESPACE_NOT_PRIVILEGED);
 }
 
@@ -107,13 +107,88 @@ fn a_gateway_no_stream_could_use_says_so() {
     s.port_range = scistream_api::PortRange { start: 5100, end: 5100 };
     // s2ds relays need a health listener beside the data listener on each node.
     s.implementation = scistream_api::Implementation::S2ds;
-    let (ok, reason, message) = readiness(&s, &[], None);
+    let (ok, reason, message) = readiness(&s, &[], None, None);
     assert!(!ok && reason == reasons::INVALID_SPEC, "{reason}: {message}");
     assert!(
         message.contains("spec.portRange 5100-5100 holds 1 port per node") && message.contains("widen"),
         "{message}"
     );
     s.port_range.end = 5101;
-    let (_, reason, _) = readiness(&s, &[], None);
+    let (_, reason, _) = readiness(&s, &[], None, None);
     assert_eq!(reason, reasons::NO_READY_NODES, "two ports serve a one-connection stream");
+}
+
+fn claim(name: &str, created: &str, range: (i32, i32), nodes: &[&str]) -> Claim {
+    Claim {
+        name: name.to_owned(),
+        created: Some(created.parse().unwrap()),
+        range: PortRange { start: range.0, end: range.1 },
+        nodes: nodes.iter().map(|n| (*n).to_owned()).collect(),
+    }
+}
+
+#[test]
+fn one_owner_per_node_port_the_older_gateway() {
+    let old = claim("dtn", "2026-12-01T00:00:00Z", (5100, 5200), &["gw-a", "gw-b"]);
+    struct Case {
+        name: &'static str,
+        me: Claim,
+        others: Vec<Claim>,
+        conflict: Option<&'static str>,
+    }
+    let cases = [
+        Case {
+            name: "overlapping range on a shared node: the newer is refused, naming the older and the ports",
+            me: claim("dtn-2", "2026-12-02T00:00:00Z", (5150, 5300), &["gw-b", "gw-c"]),
+            others: vec![old.clone()],
+            conflict: Some("spec.portRange 5150-5300 overlaps Gateway dtn's 5100-5200 (ports 5150-5200) on node gw-b"),
+        },
+        Case {
+            name: "the older one keeps serving",
+            me: old.clone(),
+            others: vec![claim("dtn-2", "2026-12-02T00:00:00Z", (5150, 5300), &["gw-b"])],
+            conflict: None,
+        },
+        Case {
+            name: "ranges that only touch at different ports do not conflict",
+            me: claim("dtn-2", "2026-12-02T00:00:00Z", (5201, 5300), &["gw-a"]),
+            others: vec![old.clone()],
+            conflict: None,
+        },
+        Case {
+            name: "the same range on other nodes does not conflict",
+            me: claim("dtn-2", "2026-12-02T00:00:00Z", (5100, 5200), &["gw-c"]),
+            others: vec![old.clone()],
+            conflict: None,
+        },
+        Case {
+            name: "one shared port is a conflict",
+            me: claim("dtn-2", "2026-12-02T00:00:00Z", (5200, 5300), &["gw-a", "gw-b"]),
+            others: vec![old.clone()],
+            conflict: Some("(ports 5200-5200) on nodes gw-a, gw-b"),
+        },
+        Case {
+            name: "created in the same second: the name decides",
+            me: claim("dtn-b", "2026-12-01T00:00:00Z", (5100, 5200), &["gw-a"]),
+            others: vec![claim("dtn-a", "2026-12-01T00:00:00Z", (5100, 5200), &["gw-a"])],
+            conflict: Some("overlaps Gateway dtn-a's"),
+        },
+        Case {
+            name: "of several older owners, the oldest is named",
+            me: claim("dtn-3", "2026-12-03T00:00:00Z", (5100, 5200), &["gw-a"]),
+            others: vec![claim("dtn-2", "2026-12-02T00:00:00Z", (5100, 5200), &["gw-a"]), old.clone()],
+            conflict: Some("overlaps Gateway dtn's"),
+        },
+    ];
+    for case in cases {
+        let got = conflict(&case.me, &case.others);
+        match (case.conflict, &got) {
+            (None, None) => {}
+            (Some(words), Some(message)) => assert!(message.contains(words), "{}: {message}", case.name),
+            _ => panic!("{}: got {got:?}", case.name),
+        }
+    }
+    // A conflicting Gateway is not Ready, with reason Conflict and the message.
+    let (ok, reason, message) = readiness(&spec(), &[], None, Some("overlaps Gateway dtn's".into()));
+    assert!(!ok && reason == reasons::CONFLICT && message.contains("dtn"), "{reason:?} {message}");
 }
