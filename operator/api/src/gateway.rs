@@ -117,9 +117,16 @@ pub struct GatewaySpec {
     #[schemars(pattern(NAMESPACE_PATTERN), length(min = 1, max = 63))]
     pub pod_namespace: String,
 
-    /// Resources of each S2DS container. Default: requests of 100m CPU and 64Mi memory.
+    /// Resources of each S2DS container. Default: requests of 100m CPU and 64Mi memory, a
+    /// limit of 256Mi memory and none on CPU (a throttled relay cannot stream at line rate).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+
+    /// PriorityClass of the relay pods, e.g. one the facility made so that streams are not
+    /// preempted by batch work on shared gateway nodes. Default: none (the cluster's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub priority_class_name: Option<String>,
 
     /// What streams may open through this gateway: which namespaces, data channels and
     /// targets, whether producers may forward without a Hello, and per-namespace limits.

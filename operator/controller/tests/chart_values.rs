@@ -114,7 +114,8 @@ fn the_default_gateway_takes_the_s2ds_settings_and_the_schema_refuses_others() {
         serde_json::from_value::<scistream_api::Gateway>(gw.clone()).expect("the chart's Gateway reads as the API type")
     };
     assert_eq!(gateway(&[]).spec.s2ds, None);
-    let gw = gateway(&["defaultGateway.s2ds.recordLayer=Rustls"]);
+    let gw = gateway(&["defaultGateway.s2ds.recordLayer=Rustls", "defaultGateway.priorityClassName=scistream-relays"]);
+    assert_eq!(gw.spec.priority_class_name.as_deref(), Some("scistream-relays"));
     assert_eq!(gw.spec.s2ds.map(|s| s.record_layer), Some(scistream_api::RecordLayer::Rustls));
     for bad in ["defaultGateway.s2ds.recordLayer=openssl", "defaultGateway.s2ds.kTLS=true"] {
         let out = template(&["defaultGateway.enabled=true", bad]);

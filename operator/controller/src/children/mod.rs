@@ -166,12 +166,19 @@ fn probe(health: &Health, path: &str) -> Probe {
     Probe { http_get, tcp_socket, period_seconds: Some(2), failure_threshold: Some(3), ..Probe::default() }
 }
 
+/// Memory a relay container may use when its Gateway sets no `spec.resources`: an s2ds relay
+/// holds about 6 MiB (docs/performance.md), HAProxy, Nginx and Stunnel a few more; the limit
+/// keeps a runaway relay from taking the gateway node's memory. No CPU limit: a throttled
+/// relay would not stream at line rate.
+pub const DEFAULT_MEMORY_LIMIT: &str = "256Mi";
+
 fn default_resources() -> ResourceRequirements {
     ResourceRequirements {
         requests: Some(BTreeMap::from([
             ("cpu".to_owned(), Quantity("100m".to_owned())),
             ("memory".to_owned(), Quantity("64Mi".to_owned())),
         ])),
+        limits: Some(BTreeMap::from([("memory".to_owned(), Quantity(DEFAULT_MEMORY_LIMIT.to_owned()))])),
         ..ResourceRequirements::default()
     }
 }
@@ -272,6 +279,7 @@ pub fn relay_pod(p: &RelayPod<'_>) -> Pod {
             node_name: Some(p.relay.node.clone()),
             host_network: Some(true),
             dns_policy: Some("ClusterFirstWithHostNet".to_owned()),
+            priority_class_name: p.gateway.spec.priority_class_name.clone(),
             restart_policy: Some("Always".to_owned()),
             termination_grace_period_seconds: Some(i64::from(p.drain_seconds) + 5),
             automount_service_account_token: Some(false),

@@ -69,7 +69,13 @@ fn relay_pod_is_pinned_host_network_and_locked_down() {
     assert_eq!(sc.capabilities.as_ref().unwrap().drop.as_deref(), Some(&["ALL".to_owned()][..]));
     let probe = c.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap();
     assert_eq!((probe.host.as_deref(), probe.path.as_deref()), (Some("192.0.2.1"), Some("/readyz")));
-    assert!(c.resources.as_ref().unwrap().requests.as_ref().unwrap().contains_key("cpu"));
+    let resources = c.resources.as_ref().unwrap();
+    assert!(resources.requests.as_ref().unwrap().contains_key("cpu"));
+    // A memory limit by default, never a CPU limit (a throttled relay misses line rate).
+    let limits = resources.limits.as_ref().unwrap();
+    assert_eq!(limits.get("memory").map(|q| q.0.as_str()), Some(DEFAULT_MEMORY_LIMIT));
+    assert!(!limits.contains_key("cpu"));
+    assert_eq!(spec.priority_class_name, None, "no priority class unless the Gateway names one");
     let labels = pod.metadata.labels.as_ref().unwrap();
     assert_eq!(labels[keys::LABEL_STREAM_ID], "5b1d3c7e-2a4f-4e8b-9c0d-1e2f3a4b5c6d");
     assert_eq!(labels[keys::LABEL_NODE], "gw-a");
@@ -100,7 +106,7 @@ fn plain_relay_mounts_no_secret_and_probes_tcp() {
         spec_hash: "abc".into(),
     });
     let spec = pod.spec.unwrap();
-    assert!(spec.volumes.unwrap().iter().all(|v| v.secret.is_none()));
+    assert!(spec.volumes.as_ref().unwrap().iter().all(|v| v.secret.is_none()));
     assert_eq!(
         spec.containers[0].readiness_probe.as_ref().unwrap().tcp_socket.as_ref().unwrap().port,
         IntOrString::Int(5101)
@@ -186,4 +192,28 @@ fn spec_hashes_are_pinned_and_separate_their_parts() {
     // (FNV-1a of the bytes `["a","b"]`.)
     assert_eq!(spec_hash(&["a", "b"]), "aec547ab721fa7a8");
     assert_ne!(spec_hash(&["ab", "c"]), spec_hash(&["a", "bc"]), "parts do not run into each other");
+}
+
+#[test]
+fn the_gateway_names_the_relays_priority_class_and_resources() {
+    let mut gw = gateway();
+    gw.spec.priority_class_name = Some("scistream-relays".into());
+    gw.spec.resources = Some(serde_json::from_value(serde_json::json!({"limits": {"memory": "1Gi"}})).unwrap());
+    let (s, r) = (side(), relay());
+    let rendered = Rendered { file_name: "c", text: String::new(), args: vec![], enforces_rate: false, health: None };
+    let pod = relay_pod(&RelayPod {
+        side: &s,
+        relay: &r,
+        rendered: &rendered,
+        image: "s2ds:test",
+        gateway: &gw,
+        health: None,
+        drain_seconds: 20,
+        tls: false,
+        spec_hash: "abc".into(),
+    });
+    let spec = pod.spec.unwrap();
+    assert_eq!(spec.priority_class_name.as_deref(), Some("scistream-relays"));
+    let limits = spec.containers[0].resources.as_ref().and_then(|r| r.limits.clone()).unwrap();
+    assert_eq!(limits["memory"].0, "1Gi", "the Gateway's resources replace the default");
 }
