@@ -57,3 +57,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{ $host }}:{{ $port }}
 {{- end -}}
 {{- end -}}
+
+{{/* The gateway namespaces: where the operator may write relay pods, ConfigMaps and Secrets. */}}
+{{- define "scistream.gatewayNamespaces" -}}
+{{- prepend (.Values.extraGatewayNamespaces | default list) .Values.gatewayNamespace.name | uniq | join "," -}}
+{{- end -}}

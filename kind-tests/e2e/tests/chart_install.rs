@@ -64,7 +64,8 @@ fn kubectl(kubeconfig: &Path, cache: &Path, args: &[&str], stdin: Option<&str>) 
 }
 
 /// The chart rendered as `helm install t charts/scistream-operator -n scistream-system` would,
-/// with a default Gateway; returns (CRDs, the other objects), both multi-document YAML.
+/// with a default Gateway; returns (CRDs and Namespaces, the other objects), both
+/// multi-document YAML.
 fn render(loopback: bool, control_ip: IpAddr) -> (String, String) {
     let helm = Command::new(root().join("kind-tests/helm.sh")).output().unwrap();
     assert!(helm.status.success(), "kind-tests/helm.sh: {}", String::from_utf8_lossy(&helm.stderr));
@@ -103,7 +104,8 @@ fn render(loopback: bool, control_ip: IpAddr) -> (String, String) {
     let (mut crds, mut rest) = (String::new(), String::new());
     for doc in text.split("\n---\n") {
         let kind = serde_yaml::from_str::<Value>(doc).unwrap_or_default()["kind"].clone();
-        let into = if kind == "CustomResourceDefinition" { &mut crds } else { &mut rest };
+        // Helm installs CRDs first, then in its kind order, Namespaces before what lives in them.
+        let into = if kind == "CustomResourceDefinition" || kind == "Namespace" { &mut crds } else { &mut rest };
         into.push_str("---\n");
         into.push_str(doc);
         into.push('\n');

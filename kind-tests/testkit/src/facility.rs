@@ -139,11 +139,11 @@ impl Facility {
         self.spawn(kubeconfig, &options);
     }
 
-    /// Starts an operator authenticated as the user of `token`, with [`OperatorOptions::quick`].
-    pub fn start_operator_as(&mut self, token: &str, leader_election: bool) {
+    /// Starts an operator authenticated as the user of `token`, with `options`.
+    pub fn start_operator_as(&mut self, token: &str, options: OperatorOptions) {
         let path = std::env::temp_dir().join(format!("scistream-operator-{}-{token}.kubeconfig", self.cluster.name()));
         std::fs::write(&path, self.cluster.kubeconfig_for_token(token)).unwrap();
-        self.spawn(path, &OperatorOptions::quick().leader_election(leader_election));
+        self.spawn(path, &options);
     }
 
     fn spawn(&mut self, kubeconfig: PathBuf, options: &OperatorOptions) {

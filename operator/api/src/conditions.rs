@@ -68,6 +68,9 @@ pub enum Reason {
     NoAddress,
     /// Gateway: `spec.podNamespace` is missing or does not allow privileged pods.
     NamespaceNotPrivileged,
+    /// Gateway: the operator may not write relay pods in `spec.podNamespace` (not one of the
+    /// gateway namespaces the chart gave it a Role in).
+    NamespaceNotPermitted,
     /// The Gateway's `spec.policy` does not allow the request (the message names the rule).
     PolicyDenied,
     /// Waiting for the namespace's streams on the Gateway to free up its per-namespace limit.
@@ -82,7 +85,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason.
-    pub const ALL: [Reason; 27] = [
+    pub const ALL: [Reason; 28] = [
         Reason::Reserved,
         Reason::PortsExhausted,
         Reason::BandwidthExhausted,
@@ -105,6 +108,7 @@ impl Reason {
         Reason::NoReadyNodes,
         Reason::NoAddress,
         Reason::NamespaceNotPrivileged,
+        Reason::NamespaceNotPermitted,
         Reason::PolicyDenied,
         Reason::NamespaceLimit,
         Reason::DuplicateStreamId,
@@ -137,6 +141,7 @@ impl Reason {
             Reason::NoReadyNodes => "NoReadyNodes",
             Reason::NoAddress => "NoAddress",
             Reason::NamespaceNotPrivileged => "NamespaceNotPrivileged",
+            Reason::NamespaceNotPermitted => "NamespaceNotPermitted",
             Reason::PolicyDenied => "PolicyDenied",
             Reason::NamespaceLimit => "NamespaceLimit",
             Reason::DuplicateStreamId => "DuplicateStreamId",
@@ -223,6 +228,8 @@ pub mod reasons {
     pub const NO_ADDRESS: Reason = Reason::NoAddress;
     /// Gateway: `spec.podNamespace` is missing or does not allow privileged pods.
     pub const NAMESPACE_NOT_PRIVILEGED: Reason = Reason::NamespaceNotPrivileged;
+    /// Gateway: the operator may not write relay pods in `spec.podNamespace`.
+    pub const NAMESPACE_NOT_PERMITTED: Reason = Reason::NamespaceNotPermitted;
     /// The Gateway's `spec.policy` does not allow the request (the message names the rule).
     pub const POLICY_DENIED: Reason = Reason::PolicyDenied;
     /// Waiting for the namespace's streams on the Gateway to free up its per-namespace limit.

@@ -18,8 +18,10 @@
 //! ```
 //!
 //! Every replica serves (state lives in the API). The endpoint keeps its own watch of all
-//! StreamRequests (an index by stream id: a Hello never LISTs) and needs the RBAC rules
-//! appended to `charts/scistream-operator/files/operator-clusterrole-rules.yaml`.
+//! StreamRequests (an index by stream id: a Hello never LISTs) and needs the RBAC rules in
+//! `charts/scistream-operator/files/`: cluster-wide (`operator-clusterrole-rules.yaml`), in
+//! its own namespace (`operator-role-rules.yaml`: its certificate) and in the legacy
+//! namespace (`operator-legacy-role-rules.yaml`: legacy `req`'s StreamRequests and keys).
 //!
 //! # What each call does
 //!

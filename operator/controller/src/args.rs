@@ -4,7 +4,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::Parser;
 
-use crate::context::{Config, Images};
+use crate::context::{Config, GatewayNamespaces, Images};
 
 /// The SciStream operator (S2CS): reconciles Gateways and StreamRequests into S2DS relays.
 #[derive(Clone, Debug, Parser)]
@@ -46,6 +46,12 @@ pub struct Args {
     /// Path of Nginx's stream module when the Nginx image has it as a dynamic module.
     #[arg(long, env = "SCISTREAM_NGINX_STREAM_MODULE")]
     pub nginx_stream_module: Option<String>,
+    /// The namespaces the operator may write relay pods, ConfigMaps and Secrets in (the
+    /// chart gives it a Role in each: `gatewayNamespace` and `extraGatewayNamespaces`); a
+    /// Gateway whose `spec.podNamespace` is another is not Ready (`NamespaceNotPermitted`).
+    /// Unset: any namespace (an install that grants the operator those rules cluster-wide).
+    #[arg(long, env = "SCISTREAM_GATEWAY_NAMESPACES", value_delimiter = ',')]
+    pub gateway_namespaces: Vec<String>,
     /// Seconds relays drain established connections when stopped.
     #[arg(long, default_value_t = 20)]
     pub drain_seconds: u32,
@@ -91,6 +97,7 @@ impl Args {
             },
             nginx_stream_module: self.nginx_stream_module.clone(),
             drain_seconds: self.drain_seconds,
+            gateway_namespaces: GatewayNamespaces::from_flag(&self.gateway_namespaces),
             resync: Duration::from_secs(self.resync_seconds.max(10)),
         }
     }
@@ -105,6 +112,32 @@ mod tests {
     #[test]
     fn the_flags_are_consistent() {
         super::Args::command().debug_assert();
+    }
+
+    /// `--gateway-namespaces` as the chart passes it: the listed namespaces only, named in
+    /// the refusal of any other; absent or empty, any namespace.
+    #[test]
+    fn gateway_namespaces_limit_where_relays_may_run() {
+        use clap::Parser;
+
+        use crate::context::GatewayNamespaces;
+        let parse = |args: &[&str]| {
+            super::Args::try_parse_from(std::iter::once("scistream-operator").chain(args.iter().copied()))
+                .unwrap()
+                .config()
+                .gateway_namespaces
+        };
+        assert_eq!(parse(&[]), GatewayNamespaces::Any);
+        assert_eq!(parse(&["--gateway-namespaces="]), GatewayNamespaces::Any);
+        assert_eq!(parse(&[]).refusal("anything"), None);
+        let only = parse(&["--gateway-namespaces=scistream-gateway,dtn-relays"]);
+        assert_eq!(only.refusal("scistream-gateway"), None);
+        assert_eq!(only.refusal("dtn-relays"), None);
+        let refusal = only.refusal("default").unwrap();
+        assert!(
+            refusal.contains("dtn-relays, scistream-gateway") && refusal.contains("extraGatewayNamespaces"),
+            "{refusal}"
+        );
     }
 
     /// Regression: `--version` once printed the crate's name (`scistream-controller`), not the

@@ -43,6 +43,38 @@ pub struct Config {
     pub drain_seconds: u32,
     /// Requeue interval of a healthy object (drift safety net).
     pub resync: Duration,
+    /// Where the operator may write relay pods, ConfigMaps and Secrets.
+    pub gateway_namespaces: GatewayNamespaces,
+}
+
+/// The namespaces the operator's RBAC lets it write relay objects in.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum GatewayNamespaces {
+    /// Any namespace (the operator's rules are cluster-wide).
+    #[default]
+    Any,
+    /// Only these (a Role in each), sorted.
+    Only(std::collections::BTreeSet<String>),
+}
+
+impl GatewayNamespaces {
+    /// From `--gateway-namespaces` (empty entries ignored; none at all: any namespace).
+    pub fn from_flag(names: &[String]) -> Self {
+        let set: std::collections::BTreeSet<String> =
+            names.iter().map(|n| n.trim()).filter(|n| !n.is_empty()).map(str::to_owned).collect();
+        if set.is_empty() { Self::Any } else { Self::Only(set) }
+    }
+
+    /// Why relay objects may not be written in `namespace`, if they may not.
+    pub fn refusal(&self, namespace: &str) -> Option<String> {
+        match self {
+            Self::Only(set) if !set.contains(namespace) => Some(format!(
+                "the operator may write relay pods only in the gateway namespaces {} (a Role in each), not in spec.podNamespace {namespace}; use one of them, or add {namespace} to the chart's extraGatewayNamespaces",
+                set.iter().cloned().collect::<Vec<_>>().join(", ")
+            )),
+            _ => None,
+        }
+    }
 }
 
 impl Default for Config {
@@ -57,6 +89,7 @@ impl Default for Config {
             nginx_stream_module: None,
             drain_seconds: 20,
             resync: Duration::from_secs(300),
+            gateway_namespaces: GatewayNamespaces::Any,
         }
     }
 }

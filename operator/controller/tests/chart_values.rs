@@ -123,3 +123,45 @@ fn the_default_gateway_takes_the_s2ds_settings_and_the_schema_refuses_others() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("s2ds"), "{bad}: the error names the value");
     }
 }
+
+/// The operator writes relays only in the gateway namespaces: a Role there for each (and the
+/// operator told which), none in other namespaces; the legacy namespace gets its own Role and
+/// is created only when legacy requests are enabled.
+#[test]
+fn the_operator_gets_a_role_in_each_gateway_namespace_only() {
+    let o = objects(&["extraGatewayNamespaces={relays-b,relays-c}", "podMonitor.enabled=true"]);
+    let roles: Vec<&str> = o
+        .iter()
+        .filter(|r| r["kind"] == "Role" && r["metadata"]["name"] == "t-scistream-operator-relays")
+        .map(|r| r["metadata"]["namespace"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["scistream-gateway", "relays-b", "relays-c"]);
+    let args = operator_args(&o);
+    assert!(args.contains(&"--gateway-namespaces=scistream-gateway,relays-b,relays-c".to_owned()), "{args:?}");
+    let namespaces = parse_operator(&args).config().gateway_namespaces;
+    assert!(namespaces.refusal("default").is_some() && namespaces.refusal("relays-c").is_none());
+    let pm = find(&o, "PodMonitor", "t-scistream-operator-relays");
+    assert_eq!(pm["spec"]["namespaceSelector"]["matchNames"], json!(["scistream-gateway", "relays-b", "relays-c"]));
+    let cluster = find(&o, "ClusterRole", "t-scistream-operator");
+    for rule in cluster["rules"].as_array().unwrap() {
+        let writes = rule["verbs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| ["create", "delete", "list"].contains(&v.as_str().unwrap()));
+        let resources = rule["resources"].as_array().unwrap();
+        assert!(!(writes && resources.contains(&json!("secrets"))), "no cluster-wide Secret writes or lists: {rule}");
+        assert!(
+            !(writes && resources.contains(&json!("pods")) && rule["verbs"] != json!(["get", "list", "watch"])),
+            "{rule}"
+        );
+    }
+    assert!(!o.iter().any(|r| r["metadata"]["namespace"] == "scistream-legacy"), "no legacy gateway: no legacy Role");
+    let o = objects(&["controlEndpoint.legacy.gateway=dtn"]);
+    find(&o, "Namespace", "scistream-legacy");
+    let legacy = find(&o, "Role", "t-scistream-operator-legacy");
+    assert_eq!(legacy["metadata"]["namespace"], "scistream-legacy");
+    let o = objects(&["controlEndpoint.legacy.gateway=dtn", "controlEndpoint.legacy.createNamespace=false"]);
+    assert!(!o.iter().any(|r| r["kind"] == "Namespace" && r["metadata"]["name"] == "scistream-legacy"));
+    find(&o, "Role", "t-scistream-operator-legacy");
+}

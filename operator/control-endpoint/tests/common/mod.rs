@@ -54,10 +54,21 @@ impl Deref for Facility {
     }
 }
 
-fn shipped_rules() -> Vec<PolicyRule> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../charts/scistream-operator/files/operator-clusterrole-rules.yaml");
+fn shipped_rules(file: &str) -> Vec<PolicyRule> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../charts/scistream-operator/files").join(file);
     serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// A Role in `namespace` with the chart's rules of `file`, bound to the endpoint's user.
+async fn shipped_role(client: &Client, namespace: &str, file: &str) {
+    let roles: Api<k8s_openapi::api::rbac::v1::Role> = Api::namespaced(client.clone(), namespace);
+    let role = json!({"metadata": {"name": "scistream-operator"}, "rules": shipped_rules(file)});
+    roles.create(&PostParams::default(), &serde_json::from_value(role).unwrap()).await.unwrap();
+    let rbs: Api<k8s_openapi::api::rbac::v1::RoleBinding> = Api::namespaced(client.clone(), namespace);
+    let binding = json!({"metadata": {"name": "scistream-operator"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "scistream-operator"},
+        "subjects": [{"kind": "User", "name": ENDPOINT_USER}]});
+    rbs.create(&PostParams::default(), &serde_json::from_value(binding).unwrap()).await.unwrap();
 }
 
 /// Endpoint settings for a facility (the test may adjust them before [`Facility::start_endpoint`]).
@@ -172,12 +183,16 @@ impl Facility {
     }
 }
 
-/// The endpoint's ClusterRole is exactly the shipped rules; alice and carol may manage
-/// StreamRequests in USER_NS; bob and dave may not.
+/// The endpoint's ClusterRole and Roles are exactly the shipped rules (its own namespace's in
+/// SYSTEM_NS, the legacy namespace's in USER_NS, where legacy `req`s create streams here);
+/// alice and carol may manage StreamRequests in USER_NS; bob and dave may not.
 async fn rbac(client: &Client) {
     let crs: Api<ClusterRole> = Api::all(client.clone());
     let role: ClusterRole = serde_json::from_value(json!({"metadata": {"name": "scistream-operator"}})).unwrap();
-    crs.create(&PostParams::default(), &ClusterRole { rules: Some(shipped_rules()), ..role }).await.unwrap();
+    let rules = shipped_rules("operator-clusterrole-rules.yaml");
+    crs.create(&PostParams::default(), &ClusterRole { rules: Some(rules), ..role }).await.unwrap();
+    shipped_role(client, SYSTEM_NS, "operator-role-rules.yaml").await;
+    shipped_role(client, USER_NS, "operator-legacy-role-rules.yaml").await;
     let crbs: Api<k8s_openapi::api::rbac::v1::ClusterRoleBinding> = Api::all(client.clone());
     let binding = json!({"metadata": {"name": "scistream-operator"},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "scistream-operator"},

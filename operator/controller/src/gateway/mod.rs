@@ -12,7 +12,10 @@ use k8s_openapi::{
     jiff::Timestamp,
 };
 use kube::{Api, ResourceExt, runtime::controller::Action};
-use scistream_api::{Gateway, StreamRequest, conditions};
+use scistream_api::{
+    Gateway, StreamRequest,
+    conditions::{self, Reason, reasons},
+};
 
 use crate::{
     context::Context,
@@ -32,10 +35,15 @@ fn selects(gateway: &Gateway, node: &Node) -> bool {
 /// The label that decides whether a namespace may run privileged (hostNetwork) pods.
 const POD_SECURITY_ENFORCE: &str = "pod-security.kubernetes.io/enforce";
 
-async fn namespace_problem(ctx: &Context, name: &str) -> Result<Option<String>> {
+/// Why relays cannot run in the Gateway's pod namespace, if they cannot: the operator has no
+/// Role there, or the namespace is missing or does not allow hostNetwork pods.
+async fn namespace_problem(ctx: &Context, name: &str) -> Result<Option<(Reason, String)>> {
+    if let Some(refusal) = ctx.config.gateway_namespaces.refusal(name) {
+        return Ok(Some((reasons::NAMESPACE_NOT_PERMITTED, refusal)));
+    }
     let api: Api<Namespace> = Api::all(ctx.client.clone());
     let ns = api.get_opt(name).await.map_err(Error::kube(format!("read Namespace {name}")))?;
-    Ok(match ns {
+    let problem = match ns {
         None => Some(format!(
             "spec.podNamespace {name} does not exist; create it with the label {POD_SECURITY_ENFORCE}=privileged"
         )),
@@ -45,7 +53,8 @@ async fn namespace_problem(ctx: &Context, name: &str) -> Result<Option<String>> 
                 "namespace {name} enforces the {level} Pod Security level, but relays need hostNetwork; label it {POD_SECURITY_ENFORCE}=privileged"
             )),
         },
-    })
+    };
+    Ok(problem.map(|p| (reasons::NAMESPACE_NOT_PRIVILEGED, p)))
 }
 
 /// Uids of reservations whose StreamRequest is gone (checked against the API, not only the

@@ -145,11 +145,11 @@ pub fn conflict(me: &Claim, others: &[Claim]) -> Option<String> {
 pub fn readiness(
     spec: &GatewaySpec,
     nodes: &[(Node, GatewayNodeStatus)],
-    namespace_problem: Option<String>,
+    namespace_problem: Option<(Reason, String)>,
     conflict: Option<String>,
 ) -> (bool, Reason, String) {
-    if let Some(problem) = namespace_problem {
-        return (false, reasons::NAMESPACE_NOT_PRIVILEGED, problem);
+    if let Some((reason, problem)) = namespace_problem {
+        return (false, reason, problem);
     }
     if spec.port_range.is_empty() {
         return (false, reasons::INVALID_SPEC, "spec.portRange is empty".to_owned());

@@ -18,7 +18,7 @@ use scistream_core::{
 use crate::{
     certs,
     children::{self, ANNOTATION_SPEC_HASH, RelayPod, Side},
-    context::Context,
+    context::{Context, GatewayNamespaces},
     error::{Error, Result},
     names,
 };
@@ -272,10 +272,16 @@ pub async fn remove_everywhere(ctx: &Context, sr: &scistream_api::StreamRequest)
         let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &cm.namespace().unwrap_or_default());
         delete(&api, &cm.name_any()).await?;
     }
-    let secrets: Api<Secret> = Api::all(ctx.client.clone());
-    for secret in secrets.list(&lp).await.map_err(Error::kube("list relay Secrets"))?.items {
-        let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &secret.namespace().unwrap_or_default());
-        delete(&api, &secret.name_any()).await?;
+    // Secrets hold keys: the operator lists them only where it may write them.
+    let secret_apis: Vec<Api<Secret>> = match &ctx.config.gateway_namespaces {
+        GatewayNamespaces::Any => vec![Api::all(ctx.client.clone())],
+        GatewayNamespaces::Only(set) => set.iter().map(|ns| Api::namespaced(ctx.client.clone(), ns)).collect(),
+    };
+    for secrets in secret_apis {
+        for secret in secrets.list(&lp).await.map_err(Error::kube("list relay Secrets"))?.items {
+            let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &secret.namespace().unwrap_or_default());
+            delete(&api, &secret.name_any()).await?;
+        }
     }
     Ok(remaining)
 }

@@ -23,8 +23,13 @@ pub fn helm() -> String {
 
 /// `helm template t charts/scistream-operator -n scistream-system --set V...`.
 pub fn template(values: &[&str]) -> std::process::Output {
+    template_in("scistream-system", values)
+}
+
+/// `helm template t charts/scistream-operator -n NAMESPACE --set V...`.
+pub fn template_in(namespace: &str, values: &[&str]) -> std::process::Output {
     let mut cmd = Command::new(helm());
-    cmd.current_dir(root()).args(["template", "t", "charts/scistream-operator", "--namespace", "scistream-system"]);
+    cmd.current_dir(root()).args(["template", "t", "charts/scistream-operator", "--namespace", namespace]);
     for v in values {
         cmd.args(["--set", v]);
     }
@@ -33,7 +38,12 @@ pub fn template(values: &[&str]) -> std::process::Output {
 
 /// The objects rendered with `values` (panics if the chart refuses them).
 pub fn objects(values: &[&str]) -> Vec<Value> {
-    let out = template(values);
+    objects_in("scistream-system", values)
+}
+
+/// The objects rendered into release namespace `namespace` with `values`.
+pub fn objects_in(namespace: &str, values: &[&str]) -> Vec<Value> {
+    let out = template_in(namespace, values);
     assert!(out.status.success(), "{values:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout)
         .split("\n---\n")

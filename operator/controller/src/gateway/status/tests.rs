@@ -73,8 +73,12 @@ fn empty_selector_match_and_namespace_problems_are_explained() {
     let s = spec();
     let (ok, reason, message) = readiness(&s, &[], None, None);
     assert!(!ok && reason == reasons::NO_READY_NODES && message.contains("gw=true"), "{message}");
-    let (ok, reason, _) = readiness(&s, &[], Some("namespace gw does not exist".into()), None);
+    let problem = (reasons::NAMESPACE_NOT_PRIVILEGED, "namespace gw does not exist".to_owned());
+    let (ok, reason, _) = readiness(&s, &[], Some(problem), None);
     assert!(!ok && reason == reasons::NAMESPACE_NOT_PRIVILEGED);
+    let problem = (reasons::NAMESPACE_NOT_PERMITTED, "not a gateway namespace".to_owned());
+    let (ok, reason, message) = readiness(&s, &[], Some(problem), Some("overlaps".into()));
+    assert!(!ok && reason == reasons::NAMESPACE_NOT_PERMITTED && message == "not a gateway namespace");
 }
 
 #[test]
