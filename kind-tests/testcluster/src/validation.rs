@@ -72,6 +72,11 @@ pub fn validate_defaulted(info: &ResourceInfo, obj: &Value) -> ApiResult<()> {
 /// real server applies to that type on update; may complete `new` as the server's update
 /// strategy does (a pod's omitted QoS class).
 pub fn validate_update(info: &ResourceInfo, old: &Value, new: &mut Value, subresource: &str) -> ApiResult<()> {
+    if subresource.is_empty()
+        && let Some(cause) = new_finalizers_while_deleting(old, new)
+    {
+        return Err(ApiError::invalid(info, new["metadata"]["name"].as_str().unwrap_or_default(), vec![cause]));
+    }
     let causes = crate::builtin_rules::check(info, new, Some(old));
     if !causes.is_empty() {
         let name = new["metadata"]["name"].as_str().unwrap_or_default();
@@ -85,4 +90,32 @@ pub fn validate_update(info: &ResourceInfo, old: &Value, new: &mut Value, subres
         }
         _ => Ok(()),
     }
+}
+
+/// An update that adds finalizers to an object being deleted, as kube-apiserver refuses it
+/// (apimachinery `ValidateObjectMetaUpdate` -> `ValidateNoNewFinalizers`: 422, a Forbidden
+/// cause on `metadata.finalizers`, the new ones in Go's `%#v` of a `[]string`, sorted).
+fn new_finalizers_while_deleting(old: &Value, new: &Value) -> Option<Cause> {
+    old["metadata"].get("deletionTimestamp").filter(|t| !t.is_null())?;
+    let list = |o: &Value| -> std::collections::BTreeSet<String> {
+        o["metadata"]["finalizers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|f| f.as_str().map(str::to_owned))
+            .collect()
+    };
+    let (before, after) = (list(old), list(new));
+    let extra: Vec<String> = after.difference(&before).map(|f| format!("{f:?}")).collect();
+    if extra.is_empty() {
+        return None;
+    }
+    Some(Cause {
+        reason: "FieldValueForbidden".into(),
+        message: format!(
+            "Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers []string{{{}}}",
+            extra.join(", ")
+        ),
+        field: "metadata.finalizers".into(),
+    })
 }

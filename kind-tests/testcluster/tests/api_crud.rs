@@ -133,7 +133,22 @@ async fn finalizers_hold_deletion() {
     assert!(held.metadata.deletion_timestamp.is_some());
     let still = api.get("f").await.unwrap();
     assert!(still.metadata.deletion_timestamp.is_some());
-    // New finalizers cannot be... but removing the last one deletes at once.
+    // No new finalizer on an object being deleted (kube-apiserver's ValidateNoNewFinalizers)...
+    let add = json!({"metadata": {"finalizers": ["example.com/hold", "example.com/late"]}});
+    let refused = match api.patch("f", &PatchParams::default(), &Patch::Merge(&add)).await {
+        Err(kube::Error::Api(s)) => s,
+        other => panic!("a new finalizer on a deleting object: {other:?}"),
+    };
+    assert_eq!(refused.code, 422);
+    assert!(
+        refused.message.contains(
+            r#"metadata.finalizers: Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers []string{"example.com/late"}"#
+        ),
+        "{}",
+        refused.message
+    );
+    assert_eq!(api.get("f").await.unwrap().metadata.finalizers.unwrap(), ["example.com/hold"]);
+    // ... but removing the last one deletes it at once.
     let rm = json!({"metadata": {"finalizers": null}});
     api.patch("f", &PatchParams::default(), &Patch::Merge(&rm)).await.unwrap();
     assert!(api.get_opt("f").await.unwrap().is_none());

@@ -54,6 +54,8 @@ pub enum Reason {
     PodFailed,
     /// A gateway node was lost; its listeners moved and the peer side must be updated.
     NodeLost,
+    /// The address of a gateway node holding this side's listeners changed: they moved with it.
+    AddressChanged,
     /// `kubectl scistream update` propagated the listeners that moved off a lost node.
     PeerUpdated,
     /// The stream is being released.
@@ -81,11 +83,13 @@ pub enum Reason {
     ExceedsGateway,
     /// (Gateway) Its nodes and port range overlap an older Gateway's: the older one owns them.
     Conflict,
+    /// (Gateway) Deleted while streams hold ports on it.
+    InUse,
 }
 
 impl Reason {
     /// Every reason.
-    pub const ALL: [Reason; 28] = [
+    pub const ALL: [Reason; 30] = [
         Reason::Reserved,
         Reason::PortsExhausted,
         Reason::BandwidthExhausted,
@@ -101,6 +105,7 @@ impl Reason {
         Reason::PodsReady,
         Reason::PodFailed,
         Reason::NodeLost,
+        Reason::AddressChanged,
         Reason::PeerUpdated,
         Reason::Releasing,
         Reason::InvalidSpec,
@@ -114,6 +119,7 @@ impl Reason {
         Reason::DuplicateStreamId,
         Reason::ExceedsGateway,
         Reason::Conflict,
+        Reason::InUse,
     ];
 
     /// The text conditions and events carry.
@@ -134,6 +140,7 @@ impl Reason {
             Reason::PodsReady => "PodsReady",
             Reason::PodFailed => "PodFailed",
             Reason::NodeLost => "NodeLost",
+            Reason::AddressChanged => "AddressChanged",
             Reason::PeerUpdated => "PeerUpdated",
             Reason::Releasing => "Releasing",
             Reason::InvalidSpec => "InvalidSpec",
@@ -147,6 +154,7 @@ impl Reason {
             Reason::DuplicateStreamId => "DuplicateStreamId",
             Reason::ExceedsGateway => "ExceedsGateway",
             Reason::Conflict => "Conflict",
+            Reason::InUse => "InUse",
         }
     }
 
@@ -214,6 +222,8 @@ pub mod reasons {
     pub const POD_FAILED: Reason = Reason::PodFailed;
     /// A gateway node was lost; its listeners moved and the peer side must be updated.
     pub const NODE_LOST: Reason = Reason::NodeLost;
+    /// A gateway node's address changed; the listeners on it moved and the peer side must be updated.
+    pub const ADDRESS_CHANGED: Reason = Reason::AddressChanged;
     /// `kubectl scistream update` propagated the listeners that moved off a lost node.
     pub const PEER_UPDATED: Reason = Reason::PeerUpdated;
     /// The stream is being released.
@@ -240,6 +250,9 @@ pub mod reasons {
     pub const EXCEEDS_GATEWAY: Reason = Reason::ExceedsGateway;
     /// (Gateway) Its nodes and port range overlap an older Gateway's.
     pub const CONFLICT: Reason = Reason::Conflict;
+    /// (Gateway) Deleted while streams hold ports on it: it admits no new stream and goes
+    /// once they are released.
+    pub const IN_USE: Reason = Reason::InUse;
 }
 
 /// The three values of a condition's `status`.

@@ -50,6 +50,10 @@ pub const ANNOTATION_PEER_UPDATED: &str = "scistream.io/peer-updated-listeners";
 /// Finalizer on `StreamRequest`: ports, bandwidth and S2DS pods are released first.
 pub const FINALIZER_STREAM_REQUEST: &str = "streamrequests.scistream.io/cleanup";
 
+/// Finalizer on a `Gateway` while streams hold ports on it: deleting it then waits until they
+/// are released (the operator adds it with the first stream and removes it with the last).
+pub const FINALIZER_GATEWAY: &str = "gateways.scistream.io/in-use";
+
 /// Field manager of the operator's server-side applies.
 pub const FIELD_MANAGER_OPERATOR: &str = "scistream-operator";
 /// Field manager of the kubectl plugin's server-side applies.

@@ -376,7 +376,7 @@ pub struct StreamRequestStatus {
     pub failed_time: Option<Time>,
 
     /// `Reserved`, `HelloReceived`, `DataPathReady` and `Ready`, each with a reason a person
-    /// can act on; `ListenersMoved` once a lost gateway node moved this side's listeners.
+    /// can act on; `ListenersMoved` once a lost gateway node or a new node address moved this side's listeners.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]

@@ -126,7 +126,12 @@ async fn write(
     mut change: impl FnMut(&Gateway, &mut GatewayStatus) -> bool,
 ) -> Result<Option<Gateway>> {
     let api: Api<Gateway> = Api::all(client.clone());
-    let mut base = last.clone().or_else(|| cached.cloned());
+    // What we last wrote, unless the Gateway was deleted and made again under its name since:
+    // the old one's status must not stand in for the new one's (it would skip the write).
+    let mut base = match (last.as_ref(), cached) {
+        (Some(l), Some(c)) if l.uid() != c.uid() => Some(c.clone()),
+        _ => last.clone().or_else(|| cached.cloned()),
+    };
     for _ in 0..ATTEMPTS {
         let mut gateway = match base.take() {
             Some(g) => g,

@@ -50,9 +50,13 @@ pub fn node_predicate(node: &Node) -> Option<u64> {
     )))
 }
 
-/// The Gateway fields its own reconcile acts on: spec and deletion.
+/// The Gateway fields its own reconcile acts on: spec, deletion, and whether streams hold it
+/// (its in-use finalizer), with how many while it is being deleted (its `InUse` message).
 pub fn gateway_predicate(gw: &Gateway) -> Option<u64> {
-    Some(hash_of(&(gw.uid(), gw.metadata.generation, gw.metadata.deletion_timestamp.is_some())))
+    let held = gw.status.as_ref().map_or(0, |s| s.reservations.len());
+    let deleting = gw.metadata.deletion_timestamp.is_some();
+    let counted = if deleting { held } else { usize::from(held > 0) };
+    Some(hash_of(&(gw.uid(), gw.metadata.generation, deleting, counted)))
 }
 
 /// What of a Gateway matters to the requests on it.

@@ -127,3 +127,17 @@ fn a_gateway_wakes_whom_its_change_concerns() {
     assert_eq!(wake(Some(&one), Some(&shape(&[(1, 10)], false))), Wake::All, "a node no longer ready");
     assert_eq!(wake(Some(&one), Some(&GatewayShape::of(&respecced))), Wake::All, "spec changed");
 }
+
+#[test]
+fn a_gateway_reconciles_when_its_first_stream_comes_or_its_last_goes() {
+    let p = |gw: &Gateway| gateway_predicate(gw);
+    let (empty, one, two) = (gateway(&[], true), gateway(&[(1, 1)], true), gateway(&[(1, 1), (1, 1)], true));
+    assert_ne!(p(&empty), p(&one), "the first stream: its finalizer is added");
+    assert_eq!(p(&one), p(&two), "more streams change nothing of its own");
+    let deleting = |mut gw: Gateway| {
+        gw.metadata.deletion_timestamp = Some(Time("2026-12-06T08:00:00Z".parse().expect("a timestamp")));
+        gw
+    };
+    assert_ne!(p(&one), p(&deleting(one.clone())));
+    assert_ne!(p(&deleting(one)), p(&deleting(two)), "while deleted, each release updates its InUse message");
+}

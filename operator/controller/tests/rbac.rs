@@ -75,6 +75,9 @@ async fn the_operator_runs_with_exactly_the_charts_rules() {
     )
     .await;
     f.wait_request("r", 20, |sr| sr.status.as_ref().and_then(|s| s.phase) == Some(Phase::Ready)).await;
+    // The in-use finalizer is the operator's to write on Gateways.
+    f.wait_gateway(20, |g| g.metadata.finalizers.iter().flatten().any(|x| x == scistream_api::keys::FINALIZER_GATEWAY))
+        .await;
     f.requests().delete("r", &Default::default()).await.unwrap();
     f.assert_released("r", "00000000-0000-4000-8000-000000000001").await;
 

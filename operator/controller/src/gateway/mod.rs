@@ -2,6 +2,7 @@
 //! namespace, releases reservations of StreamRequests that no longer exist, and keeps the
 //! status (nodes, ports, bandwidth, Ready) current.
 
+mod in_use;
 pub mod status;
 mod sweep;
 
@@ -15,6 +16,7 @@ use kube::{Api, ResourceExt, runtime::controller::Action};
 use scistream_api::{
     Gateway, StreamRequest,
     conditions::{self, Reason, reasons},
+    keys,
 };
 
 use crate::{
@@ -110,13 +112,18 @@ pub async fn reconcile(gateway: Arc<Gateway>, ctx: Arc<Context>) -> Result<Actio
     let gone = vanished(&ctx, &gateway).await?;
     let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now());
     let generation = gateway.metadata.generation;
+    let deleting = gateway.metadata.deletion_timestamp.is_some();
+    let gateway_name = name.clone();
     let stored = update_gateway_status(&ctx.client, &ctx.gateway_writer, &name, Some(&gateway), |_, st| {
         st.nodes = nodes.iter().map(|(_, s)| s.clone()).collect();
         for uid in &gone {
             tracing::info!(uid = %uid, "released the reservation of a StreamRequest that no longer exists");
         }
         st.reservations.retain(|r| !gone.contains(&r.uid));
-        let verdict = conditions::new(conditions::types::READY, ready, reason, message.clone(), generation, &now);
+        let verdict = match in_use::deleting_note(&gateway_name, deleting, &st.reservations) {
+            Some(note) => conditions::new(conditions::types::READY, false, reasons::IN_USE, note, generation, &now),
+            None => conditions::new(conditions::types::READY, ready, reason, message.clone(), generation, &now),
+        };
         conditions::merge(&mut st.conditions, verdict);
         st.observed_generation = generation;
         true
@@ -124,6 +131,16 @@ pub async fn reconcile(gateway: Arc<Gateway>, ctx: Arc<Context>) -> Result<Actio
     .await?;
     if namespace_usable {
         sweep::sweep(&ctx, &gateway).await?;
+    }
+    if let Some(stored) = &stored {
+        let in_use = stored.status.as_ref().is_some_and(|s| !s.reservations.is_empty());
+        let has = stored.finalizers().iter().any(|f| f == keys::FINALIZER_GATEWAY);
+        if let Some(change) = in_use::finalizer_change(has, deleting, in_use) {
+            let api: Api<Gateway> = Api::all(ctx.client.clone());
+            if in_use::apply(&api, stored, change).await? {
+                tracing::info!(?change, "the in-use finalizer follows the streams");
+            }
+        }
     }
     if let Some(status) = stored.and_then(|g| g.status) {
         let labels = GatewayLabels { gateway: name.clone() };

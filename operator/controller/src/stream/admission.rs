@@ -87,9 +87,16 @@ fn forwards_without_hello(sr: &StreamRequest) -> bool {
         && !sr.annotations().contains_key(keys::ANNOTATION_LEGACY_CREDENTIAL)
 }
 
-/// Why `gateway` admits nothing now: its ports overlap an older Gateway's (Ready condition
-/// `False`, reason `Conflict`). Streams it already holds keep their ports.
-pub(super) fn conflicting(gateway: &Gateway) -> Option<String> {
+/// Why `gateway` admits nothing now: it is being deleted (the streams it holds keep running
+/// until released), or its ports overlap an older Gateway's (Ready condition `False`, reason
+/// `Conflict`; streams it already holds keep their ports).
+pub(super) fn closed(gateway: &Gateway) -> Option<String> {
+    if gateway.metadata.deletion_timestamp.is_some() {
+        return Some(format!(
+            "Gateway {} is being deleted: it admits no new stream; create this request on another Gateway",
+            gateway.name_any()
+        ));
+    }
     let status = gateway.status.as_ref()?;
     let ready = scistream_api::conditions::find(&status.conditions, scistream_api::conditions::types::READY)?;
     (ready.status == scistream_api::conditions::status::FALSE && ready.reason == reasons::CONFLICT.as_str())

@@ -16,15 +16,15 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use scistream_api::{
     Role,
     conditions::{
-        self, reasons,
+        self, Reason, reasons,
         reasons::PEER_UPDATED,
         types::{self, LISTENERS_MOVED},
     },
 };
 
-/// What a relocation off the `lost` nodes asks of a person, for request `name` of `role`.
-pub fn moved_note(role: Role, lost: &[String], name: &str) -> String {
-    let todo = match role {
+/// What a move of the listeners asks of a person, for request `name` of `role`.
+fn todo(role: Role, name: &str) -> String {
+    match role {
         Role::Producer => {
             format!("The consumer side still forwards to the old ones until `kubectl scistream update {name}`")
         }
@@ -32,24 +32,39 @@ pub fn moved_note(role: Role, lost: &[String], name: &str) -> String {
             "The consumer application must connect to the new ones (status.listeners); \
              `kubectl scistream update {name}` acknowledges the move"
         ),
-    };
-    format!("gateway node(s) {} lost; listeners moved to other gateway nodes. {todo}", lost.join(", "))
+    }
 }
 
-/// Sets or clears `ListenersMoved`. `moved` is the note of a relocation made now;
-/// `acknowledged` the annotation `update` left; `listeners` the current ones.
+/// What a relocation off the `lost` nodes asks of a person, for request `name` of `role`.
+pub fn moved_note(role: Role, lost: &[String], name: &str) -> String {
+    format!("gateway node(s) {} lost; listeners moved to other gateway nodes. {}", lost.join(", "), todo(role, name))
+}
+
+/// What a gateway node's new address asks of a person: the listeners `before` are `now`.
+pub fn address_note(role: Role, before: &[String], now: &[String], name: &str) -> String {
+    format!(
+        "the address of a gateway node holding these listeners changed; listeners moved from {} to {}. {}",
+        before.join(","),
+        now.join(","),
+        todo(role, name)
+    )
+}
+
+/// Sets or clears `ListenersMoved`. `moved` is the reason and note of a move made now (a
+/// relocation or a node's new address); `acknowledged` the annotation `update` left;
+/// `listeners` the current ones.
 pub fn listeners_moved(
     conds: &mut Vec<Condition>,
-    moved: Option<&str>,
+    moved: Option<(Reason, &str)>,
     acknowledged: Option<&str>,
     listeners: &[String],
     generation: Option<i64>,
     now: &Time,
 ) {
-    if let Some(note) = moved {
+    if let Some((reason, note)) = moved {
         // A new move restarts the clock even if an earlier one was still unacknowledged.
         conds.retain(|c| c.type_ != LISTENERS_MOVED);
-        conds.push(conditions::new(LISTENERS_MOVED, true, reasons::NODE_LOST, note, generation, now));
+        conds.push(conditions::new(LISTENERS_MOVED, true, reason, note, generation, now));
         return;
     }
     if conditions::is_true(conds, LISTENERS_MOVED)
@@ -113,7 +128,7 @@ mod tests {
     #[test]
     fn a_move_sets_the_condition_and_only_the_matching_update_clears_it() {
         let mut conds = Vec::new();
-        listeners_moved(&mut conds, Some("gw-a lost"), None, &listeners(), Some(1), &at(10));
+        listeners_moved(&mut conds, Some((reasons::NODE_LOST, "gw-a lost")), None, &listeners(), Some(1), &at(10));
         let c = conditions::find(&conds, LISTENERS_MOVED).unwrap();
         assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", "NodeLost"));
         // An update made before the move (other listeners) does not clear it; nor does nothing.
@@ -127,9 +142,11 @@ mod tests {
             ("False", PEER_UPDATED.as_str(), at(30))
         );
         // A second move sets it again, from now.
-        listeners_moved(&mut conds, Some("gw-b lost"), Some(&listeners().join(",")), &listeners(), Some(1), &at(40));
+        let moved = Some((reasons::ADDRESS_CHANGED, "gw-b's address changed"));
+        listeners_moved(&mut conds, moved, Some(&listeners().join(",")), &listeners(), Some(1), &at(40));
         let c = conditions::find(&conds, LISTENERS_MOVED).unwrap();
-        assert_eq!((c.status.as_str(), c.last_transition_time.clone()), ("True", at(40)));
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", "AddressChanged"));
+        assert_eq!(c.last_transition_time, at(40));
         assert_eq!(conds.iter().filter(|c| c.type_ == LISTENERS_MOVED).count(), 1);
     }
 
@@ -140,6 +157,8 @@ mod tests {
         assert!(p.contains("gw-a lost") && p.contains("`kubectl scistream update beam`"), "{p}");
         let c = moved_note(Role::Consumer, &lost, "beam");
         assert!(c.contains("consumer application must connect to the new ones") && c.contains("update beam"), "{c}");
+        let a = address_note(Role::Producer, &["192.0.2.1:5100".into()], &["192.0.2.9:5100".into()], "beam");
+        assert!(a.contains("from 192.0.2.1:5100 to 192.0.2.9:5100") && a.contains("update beam"), "{a}");
     }
 
     #[test]

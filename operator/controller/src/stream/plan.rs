@@ -105,8 +105,9 @@ pub struct Plan {
     pub listeners: Result<Vec<String>, PlanError>,
     /// Warning events (reason, note).
     pub events: Vec<(Reason, String)>,
-    /// Set when listeners moved off lost nodes in this reconcile.
-    pub moved_note: Option<String>,
+    /// Set when listeners moved in this reconcile: off lost nodes (`NodeLost`), or with a
+    /// node's new address (`AddressChanged`).
+    pub moved_note: Option<(Reason, String)>,
     /// When to look again.
     pub next: Duration,
 }
@@ -231,7 +232,7 @@ pub fn plan(o: &Observed) -> Plan {
             let current = gw_status.cloned().unwrap_or_default();
             let namespace = sr.namespace().unwrap_or_default();
             let held = Usage::of(&namespace, &current.reservations);
-            if let Some(message) = admission::conflicting(gateway) {
+            if let Some(message) = admission::closed(gateway) {
                 Capacity::Waiting { reason: reasons::GATEWAY_NOT_READY, message }
             } else if let Limit::Wait(message) = policy.check_limits(&namespace, held, rate) {
                 Capacity::Waiting { reason: reasons::NAMESPACE_LIMIT, message }
@@ -312,7 +313,7 @@ pub fn plan(o: &Observed) -> Plan {
         if !lost.is_empty() {
             let note = notes::moved_note(sr.spec.role, &lost, &sr.name_any());
             events.push((reasons::NODE_LOST, note.clone()));
-            moved_note = Some(note);
+            moved_note = Some((reasons::NODE_LOST, note));
         }
     }
     let mode_ok = mode.as_ref().ok().copied();
@@ -352,8 +353,8 @@ fn finish(
     reservation: Option<Reservation>,
     mode: RelayMode,
     mut changes: Vec<Change>,
-    events: Vec<(Reason, String)>,
-    moved_note: Option<String>,
+    mut events: Vec<(Reason, String)>,
+    mut moved_note: Option<(Reason, String)>,
     mode_valid: bool,
 ) -> Plan {
     let sr = o.request.as_ref();
@@ -396,6 +397,19 @@ fn finish(
         }
         None => Ok(Vec::new()),
     };
+    // The same holding under other listeners: a held node's address changed (say so once).
+    if let Ok(now) = &listeners
+        && moved_note.is_none()
+        && changes.is_empty()
+        && o.held_before.is_none()
+        && !now.is_empty()
+        && !status.listeners.is_empty()
+        && status.listeners != *now
+    {
+        let note = notes::address_note(sr.spec.role, &status.listeners, now, &sr.name_any());
+        events.push((reasons::ADDRESS_CHANGED, note.clone()));
+        moved_note = Some((reasons::ADDRESS_CHANGED, note));
+    }
     let removing = matches!(relays, RelayWork::Remove);
     let next = next_check(&decision, &facts, o, removing);
     Plan {
@@ -454,7 +468,7 @@ pub fn status(o: &Observed, p: &Plan, certificate: Option<String>) -> (StreamReq
     let acknowledged = sr.annotations().get(keys::ANNOTATION_PEER_UPDATED).map(String::as_str);
     notes::listeners_moved(
         &mut desired.conditions,
-        p.moved_note.as_deref(),
+        p.moved_note.as_ref().map(|(r, n)| (*r, n.as_str())),
         acknowledged,
         &desired.listeners,
         generation,

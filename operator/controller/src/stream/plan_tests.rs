@@ -315,7 +315,8 @@ fn listeners_moved_off_a_lost_node_are_told_once_after_the_write() {
     let p = plan(&again);
     assert!(p.changes.is_empty());
     assert_eq!(p.events.iter().map(|(r, _)| *r).collect::<Vec<_>>(), vec![reasons::NODE_LOST]);
-    let note = p.moved_note.clone().expect("a moved note");
+    let (reason, note) = p.moved_note.clone().expect("a moved note");
+    assert_eq!(reason, reasons::NODE_LOST);
     assert!(note.contains(&lost), "{note}");
     let (st, _) = status(&again, &p, None);
     assert!(conditions::is_true(&st.conditions, types::LISTENERS_MOVED));
@@ -416,4 +417,54 @@ fn a_refused_rate_change_reports_what_is_held_with_the_real_figures_once() {
     seen.status = Some(st);
     let o = Observed { request: Arc::new(seen), ..o };
     assert!(plan(&o).events.is_empty(), "an event once per change, not per look");
+}
+
+#[test]
+fn a_held_nodes_new_address_moves_the_listeners_and_says_so_once() {
+    let sr = request(serde_json::json!({}));
+    let gw = holding_me(&sr, &[]);
+    let p = plan(&observed(sr.clone(), Some(gw.clone())));
+    let now = p.listeners.clone().expect("listeners");
+    assert!(p.moved_note.is_none() && p.events.is_empty(), "a first look moves nothing");
+    // The status still shows the listeners of the node's former address.
+    let mut before = sr.clone();
+    let old: Vec<String> = now.iter().map(|l| l.replacen(|c: char| c.is_ascii_digit(), "9", 1)).collect();
+    assert_ne!(old, now);
+    before.status = Some(scistream_api::StreamRequestStatus { listeners: old.clone(), ..Default::default() });
+    let o = observed(before, Some(gw.clone()));
+    let p = plan(&o);
+    assert!(p.changes.is_empty(), "the holding stays: {:?}", p.changes);
+    assert_eq!(p.events.iter().map(|(r, _)| *r).collect::<Vec<_>>(), vec![reasons::ADDRESS_CHANGED]);
+    let (reason, note) = p.moved_note.clone().expect("a moved note");
+    assert_eq!(reason, reasons::ADDRESS_CHANGED);
+    assert!(note.contains(&old.join(",")) && note.contains(&now.join(",")), "{note}");
+    let (st, _) = status(&o, &p, None);
+    let c = conditions::find(&st.conditions, types::LISTENERS_MOVED).expect("ListenersMoved");
+    assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", "AddressChanged"));
+    assert_eq!(st.listeners, now);
+    // Once reported, the next look says nothing more and keeps the condition.
+    let mut after = sr;
+    after.status = Some(st);
+    let o = observed(after, Some(gw));
+    let p = plan(&o);
+    assert!(p.events.is_empty() && p.moved_note.is_none());
+    let (st, _) = status(&o, &p, None);
+    assert!(conditions::is_true(&st.conditions, types::LISTENERS_MOVED), "until the peer side is updated");
+}
+
+#[test]
+fn a_gateway_being_deleted_admits_no_new_stream_and_keeps_the_ones_it_holds() {
+    let deleting = |mut gw: Gateway| {
+        gw.metadata.deletion_timestamp = Some(Time("2026-12-06T08:00:00Z".parse().expect("a timestamp")));
+        gw
+    };
+    let sr = request(serde_json::json!({}));
+    let p = plan(&observed(sr.clone(), Some(deleting(gateway(&[])))));
+    assert_eq!((p.decision.phase, p.decision.ready.reason), (Phase::Pending, reasons::GATEWAY_NOT_READY));
+    assert!(p.decision.ready.message.contains("being deleted"), "{}", p.decision.ready.message);
+    assert!(p.changes.is_empty(), "nothing reserved: {:?}", p.changes);
+    // The stream it already holds keeps its ports and its relays.
+    let p = plan(&observed(sr.clone(), Some(deleting(holding_me(&sr, &[])))));
+    assert!(p.changes.is_empty(), "{:?}", p.changes);
+    assert!(p.reservation.is_some() && matches!(p.relays, RelayWork::Run { .. }), "{:?}", p.relays);
 }
