@@ -397,6 +397,19 @@ pub struct Cut {
     /// Whether the producer's connection ended too (its writes failed or finished) rather
     /// than hanging.
     pub producer_ended: bool,
+    /// The error the producer's writes failed with, if they did.
+    pub producer_error: Option<String>,
+}
+
+impl Cut {
+    /// Whether both applications saw the cut as a reset (`ECONNRESET`, or `EPIPE` for a
+    /// writer whose peer had reset), never as a clean end of the data.
+    pub fn reset_at_both(&self) -> bool {
+        let reset = |e: &Option<String>| {
+            e.as_deref().is_some_and(|e| e.contains("reset") || e.contains("Broken pipe") || e.contains("broken pipe"))
+        };
+        self.ended && reset(&self.error) && self.producer_ended && reset(&self.producer_error)
+    }
 }
 
 /// A transfer interrupted by `fault`: one connection through the relays that the producer
@@ -450,20 +463,30 @@ where
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match tokio::time::timeout(left, conn.read(&mut buf)).await {
-                Err(_) => return Ok(Cut { bytes, ended: false, error: None, producer_ended: false }),
-                Ok(Ok(0)) => return Ok(Cut { bytes, ended: true, error: None, producer_ended: false }),
+                Err(_) => {
+                    return Ok(Cut { bytes, ended: false, error: None, producer_ended: false, producer_error: None });
+                }
+                Ok(Ok(0)) => {
+                    return Ok(Cut { bytes, ended: true, error: None, producer_ended: false, producer_error: None });
+                }
                 Ok(Ok(n)) => bytes += n as u64,
                 Ok(Err(e)) => {
-                    return Ok(Cut { bytes, ended: true, error: Some(e.to_string()), producer_ended: false });
+                    let error = Some(e.to_string());
+                    return Ok(Cut { bytes, ended: true, error, producer_ended: false, producer_error: None });
                 }
             }
         }
     }
     .await;
     let mut result = result;
-    let producer_ended = tokio::time::timeout(timeout, &mut producer.0).await.is_ok();
+    let producer = tokio::time::timeout(timeout, &mut producer.0).await;
     if let Ok(cut) = result.as_mut() {
-        cut.producer_ended = producer_ended;
+        cut.producer_ended = producer.is_ok();
+        cut.producer_error = match producer {
+            Ok(Ok(Err(e))) => Some(e.to_string()),
+            Ok(Err(e)) => Some(format!("the producer task failed: {e}")),
+            _ => None,
+        };
     }
     result
 }

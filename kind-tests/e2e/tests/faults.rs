@@ -350,18 +350,21 @@ async fn wrong_hello_key_then_hello_timeout_releases_both_sides() {
 }
 
 /// `kubectl scistream release` while data flows: the release completes, nothing is left, and
-/// both applications see their connection end rather than hang.
+/// both applications see the cut as a reset, never as a clean end of the data (issue 24:
+/// s2ds forwards a FIN only for a real end of data), over MutualTLS and Plain.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn release_during_a_transfer_ends_the_connections() {
+async fn release_during_a_transfer_resets_both_applications() {
     run(async |w: &mut World| {
-        let so = options("midway", 2);
-        let (created, targets) = ready_stream(w, &so).await?;
-        let cut = faults::interrupted(w, &so, targets[1], 4 * MIB, 64 << 30, LONG, async || {
-            faults::release(w, &so, &created.stream_id).await
-        })
-        .await?;
-        assert!(cut.ended && cut.producer_ended, "the connections must end, not hang: {cut:?}");
-        assert_eq!(faults::check_holdings(w).await?, vec![0, 0]);
+        for (name, channel) in [("midway", "MutualTLS"), ("midway-plain", "Plain")] {
+            let so = StreamOptions::new(name, 0, 2, "20Gbps", channel)?;
+            let (created, targets) = ready_stream(w, &so).await?;
+            let cut = faults::interrupted(w, &so, targets[1], 4 * MIB, 64 << 30, LONG, async || {
+                faults::release(w, &so, &created.stream_id).await
+            })
+            .await?;
+            assert!(cut.reset_at_both(), "{channel}: both applications must see a reset, not a FIN: {cut:?}");
+            assert_eq!(faults::check_holdings(w).await?, vec![0, 0]);
+        }
         Ok(())
     })
     .await;

@@ -4,6 +4,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod args;
+mod cache;
 pub mod certs;
 pub mod children;
 pub mod context;

@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     args::Args,
+    cache,
     context::{Context, Stores},
     gateway, lease,
     metrics::Metrics,
@@ -185,24 +186,28 @@ pub async fn run_until(args: Args, token: CancellationToken) -> anyhow::Result<(
     let (nodes, node_writer) = reflector::store::<Node>();
     let node_events = watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
         .default_backoff()
+        .modify(cache::trim_node)
         .reflect(node_writer)
         .touched_objects()
         .predicate_filter(triggers::node_predicate, Default::default());
     let (pods, pod_writer) = reflector::store::<Pod>();
     let pod_events = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default().labels(&relay_pod_selector()))
         .default_backoff()
+        .modify(cache::trim)
         .reflect(pod_writer)
         .touched_objects();
     let (config_maps, cm_writer) = reflector::store::<ConfigMap>();
     let cm_cache =
         watcher(Api::<ConfigMap>::all(client.clone()), watcher::Config::default().labels(&relay_pod_selector()))
             .default_backoff()
+            .modify(cache::trim)
             .reflect(cm_writer)
             .for_each(|_| futures::future::ready(()));
     tokio::spawn(cm_cache);
     let (namespaces, ns_writer) = reflector::store::<Namespace>();
     let ns_cache = watcher(Api::<Namespace>::all(client.clone()), watcher::Config::default())
         .default_backoff()
+        .modify(cache::trim)
         .reflect(ns_writer)
         .for_each(|_| futures::future::ready(()));
     tokio::spawn(ns_cache);
@@ -220,6 +225,7 @@ pub async fn run_until(args: Args, token: CancellationToken) -> anyhow::Result<(
         let mut shapes: HashMap<String, triggers::GatewayShape> = HashMap::new();
         watcher(Api::<Gateway>::all(client.clone()), watcher::Config::default())
             .default_backoff()
+            .modify(cache::trim)
             .reflect(gw_writer)
             .map(move |event| {
                 if let Ok(event) = &event {
@@ -247,6 +253,7 @@ pub async fn run_until(args: Args, token: CancellationToken) -> anyhow::Result<(
     };
     let sr_events = watcher(Api::<StreamRequest>::all(client.clone()), watcher::Config::default())
         .default_backoff()
+        .modify(cache::trim)
         .reflect(sr_writer)
         .applied_objects()
         .predicate_filter(triggers::request_predicate, Default::default());
