@@ -133,7 +133,8 @@ async fn finalizers_hold_deletion() {
     assert!(held.metadata.deletion_timestamp.is_some());
     let still = api.get("f").await.unwrap();
     assert!(still.metadata.deletion_timestamp.is_some());
-    // No new finalizer on an object being deleted (kube-apiserver's ValidateNoNewFinalizers)...
+    // No new finalizer on an object being deleted (apimachinery pkg/api/validation/objectmeta.go,
+    // ValidateObjectMetaUpdate -> ValidateNoNewFinalizers)...
     let add = json!({"metadata": {"finalizers": ["example.com/hold", "example.com/late"]}});
     let refused = match api.patch("f", &PatchParams::default(), &Patch::Merge(&add)).await {
         Err(kube::Error::Api(s)) => s,

@@ -113,14 +113,13 @@ pub async fn reconcile(gateway: Arc<Gateway>, ctx: Arc<Context>) -> Result<Actio
     let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now());
     let generation = gateway.metadata.generation;
     let deleting = gateway.metadata.deletion_timestamp.is_some();
-    let gateway_name = name.clone();
     let stored = update_gateway_status(&ctx.client, &ctx.gateway_writer, &name, Some(&gateway), |_, st| {
         st.nodes = nodes.iter().map(|(_, s)| s.clone()).collect();
         for uid in &gone {
             tracing::info!(uid = %uid, "released the reservation of a StreamRequest that no longer exists");
         }
         st.reservations.retain(|r| !gone.contains(&r.uid));
-        let verdict = match in_use::deleting_note(&gateway_name, deleting, &st.reservations) {
+        let verdict = match in_use::deleting_note(&name, deleting, &st.reservations) {
             Some(note) => conditions::new(conditions::types::READY, false, reasons::IN_USE, note, generation, &now),
             None => conditions::new(conditions::types::READY, ready, reason, message.clone(), generation, &now),
         };
