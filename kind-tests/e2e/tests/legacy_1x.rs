@@ -152,31 +152,50 @@ async fn release_both(w: &World, client: &Client, uid: &str) -> anyhow::Result<(
     stream::assert_nothing_left(w, uid).await
 }
 
+/// Makes the legacy stream `u` at `rate_kbps` as an unchanged `s2uc` does, waits for both
+/// sides Ready and streams 64 MiB through it over 5 connections; returns the seconds taken.
+async fn timed_64_mib(w: &World, client: &Client, u: &str, rate_kbps: i32) -> anyhow::Result<f64> {
+    let (producer, endpoints) = stream::app_listeners(w, 5).await?;
+    let stream = S2ucStream {
+        uid: u,
+        num_conn: 5,
+        rate: rate_kbps,
+        endpoints: &endpoints,
+        consumer_at: "consumer",
+        wait: REPLY_WAIT,
+    };
+    let (_, consumer) = client.s2uc_stream(&stream).await?;
+    let (p, c) = names(u);
+    faults::wait_request(w, 0, &p, LONG, "Ready", ready).await?;
+    faults::wait_request(w, 1, &c, LONG, "Ready", ready).await?;
+    let bytes = at_least(64 * MIB, 5);
+    let moved = stream::transfer(w, producer, &addresses(&consumer)?, bytes).await?;
+    ensure!(moved.bytes() == bytes, "verified {} bytes", moved.bytes());
+    Ok(moved.seconds)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn unchanged_s2uc_streams_run_at_full_speed_with_their_rate_reserved() {
     run(options(), async |w, client| {
+        // The same 64 MiB through a stream with the rate unset (`rate` 0 on the wire) and one
+        // at the 10000 kb/s an unchanged s2uc always sends, one after the other in one run.
+        let unset = uid(9);
+        let unset_seconds = timed_64_mib(w, client, &unset, 0).await?;
+        release_both(w, client, &unset).await?;
         let u = uid(1);
-        let (producer, endpoints) = stream::app_listeners(w, 5).await?;
-        let (_, consumer) = legacy_stream(client, &u, 5, &endpoints, "consumer").await?;
-        let (p, c) = names(&u);
-        faults::wait_request(w, 0, &p, LONG, "Ready", ready).await?;
-        faults::wait_request(w, 1, &c, LONG, "Ready", ready).await?;
-        // 64 MiB at the 10 Mbit/s s2uc asked for would take 53.7 s.
+        let seconds = timed_64_mib(w, client, &u, 10_000).await?;
         let bytes = at_least(64 * MIB, 5);
-        let moved = stream::transfer(w, producer, &addresses(&consumer)?, bytes).await?;
-        ensure!(moved.bytes() == bytes, "verified {} bytes", moved.bytes());
         let limited = (bytes * 8) as f64 / DEFAULT_RATE_BPS as f64;
         eprintln!(
-            "unchanged s2uc stream: {} MiB in {:.2} s ({:.2} Gbit/s); at its 10 Mbit/s rate it would take {limited:.1} s",
-            bytes / MIB,
-            moved.seconds,
-            (bytes * 8) as f64 / moved.seconds / 1e9
+            "64 MiB through an unchanged s2uc stream: {seconds:.2} s ({:.2} Gbit/s); with the rate unset {unset_seconds:.2} s (ratio {:.2}); enforcing its 10 Mbit/s would take {limited:.1} s",
+            (bytes * 8) as f64 / seconds / 1e9,
+            seconds / unset_seconds,
         );
         ensure!(
-            moved.seconds < limited / 2.0,
-            "64 MiB took {:.1}s: the relays limit the stream to the 10 Mbit/s s2uc sends by default ({limited:.1}s)",
-            moved.seconds
+            seconds < limited / 2.0,
+            "64 MiB took {seconds:.1}s (rate unset: {unset_seconds:.2}s): the relays limit the stream to the 10 Mbit/s s2uc sends by default ({limited:.1}s)"
         );
+        let (p, c) = names(&u);
         // The rate is still counted against each Gateway's bandwidth, and status says it is not enforced.
         for (i, name) in [(0, &p), (1, &c)] {
             let sr = legacy::raw_request(w, i, name).await?;
