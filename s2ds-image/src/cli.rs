@@ -1,5 +1,6 @@
 //! Command line: `s2ds --config PATH` runs, `s2ds check --config PATH`
-//! validates (including reading the TLS files) and exits 0 or 1.
+//! validates (including reading the TLS files) and exits 0 or 1, `s2ds wait-ready --config
+//! PATH` returns once the relay serving that config is ready (the relay pod's postStart hook).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -36,16 +37,36 @@ pub struct Args {
 pub enum Command {
     /// Validate the config (and the TLS files it names), then exit 0 or 1.
     Check,
+    /// Wait until the relay serving the config answers `/readyz` with 200 (exit 0), or fail
+    /// after the timeout naming its last answer (exit 1). The relay pod's postStart hook.
+    WaitReady {
+        /// Seconds to wait at most.
+        #[arg(long, default_value_t = 60)]
+        timeout_seconds: u64,
+    },
 }
 
 /// Runs the parsed command line.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let path = args.config.context("--config PATH is required")?;
     let config = Config::load(&path).map_err(|e| anyhow::anyhow!(crate::report(&e)))?;
-    if let Some(Command::Check) = args.command {
-        State::build(config).map_err(|e| anyhow::anyhow!(crate::report(&e)))?;
-        println!("{}: ok", path.display());
-        return Ok(());
+    match args.command {
+        Some(Command::Check) => {
+            State::build(config).map_err(|e| anyhow::anyhow!(crate::report(&e)))?;
+            println!("{}: ok", path.display());
+            return Ok(());
+        }
+        Some(Command::WaitReady { timeout_seconds }) => {
+            let Some(metrics) = config.metrics_address else {
+                println!("{}: no metricsAddress, nothing to wait for", path.display());
+                return Ok(());
+            };
+            let address = crate::wait::ask_address(metrics);
+            let waited = crate::wait::until_ready(address, Duration::from_secs(timeout_seconds))?;
+            println!("{address}: ready after {} ms", waited.as_millis());
+            return Ok(());
+        }
+        None => {}
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let workers = args.workers.unwrap_or(cores).max(1);

@@ -9,7 +9,8 @@
 //! (binding, accept loop), [`connection`] (one relayed connection),
 //! [`drain`] (the connection set), [`http`] (metrics and readiness),
 //! [`server`] (owns the handles, reload, shutdown), [`reload`] (SIGHUP /
-//! file watch), [`cli`]. Imports point one way: `server` uses `listener`,
+//! file watch), [`wait`] (the postStart hook's readiness wait), [`cli`].
+//! Imports point one way: `server` uses `listener`,
 //! `http` and `drain`, which know nothing of it.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
@@ -27,6 +28,7 @@ pub mod reload;
 pub mod server;
 pub mod state;
 pub mod tls;
+pub mod wait;
 
 use std::net::SocketAddr;
 

@@ -194,3 +194,31 @@ fn missing_tls_files_and_busy_ports_fail_before_serving() {
     assert_eq!(code, 1);
     assert!(err.contains(&format!("cannot bind {busy_addr}")), "{err}");
 }
+
+/// `s2ds wait-ready` (the relay pod's postStart hook) returns once the relay serving the same
+/// config answers `/readyz`, started at the same moment as the relay; with no relay it fails
+/// after its timeout naming the address and the last error.
+#[test]
+fn wait_ready_returns_once_the_relay_is_bound() {
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let yaml =
+        format!("streamId: w\nmode: plain\nlisteners: [127.0.0.1:0, 127.0.0.2:0]\nmetricsAddress: '{metrics}'\n");
+    let (code, _, err) = run(&["wait-ready", "--timeout-seconds", "0"], &yaml);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains(&format!("the relay at {metrics} was not ready")) && err.contains("connect"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.yaml");
+    std::fs::write(&config, &yaml).unwrap();
+    let bin = env!("CARGO_BIN_EXE_s2ds");
+    let mut relay = Command::new(bin).arg("--config").arg(&config).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let waited = Command::new(bin).args(["wait-ready", "--timeout-seconds", "30", "--config"]).arg(&config).output();
+    let ready = std::net::TcpStream::connect(metrics).is_ok();
+    let _ = relay.kill();
+    let _ = relay.wait();
+    let waited = waited.unwrap();
+    let out = String::from_utf8_lossy(&waited.stdout);
+    assert!(waited.status.success(), "{out} {}", String::from_utf8_lossy(&waited.stderr));
+    assert!(out.contains("ready after"), "{out}");
+    assert!(ready, "wait-ready returned before the relay's health listener was bound");
+}

@@ -3,10 +3,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::{Container, LifecycleHandler, Pod};
 use tokio::sync::{Mutex, Notify, watch};
 
 use crate::events::{self, reason};
+use crate::hooks;
 use crate::launch::{PodCtx, grace_of};
 use crate::probe::{self, ProbeTarget, Tracker};
 use crate::process::Stopped;
@@ -54,6 +55,16 @@ struct Runner {
     failures: u32,
 }
 
+/// How a postStart hook ended.
+enum Hook {
+    /// It succeeded: the container is running.
+    Done,
+    /// It failed (the container was killed) or the container exited while it ran.
+    Ended(Option<std::process::ExitStatus>),
+    /// A stop arrived; the container is gone.
+    Stopped,
+}
+
 /// What ended a run.
 enum Ended {
     /// The process exited (or was killed after a failed liveness probe).
@@ -88,6 +99,49 @@ impl Runner {
         }
     }
 
+    /// Stops the container for a stop that arrived, recording how it ended.
+    async fn stopped(&mut self, child: &mut Running, started: SystemTime) {
+        let grace = self.stop.borrow().unwrap_or_default();
+        self.event(false, reason::KILLING, format!("Stopping container {}", self.c.name)).await;
+        let (how, st) = child.terminate(grace).await;
+        tracing::info!(pod = %self.pc.key, container = %self.c.name, ?how, "container stopped");
+        let (code, sig) = match (how, st) {
+            (Stopped::Gracefully, Some(s)) => exit_parts(&s),
+            _ => (None, Some(9)),
+        };
+        let end = RunState::exited(code, sig, started, SystemTime::now());
+        self.shared
+            .update(self.idx, |r| {
+                r.ready = false;
+                r.state = end;
+            })
+            .await;
+    }
+
+    /// Runs the postStart `handler` while the container stays reported as being created (see
+    /// [`hooks`]); a failed hook records `FailedPostStartHook` and kills the container.
+    async fn post_start(&mut self, handler: &LifecycleHandler, child: &mut Running, started: SystemTime) -> Hook {
+        let target = ProbeTarget { netns: self.pc.netns.clone(), pod_ip: self.pc.address.into() };
+        let (pc, pod, c) = (self.pc.clone(), self.pod.clone(), self.c.clone());
+        let exec = move |cmd: &[String]| pc.exec_command(&pod, &c, cmd);
+        let result = tokio::select! {
+            r = hooks::run(handler, &self.c, &target, &exec) => r,
+            st = child.wait() => return Hook::Ended(st),
+            _ = self.stop.changed() => {
+                self.stopped(child, started).await;
+                return Hook::Stopped;
+            }
+        };
+        match result {
+            Ok(()) => Hook::Done,
+            Err(e) => {
+                tracing::warn!(pod = %self.pc.key, container = %self.c.name, error = %e, "postStart hook failed");
+                self.event(true, hooks::REASON_FAILED, hooks::MESSAGE_FAILED.to_owned()).await;
+                Hook::Ended(child.terminate(grace_of(&self.pod)).await.1)
+            }
+        }
+    }
+
     /// Waits for the container to exit, a stop, or a failed liveness verdict.
     async fn supervise(&mut self, child: &mut Running, started: SystemTime) -> Ended {
         let liveness_failed = Arc::new(Notify::new());
@@ -107,16 +161,7 @@ impl Runner {
         tokio::select! {
             st = child.wait() => Ended::Exited(st),
             _ = self.stop.changed() => {
-                let grace = self.stop.borrow().unwrap_or_default();
-                self.event(false, reason::KILLING, format!("Stopping container {}", self.c.name)).await;
-                let (how, st) = child.terminate(grace).await;
-                tracing::info!(pod = %self.pc.key, container = %self.c.name, ?how, "container stopped");
-                let (code, sig) = match (how, st) {
-                    (Stopped::Gracefully, Some(s)) => exit_parts(&s),
-                    _ => (None, Some(9)),
-                };
-                let end = RunState::exited(code, sig, started, SystemTime::now());
-                self.shared.update(self.idx, |r| { r.ready = false; r.state = end; }).await;
+                self.stopped(child, started).await;
                 Ended::Stopped
             }
             _ = liveness_failed.notified() => {
@@ -187,6 +232,20 @@ pub async fn run(pc: Arc<PodCtx>, pod: Pod, idx: usize, shared: Arc<Shared>, sto
             Err(false) => return,
         };
         let (started, t0) = (SystemTime::now(), Instant::now());
+        // Started is recorded when the runtime started it, before the postStart hook (kubelet).
+        r.event(false, reason::STARTED, format!("Started container {} ({})", r.c.name, prepared.describe())).await;
+        if let Some(handler) = hooks::post_start(&r.c).cloned() {
+            match r.post_start(&handler, &mut child, started).await {
+                Hook::Done => {}
+                Hook::Stopped => return,
+                Hook::Ended(st) => {
+                    if !r.exited(st, started, t0.elapsed()).await {
+                        return;
+                    }
+                    continue;
+                }
+            }
+        }
         let ready_without_probe = r.c.readiness_probe.is_none();
         r.shared
             .update(r.idx, |rec| {
@@ -194,7 +253,6 @@ pub async fn run(pc: Arc<PodCtx>, pod: Pod, idx: usize, shared: Arc<Shared>, sto
                 rec.ready = ready_without_probe;
             })
             .await;
-        r.event(false, reason::STARTED, format!("Started container {} ({})", r.c.name, prepared.describe())).await;
         match r.supervise(&mut child, started).await {
             Ended::Stopped => return,
             Ended::Exited(st) => {

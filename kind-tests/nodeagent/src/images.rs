@@ -150,6 +150,25 @@ impl ImageMap {
         a.extend_from_slice(args);
         Some(Invocation { program: rule.program.clone(), args: a })
     }
+
+    /// What an exec command (a probe's or a lifecycle hook's) runs for `program` in a
+    /// container of `image` under the process runtime, which has no image filesystem: the
+    /// image's own program, named by its path inside the image (`/s2ds` in the s2ds image),
+    /// is the rule's local program (the built `s2ds`); any other program runs as named.
+    pub fn exec_program(&self, image: &str, program: &str) -> PathBuf {
+        let named = Path::new(program);
+        match self.lookup(image) {
+            Some(rule)
+                if rule.runtime == Runtime::Process
+                    && named.is_absolute()
+                    && named.file_name().is_some()
+                    && named.file_name() == rule.program.file_name() =>
+            {
+                rule.program.clone()
+            }
+            _ => named.to_path_buf(),
+        }
+    }
 }
 
 /// `*`-only glob match of the whole `text`.
@@ -175,6 +194,25 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exec_commands_name_the_images_program_by_its_path_in_the_image() {
+        let mut m = ImageMap::with_defaults(Some(Path::new("/work/target/release/s2ds")));
+        m.prepend(ImageRule::podman("s2ds:podman"));
+        let cases = [
+            ("ghcr.io/scistream/s2ds:0.1", "/s2ds", "/work/target/release/s2ds"),
+            ("ghcr.io/scistream/s2ds:0.1", "/bin/s2ds", "/work/target/release/s2ds"),
+            ("ghcr.io/scistream/s2ds:0.1", "s2ds", "s2ds"),
+            ("ghcr.io/scistream/s2ds:0.1", "/bin/true", "/bin/true"),
+            ("haproxy:2.9", "/usr/local/sbin/haproxy", "/usr/sbin/haproxy"),
+            ("haproxy:2.9", "/s2ds", "/s2ds"),
+            ("s2ds:podman", "/s2ds", "/s2ds"),
+            ("unknown:1", "/s2ds", "/s2ds"),
+        ];
+        for (image, program, runs) in cases {
+            assert_eq!(m.exec_program(image, program), PathBuf::from(runs), "{image} {program}");
+        }
+    }
 
     #[test]
     fn globs() {

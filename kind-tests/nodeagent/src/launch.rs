@@ -216,8 +216,10 @@ impl PodCtx {
         Ok(with_security(pod, c, l))
     }
 
-    /// An exec-probe command, run like the container (podman: `podman exec`; a process:
-    /// same namespaces, mounts and user), output discarded.
+    /// An exec command (a probe's or a lifecycle hook's), run like the container (podman:
+    /// `podman exec`; a process: same namespaces, mounts and user, the image's own program
+    /// named by its path in the image being the local program, [`ImageMap::exec_program`]),
+    /// output discarded.
     pub fn exec_command(&self, pod: &Pod, c: &Container, cmd: &[String]) -> tokio::process::Command {
         let Some((program, args)) = cmd.split_first() else { return tokio::process::Command::new("false") };
         if self.ctx.images.runtime(c.image.as_deref().unwrap_or_default()) == Runtime::Podman {
@@ -226,7 +228,7 @@ impl PodCtx {
         let mounts = self.mount_paths(c);
         let privileged = self.ctx.privileged;
         let launch = Launch {
-            program: program.into(),
+            program: self.ctx.images.exec_program(c.image.as_deref().unwrap_or_default(), program),
             args: if privileged {
                 args.to_vec()
             } else {

@@ -4,7 +4,7 @@
 //! fresh), runs every pod bound to them as local processes (images map to
 //! installed programs) or, for images built here, from the image with podman,
 //! materialises ConfigMap/Secret/emptyDir volumes at
-//! their mount paths, probes, restarts with backoff and reports pod status
+//! their mount paths, runs postStart hooks, probes, restarts with backoff and reports pod status
 //! and Events as a kubelet does. Nodes get their own addresses: a network
 //! namespace each on bridged test networks (`netns`, root), or a `127.a.b.c`
 //! address each (`loopback`). See `kind-tests/README.md`.
@@ -32,6 +32,7 @@ pub mod cli;
 pub mod container;
 pub mod env;
 pub mod events;
+pub mod hooks;
 pub mod images;
 pub mod launch;
 pub mod network;

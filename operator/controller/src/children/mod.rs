@@ -8,9 +8,10 @@ use std::collections::BTreeMap;
 use k8s_openapi::{
     ByteString,
     api::core::v1::{
-        Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, HTTPGetAction,
-        KeyToPath, Pod, PodSecurityContext, PodSpec, Probe, ResourceRequirements, SeccompProfile, Secret,
-        SecretVolumeSource, SecurityContext, TCPSocketAction, Volume, VolumeMount,
+        Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, ExecAction,
+        HTTPGetAction, KeyToPath, Lifecycle, LifecycleHandler, Pod, PodSecurityContext, PodSpec, Probe,
+        ResourceRequirements, SeccompProfile, Secret, SecretVolumeSource, SecurityContext, TCPSocketAction, Volume,
+        VolumeMount,
     },
     apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::ObjectMeta, util::intstr::IntOrString},
 };
@@ -262,6 +263,13 @@ pub fn relay_pod(p: &RelayPod<'_>) -> Pod {
             failure_threshold: Some(5),
             period_seconds: Some(10),
             ..probe(h, "/healthz")
+        }),
+        lifecycle: p.rendered.ready_command.clone().map(|command| Lifecycle {
+            post_start: Some(LifecycleHandler {
+                exec: Some(ExecAction { command: Some(command) }),
+                ..LifecycleHandler::default()
+            }),
+            ..Lifecycle::default()
         }),
         resources: Some(p.gateway.spec.resources.clone().unwrap_or_else(default_resources)),
         security_context: Some(SecurityContext {

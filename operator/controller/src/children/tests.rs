@@ -44,6 +44,7 @@ fn relay_pod_is_pinned_host_network_and_locked_down() {
         args: vec!["--config".into()],
         enforces_rate: true,
         health: None,
+        ready_command: Some(vec!["/s2ds".into(), "wait-ready".into()]),
     };
     let pod = relay_pod(&RelayPod {
         side: &s,
@@ -69,6 +70,9 @@ fn relay_pod_is_pinned_host_network_and_locked_down() {
     assert_eq!(sc.capabilities.as_ref().unwrap().drop.as_deref(), Some(&["ALL".to_owned()][..]));
     let probe = c.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap();
     assert_eq!((probe.host.as_deref(), probe.path.as_deref()), (Some("192.0.2.1"), Some("/readyz")));
+    // The rendered ready command is the postStart hook: running (and probed) once bound.
+    let hook = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()).and_then(|h| h.exec.as_ref());
+    assert_eq!(hook.and_then(|e| e.command.as_deref()), Some(&["/s2ds".to_owned(), "wait-ready".to_owned()][..]));
     let resources = c.resources.as_ref().unwrap();
     assert!(resources.requests.as_ref().unwrap().contains_key("cpu"));
     // A memory limit by default, never a CPU limit (a throttled relay misses line rate).
@@ -92,8 +96,14 @@ fn plain_relay_mounts_no_secret_and_probes_tcp() {
     let gw = gateway();
     let s = side();
     let r = NodeRelay { mode: RelayMode::Plain, ..relay() };
-    let rendered =
-        Rendered { file_name: "nginx.conf", text: String::new(), args: vec![], enforces_rate: false, health: None };
+    let rendered = Rendered {
+        file_name: "nginx.conf",
+        text: String::new(),
+        args: vec![],
+        enforces_rate: false,
+        health: None,
+        ready_command: None,
+    };
     let pod = relay_pod(&RelayPod {
         side: &s,
         relay: &r,
@@ -172,11 +182,25 @@ fn config_map_has_a_key_per_node_and_the_peer_certificate() {
     let rendered = vec![
         (
             "gw-a".to_owned(),
-            Rendered { file_name: "config.yaml", text: "a".into(), args: vec![], enforces_rate: true, health: None },
+            Rendered {
+                file_name: "config.yaml",
+                text: "a".into(),
+                args: vec![],
+                enforces_rate: true,
+                health: None,
+                ready_command: None,
+            },
         ),
         (
             "gw-b".to_owned(),
-            Rendered { file_name: "config.yaml", text: "b".into(), args: vec![], enforces_rate: true, health: None },
+            Rendered {
+                file_name: "config.yaml",
+                text: "b".into(),
+                args: vec![],
+                enforces_rate: true,
+                health: None,
+                ready_command: None,
+            },
         ),
     ];
     let cm = config_map(&s, &rendered, Some("PEM"));
@@ -200,7 +224,14 @@ fn the_gateway_names_the_relays_priority_class_and_resources() {
     gw.spec.priority_class_name = Some("scistream-relays".into());
     gw.spec.resources = Some(serde_json::from_value(serde_json::json!({"limits": {"memory": "1Gi"}})).unwrap());
     let (s, r) = (side(), relay());
-    let rendered = Rendered { file_name: "c", text: String::new(), args: vec![], enforces_rate: false, health: None };
+    let rendered = Rendered {
+        file_name: "c",
+        text: String::new(),
+        args: vec![],
+        enforces_rate: false,
+        health: None,
+        ready_command: None,
+    };
     let pod = relay_pod(&RelayPod {
         side: &s,
         relay: &r,

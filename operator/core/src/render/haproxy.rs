@@ -53,5 +53,6 @@ pub(super) fn render(input: &RenderInput<'_>) -> Rendered {
         args: vec!["-db".to_owned(), "-f".to_owned(), config_path(input, FILE)],
         enforces_rate: false,
         health: input.metrics.cloned().map(super::Health::Http),
+        ready_command: None,
     }
 }

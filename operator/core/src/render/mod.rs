@@ -13,7 +13,7 @@
 
 mod haproxy;
 mod nginx;
-mod s2ds;
+pub mod s2ds;
 mod stunnel;
 
 use scistream_api::{Endpoint, Implementation, S2dsSettings};
@@ -80,6 +80,11 @@ pub struct Rendered {
     pub enforces_rate: bool,
     /// How to probe the relay: its health listener, never a data listener.
     pub health: Option<Health>,
+    /// A command, run in the container as soon as it starts, that returns once the relay is
+    /// ready (the pod's postStart exec hook): the container is not running, and its readiness
+    /// not probed, until it returns, so the relay is Ready the moment it is bound instead of a
+    /// probe period after a first probe that beat its bind.
+    pub ready_command: Option<Vec<String>>,
 }
 
 /// A relay's health listener, as its probes reach it.

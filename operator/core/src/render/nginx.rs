@@ -48,5 +48,6 @@ pub(super) fn render(input: &RenderInput<'_>) -> Rendered {
         args: vec!["-c".to_owned(), config_path(input, FILE), "-e".to_owned(), "stderr".to_owned()],
         enforces_rate: true,
         health: input.metrics.cloned().map(super::Health::Tcp),
+        ready_command: None,
     }
 }

@@ -6,6 +6,10 @@ use serde::Serialize;
 use super::{RenderInput, Rendered, config_path};
 use crate::relay::RelayMode;
 
+/// Where the s2ds image has its binary, the image's entrypoint (`s2ds-image/Dockerfile`): the
+/// relay pod's postStart hook runs `s2ds wait-ready` from there.
+pub const BINARY: &str = "/s2ds";
+
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Config<'a> {
@@ -65,5 +69,8 @@ pub(super) fn render(input: &RenderInput<'_>) -> Rendered {
         args: vec!["--config".to_owned(), config_path(input, FILE)],
         enforces_rate: true,
         health: input.metrics.cloned().map(super::Health::Http),
+        ready_command: input
+            .metrics
+            .map(|_| [BINARY, "wait-ready", "--config", &config_path(input, FILE)].map(str::to_owned).to_vec()),
     }
 }

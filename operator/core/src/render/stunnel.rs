@@ -56,5 +56,6 @@ pub(super) fn render(input: &RenderInput<'_>) -> Rendered {
         args: vec![config_path(input, FILE)],
         enforces_rate: false,
         health: input.metrics.cloned().map(super::Health::Tcp),
+        ready_command: None,
     }
 }

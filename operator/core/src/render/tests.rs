@@ -95,6 +95,32 @@ fn s2ds_plain_has_no_tls_and_unlimited_rate_is_absent() {
     assert!(!text.contains("tls:") && !text.contains("rateBitsPerSecond"), "{text}");
 }
 
+/// Only s2ds has a command that waits for its own readiness, and only with a health listener
+/// to ask; it runs the image's binary with the relay's own config.
+#[test]
+fn only_s2ds_with_a_health_listener_waits_for_its_readiness_at_start() {
+    let paths = Paths::default();
+    let metrics = ep("198.51.100.1:9100");
+    let r = NodeRelay { mode: RelayMode::Plain, ..sample() };
+    let s2ds = render(Implementation::S2ds, &input(&r, &paths, Some(&metrics)));
+    let mut expected = vec![s2ds::BINARY.to_owned(), "wait-ready".to_owned()];
+    expected.extend(s2ds.args.iter().cloned());
+    assert_eq!(s2ds.ready_command, Some(expected));
+    assert_eq!(render(Implementation::S2ds, &input(&r, &paths, None)).ready_command, None);
+    for implementation in [Implementation::Haproxy, Implementation::Nginx, Implementation::Stunnel] {
+        let r = NodeRelay { mode: RelayMode::Plain, ..sample() };
+        assert_eq!(
+            render(implementation, &input(&r, &paths, Some(&metrics))).ready_command,
+            None,
+            "{implementation:?}"
+        );
+    }
+    // The image puts its binary where the hook runs it.
+    let dockerfile = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../s2ds-image/Dockerfile");
+    let text = std::fs::read_to_string(&dockerfile).unwrap();
+    assert!(text.contains(&format!("ENTRYPOINT [\"{}\"]", s2ds::BINARY)), "{}: {text}", dockerfile.display());
+}
+
 pub(super) fn temp_paths(dir: &Path) -> Paths {
     Paths {
         config_dir: dir.display().to_string(),
