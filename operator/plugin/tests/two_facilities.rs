@@ -74,6 +74,12 @@ async fn create_get_release_across_two_facilities() {
     assert!(stderr.contains("Ready: the consumer application connects to 192.0.2."), "{stderr}");
     let c = alcf.requests().get("run-42").await.unwrap();
     assert_eq!(c.spec.remote_listeners.unwrap(), p.status.unwrap().listeners);
+    // create --wait watched each StreamRequest instead of polling it: the preflight's read, one
+    // read per wait (three waits a side), then a watch when the read was not yet what it waits for.
+    for f in [&aps, &alcf] {
+        let (gets, watches) = plugin_reads(f).await;
+        assert!(watches >= 1 && gets <= 4, "{}: {gets} GETs and {watches} WATCHes of StreamRequests", f.cluster.name());
+    }
 
     // get joins both sides through the peer annotations.
     let out = plugin(&kc, &["get", "run-42", "--context", "alcf", "-n", ns, "-o", "json"]);
@@ -100,6 +106,24 @@ async fn create_get_release_across_two_facilities() {
     }
     aps.shutdown().await;
     alcf.shutdown().await;
+}
+
+/// The plugin's GETs and WATCHes of StreamRequests, as the API server counted them.
+async fn plugin_reads(f: &Facility) -> (u64, u64) {
+    let request = http::Request::get("/metrics").body(Vec::new()).unwrap();
+    let text = f.client.request_text(request).await.unwrap();
+    let count = |verb: &str| -> u64 {
+        text.lines()
+            .filter(|l| {
+                l.contains("client=\"kubectl-scistream\"")
+                    && l.contains("resource=\"streamrequests\"")
+                    && l.contains("subresource=\"\"")
+                    && l.contains(&format!("verb=\"{verb}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    (count("GET"), count("WATCH"))
 }
 
 /// `describe` from either side: both sides' conditions and events, and from the gateway side

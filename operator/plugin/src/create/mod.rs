@@ -7,10 +7,11 @@ pub mod report;
 
 use std::time::Duration;
 
+use futures::{StreamExt as _, TryStreamExt as _};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, Resource, ResourceExt,
-    api::{DeleteParams, Patch, PatchParams, PostParams},
+    api::{DeleteParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams},
 };
 use scistream_api::{Phase, Role, StreamRequest, conditions, keys};
 use serde_json::json;
@@ -91,7 +92,9 @@ async fn interrupted() -> &'static str {
     }
 }
 
-/// Polls `name` until `done` says yes, failing on `broken` or after `timeout`.
+/// Watches `name` until `done` says yes, failing on `broken` or after `timeout`: read once,
+/// then a watch of that one object from the version read (no polling), read again when the
+/// watch ends or the server says the version is gone.
 pub async fn wait_for(
     f: &Facility,
     name: &str,
@@ -99,31 +102,75 @@ pub async fn wait_for(
     step: &Step,
     done: impl Fn(&StreamRequest) -> bool,
 ) -> Result<StreamRequest> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let sr = f.requests().get(name).await.map_err(f.fail(format!("read StreamRequest {name} in {}", f.context)))?;
-        if done(&sr) {
-            return Ok(sr);
+    let mut why = "no status yet (is the operator running?)".to_owned();
+    let watching = async {
+        loop {
+            let read = format!("read StreamRequest {name} in {}", f.context);
+            let sr = f.requests().get(name).await.map_err(f.fail(read))?;
+            if judge(f, name, &sr, step, &done, &mut why)? {
+                return Ok(sr);
+            }
+            let version = sr.resource_version().unwrap_or_default();
+            let params = WatchParams::default().fields(&format!("metadata.name={name}")).timeout(290);
+            let watch = format!("watch StreamRequest {name} in {}", f.context);
+            let mut events = f.requests().watch(&params, &version).await.map_err(f.fail(watch.clone()))?.boxed();
+            while let Some(event) = events.try_next().await.map_err(f.fail(watch.clone()))? {
+                match event {
+                    WatchEvent::Added(sr) | WatchEvent::Modified(sr) => {
+                        if judge(f, name, &sr, step, &done, &mut why)? {
+                            return Ok(sr);
+                        }
+                    }
+                    WatchEvent::Deleted(_) => {
+                        return Err(Error::Failed(format!(
+                            "{} side ({}/{name}) was deleted while waiting for it",
+                            f.context, f.namespace
+                        )));
+                    }
+                    WatchEvent::Bookmark(_) => {}
+                    // The version is too old (410) or the watch broke: read it again, paced.
+                    WatchEvent::Error(_) => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        break;
+                    }
+                }
+            }
         }
-        let status = sr.status.clone().unwrap_or_default();
-        let ready = conditions::find(&status.conditions, conditions::types::READY);
-        let why = ready
-            .map(|c| format!("{}: {}", c.reason, c.message))
-            .unwrap_or_else(|| "no status yet (is the operator running?)".to_owned());
-        step.detail(&format!("{} side: {why}", f.context));
-        if status.phase == Some(Phase::Failed) || ready.is_some_and(|c| c.reason == conditions::reasons::INVALID_SPEC) {
-            return Err(Error::Failed(format!("{} side ({}/{name}): {why}", f.context, f.namespace)));
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(Error::Failed(format!(
-                "timed out after {}s; {} side ({}/{name}): {why}",
-                timeout.as_secs(),
-                f.context,
-                f.namespace
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let outcome = tokio::time::timeout(timeout, watching).await;
+    outcome.unwrap_or_else(|_| {
+        Err(Error::Failed(format!(
+            "timed out after {}s; {} side ({}/{name}): {why}",
+            timeout.as_secs(),
+            f.context,
+            f.namespace
+        )))
+    })
+}
+
+/// Whether `sr` is what the caller waits for; shows where it stands otherwise, and fails
+/// when it has failed.
+fn judge(
+    f: &Facility,
+    name: &str,
+    sr: &StreamRequest,
+    step: &Step,
+    done: &impl Fn(&StreamRequest) -> bool,
+    why: &mut String,
+) -> Result<bool> {
+    if done(sr) {
+        return Ok(true);
     }
+    let status = sr.status.clone().unwrap_or_default();
+    let ready = conditions::find(&status.conditions, conditions::types::READY);
+    if let Some(c) = ready {
+        *why = format!("{}: {}", c.reason, c.message);
+    }
+    step.detail(&format!("{} side: {why}", f.context));
+    if status.phase == Some(Phase::Failed) || ready.is_some_and(|c| c.reason == conditions::reasons::INVALID_SPEC) {
+        return Err(Error::Failed(format!("{} side ({}/{name}): {why}", f.context, f.namespace)));
+    }
+    Ok(false)
 }
 
 fn reserved(sr: &StreamRequest) -> bool {
