@@ -2,9 +2,10 @@
 
 use std::time::Duration;
 
+use futures::{StreamExt as _, TryStreamExt as _};
 use kube::{
     ResourceExt,
-    api::{DeleteParams, Patch, PatchParams},
+    api::{DeleteParams, Patch, PatchParams, WatchEvent, WatchParams},
 };
 use scistream_api::{Role, keys};
 use serde::Serialize;
@@ -14,6 +15,7 @@ use crate::{
     cli::{Cli, GetArgs, StreamRef},
     create::connect_sides,
     error::{Error, Result},
+    facility::Facility,
     out::{self, Format},
     progress::Step,
     show::{both, unless_ignored},
@@ -53,6 +55,32 @@ pub struct Updated {
     pub consumer_forwards_to: Vec<String>,
 }
 
+/// Returns once StreamRequest `name` of `uid` no longer exists (one read, then a watch of that
+/// object from the version read, read again when the watch ends or its version is gone).
+async fn until_gone(f: &Facility, name: &str, uid: Option<&str>) -> Result<()> {
+    let read = format!("read StreamRequest {name} in {}", f.context);
+    let watch = format!("watch StreamRequest {name} in {}", f.context);
+    loop {
+        let Some(sr) = f.get_opt(&f.requests(), name, &read).await? else { return Ok(()) };
+        if sr.uid().as_deref() != uid {
+            return Ok(()); // made again under the same name: the one released is gone
+        }
+        let version = sr.resource_version().unwrap_or_default();
+        let params = WatchParams::default().fields(&format!("metadata.name={name}")).timeout(290);
+        let mut events = f.requests().watch(&params, &version).await.map_err(f.fail(watch.clone()))?.boxed();
+        while let Some(event) = events.try_next().await.map_err(f.fail(watch.clone()))? {
+            match event {
+                WatchEvent::Deleted(gone) if gone.uid().as_deref() == uid => return Ok(()),
+                WatchEvent::Error(_) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    break;
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
 /// Deletes both sides and waits until both are gone (their operators released everything).
 pub async fn release(cli: &Cli, args: &GetArgs) -> Result<()> {
     let r = &args.stream;
@@ -74,20 +102,20 @@ pub async fn release(cli: &Cli, args: &GetArgs) -> Result<()> {
     }
     let deadline = tokio::time::Instant::now() + timeout;
     for (f, sr) in &sides {
-        let what = format!("read StreamRequest {} in {}", sr.name_any(), f.context);
-        while f.get_opt(&f.requests(), &sr.name_any(), &what).await?.is_some() {
-            step.detail(&format!("waiting for {} to release its gateway resources", f.context));
-            if tokio::time::Instant::now() >= deadline {
-                let why = format!(
-                    "{} side still releasing after {}s; `kubectl scistream describe {}` shows why",
-                    f.context,
-                    timeout.as_secs(),
-                    r.name
-                );
-                step.failed(&why);
-                return Err(Error::Failed(why));
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
+        step.detail(&format!("waiting for {} to release its gateway resources", f.context));
+        let (name, uid) = (sr.name_any(), sr.uid());
+        let gone = tokio::time::timeout_at(deadline, until_gone(f, &name, uid.as_deref())).await;
+        if let Ok(done) = gone {
+            done?;
+        } else {
+            let why = format!(
+                "{} side still releasing after {}s; `kubectl scistream describe {}` shows why",
+                f.context,
+                timeout.as_secs(),
+                r.name
+            );
+            step.failed(&why);
+            return Err(Error::Failed(why));
         }
     }
     let contexts: Vec<String> = sides.iter().map(|(f, _)| f.context.clone()).collect();
