@@ -315,7 +315,7 @@ pub async fn run(operator: &Path, root: &Path, n: usize, idle: Duration) -> anyh
         "  Gateway dtn holding {n} reservations: {:.0} KiB of JSON ({:.0} bytes a stream; etcd refuses a request over 1.5 MiB by default); API server (this process) peak RSS {:.0} MiB",
         bytes as f64 / 1024.0,
         bytes as f64 / n as f64,
-        own_peak_rss_kib()? as f64 / 1024.0
+        usage(std::process::id())?.peak_rss as f64 / f64::from(1 << 20)
     );
     let idle_before = f.cluster.state().requests.snapshot();
     let (u0, r0) = (f.operator_usage()?, f.reconciles().await?);
@@ -420,11 +420,4 @@ pub async fn churn(
 /// The operator binary next to this program (`target/<profile>/scistream-operator`).
 pub fn default_operator() -> anyhow::Result<PathBuf> {
     crate::built_binary("scistream-operator")
-}
-
-/// This process's peak resident memory (`VmHWM`), in KiB: the embedded API server's, here.
-fn own_peak_rss_kib() -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).context("no VmHWM in /proc/self/status")?;
-    Ok(line.split_whitespace().nth(1).context("VmHWM without a value")?.parse()?)
 }
