@@ -55,19 +55,9 @@ struct Runner {
     failures: u32,
 }
 
-/// How a postStart hook ended.
-enum Hook {
-    /// It succeeded: the container is running.
-    Done,
-    /// It failed (the container was killed) or the container exited while it ran.
-    Ended(Option<std::process::ExitStatus>),
-    /// A stop arrived; the container is gone.
-    Stopped,
-}
-
 /// What ended a run.
 enum Ended {
-    /// The process exited (or was killed after a failed liveness probe).
+    /// The process exited (or was killed after a failed liveness probe or postStart hook).
     Exited(Option<std::process::ExitStatus>),
     /// A stop arrived; the process is gone.
     Stopped,
@@ -119,27 +109,30 @@ impl Runner {
     }
 
     /// Runs the postStart `handler` while the container stays reported as being created (see
-    /// [`hooks`]); a failed hook records `FailedPostStartHook` and kills the container.
-    async fn post_start(&mut self, handler: &LifecycleHandler, child: &mut Running, started: SystemTime) -> Hook {
-        let target = ProbeTarget { netns: self.pc.netns.clone(), pod_ip: self.pc.address.into() };
-        let (pc, pod, c) = (self.pc.clone(), self.pod.clone(), self.c.clone());
-        let exec = move |cmd: &[String]| pc.exec_command(&pod, &c, cmd);
+    /// [`hooks`]); a failed hook records `FailedPostStartHook` and kills the container. `Err`
+    /// says what ended the run: the hook failed or the container exited while it ran
+    /// (`Exited`), or a stop arrived (`Stopped`).
+    async fn post_start(
+        &mut self,
+        handler: &LifecycleHandler,
+        child: &mut Running,
+        started: SystemTime,
+    ) -> Result<(), Ended> {
+        let (target, exec) = reach(&self.pc, &self.pod, &self.c);
         let result = tokio::select! {
             r = hooks::run(handler, &self.c, &target, &exec) => r,
-            st = child.wait() => return Hook::Ended(st),
+            st = child.wait() => return Err(Ended::Exited(st)),
             _ = self.stop.changed() => {
                 self.stopped(child, started).await;
-                return Hook::Stopped;
+                return Err(Ended::Stopped);
             }
         };
-        match result {
-            Ok(()) => Hook::Done,
-            Err(e) => {
-                tracing::warn!(pod = %self.pc.key, container = %self.c.name, error = %e, "postStart hook failed");
-                self.event(true, hooks::REASON_FAILED, hooks::MESSAGE_FAILED.to_owned()).await;
-                Hook::Ended(child.terminate(grace_of(&self.pod)).await.1)
-            }
+        if let Err(e) = result {
+            tracing::warn!(pod = %self.pc.key, container = %self.c.name, error = %e, "postStart hook failed");
+            self.event(true, hooks::REASON_FAILED, hooks::MESSAGE_FAILED.to_owned()).await;
+            return Err(Ended::Exited(child.terminate(grace_of(&self.pod)).await.1));
         }
+        Ok(())
     }
 
     /// Waits for the container to exit, a stop, or a failed liveness verdict.
@@ -234,26 +227,24 @@ pub async fn run(pc: Arc<PodCtx>, pod: Pod, idx: usize, shared: Arc<Shared>, sto
         let (started, t0) = (SystemTime::now(), Instant::now());
         // Started is recorded when the runtime started it, before the postStart hook (kubelet).
         r.event(false, reason::STARTED, format!("Started container {} ({})", r.c.name, prepared.describe())).await;
-        if let Some(handler) = hooks::post_start(&r.c).cloned() {
-            match r.post_start(&handler, &mut child, started).await {
-                Hook::Done => {}
-                Hook::Stopped => return,
-                Hook::Ended(st) => {
-                    if !r.exited(st, started, t0.elapsed()).await {
-                        return;
-                    }
-                    continue;
-                }
+        let hook = match hooks::post_start(&r.c).cloned() {
+            Some(handler) => r.post_start(&handler, &mut child, started).await,
+            None => Ok(()),
+        };
+        let ended = match hook {
+            Err(ended) => ended,
+            Ok(()) => {
+                let ready_without_probe = r.c.readiness_probe.is_none();
+                r.shared
+                    .update(r.idx, |rec| {
+                        rec.state = RunState::Running { started };
+                        rec.ready = ready_without_probe;
+                    })
+                    .await;
+                r.supervise(&mut child, started).await
             }
-        }
-        let ready_without_probe = r.c.readiness_probe.is_none();
-        r.shared
-            .update(r.idx, |rec| {
-                rec.state = RunState::Running { started };
-                rec.ready = ready_without_probe;
-            })
-            .await;
-        match r.supervise(&mut child, started).await {
+        };
+        match ended {
             Ended::Stopped => return,
             Ended::Exited(st) => {
                 if !r.exited(st, started, t0.elapsed()).await {
@@ -279,15 +270,24 @@ struct Signals {
     status_computed: Arc<Notify>,
 }
 
+/// Where a container's probes and hooks connect (from the node's namespace, to the pod's
+/// address unless they name a host), and how their commands run in the container.
+fn reach(
+    pc: &Arc<PodCtx>,
+    pod: &Pod,
+    c: &Container,
+) -> (ProbeTarget, impl Fn(&[String]) -> tokio::process::Command + Sync + use<>) {
+    let target = ProbeTarget { netns: pc.netns.clone(), pod_ip: pc.address.into() };
+    let (pc, pod, c) = (pc.clone(), pod.clone(), c.clone());
+    (target, move |cmd: &[String]| pc.exec_command(&pod, &c, cmd))
+}
+
 /// Probes one running container until aborted: readiness sets `ready`,
 /// a failed liveness verdict notifies `liveness_failed` once.
 async fn probe_loop(pc: Arc<PodCtx>, pod: Pod, c: Container, idx: usize, shared: Arc<Shared>, signals: Signals) {
     let Signals { liveness_failed, status_computed } = signals;
     let started = Instant::now();
-    let target = ProbeTarget { netns: pc.netns.clone(), pod_ip: pc.address.into() };
-    let exec_pc = pc.clone();
-    let (exec_pod, exec_c) = (pod.clone(), c.clone());
-    let exec = move |cmd: &[String]| exec_pc.exec_command(&exec_pod, &exec_c, cmd);
+    let (target, exec) = reach(&pc, &pod, &c);
     let readiness = c.readiness_probe.clone().map(|p| (probe::timing(&p), p, Tracker::new(false), Instant::now()));
     let liveness = c.liveness_probe.clone().map(|p| (probe::timing(&p), p, Tracker::new(true), Instant::now()));
     let mut probes: Vec<_> =
