@@ -4,8 +4,10 @@
 
 use std::{path::Path, time::Duration};
 
+use futures::{StreamExt as _, TryStreamExt as _};
 use kube::{
     Api, Client, Resource,
+    api::{WatchEvent, WatchParams},
     config::{KubeConfigOptions, Kubeconfig},
 };
 use scistream_api::{Gateway, StreamRequest};
@@ -108,5 +110,30 @@ impl Facility {
     /// Gateways of this facility.
     pub fn gateways(&self) -> Api<Gateway> {
         Api::all(self.client.clone())
+    }
+
+    /// Watches StreamRequest `name` from `version` (the one last read) and hands each event
+    /// to `seen` until it has an answer. `Ok(None)`: the watch ended first (the server's
+    /// timeout, or an Error event such as 410 Gone, after a short pause); read the object again
+    /// and watch from there. Waiting this way costs one read and one watch, not a read a tick.
+    pub async fn watch_request<T>(
+        &self,
+        name: &str,
+        version: &str,
+        mut seen: impl FnMut(WatchEvent<StreamRequest>) -> Result<Option<T>>,
+    ) -> Result<Option<T>> {
+        let params = WatchParams::default().fields(&format!("metadata.name={name}")).timeout(290);
+        let what = format!("watch StreamRequest {name} in {}", self.context);
+        let mut events = self.requests().watch(&params, version).await.map_err(self.fail(what.clone()))?.boxed();
+        while let Some(event) = events.try_next().await.map_err(self.fail(what.clone()))? {
+            if let WatchEvent::Error(_) = event {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                return Ok(None);
+            }
+            if let Some(answer) = seen(event)? {
+                return Ok(Some(answer));
+            }
+        }
+        Ok(None)
     }
 }

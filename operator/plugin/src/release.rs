@@ -1,13 +1,10 @@
 //! `release` and `update`.
 
-use std::time::Duration;
-
-use futures::{StreamExt as _, TryStreamExt as _};
 use kube::{
     ResourceExt,
-    api::{DeleteParams, Patch, PatchParams, WatchEvent, WatchParams},
+    api::{DeleteParams, Patch, PatchParams, WatchEvent},
 };
-use scistream_api::{Role, keys};
+use scistream_api::{Role, StreamRequest, keys};
 use serde::Serialize;
 use serde_json::json;
 
@@ -56,27 +53,20 @@ pub struct Updated {
 }
 
 /// Returns once StreamRequest `name` of `uid` no longer exists (one read, then a watch of that
-/// object from the version read, read again when the watch ends or its version is gone).
+/// object from the version read, [`Facility::watch_request`]; read again when the watch ends).
 async fn until_gone(f: &Facility, name: &str, uid: Option<&str>) -> Result<()> {
     let read = format!("read StreamRequest {name} in {}", f.context);
-    let watch = format!("watch StreamRequest {name} in {}", f.context);
     loop {
         let Some(sr) = f.get_opt(&f.requests(), name, &read).await? else { return Ok(()) };
         if sr.uid().as_deref() != uid {
             return Ok(()); // made again under the same name: the one released is gone
         }
         let version = sr.resource_version().unwrap_or_default();
-        let params = WatchParams::default().fields(&format!("metadata.name={name}")).timeout(290);
-        let mut events = f.requests().watch(&params, &version).await.map_err(f.fail(watch.clone()))?.boxed();
-        while let Some(event) = events.try_next().await.map_err(f.fail(watch.clone()))? {
-            match event {
-                WatchEvent::Deleted(gone) if gone.uid().as_deref() == uid => return Ok(()),
-                WatchEvent::Error(_) => {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    break;
-                }
-                _ => {}
-            }
+        let gone = |event: WatchEvent<StreamRequest>| {
+            Ok(matches!(event, WatchEvent::Deleted(gone) if gone.uid().as_deref() == uid).then_some(()))
+        };
+        if f.watch_request(name, &version, gone).await?.is_some() {
+            return Ok(());
         }
     }
 }

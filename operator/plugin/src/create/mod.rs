@@ -7,11 +7,10 @@ pub mod report;
 
 use std::time::Duration;
 
-use futures::{StreamExt as _, TryStreamExt as _};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, Resource, ResourceExt,
-    api::{DeleteParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams},
+    api::{DeleteParams, Patch, PatchParams, PostParams, WatchEvent},
 };
 use scistream_api::{Phase, Role, StreamRequest, conditions, keys};
 use serde_json::json;
@@ -93,8 +92,8 @@ async fn interrupted() -> &'static str {
 }
 
 /// Watches `name` until `done` says yes, failing on `broken` or after `timeout`: read once,
-/// then a watch of that one object from the version read (no polling), read again when the
-/// watch ends or the server says the version is gone.
+/// then a watch of that one object from the version read ([`Facility::watch_request`]), read
+/// again when the watch ends or the server says the version is gone.
 pub async fn wait_for(
     f: &Facility,
     name: &str,
@@ -111,29 +110,18 @@ pub async fn wait_for(
                 return Ok(sr);
             }
             let version = sr.resource_version().unwrap_or_default();
-            let params = WatchParams::default().fields(&format!("metadata.name={name}")).timeout(290);
-            let watch = format!("watch StreamRequest {name} in {}", f.context);
-            let mut events = f.requests().watch(&params, &version).await.map_err(f.fail(watch.clone()))?.boxed();
-            while let Some(event) = events.try_next().await.map_err(f.fail(watch.clone()))? {
-                match event {
-                    WatchEvent::Added(sr) | WatchEvent::Modified(sr) => {
-                        if judge(f, name, &sr, step, &done, &mut why)? {
-                            return Ok(sr);
-                        }
-                    }
-                    WatchEvent::Deleted(_) => {
-                        return Err(Error::Failed(format!(
-                            "{} side ({}/{name}) was deleted while waiting for it",
-                            f.context, f.namespace
-                        )));
-                    }
-                    WatchEvent::Bookmark(_) => {}
-                    // The version is too old (410) or the watch broke: read it again, paced.
-                    WatchEvent::Error(_) => {
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        break;
-                    }
+            let seen = |event| match event {
+                WatchEvent::Added(sr) | WatchEvent::Modified(sr) => {
+                    Ok(judge(f, name, &sr, step, &done, &mut why)?.then_some(sr))
                 }
+                WatchEvent::Deleted(_) => Err(Error::Failed(format!(
+                    "{} side ({}/{name}) was deleted while waiting for it",
+                    f.context, f.namespace
+                ))),
+                _ => Ok(None),
+            };
+            if let Some(sr) = f.watch_request(name, &version, seen).await? {
+                return Ok(sr);
             }
         }
     };
