@@ -74,7 +74,19 @@ async fn legacy_stream(
     endpoints: &[String],
     consumer_at: &str,
 ) -> anyhow::Result<(Vec<String>, Vec<String>)> {
-    let stream = S2ucStream { uid, num_conn, rate: 10_000, endpoints, consumer_at, wait: REPLY_WAIT };
+    legacy_stream_at(client, uid, num_conn, 10_000, endpoints, consumer_at).await
+}
+
+/// [`legacy_stream`] with `rate` kb/s in both `req`s (0: unset).
+async fn legacy_stream_at(
+    client: &Client,
+    uid: &str,
+    num_conn: usize,
+    rate: i32,
+    endpoints: &[String],
+    consumer_at: &str,
+) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+    let stream = S2ucStream { uid, num_conn, rate, endpoints, consumer_at, wait: REPLY_WAIT };
     client.s2uc_stream(&stream).await
 }
 
@@ -156,15 +168,7 @@ async fn release_both(w: &World, client: &Client, uid: &str) -> anyhow::Result<(
 /// sides Ready and streams 64 MiB through it over 5 connections; returns the seconds taken.
 async fn timed_64_mib(w: &World, client: &Client, u: &str, rate_kbps: i32) -> anyhow::Result<f64> {
     let (producer, endpoints) = stream::app_listeners(w, 5).await?;
-    let stream = S2ucStream {
-        uid: u,
-        num_conn: 5,
-        rate: rate_kbps,
-        endpoints: &endpoints,
-        consumer_at: "consumer",
-        wait: REPLY_WAIT,
-    };
-    let (_, consumer) = client.s2uc_stream(&stream).await?;
+    let (_, consumer) = legacy_stream_at(client, u, 5, rate_kbps, &endpoints, "consumer").await?;
     let (p, c) = names(u);
     faults::wait_request(w, 0, &p, LONG, "Ready", ready).await?;
     faults::wait_request(w, 1, &c, LONG, "Ready", ready).await?;
