@@ -57,10 +57,18 @@ pub async fn list_netns() -> Vec<String> {
         .collect()
 }
 
-/// Kills every process in `netns`, then deletes it (and so its veths and bridges).
+/// Kills every process in `netns`, then deletes it (and so its veths and bridges). The
+/// namespace is listed again after each round of kills (at most five rounds), so a process that
+/// entered while the previous round ran is killed too.
 pub async fn delete_netns(netns: &str) {
-    if let Ok(out) = Command::new("ip").args(["netns", "pids", netns]).output().await {
-        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+    for _ in 0..5 {
+        let Ok(out) = Command::new("ip").args(["netns", "pids", netns]).output().await else { break };
+        let pids: Vec<i32> =
+            String::from_utf8_lossy(&out.stdout).split_whitespace().filter_map(|p| p.parse().ok()).collect();
+        if pids.is_empty() {
+            break;
+        }
+        for pid in pids {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
         }
     }

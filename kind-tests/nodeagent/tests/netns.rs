@@ -77,26 +77,51 @@ async fn namespaces_of_a_crashed_agent_are_removed_on_next_start() {
     child.wait().expect("wait");
     let ns = format!("sna-{dead}-deadbe-n-gw");
     // Any agent starting meanwhile (other tests run in parallel processes) removes this
-    // namespace too, even while `ip netns add` is still creating it: that is the behaviour
-    // under test, from another process. Try again until the namespace stands (bounded).
-    let mut created = false;
+    // namespace too, even while `ip netns add` is still creating it or the orphan is still
+    // entering it: that is the behaviour under test, from another process. Try again until the
+    // namespace stands with the orphan inside it (bounded): a crashed agent's processes were
+    // inside before the next agent starts, and one still entering could not be seen by anyone.
+    let mut orphan = None;
     for _ in 0..20 {
+        let _ = tokio::process::Command::new("ip").args(["netns", "delete", &ns]).output().await;
         let out = tokio::process::Command::new("ip").args(["netns", "add", &ns]).output().await.expect("ip");
-        if out.status.success() && list_netns().await.contains(&ns) {
-            created = true;
+        if !out.status.success() {
+            continue;
+        }
+        let mut child = tokio::process::Command::new("ip")
+            .args(["netns", "exec", &ns, "sleep", "600"])
+            .kill_on_drop(true)
+            .spawn()
+            .expect("orphan");
+        let pid = child.id().expect("orphan pid").to_string();
+        if inside(&ns, &pid, &mut child).await {
+            orphan = Some(child);
             break;
         }
-        let _ = tokio::process::Command::new("ip").args(["netns", "delete", &ns]).output().await;
     }
-    assert!(created, "could not create the stale namespace {ns}");
-    let mut orphan = tokio::process::Command::new("ip")
-        .args(["netns", "exec", &ns, "sleep", "600"])
-        .kill_on_drop(true)
-        .spawn()
-        .expect("orphan");
+    let mut orphan = orphan.unwrap_or_else(|| panic!("could not start a process inside the stale namespace {ns}"));
     let env = start(Topology::two_facilities(), NetworkMode::Netns).await;
     assert!(!list_netns().await.contains(&ns), "stale namespace removed at start");
     let exited = tokio::time::timeout(std::time::Duration::from_secs(10), orphan.wait()).await;
     assert!(exited.is_ok(), "the orphan process in it was killed");
     env.agent.stop().await;
+}
+
+/// Waits (bounded) until `pid` is listed inside `ns`; false when the process ended first or the
+/// namespace went away (another agent removed it).
+async fn inside(ns: &str, pid: &str, child: &mut tokio::process::Child) -> bool {
+    for _ in 0..200 {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return false;
+        }
+        let out = tokio::process::Command::new("ip").args(["netns", "pids", ns]).output().await.expect("ip");
+        if !out.status.success() {
+            return false;
+        }
+        if String::from_utf8_lossy(&out.stdout).split_whitespace().any(|p| p == pid) {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    false
 }
