@@ -56,6 +56,16 @@ impl Connections {
         self.tracker.spawn(task.instrument(span));
     }
 
+    /// Connection tasks running now.
+    pub fn len(&self) -> usize {
+        self.tracker.len()
+    }
+
+    /// True when no connection task runs.
+    pub fn is_empty(&self) -> bool {
+        self.tracker.is_empty()
+    }
+
     /// Waits for every connection task, at most `grace`; then drops the
     /// remaining ones and waits for them to unwind. No task starts after.
     pub async fn drain(&self, grace: Duration) -> DrainReport {

@@ -62,8 +62,47 @@ impl Readiness {
     }
 }
 
+/// What the endpoint serves: the metrics exposition and readiness, of one stream
+/// ([`Single`]) or of every stream of a shared relay ([`crate::node::NodeRelay`]).
+pub trait Status: Send + Sync + 'static {
+    /// The OpenMetrics text exposition.
+    fn metrics(&self) -> String;
+    /// `/readyz` (`stream` is `None`) or `/readyz/STREAM`: ready or not, and the body that
+    /// says why; `None` when there is no such stream.
+    fn ready(&self, stream: Option<&str>) -> Option<(bool, String)>;
+}
+
+/// One stream's relay: its metrics and its readiness.
+pub struct Single {
+    /// The stream's metrics (the registry of the process).
+    pub metrics: Arc<Metrics>,
+    /// Its listeners.
+    pub readiness: Arc<Readiness>,
+}
+
+impl Readiness {
+    /// `configured -> bound`, one listener a line.
+    pub fn describe(&self) -> String {
+        self.listeners().iter().map(|(c, b)| format!("{c} -> {b}\n")).collect()
+    }
+}
+
+impl Status for Single {
+    fn metrics(&self) -> String {
+        self.metrics.encode()
+    }
+
+    fn ready(&self, stream: Option<&str>) -> Option<(bool, String)> {
+        if stream.is_some_and(|s| s != self.metrics.stream()) {
+            return None;
+        }
+        let ready = self.readiness.is_ready();
+        Some((ready, format!("{}\n{}", if ready { "ready" } else { "not ready" }, self.readiness.describe())))
+    }
+}
+
 /// Serves until `stop` is cancelled.
-pub async fn serve(metrics: Arc<Metrics>, readiness: Arc<Readiness>, listener: TcpListener, stop: CancellationToken) {
+pub async fn serve(status: Arc<dyn Status>, listener: TcpListener, stop: CancellationToken) {
     loop {
         let (stream, _) = tokio::select! {
             () = stop.cancelled() => return,
@@ -75,9 +114,9 @@ pub async fn serve(metrics: Arc<Metrics>, readiness: Arc<Readiness>, listener: T
                 }
             },
         };
-        let (metrics, readiness) = (metrics.clone(), readiness.clone());
+        let status = status.clone();
         let answered = async move {
-            if let Err(e) = tokio::time::timeout(IO_TIMEOUT, answer(&metrics, &readiness, stream)).await {
+            if let Err(e) = tokio::time::timeout(IO_TIMEOUT, answer(status.as_ref(), stream)).await {
                 debug!(error = %e, "metrics request timed out");
             }
         };
@@ -86,24 +125,25 @@ pub async fn serve(metrics: Arc<Metrics>, readiness: Arc<Readiness>, listener: T
 }
 
 /// Status, content type and body for a request path.
-pub fn route(metrics: &Metrics, readiness: &Readiness, path: &str) -> (&'static str, &'static str, String) {
+pub fn route(status: &dyn Status, path: &str) -> (&'static str, &'static str, String) {
     const TEXT: &str = "text/plain; charset=utf-8";
+    let readyz = |stream| match status.ready(stream) {
+        Some((true, body)) => ("200 OK", TEXT, body),
+        Some((false, body)) => ("503 Service Unavailable", TEXT, body),
+        None => ("404 Not Found", TEXT, format!("no stream {} here\n", stream.unwrap_or_default())),
+    };
     match path {
-        "/metrics" => ("200 OK", "application/openmetrics-text; version=1.0.0; charset=utf-8", metrics.encode()),
+        "/metrics" => ("200 OK", "application/openmetrics-text; version=1.0.0; charset=utf-8", status.metrics()),
         "/healthz" => ("200 OK", TEXT, "ok\n".into()),
-        "/readyz" => {
-            let listeners: String = readiness.listeners().iter().map(|(c, b)| format!("{c} -> {b}\n")).collect();
-            if readiness.is_ready() {
-                ("200 OK", TEXT, format!("ready\n{listeners}"))
-            } else {
-                ("503 Service Unavailable", TEXT, format!("not ready\n{listeners}"))
-            }
-        }
-        _ => ("404 Not Found", TEXT, "try /metrics, /healthz or /readyz\n".into()),
+        "/readyz" => readyz(None),
+        p => match p.strip_prefix("/readyz/") {
+            Some(stream) if !stream.is_empty() => readyz(Some(stream)),
+            _ => ("404 Not Found", TEXT, "try /metrics, /healthz, /readyz or /readyz/STREAM\n".into()),
+        },
     }
 }
 
-async fn answer(metrics: &Metrics, readiness: &Readiness, mut stream: TcpStream) -> std::io::Result<()> {
+async fn answer(status: &dyn Status, mut stream: TcpStream) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(1024);
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -119,7 +159,7 @@ async fn answer(metrics: &Metrics, readiness: &Readiness, mut stream: TcpStream)
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let path = target.split('?').next().unwrap_or("");
     let (status, ctype, body) = if method == "GET" || method == "HEAD" {
-        route(metrics, readiness, path)
+        route(status, path)
     } else {
         ("405 Method Not Allowed", "text/plain", "GET only\n".into())
     };

@@ -8,10 +8,13 @@
 //! copy, TLS), [`state`] (what a new connection reads), [`listener`]
 //! (binding, accept loop), [`connection`] (one relayed connection),
 //! [`drain`] (the connection set), [`http`] (metrics and readiness),
-//! [`server`] (owns the handles, reload, shutdown), [`reload`] (SIGHUP /
-//! file watch), [`wait`] (the postStart hook's readiness wait), [`cli`].
-//! Imports point one way: `server` uses `listener`,
-//! `http` and `drain`, which know nothing of it.
+//! [`stream`] (one stream's listeners, state, limiter and connections),
+//! [`server`] (one stream and its metrics endpoint: the per-stream relay),
+//! [`node`] (every stream of a gateway node in one process: the shared
+//! relay), [`reload`] (SIGHUP / file watch), [`wait`] (the postStart hook's
+//! readiness wait), [`cli`]. Imports point one way: `server` and `node` use
+//! `stream`, which uses `listener`, `http` and `drain`, which know nothing of
+//! them.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod cli;
@@ -22,11 +25,13 @@ pub mod endpoint;
 pub mod http;
 pub mod listener;
 pub mod metrics;
+pub mod node;
 pub mod ratelimit;
 pub mod relay;
 pub mod reload;
 pub mod server;
 pub mod state;
+pub mod stream;
 pub mod tls;
 pub mod wait;
 
@@ -53,6 +58,23 @@ pub enum Error {
     /// A reload tried to change a field that needs a restart.
     #[error("{0} changed; restart s2ds to apply it")]
     NeedsRestart(&'static str),
+    /// A stream of a shared relay named its own metrics address.
+    #[error(
+        "metricsAddress: a stream of a shared relay is served on the relay's own metrics address (as /readyz/STREAM); leave it unset"
+    )]
+    OwnMetricsAddress,
+    /// A stream of a shared relay asked for a listener another stream of it holds.
+    #[error(
+        "listeners: {addr} overlaps stream {holder}'s listener {theirs} on this relay; each stream needs ports of its own"
+    )]
+    ListenerTaken {
+        /// The listener asked for.
+        addr: SocketAddr,
+        /// The stream holding it.
+        holder: String,
+        /// The holder's listener it overlaps.
+        theirs: SocketAddr,
+    },
 }
 
 /// Result with [`Error`].
