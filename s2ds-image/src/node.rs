@@ -172,7 +172,8 @@ impl NodeRelay {
         let streams = self.inner.streams();
         for (holder, entry) in streams.iter().filter(|(id, _)| **id != config.stream_id) {
             let Some(relay) = &entry.relay else { continue };
-            for theirs in relay.config().listeners {
+            // Where they are bound (a listener configured on port 0 took a free port).
+            for (_, theirs) in relay.readiness().listeners() {
                 if let Some(addr) = config.listeners.iter().copied().find(|a| overlaps(*a, theirs)) {
                     return Err(Error::ListenerTaken { addr, holder: holder.clone(), theirs });
                 }
