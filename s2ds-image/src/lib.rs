@@ -24,6 +24,7 @@ pub mod drain;
 pub mod endpoint;
 pub mod http;
 pub mod listener;
+pub mod material;
 pub mod metrics;
 pub mod node;
 pub mod ratelimit;

@@ -28,6 +28,7 @@ use crate::config::Config;
 use crate::drain::DrainReport;
 use crate::http::{self, Status};
 use crate::listener;
+use crate::material::Material;
 use crate::metrics::Metrics;
 use crate::stream::StreamRelay;
 
@@ -126,6 +127,12 @@ impl NodeRelay {
     /// (new connections get it; established ones keep theirs). A refused config changes
     /// nothing that runs, is that stream's alone, and is reported on `/readyz/STREAM`.
     pub async fn apply(&self, config: Config) -> Result<Applied, Error> {
+        self.apply_with(config, &Material::Disk).await
+    }
+
+    /// [`NodeRelay::apply`], reading the files the config names from `material` (what the
+    /// control plane sent with the stream).
+    pub async fn apply_with(&self, config: Config, material: &Material) -> Result<Applied, Error> {
         let _turn = self.turn.lock().await;
         let id = config.stream_id.clone();
         let span = info_span!("stream", stream = %id);
@@ -133,13 +140,14 @@ impl NodeRelay {
         let outcome = match self.check(&config) {
             Err(e) => Err(e),
             Ok(()) => match &running {
-                Some(relay) => relay.reload(config).instrument(span).await.map(|()| Applied::Reloaded),
+                Some(relay) => relay.reload_with(config, material).instrument(span).await.map(|()| Applied::Reloaded),
                 None => {
                     let metrics = self.inner.root.for_stream(&id);
-                    span.in_scope(|| StreamRelay::start(config, self.inner.workers.clone(), metrics)).map(|r| {
-                        self.inner.streams().insert(id.clone(), Entry { relay: Some(Arc::new(r)), error: None });
-                        Applied::Added
-                    })
+                    span.in_scope(|| StreamRelay::start_with(config, material, self.inner.workers.clone(), metrics))
+                        .map(|r| {
+                            self.inner.streams().insert(id.clone(), Entry { relay: Some(Arc::new(r)), error: None });
+                            Applied::Added
+                        })
                 }
             },
         };

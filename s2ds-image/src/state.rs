@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use crate::config::{Config, Mode};
+use crate::material::Material;
 use crate::{Error, tls};
 
 /// The config and what is built from it; swapped on reload.
@@ -20,10 +21,15 @@ pub struct State {
 impl State {
     /// Builds the TLS side for the mode (reads the certificate files).
     pub fn build(config: Config) -> Result<Self, Error> {
+        Self::build_with(config, &Material::Disk)
+    }
+
+    /// [`State::build`], reading the files the config names from `material`.
+    pub fn build_with(config: Config, material: &Material) -> Result<Self, Error> {
         let (mut acceptor, mut connector) = (None, None);
         match (config.mode, &config.tls) {
-            (Mode::TlsServer, Some(t)) => acceptor = Some(tls::server_config(t)?),
-            (Mode::TlsClient, Some(t)) => connector = Some(tls::client_config(t)?),
+            (Mode::TlsServer, Some(t)) => acceptor = Some(tls::server_config_from(t, material)?),
+            (Mode::TlsClient, Some(t)) => connector = Some(tls::client_config_from(t, material)?),
             _ => {}
         }
         Ok(Self { config, acceptor, connector })

@@ -26,6 +26,7 @@ use crate::config::{Config, RecordLayer};
 use crate::drain::{Connections, DrainReport};
 use crate::http::Readiness;
 use crate::listener::{self, Shared};
+use crate::material::Material;
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
 use crate::state::State;
@@ -52,11 +53,21 @@ impl StreamRelay {
     /// `workers` are the runtimes that carry connections (one single-threaded runtime per
     /// core: a connection and its two directions stay on one thread); each listener gets
     /// one SO_REUSEPORT socket per worker. Empty means the current runtime.
-    pub fn start(config: Config, mut workers: Vec<Handle>, metrics: Metrics) -> Result<Self, Error> {
+    pub fn start(config: Config, workers: Vec<Handle>, metrics: Metrics) -> Result<Self, Error> {
+        Self::start_with(config, &Material::Disk, workers, metrics)
+    }
+
+    /// [`StreamRelay::start`], reading the files the config names from `material`.
+    pub fn start_with(
+        config: Config,
+        material: &Material,
+        mut workers: Vec<Handle>,
+        metrics: Metrics,
+    ) -> Result<Self, Error> {
         if workers.is_empty() {
             workers.push(Handle::current());
         }
-        let state = State::build(config)?;
+        let state = State::build_with(config, material)?;
         let mut bound = Vec::new();
         for addr in &state.config.listeners {
             let l = listener::bind_group(*addr, workers.len()).map_err(|source| Error::Bind { addr: *addr, source })?;
@@ -100,12 +111,17 @@ impl StreamRelay {
     /// `mode` need a new relay; a reload that changes them is refused. Listeners that
     /// appear are bound, those that disappear stop accepting (their connections continue).
     pub async fn reload(&self, config: Config) -> Result<(), Error> {
-        let r = self.try_reload(config).await;
+        self.reload_with(config, &Material::Disk).await
+    }
+
+    /// [`StreamRelay::reload`], reading the files the config names from `material`.
+    pub async fn reload_with(&self, config: Config, material: &Material) -> Result<(), Error> {
+        let r = self.try_reload(config, material).await;
         self.shared.metrics.reload(if r.is_ok() { "ok" } else { "error" });
         r
     }
 
-    async fn try_reload(&self, config: Config) -> Result<(), Error> {
+    async fn try_reload(&self, config: Config, material: &Material) -> Result<(), Error> {
         let old = self.shared.state.load_full();
         for (field, changed) in
             [("streamId", old.config.stream_id != config.stream_id), ("mode", old.config.mode != config.mode)]
@@ -114,7 +130,7 @@ impl StreamRelay {
                 return Err(Error::NeedsRestart(field));
             }
         }
-        let state = State::build(config)?;
+        let state = State::build_with(config, material)?;
         let mut listeners = self.listeners.lock().await;
         let mut ok = true;
         for addr in &state.config.listeners {

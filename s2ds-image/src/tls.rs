@@ -24,12 +24,13 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::config::{PeerPin, TlsFiles, format_fingerprint};
+use crate::material::Material;
 
 /// Why TLS material could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// A PEM file could not be read or parsed.
-    #[error("cannot load {what} from {path}; check that the Secret is mounted and holds PEM")]
+    #[error("cannot load {what} from {path}; check that the Secret is mounted (or was sent) and holds PEM")]
     Pem {
         /// Which file (`tls.certFile`, ...).
         what: &'static str,
@@ -69,24 +70,42 @@ pub fn fingerprint(cert: &CertificateDer<'_>) -> [u8; 32] {
 
 /// Reads the pin: the fingerprint itself or the first certificate of a file.
 pub fn load_pin(pin: &PeerPin) -> Result<[u8; 32], TlsError> {
+    load_pin_from(pin, &Material::Disk)
+}
+
+/// [`load_pin`], reading a pinned certificate from `material`.
+pub fn load_pin_from(pin: &PeerPin, material: &Material) -> Result<[u8; 32], TlsError> {
     match pin {
         PeerPin::Fingerprint(fp) => Ok(*fp),
-        PeerPin::CertFile(p) => Ok(fingerprint(&load_certs("tls.peerCertFile", p)?[0])),
+        PeerPin::CertFile(p) => Ok(fingerprint(&load_certs("tls.peerCertFile", p, material)?[0])),
     }
 }
 
-fn load_certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+fn read(what: &'static str, path: &Path, material: &Material) -> Result<zeroize::Zeroizing<Vec<u8>>, TlsError> {
+    material.read(path).map_err(|e| TlsError::Pem {
+        what,
+        path: path.to_owned(),
+        source: rustls::pki_types::pem::Error::Io(e),
+    })
+}
+
+fn load_certs(what: &'static str, path: &Path, material: &Material) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let bytes = read(what, path, material)?;
     let pem = |source| TlsError::Pem { what, path: path.to_owned(), source };
-    let certs = CertificateDer::pem_file_iter(path).map_err(pem)?.collect::<Result<Vec<_>, _>>().map_err(pem)?;
+    let certs = CertificateDer::pem_slice_iter(&bytes).collect::<Result<Vec<_>, _>>().map_err(pem)?;
     if certs.is_empty() {
         return Err(pem(rustls::pki_types::pem::Error::NoItemsFound));
     }
     Ok(certs)
 }
 
-fn load_identity(files: &TlsFiles) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
-    let certs = load_certs("tls.certFile", &files.cert_file)?;
-    let key = PrivateKeyDer::from_pem_file(&files.key_file).map_err(|source| TlsError::Pem {
+fn load_identity(
+    files: &TlsFiles,
+    material: &Material,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
+    let certs = load_certs("tls.certFile", &files.cert_file, material)?;
+    let bytes = read("tls.keyFile", &files.key_file, material)?;
+    let key = PrivateKeyDer::from_pem_slice(&bytes).map_err(|source| TlsError::Pem {
         what: "tls.keyFile",
         path: files.key_file.clone(),
         source,
@@ -96,9 +115,14 @@ fn load_identity(files: &TlsFiles) -> Result<(Vec<CertificateDer<'static>>, Priv
 
 /// Builds the acceptor side (`tls-server` mode).
 pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    server_config_from(files, &Material::Disk)
+}
+
+/// [`server_config`], reading the files from `material`.
+pub fn server_config_from(files: &TlsFiles, material: &Material) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let provider = provider();
-    let pin = Pin::new(load_pin(&files.peer)?, &provider);
-    let (certs, key) = load_identity(files)?;
+    let pin = Pin::new(load_pin_from(&files.peer, material)?, &provider);
+    let (certs, key) = load_identity(files, material)?;
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(TlsError::Rustls)?
@@ -114,9 +138,14 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsE
 
 /// Builds the connector side (`tls-client` mode).
 pub fn client_config(files: &TlsFiles) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    client_config_from(files, &Material::Disk)
+}
+
+/// [`client_config`], reading the files from `material`.
+pub fn client_config_from(files: &TlsFiles, material: &Material) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     let provider = provider();
-    let pin = Pin::new(load_pin(&files.peer)?, &provider);
-    let (certs, key) = load_identity(files)?;
+    let pin = Pin::new(load_pin_from(&files.peer, material)?, &provider);
+    let (certs, key) = load_identity(files, material)?;
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(TlsError::Rustls)?

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use s2ds::config::Config;
+use s2ds::material::Material;
 use s2ds::node::{Applied, NodeRelay};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -277,4 +278,36 @@ async fn removing_a_stream_drains_and_closes_only_its_connections() {
     let mut again = TcpStream::connect(bound(&node, "b")).await.unwrap();
     round_trip(&mut again, 4, 1024).await;
     assert_eq!(metric(&node, r#"s2ds_connections_total{stream="b""#).await, 1.0, "counted afresh");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_files_sent_with_a_stream_are_used_without_touching_a_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let (producer_side, consumer_side) = (shared().await, shared().await);
+    let (sink, mut seen) = sink_target(5, MIB).await;
+    let (p, c) = (identity(dir.path(), "p"), identity(dir.path(), "c"));
+    producer_side
+        .apply(tls("s", "tls-server", &p, &format!("  peerCertFile: {}", c.cert.display()), sink))
+        .await
+        .unwrap();
+    // The consumer side's config names paths that exist nowhere on disk: their contents are sent.
+    let virtual_dir = std::path::Path::new("/nonexistent/s2ds/s");
+    let cfg = Config::parse(&format!(
+        "streamId: s\nmode: tls-client\nlisteners: [127.0.0.1:0]\ntargets: ['{}']\n\
+         tls:\n  certFile: {v}/tls.crt\n  keyFile: {v}/tls.key\n  peerCertFile: {v}/peer.crt\n",
+        bound(&producer_side, "s"),
+        v = virtual_dir.display()
+    ))
+    .unwrap();
+    let file = |name: &str, from: &std::path::Path| (virtual_dir.join(name), std::fs::read(from).unwrap());
+    let without_key = Material::sent([file("tls.crt", &c.cert), file("peer.crt", &p.cert)]);
+    let e = consumer_side.apply_with(cfg.clone(), &without_key).await.unwrap_err();
+    assert!(
+        s2ds::report(&e).contains("tls.keyFile") && s2ds::report(&e).contains("not among the files sent"),
+        "{}",
+        s2ds::report(&e)
+    );
+    let material = Material::sent([file("tls.crt", &c.cert), file("tls.key", &c.key), file("peer.crt", &p.cert)]);
+    assert_eq!(consumer_side.apply_with(cfg, &material).await.unwrap(), Applied::Added);
+    transfer_checked(bound(&consumer_side, "s"), &mut seen, 2, MIB, MIB, 5).await;
 }
