@@ -1,6 +1,8 @@
 //! Command line: `s2ds --config PATH` runs, `s2ds check --config PATH`
 //! validates (including reading the TLS files) and exits 0 or 1, `s2ds wait-ready --config
-//! PATH` returns once the relay serving that config is ready (the relay pod's postStart hook).
+//! PATH` returns once the relay serving that config is ready (the relay pod's postStart hook),
+//! `s2ds node --gateway G --node N --control-plane ADDR …` runs the shared relay of a Gateway
+//! on a node, fed by the operator's configuration channel.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -44,13 +46,49 @@ pub enum Command {
         #[arg(long, default_value_t = 60)]
         timeout_seconds: u64,
     },
+    /// Run the shared relay of a Gateway on this node: every stream comes from the operator's
+    /// configuration channel (no `--config`), added and removed live.
+    Node(NodeArgs),
+}
+
+/// `s2ds node`.
+#[derive(Debug, clap::Args)]
+pub struct NodeArgs {
+    /// The Gateway served.
+    #[arg(long, env = "S2DS_GATEWAY")]
+    pub gateway: String,
+    /// This node's name.
+    #[arg(long, env = "S2DS_NODE")]
+    pub node: String,
+    /// The operator's relay-config address (host:port).
+    #[arg(long, env = "S2DS_CONTROL_PLANE")]
+    pub control_plane: std::net::SocketAddr,
+    /// This relay's certificate (PEM), which the operator pins.
+    #[arg(long, env = "S2DS_CERT")]
+    pub cert: PathBuf,
+    /// This relay's key (PKCS#8 PEM).
+    #[arg(long, env = "S2DS_KEY")]
+    pub key: PathBuf,
+    /// The operator's certificate (PEM), pinned.
+    #[arg(long, env = "S2DS_CONTROL_PLANE_CERT")]
+    pub control_plane_cert: PathBuf,
+    /// Where `/metrics`, `/readyz` and `/readyz/STREAM` are served.
+    #[arg(long, env = "S2DS_METRICS_ADDRESS")]
+    pub metrics_address: Option<std::net::SocketAddr>,
+    /// Grace for every stream's connections at SIGTERM.
+    #[arg(long, default_value_t = crate::config::DEFAULT_DRAIN_SECONDS)]
+    pub drain_seconds: u64,
 }
 
 /// Runs the parsed command line.
 pub fn run(args: Args) -> anyhow::Result<()> {
+    let command = match args.command {
+        Some(Command::Node(node)) => return run_node(node, args.workers),
+        other => other,
+    };
     let path = args.config.context("--config PATH is required")?;
     let config = Config::load(&path).map_err(|e| anyhow::anyhow!(crate::report(&e)))?;
-    match args.command {
+    match command {
         Some(Command::Check) => {
             State::build(config).map_err(|e| anyhow::anyhow!(crate::report(&e)))?;
             println!("{}: ok", path.display());
@@ -66,17 +104,64 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             println!("{address}: ready after {} ms", waited.as_millis());
             return Ok(());
         }
-        None => {}
+        Some(Command::Node(_)) | None => {}
     }
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let workers = args.workers.unwrap_or(cores).max(1);
-    let workers = spawn_workers(workers)?;
+    let workers = spawn_workers(worker_count(args.workers))?;
     // Control plane (signals, reload, metrics endpoint) on the main thread.
     let rt =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")?;
     // One span for the stream this process relays: every event carries it.
     let span = info_span!("s2ds", stream = %config.stream_id);
     rt.block_on(serve(path, config, workers).instrument(span))
+}
+
+/// `s2ds node`: workers, the control-plane runtime, the shared relay.
+fn run_node(node: NodeArgs, workers: Option<usize>) -> anyhow::Result<()> {
+    let workers = spawn_workers(worker_count(workers))?;
+    let rt =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")?;
+    let span = info_span!("s2ds", gateway = %node.gateway, node = %node.node);
+    rt.block_on(serve_node(node, workers).instrument(span))
+}
+
+/// `--workers`, or one per core.
+fn worker_count(asked: Option<usize>) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    asked.unwrap_or(cores).max(1)
+}
+
+/// The shared relay: the configuration channel feeds it until SIGTERM or SIGINT, then every
+/// stream drains.
+async fn serve_node(args: NodeArgs, workers: Vec<tokio::runtime::Handle>) -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let identity = crate::config::TlsFiles {
+        cert_file: args.cert,
+        key_file: args.key,
+        peer: crate::config::PeerPin::CertFile(args.control_plane_cert),
+        kernel_tls: false,
+        record_layer: crate::config::RecordLayer::Rustls,
+    };
+    // A missing or broken identity is a start-up error, not a retry loop.
+    crate::tls::client_config(&identity).map_err(|e| anyhow::anyhow!(crate::report(&e)))?;
+    let node = Arc::new(
+        crate::node::NodeRelay::start(args.metrics_address, workers)
+            .await
+            .map_err(|e| anyhow::anyhow!(crate::report(&e)))?,
+    );
+    let options =
+        crate::control_plane::Options { address: args.control_plane, gateway: args.gateway, node: args.node, identity };
+    let stop = CancellationToken::new();
+    let channel = tokio::spawn(crate::control_plane::run(node.clone(), options, stop.clone()).in_current_span());
+    let sig = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    info!(signal = sig, "shutting down");
+    stop.cancel();
+    let _ = channel.await;
+    node.shutdown(Duration::from_secs(args.drain_seconds)).await;
+    Ok(())
 }
 
 /// Starts `n` threads, each driving a single-threaded runtime that carries

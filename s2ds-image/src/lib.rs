@@ -20,6 +20,7 @@
 pub mod cli;
 pub mod config;
 pub mod connection;
+pub mod control_plane;
 pub mod drain;
 pub mod endpoint;
 pub mod http;

@@ -50,6 +50,9 @@ struct Entry {
 
 struct Inner {
     streams: Mutex<BTreeMap<String, Entry>>,
+    /// Adds, reloads and removals take turns (a stream's listeners are checked against the
+    /// others' and bound in one step).
+    turn: tokio::sync::Mutex<()>,
     /// The registry every stream's view shares.
     root: Metrics,
     workers: Vec<Handle>,
@@ -65,9 +68,6 @@ impl Inner {
 /// A running shared relay.
 pub struct NodeRelay {
     inner: Arc<Inner>,
-    /// Adds, reloads and removals take turns (a stream's listeners are checked against the
-    /// others' and bound in one step).
-    turn: tokio::sync::Mutex<()>,
     metrics_stop: CancellationToken,
     metrics_addr: Option<SocketAddr>,
 }
@@ -91,6 +91,7 @@ impl NodeRelay {
         };
         let inner = Arc::new(Inner {
             streams: Mutex::default(),
+            turn: tokio::sync::Mutex::new(()),
             root: Metrics::new(""),
             workers,
             draining: AtomicBool::new(false),
@@ -105,7 +106,7 @@ impl NodeRelay {
             None => None,
         };
         info!(metrics = ?metrics_addr, "shared relay ready");
-        Ok(Self { inner, turn: tokio::sync::Mutex::new(()), metrics_stop, metrics_addr })
+        Ok(Self { inner, metrics_stop, metrics_addr })
     }
 
     /// Where `/metrics` and `/readyz` are actually served.
@@ -123,6 +124,11 @@ impl NodeRelay {
         self.inner.streams().get(id).and_then(|e| e.relay.clone())
     }
 
+    /// Why the last config sent for a stream was refused, if it was.
+    pub fn refusal(&self, id: &str) -> Option<String> {
+        self.inner.streams().get(id).and_then(|e| e.error.clone())
+    }
+
     /// Adds the stream `config` describes, or applies it to the running stream of that id
     /// (new connections get it; established ones keep theirs). A refused config changes
     /// nothing that runs, is that stream's alone, and is reported on `/readyz/STREAM`.
@@ -133,7 +139,7 @@ impl NodeRelay {
     /// [`NodeRelay::apply`], reading the files the config names from `material` (what the
     /// control plane sent with the stream).
     pub async fn apply_with(&self, config: Config, material: &Material) -> Result<Applied, Error> {
-        let _turn = self.turn.lock().await;
+        let _turn = self.inner.turn.lock().await;
         let id = config.stream_id.clone();
         let span = info_span!("stream", stream = %id);
         let running = self.stream(&id);
@@ -190,28 +196,27 @@ impl NodeRelay {
         Ok(())
     }
 
-    /// Removes a stream: its listeners are closed when this returns (their ports free for
-    /// another stream), then its connections drain within `grace`, and the rest are closed.
-    /// No other stream is touched. `None` when there was no such stream running.
+    /// Removes a stream: its listeners are closed (their ports free for another stream), then
+    /// its connections drain within `grace`, and the rest are closed. No other stream is
+    /// touched. `None` when there was no such stream running.
     pub async fn remove(&self, id: &str, grace: Duration) -> Option<DrainReport> {
-        let relay = {
-            let _turn = self.turn.lock().await;
-            let relay = self.inner.streams().remove(id).and_then(|e| e.relay)?;
-            relay.stop_accepting().await;
-            relay
-        };
-        let report = relay.drain(grace).instrument(info_span!("stream", stream = %id)).await;
-        let _turn = self.turn.lock().await;
-        if !self.inner.streams().contains_key(id) {
-            relay.metrics().forget();
-        }
-        info!(stream = %id, drained = report.open_at_start, aborted = report.aborted, "stream removed");
-        Some(report)
+        Some(self.detach(id).await?.drain(grace).await)
+    }
+
+    /// The first half of [`NodeRelay::remove`]: the stream is gone from the relay and its
+    /// listeners are closed when this returns; its connections go on until
+    /// [`Detached::drain`].
+    pub async fn detach(&self, id: &str) -> Option<Detached> {
+        let _turn = self.inner.turn.lock().await;
+        let entry = self.inner.streams().remove(id)?;
+        let relay = entry.relay?;
+        relay.stop_accepting().await;
+        Some(Detached { id: id.to_owned(), relay, inner: self.inner.clone() })
     }
 
     /// Stops every stream: not ready, no listener, then every stream's connections drain
     /// within `grace` (together, not one after the other).
-    pub async fn shutdown(self, grace: Duration) {
+    pub async fn shutdown(&self, grace: Duration) {
         self.inner.draining.store(true, Ordering::SeqCst);
         let relays: Vec<Arc<StreamRelay>> = self.inner.streams().values().filter_map(|e| e.relay.clone()).collect();
         let mut drains = tokio::task::JoinSet::new();
@@ -220,6 +225,27 @@ impl NodeRelay {
         }
         while drains.join_next().await.is_some() {}
         self.metrics_stop.cancel();
+    }
+}
+
+/// A stream taken out of the relay whose connections have yet to drain.
+pub struct Detached {
+    id: String,
+    relay: Arc<StreamRelay>,
+    inner: Arc<Inner>,
+}
+
+impl Detached {
+    /// Lets the stream's connections finish within `grace`, closes the rest, and drops its
+    /// series (unless a stream of the same id was added meanwhile).
+    pub async fn drain(self, grace: Duration) -> DrainReport {
+        let report = self.relay.drain(grace).instrument(info_span!("stream", stream = %self.id)).await;
+        let _turn = self.inner.turn.lock().await;
+        if !self.inner.streams().contains_key(&self.id) {
+            self.relay.metrics().forget();
+        }
+        info!(stream = %self.id, drained = report.open_at_start, aborted = report.aborted, "stream removed");
+        report
     }
 }
 
