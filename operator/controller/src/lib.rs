@@ -14,6 +14,7 @@ pub mod lease;
 pub mod metrics;
 pub mod names;
 pub mod publish;
+pub mod relay_hub;
 pub mod reservations;
 pub mod run;
 pub mod server;
