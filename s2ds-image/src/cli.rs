@@ -80,6 +80,25 @@ pub struct NodeArgs {
     pub drain_seconds: u64,
 }
 
+/// Raises the soft limit on open files to the hard one (as the Go runtime does for every
+/// program since 1.19): each listener takes a socket per worker and each connection two, so a
+/// shared relay with a thousand streams needs far more than the usual soft 1024. Returns the
+/// limit now in force.
+pub fn raise_open_files() -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => hard,
+            Err(e) => {
+                tracing::warn!(soft, hard, error = %e, "cannot raise the open-file limit");
+                soft
+            }
+        },
+        Ok((soft, _)) => soft,
+        Err(_) => 0,
+    }
+}
+
 /// Runs the parsed command line.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let command = match args.command {
@@ -133,6 +152,8 @@ fn worker_count(asked: Option<usize>) -> usize {
 /// The shared relay: the configuration channel feeds it until SIGTERM or SIGINT, then every
 /// stream drains.
 async fn serve_node(args: NodeArgs, workers: Vec<tokio::runtime::Handle>) -> anyhow::Result<()> {
+    let open_files = raise_open_files();
+    info!(open_files, "open-file limit");
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let identity = crate::config::TlsFiles {
@@ -183,6 +204,7 @@ fn spawn_workers(n: usize) -> anyhow::Result<Vec<tokio::runtime::Handle>> {
 }
 
 async fn serve(path: PathBuf, config: Config, workers: Vec<tokio::runtime::Handle>) -> anyhow::Result<()> {
+    raise_open_files();
     let grace = Duration::from_secs(config.drain_seconds);
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
@@ -200,4 +222,17 @@ async fn serve(path: PathBuf, config: Config, workers: Vec<tokio::runtime::Handl
         Arc::try_unwrap(server).map_err(|_| anyhow::anyhow!("internal error: server still shared at shutdown"))?;
     server.shutdown(grace).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_open_file_limit_is_raised_to_the_hard_one() {
+        use nix::sys::resource::{Resource, getrlimit, setrlimit};
+        let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+        let low = hard.min(512);
+        setrlimit(Resource::RLIMIT_NOFILE, low, hard).unwrap();
+        assert_eq!(super::raise_open_files(), hard);
+        assert_eq!(getrlimit(Resource::RLIMIT_NOFILE).unwrap(), (hard, hard));
+    }
 }
