@@ -3,10 +3,12 @@
 //! server that counts every request by client and verb (`testcluster` `/metrics`), with a node
 //! agent that reports relay pods Ready without running them ([`scale`]), and the time from
 //! `kubectl scistream create` to both sides Ready with real relays ([`latency`]), and SciStream
-//! 1.x streams at the rate `s2uc` sends ([`legacy`]).
+//! 1.x streams at the rate `s2uc` sends ([`legacy`]), and the two relay models, a shared s2ds
+//! per node and an s2ds per stream, side by side ([`relays`]).
 
 pub mod latency;
 pub mod legacy;
+pub mod relays;
 pub mod scale;
 
 use std::{collections::BTreeMap, time::Duration};

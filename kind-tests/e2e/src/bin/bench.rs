@@ -62,6 +62,20 @@ enum What {
         #[arg(long)]
         python_cache: Option<PathBuf>,
     },
+    /// The relay models: a shared s2ds per node fed by the configuration channel (streams
+    /// added one at a time) and an s2ds process per stream; latency, memory, descriptors, CPU
+    /// per GiB.
+    Relays {
+        /// Streams added to the shared relay.
+        #[arg(long, default_value_t = 1000)]
+        streams: usize,
+        /// Per-stream relay processes started.
+        #[arg(long, default_value_t = 50)]
+        processes: usize,
+        /// MiB relayed for the CPU figure.
+        #[arg(long, default_value_t = 4096)]
+        mib: usize,
+    },
     /// Latency (50), scale 1,000 and 5,000, churn.
     All,
 }
@@ -92,6 +106,9 @@ async fn main() -> anyhow::Result<()> {
                 None => tests_python_cache()?,
             };
             bench::legacy::rate(&world::Options::for_tests("S2ds")?, &cache, mib << 20).await
+        }
+        What::Relays { streams, processes, mib } => {
+            bench::relays::run(&scistream_e2e::built_binary("s2ds")?, streams, processes, mib).await
         }
         What::All => {
             bench::latency::run(&world::Options::for_tests("S2ds")?, 50).await?;

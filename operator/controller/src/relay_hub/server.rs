@@ -124,6 +124,8 @@ pub async fn serve(
                     Err(e) => { tracing::debug!(error = %e, "accept failed"); continue; }
                 },
             };
+            // Small messages both ways: without it, Nagle and delayed ACKs add 40 ms to some.
+            let _ = tcp.set_nodelay(true);
             let (acceptor, tx, hub) = (acceptor.clone(), tx.clone(), counting.clone());
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
