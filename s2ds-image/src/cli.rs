@@ -154,8 +154,7 @@ fn worker_count(asked: Option<usize>) -> usize {
 async fn serve_node(args: NodeArgs, workers: Vec<tokio::runtime::Handle>) -> anyhow::Result<()> {
     let open_files = raise_open_files();
     info!(open_files, "open-file limit");
-    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let stopped = stop_signal()?;
     let identity = crate::config::TlsFiles {
         cert_file: args.cert,
         key_file: args.key,
@@ -174,15 +173,25 @@ async fn serve_node(args: NodeArgs, workers: Vec<tokio::runtime::Handle>) -> any
         crate::control_plane::Options { address: args.control_plane, gateway: args.gateway, node: args.node, identity };
     let stop = CancellationToken::new();
     let channel = tokio::spawn(crate::control_plane::run(node.clone(), options, stop.clone()).in_current_span());
-    let sig = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    };
-    info!(signal = sig, "shutting down");
+    // Awaited outside the macro: a disabled level would skip its fields, and the wait.
+    let signal = stopped.await;
+    info!(signal, "shutting down");
     stop.cancel();
     let _ = channel.await;
     node.shutdown(Duration::from_secs(args.drain_seconds)).await;
     Ok(())
+}
+
+/// Resolves with the name of the first SIGTERM or SIGINT (both handled from this call on).
+fn stop_signal() -> anyhow::Result<impl Future<Output = &'static str>> {
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
+    })
 }
 
 /// Starts `n` threads, each driving a single-threaded runtime that carries
@@ -206,16 +215,13 @@ fn spawn_workers(n: usize) -> anyhow::Result<Vec<tokio::runtime::Handle>> {
 async fn serve(path: PathBuf, config: Config, workers: Vec<tokio::runtime::Handle>) -> anyhow::Result<()> {
     raise_open_files();
     let grace = Duration::from_secs(config.drain_seconds);
-    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let stopped = stop_signal()?;
     let server = Arc::new(Server::start(config, workers).await.map_err(|e| anyhow::anyhow!(crate::report(&e)))?);
     let stop = CancellationToken::new();
     let watcher = tokio::spawn(crate::reload::watch(server.clone(), path, stop.clone()).in_current_span());
-    let sig = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    };
-    info!(signal = sig, "shutting down");
+    // Awaited outside the macro: a disabled level would skip its fields, and the wait.
+    let signal = stopped.await;
+    info!(signal, "shutting down");
     stop.cancel();
     let _ = watcher.await;
     let server =

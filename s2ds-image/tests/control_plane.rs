@@ -372,3 +372,28 @@ async fn s2ds_node_runs_the_shared_relay_from_the_command_line() {
     };
     assert_eq!(code, Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s2ds_node_keeps_running_below_the_info_log_level() {
+    // Once the wait for SIGTERM sat inside a log macro: below its level it was never awaited,
+    // and the relay exited at once, before calling.
+    let dir = tempfile::tempdir().unwrap();
+    let (op_id, relay_id) = (identity(dir.path(), "operator"), identity(dir.path(), "relay"));
+    let mut operator = Operator::start("127.0.0.1:0", &op_id, &relay_id).await;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_s2ds"))
+        .args(["node", "--gateway", "dtn", "--node", "gw-a", "--drain-seconds", "1"])
+        .arg("--control-plane")
+        .arg(operator.addr.to_string())
+        .args([std::ffi::OsStr::new("--cert"), relay_id.cert.as_os_str()])
+        .args([std::ffi::OsStr::new("--key"), relay_id.key.as_os_str()])
+        .args([std::ffi::OsStr::new("--control-plane-cert"), op_id.cert.as_os_str()])
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .unwrap();
+    let mut call = operator.next_call().await;
+    let applied = call.send(update(1, true, vec![plain("a", "a1", echo_target().await, "")], &[])).await;
+    round_trip(&mut TcpStream::connect(listener(find(&applied, "a"))).await.unwrap(), 6).await;
+    assert!(child.try_wait().unwrap().is_none(), "s2ds node exited on its own");
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -222,3 +222,53 @@ fn wait_ready_returns_once_the_relay_is_bound() {
     assert!(out.contains("ready after"), "{out}");
     assert!(ready, "wait-ready returned before the relay's health listener was bound");
 }
+
+/// A free port on 127.0.0.1 (bound, read, released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_until_a_signal_at_every_log_level() {
+    // Once the wait for SIGTERM sat inside a log macro: below its level it was never awaited,
+    // and the relay exited at once.
+    for level in ["warn", "off"] {
+        let dir = tempfile::tempdir().unwrap();
+        let t_l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (listen, metrics) = (free_port(), free_port());
+        let config = dir.path().join("c.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "streamId: quiet\nmode: plain\nlisteners: ['127.0.0.1:{listen}']\ntargets: ['{}']\n\
+                 metricsAddress: 127.0.0.1:{metrics}\ndrainSeconds: 1\n",
+                t_l.local_addr().unwrap()
+            ),
+        )
+        .unwrap();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_s2ds"))
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", level)
+            .spawn()
+            .unwrap();
+        let at = |p: u16| std::net::SocketAddr::from(([127, 0, 0, 1], p));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            assert!(child.try_wait().unwrap().is_none(), "s2ds exited on its own at RUST_LOG={level}");
+            if TcpStream::connect(at(metrics)).await.is_ok() && http_get(at(metrics), "/readyz").await.0 == 200 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "s2ds not ready at RUST_LOG={level}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let mut c = TcpStream::connect(at(listen)).await.unwrap();
+        let (mut t, _) = t_l.accept().await.unwrap();
+        roundtrip(&mut c, &mut t, b"still here").await;
+        assert!(child.try_wait().unwrap().is_none(), "s2ds exited on its own at RUST_LOG={level}");
+        drop((c, t));
+        let status = std::process::Command::new("kill").arg(child.id().to_string()).status().unwrap();
+        assert!(status.success());
+        assert_eq!(child.wait().unwrap().code(), Some(0));
+    }
+}

@@ -175,15 +175,18 @@ async fn shared(
         .arg(write("relay.key", &id.private_key_pem)?)
         .arg("--control-plane-cert")
         .arg(write("operator.crt", &serving.certificate_pem)?)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", std::env::var("S2DS_LOG").unwrap_or_else(|_| "warn".into()))
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
         .context("starting s2ds node")?;
     let pid = child.id();
-    let _child = Killed(child);
+    let mut child = Killed(child);
     let deadline = Instant::now() + Duration::from_secs(20);
     while !hub.connected(&relay) {
+        if let Some(status) = child.0.try_wait()? {
+            anyhow::bail!("s2ds node ended with {status} before calling");
+        }
         anyhow::ensure!(Instant::now() < deadline, "s2ds node did not call within 20 s");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
