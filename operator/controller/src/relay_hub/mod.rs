@@ -200,15 +200,15 @@ impl Hub {
     pub fn applied(&self, relay: &RelayKey, call: u64, applied: Applied) {
         let mut published = Vec::new();
         {
-            let mut state = self.state();
+            let mut guard = self.state();
+            let state = &mut *guard;
             if state.calls.get(relay).map(|c| c.id) != Some(call) {
                 return;
             }
-            let desired: Vec<String> =
-                state.desired.get(relay).map(|s| s.keys().cloned().collect()).unwrap_or_default();
+            let desired = state.desired.get(relay);
             let reported = state.reported.entry(relay.clone()).or_default();
             for s in applied.streams {
-                if desired.contains(&s.stream_id) {
+                if desired.is_some_and(|d| d.contains_key(&s.stream_id)) {
                     reported.insert(s.stream_id.clone(), s.clone());
                 } else {
                     reported.remove(&s.stream_id);
