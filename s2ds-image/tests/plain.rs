@@ -46,13 +46,8 @@ async fn half_close_propagates_both_ways() {
     half_close_both_ways(addr, &l).await;
 }
 
-/// How a connection the relay refuses ends for the application: a reset (it
-/// may already answer the connect, when it arrives before tokio checks the
-/// socket's error), never a clean end of an empty stream. `Ok(bytes)` is EOF.
 async fn refusal(addr: std::net::SocketAddr) -> Result<usize, std::io::ErrorKind> {
-    let mut c = TcpStream::connect(addr).await.map_err(|e| e.kind())?;
-    let mut buf = Vec::new();
-    c.read_to_end(&mut buf).await.map_err(|e| e.kind())
+    refusal_after(addr, b"").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

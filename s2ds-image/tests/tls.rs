@@ -110,11 +110,8 @@ async fn wrong_peer_certificate_is_refused_and_counted() {
         ),
     )
     .await;
-    let mut c = TcpStream::connect(bad_client.listeners().await[0]).await.unwrap();
-    c.write_all(b"should never arrive").await.unwrap();
-    let mut buf = Vec::new();
-    let _ = c.read_to_end(&mut buf).await;
-    assert!(buf.is_empty());
+    let refused = refusal_after(bad_client.listeners().await[0], b"should never arrive").await;
+    assert!(!matches!(refused, Ok(n) if n > 0), "nothing comes back through a refused pin: {refused:?}");
     server
         .wait_metric("s2ds_connections_refused_total{stream=\"tls-test\",listener=\"127.0.0.1:0\",reason=\"peer-cert-mismatch\"}", 1.0)
         .await;
@@ -127,8 +124,8 @@ async fn wrong_peer_certificate_is_refused_and_counted() {
         &tls_yaml("tls-client", &consumer, &format!("  peerCertFile: {}", intruder.cert.display()), server_addr),
     )
     .await;
-    let mut c = TcpStream::connect(wrong_pin.listeners().await[0]).await.unwrap();
-    let _ = c.read_to_end(&mut Vec::new()).await;
+    let refused = refusal_after(wrong_pin.listeners().await[0], b"").await;
+    assert!(!matches!(refused, Ok(n) if n > 0), "nothing comes back through a wrong pin: {refused:?}");
     wrong_pin
         .wait_metric("s2ds_connections_refused_total{stream=\"tls-test\",listener=\"127.0.0.1:0\",reason=\"peer-cert-mismatch\"}", 1.0)
         .await;

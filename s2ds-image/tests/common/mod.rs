@@ -292,6 +292,17 @@ pub async fn recv<R: AsyncReadExt + Unpin>(r: &mut R) -> (u64, String) {
     }
 }
 
+/// How a connection the relay refuses ends for the application, after it
+/// wrote `payload` (a write error is part of the refusal): a reset, which may
+/// already answer the connect when the relay's RST arrives before tokio checks
+/// the socket's error (seen in CI on a loaded machine), or `Ok(bytes)` at EOF.
+pub async fn refusal_after(addr: SocketAddr, payload: &[u8]) -> Result<usize, std::io::ErrorKind> {
+    let mut c = TcpStream::connect(addr).await.map_err(|e| e.kind())?;
+    let _ = c.write_all(payload).await;
+    let mut buf = Vec::new();
+    c.read_to_end(&mut buf).await.map_err(|e| e.kind())
+}
+
 /// Hash of what [`send`] produces, computed without sending.
 pub fn expected(seed: u64, len: u64) -> String {
     let mut g = Gen::new(seed);
