@@ -60,9 +60,9 @@ pub struct NodeArgs {
     /// This node's name.
     #[arg(long, env = "S2DS_NODE")]
     pub node: String,
-    /// The operator's relay-config address (host:port).
-    #[arg(long, env = "S2DS_CONTROL_PLANE")]
-    pub control_plane: std::net::SocketAddr,
+    /// The operator's relay-config address (`host:port`, e.g. the operator's Service name).
+    #[arg(long, env = "S2DS_CONTROL_PLANE", value_parser = host_port)]
+    pub control_plane: String,
     /// This relay's certificate (PEM), which the operator pins.
     #[arg(long, env = "S2DS_CERT")]
     pub cert: PathBuf,
@@ -78,6 +78,14 @@ pub struct NodeArgs {
     /// Grace for every stream's connections at SIGTERM.
     #[arg(long, default_value_t = crate::config::DEFAULT_DRAIN_SECONDS)]
     pub drain_seconds: u64,
+}
+
+/// `host:port` with a port number.
+fn host_port(text: &str) -> Result<String, String> {
+    match text.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(text.to_owned()),
+        _ => Err(format!("{text:?} is not host:port (e.g. scistream-relay-channel.scistream-system.svc:8444)")),
+    }
 }
 
 /// Raises the soft limit on open files to the hard one (as the Go runtime does for every

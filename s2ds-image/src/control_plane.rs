@@ -13,7 +13,6 @@
 //! proxies and their control plane).
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,8 +33,9 @@ const SERVER_NAME: &str = "scistream-operator";
 /// Where the channel goes and who we are.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// The operator's relay-config address.
-    pub address: SocketAddr,
+    /// The operator's relay-config address (`host:port`; a name is resolved at each dial,
+    /// so a Service's DNS name follows the Service).
+    pub address: String,
     /// The Gateway and node this relay serves.
     pub gateway: String,
     /// The node.
@@ -54,7 +54,7 @@ pub enum ChannelError {
     #[error("cannot reach the operator at {address}: {source}")]
     Connect {
         /// Where.
-        address: SocketAddr,
+        address: String,
         /// Why.
         #[source]
         source: tonic::transport::Error,
@@ -126,11 +126,11 @@ async fn dial(options: &Options) -> Result<tonic::transport::Channel, ChannelErr
     // The data-phase record layer is not ours here: rustls keeps the secrets.
     tls.enable_secret_extraction = false;
     let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
-    let address = options.address;
+    let address = options.address.clone();
     let connect = tower::service_fn(move |_: tonic::transport::Uri| {
-        let connector = connector.clone();
+        let (connector, address) = (connector.clone(), address.clone());
         async move {
-            let tcp = tokio::net::TcpStream::connect(address).await?;
+            let tcp = tokio::net::TcpStream::connect(address.as_str()).await?;
             // Small messages both ways: without it, Nagle and delayed ACKs add 40 ms to some.
             tcp.set_nodelay(true)?;
             let name = rustls::pki_types::ServerName::try_from(SERVER_NAME).map_err(std::io::Error::other)?;
@@ -143,7 +143,7 @@ async fn dial(options: &Options) -> Result<tonic::transport::Channel, ChannelErr
         .http2_keep_alive_interval(Duration::from_secs(30))
         .connect_with_connector(connect)
         .await
-        .map_err(|source| ChannelError::Connect { address, source })
+        .map_err(|source| ChannelError::Connect { address: options.address.clone(), source })
 }
 
 /// Applies one update: removals first (their ports may be the new streams' ones), then each

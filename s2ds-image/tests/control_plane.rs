@@ -138,7 +138,7 @@ impl Drop for Operator {
 async fn relay(operator: SocketAddr, me: &Identity, pinned: &Identity) -> (Arc<NodeRelay>, CancellationToken) {
     let node = Arc::new(NodeRelay::start(Some("127.0.0.1:0".parse().unwrap()), vec![]).await.unwrap());
     let options = Options {
-        address: operator,
+        address: operator.to_string(),
         gateway: "dtn".into(),
         node: "gw-a".into(),
         identity: TlsFiles {

@@ -49,6 +49,9 @@ pub struct AgentConfig {
     /// control-plane benchmark's thousands of relay pods (what it measures is the API traffic
     /// of operator and kubelet, not relays).
     pub simulated: bool,
+    /// Addresses of this machine's loopback the nodes' pods reach at the same address (see
+    /// [`crate::services`]): the operator's relay channel, as a Service is reached on a node.
+    pub host_services: Vec<std::net::SocketAddr>,
 }
 
 impl Default for AgentConfig {
@@ -64,6 +67,7 @@ impl Default for AgentConfig {
             serve: None,
             privileged: None,
             simulated: false,
+            host_services: Vec::new(),
         }
     }
 }
@@ -166,6 +170,13 @@ impl NodeAgentBuilder {
         self.config.simulated = on;
         self
     }
+    /// Pods reach `addr`, an address of this machine's loopback, at the same address from
+    /// every node (see [`crate::services`]).
+    pub fn host_service(mut self, addr: std::net::SocketAddr) -> Self {
+        self.config.host_services.push(addr);
+        self
+    }
+
     /// Serves only these nodes of the topology (default: all of them).
     pub fn serve<S: Into<String>>(mut self, nodes: impl IntoIterator<Item = S>) -> Self {
         self.config.serve = Some(nodes.into_iter().map(Into::into).collect());
@@ -299,6 +310,12 @@ impl NodeAgent {
         );
         agent.tasks.push(tokio::spawn(hb));
         agent.tasks.push(tokio::spawn(watch_pods(agent.ctx.clone(), agent.nodes.clone(), agent.stop.subscribe())));
+        for addr in &agent.config.host_services {
+            for n in &agent.nodes {
+                let forward = crate::services::forward(network.clone(), n.name.clone(), *addr, agent.stop.subscribe());
+                agent.tasks.push(tokio::spawn(forward));
+            }
+        }
         tracing::info!(agent = %agent.id, nodes = agent.nodes.len(), mode = ?agent.config.mode, "node agent started");
         Ok(agent)
     }

@@ -43,6 +43,7 @@ pub mod probe;
 pub mod process;
 pub mod runtime;
 pub mod scheduler;
+pub mod services;
 pub mod status;
 mod sys;
 pub mod topology;

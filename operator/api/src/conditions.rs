@@ -85,11 +85,14 @@ pub enum Reason {
     Conflict,
     /// (Gateway) Deleted while streams hold ports on it.
     InUse,
+    /// (Gateway) `spec.s2ds.relayModel: Shared`, but the operator does not serve the relay
+    /// channel its shared relays are fed through.
+    RelayChannelOff,
 }
 
 impl Reason {
     /// Every reason.
-    pub const ALL: [Reason; 30] = [
+    pub const ALL: [Reason; 31] = [
         Reason::Reserved,
         Reason::PortsExhausted,
         Reason::BandwidthExhausted,
@@ -120,6 +123,7 @@ impl Reason {
         Reason::ExceedsGateway,
         Reason::Conflict,
         Reason::InUse,
+        Reason::RelayChannelOff,
     ];
 
     /// The text conditions and events carry.
@@ -155,6 +159,7 @@ impl Reason {
             Reason::ExceedsGateway => "ExceedsGateway",
             Reason::Conflict => "Conflict",
             Reason::InUse => "InUse",
+            Reason::RelayChannelOff => "RelayChannelOff",
         }
     }
 
@@ -253,6 +258,8 @@ pub mod reasons {
     /// (Gateway) Deleted while streams hold ports on it: it admits no new stream and goes
     /// once they are released.
     pub const IN_USE: Reason = Reason::InUse;
+    /// See [`Reason::RelayChannelOff`].
+    pub const RELAY_CHANNEL_OFF: Reason = Reason::RelayChannelOff;
 }
 
 /// The three values of a condition's `status`.

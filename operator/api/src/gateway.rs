@@ -162,11 +162,48 @@ pub struct S2dsSettings {
     /// by each relay when it starts. Default true; false keeps every connection in userspace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel_tls: Option<bool>,
+
+    /// How the relays of this Gateway run. `PerStream` (default): a relay pod per stream
+    /// and node, started when the stream's relays are planned (seconds on a real cluster;
+    /// a kubelet runs at most about a hundred pods a node). `Shared`: one long-lived
+    /// `s2ds node` pod per gateway node serves every stream of this Gateway there; the
+    /// operator sends it each stream (listeners, targets, keys) over a mutually
+    /// authenticated channel, and a stream relays within milliseconds of the decision, with
+    /// thousands a node (docs/performance.md). Needs the operator's relay channel (the
+    /// chart's `relayChannel`). A change moves every stream of the Gateway to the other
+    /// model: their relays restart and open connections are cut.
+    #[serde(default, skip_serializing_if = "is_per_stream")]
+    pub relay_model: RelayModel,
 }
 
 impl S2dsSettings {
     /// What an absent `spec.s2ds` means.
-    pub const DEFAULT: S2dsSettings = S2dsSettings { record_layer: RecordLayer::S2ds, kernel_tls: None };
+    pub const DEFAULT: S2dsSettings =
+        S2dsSettings { record_layer: RecordLayer::S2ds, kernel_tls: None, relay_model: RelayModel::PerStream };
+}
+
+fn is_per_stream(model: &RelayModel) -> bool {
+    *model == RelayModel::PerStream
+}
+
+/// How a Gateway's `S2ds` relays run.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum RelayModel {
+    /// A relay pod per stream and gateway node.
+    #[default]
+    PerStream,
+    /// One `s2ds node` pod per gateway node, fed every stream over the operator's channel.
+    Shared,
+}
+
+impl GatewaySpec {
+    /// How this Gateway's relays run (`PerStream` for every implementation but `S2ds`).
+    pub fn relay_model(&self) -> RelayModel {
+        match (&self.implementation, &self.s2ds) {
+            (Implementation::S2ds, Some(s)) => s.relay_model,
+            _ => RelayModel::PerStream,
+        }
+    }
 }
 
 /// The TLS record layer of an `S2ds` relay's data phase.

@@ -76,6 +76,15 @@ pub struct Args {
     /// Do not publish the control endpoint in ConfigMap scistream-control-endpoint.
     #[arg(long)]
     pub no_control_publish: bool,
+    /// Serve the shared relays' configuration channel here (Gateways with
+    /// `spec.s2ds.relayModel: Shared` need it). Unset: not served.
+    #[arg(long, env = "SCISTREAM_RELAY_CHANNEL_ADDR")]
+    pub relay_channel_addr: Option<SocketAddr>,
+    /// The channel's address as shared relays dial it (`host:port`, e.g. the chart's Service
+    /// `scistream-relay-channel.NAMESPACE.svc:8444`; relays use the node's network and the
+    /// cluster's DNS). Default: that Service name in the operator's namespace.
+    #[arg(long, env = "SCISTREAM_RELAY_CHANNEL_ADVERTISE", value_parser = parse_advertise)]
+    pub relay_channel_advertise: Option<String>,
     /// Log format: `text` or `json`.
     #[arg(long, env = "SCISTREAM_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
@@ -86,6 +95,16 @@ fn parse_advertise(text: &str) -> Result<String, String> {
 }
 
 impl Args {
+    /// Where shared relays dial the channel.
+    pub fn relay_channel_address(&self) -> Option<String> {
+        let listen = self.relay_channel_addr?;
+        Some(
+            self.relay_channel_advertise
+                .clone()
+                .unwrap_or_else(|| format!("scistream-relay-channel.{}.svc:{}", self.namespace, listen.port())),
+        )
+    }
+
     /// Operator settings from the flags.
     pub fn config(&self) -> Config {
         Config {

@@ -2,7 +2,7 @@
 //! recorder and metrics, built once and passed to every reconcile as `Arc<Context>`.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -17,7 +17,7 @@ use kube::{
 };
 use scistream_api::{Gateway, StreamRequest};
 
-use crate::{metrics::Metrics, reservations::GatewayWriter};
+use crate::{metrics::Metrics, relay_hub::channel::Channel, reservations::GatewayWriter};
 
 /// Relay images per implementation.
 #[derive(Clone, Debug)]
@@ -129,6 +129,12 @@ pub struct Context {
     pub failures: Mutex<HashMap<ObjectRef<StreamRequest>, u32>>,
     /// Takes turns writing each Gateway's status.
     pub gateway_writer: GatewayWriter,
+    /// The shared relays' configuration channel, when the operator serves it.
+    pub channel: Option<Arc<Channel>>,
+    /// Uids of the Gateways and StreamRequests reconciled since start (the channel opens once
+    /// every object known at start has been).
+    reconciled: Mutex<HashSet<String>>,
+    reconciled_changed: tokio::sync::Notify,
 }
 
 impl Context {
@@ -140,6 +146,7 @@ impl Context {
         metrics: Arc<Metrics>,
         instance: String,
         synced: tokio::sync::watch::Receiver<bool>,
+        channel: Option<Arc<Channel>>,
     ) -> Arc<Self> {
         let reporter =
             Reporter { controller: scistream_api::keys::FIELD_MANAGER_OPERATOR.to_owned(), instance: Some(instance) };
@@ -152,7 +159,41 @@ impl Context {
             synced,
             failures: Mutex::new(HashMap::new()),
             gateway_writer: GatewayWriter::default(),
+            channel,
+            reconciled: Mutex::default(),
+            reconciled_changed: tokio::sync::Notify::new(),
         })
+    }
+
+    /// Notes that the object with `uid` was reconciled (whatever came of it).
+    pub fn note_reconciled(&self, uid: Option<String>) {
+        let Some(uid) = uid else { return };
+        let new = self.reconciled.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(uid);
+        if new {
+            self.reconciled_changed.notify_waiters();
+        }
+    }
+
+    /// Waits until every Gateway and StreamRequest in the caches now has been reconciled once
+    /// since start, or `within` passed; returns how many were still not.
+    pub async fn all_reconciled_once(&self, within: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let changed = self.reconciled_changed.notified();
+            let missing = {
+                let seen = self.reconciled.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let gateways = self.stores.gateways.state();
+                let requests = self.stores.requests.state();
+                let uids = gateways.iter().filter_map(|g| g.metadata.uid.clone());
+                uids.chain(requests.iter().filter_map(|r| r.metadata.uid.clone())).filter(|u| !seen.contains(u)).count()
+            };
+            if missing == 0 {
+                return 0;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return missing;
+            }
+        }
     }
 
     /// Waits (bounded) until the caches hold a first full list, so no decision is made on an

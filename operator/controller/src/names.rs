@@ -33,7 +33,7 @@ pub fn config_key(node: &str) -> String {
 pub const PEER_CERT_KEY: &str = "peer.crt";
 
 /// 32-bit FNV-1a: stable across versions and platforms (unlike `DefaultHasher`).
-fn fnv1a(text: &str) -> u32 {
+pub fn fnv1a(text: &str) -> u32 {
     text.bytes().fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
 }
 

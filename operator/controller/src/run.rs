@@ -182,6 +182,16 @@ pub async fn run_until(args: Args, token: CancellationToken) -> anyhow::Result<(
         tokio::spawn(lease::keep(client.clone(), cfg, token.clone()));
     }
 
+    // Only the leader serves the shared relays' channel: its streams are the leader's.
+    let channel = match (args.relay_channel_addr, args.relay_channel_address()) {
+        (Some(listen), Some(address)) => Some(
+            crate::relay_hub::channel::start(&client, &args.namespace, listen, address, token.clone())
+                .await
+                .context("starting the relay channel")?,
+        ),
+        _ => None,
+    };
+
     // One watch per kind, each feeding a cache and the reconciles its changes concern.
     let (nodes, node_writer) = reflector::store::<Node>();
     let node_events = watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
@@ -216,6 +226,7 @@ pub async fn run_until(args: Args, token: CancellationToken) -> anyhow::Result<(
     // Gateway changes reach the StreamRequest controller through this channel: the mapper runs
     // after the change is in the Gateway cache, so a woken request reads it.
     let (wake_tx, wake_rx) = futures::channel::mpsc::unbounded::<ObjectRef<StreamRequest>>();
+    let report_wake = wake_tx.clone();
     // A Gateway's spec or nodes changing may make another conflict with it (or stop): the
     // other Gateways are reconciled again.
     let (gw_wake_tx, gw_wake_rx) = futures::channel::mpsc::unbounded::<ObjectRef<Gateway>>();
@@ -266,7 +277,19 @@ pub async fn run_until(args: Args, token: CancellationToken) -> anyhow::Result<(
         namespaces: namespaces.clone(),
     };
     let (synced_tx, synced) = tokio::sync::watch::channel(false);
-    let ctx = Context::new(client.clone(), args.config(), stores.clone(), metrics, args.identity.clone(), synced);
+    let ctx = Context::new(
+        client.clone(),
+        args.config(),
+        stores.clone(),
+        metrics,
+        args.identity.clone(),
+        synced,
+        channel.clone(),
+    );
+    if let Some(channel) = channel {
+        tokio::spawn(open_channel(ctx.clone(), channel.clone()));
+        tokio::spawn(wake_on_reports(channel, requests.clone(), report_wake, token.clone()));
+    }
 
     let all_gateways = stores.gateways.clone();
     let gw_ctrl = Controller::for_stream(gw_events, gateways)
@@ -319,6 +342,52 @@ pub async fn run_until(args: Args, token: CancellationToken) -> anyhow::Result<(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Opens the relay channel once every Gateway and StreamRequest known at start was reconciled
+/// (so every stream a relay runs is set before it gets its snapshot), or after a minute.
+async fn open_channel(ctx: Arc<Context>, channel: Arc<crate::relay_hub::channel::Channel>) {
+    ctx.caches_ready().await;
+    let missing = ctx.all_reconciled_once(std::time::Duration::from_secs(60)).await;
+    if missing > 0 {
+        tracing::warn!(missing, "opening the relay channel before every object was reconciled once");
+    }
+    channel.hub.open();
+    tracing::info!("relay channel open: shared relays may call");
+}
+
+/// Each report of a shared relay wakes the StreamRequest it is about (its relays became
+/// ready, or its config was refused); after lost reports, every request on a shared Gateway.
+async fn wake_on_reports(
+    channel: Arc<crate::relay_hub::channel::Channel>,
+    requests: Store<StreamRequest>,
+    wake: futures::channel::mpsc::UnboundedSender<ObjectRef<StreamRequest>>,
+    token: CancellationToken,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    let mut reports = channel.hub.subscribe();
+    loop {
+        let report = tokio::select! {
+            () = token.cancelled() => return,
+            r = reports.recv() => r,
+        };
+        let woken: Vec<ObjectRef<StreamRequest>> = match report {
+            Ok(report) => match stream::shared::parse_key(&report.state.stream_id) {
+                Some((id, role)) => requests
+                    .state()
+                    .iter()
+                    .filter(|r| r.spec.stream_id == id && r.spec.role == role && r.spec.gateway == report.relay.gateway)
+                    .map(|r| ObjectRef::from_obj(r.as_ref()))
+                    .collect(),
+                None => Vec::new(),
+            },
+            Err(RecvError::Lagged(_)) => requests.state().iter().map(|r| ObjectRef::from_obj(r.as_ref())).collect(),
+            Err(RecvError::Closed) => return,
+        };
+        for r in woken {
+            let _ = wake.unbounded_send(r);
+        }
+    }
 }
 
 fn gateway_error_policy(

@@ -27,6 +27,13 @@ struct Operator {
 }
 
 async fn operator() -> Operator {
+    let op = starting().await;
+    op.hub.open();
+    op
+}
+
+/// An operator serving the channel but not yet open (its streams not all set).
+async fn starting() -> Operator {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let authority = Authority::generate().unwrap();
     let serving = authority.issue_server(&["scistream-operator".into()]).unwrap();
@@ -50,6 +57,18 @@ async fn relay(
     identity: &KeyMaterial,
     claims: &RelayKey,
 ) -> (Arc<NodeRelay>, CancellationToken) {
+    let (node, options) = relay_options(op, dir, identity, claims).await;
+    let stop = CancellationToken::new();
+    tokio::spawn(s2ds::control_plane::run(node.clone(), options, stop.clone()));
+    (node, stop)
+}
+
+async fn relay_options(
+    op: &Operator,
+    dir: &Path,
+    identity: &KeyMaterial,
+    claims: &RelayKey,
+) -> (Arc<NodeRelay>, s2ds::control_plane::Options) {
     let name = format!("{}-{}", claims.node, fingerprint_pem(&identity.certificate_pem).unwrap()[0]);
     let write = |what: &str, pem: &str| {
         let p = dir.join(format!("{name}-{what}.pem"));
@@ -65,14 +84,12 @@ async fn relay(
     };
     let node = Arc::new(NodeRelay::start(None, vec![]).await.unwrap());
     let options = s2ds::control_plane::Options {
-        address: op.addr,
+        address: op.addr.to_string(),
         gateway: claims.gateway.clone(),
         node: claims.node.clone(),
         identity: files,
     };
-    let stop = CancellationToken::new();
-    tokio::spawn(s2ds::control_plane::run(node.clone(), options, stop.clone()));
-    (node, stop)
+    (node, options)
 }
 
 /// Issues `relay` its certificate and tells the hub.
@@ -217,4 +234,34 @@ async fn wait_for_refusals(op: &Operator, n: u64) {
         assert!(Instant::now() < deadline, "only {} refusals, wanted {n}", op.hub.refusals());
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// A restarted operator has not yet set every stream: a relay calling then would get a
+/// snapshot without them and stop them, cutting their connections. It is told to call again
+/// (UNAVAILABLE), keeps what it runs, and gets everything once the operator opens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_calling_before_the_operator_has_set_its_streams_is_told_to_call_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let op = starting().await;
+    let target = echo().await;
+    let a = key("gw-a");
+    let identity = issue(&op, &a);
+    let (node, options) = relay_options(&op, dir.path(), &identity, &a).await;
+    let mut generations = s2ds::control_plane::Generations::new();
+    let early = s2ds::control_plane::call(&node, &options, &mut generations).await;
+    match early {
+        Err(s2ds::control_plane::ChannelError::Status(s)) => {
+            assert_eq!(s.code(), tonic::Code::Unavailable, "{s}");
+            assert!(s.message().contains("call again"), "{s}");
+        }
+        other => panic!("an early call must be refused as unavailable, got {other:?}"),
+    }
+    assert!(!op.hub.connected(&a));
+    op.hub.set(&a, plain("kept", target));
+    op.hub.open();
+    let stop = CancellationToken::new();
+    tokio::spawn(s2ds::control_plane::run(node.clone(), options, stop.clone()));
+    let s = reported(&op, &a, "kept", |s| s.ready).await;
+    echoes(s.listeners[0].parse().unwrap()).await;
+    stop.cancel();
 }

@@ -147,6 +147,7 @@ async fn shared(
     let authority = Authority::generate()?;
     let serving = authority.issue_server(&["scistream-operator".into()])?;
     let hub = Arc::new(Hub::default());
+    hub.open();
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let stop = tokio_util::sync::CancellationToken::new();

@@ -139,7 +139,10 @@ async fn facility(
             }
         }
     }
-    let agent = start_agent(opts, network, name, &client).await?;
+    // The channel of the Gateway's shared relays, on this machine's loopback; the node agent
+    // carries it into the nodes as kube-proxy carries a Service.
+    let channel = opts.shared_relays().then(free_port).transpose()?.map(|p| SocketAddr::from(([127, 0, 0, 1], p)));
+    let agent = start_agent(opts, network, name, &client, channel).await?;
     for (secret, data) in &opts.control_secrets {
         let object: Secret = serde_json::from_value(
             json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": secret}, "stringData": data}),
@@ -151,7 +154,12 @@ async fn facility(
             .with_context(|| format!("{name}: Secret default/{secret}"))?;
     }
     let control_port = free_port()?;
-    let operator = start_operator(&own_kubeconfig, name, control_port, &opts.operator_args)?;
+    let mut operator_args = opts.operator_args.clone();
+    if let Some(channel) = channel {
+        operator_args.extend(["--relay-channel-addr".to_owned(), channel.to_string()]);
+        operator_args.extend(["--relay-channel-advertise".to_owned(), channel.to_string()]);
+    }
+    let operator = start_operator(&own_kubeconfig, name, control_port, &operator_args)?;
     let mut spec = json!({"nodeSelector": {"scistream.io/gateway": "dtn", "scistream.io/facility": name},
                  "bandwidth": opts.bandwidth, "podNamespace": GATEWAY_NS,
                  "implementation": opts.implementation_of(index), "policy": opts.policy, "s2ds": opts.s2ds_settings,
@@ -170,14 +178,7 @@ async fn facility(
         client,
         control: format!("127.0.0.1:{control_port}"),
         control_secret: ("default".to_owned(), "scistream-control-tls".to_owned()),
-        embedded: Some(Embedded {
-            cluster,
-            kubeconfig: own_kubeconfig,
-            agent,
-            operator,
-            control_port,
-            operator_args: opts.operator_args.clone(),
-        }),
+        embedded: Some(Embedded { cluster, kubeconfig: own_kubeconfig, agent, operator, control_port, operator_args }),
     })
 }
 
@@ -291,6 +292,7 @@ async fn start_agent(
     network: &Arc<Network>,
     facility: &str,
     client: &Client,
+    host_service: Option<SocketAddr>,
 ) -> anyhow::Result<NodeAgent> {
     let mine: Vec<String> = topology()
         .nodes
@@ -298,7 +300,10 @@ async fn start_agent(
         .filter(|n| n.labels.get("scistream.io/facility").map(String::as_str) == Some(facility))
         .map(|n| n.name)
         .collect();
-    let agent = NodeAgent::builder(client.clone()).network(network.clone()).serve(mine).s2ds(&opts.s2ds);
+    let mut agent = NodeAgent::builder(client.clone()).network(network.clone()).serve(mine).s2ds(&opts.s2ds);
+    if let Some(addr) = host_service {
+        agent = agent.host_service(addr);
+    }
     let agent = match &opts.podman_images {
         Some(pattern) => agent.podman_image(pattern),
         None => agent,

@@ -106,6 +106,23 @@ impl Options {
         Ok(Options::new(nix::unistd::geteuid().is_root(), crate::built_binary("s2ds")?, root, implementation))
     }
 
+    /// Gateways whose relays are shared (`spec.s2ds.relayModel: Shared`): their operators
+    /// then serve the relay channel.
+    pub fn shared_relays(&self) -> bool {
+        self.s2ds_settings.get("relayModel").and_then(|m| m.as_str()) == Some("Shared")
+    }
+
+    /// Both Gateways on shared relays, their operators serving the relay channel.
+    pub fn with_shared_relays(mut self) -> Options {
+        match self.s2ds_settings.as_object_mut() {
+            Some(settings) => {
+                settings.insert("relayModel".to_owned(), "Shared".into());
+            }
+            None => self.s2ds_settings = serde_json::json!({"relayModel": "Shared"}),
+        }
+        self
+    }
+
     /// The producer's gateway on `producer`, the consumer's on `consumer`.
     pub fn implementations(mut self, producer: &str, consumer: &str) -> Options {
         self.implementation = producer.to_owned();

@@ -3,6 +3,7 @@
 //! status (nodes, ports, bandwidth, Ready) current.
 
 mod in_use;
+pub mod node_relays;
 pub mod status;
 mod sweep;
 
@@ -84,6 +85,14 @@ async fn vanished(ctx: &Context, gateway: &Gateway) -> Result<BTreeSet<String>> 
 /// Reconciles one Gateway.
 #[tracing::instrument(skip_all, fields(gateway = %gateway.name_any()))]
 pub async fn reconcile(gateway: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action> {
+    let result = reconcile_gateway(&gateway, &ctx).await;
+    ctx.note_reconciled(gateway.uid());
+    result
+}
+
+async fn reconcile_gateway(gateway: &Arc<Gateway>, ctx: &Arc<Context>) -> Result<Action> {
+    let gateway = gateway.clone();
+    let ctx = ctx.clone();
     let _timer = ctx.metrics.reconcile(CONTROLLER);
     ctx.caches_ready().await;
     let name = gateway.name_any();
@@ -98,6 +107,7 @@ pub async fn reconcile(gateway: Arc<Gateway>, ctx: Arc<Context>) -> Result<Actio
     nodes.sort_by(|a, b| a.1.name.cmp(&b.1.name));
     let problem = namespace_problem(&ctx, &gateway.spec.pod_namespace).await?;
     let namespace_usable = problem.is_none();
+    let problem = problem.or_else(|| channel_problem(&ctx, &gateway));
     let all_nodes = ctx.stores.nodes.state();
     let claim = |g: &Gateway| status::Claim {
         name: g.name_any(),
@@ -128,8 +138,11 @@ pub async fn reconcile(gateway: Arc<Gateway>, ctx: Arc<Context>) -> Result<Actio
         true
     })
     .await?;
+    let mut again = false;
     if namespace_usable {
         sweep::sweep(&ctx, &gateway).await?;
+        let ready: Vec<String> = nodes.iter().filter(|(_, s)| s.ready).map(|(_, s)| s.name.clone()).collect();
+        again = node_relays::reconcile(&ctx, &gateway, &ready).await?;
     }
     if let Some(stored) = &stored {
         let in_use = stored.status.as_ref().is_some_and(|s| !s.reservations.is_empty());
@@ -149,5 +162,17 @@ pub async fn reconcile(gateway: Arc<Gateway>, ctx: Arc<Context>) -> Result<Actio
         let declared = gateway.spec.bandwidth.bps();
         ctx.metrics.bandwidth_declared.get_or_create(&labels).set(i64::try_from(declared).unwrap_or(i64::MAX));
     }
-    Ok(Action::requeue(ctx.config.resync))
+    let next = if again { std::time::Duration::from_secs(2) } else { ctx.config.resync };
+    Ok(Action::requeue(next))
+}
+
+/// Why the Gateway's shared relays cannot run, if they cannot: the operator does not serve
+/// the channel they are fed through.
+fn channel_problem(ctx: &Context, gateway: &Gateway) -> Option<(Reason, String)> {
+    (gateway.spec.relay_model() == scistream_api::RelayModel::Shared && ctx.channel.is_none()).then(|| {
+        (
+            reasons::RELAY_CHANNEL_OFF,
+            "spec.s2ds.relayModel is Shared, but the operator does not serve the relay channel shared relays are fed through: install the chart with relayChannel.enabled=true (flag --relay-channel-addr), or set relayModel: PerStream".to_owned(),
+        )
+    })
 }

@@ -154,7 +154,9 @@ pub fn readiness(
     if spec.port_range.is_empty() {
         return (false, reasons::INVALID_SPEC, "spec.portRange is empty".to_owned());
     }
-    let smallest = 1 + usize::from(scistream_core::render::needs_health_port(spec.implementation));
+    let per_stream_health = scistream_core::render::needs_health_port(spec.implementation)
+        && spec.relay_model() == scistream_api::RelayModel::PerStream;
+    let smallest = 1 + usize::from(per_stream_health);
     if spec.port_range.len() < smallest {
         return (
             false,

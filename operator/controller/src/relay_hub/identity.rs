@@ -6,22 +6,28 @@
 //! Relays pin the serving certificate itself.
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
 };
 use sha2::{Digest, Sha256};
 
 use super::RelayKey;
 use crate::certs::KeyMaterial;
 
-/// Why a certificate could not be made.
+/// Why a certificate could not be made, or a kept authority not read back.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot make the configuration channel's certificates: {0}")]
-pub struct IdentityError(#[from] rcgen::Error);
+pub enum IdentityError {
+    /// rcgen refused.
+    #[error("cannot make the configuration channel's certificates: {0}")]
+    Rcgen(#[from] rcgen::Error),
+    /// A kept authority's certificate is not PEM.
+    #[error("the kept relay-channel authority's certificate is not a PEM certificate")]
+    NotACertificate,
+}
 
 /// The authority of the configuration channel.
 pub struct Authority {
-    issuer: CertifiedIssuer<'static, KeyPair>,
+    issuer: Issuer<'static, KeyPair>,
+    certificate_pem: String,
 }
 
 impl std::fmt::Debug for Authority {
@@ -37,20 +43,41 @@ pub fn fingerprint_pem(pem: &str) -> Option<[u8; 32]> {
     Some(Sha256::digest(der.as_ref()).into())
 }
 
+/// The authority's own parameters: the same each time, so that an authority read back from
+/// its kept key issues certificates that chain to its kept certificate (the issuer is its
+/// name, key identifier and key usages; rcgen takes them from here).
+fn authority_params() -> Result<CertificateParams, IdentityError> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+    params.distinguished_name.push(DnType::CommonName, "scistream relay-config authority");
+    params.distinguished_name.push(DnType::OrganizationName, "SciStream");
+    Ok(params)
+}
+
 impl Authority {
     /// A new authority.
     pub fn generate() -> Result<Self, IdentityError> {
-        let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
-        params.distinguished_name.push(DnType::CommonName, "scistream relay-config authority");
-        params.distinguished_name.push(DnType::OrganizationName, "SciStream");
-        Ok(Self { issuer: CertifiedIssuer::self_signed(params, KeyPair::generate()?)? })
+        let key = KeyPair::generate()?;
+        let certificate_pem = authority_params()?.self_signed(&key)?.pem();
+        Ok(Self { issuer: Issuer::new(authority_params()?, key), certificate_pem })
+    }
+
+    /// The authority kept from an earlier start (its certificate and PKCS#8 key).
+    pub fn from_pem(certificate_pem: &str, key_pem: &str) -> Result<Self, IdentityError> {
+        fingerprint_pem(certificate_pem).ok_or(IdentityError::NotACertificate)?;
+        let key = KeyPair::from_pem(key_pem)?;
+        Ok(Self { issuer: Issuer::new(authority_params()?, key), certificate_pem: certificate_pem.to_owned() })
+    }
+
+    /// The authority's key (PKCS#8 PEM), to keep it.
+    pub fn key_pem(&self) -> String {
+        self.issuer.key().serialize_pem()
     }
 
     /// The authority's certificate (what the server trusts client certificates by).
     pub fn certificate_pem(&self) -> String {
-        self.issuer.pem()
+        self.certificate_pem.clone()
     }
 
     /// The channel's serving certificate, for `names` (relays pin it; names are for people).

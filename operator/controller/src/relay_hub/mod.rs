@@ -11,6 +11,7 @@
 //!
 //! No I/O here but channels: [`server`] is the gRPC and TLS side.
 
+pub mod channel;
 pub mod identity;
 pub mod server;
 
@@ -84,17 +85,42 @@ pub struct Hub {
     state: Mutex<State>,
     reports: broadcast::Sender<Report>,
     refused: std::sync::atomic::AtomicU64,
+    open: std::sync::atomic::AtomicBool,
+}
+
+impl fmt::Debug for Hub {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.state();
+        f.debug_struct("Hub").field("relays", &state.desired.len()).field("calls", &state.calls.len()).finish()
+    }
 }
 
 impl Default for Hub {
     fn default() -> Self {
-        Self { state: Mutex::default(), reports: broadcast::channel(1024).0, refused: Default::default() }
+        Self {
+            state: Mutex::default(),
+            reports: broadcast::channel(1024).0,
+            refused: Default::default(),
+            open: Default::default(),
+        }
     }
 }
 
 impl Hub {
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Relays may call from now on: every stream the operator knows of is set. Until then a
+    /// call is refused (the relay dials again), since the snapshot it would get could lack
+    /// streams the relay runs, and a relay stops what its snapshot lacks.
+    pub fn open(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether relays may call.
+    pub fn is_open(&self) -> bool {
+        self.open.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The relay that presents a certificate of this SHA-256 is `relay` (its certificate was
@@ -154,6 +180,26 @@ impl Hub {
         }
         state.send(relay, RelayUpdate { removed: vec![stream_id.to_owned()], ..RelayUpdate::default() });
         true
+    }
+
+    /// What `relay` is to run as `stream_id`, if it is.
+    pub fn desired_config(&self, relay: &RelayKey, stream_id: &str) -> Option<StreamConfig> {
+        self.state().desired.get(relay).and_then(|s| s.get(stream_id)).cloned()
+    }
+
+    /// Removes `stream_id` from every relay of `gateway`; returns from how many.
+    pub fn remove_from_gateway(&self, gateway: &str, stream_id: &str) -> usize {
+        self.relays_of(gateway, stream_id).iter().filter(|r| self.remove(r, stream_id)).count()
+    }
+
+    /// The relays that are to run `stream_id`.
+    pub fn relays_of(&self, gateway: &str, stream_id: &str) -> Vec<RelayKey> {
+        self.state()
+            .desired
+            .iter()
+            .filter(|(r, streams)| r.gateway == gateway && streams.contains_key(stream_id))
+            .map(|(r, _)| r.clone())
+            .collect()
     }
 
     /// The streams `relay` must run, by id.

@@ -67,6 +67,9 @@ impl RelayConfig for Service {
     type SyncStream = tokio_stream::wrappers::ReceiverStream<Result<RelayUpdate, Status>>;
 
     async fn sync(&self, request: Request<Streaming<RelayReport>>) -> Result<Response<Self::SyncStream>, Status> {
+        if !self.hub.is_open() {
+            return Err(Status::unavailable("the operator is starting: it has not yet set every stream; call again"));
+        }
         let relay = request
             .peer_certs()
             .and_then(|certs| certs.first().map(|c| <[u8; 32]>::from(Sha256::digest(c.as_ref()))))

@@ -43,8 +43,10 @@ pub fn held<'a>(status: Option<&'a GatewayStatus>, uid: &str) -> Option<&'a Rese
     status.and_then(|s| s.reservations.iter().find(|r| r.uid == uid))
 }
 
-/// What `sr` asks of its Gateway.
-pub fn demand(sr: &StreamRequest, implementation: scistream_api::Implementation) -> Demand {
+/// What `sr` asks of a Gateway: its connections' ports and bandwidth, and a port per node
+/// for its relay pod's health listener where the relays are pods of their own that have one
+/// (a shared relay serves one health endpoint for all its streams).
+pub fn demand(sr: &StreamRequest, spec: &scistream_api::GatewaySpec) -> Demand {
     use kube::ResourceExt;
     Demand {
         request: format!("{}/{}", sr.namespace().unwrap_or_default(), sr.name_any()),
@@ -52,7 +54,8 @@ pub fn demand(sr: &StreamRequest, implementation: scistream_api::Implementation)
         uid: sr.uid().unwrap_or_default(),
         connections: usize::try_from(sr.spec.num_connections).unwrap_or(1),
         rate: sr.spec.rate.get(),
-        metrics_port: scistream_core::render::needs_health_port(implementation),
+        metrics_port: scistream_core::render::needs_health_port(spec.implementation)
+            && spec.relay_model() == scistream_api::RelayModel::PerStream,
     }
 }
 

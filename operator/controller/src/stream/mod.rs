@@ -13,6 +13,8 @@ pub mod holding;
 pub mod notes;
 pub mod plan;
 pub mod report;
+pub mod shared;
+mod shared_relays;
 pub mod targets;
 
 use std::{collections::BTreeMap, sync::Arc};
@@ -26,7 +28,7 @@ use kube::{
         reflector::ObjectRef,
     },
 };
-use scistream_api::{Gateway, Phase, StreamRequest, keys};
+use scistream_api::{Gateway, Phase, RelayModel, StreamRequest, keys};
 use scistream_core::{allocator::Demand, relay};
 
 use crate::{
@@ -56,7 +58,9 @@ pub async fn reconcile(sr: Arc<StreamRequest>, ctx: Arc<Context>) -> Result<Acti
         }
     })
     .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))?;
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    ctx.note_reconciled(sr.uid());
+    let action = action?;
     ctx.succeeded(&ObjectRef::from_obj(sr.as_ref()));
     Ok(action)
 }
@@ -103,21 +107,33 @@ async fn observe(ctx: &Context, sr: &Arc<StreamRequest>) -> Result<plan::Observe
     let uid = sr.uid().unwrap_or_default();
     let (mut pods, mut config_map, mut older_waiting) = (Vec::new(), None, Vec::new());
     let mut held_elsewhere = Default::default();
+    let mut shared_seen = None;
     if let Some(gw) = gateway.as_deref() {
         held_elsewhere = holding::held_elsewhere(gw, ctx.stores.gateways.state().iter().map(AsRef::as_ref));
         let side = side(sr, gw);
         let status = gw.status.as_ref();
-        let mut nodes: Vec<&str> = status.iter().flat_map(|s| &s.nodes).map(|n| n.name.as_str()).collect();
-        nodes.extend(holding::held(status, &uid).iter().flat_map(|r| &r.nodes).map(|a| a.node.as_str()));
-        nodes.sort_unstable();
-        nodes.dedup();
-        for node in nodes {
-            let key = ObjectRef::new(&names::pod(side.stream_id, side.role, node)).within(side.namespace);
+        for node in nodes_of(gw, &uid) {
+            let key = ObjectRef::new(&names::pod(side.stream_id, side.role, &node)).within(side.namespace);
             if let Some(pod) = ctx.stores.pods.get(&key)
                 && pod.annotations().get(keys::ANNOTATION_REQUEST) == Some(&side.request)
             {
-                pods.push((node.to_owned(), pod.as_ref().clone()));
+                pods.push((node, pod.as_ref().clone()));
             }
+        }
+        if gw.spec.relay_model() == RelayModel::Shared
+            && let Some(channel) = &ctx.channel
+        {
+            let key = shared::key(side.stream_id, side.role);
+            let seen = nodes_of(gw, &uid).into_iter().map(|node| {
+                let relay = shared::relay(side.gateway, &node);
+                shared::OnRelay {
+                    desired: channel.hub.desired_config(&relay, &key).map(|c| c.generation),
+                    reported: channel.hub.reported(&relay, &key),
+                    connected: channel.hub.connected(&relay),
+                    node,
+                }
+            });
+            shared_seen = Some(seen.collect());
         }
         config_map = ctx
             .stores
@@ -134,6 +150,7 @@ async fn observe(ctx: &Context, sr: &Arc<StreamRequest>) -> Result<plan::Observe
         request: sr.clone(),
         gateway,
         pods,
+        shared: shared_seen,
         config_map,
         older_waiting,
         hello_key_problem,
@@ -145,6 +162,17 @@ async fn observe(ctx: &Context, sr: &Arc<StreamRequest>) -> Result<plan::Observe
         now: Timestamp::now(),
         resync: ctx.config.resync,
     })
+}
+
+/// The Gateway's nodes and those the request holds ports on (a lost node may still hold
+/// them), sorted.
+fn nodes_of(gw: &Gateway, uid: &str) -> Vec<String> {
+    let status = gw.status.as_ref();
+    let mut nodes: Vec<String> = status.iter().flat_map(|s| &s.nodes).map(|n| n.name.clone()).collect();
+    nodes.extend(holding::held(status, uid).iter().flat_map(|r| &r.nodes).map(|a| a.node.clone()));
+    nodes.sort_unstable();
+    nodes.dedup();
+    nodes
 }
 
 /// The labels of the request's namespace, from the cache or, when the cache has not seen it
@@ -195,7 +223,7 @@ fn queued_before(ctx: &Context, sr: &StreamRequest, gateway: &Gateway) -> Vec<De
         .filter(|o| relay::mode(o.spec.role, o.spec.data_channel, gateway.spec.implementation).is_ok())
         .collect();
     older.sort_by_key(|o| (o.creation_timestamp(), o.name_any()));
-    older.iter().map(|o| holding::demand(o, gateway.spec.implementation)).collect()
+    older.iter().map(|o| holding::demand(o, &gateway.spec)).collect()
 }
 
 /// Writes the planned change of `uid`'s holding to the Gateway (one status write) and
@@ -244,7 +272,8 @@ async fn apply(sr: &Arc<StreamRequest>, ctx: &Context) -> Result<Action> {
     let mut certificate = status.certificate.clone();
     if let Some(gateway) = observed.gateway.as_deref() {
         let side = side(sr, gateway);
-        if plan.key_secret && (certificate.is_none() || observed.pods.is_empty()) {
+        let running = !observed.pods.is_empty() || observed.shared.as_deref().is_some_and(shared::present);
+        if plan.key_secret && (certificate.is_none() || !running) {
             certificate = Some(children::ensure_key_secret(ctx, &side).await?);
         }
         match &plan.relays {
@@ -262,13 +291,26 @@ async fn apply(sr: &Arc<StreamRequest>, ctx: &Context) -> Result<Action> {
                     rate: *rate,
                     peer_certificate: sr.spec.peer_certificate.as_deref(),
                 };
-                children::ensure_relays(ctx, &set, &observed.pods, observed.config_map.as_deref()).await?;
+                match (&ctx.channel, gateway.spec.relay_model()) {
+                    (Some(channel), RelayModel::Shared) => {
+                        let cm = observed.config_map.is_some();
+                        shared_relays::run(ctx, channel, &set, &observed.pods, cm).await?;
+                    }
+                    (channel, _) => {
+                        if let Some(channel) = channel {
+                            shared_relays::remove(channel, &side);
+                        }
+                        children::ensure_relays(ctx, &set, &observed.pods, observed.config_map.as_deref()).await?;
+                    }
+                }
             }
             plan::RelayWork::Remove => {
                 // The key Secret may exist while the status shows its certificate: once it is
                 // deleted the certificate goes from the status too, so it is deleted once.
                 let cm = observed.config_map.is_some();
-                children::remove_known(ctx, &side, &observed.pods, cm, cm || certificate.is_some()).await?;
+                let shared = ctx.channel.as_ref().map_or(0, |c| shared_relays::remove(c, &side));
+                let secret = cm || certificate.is_some() || shared > 0;
+                children::remove_known(ctx, &side, &observed.pods, cm, secret).await?;
                 certificate = None;
             }
             plan::RelayWork::Wait => {}
@@ -305,6 +347,9 @@ async fn hello_key_problem(ctx: &Context, sr: &StreamRequest) -> Option<String> 
 /// Tolerates an apply that never ran or never finished, and a Gateway that no longer exists.
 async fn cleanup(sr: &StreamRequest, ctx: &Context) -> Result<Action> {
     let uid = sr.uid().unwrap_or_default();
+    if let Some(channel) = &ctx.channel {
+        channel.hub.remove_from_gateway(&sr.spec.gateway, &shared::key(&sr.spec.stream_id, sr.spec.role));
+    }
     let stopping = match find_gateway(ctx, &sr.spec.gateway).await? {
         Some(gateway) => children::remove(ctx, &side(sr, &gateway)).await?,
         // The Gateway is gone, and with it the namespace we would look in: search everywhere.

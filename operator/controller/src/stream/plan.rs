@@ -28,7 +28,7 @@ use scistream_core::{
 use super::{
     admission,
     holding::{self, Change},
-    notes, report, targets,
+    notes, report, shared, targets,
 };
 
 /// How long after its creation a request's missing Hello-key Secret is not yet reported
@@ -45,6 +45,9 @@ pub struct Observed {
     pub gateway: Option<Arc<Gateway>>,
     /// This side's relay pods, by node.
     pub pods: Vec<(String, Pod)>,
+    /// What this side's shared relays show of it, by node, when its Gateway's relays are
+    /// shared (`None`: a relay pod per stream).
+    pub shared: Option<Vec<shared::OnRelay>>,
     /// This side's ConfigMap, if it exists.
     pub config_map: Option<Arc<ConfigMap>>,
     /// Older requests on the same Gateway waiting for ports or bandwidth, oldest first.
@@ -220,7 +223,7 @@ pub fn plan(o: &Observed) -> Plan {
     // A request the Gateway could not hold even empty fails now rather than wait for ever.
     let failed = failed.or_else(|| {
         let waiting = reservation.is_none() && mode.is_ok();
-        waiting.then(|| admission::never_fits(gateway, &holding::demand(sr, gateway.spec.implementation))).flatten()
+        waiting.then(|| admission::never_fits(gateway, &holding::demand(sr, &gateway.spec))).flatten()
     });
     let reserved_age = age(status.reserved_time.as_ref(), o.now);
     let capacity = match (&mode, &reservation, &failed) {
@@ -228,7 +231,7 @@ pub fn plan(o: &Observed) -> Plan {
         (_, Some(r), _) => Capacity::Reserved { age: reserved_age, summary: summary(r, held_rate(r)) },
         (_, None, Some(_)) => Capacity::Waiting { reason: reasons::HELLO_TIMEOUT, message: "released".to_owned() },
         (Ok(_), None, None) => {
-            let me = holding::demand(sr, gateway.spec.implementation);
+            let me = holding::demand(sr, &gateway.spec);
             let current = gw_status.cloned().unwrap_or_default();
             let namespace = sr.namespace().unwrap_or_default();
             let held = Usage::of(&namespace, &current.reservations);
@@ -369,7 +372,10 @@ fn finish(
         static_targets: sr.spec.role == Role::Producer && sr.spec.targets.is_some(),
         hello_timeout: sr.spec.hello_timeout.duration(),
         targets_missing: targets.as_ref().err().cloned(),
-        relays: targets::relays(&nodes, &o.pods),
+        relays: match &o.shared {
+            Some(seen) => shared::relays(&nodes, seen),
+            None => targets::relays(&nodes, &o.pods),
+        },
     };
     let decision = phase::decide(&facts);
     let addresses = o.gateway.as_deref().map(addresses).unwrap_or_default();
@@ -377,7 +383,7 @@ fn finish(
     let (relays, reservation) = if decision.release {
         // Ports and bandwidth go back once the relays are gone.
         let uid = sr.uid().unwrap_or_default();
-        if o.pods.is_empty() && holding::held(o.gateway.as_deref().and_then(|g| g.status.as_ref()), &uid).is_some() {
+        if !relays_present(o) && holding::held(o.gateway.as_deref().and_then(|g| g.status.as_ref()), &uid).is_some() {
             changes.push(Change::Release);
         }
         (RelayWork::Remove, None)
@@ -427,10 +433,15 @@ fn finish(
     }
 }
 
+/// Whether a relay of this side still runs (or is to): its pods, or its streams on shared relays.
+fn relays_present(o: &Observed) -> bool {
+    !o.pods.is_empty() || o.shared.as_deref().is_some_and(shared::present)
+}
+
 /// When to look again. Watches wake a request earlier: its own changes (spec, Hello,
 /// deletion), its relay pods, and its Gateway gaining capacity or changing nodes.
 fn next_check(decision: &Decision, facts: &Facts, o: &Observed, removing: bool) -> Duration {
-    if removing && !o.pods.is_empty() {
+    if removing && relays_present(o) {
         return Duration::from_secs(2);
     }
     if o.hello_key_problem.is_some() && decision.phase == Phase::AwaitingHello {

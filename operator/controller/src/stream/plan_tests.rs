@@ -57,6 +57,7 @@ fn observed(sr: StreamRequest, gw: Option<Gateway>) -> Observed {
         request: Arc::new(sr),
         gateway: gw.map(Arc::new),
         pods: Vec::new(),
+        shared: None,
         config_map: None,
         older_waiting: Vec::new(),
         hello_key_problem: None,
@@ -70,7 +71,9 @@ fn observed(sr: StreamRequest, gw: Option<Gateway>) -> Observed {
 /// `me` holding its demand (as its first reconcile would have reserved it), plus status.
 fn holding_me(sr: &StreamRequest, others: &[scistream_core::allocator::Demand]) -> Gateway {
     let mut held = others.to_vec();
-    held.push(holding::demand(sr, scistream_api::Implementation::Haproxy));
+    let mut spec = gateway(&[]).spec;
+    spec.implementation = scistream_api::Implementation::Haproxy;
+    held.push(holding::demand(sr, &spec));
     gateway(&held)
 }
 

@@ -252,8 +252,8 @@ fn s2ds_tls_carries_the_gateways_record_layer_and_kernel_tls_only_when_set() {
     let paths = Paths::default();
     let tls = relay(RelayMode::TlsServer, &["127.0.0.1:5100"], &["127.0.0.1:7000"], 0);
     let plain = relay(RelayMode::Plain, &["127.0.0.1:5100"], &["127.0.0.1:7000"], 0);
-    let rustls = S2dsSettings { record_layer: RecordLayer::Rustls, kernel_tls: None };
-    let userspace = S2dsSettings { record_layer: RecordLayer::S2ds, kernel_tls: Some(false) };
+    let rustls = S2dsSettings { record_layer: RecordLayer::Rustls, ..S2dsSettings::DEFAULT };
+    let userspace = S2dsSettings { kernel_tls: Some(false), ..S2dsSettings::DEFAULT };
     let cases: [(&NodeRelay, &S2dsSettings, &[&str], &[&str]); 4] = [
         (&tls, &S2dsSettings::DEFAULT, &["tls:"], &["recordLayer", "kernelTls"]),
         (&tls, &rustls, &["recordLayer: rustls"], &["kernelTls"]),
