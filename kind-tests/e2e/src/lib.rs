@@ -26,3 +26,23 @@ pub fn built_binary(name: &str) -> anyhow::Result<PathBuf> {
         )
     })
 }
+
+/// Two tests of one scenario (`async fn(world::Options)`): `$per_stream` with a relay pod per
+/// stream, `$shared` with the Gateways' shared relays (`spec.s2ds.relayModel: Shared`), both
+/// from [`world::Options::for_tests`]`("S2ds")`. Attributes (doc comments) go on both.
+#[macro_export]
+macro_rules! both_relay_models {
+    ($(#[$meta:meta])* $per_stream:ident, $shared:ident, $scenario:path) => {
+        $(#[$meta])*
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $per_stream() {
+            $scenario($crate::world::Options::for_tests("S2ds").expect("s2ds is built")).await
+        }
+
+        $(#[$meta])*
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $shared() {
+            $scenario($crate::world::Options::for_tests("S2ds").expect("s2ds is built").with_shared_relays()).await
+        }
+    };
+}

@@ -17,9 +17,9 @@ const STREAMS: usize = 10;
 /// Bytes per stream.
 const BYTES: u64 = 8 << 20;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn ten_concurrent_streams() {
-    let opts = world::Options::for_tests("S2ds").unwrap();
+scistream_e2e::both_relay_models!(ten_concurrent_streams, ten_concurrent_streams_on_shared_relays, concurrent);
+
+async fn concurrent(opts: world::Options) {
     let w = World::start(&opts).await.expect("both facilities start");
     let mut result = scenario(&w).await;
     if let Err(e) = result {

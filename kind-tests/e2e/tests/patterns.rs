@@ -29,16 +29,21 @@ fn nodes_used(side: &scistream_api::StreamRequest) -> BTreeSet<String> {
     side.status.iter().flat_map(|s| &s.allocations).filter(|a| !a.ports.is_empty()).map(|a| a.node.clone()).collect()
 }
 
-/// Six connections on gateways with five ports per node (one of which each relay takes for
-/// its health listener): no node can hold the stream, so both nodes of each facility
-/// relay a share of it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn striping_over_two_gateway_nodes() {
+scistream_e2e::both_relay_models!(
+    /// Six connections on gateways with five ports per node (a relay pod takes one for its
+    /// health listener; with shared relays four ports per node): no node can hold the stream,
+    /// so both nodes of each facility relay a share of it.
+    striping_over_two_gateway_nodes,
+    striping_over_two_gateway_nodes_on_shared_relays,
+    striping
+);
+
+async fn striping(mut opts: world::Options) {
     if world::embedded_only("gateways with five ports per node") {
         return;
     }
-    let mut opts = world::Options::for_tests("S2ds").unwrap();
-    opts.port_range = (5100, 5104);
+    opts.port_range = if opts.shared_relays() { (5100, 5103) } else { (5100, 5104) };
+    let shared = opts.shared_relays();
     let so = StreamOptions::new("striped", 24 << 20, 6, "20Gbps", "MutualTLS").unwrap();
     in_world!(opts, |w| {
         let ready = stream::setup(&w, &so).await?;
@@ -47,7 +52,8 @@ async fn striping_over_two_gateway_nodes() {
             ensure!(nodes.len() == 2, "facility {facility} should stripe over both nodes, uses {nodes:?}");
             let pods = stream::relay_pods(&w, facility, &ready.created.stream_id).await?;
             let on: BTreeSet<String> = pods.iter().filter_map(|p| p.spec.as_ref()?.node_name.clone()).collect();
-            ensure!(on == nodes, "facility {facility}: relay pods on {on:?}, reservation on {nodes:?}");
+            let expected = if shared { BTreeSet::new() } else { nodes.clone() };
+            ensure!(on == expected, "facility {facility}: relay pods on {on:?}, reservation on {nodes:?}");
         }
         let hosts: BTreeSet<_> = ready.targets.iter().map(SocketAddr::ip).collect();
         ensure!(hosts.len() == 2, "the consumer's listeners should be on both nodes: {:?}", ready.targets);
@@ -57,12 +63,16 @@ async fn striping_over_two_gateway_nodes() {
     });
 }
 
-/// A stream reserving 400 Mbit/s through s2ds relays takes at least the time that rate
-/// allows (less 15% for the token bucket's burst and timing); only this upper bound on
-/// throughput is asserted, never a lower one.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn rate_limit_honoured() {
-    let opts = world::Options::for_tests("S2ds").unwrap();
+scistream_e2e::both_relay_models!(
+    /// A stream reserving 400 Mbit/s through s2ds relays takes at least the time that rate
+    /// allows (less 15% for the token bucket's burst and timing); only this upper bound on
+    /// throughput is asserted, never a lower one.
+    rate_limit_honoured,
+    rate_limit_honoured_on_shared_relays,
+    rate_limit
+);
+
+async fn rate_limit(opts: world::Options) {
     let so = StreamOptions::new("limited", 32 << 20, 4, "400Mbps", "MutualTLS").unwrap();
     let seconds = in_world!(opts, |w| {
         let ready = stream::setup(&w, &so).await?;
@@ -75,15 +85,19 @@ async fn rate_limit_honoured() {
     assert!(seconds >= floor, "{} bytes took {seconds:.3}s, faster than 400 Mbit/s allows ({floor:.3}s)", so.bytes);
 }
 
-/// The consumer application reads 1 MiB of a connection, drops it, and connects again
-/// through the same listener. The producer application serves every connection the same
-/// 64 MiB payload: the dropped connection is cut short at the producer (the relays carry the
-/// drop upstream), the new one arrives whole and verified.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn consumer_reconnects() {
+scistream_e2e::both_relay_models!(
+    /// The consumer application reads 1 MiB of a connection, drops it, and connects again
+    /// through the same listener. The producer application serves every connection the same
+    /// 64 MiB payload: the dropped connection is cut short at the producer (the relays carry
+    /// the drop upstream), the new one arrives whole and verified.
+    consumer_reconnects,
+    consumer_reconnects_on_shared_relays,
+    reconnects
+);
+
+async fn reconnects(opts: world::Options) {
     const BYTES: u64 = 64 << 20;
     const SEED: u64 = 42;
-    let opts = world::Options::for_tests("S2ds").unwrap();
     let so = StreamOptions::new("reconnect", BYTES, 1, "20Gbps", "MutualTLS").unwrap();
     in_world!(opts, |w| {
         let ready = stream::setup(&w, &so).await?;
@@ -108,14 +122,18 @@ async fn consumer_reconnects() {
     });
 }
 
-/// 200 connections, at most 16 at a time, alternating over the stream's two listeners, each
-/// carrying 128 KiB verified at both ends.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn many_short_lived_connections() {
+scistream_e2e::both_relay_models!(
+    /// 200 connections, at most 16 at a time, alternating over the stream's two listeners,
+    /// each carrying 128 KiB verified at both ends.
+    many_short_lived_connections,
+    many_short_lived_connections_on_shared_relays,
+    short_lived
+);
+
+async fn short_lived(opts: world::Options) {
     const COUNT: usize = 200;
     const BYTES: u64 = 128 << 10;
     const SEED: u64 = 7;
-    let opts = world::Options::for_tests("S2ds").unwrap();
     let so = StreamOptions::new("short-lived", BYTES * COUNT as u64, 2, "20Gbps", "MutualTLS").unwrap();
     in_world!(opts, |w| {
         let ready = stream::setup(&w, &so).await?;
