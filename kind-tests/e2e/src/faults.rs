@@ -174,6 +174,30 @@ pub async fn allocations(world: &World, name: &str) -> anyhow::Result<Vec<Vec<No
     Ok(out)
 }
 
+/// The relay pods serving side `i` of stream `stream_id`: its own, or when it has none (its
+/// Gateway's relays are shared), the shared relays of the nodes it holds ports on.
+pub async fn serving_relays(world: &World, i: usize, stream_id: &str) -> anyhow::Result<Vec<Pod>> {
+    let own = relay_pods(world, i, stream_id).await?;
+    if !own.is_empty() {
+        return Ok(own);
+    }
+    let f = &world.facilities[i];
+    let requests = Api::<StreamRequest>::namespaced(f.client.clone(), crate::world::USER_NS);
+    let listed = requests.list(&ListParams::default()).await?.items;
+    let nodes: Vec<String> = listed
+        .iter()
+        .filter(|r| r.spec.stream_id == stream_id)
+        .flat_map(|r| r.status.iter().flat_map(|s| &s.allocations))
+        .map(|a| a.node.clone())
+        .collect();
+    let lp = ListParams::default().labels("app.kubernetes.io/component=s2ds-node");
+    let shared = Api::<Pod>::namespaced(f.client.clone(), GATEWAY_NS).list(&lp).await?.items;
+    Ok(shared
+        .into_iter()
+        .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some_and(|n| nodes.contains(n)))
+        .collect())
+}
+
 /// Checks every gateway: no port of a node held twice, and the holdings are exactly the
 /// allocations the live (not deleted) requests report. Returns the number of holdings per
 /// facility.

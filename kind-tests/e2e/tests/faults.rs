@@ -18,21 +18,17 @@ const LONG: Duration = Duration::from_secs(60);
 /// Bound of one verified round of a few MiB (generous: a loaded 2-core machine).
 const ROUND: Duration = Duration::from_secs(20);
 
-async fn world() -> World {
-    let opts = world::Options::for_tests("S2ds").expect("s2ds is built");
-    World::start(&opts).await.expect("both facilities start")
-}
-
 fn options(name: &str, connections: usize) -> StreamOptions {
     StreamOptions::new(name, 0, connections, "20Gbps", "MutualTLS").expect("kubectl-scistream is built")
 }
 
-/// Runs `scenario`, always shuts the world down, then fails with the scenario's error.
-async fn run<F>(scenario: F)
+/// Runs `scenario` in a world with `opts`, always shuts the world down, then fails with the
+/// scenario's error.
+async fn run<F>(opts: world::Options, scenario: F)
 where
     F: AsyncFnOnce(&mut World) -> anyhow::Result<()>,
 {
-    let mut w = world().await;
+    let mut w = World::start(&opts).await.expect("both facilities start");
     let result = scenario(&mut w).await;
     w.shutdown().await;
     if let Err(e) = result {
@@ -77,17 +73,22 @@ async fn restart(w: &mut World, which: &[usize]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Operators restarted in each phase: Pending (a request waiting for bandwidth that frees up
-/// while the operator is down), then for one stream AwaitingHello, Provisioning (right after each Hello),
-/// Ready (relays untouched, data verified before and after) and Releasing (requests deleted
-/// while the operators are down).
-/// The stream keeps its ports throughout, no port is held twice, nothing is left.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn operator_restarted_in_every_phase() {
+scistream_e2e::both_relay_models!(
+    /// Operators restarted in each phase: Pending (a request waiting for bandwidth that frees
+    /// up while the operator is down), then for one stream AwaitingHello, Provisioning (right
+    /// after each Hello), Ready (relays untouched, data verified before and after) and
+    /// Releasing (requests deleted while the operators are down). The stream keeps its ports
+    /// throughout, no port is held twice, nothing is left.
+    operator_restarted_in_every_phase,
+    operator_restarted_in_every_phase_on_shared_relays,
+    restarted_in_every_phase
+);
+
+async fn restarted_in_every_phase(opts: world::Options) {
     if world::embedded_only("an operator to stop and start") {
         return;
     }
-    run(async |w: &mut World| {
+    run(opts, async |w: &mut World| {
         // Pending: a request applied by hand (a producer-side proxy with static targets)
         // waits for bandwidth held by an older one; the older one is deleted while the
         // operator is down; after the restart the waiting one is served.
@@ -134,10 +135,11 @@ async fn operator_restarted_in_every_phase() {
         assert_eq!(faults::round(w, &so, &targets, 8 * MIB).await?, 3 * 8 * MIB);
 
         // Ready: the relays keep running (same pods) and carry data again.
-        let pods_before: Vec<Option<String>> = {
+        let pods_before: Vec<(Option<String>, i32)> = {
             let mut uids = Vec::new();
             for i in 0..2 {
-                uids.extend(faults::relay_pods(w, i, &created.stream_id).await?.iter().map(|p| p.metadata.uid.clone()));
+                let pods = faults::serving_relays(w, i, &created.stream_id).await?;
+                uids.extend(pods.iter().map(|p| (p.metadata.uid.clone(), faults::restarts(p))));
             }
             uids
         };
@@ -145,8 +147,8 @@ async fn operator_restarted_in_every_phase() {
         faults::wait_both(w, &so.name, Phase::Ready, LONG).await?;
         let mut pods_after = Vec::new();
         for i in 0..2 {
-            pods_after
-                .extend(faults::relay_pods(w, i, &created.stream_id).await?.iter().map(|p| p.metadata.uid.clone()));
+            let pods = faults::serving_relays(w, i, &created.stream_id).await?;
+            pods_after.extend(pods.iter().map(|p| (p.metadata.uid.clone(), faults::restarts(p))));
         }
         assert_eq!(pods_after, pods_before, "a restart at Ready must not recreate the relays");
         assert_eq!(faults::allocations(w, &so.name).await?, held);
@@ -169,7 +171,7 @@ async fn operator_restarted_in_every_phase() {
         }
         for i in [0, 1] {
             anyhow::ensure!(
-                !faults::relay_pods(w, i, &created.stream_id).await?.is_empty(),
+                !faults::serving_relays(w, i, &created.stream_id).await?.is_empty(),
                 "facility {i}: the relays stay until an operator releases them"
             );
         }
@@ -183,21 +185,27 @@ async fn operator_restarted_in_every_phase() {
     .await;
 }
 
-/// A relay's processes killed mid-transfer, on each side in turn: the connection in flight
-/// ends at both applications (no hang), the node agent restarts the relay on the same ports,
-/// and new connections carry verified data again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_killed_relay_comes_back_and_carries_data_again() {
+scistream_e2e::both_relay_models!(
+    /// A relay's processes killed mid-transfer, on each side in turn: the connection in flight
+    /// ends at both applications (no hang), the node agent restarts the relay (a shared one
+    /// gets its streams again from the operator), on the same ports, and new connections
+    /// carry verified data again.
+    a_killed_relay_comes_back_and_carries_data_again,
+    a_killed_shared_relay_comes_back_and_carries_data_again,
+    killed_relay
+);
+
+async fn killed_relay(opts: world::Options) {
     if world::embedded_only("the node agent's relay processes to kill") {
         return;
     }
-    run(async |w: &mut World| {
+    run(opts, async |w: &mut World| {
         let so = options("killed", 2);
         let (created, targets) = ready_stream(w, &so).await?;
         assert_eq!(faults::round(w, &so, &targets, 8 * MIB).await?, 2 * 8 * MIB);
         let held = faults::allocations(w, &so.name).await?;
         for side in [0, 1] {
-            let pods = faults::relay_pods(w, side, &created.stream_id).await?;
+            let pods = faults::serving_relays(w, side, &created.stream_id).await?;
             anyhow::ensure!(pods.len() == 1, "one relay pod per side, got {}", pods.len());
             let (pod, before) = (pods[0].clone(), faults::restarts(&pods[0]));
             let cut = faults::interrupted(w, &so, targets[0], 4 * MIB, 64 << 30, LONG, async || {
@@ -210,7 +218,7 @@ async fn a_killed_relay_comes_back_and_carries_data_again() {
             // The same pod's relay restarted, Ready again, on the same ports.
             let deadline = std::time::Instant::now() + LONG;
             loop {
-                let now = faults::relay_pods(w, side, &created.stream_id).await?;
+                let now = faults::serving_relays(w, side, &created.stream_id).await?;
                 if let [p] = now.as_slice()
                     && p.metadata.uid == pod.metadata.uid
                     && faults::restarts(p) > before
@@ -237,15 +245,20 @@ async fn a_killed_relay_comes_back_and_carries_data_again() {
     .await;
 }
 
-/// The producer's gateway node carrying the stream is lost: its listeners move to the other
-/// node (status and a condition say the peer must be updated), `kubectl scistream update`
-/// points the consumer side at them, and verified data flows again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_lost_gateway_node_and_update_restore_the_stream() {
+scistream_e2e::both_relay_models!(
+    /// The producer's gateway node carrying the stream is lost: its listeners move to the
+    /// other node (status and a condition say the peer must be updated), `kubectl scistream
+    /// update` points the consumer side at them, and verified data flows again.
+    a_lost_gateway_node_and_update_restore_the_stream,
+    a_lost_gateway_node_and_update_restore_the_stream_on_shared_relays,
+    lost_node
+);
+
+async fn lost_node(opts: world::Options) {
     if world::embedded_only("a gateway node to fail") {
         return;
     }
-    run(async |w: &mut World| {
+    run(opts, async |w: &mut World| {
         let so = options("nodeloss", 2);
         let (created, targets) = ready_stream(w, &so).await?;
         assert_eq!(faults::round(w, &so, &targets, 8 * MIB).await?, 2 * 8 * MIB);
@@ -294,7 +307,7 @@ async fn a_lost_gateway_node_and_update_restore_the_stream() {
             Ok(r) => r,
             Err(e) => {
                 for i in [0, 1] {
-                    for pod in faults::relay_pods(w, i, &created.stream_id).await? {
+                    for pod in faults::serving_relays(w, i, &created.stream_id).await? {
                         eprintln!("{}", faults::pod_logs(w, i, &pod));
                     }
                 }
@@ -317,7 +330,7 @@ async fn a_lost_gateway_node_and_update_restore_the_stream() {
 /// everything.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn wrong_hello_key_then_hello_timeout_releases_both_sides() {
-    run(async |w: &mut World| {
+    run(world::Options::for_tests("S2ds").expect("s2ds is built"), async |w: &mut World| {
         let so = options("timeout", 2);
         let created = faults::create(w, &so, &["--timeout", "60s", "--hello-timeout", "8s"]).await?;
         match stream::hello(w, &so, 1, &created.stream_id, "not-the-key", "CONS", &[]).await {
@@ -349,12 +362,17 @@ async fn wrong_hello_key_then_hello_timeout_releases_both_sides() {
     .await;
 }
 
-/// `kubectl scistream release` while data flows: the release completes, nothing is left, and
-/// both applications see the cut as a reset, never as a clean end of the data (issue 24:
-/// s2ds forwards a FIN only for a real end of data), over MutualTLS and Plain.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn release_during_a_transfer_resets_both_applications() {
-    run(async |w: &mut World| {
+scistream_e2e::both_relay_models!(
+    /// `kubectl scistream release` while data flows: the release completes, nothing is left,
+    /// and both applications see the cut as a reset, never as a clean end of the data (issue
+    /// 24: s2ds forwards a FIN only for a real end of data), over MutualTLS and Plain.
+    release_during_a_transfer_resets_both_applications,
+    release_during_a_transfer_resets_both_applications_on_shared_relays,
+    release_during_transfer
+);
+
+async fn release_during_transfer(opts: world::Options) {
+    run(opts, async |w: &mut World| {
         for (name, channel) in [("midway", "MutualTLS"), ("midway-plain", "Plain")] {
             let so = StreamOptions::new(name, 0, 2, "20Gbps", channel)?;
             let (created, targets) = ready_stream(w, &so).await?;

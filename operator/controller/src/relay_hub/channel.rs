@@ -190,10 +190,15 @@ pub async fn start(
     let bound = listener.local_addr().map_err(|e| serve_error(e.to_string()))?;
     let hub = Arc::new(Hub::default());
     let serving = hub.clone();
+    let stopping = (hub.clone(), token.clone());
     tokio::spawn(async move {
         if let Err(e) = server::serve(serving, listener, tls, token).await {
             tracing::error!(error = %e, "the relay channel stopped");
         }
+    });
+    tokio::spawn(async move {
+        stopping.1.cancelled().await;
+        stopping.0.close();
     });
     tracing::info!(%bound, %address, "serving the relay channel");
     Ok(Arc::new(Channel { hub, authority: kept.authority, serving_pem: kept.serving.certificate_pem, address }))

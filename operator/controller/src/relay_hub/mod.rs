@@ -118,6 +118,16 @@ impl Hub {
         self.open.store(true, std::sync::atomic::Ordering::Release);
     }
 
+    /// Ends every call and refuses new ones (the operator stops): each relay dials again and
+    /// finds the next leader. Without it a graceful shutdown would wait on calls that never end.
+    pub fn close(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::Release);
+        let calls = std::mem::take(&mut self.state().calls);
+        if !calls.is_empty() {
+            tracing::info!(calls = calls.len(), "ending the relays' calls");
+        }
+    }
+
     /// Whether relays may call.
     pub fn is_open(&self) -> bool {
         self.open.load(std::sync::atomic::Ordering::Acquire)

@@ -126,3 +126,22 @@ fn identities_name_one_relay_and_revoking_drops_its_call() {
     assert_eq!(hub.identify(&[1; 32]), None);
     assert!(!hub.connected(&key("gw-a")));
 }
+
+/// A stopping operator ends every call (a graceful shutdown would otherwise wait on calls
+/// that never end, and the relays would stay on an operator that no longer acts) and lets
+/// none in; what each relay is to run stays for the next leader to rebuild the same way.
+#[test]
+fn closing_ends_every_call_and_lets_none_in() {
+    let hub = Hub::default();
+    hub.open();
+    hub.set(&key("gw-a"), stream("s1", "g1"));
+    let (_, mut a) = hub.connect(&key("gw-a"), &Hello::default());
+    let (_, mut b) = hub.connect(&key("gw-b"), &Hello::default());
+    assert!(next(&mut a).is_some() && next(&mut b).is_some(), "snapshots");
+    hub.close();
+    assert!(!hub.is_open());
+    assert!(!hub.connected(&key("gw-a")) && !hub.connected(&key("gw-b")));
+    assert!(matches!(a.try_recv(), Err(mpsc::error::TryRecvError::Disconnected)), "a's call ended");
+    assert!(matches!(b.try_recv(), Err(mpsc::error::TryRecvError::Disconnected)), "b's call ended");
+    assert_eq!(hub.desired(&key("gw-a")), vec!["s1".to_owned()]);
+}
