@@ -42,6 +42,28 @@ fn introspection_has_its_values_and_refuses_to_render_without_them() {
     );
 }
 
+/// The shared relays' channel is served by default: the operator listens where the Service
+/// `<release>-relay-channel` sends relays, and tells them that Service's cluster DNS name; turned
+/// off, neither the flag, the port nor the Service is there.
+#[test]
+fn the_relay_channel_is_served_behind_its_own_service() {
+    let o = objects(&[]);
+    let args = parse_operator(&operator_args(&o));
+    assert_eq!(args.relay_channel_addr, Some("0.0.0.0:8444".parse().unwrap()));
+    assert_eq!(
+        args.relay_channel_address().as_deref(),
+        Some("t-scistream-operator-relay-channel.scistream-system.svc:8444")
+    );
+    let service = find(&o, "Service", "t-scistream-operator-relay-channel");
+    assert_eq!(service["spec"]["ports"][0]["targetPort"], "relay-channel");
+    let d = find(&o, "Deployment", "t-scistream-operator");
+    let ports = d["spec"]["template"]["spec"]["containers"][0]["ports"].as_array().unwrap();
+    assert!(ports.contains(&json!({"name": "relay-channel", "containerPort": 8444})), "{ports:?}");
+    let off = objects(&["relayChannel.enabled=false"]);
+    assert_eq!(parse_operator(&operator_args(&off)).relay_channel_addr, None);
+    assert!(!off.iter().any(|o| o["metadata"]["name"] == "t-scistream-operator-relay-channel"));
+}
+
 #[test]
 fn extra_arguments_and_environment_reach_the_operator() {
     let o = objects(&["extraArgs={--resync-seconds=60}", "extraEnv[0].name=RUST_LOG", "extraEnv[0].value=debug"]);
@@ -117,7 +139,13 @@ fn the_default_gateway_takes_the_s2ds_settings_and_the_schema_refuses_others() {
     let gw = gateway(&["defaultGateway.s2ds.recordLayer=Rustls", "defaultGateway.priorityClassName=scistream-relays"]);
     assert_eq!(gw.spec.priority_class_name.as_deref(), Some("scistream-relays"));
     assert_eq!(gw.spec.s2ds.map(|s| s.record_layer), Some(scistream_api::RecordLayer::Rustls));
-    for bad in ["defaultGateway.s2ds.recordLayer=openssl", "defaultGateway.s2ds.kTLS=true"] {
+    let shared = gateway(&["defaultGateway.s2ds.relayModel=Shared"]);
+    assert_eq!(shared.spec.relay_model(), scistream_api::RelayModel::Shared);
+    for bad in [
+        "defaultGateway.s2ds.recordLayer=openssl",
+        "defaultGateway.s2ds.kTLS=true",
+        "defaultGateway.s2ds.relayModel=Pooled",
+    ] {
         let out = template(&["defaultGateway.enabled=true", bad]);
         assert!(!out.status.success(), "{bad} is refused by values.schema.json");
         assert!(String::from_utf8_lossy(&out.stderr).contains("s2ds"), "{bad}: the error names the value");
