@@ -32,6 +32,18 @@ pub fn config_key(node: &str) -> String {
 /// ConfigMap key holding the peer's pinned certificate.
 pub const PEER_CERT_KEY: &str = "peer.crt";
 
+/// Label selector of the operator's objects of `component` for Gateway `gateway`.
+pub fn gateway_selector(component: &str, gateway: &str) -> String {
+    use scistream_api::keys;
+    format!(
+        "{}={},{}={component},{}={gateway}",
+        keys::LABEL_MANAGED_BY,
+        keys::MANAGED_BY_OPERATOR,
+        keys::LABEL_COMPONENT,
+        keys::LABEL_GATEWAY,
+    )
+}
+
 /// 32-bit FNV-1a: stable across versions and platforms (unlike `DefaultHasher`).
 pub fn fnv1a(text: &str) -> u32 {
     text.bytes().fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))

@@ -21,7 +21,8 @@ pub async fn run(opts: &Options, n: usize) -> anyhow::Result<()> {
     world.shutdown().await;
     let steps = result?;
     println!(
-        "setup latency over {n} streams (MutualTLS, 1 connection, s2ds relays, {}):",
+        "setup latency over {n} streams (MutualTLS, 1 connection, s2ds relays {}, {}):",
+        if opts.shared_relays() { "shared per node" } else { "per stream" },
         if opts.netns { "network namespaces" } else { "loopback" }
     );
     for (what, values) in &steps {

@@ -50,6 +50,9 @@ enum What {
         /// Streams.
         #[arg(long, default_value_t = 50)]
         streams: usize,
+        /// Relay models measured, one world each, one after the other.
+        #[arg(long, value_enum, default_value = "both")]
+        relays: Models,
     },
     /// SciStream 1.x streams made with the grpcio replay of s2uc, at s2uc's default rate
     /// (10000 kb/s) and with the rate unset: the same transfer through each, timed.
@@ -80,6 +83,27 @@ enum What {
     All,
 }
 
+/// Which relay models a benchmark measures.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Models {
+    /// A relay pod per stream.
+    PerStream,
+    /// The Gateways' shared relays.
+    Shared,
+    /// Both, per stream first.
+    Both,
+}
+
+/// The worlds of `models`: per-stream relays, shared relays, or both.
+fn worlds(models: Models) -> anyhow::Result<Vec<world::Options>> {
+    let per_stream = world::Options::for_tests("S2ds")?;
+    Ok(match models {
+        Models::PerStream => vec![per_stream],
+        Models::Shared => vec![per_stream.with_shared_relays()],
+        Models::Both => vec![per_stream.clone(), per_stream.with_shared_relays()],
+    })
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -99,7 +123,12 @@ async fn main() -> anyhow::Result<()> {
         What::Churn { per_second, seconds, lifetime_seconds } => {
             bench::scale::churn(&operator, &root, per_second, seconds, Duration::from_secs(lifetime_seconds)).await
         }
-        What::Latency { streams } => bench::latency::run(&world::Options::for_tests("S2ds")?, streams).await,
+        What::Latency { streams, relays } => {
+            for opts in worlds(relays)? {
+                bench::latency::run(&opts, streams).await?;
+            }
+            Ok(())
+        }
         What::LegacyRate { mib, python_cache } => {
             let cache = match python_cache {
                 Some(c) => c,
@@ -111,7 +140,9 @@ async fn main() -> anyhow::Result<()> {
             bench::relays::run(&scistream_e2e::built_binary("s2ds")?, streams, processes, mib).await
         }
         What::All => {
-            bench::latency::run(&world::Options::for_tests("S2ds")?, 50).await?;
+            for opts in worlds(Models::Both)? {
+                bench::latency::run(&opts, 50).await?;
+            }
             bench::scale::run(&operator, &root, 1000, minute).await?;
             bench::scale::run(&operator, &root, 5000, minute).await?;
             bench::scale::churn(&operator, &root, 100, 60, Duration::from_secs(2)).await

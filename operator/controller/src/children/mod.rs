@@ -272,44 +272,60 @@ pub fn relay_pod(p: &RelayPod<'_>) -> Pod {
             ..Lifecycle::default()
         }),
         resources: Some(p.gateway.spec.resources.clone().unwrap_or_else(default_resources)),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            capabilities: Some(Capabilities { drop: Some(vec!["ALL".to_owned()]), ..Capabilities::default() }),
-            ..SecurityContext::default()
-        }),
+        security_context: Some(locked_down()),
         volume_mounts: Some(volume_mounts),
         ..Container::default()
     };
     Pod {
         metadata: meta,
-        spec: Some(PodSpec {
-            node_name: Some(p.relay.node.clone()),
-            host_network: Some(true),
-            dns_policy: Some("ClusterFirstWithHostNet".to_owned()),
-            priority_class_name: p.gateway.spec.priority_class_name.clone(),
-            restart_policy: Some("Always".to_owned()),
-            termination_grace_period_seconds: Some(i64::from(p.drain_seconds) + 5),
-            automount_service_account_token: Some(false),
-            enable_service_links: Some(false),
-            tolerations: Some(p.gateway.spec.tolerations.clone()).filter(|t| !t.is_empty()),
-            security_context: Some(PodSecurityContext {
-                run_as_non_root: Some(true),
-                run_as_user: Some(RELAY_UID),
-                run_as_group: Some(RELAY_UID),
-                // Secret files are root-owned; fsGroup makes them group-readable by the relay.
-                fs_group: Some(RELAY_UID),
-                seccomp_profile: Some(SeccompProfile {
-                    type_: "RuntimeDefault".to_owned(),
-                    ..SeccompProfile::default()
-                }),
-                ..PodSecurityContext::default()
-            }),
-            containers: vec![container],
-            volumes: Some(volumes),
-            ..PodSpec::default()
-        }),
+        spec: Some(relay_pod_spec(p.gateway, &p.relay.node, p.drain_seconds, container, volumes)),
         status: None,
+    }
+}
+
+/// The spec every relay pod shares, per stream or shared: host network, pinned to `node`,
+/// non-root, `RuntimeDefault` seccomp, no service account token, the Gateway's tolerations
+/// and priority class, `drain_seconds` of grace (and 5 more to exit).
+pub fn relay_pod_spec(
+    gateway: &Gateway,
+    node: &str,
+    drain_seconds: u32,
+    container: Container,
+    volumes: Vec<Volume>,
+) -> PodSpec {
+    PodSpec {
+        node_name: Some(node.to_owned()),
+        host_network: Some(true),
+        dns_policy: Some("ClusterFirstWithHostNet".to_owned()),
+        priority_class_name: gateway.spec.priority_class_name.clone(),
+        restart_policy: Some("Always".to_owned()),
+        termination_grace_period_seconds: Some(i64::from(drain_seconds) + 5),
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        tolerations: Some(gateway.spec.tolerations.clone()).filter(|t| !t.is_empty()),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(RELAY_UID),
+            run_as_group: Some(RELAY_UID),
+            // Secret files are root-owned; fsGroup makes them group-readable by the relay.
+            fs_group: Some(RELAY_UID),
+            seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".to_owned(), ..SeccompProfile::default() }),
+            ..PodSecurityContext::default()
+        }),
+        containers: vec![container],
+        volumes: Some(volumes),
+        ..PodSpec::default()
+    }
+}
+
+/// A relay container's security context: no privilege escalation, read-only root
+/// filesystem, every capability dropped.
+pub fn locked_down() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        capabilities: Some(Capabilities { drop: Some(vec!["ALL".to_owned()]), ..Capabilities::default() }),
+        ..SecurityContext::default()
     }
 }
 

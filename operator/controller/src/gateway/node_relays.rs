@@ -9,10 +9,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::{
     ByteString,
-    api::core::v1::{
-        Capabilities, Container, Pod, PodSecurityContext, PodSpec, SeccompProfile, Secret, SecretVolumeSource,
-        SecurityContext, Volume, VolumeMount,
-    },
+    api::core::v1::{Container, Pod, Secret, SecretVolumeSource, Volume, VolumeMount},
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
 use kube::{
@@ -23,7 +20,7 @@ use scistream_api::{Gateway, RelayModel, keys};
 
 use crate::{
     certs::KeyMaterial,
-    children::{self, ANNOTATION_SPEC_HASH, RELAY_UID},
+    children::{self, ANNOTATION_SPEC_HASH},
     context::Context,
     error::{Error, Result},
     relay_hub::{RelayKey, channel::Channel},
@@ -114,12 +111,7 @@ pub fn pod(gateway: &Gateway, node: &str, image: &str, address: &str, drain_seco
         image: Some(image.to_owned()),
         args: Some(args),
         resources: gateway.spec.resources.clone(),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            capabilities: Some(Capabilities { drop: Some(vec!["ALL".to_owned()]), ..Capabilities::default() }),
-            ..SecurityContext::default()
-        }),
+        security_context: Some(children::locked_down()),
         volume_mounts: Some(vec![VolumeMount {
             name: "identity".to_owned(),
             mount_path: IDENTITY_DIR.to_owned(),
@@ -128,41 +120,18 @@ pub fn pod(gateway: &Gateway, node: &str, image: &str, address: &str, drain_seco
         }]),
         ..Container::default()
     };
+    let volumes = vec![Volume {
+        name: "identity".to_owned(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(name(&gateway.name_any(), node)),
+            default_mode: Some(0o440),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    }];
     Pod {
         metadata,
-        spec: Some(PodSpec {
-            node_name: Some(node.to_owned()),
-            host_network: Some(true),
-            dns_policy: Some("ClusterFirstWithHostNet".to_owned()),
-            priority_class_name: gateway.spec.priority_class_name.clone(),
-            restart_policy: Some("Always".to_owned()),
-            termination_grace_period_seconds: Some(i64::from(drain_seconds) + 5),
-            automount_service_account_token: Some(false),
-            enable_service_links: Some(false),
-            tolerations: Some(gateway.spec.tolerations.clone()).filter(|t| !t.is_empty()),
-            security_context: Some(PodSecurityContext {
-                run_as_non_root: Some(true),
-                run_as_user: Some(RELAY_UID),
-                run_as_group: Some(RELAY_UID),
-                fs_group: Some(RELAY_UID),
-                seccomp_profile: Some(SeccompProfile {
-                    type_: "RuntimeDefault".to_owned(),
-                    ..SeccompProfile::default()
-                }),
-                ..PodSecurityContext::default()
-            }),
-            containers: vec![container],
-            volumes: Some(vec![Volume {
-                name: "identity".to_owned(),
-                secret: Some(SecretVolumeSource {
-                    secret_name: Some(name(&gateway.name_any(), node)),
-                    default_mode: Some(0o440),
-                    ..SecretVolumeSource::default()
-                }),
-                ..Volume::default()
-            }]),
-            ..PodSpec::default()
-        }),
+        spec: Some(children::relay_pod_spec(gateway, node, drain_seconds, container, volumes)),
         status: None,
     }
 }
@@ -181,15 +150,7 @@ fn current_certificate<'a>(secret: &'a Secret, channel: &Channel) -> Option<&'a 
 pub async fn reconcile(ctx: &Context, gateway: &Gateway, nodes: &[String]) -> Result<bool> {
     let name = gateway.name_any();
     let ns = &gateway.spec.pod_namespace;
-    let selector = format!(
-        "{}={},{}={},{}={}",
-        keys::LABEL_MANAGED_BY,
-        keys::MANAGED_BY_OPERATOR,
-        keys::LABEL_COMPONENT,
-        COMPONENT,
-        keys::LABEL_GATEWAY,
-        name
-    );
+    let selector = crate::names::gateway_selector(COMPONENT, &name);
     let lp = ListParams::default().labels(&selector);
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
@@ -269,6 +230,7 @@ fn ended(pod: &Pod) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::children::RELAY_UID;
 
     fn gateway(name: &str) -> Gateway {
         let spec = serde_json::from_value(serde_json::json!({

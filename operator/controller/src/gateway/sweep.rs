@@ -36,15 +36,7 @@ async fn owner_alive(ctx: &Context, live: &BTreeSet<(String, String)>, request: 
 /// Deletes the orphaned relay objects of `gateway`; returns how many it deleted.
 pub async fn sweep(ctx: &Context, gateway: &Gateway) -> Result<usize> {
     let ns = &gateway.spec.pod_namespace;
-    let selector = format!(
-        "{}={},{}={},{}={}",
-        keys::LABEL_MANAGED_BY,
-        keys::MANAGED_BY_OPERATOR,
-        keys::LABEL_COMPONENT,
-        keys::COMPONENT_S2DS,
-        keys::LABEL_GATEWAY,
-        gateway.name_any()
-    );
+    let selector = crate::names::gateway_selector(keys::COMPONENT_S2DS, &gateway.name_any());
     let lp = ListParams::default().labels(&selector);
     let mut dead: BTreeSet<(String, String)> = BTreeSet::new();
     let mut alive: BTreeSet<(String, String)> = BTreeSet::new();
