@@ -115,7 +115,12 @@ fn render(loopback: bool, control_ip: IpAddr) -> (String, String) {
 
 /// The operator's arguments from the rendered Deployment, its listen addresses moved to
 /// loopback ports, talking to the API server as the chart's ServiceAccount.
-fn operator_args(rendered: &str, kubeconfig: &Path, control_port: u16) -> scistream_controller::Args {
+fn operator_args(
+    rendered: &str,
+    kubeconfig: &Path,
+    control_port: u16,
+    relay_channel: SocketAddr,
+) -> scistream_controller::Args {
     let deployment = rendered
         .split("\n---\n")
         .map(|d| serde_yaml::from_str::<Value>(d).unwrap_or_default())
@@ -125,7 +130,17 @@ fn operator_args(rendered: &str, kubeconfig: &Path, control_port: u16) -> scistr
     let mut args = vec!["scistream-operator".to_owned()];
     for arg in container["args"].as_array().unwrap() {
         let arg = arg.as_str().unwrap();
-        let replaced = ["--metrics-addr=", "--control-addr=", "--control-http-addr="];
+        let replaced = [
+            "--metrics-addr=",
+            "--control-addr=",
+            "--control-http-addr=",
+            "--relay-channel-addr=",
+            "--relay-channel-advertise=",
+        ];
+        // The chart's relay channel is served (its shared relays dial the Service by name).
+        if arg.starts_with("--relay-channel-advertise=") {
+            assert!(arg.ends_with("-relay-channel.scistream-system.svc:8444"), "{arg}");
+        }
         if !replaced.iter().any(|p| arg.starts_with(p)) {
             args.push(arg.to_owned());
         }
@@ -140,6 +155,10 @@ fn operator_args(rendered: &str, kubeconfig: &Path, control_port: u16) -> scistr
         "--metrics-addr=127.0.0.1:0".to_owned(),
         format!("--control-addr=127.0.0.1:{control_port}"),
         "--control-http-addr=off".to_owned(),
+        // No cluster DNS here: the relays reach the channel as a Service, through the node
+        // agent's host service at the same loopback address in every node.
+        format!("--relay-channel-addr={relay_channel}"),
+        format!("--relay-channel-advertise={relay_channel}"),
         "--nginx-stream-module=/usr/lib/nginx/modules/ngx_stream_module.so".to_owned(),
     ]);
     <scistream_controller::Args as clap::Parser>::try_parse_from(&args)
@@ -235,10 +254,12 @@ async fn a_facility_installed_from_the_chart_streams() {
     assert!(Api::<Gateway>::all(admin.clone()).get_opt("dtn").await.unwrap().is_none(), "a dry run stores nothing");
     kubectl(&admin_kc, &cache, &["apply", "-f", "-"], Some(&rest));
 
+    let relay_channel = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let agent = NodeAgent::builder(admin.clone())
         .network(network.clone())
         .serve(["gw-site-1", "gw-site-2"])
         .s2ds(bin("s2ds"))
+        .host_service(relay_channel)
         .start()
         .await
         .unwrap();
@@ -246,8 +267,10 @@ async fn a_facility_installed_from_the_chart_streams() {
     std::fs::write(&operator_kc, cluster.kubeconfig_for_token("operator-token")).unwrap();
     let control_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let token = tokio_util::sync::CancellationToken::new();
-    let operator =
-        tokio::spawn(scistream_controller::run_until(operator_args(&rest, &operator_kc, control_port), token.clone()));
+    let operator = tokio::spawn(scistream_controller::run_until(
+        operator_args(&rest, &operator_kc, control_port, relay_channel),
+        token.clone(),
+    ));
     let control = SocketAddr::new(control_ip, 5000);
     let forward = host_port(&network, "gw-site-1", control, SocketAddr::from(([127, 0, 0, 1], control_port))).await;
     let published = wait("the control endpoint published", 30, async || {
@@ -340,6 +363,12 @@ async fn a_facility_installed_from_the_chart_streams() {
     .unwrap();
     let sent = producer.await.unwrap().unwrap();
     assert_eq!(sent, received, "bytes differ between the application and the far side of the relay");
+    // Through the chart's default: the Gateway's shared relays, one per node, no pod of its own.
+    let pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(admin.clone(), "scistream-gateway");
+    let shared = pods.list(&kube::api::ListParams::default().labels("app.kubernetes.io/component=s2ds-node")).await;
+    assert_eq!(shared.unwrap().items.len(), 2, "one shared relay per gateway node");
+    let mine = kube::api::ListParams::default().labels(&format!("{}={stream_id}", keys::LABEL_STREAM_ID));
+    assert!(pods.list(&mine).await.unwrap().items.is_empty(), "the stream has no relay pod of its own");
 
     kubectl(&alice_kc, &cache, &["delete", "streamrequest", "scan-42", "-n", "science", "--wait=true"], None);
     let lp = kube::api::ListParams::default().labels(&format!("{}={stream_id}", keys::LABEL_STREAM_ID));

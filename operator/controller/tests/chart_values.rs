@@ -59,6 +59,12 @@ fn the_relay_channel_is_served_behind_its_own_service() {
     let d = find(&o, "Deployment", "t-scistream-operator");
     let ports = d["spec"]["template"]["spec"]["containers"][0]["ports"].as_array().unwrap();
     assert!(ports.contains(&json!({"name": "relay-channel", "containerPort": 8444})), "{ports:?}");
+    let refused = template(&["defaultGateway.enabled=true", "relayChannel.enabled=false"]);
+    assert!(!refused.status.success(), "a Shared default Gateway without the channel is refused");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("relayChannel.enabled=true"));
+    let per_stream =
+        ["defaultGateway.enabled=true", "relayChannel.enabled=false", "defaultGateway.s2ds.relayModel=PerStream"];
+    assert!(template(&per_stream).status.success());
     let off = objects(&["relayChannel.enabled=false"]);
     assert_eq!(parse_operator(&operator_args(&off)).relay_channel_addr, None);
     assert!(!off.iter().any(|o| o["metadata"]["name"] == "t-scistream-operator-relay-channel"));
@@ -135,7 +141,7 @@ fn the_default_gateway_takes_the_s2ds_settings_and_the_schema_refuses_others() {
         let gw = find(&o, "Gateway", "dtn");
         serde_json::from_value::<scistream_api::Gateway>(gw.clone()).expect("the chart's Gateway reads as the API type")
     };
-    assert_eq!(gateway(&[]).spec.s2ds, None);
+    assert_eq!(gateway(&[]).spec.relay_model(), scistream_api::RelayModel::Shared, "the chart's default");
     let gw = gateway(&["defaultGateway.s2ds.recordLayer=Rustls", "defaultGateway.priorityClassName=scistream-relays"]);
     assert_eq!(gw.spec.priority_class_name.as_deref(), Some("scistream-relays"));
     assert_eq!(gw.spec.s2ds.map(|s| s.record_layer), Some(scistream_api::RecordLayer::Rustls));
