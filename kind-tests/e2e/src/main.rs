@@ -27,6 +27,11 @@ struct Args {
     /// Relay implementation of the consumer's gateway, when it differs.
     #[arg(long)]
     consumer_implementation: Option<String>,
+    /// How the S2ds gateways run their relays: `shared` (one relay per gateway node for every
+    /// stream, fed by the operator's relay channel; what the chart installs) or `per-stream`
+    /// (a relay pod per stream).
+    #[arg(long, value_enum, default_value = "shared")]
+    relay_model: RelayModel,
     /// Use loopback addresses even as root.
     #[arg(long)]
     loopback: bool,
@@ -46,6 +51,13 @@ struct Args {
     env_file: Option<PathBuf>,
 }
 
+/// `--relay-model`.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum RelayModel {
+    Shared,
+    PerStream,
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -59,12 +71,19 @@ async fn main() -> anyhow::Result<()> {
     if let Some(consumer) = &args.consumer_implementation {
         opts = opts.implementations(&args.implementation, consumer);
     }
+    if args.relay_model == RelayModel::Shared {
+        opts = opts.with_shared_relays();
+    }
     if args.podman_images {
         // The operator's default s2ds image, ghcr.io/scistream/s2ds:<appVersion>, is the tag
         // build-images.sh gives the image it builds (which checks that they agree).
         opts.podman_images = Some("ghcr.io/scistream/*".to_owned());
     }
-    let relays = format!("{} -> {}", opts.implementation_of(0), opts.implementation_of(1));
+    let model = |i: usize| match (opts.implementation_of(i), args.relay_model) {
+        ("S2ds", RelayModel::Shared) => " (shared relays)",
+        _ => "",
+    };
+    let relays = format!("{}{} -> {}{}", opts.implementation_of(0), model(0), opts.implementation_of(1), model(1));
     println!(
         "SciStream demo: two facilities (aps -> alcf), {} network{}",
         if netns { "network-namespace" } else { "loopback" },

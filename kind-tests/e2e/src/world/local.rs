@@ -162,8 +162,12 @@ async fn facility(
     let operator = start_operator(&own_kubeconfig, name, control_port, &operator_args)?;
     let mut spec = json!({"nodeSelector": {"scistream.io/gateway": "dtn", "scistream.io/facility": name},
                  "bandwidth": opts.bandwidth, "podNamespace": GATEWAY_NS,
-                 "implementation": opts.implementation_of(index), "policy": opts.policy, "s2ds": opts.s2ds_settings,
+                 "implementation": opts.implementation_of(index), "policy": opts.policy,
                  "portRange": {"start": opts.port_range.0, "end": opts.port_range.1}});
+    // spec.s2ds is for S2ds Gateways only (the API refuses it on the others).
+    if opts.implementation_of(index) == "S2ds" && !opts.s2ds_settings.is_null() {
+        spec["s2ds"] = opts.s2ds_settings.clone();
+    }
     if !opts.netns {
         // On loopback a node has one address: its WAN address is its LAN address.
         spec["addresses"] = json!({"wan": {"annotation": keys::ANNOTATION_LAN_ADDRESS}});
