@@ -403,9 +403,10 @@ pub async fn relay_pods(
     Ok(Api::<k8s_openapi::api::core::v1::Pod>::namespaced(f.client.clone(), GATEWAY_NS).list(&lp).await?.items)
 }
 
-/// The container images of a stream's relay pods in `facility`, sorted, duplicates removed.
+/// The container images of the relays serving a stream in `facility` (its own pods, or the
+/// shared relays of its nodes), sorted, duplicates removed.
 pub async fn relay_images(world: &World, facility: usize, stream_id: &str) -> anyhow::Result<Vec<String>> {
-    let mut images: Vec<String> = relay_pods(world, facility, stream_id)
+    let mut images: Vec<String> = crate::faults::serving_relays(world, facility, stream_id)
         .await?
         .into_iter()
         .filter_map(|p| p.spec)
