@@ -131,9 +131,10 @@ pub struct Context {
     pub gateway_writer: GatewayWriter,
     /// The shared relays' configuration channel, when the operator serves it.
     pub channel: Option<Arc<Channel>>,
-    /// Uids of the Gateways and StreamRequests reconciled since start (the channel opens once
-    /// every object known at start has been).
-    reconciled: Mutex<HashSet<String>>,
+    /// Uids of the Gateways and StreamRequests reconciled since start, kept only while the
+    /// relay channel waits to open (once every object known at start has been reconciled);
+    /// `None` without a channel and once it is open, so it does not grow with every stream.
+    reconciled: Mutex<Option<HashSet<String>>>,
     reconciled_changed: tokio::sync::Notify,
 }
 
@@ -159,8 +160,8 @@ impl Context {
             synced,
             failures: Mutex::new(HashMap::new()),
             gateway_writer: GatewayWriter::default(),
+            reconciled: Mutex::new(channel.is_some().then(HashSet::new)),
             channel,
-            reconciled: Mutex::default(),
             reconciled_changed: tokio::sync::Notify::new(),
         })
     }
@@ -168,32 +169,35 @@ impl Context {
     /// Notes that the object with `uid` was reconciled (whatever came of it).
     pub fn note_reconciled(&self, uid: Option<String>) {
         let Some(uid) = uid else { return };
-        let new = self.reconciled.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(uid);
+        let mut reconciled = self.reconciled.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let new = reconciled.as_mut().is_some_and(|seen| seen.insert(uid));
+        drop(reconciled);
         if new {
             self.reconciled_changed.notify_waiters();
         }
     }
 
     /// Waits until every Gateway and StreamRequest in the caches now has been reconciled once
-    /// since start, or `within` passed; returns how many were still not.
+    /// since start, or `within` passed; returns how many were still not. Reconciles are no
+    /// longer noted afterwards.
     pub async fn all_reconciled_once(&self, within: Duration) -> usize {
         let deadline = tokio::time::Instant::now() + within;
-        loop {
+        let missing = loop {
             let changed = self.reconciled_changed.notified();
             let missing = {
-                let seen = self.reconciled.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let reconciled = self.reconciled.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let Some(seen) = reconciled.as_ref() else { break 0 };
                 let gateways = self.stores.gateways.state();
                 let requests = self.stores.requests.state();
                 let uids = gateways.iter().filter_map(|g| g.metadata.uid.clone());
                 uids.chain(requests.iter().filter_map(|r| r.metadata.uid.clone())).filter(|u| !seen.contains(u)).count()
             };
-            if missing == 0 {
-                return 0;
+            if missing == 0 || tokio::time::timeout_at(deadline, changed).await.is_err() {
+                break missing;
             }
-            if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                return missing;
-            }
-        }
+        };
+        *self.reconciled.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        missing
     }
 
     /// Waits (bounded) until the caches hold a first full list, so no decision is made on an

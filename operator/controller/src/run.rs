@@ -357,7 +357,7 @@ async fn open_channel(ctx: Arc<Context>, channel: Arc<crate::relay_hub::channel:
 }
 
 /// Each report of a shared relay wakes the StreamRequest it is about (its relays became
-/// ready, or its config was refused); after lost reports, every request on a shared Gateway.
+/// ready, or its config was refused); after lost reports (the broadcast lagged), every request.
 async fn wake_on_reports(
     channel: Arc<crate::relay_hub::channel::Channel>,
     requests: Store<StreamRequest>,

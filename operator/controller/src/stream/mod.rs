@@ -112,19 +112,20 @@ async fn observe(ctx: &Context, sr: &Arc<StreamRequest>) -> Result<plan::Observe
         held_elsewhere = holding::held_elsewhere(gw, ctx.stores.gateways.state().iter().map(AsRef::as_ref));
         let side = side(sr, gw);
         let status = gw.status.as_ref();
-        for node in nodes_of(gw, &uid) {
-            let key = ObjectRef::new(&names::pod(side.stream_id, side.role, &node)).within(side.namespace);
+        let nodes = nodes_of(gw, &uid);
+        for node in &nodes {
+            let key = ObjectRef::new(&names::pod(side.stream_id, side.role, node)).within(side.namespace);
             if let Some(pod) = ctx.stores.pods.get(&key)
                 && pod.annotations().get(keys::ANNOTATION_REQUEST) == Some(&side.request)
             {
-                pods.push((node, pod.as_ref().clone()));
+                pods.push((node.clone(), pod.as_ref().clone()));
             }
         }
         if gw.spec.relay_model() == RelayModel::Shared
             && let Some(channel) = &ctx.channel
         {
             let key = shared::key(side.stream_id, side.role);
-            let seen = nodes_of(gw, &uid).into_iter().map(|node| {
+            let seen = nodes.into_iter().map(|node| {
                 let relay = shared::relay(side.gateway, &node);
                 shared::OnRelay {
                     desired: channel.hub.desired_config(&relay, &key).map(|c| c.generation),
@@ -272,8 +273,7 @@ async fn apply(sr: &Arc<StreamRequest>, ctx: &Context) -> Result<Action> {
     let mut certificate = status.certificate.clone();
     if let Some(gateway) = observed.gateway.as_deref() {
         let side = side(sr, gateway);
-        let running = !observed.pods.is_empty() || observed.shared.as_deref().is_some_and(shared::present);
-        if plan.key_secret && (certificate.is_none() || !running) {
+        if plan.key_secret && (certificate.is_none() || !observed.relays_present()) {
             certificate = Some(children::ensure_key_secret(ctx, &side).await?);
         }
         match &plan.relays {

@@ -71,6 +71,14 @@ pub struct Observed {
     pub resync: Duration,
 }
 
+impl Observed {
+    /// Whether a relay of this side still runs (or is to): its pods, or its streams on shared
+    /// relays.
+    pub fn relays_present(&self) -> bool {
+        !self.pods.is_empty() || self.shared.as_deref().is_some_and(shared::present)
+    }
+}
+
 /// What the relays of this side should do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RelayWork {
@@ -383,7 +391,7 @@ fn finish(
     let (relays, reservation) = if decision.release {
         // Ports and bandwidth go back once the relays are gone.
         let uid = sr.uid().unwrap_or_default();
-        if !relays_present(o) && holding::held(o.gateway.as_deref().and_then(|g| g.status.as_ref()), &uid).is_some() {
+        if !o.relays_present() && holding::held(o.gateway.as_deref().and_then(|g| g.status.as_ref()), &uid).is_some() {
             changes.push(Change::Release);
         }
         (RelayWork::Remove, None)
@@ -433,15 +441,10 @@ fn finish(
     }
 }
 
-/// Whether a relay of this side still runs (or is to): its pods, or its streams on shared relays.
-fn relays_present(o: &Observed) -> bool {
-    !o.pods.is_empty() || o.shared.as_deref().is_some_and(shared::present)
-}
-
 /// When to look again. Watches wake a request earlier: its own changes (spec, Hello,
 /// deletion), its relay pods, and its Gateway gaining capacity or changing nodes.
 fn next_check(decision: &Decision, facts: &Facts, o: &Observed, removing: bool) -> Duration {
-    if removing && relays_present(o) {
+    if removing && o.relays_present() {
         return Duration::from_secs(2);
     }
     if o.hello_key_problem.is_some() && decision.phase == Phase::AwaitingHello {
