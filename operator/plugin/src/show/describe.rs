@@ -8,7 +8,9 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::Condition,
 };
 use kube::ResourceExt;
-use scistream_api::{DataChannel, Gateway, Role, StreamRequest, conditions, keys, stream_request::TransferStatus};
+use scistream_api::{
+    DataChannel, Gateway, RelayModel, Role, StreamRequest, conditions, keys, stream_request::TransferStatus,
+};
 use serde::Serialize;
 
 /// Events shown per side (the most recent ones).
@@ -23,7 +25,8 @@ pub struct SideFacts {
     pub request: StreamRequest,
     /// Its Gateway, or why it could not be read.
     pub gateway: Result<Gateway, String>,
-    /// The side's relay pods (in the gateway's pod namespace), or why they could not be listed.
+    /// The side's relay pods (in the gateway's pod namespace; with shared relays, the
+    /// Gateway's shared relay pods), or why they could not be listed.
     pub pods: Result<Vec<Pod>, String>,
     /// Events about the request and its relay pods.
     pub events: Vec<Event>,
@@ -65,7 +68,9 @@ pub struct SideReport {
     pub targets: Vec<String>,
     /// Bytes relayed and current throughput.
     pub transfer: Option<TransferStatus>,
-    /// The relay on each node.
+    /// How the Gateway runs its relays (None: the Gateway could not be read).
+    pub relay_model: Option<RelayModel>,
+    /// The relay on each node: the side's own pod, or the node's shared relay.
     pub relays: Vec<RelayReport>,
     /// Why the relays could not be read (permission, missing Gateway).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -166,6 +171,7 @@ pub fn report(facts: &SideFacts) -> SideReport {
         listeners: status.listeners.clone(),
         targets,
         transfer: status.transfer.clone(),
+        relay_model: gateway.map(|g| g.spec.relay_model()),
         relays,
         relays_error,
         conditions: status.conditions.clone(),
@@ -174,7 +180,8 @@ pub fn report(facts: &SideFacts) -> SideReport {
 }
 
 /// The relay rows: one per node of the reservation (with the pod found there, if any), then
-/// pods on nodes outside it. Listeners are matched to nodes by position: the operator
+/// the side's pods on nodes outside it (being drained; a shared relay elsewhere serves other
+/// streams, not this one, and is left out). Listeners are matched to nodes by position: the operator
 /// publishes `status.listeners` in allocation order, one per reserved port. `pods` is `None`
 /// when they could not be listed (their phase is then `Unknown`, not `Missing`).
 pub fn relays(sr: &StreamRequest, gateway: Option<&Gateway>, pods: Option<&[Pod]>) -> Vec<RelayReport> {
@@ -228,7 +235,9 @@ pub fn relays(sr: &StreamRequest, gateway: Option<&Gateway>, pods: Option<&[Pod]
         })
         .collect();
     extra.sort_by(|a, b| (&a.node, &a.pod).cmp(&(&b.node, &b.pod)));
-    rows.extend(extra);
+    if gateway.is_none_or(|g| g.spec.relay_model() == RelayModel::PerStream) {
+        rows.extend(extra);
+    }
     rows
 }
 
@@ -345,7 +354,9 @@ fn render_side(s: &SideReport) -> String {
     let mut out = format!("{:?} side: {}/{}/{}\n", s.role, s.context, s.namespace, s.name);
     let mut line = |label: &str, value: String| out.push_str(&format!("  {label:<13}{value}\n"));
     line("Stream id:", s.stream_id.clone());
-    let relays_in = s.pod_namespace.as_ref().map(|ns| format!(" (relays in namespace {ns})")).unwrap_or_default();
+    let shared = s.relay_model == Some(RelayModel::Shared);
+    let kind = if shared { "shared relays" } else { "relays" };
+    let relays_in = s.pod_namespace.as_ref().map(|ns| format!(" ({kind} in namespace {ns})")).unwrap_or_default();
     line("Gateway:", format!("{}{relays_in}", s.gateway));
     let why = if s.reason.is_empty() { String::new() } else { format!(" ({}: {})", s.reason, s.message) };
     line("Phase:", format!("{}{why}", s.phase));
@@ -366,7 +377,11 @@ fn render_side(s: &SideReport) -> String {
         }
     };
     line("Transferred:", transferred);
-    out.push_str("  Relays:\n");
+    out.push_str(if shared {
+        "  Relays (each node's shared relay, serving every stream of the Gateway there; this stream's state on it is in Conditions):\n"
+    } else {
+        "  Relays:\n"
+    });
     if let Some(e) = &s.relays_error {
         out.push_str(&format!("    cannot show: {e}\n"));
     }

@@ -13,7 +13,7 @@ use kube::{
     ResourceExt,
     api::{Api, ListParams},
 };
-use scistream_api::{Role, StreamRequest, keys};
+use scistream_api::{RelayModel, Role, StreamRequest, keys};
 pub use view::{SideView, StreamView, gateway_table, join, side_view, table};
 
 use crate::{
@@ -136,17 +136,36 @@ pub async fn facts(f: &Facility, request: StreamRequest) -> describe::SideFacts 
     let pods = match &gateway {
         Err(e) => Err(e.clone()),
         Ok(g) => {
-            let selector = format!(
-                "{}={},{}={}",
-                keys::LABEL_STREAM_ID,
-                request.spec.stream_id,
-                keys::LABEL_ROLE,
-                request.spec.role.label_value()
-            );
+            let selector = match g.spec.relay_model() {
+                RelayModel::PerStream => format!(
+                    "{}={},{}={}",
+                    keys::LABEL_STREAM_ID,
+                    request.spec.stream_id,
+                    keys::LABEL_ROLE,
+                    request.spec.role.label_value()
+                ),
+                RelayModel::Shared => format!(
+                    "{}={},{}={}",
+                    keys::LABEL_COMPONENT,
+                    keys::COMPONENT_SHARED_RELAY,
+                    keys::LABEL_GATEWAY,
+                    g.name_any()
+                ),
+            };
             Api::<Pod>::namespaced(f.client.clone(), &g.spec.pod_namespace)
                 .list(&ListParams::default().labels(&selector))
                 .await
                 .map(|l| l.items)
+                .map(|pods| {
+                    // Shared relays: those of the nodes the side holds ports on.
+                    let nodes: Vec<&str> =
+                        request.status.iter().flat_map(|s| &s.allocations).map(|a| a.node.as_str()).collect();
+                    let on_its_nodes =
+                        |p: &Pod| p.labels().get(keys::LABEL_NODE).is_some_and(|n| nodes.contains(&n.as_str()));
+                    pods.into_iter()
+                        .filter(|p| g.spec.relay_model() == RelayModel::PerStream || on_its_nodes(p))
+                        .collect::<Vec<Pod>>()
+                })
                 .map_err(|e| format!("cannot list relay pods in {}/{}: {e}", f.context, g.spec.pod_namespace))
         }
     };

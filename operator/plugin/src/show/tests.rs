@@ -164,6 +164,46 @@ fn describe_says_what_it_could_not_read() {
     insta::assert_snapshot!("describe_partial", text);
 }
 
+/// A Gateway's shared relay pod on `node` (no stream's labels: it serves them all).
+fn shared_relay(node: &str) -> k8s_openapi::api::core::v1::Pod {
+    let mut pod = relay_pod(ID, "producer", node, &[5119], 1, None);
+    pod.metadata.name = Some(format!("s2ds-node-dtn-{node}"));
+    pod.metadata.labels = Some(
+        [
+            (scistream_api::keys::LABEL_COMPONENT, scistream_api::keys::COMPONENT_SHARED_RELAY),
+            (scistream_api::keys::LABEL_GATEWAY, "dtn"),
+            (scistream_api::keys::LABEL_NODE, node),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .into(),
+    );
+    pod
+}
+
+#[test]
+fn describe_shows_the_shared_relays_of_the_nodes_a_stream_holds_ports_on() {
+    let mut facts = producer_facts();
+    let mut gw = gateway("dtn", &[("gw-a", true), ("gw-b", false)], 1, ("True", "GatewayReady", "1 node ready"));
+    gw.spec.s2ds = Some(scistream_api::S2dsSettings {
+        relay_model: scistream_api::RelayModel::Shared,
+        ..scistream_api::S2dsSettings::DEFAULT
+    });
+    facts.gateway = Ok(gw);
+    // The shared relay of another node serves other streams: not a row of this one.
+    facts.pods = Ok(vec![shared_relay("gw-a"), shared_relay("gw-c")]);
+    let side = describe::report(&facts);
+    assert_eq!(side.relay_model, Some(scistream_api::RelayModel::Shared));
+    let rows: Vec<(&str, Option<&str>, &str)> =
+        side.relays.iter().map(|r| (r.node.as_str(), r.pod.as_deref(), r.phase.as_str())).collect();
+    assert_eq!(rows, [("gw-a", Some("s2ds-node-dtn-gw-a"), "Running"), ("gw-b", None, "Missing")]);
+    assert_eq!(side.relays[0].ports, [5100, 5101], "the stream's ports on the node, not the relay's metrics port");
+    assert_eq!(side.relays[0].restarts, 1);
+    let text = describe::render(&describe::DescribeReport { sides: vec![side], notes: vec![] });
+    assert!(text.contains("Gateway:     dtn (shared relays in namespace scistream-gateway)"), "{text}");
+    assert!(text.contains("Relays (each node's shared relay, serving every stream of the Gateway there"), "{text}");
+    assert!(!text.contains("gw-c"), "{text}");
+}
+
 #[test]
 fn human_bytes_picks_the_unit() {
     assert_eq!(describe::human_bytes(0), "0 B");
