@@ -302,6 +302,30 @@ pub async fn wait_ready(world: &World, name: &str, timeout: Duration) -> anyhow:
     }
 }
 
+/// Waits until both sides' `status.transfer` records exactly `bytes` relayed from producer to
+/// consumer (the operator reads the relays' counters every interval: its own relays' for a
+/// stream on per-stream relays, its series of the nodes' pages on shared relays).
+pub async fn wait_transfer_recorded(world: &World, name: &str, bytes: u64, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut recorded = Vec::new();
+        for f in &world.facilities {
+            let sr = Api::<StreamRequest>::namespaced(f.client.clone(), USER_NS).get(name).await?;
+            recorded.push(sr.status.and_then(|s| s.transfer).map(|t| t.bytes));
+        }
+        if recorded.iter().all(|r| *r == i64::try_from(bytes).ok()) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{name}: status.transfer.bytes of the two sides {recorded:?} after {}s, expected {bytes}",
+                timeout.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The consumer's listeners as addresses, checking that its Hello reply told the same as its
 /// StreamRequest publishes.
 pub fn consumer_targets(sides: &[StreamRequest], told: &[String]) -> anyhow::Result<Vec<SocketAddr>> {

@@ -31,7 +31,7 @@ fn nodes_used(side: &scistream_api::StreamRequest) -> BTreeSet<String> {
 
 scistream_e2e::both_relay_models!(
     /// Six connections on gateways with five ports per node (a relay pod takes one for its
-    /// health listener; with shared relays four ports per node): no node can hold the stream,
+    /// health listener, shared relays one for their metrics): no node can hold the stream,
     /// so both nodes of each facility relay a share of it.
     striping_over_two_gateway_nodes,
     striping_over_two_gateway_nodes_on_shared_relays,
@@ -42,7 +42,7 @@ async fn striping(mut opts: world::Options) {
     if world::embedded_only("gateways with five ports per node") {
         return;
     }
-    opts.port_range = if opts.shared_relays() { (5100, 5103) } else { (5100, 5104) };
+    opts.port_range = (5100, 5104);
     let shared = opts.shared_relays();
     let so = StreamOptions::new("striped", 24 << 20, 6, "20Gbps", "MutualTLS").unwrap();
     in_world!(opts, |w| {

@@ -14,8 +14,21 @@ const BYTES: u64 = 32 << 20;
 
 /// The shared relay pods of facility `i`.
 async fn node_relays(w: &world::World, i: usize) -> Vec<Pod> {
-    let lp = ListParams::default().labels(&format!("{}=s2ds-node", keys::LABEL_COMPONENT));
+    let lp = ListParams::default().labels(&format!("{}={}", keys::LABEL_COMPONENT, keys::COMPONENT_SHARED_RELAY));
     Api::<Pod>::namespaced(w.facilities[i].client.clone(), world::GATEWAY_NS).list(&lp).await.unwrap().items
+}
+
+/// Facility `i`'s shared relay pods once there are `count` (the Gateway is Ready, its
+/// status written, before its reconcile starts the relays), or what there is after 30 s.
+async fn node_relays_when(w: &world::World, i: usize, count: usize) -> Vec<Pod> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let pods = node_relays(w, i).await;
+        if pods.len() == count || tokio::time::Instant::now() > deadline {
+            return pods;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn through_shared_relays(data_channel: &str) {
@@ -28,7 +41,7 @@ async fn through_shared_relays(data_channel: &str) {
     let w = world::World::start(&opts).await.expect("both facilities start");
     let result = async {
         for i in 0..2 {
-            let pods = node_relays(&w, i).await;
+            let pods = node_relays_when(&w, i, 2).await;
             anyhow::ensure!(pods.len() == 2, "facility {i}: one shared relay per gateway node, found {}", pods.len());
         }
         let ready = stream::setup(&w, &so).await?;

@@ -170,8 +170,10 @@ pub struct S2dsSettings {
     /// operator sends it each stream (listeners, targets, keys) over a mutually
     /// authenticated channel, and a stream relays within milliseconds of the decision, with
     /// thousands a node (docs/performance.md). Needs the operator's relay channel (the
-    /// chart's `relayChannel`). A change moves every stream of the Gateway to the other
-    /// model: their relays restart and open connections are cut.
+    /// chart's `relayChannel`). The shared relays serve `/metrics` on each node's LAN address
+    /// at the last port of `portRange`, which streams are then not given. A change moves
+    /// every stream of the Gateway to the other model: their relays restart and open
+    /// connections are cut.
     #[serde(default, skip_serializing_if = "is_per_stream")]
     pub relay_model: RelayModel,
 }
@@ -202,6 +204,26 @@ impl GatewaySpec {
         match (&self.implementation, &self.s2ds) {
             (Implementation::S2ds, Some(s)) => s.relay_model,
             _ => RelayModel::PerStream,
+        }
+    }
+
+    /// Where a `Shared` Gateway's relays serve `/metrics`, `/healthz` and `/readyz` on each
+    /// node's LAN address: the last port of `portRange` (so it is held by this Gateway as
+    /// every port of its range is, and never given to a stream). `None` for per-stream relays
+    /// (each has its own, held with its stream's ports) and for a range of one port.
+    pub fn shared_metrics_port(&self) -> Option<u16> {
+        if self.relay_model() != RelayModel::Shared || self.port_range.len() < 2 {
+            return None;
+        }
+        u16::try_from(self.port_range.end).ok()
+    }
+
+    /// The ports streams' listeners (and per-stream relays' health listeners) are given:
+    /// `portRange`, less the shared relays' metrics port.
+    pub fn stream_ports(&self) -> PortRange {
+        match self.shared_metrics_port() {
+            Some(_) => PortRange { start: self.port_range.start, end: self.port_range.end - 1 },
+            None => self.port_range,
         }
     }
 }
@@ -375,4 +397,38 @@ pub struct GatewayStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(implementation: Implementation, model: Option<RelayModel>, range: (i32, i32)) -> GatewaySpec {
+        let mut spec: GatewaySpec = serde_json::from_value(serde_json::json!({
+            "nodeSelector": {"gw": "true"}, "bandwidth": "10Gbps", "podNamespace": "gw",
+            "portRange": {"start": range.0, "end": range.1}
+        }))
+        .unwrap();
+        spec.implementation = implementation;
+        spec.s2ds = model.map(|relay_model| S2dsSettings { relay_model, ..S2dsSettings::DEFAULT });
+        spec
+    }
+
+    #[test]
+    fn shared_relays_keep_the_last_port_of_the_range_for_their_metrics() {
+        let shared = spec(Implementation::S2ds, Some(RelayModel::Shared), (5100, 5200));
+        assert_eq!(shared.shared_metrics_port(), Some(5200));
+        assert_eq!(shared.stream_ports(), PortRange { start: 5100, end: 5199 });
+        for other in [
+            spec(Implementation::S2ds, None, (5100, 5200)),
+            spec(Implementation::S2ds, Some(RelayModel::PerStream), (5100, 5200)),
+            // Never a shared relay: the setting applies to S2ds only.
+            spec(Implementation::Haproxy, Some(RelayModel::Shared), (5100, 5200)),
+            // One port: nothing left for streams if the relays took it (the Gateway says so).
+            spec(Implementation::S2ds, Some(RelayModel::Shared), (5100, 5100)),
+        ] {
+            assert_eq!(other.shared_metrics_port(), None, "{other:?}");
+            assert_eq!(other.stream_ports(), other.port_range);
+        }
+    }
 }

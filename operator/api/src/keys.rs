@@ -25,6 +25,10 @@ pub const MANAGED_BY_OPERATOR: &str = "scistream-operator";
 pub const LABEL_COMPONENT: &str = "app.kubernetes.io/component";
 /// Value of [`LABEL_COMPONENT`] on S2DS pods, ConfigMaps and Secrets.
 pub const COMPONENT_S2DS: &str = "s2ds";
+/// Value of [`LABEL_COMPONENT`] on a Gateway's shared relay pods (`spec.s2ds.relayModel:
+/// Shared`, one per gateway node, labelled with [`LABEL_GATEWAY`] and [`LABEL_NODE`]) and their
+/// identity Secrets.
+pub const COMPONENT_SHARED_RELAY: &str = "s2ds-node";
 
 /// Annotation on S2DS objects naming the owning `StreamRequest` as `namespace/name`.
 ///

@@ -23,7 +23,8 @@ pub mod written;
 
 pub use endpoint::{Endpoint, EndpointError, Host};
 pub use gateway::{
-    Gateway, GatewaySpec, GatewayStatus, Implementation, PortRange, RecordLayer, RelayModel, Reservation, S2dsSettings,
+    Gateway, GatewayNodeStatus, GatewaySpec, GatewayStatus, Implementation, PortRange, RecordLayer, RelayModel,
+    Reservation, S2dsSettings,
 };
 pub use rate::{Rate, RateError};
 pub use stream_request::{

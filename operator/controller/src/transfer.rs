@@ -1,7 +1,10 @@
 //! Transfer statistics: every interval, the leader reads the bytes relayed by each Ready
 //! stream's s2ds relays from their metrics endpoints and records bytes and throughput in
-//! `status.transfer` (its own field manager, so reconciles never fight over it). The same
-//! loop keeps the streams-by-phase gauge current.
+//! `status.transfer` (its own field manager, so reconciles never fight over it). A stream's
+//! own relays (per-stream model) are read at the metrics port it holds on each node; shared
+//! relays are read once per node and interval, whatever the number of their streams, and
+//! each stream takes its own series (`stream="STREAM.ROLE"`). The same loop keeps the
+//! streams-by-phase gauge current.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -28,12 +31,20 @@ pub const FIELD_MANAGER: &str = "scistream-operator-transfer";
 
 /// Bytes relayed from the producer towards the consumer, from an s2ds `/metrics` page: the
 /// `target_to_client` direction on both sides (producer side: the producer application is
-/// the target; consumer side: the peer gateway is).
-pub fn producer_to_consumer_bytes(metrics: &str) -> u64 {
+/// the target; consumer side: the peer gateway is). `stream`: only that stream's series (a
+/// shared relay's page has every stream's); `None`: every series (a relay of one stream).
+pub fn producer_to_consumer_bytes(metrics: &str, stream: Option<&str>) -> u64 {
     metrics
         .lines()
-        .filter(|l| l.starts_with("s2ds_bytes_total{") && l.contains("direction=\"target_to_client\""))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .filter_map(|l| l.strip_prefix("s2ds_bytes_total{"))
+        .filter_map(|l| l.split_once('}'))
+        .filter(|(labels, _)| {
+            let label = |name: &str| {
+                labels.split(',').find_map(|kv| kv.strip_prefix(name)?.strip_prefix("=\"")?.strip_suffix('"'))
+            };
+            label("direction") == Some("target_to_client") && stream.is_none_or(|s| label("stream") == Some(s))
+        })
+        .filter_map(|(_, value)| value.trim().split(' ').next()?.parse::<f64>().ok())
         .map(|v| v as u64)
         .sum()
 }
@@ -48,10 +59,26 @@ pub fn throughput(previous: Option<(u64, Instant)>, bytes: u64, at: Instant) -> 
     Some(Rate::from_bps(((bytes - before) as f64 * 8.0 / secs) as u64))
 }
 
-async fn fetch(
-    http: &HttpClient<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>,
-    url: &str,
-) -> Option<String> {
+type Http = HttpClient<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>;
+
+/// The relays' pages read in one interval: a shared relay's page is read once for all its
+/// streams (and a relay that did not answer is not asked again until the next interval).
+struct Pages<'a> {
+    http: &'a Http,
+    read: HashMap<String, Option<String>>,
+}
+
+impl Pages<'_> {
+    async fn get(&mut self, url: String) -> Option<&str> {
+        if !self.read.contains_key(&url) {
+            let page = fetch(self.http, &url).await;
+            self.read.insert(url.clone(), page);
+        }
+        self.read.get(&url)?.as_deref()
+    }
+}
+
+async fn fetch(http: &Http, url: &str) -> Option<String> {
     let uri: hyper::Uri = url.parse().ok()?;
     let response = tokio::time::timeout(Duration::from_secs(2), http.get(uri)).await.ok()?.ok()?;
     if !response.status().is_success() {
@@ -82,8 +109,9 @@ pub async fn run(ctx: Arc<Context>, interval: Duration, token: CancellationToken
                 .get_or_create(&PhaseLabels { phase: phase.to_owned() })
                 .set(phases.get(phase).copied().unwrap_or(0));
         }
+        let mut pages = Pages { http: &http, read: HashMap::new() };
         for sr in requests.iter().filter(|sr| sr.status.as_ref().and_then(|s| s.phase) == Some(Phase::Ready)) {
-            let Some(bytes) = sample(&ctx, &http, sr).await else { continue };
+            let Some(bytes) = sample(&ctx, &mut pages, sr).await else { continue };
             // An idle stream costs no write: the figures are recorded when they change.
             let recorded = sr.status.as_ref().and_then(|s| s.transfer.as_ref());
             let still = recorded.is_some_and(|t| {
@@ -105,22 +133,21 @@ pub async fn run(ctx: Arc<Context>, interval: Duration, token: CancellationToken
 }
 
 /// Sum over the stream's relays, or None when a relay cannot be read (no partial sums).
-async fn sample(
-    ctx: &Context,
-    http: &HttpClient<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>,
-    sr: &StreamRequest,
-) -> Option<u64> {
+async fn sample(ctx: &Context, pages: &mut Pages<'_>, sr: &StreamRequest) -> Option<u64> {
     let gateway = ctx.stores.gateways.get(&ObjectRef::new(&sr.spec.gateway))?;
     if gateway.spec.implementation != Implementation::S2ds {
         return None;
     }
-    let nodes = gateway.status.as_ref()?.nodes.clone();
+    let shared = gateway.spec.shared_metrics_port();
+    let key = shared.map(|_| crate::stream::shared::key(&sr.spec.stream_id, sr.spec.role));
+    let nodes = &gateway.status.as_ref()?.nodes;
     let mut total = 0;
     for allocation in &sr.status.as_ref()?.allocations {
-        let port = allocation.metrics_port?;
-        let lan = nodes.iter().find(|n| n.name == allocation.node)?.lan_address.clone()?;
-        let host = if lan.contains(':') { format!("[{lan}]") } else { lan };
-        total += producer_to_consumer_bytes(&fetch(http, &format!("http://{host}:{port}/metrics")).await?);
+        let port = shared.map(i32::from).or(allocation.metrics_port)?;
+        let lan = nodes.iter().find(|n| n.name == allocation.node)?.lan_address.as_deref()?;
+        let host = if lan.contains(':') { format!("[{lan}]") } else { lan.to_owned() };
+        let page = pages.get(format!("http://{host}:{port}/metrics")).await?;
+        total += producer_to_consumer_bytes(page, key.as_deref());
     }
     Some(total)
 }
@@ -153,8 +180,27 @@ mod tests {
             s2ds_bytes_total{stream=\"s\",listener=\"1\",direction=\"target_to_client\"} 24\n\
             s2ds_bytes_total{stream=\"s\",listener=\"0\",direction=\"client_to_target\"} 7\n\
             s2ds_connections_open{stream=\"s\",listener=\"0\"} 1\n";
-        assert_eq!(producer_to_consumer_bytes(page), 1024);
-        assert_eq!(producer_to_consumer_bytes(""), 0);
+        assert_eq!(producer_to_consumer_bytes(page, None), 1024);
+        assert_eq!(producer_to_consumer_bytes(page, Some("s")), 1024);
+        assert_eq!(producer_to_consumer_bytes("", None), 0);
+    }
+
+    #[test]
+    fn a_shared_relay_page_gives_each_stream_its_own_series() {
+        let page = "# TYPE s2ds_bytes_total counter\n\
+            s2ds_bytes_total{stream=\"a.producer\",listener=\"0\",direction=\"target_to_client\"} 1000\n\
+            s2ds_bytes_total{stream=\"a.producer\",listener=\"1\",direction=\"target_to_client\"} 24\n\
+            s2ds_bytes_total{stream=\"a.consumer\",listener=\"0\",direction=\"target_to_client\"} 1e3\n\
+            s2ds_bytes_total{stream=\"ab.producer\",listener=\"0\",direction=\"target_to_client\"} 5\n\
+            s2ds_bytes_total{stream=\"a.producer\",listener=\"0\",direction=\"client_to_target\"} 7\n\
+            s2ds_bytes_total_created{stream=\"a.producer\",listener=\"0\",direction=\"target_to_client\"} 1.7e9\n\
+            s2ds_bytes_total{stream=\"a.producer\",listener=\"2\",direction=\"target_to_client\"} 3 1733550000000\n";
+        assert_eq!(producer_to_consumer_bytes(page, Some("a.producer")), 1027, "its series only, a timestamp ignored");
+        assert_eq!(producer_to_consumer_bytes(page, Some("a.consumer")), 1000, "the other side of the stream");
+        assert_eq!(producer_to_consumer_bytes(page, Some("ab.producer")), 5, "a name that extends another's");
+        assert_eq!(producer_to_consumer_bytes(page, Some("b.producer")), 0);
+        // Malformed lines are skipped, not summed.
+        assert_eq!(producer_to_consumer_bytes("s2ds_bytes_total{direction=\"target_to_client\" 5\n", None), 0);
     }
 
     #[test]

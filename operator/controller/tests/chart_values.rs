@@ -97,7 +97,11 @@ fn a_pod_monitor_scrapes_the_relays() {
     let pm = find(&o, "PodMonitor", "t-scistream-operator-relays");
     assert_eq!(pm["metadata"]["labels"]["release"], "prometheus");
     assert_eq!(pm["spec"]["namespaceSelector"]["matchNames"], json!(["scistream-gateway"]));
-    assert_eq!(pm["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"], "s2ds");
+    // Per-stream relay pods and shared relay pods.
+    let selector = &pm["spec"]["selector"]["matchExpressions"][0];
+    assert_eq!(selector["key"], "app.kubernetes.io/component");
+    assert_eq!(selector["operator"], "In");
+    assert_eq!(selector["values"], json!(["s2ds", scistream_controller::gateway::node_relays::COMPONENT]));
     assert_eq!(pm["spec"]["podMetricsEndpoints"][0]["port"], scistream_controller::children::METRICS_PORT_NAME);
 }
 

@@ -145,6 +145,29 @@ pub fn spec_hash(parts: &[&str]) -> String {
     format!("{hash:016x}")
 }
 
+/// A port of a relay container, bound on the node (host network: the host port is the
+/// container port, declared so a scheduler and a PodMonitor see it).
+pub fn host_port(name: String, number: u16) -> ContainerPort {
+    ContainerPort {
+        name: Some(name),
+        container_port: i32::from(number),
+        host_port: Some(i32::from(number)),
+        protocol: Some("TCP".to_owned()),
+        ..ContainerPort::default()
+    }
+}
+
+/// A relay's readiness probe (`/readyz`, or a TCP connect) and, for an HTTP health
+/// listener, its liveness probe (`/healthz`, patient: a busy relay is not restarted).
+pub fn probes(health: &Health) -> (Probe, Option<Probe>) {
+    let liveness = matches!(health, Health::Http(_)).then(|| Probe {
+        failure_threshold: Some(5),
+        period_seconds: Some(10),
+        ..probe(health, "/healthz")
+    });
+    (probe(health, "/readyz"), liveness)
+}
+
 fn probe(health: &Health, path: &str) -> Probe {
     let (http_get, tcp_socket) = match health {
         Health::Http(ep) => (
@@ -240,30 +263,20 @@ pub fn relay_pod(p: &RelayPod<'_>) -> Pod {
     meta.labels.get_or_insert_with(BTreeMap::new).insert(keys::LABEL_NODE.to_owned(), p.relay.node.clone());
     meta.annotations.get_or_insert_with(BTreeMap::new).insert(ANNOTATION_SPEC_HASH.to_owned(), p.spec_hash.clone());
     let (volumes, volume_mounts) = volumes(p);
-    let port = |name: String, number: u16| ContainerPort {
-        name: Some(name),
-        container_port: i32::from(number),
-        host_port: Some(i32::from(number)),
-        protocol: Some("TCP".to_owned()),
-        ..ContainerPort::default()
-    };
     let mut ports: Vec<ContainerPort> =
-        p.relay.routes.iter().map(|r| port(format!("l{}", r.index), r.listen.port)).collect();
+        p.relay.routes.iter().map(|r| host_port(format!("l{}", r.index), r.listen.port)).collect();
     // An HTTP health listener also serves /metrics: named, for a PodMonitor to find it.
     if let Some(Health::Http(ep)) = &p.health {
-        ports.push(port(METRICS_PORT_NAME.to_owned(), ep.port));
+        ports.push(host_port(METRICS_PORT_NAME.to_owned(), ep.port));
     }
+    let (readiness_probe, liveness_probe) = p.health.as_ref().map(probes).unzip();
     let container = Container {
         name: "relay".to_owned(),
         image: Some(p.image.to_owned()),
         args: Some(p.rendered.args.clone()),
         ports: Some(ports),
-        readiness_probe: p.health.as_ref().map(|h| probe(h, "/readyz")),
-        liveness_probe: p.health.as_ref().filter(|h| matches!(h, Health::Http(_))).map(|h| Probe {
-            failure_threshold: Some(5),
-            period_seconds: Some(10),
-            ..probe(h, "/healthz")
-        }),
+        readiness_probe,
+        liveness_probe: liveness_probe.flatten(),
         lifecycle: p.rendered.ready_command.clone().map(|command| Lifecycle {
             post_start: Some(LifecycleHandler {
                 exec: Some(ExecAction { command: Some(command) }),

@@ -15,7 +15,7 @@ use k8s_openapi::{
 };
 use kube::{Api, ResourceExt, runtime::controller::Action};
 use scistream_api::{
-    Gateway, StreamRequest,
+    Gateway, GatewayNodeStatus, StreamRequest,
     conditions::{self, Reason, reasons},
     keys,
 };
@@ -141,7 +141,7 @@ async fn reconcile_gateway(gateway: &Arc<Gateway>, ctx: &Arc<Context>) -> Result
     let mut again = false;
     if namespace_usable {
         sweep::sweep(&ctx, &gateway).await?;
-        let ready: Vec<String> = nodes.iter().filter(|(_, s)| s.ready).map(|(_, s)| s.name.clone()).collect();
+        let ready: Vec<GatewayNodeStatus> = nodes.iter().filter(|(_, s)| s.ready).map(|(_, s)| s.clone()).collect();
         again = node_relays::reconcile(&ctx, &gateway, &ready).await?;
     }
     if let Some(stored) = &stored {

@@ -3,9 +3,12 @@
 //! channel. Each has its own client certificate from the channel's authority, in a Secret of
 //! the pod namespace beside it, known to the hub (so a relay is sent its own streams only).
 //! Pods and Secrets of nodes the Gateway no longer has, or of a Gateway back on per-stream
-//! relays, are deleted and their certificates revoked.
+//! relays, are deleted and their certificates revoked. Each serves `/metrics` (every stream's
+//! series, labelled `stream="STREAM.ROLE"`), `/healthz` and `/readyz` on its node's LAN
+//! address at the Gateway's [`GatewaySpec::shared_metrics_port`]: probed there, named
+//! `metrics` for a PodMonitor, read there for `status.transfer`.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, net::SocketAddr};
 
 use k8s_openapi::{
     ByteString,
@@ -16,11 +19,11 @@ use kube::{
     Api, ResourceExt,
     api::{ListParams, Patch, PatchParams},
 };
-use scistream_api::{Gateway, RelayModel, keys};
+use scistream_api::{Endpoint, Gateway, GatewayNodeStatus, GatewaySpec, RelayModel, keys};
 
 use crate::{
     certs::KeyMaterial,
-    children::{self, ANNOTATION_SPEC_HASH},
+    children::{self, ANNOTATION_SPEC_HASH, Health, METRICS_PORT_NAME},
     context::Context,
     error::{Error, Result},
     relay_hub::{RelayKey, channel::Channel},
@@ -28,7 +31,7 @@ use crate::{
 };
 
 /// `app.kubernetes.io/component` of shared relay pods and their Secrets.
-pub const COMPONENT: &str = "s2ds-node";
+pub const COMPONENT: &str = keys::COMPONENT_SHARED_RELAY;
 /// Where a shared relay's identity is mounted.
 const IDENTITY_DIR: &str = "/etc/s2ds/identity";
 /// Its certificate, key and the operator's certificate it pins, in its Secret.
@@ -80,11 +83,26 @@ pub fn identity_secret(gateway: &Gateway, node: &str, issued: &KeyMaterial, chan
     }
 }
 
+/// Where the shared relay of `gateway` on `node` serves its metrics and health: the node's
+/// LAN address at the Gateway's metrics port (none while the node has no LAN address).
+pub fn metrics_address(spec: &GatewaySpec, node: &GatewayNodeStatus) -> Option<SocketAddr> {
+    let ip = node.lan_address.as_deref()?.parse().ok()?;
+    Some(SocketAddr::new(ip, spec.shared_metrics_port()?))
+}
+
 /// The shared relay pod of `gateway` on `node`: host network, pinned to the node, non-root,
-/// read-only root filesystem, no capabilities; `s2ds node` dialling the channel at `address`.
-pub fn pod(gateway: &Gateway, node: &str, image: &str, address: &str, drain_seconds: u32) -> Pod {
+/// read-only root filesystem, no capabilities; `s2ds node` dialling the channel at `address`,
+/// serving `/metrics` and probed at `metrics`.
+pub fn pod(
+    gateway: &Gateway,
+    node: &str,
+    image: &str,
+    address: &str,
+    drain_seconds: u32,
+    metrics: Option<SocketAddr>,
+) -> Pod {
     let file = |f: &str| format!("{IDENTITY_DIR}/{f}");
-    let args: Vec<String> = [
+    let mut args: Vec<String> = [
         "node",
         "--gateway",
         &gateway.name_any(),
@@ -103,6 +121,11 @@ pub fn pod(gateway: &Gateway, node: &str, image: &str, address: &str, drain_seco
     ]
     .map(str::to_owned)
     .to_vec();
+    if let Some(m) = metrics {
+        args.extend(["--metrics-address".to_owned(), m.to_string()]);
+    }
+    let health = metrics.map(|m| Health::Http(Endpoint::from_socket_addr(m)));
+    let (readiness_probe, liveness_probe) = health.as_ref().map(children::probes).unzip();
     let hash = children::spec_hash(&[image, &args.join("\0")]);
     let mut metadata = meta(gateway, node);
     metadata.annotations = Some(BTreeMap::from([(ANNOTATION_SPEC_HASH.to_owned(), hash)]));
@@ -110,6 +133,9 @@ pub fn pod(gateway: &Gateway, node: &str, image: &str, address: &str, drain_seco
         name: "relay".to_owned(),
         image: Some(image.to_owned()),
         args: Some(args),
+        ports: metrics.map(|m| vec![children::host_port(METRICS_PORT_NAME.to_owned(), m.port())]),
+        readiness_probe,
+        liveness_probe: liveness_probe.flatten(),
         resources: gateway.spec.resources.clone(),
         security_context: Some(children::locked_down()),
         volume_mounts: Some(vec![VolumeMount {
@@ -147,7 +173,7 @@ fn current_certificate<'a>(secret: &'a Secret, channel: &Channel) -> Option<&'a 
 
 /// Makes the Gateway's shared relays match its Ready `nodes` (none unless it is Shared).
 /// Returns whether a pod was replaced and the Gateway must be looked at again soon.
-pub async fn reconcile(ctx: &Context, gateway: &Gateway, nodes: &[String]) -> Result<bool> {
+pub async fn reconcile(ctx: &Context, gateway: &Gateway, nodes: &[GatewayNodeStatus]) -> Result<bool> {
     let name = gateway.name_any();
     let ns = &gateway.spec.pod_namespace;
     let selector = crate::names::gateway_selector(COMPONENT, &name);
@@ -156,16 +182,18 @@ pub async fn reconcile(ctx: &Context, gateway: &Gateway, nodes: &[String]) -> Re
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     let existing_pods = pods.list(&lp).await.map_err(Error::kube("list shared relay pods"))?.items;
     let existing_secrets = secrets.list(&lp).await.map_err(Error::kube("list shared relay Secrets"))?.items;
-    let wanted: &[String] = match (&ctx.channel, gateway.spec.relay_model()) {
+    let wanted: &[GatewayNodeStatus] = match (&ctx.channel, gateway.spec.relay_model()) {
         (Some(_), RelayModel::Shared) if gateway.metadata.deletion_timestamp.is_none() => nodes,
         _ => &[],
     };
+    let is_wanted = |node: &str| wanted.iter().any(|n| n.name == node);
     let node_of = |labels: &BTreeMap<String, String>| labels.get(keys::LABEL_NODE).cloned().unwrap_or_default();
     let params = PatchParams::apply(keys::FIELD_MANAGER_OPERATOR).force();
     let mut again = false;
     if let Some(channel) = &ctx.channel {
         let image = gateway.spec.image.clone().unwrap_or_else(|| ctx.config.images.s2ds.clone());
-        for node in wanted {
+        for status in wanted {
+            let node = &status.name;
             let relay = RelayKey { gateway: name.clone(), node: node.clone() };
             let kept = existing_secrets.iter().find(|s| node_of(s.labels()) == *node);
             match kept.and_then(|s| current_certificate(s, channel)) {
@@ -187,7 +215,8 @@ pub async fn reconcile(ctx: &Context, gateway: &Gateway, nodes: &[String]) -> Re
                     tracing::info!(%node, "issued the shared relay its certificate");
                 }
             }
-            let desired = pod(gateway, node, &image, &channel.address, ctx.config.drain_seconds);
+            let metrics = metrics_address(&gateway.spec, status);
+            let desired = pod(gateway, node, &image, &channel.address, ctx.config.drain_seconds, metrics);
             let current = existing_pods.iter().find(|p| node_of(p.labels()) == *node);
             let hash = desired.annotations().get(ANNOTATION_SPEC_HASH);
             match current {
@@ -207,13 +236,13 @@ pub async fn reconcile(ctx: &Context, gateway: &Gateway, nodes: &[String]) -> Re
             }
         }
     }
-    for p in existing_pods.iter().filter(|p| !wanted.contains(&node_of(p.labels()))) {
+    for p in existing_pods.iter().filter(|p| !is_wanted(&node_of(p.labels()))) {
         if p.metadata.deletion_timestamp.is_none() {
             tracing::info!(node = %node_of(p.labels()), "stopping a shared relay no longer wanted");
             delete(&pods, &p.name_any()).await?;
         }
     }
-    for s in existing_secrets.iter().filter(|s| !wanted.contains(&node_of(s.labels()))) {
+    for s in existing_secrets.iter().filter(|s| !is_wanted(&node_of(s.labels()))) {
         if let Some(channel) = &ctx.channel {
             channel.hub.revoke(&RelayKey { gateway: name.clone(), node: node_of(s.labels()) });
         }
@@ -231,6 +260,7 @@ fn ended(pod: &Pod) -> bool {
 mod tests {
     use super::*;
     use crate::children::RELAY_UID;
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
     fn gateway(name: &str) -> Gateway {
         let spec = serde_json::from_value(serde_json::json!({
@@ -257,7 +287,11 @@ mod tests {
     #[test]
     fn the_pod_runs_s2ds_node_locked_down_on_its_node() {
         let gw = gateway("dtn");
-        let p = pod(&gw, "gw-1", "s2ds:test", "scistream-relay-channel.scistream-system.svc:8444", 20);
+        let node =
+            GatewayNodeStatus { name: "gw-1".into(), lan_address: Some("10.0.0.7".into()), ..Default::default() };
+        let metrics = metrics_address(&gw.spec, &node);
+        assert_eq!(metrics, Some("10.0.0.7:5200".parse().unwrap()), "LAN address, last port of the range");
+        let p = pod(&gw, "gw-1", "s2ds:test", "scistream-relay-channel.scistream-system.svc:8444", 20, metrics);
         let spec = p.spec.as_ref().unwrap();
         assert_eq!(spec.node_name.as_deref(), Some("gw-1"));
         assert_eq!(spec.host_network, Some(true));
@@ -273,8 +307,26 @@ mod tests {
         assert_eq!(sc.capabilities.as_ref().unwrap().drop.as_deref(), Some(&["ALL".to_owned()][..]));
         assert_eq!(spec.security_context.as_ref().unwrap().run_as_user, Some(RELAY_UID));
         assert_eq!(p.labels().get(keys::LABEL_COMPONENT).map(String::as_str), Some(COMPONENT));
-        // Another address or image is another pod.
-        let moved = pod(&gw, "gw-1", "s2ds:test", "10.0.0.1:8444", 20);
-        assert_ne!(p.annotations().get(ANNOTATION_SPEC_HASH), moved.annotations().get(ANNOTATION_SPEC_HASH));
+        // Metrics on the LAN address, a named host port, probed there and nowhere else.
+        assert!(args.ends_with("--metrics-address 10.0.0.7:5200"), "{args}");
+        let port = &c.ports.as_ref().unwrap()[0];
+        assert_eq!(
+            (port.name.as_deref(), port.container_port, port.host_port),
+            (Some(METRICS_PORT_NAME), 5200, Some(5200))
+        );
+        let ready = c.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap();
+        assert_eq!((ready.host.as_deref(), ready.path.as_deref()), (Some("10.0.0.7"), Some("/readyz")));
+        assert_eq!(ready.port, IntOrString::Int(5200));
+        let live = c.liveness_probe.as_ref().unwrap().http_get.as_ref().unwrap();
+        assert_eq!(live.path.as_deref(), Some("/healthz"));
+        // Another address, image or LAN address is another pod.
+        let hash = |p: &Pod| p.annotations().get(ANNOTATION_SPEC_HASH).cloned();
+        let moved = pod(&gw, "gw-1", "s2ds:test", "10.0.0.1:8444", 20, metrics);
+        assert_ne!(hash(&p), hash(&moved));
+        let relan = pod(&gw, "gw-1", "s2ds:test", "scistream-relay-channel.scistream-system.svc:8444", 20, None);
+        assert_ne!(hash(&p), hash(&relan));
+        assert!(relan.spec.unwrap().containers[0].readiness_probe.is_none(), "no LAN address: nothing to probe");
+        let unnamed = GatewayNodeStatus { lan_address: Some("gw-1.example.org".into()), ..node };
+        assert_eq!(metrics_address(&gw.spec, &unnamed), None, "a LAN address is an IP address");
     }
 }

@@ -154,15 +154,18 @@ pub fn readiness(
     if spec.port_range.is_empty() {
         return (false, reasons::INVALID_SPEC, "spec.portRange is empty".to_owned());
     }
-    let per_stream_health = scistream_core::render::needs_health_port(spec.implementation)
-        && spec.relay_model() == scistream_api::RelayModel::PerStream;
-    let smallest = 1 + usize::from(per_stream_health);
+    let shared = spec.relay_model() == scistream_api::RelayModel::Shared;
+    // Besides a connection's port: a per-stream relay's health listener, or the shared
+    // relays' metrics port.
+    let besides = scistream_core::render::needs_health_port(spec.implementation) || shared;
+    let smallest = 1 + usize::from(besides);
     if spec.port_range.len() < smallest {
+        let what = if shared { "the shared relays' metrics port" } else { "its relay's health listener" };
         return (
             false,
             reasons::INVALID_SPEC,
             format!(
-                "spec.portRange {}-{} holds {} port per node, and a stream needs at least {smallest} on a node (1 connection and its relay's health listener): no stream could ever use this gateway; widen the range",
+                "spec.portRange {}-{} holds {} port per node, and a stream needs at least {smallest} on a node (1 connection and {what}): no stream could ever use this gateway; widen the range",
                 spec.port_range.start,
                 spec.port_range.end,
                 spec.port_range.len()
@@ -198,7 +201,7 @@ pub fn summarize(spec: &GatewaySpec, status: &mut GatewayStatus) {
     let ready = status.nodes.iter().filter(|n| n.ready).count();
     status.ready_nodes = ready as i32;
     status.ports_in_use = counts.values().sum::<usize>() as i32;
-    status.ports_total = (spec.port_range.len() * ready) as i32;
+    status.ports_total = (spec.stream_ports().len() * ready) as i32;
     status.ports_summary = Some(format!("{}/{}", status.ports_in_use, status.ports_total));
     let promised = allocator::promised(&status.reservations);
     status.bandwidth_promised_bps = i64::try_from(promised.bps()).unwrap_or(i64::MAX);

@@ -22,7 +22,7 @@ pub(super) fn never_fits(gateway: &Gateway, demand: &Demand) -> Option<(Reason, 
     let nodes: Vec<String> = gateway.status.iter().flat_map(|s| &s.nodes).map(|n| n.name.clone()).collect();
     let spec = &gateway.spec;
     let empty = scistream_core::allocator::Capacity {
-        port_range: spec.port_range,
+        port_range: spec.stream_ports(),
         bandwidth: spec.bandwidth.get(),
         nodes: &nodes,
         reservations: &[],
@@ -36,11 +36,12 @@ pub(super) fn never_fits(gateway: &Gateway, demand: &Demand) -> Option<(Reason, 
             "rate {requested} is more than Gateway {name} declares in all (spec.bandwidth {declared}); ask for at most {declared}"
         ),
         AllocError::PortsExhausted { needed, per_node, .. } => format!(
-            "{needed} connections{} need more ports than Gateway {name} has: {} per node (spec.portRange {}-{}) on {} node(s); ask for fewer connections",
+            "{needed} connections{} need more ports than Gateway {name} has: {} per node (spec.portRange {}-{}{}) on {} node(s); ask for fewer connections",
             if per_node > 0 { " and a health listener on each node used" } else { "" },
-            spec.port_range.len(),
+            spec.stream_ports().len(),
             spec.port_range.start,
             spec.port_range.end,
+            if spec.shared_metrics_port().is_some() { ", less the shared relays' metrics port" } else { "" },
             nodes.len()
         ),
     };

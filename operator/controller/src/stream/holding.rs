@@ -82,7 +82,7 @@ pub fn apply(
         reservations: &'a [Reservation],
     ) -> allocator::Capacity<'a> {
         allocator::Capacity {
-            port_range: spec.port_range,
+            port_range: spec.stream_ports(),
             bandwidth: spec.bandwidth.get(),
             nodes,
             reservations,

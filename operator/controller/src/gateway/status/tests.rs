@@ -103,6 +103,14 @@ fn summaries_count_ports_bandwidth_and_streams() {
     assert_eq!(st.nodes[0].ports_in_use, 3);
     assert_eq!(st.ports_summary.as_deref(), Some("3/10"));
     assert_eq!(st.bandwidth_summary.as_deref(), Some("2.5Gbps/10Gbps"));
+    // Shared relays keep the range's last port for their metrics: streams have one fewer.
+    let mut shared = s.clone();
+    shared.s2ds = Some(scistream_api::S2dsSettings {
+        relay_model: scistream_api::RelayModel::Shared,
+        ..scistream_api::S2dsSettings::DEFAULT
+    });
+    summarize(&shared, &mut st);
+    assert_eq!((st.ports_in_use, st.ports_total), (3, 9));
 }
 
 #[test]
@@ -120,6 +128,17 @@ fn a_gateway_no_stream_could_use_says_so() {
     s.port_range.end = 5101;
     let (_, reason, _) = readiness(&s, &[], None, None);
     assert_eq!(reason, reasons::NO_READY_NODES, "two ports serve a one-connection stream");
+    // Shared relays need no health listener per stream, but keep a port for their metrics.
+    s.s2ds = Some(scistream_api::S2dsSettings {
+        relay_model: scistream_api::RelayModel::Shared,
+        ..scistream_api::S2dsSettings::DEFAULT
+    });
+    s.port_range.end = 5100;
+    let (ok, reason, message) = readiness(&s, &[], None, None);
+    assert!(!ok && reason == reasons::INVALID_SPEC, "{reason}: {message}");
+    assert!(message.contains("the shared relays' metrics port"), "{message}");
+    s.port_range.end = 5101;
+    assert_eq!(readiness(&s, &[], None, None).1, reasons::NO_READY_NODES);
 }
 
 fn claim(name: &str, created: &str, range: (i32, i32), nodes: &[&str]) -> Claim {
