@@ -21,7 +21,7 @@ use kube::{
     api::{Patch, PatchParams},
     runtime::reflector::ObjectRef,
 };
-use scistream_api::{Implementation, Phase, Rate, StreamRequest};
+use scistream_api::{Implementation, Phase, Rate, StreamRequest, stream_request::TransferStatus};
 use tokio_util::sync::CancellationToken;
 
 use crate::{context::Context, metrics::PhaseLabels};
@@ -47,6 +47,15 @@ pub fn producer_to_consumer_bytes(metrics: &str, stream: Option<&str>) -> u64 {
         .filter_map(|(_, value)| value.trim().split(' ').next()?.parse::<f64>().ok())
         .map(|v| v as u64)
         .sum()
+}
+
+/// Whether `recorded` already says what a sample of `bytes` would: the same bytes, and no
+/// throughput or none (`0bps`, which is no valid `Rate` to parse: rates start at 1kbps).
+pub fn unchanged(recorded: Option<&TransferStatus>, bytes: u64) -> bool {
+    recorded.is_some_and(|t| {
+        t.bytes == i64::try_from(bytes).unwrap_or(i64::MAX)
+            && t.throughput.as_deref().is_none_or(|r| r == Rate::from_bps(0).to_string())
+    })
 }
 
 /// Throughput between two samples (None on the first sample or after a counter reset).
@@ -113,12 +122,7 @@ pub async fn run(ctx: Arc<Context>, interval: Duration, token: CancellationToken
         for sr in requests.iter().filter(|sr| sr.status.as_ref().and_then(|s| s.phase) == Some(Phase::Ready)) {
             let Some(bytes) = sample(&ctx, &mut pages, sr).await else { continue };
             // An idle stream costs no write: the figures are recorded when they change.
-            let recorded = sr.status.as_ref().and_then(|s| s.transfer.as_ref());
-            let still = recorded.is_some_and(|t| {
-                t.bytes == i64::try_from(bytes).unwrap_or(i64::MAX)
-                    && t.throughput.as_deref().is_none_or(|r| r.parse::<Rate>().is_ok_and(|r| r.bps() == 0))
-            });
-            if still {
+            if unchanged(sr.status.as_ref().and_then(|s| s.transfer.as_ref()), bytes) {
                 previous.insert(sr.uid().unwrap_or_default(), (bytes, Instant::now()));
                 continue;
             }
@@ -201,6 +205,30 @@ mod tests {
         assert_eq!(producer_to_consumer_bytes(page, Some("b.producer")), 0);
         // Malformed lines are skipped, not summed.
         assert_eq!(producer_to_consumer_bytes("s2ds_bytes_total{direction=\"target_to_client\" 5\n", None), 0);
+    }
+
+    #[test]
+    fn an_idle_stream_is_not_written_again() {
+        let recorded = |bytes: i64, throughput: Option<&str>| TransferStatus {
+            bytes,
+            throughput: throughput.map(str::to_owned),
+            sampled_time: None,
+        };
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_secs(2);
+        // What the poller writes for a stream whose bytes did not move.
+        let idle = throughput(Some((5, t0)), 5, t1).map(|r| r.to_string());
+        assert_eq!(idle.as_deref(), Some("0bps"));
+        for (status, bytes, same) in [
+            (None, 0, false),
+            (Some(recorded(0, None)), 0, true),
+            (Some(recorded(5, idle.as_deref())), 5, true),
+            (Some(recorded(5, idle.as_deref())), 6, false),
+            (Some(recorded(5, Some("1.2Gbps"))), 5, false),
+            (Some(recorded(5, Some("800bps"))), 5, false),
+        ] {
+            assert_eq!(unchanged(status.as_ref(), bytes), same, "{status:?} then {bytes}");
+        }
     }
 
     #[test]
