@@ -47,8 +47,13 @@ pub struct AgentConfig {
     pub privileged: Option<bool>,
     /// Report every container Running and Ready at once, without running anything: the
     /// control-plane benchmark's thousands of relay pods (what it measures is the API traffic
-    /// of operator and kubelet, not relays).
+    /// of operator and kubelet, not relays). Pods with a label of [`AgentConfig::always_run`]
+    /// still run.
     pub simulated: bool,
+    /// Labels (`key`, `value`) of pods that run even when [`AgentConfig::simulated`]: a
+    /// Gateway's shared relays (one per node), whose streams are set on and reported through
+    /// them.
+    pub always_run: Vec<(String, String)>,
     /// Addresses of this machine's loopback the nodes' pods reach at the same address (see
     /// [`crate::services`]): the operator's relay channel, as a Service is reached on a node.
     pub host_services: Vec<std::net::SocketAddr>,
@@ -67,6 +72,7 @@ impl Default for AgentConfig {
             serve: None,
             privileged: None,
             simulated: false,
+            always_run: Vec::new(),
             host_services: Vec::new(),
         }
     }
@@ -168,6 +174,11 @@ impl NodeAgentBuilder {
     /// [`AgentConfig::simulated`]).
     pub fn simulated(mut self, on: bool) -> Self {
         self.config.simulated = on;
+        self
+    }
+    /// Pods labelled `key=value` run even when simulated (see [`AgentConfig::always_run`]).
+    pub fn always_run(mut self, key: &str, value: &str) -> Self {
+        self.config.always_run.push((key.to_owned(), value.to_owned()));
         self
     }
     /// Pods reach `addr`, an address of this machine's loopback, at the same address from
@@ -292,6 +303,7 @@ impl NodeAgent {
             privileged: config.privileged.unwrap_or_else(|| nix::unistd::geteuid().is_root()),
             podman,
             simulated: config.simulated,
+            always_run: config.always_run.clone(),
         });
         let mut agent =
             NodeAgent { ctx, config, nodes, owns_network, id, stop: watch::channel(false).0, tasks: vec![], scratch };

@@ -47,6 +47,16 @@ pub struct Ctx {
     /// Containers are reported Running and Ready, never started (see
     /// [`crate::AgentConfig::simulated`]).
     pub simulated: bool,
+    /// Labels of pods that run even when simulated ([`crate::AgentConfig::always_run`]).
+    pub always_run: Vec<(String, String)>,
+}
+
+impl Ctx {
+    /// Whether `pod` is only reported running (simulated), not run.
+    pub fn simulates(&self, pod: &k8s_openapi::api::core::v1::Pod) -> bool {
+        let labels = pod.metadata.labels.as_ref();
+        self.simulated && !self.always_run.iter().any(|(k, v)| labels.and_then(|l| l.get(k)).is_some_and(|x| x == v))
+    }
 }
 
 /// A pod's context, shared by its tasks.

@@ -173,7 +173,8 @@ pub async fn run(ctx: Arc<Ctx>, node: String, pod: Pod, mut rx: watch::Receiver<
     let pc = pod_ctx(&ctx, node, &pod);
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &pc.namespace);
     let _ = std::fs::create_dir_all(pc.dir.join("logs"));
-    let record = initial_record(&pod, pc.address, ctx.simulated);
+    let simulated = ctx.simulates(&pod);
+    let record = initial_record(&pod, pc.address, simulated);
     let shared = Arc::new(Shared { record: Mutex::new(record), changed: Notify::new() });
     let writer = StatusWriter::new(api.clone(), pod.name_any());
     // A refused status write is retried at this instant (far in the future when none is due).
@@ -194,7 +195,7 @@ pub async fn run(ctx: Arc<Ctx>, node: String, pod: Pod, mut rx: watch::Receiver<
                     other => break other,
                 }
             }
-            _ = tick.tick(), if !ctx.simulated => containers.sync(&latest).await,
+            _ = tick.tick(), if !simulated => containers.sync(&latest).await,
             _ = shared.changed.notified() => retry_at = due(writer.write(&*shared.record.lock().await).await),
             _ = tokio::time::sleep_until(retry_at) => retry_at = due(writer.write(&*shared.record.lock().await).await),
         }

@@ -2,7 +2,9 @@
 //! node agent reporting relay pods Ready without running them, and the operator as its own
 //! process (its CPU time and peak memory read from `/proc`). Producer requests with static
 //! targets, Plain, one connection: the smallest stream, so what is measured is the control
-//! plane.
+//! plane. With shared relays (`--relays shared`) the Gateway's two shared relays are real
+//! `s2ds node` processes: every stream is set on them over the relay channel, binds its
+//! listener there and is Ready when the relay reports it so.
 
 use std::{
     collections::HashMap,
@@ -50,6 +52,8 @@ pub struct Facility {
     metrics: std::net::SocketAddr,
     times: Arc<Mutex<HashMap<String, Times>>>,
     watch: tokio::task::JoinHandle<()>,
+    /// Shared relays: where each serves `/readyz` (which counts its streams).
+    shared: bool,
 }
 
 async fn client_as(cluster: &TestCluster, agent: &'static str) -> anyhow::Result<Client> {
@@ -65,8 +69,9 @@ fn free_port() -> anyhow::Result<u16> {
 
 impl Facility {
     /// The API server, CRDs, namespaces, two simulated gateway nodes, the operator (`operator`
-    /// binary, its own process) and a Gateway with ports 10000-60000 on each node.
-    pub async fn start(operator: &Path, root: &Path) -> anyhow::Result<Facility> {
+    /// binary, its own process) and a Gateway with ports 10000-60000 on each node; on shared
+    /// relays run from `shared_s2ds` when given.
+    pub async fn start(operator: &Path, root: &Path, shared_s2ds: Option<&Path>) -> anyhow::Result<Facility> {
         let cluster = TestCluster::builder().name("bench").watch_cache_size(1 << 20).start().await?;
         let client = client_as(&cluster, "scistream-bench").await?;
         for file in ["gateways.scistream.io.yaml", "streamrequests.scistream.io.yaml"] {
@@ -87,12 +92,15 @@ impl Facility {
         for node in ["gw-a", "gw-b"] {
             topology = topology.node(NodeSpec::new(node).label("scistream.io/gateway", "dtn"));
         }
-        let agent = NodeAgent::builder(client_as(&cluster, AGENT).await?)
+        let mut agent = NodeAgent::builder(client_as(&cluster, AGENT).await?)
             .topology(topology)
             .mode(NetworkMode::Loopback)
             .simulated(true)
-            .start()
-            .await?;
+            .always_run(keys::LABEL_COMPONENT, keys::COMPONENT_SHARED_RELAY);
+        if let Some(s2ds) = shared_s2ds {
+            agent = agent.s2ds(s2ds);
+        }
+        let agent = agent.start().await?;
         let port = free_port()?;
         let mut command = tokio::process::Command::new(operator);
         command
@@ -100,9 +108,15 @@ impl Facility {
             .arg(cluster.kubeconfig_path())
             .args(["--no-leader-election", "--no-control-endpoint", "--namespace", "default", "--identity", "bench"])
             .args(["--metrics-addr", &format!("127.0.0.1:{port}"), "--transfer-interval-seconds", "2"])
-            .env("RUST_LOG", "warn")
+            // Its log on this program's stderr: warnings, or SCISTREAM_BENCH_OPERATOR_LOG.
+            .env("RUST_LOG", std::env::var("SCISTREAM_BENCH_OPERATOR_LOG").unwrap_or_else(|_| "warn".to_owned()))
             .stdout(std::process::Stdio::null())
             .kill_on_drop(true);
+        if shared_s2ds.is_some() {
+            // The nodes are loopback addresses of this machine: the relays dial the channel there.
+            let channel = format!("127.0.0.1:{}", free_port()?);
+            command.args(["--relay-channel-addr", &channel, "--relay-channel-advertise", &channel]);
+        }
         let child = command.spawn().with_context(|| format!("starting {}", operator.display()))?;
         let operator_pid = child.id().context("the operator exited at once")?;
         let times = Arc::new(Mutex::new(HashMap::new()));
@@ -116,13 +130,17 @@ impl Facility {
             metrics: format!("127.0.0.1:{port}").parse()?,
             times,
             watch,
+            shared: shared_s2ds.is_some(),
         };
+        let mut spec = json!({"nodeSelector": {"scistream.io/gateway": "dtn"}, "bandwidth": "10T", "podNamespace": GATEWAY_NS,
+                 "implementation": "S2ds", "portRange": {"start": 10000, "end": 60000},
+                 "policy": scistream_api::policy::GatewayPolicy::open(),
+                 "addresses": {"wan": {"annotation": keys::ANNOTATION_LAN_ADDRESS}}});
+        if f.shared {
+            spec["s2ds"] = json!({"relayModel": "Shared"});
+        }
         let gateway: Gateway = serde_json::from_value(json!({
-            "apiVersion": "scistream.io/v1alpha1", "kind": "Gateway", "metadata": {"name": "dtn"},
-            "spec": {"nodeSelector": {"scistream.io/gateway": "dtn"}, "bandwidth": "10T", "podNamespace": GATEWAY_NS,
-                     "implementation": "S2ds", "portRange": {"start": 10000, "end": 60000},
-                     "policy": scistream_api::policy::GatewayPolicy::open(),
-                     "addresses": {"wan": {"annotation": keys::ANNOTATION_LAN_ADDRESS}}}
+            "apiVersion": "scistream.io/v1alpha1", "kind": "Gateway", "metadata": {"name": "dtn"}, "spec": spec
         }))?;
         Api::<Gateway>::all(f.client.clone()).create(&PostParams::default(), &gateway).await?;
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -241,6 +259,31 @@ impl Facility {
         Ok([pods, cms, secrets, held, live])
     }
 
+    /// The streams each shared relay serves, from its `/readyz` (`ready (N streams)`); empty
+    /// with relays per stream.
+    pub async fn shared_relay_streams(&self) -> anyhow::Result<Vec<usize>> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        if !self.shared {
+            return Ok(Vec::new());
+        }
+        let gw = Api::<Gateway>::all(self.client.clone()).get("dtn").await?;
+        let mut counts = Vec::new();
+        for node in gw.status.iter().flat_map(|s| &s.nodes) {
+            let port = gw.spec.shared_metrics_port().context("a Shared Gateway has a metrics port")?;
+            let lan = node.lan_address.as_deref().context("a node without a LAN address")?;
+            let mut s = tokio::net::TcpStream::connect((lan, port)).await?;
+            s.write_all(b"GET /readyz HTTP/1.0\r\nHost: relay\r\n\r\n").await?;
+            let mut page = String::new();
+            s.read_to_string(&mut page).await?;
+            let count = page
+                .split_once("\r\n\r\n")
+                .and_then(|(_, body)| body.split_once('(')?.1.split_once(" streams)")?.0.parse().ok())
+                .with_context(|| format!("{}'s shared relay answered {page:?}", node.name))?;
+            counts.push(count);
+        }
+        Ok(counts)
+    }
+
     /// Stops the operator and the node agent.
     pub async fn stop(mut self) {
         let _ = self.operator.start_kill();
@@ -280,9 +323,15 @@ async fn track(api: Api<StreamRequest>, times: Arc<Mutex<HashMap<String, Times>>
     }
 }
 
-/// The figures of one scale run.
-pub async fn run(operator: &Path, root: &Path, n: usize, idle: Duration) -> anyhow::Result<()> {
-    let f = Facility::start(operator, root).await?;
+/// The figures of one scale run (on shared relays run from `shared_s2ds`, when given).
+pub async fn run(
+    operator: &Path,
+    root: &Path,
+    n: usize,
+    idle: Duration,
+    shared_s2ds: Option<&Path>,
+) -> anyhow::Result<()> {
+    let f = Facility::start(operator, root, shared_s2ds).await?;
     let before = f.cluster.state().requests.snapshot();
     let (usage0, reconciles0) = (f.operator_usage()?, f.reconciles().await?);
     let start = Instant::now();
@@ -293,7 +342,11 @@ pub async fn run(operator: &Path, root: &Path, n: usize, idle: Duration) -> anyh
     let after = f.cluster.state().requests.snapshot();
     let (usage1, reconciles1) = (f.operator_usage()?, f.reconciles().await?);
     let (reserved, ready) = f.latencies();
-    println!("{n} streams (Producer, static targets, Plain, 1 connection) against one Gateway:");
+    let model = if f.shared { "shared relays, one s2ds process per node" } else { "a relay pod per stream" };
+    println!("{n} streams (Producer, static targets, Plain, 1 connection) against one Gateway, {model}:");
+    if f.shared {
+        println!("  streams on the shared relays: {:?}", f.shared_relay_streams().await?);
+    }
     println!("  created in {:.1} s; all Ready after {:.1} s", created.as_secs_f64(), all_ready.as_secs_f64());
     println!(
         "  create→reserved p50 {:.2} s, p90 {:.2} s; create→Ready p50 {:.2} s, p99 {:.2} s",
@@ -340,8 +393,9 @@ pub async fn run(operator: &Path, root: &Path, n: usize, idle: Duration) -> anyh
     let deleted = f.delete_all(Duration::from_secs(600)).await?;
     let [pods, cms, secrets, held, live] = f.leftovers().await?;
     println!(
-        "  deleted all in {:.1} s; left: {pods} pods, {cms} ConfigMaps, {secrets} Secrets, {held} reservations, {live} requests",
-        deleted.as_secs_f64()
+        "  deleted all in {:.1} s; left: {pods} pods, {cms} ConfigMaps, {secrets} Secrets, {held} reservations, {live} requests{}",
+        deleted.as_secs_f64(),
+        on_relays(&f).await?
     );
     f.stop().await;
     Ok(())
@@ -379,8 +433,9 @@ pub async fn churn(
     per_second: usize,
     seconds: u64,
     lifetime: Duration,
+    shared_s2ds: Option<&Path>,
 ) -> anyhow::Result<()> {
-    let f = Facility::start(operator, root).await?;
+    let f = Facility::start(operator, root, shared_s2ds).await?;
     let api = f.requests();
     let start = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(1000 / per_second.max(1) as u64));
@@ -402,19 +457,30 @@ pub async fn churn(
     let live_now = pending.len();
     tokio::time::sleep(Duration::from_secs(5)).await;
     let [_, _, _, held, live] = f.leftovers().await?;
+    let model = if f.shared { "shared relays" } else { "a relay pod per stream" };
     println!(
-        "churn: {created} created and {deleted} deleted in {:.0} s ({per_second}/s, each living {:?}); 5 s later {held} reservations for {live} live requests ({live_now} expected)",
+        "churn ({model}): {created} created and {deleted} deleted in {:.0} s ({per_second}/s, each living {:?}); 5 s later {held} reservations for {live} live requests ({live_now} expected)",
         start.elapsed().as_secs_f64(),
         lifetime
     );
     let drained = f.delete_all(Duration::from_secs(600)).await?;
     let [pods, cms, secrets, held, live] = f.leftovers().await?;
     println!(
-        "  after deleting the rest ({:.1} s): {pods} pods, {cms} ConfigMaps, {secrets} Secrets, {held} reservations, {live} requests left",
-        drained.as_secs_f64()
+        "  after deleting the rest ({:.1} s): {pods} pods, {cms} ConfigMaps, {secrets} Secrets, {held} reservations, {live} requests left{}",
+        drained.as_secs_f64(),
+        on_relays(&f).await?
     );
     f.stop().await;
     Ok(())
+}
+
+/// What the shared relays still serve once every stream is deleted (the operator takes a
+/// stream off its relays before it lets its StreamRequest go: none should be left).
+async fn on_relays(f: &Facility) -> anyhow::Result<String> {
+    if !f.shared {
+        return Ok(String::new());
+    }
+    Ok(format!(", streams on the shared relays {:?}", f.shared_relay_streams().await?))
 }
 
 /// The operator binary next to this program (`target/<profile>/scistream-operator`).

@@ -32,6 +32,10 @@ enum What {
         /// Seconds of the idle measurement.
         #[arg(long, default_value_t = 60)]
         idle_seconds: u64,
+        /// Relay models measured, one after the other (shared: the nodes' two shared relays
+        /// run as real `s2ds node` processes; per stream: relay pods reported Ready, not run).
+        #[arg(long, value_enum, default_value = "per-stream")]
+        relays: Models,
     },
     /// Create and release streams at a steady rate; check that nothing is left.
     Churn {
@@ -44,6 +48,9 @@ enum What {
         /// Seconds each stream lives before it is released.
         #[arg(long, default_value_t = 2)]
         lifetime_seconds: u64,
+        /// Relay models measured, one after the other.
+        #[arg(long, value_enum, default_value = "per-stream")]
+        relays: Models,
     },
     /// `kubectl scistream create` to both sides Ready with real relays, one stream at a time.
     Latency {
@@ -94,6 +101,16 @@ enum Models {
     Both,
 }
 
+/// The shared relays' binary for each of `models` (None: a relay pod per stream).
+fn shared_relays(models: Models) -> anyhow::Result<Vec<Option<PathBuf>>> {
+    let s2ds = || scistream_e2e::built_binary("s2ds");
+    Ok(match models {
+        Models::PerStream => vec![None],
+        Models::Shared => vec![Some(s2ds()?)],
+        Models::Both => vec![None, Some(s2ds()?)],
+    })
+}
+
 /// The worlds of `models`: per-stream relays, shared relays, or both.
 fn worlds(models: Models) -> anyhow::Result<Vec<world::Options>> {
     let per_stream = world::Options::for_tests("S2ds")?;
@@ -117,11 +134,19 @@ async fn main() -> anyhow::Result<()> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize()?;
     let minute = Duration::from_secs(60);
     match args.what {
-        What::Scale { streams, idle_seconds } => {
-            bench::scale::run(&operator, &root, streams, Duration::from_secs(idle_seconds)).await
+        What::Scale { streams, idle_seconds, relays } => {
+            for s2ds in shared_relays(relays)? {
+                let idle = Duration::from_secs(idle_seconds);
+                bench::scale::run(&operator, &root, streams, idle, s2ds.as_deref()).await?;
+            }
+            Ok(())
         }
-        What::Churn { per_second, seconds, lifetime_seconds } => {
-            bench::scale::churn(&operator, &root, per_second, seconds, Duration::from_secs(lifetime_seconds)).await
+        What::Churn { per_second, seconds, lifetime_seconds, relays } => {
+            for s2ds in shared_relays(relays)? {
+                let lifetime = Duration::from_secs(lifetime_seconds);
+                bench::scale::churn(&operator, &root, per_second, seconds, lifetime, s2ds.as_deref()).await?;
+            }
+            Ok(())
         }
         What::Latency { streams, relays } => {
             for opts in worlds(relays)? {
@@ -143,9 +168,12 @@ async fn main() -> anyhow::Result<()> {
             for opts in worlds(Models::Both)? {
                 bench::latency::run(&opts, 50).await?;
             }
-            bench::scale::run(&operator, &root, 1000, minute).await?;
-            bench::scale::run(&operator, &root, 5000, minute).await?;
-            bench::scale::churn(&operator, &root, 100, 60, Duration::from_secs(2)).await
+            for s2ds in shared_relays(Models::Both)? {
+                bench::scale::run(&operator, &root, 1000, minute, s2ds.as_deref()).await?;
+                bench::scale::run(&operator, &root, 5000, minute, s2ds.as_deref()).await?;
+                bench::scale::churn(&operator, &root, 100, 60, Duration::from_secs(2), s2ds.as_deref()).await?;
+            }
+            Ok(())
         }
     }
 }
