@@ -15,12 +15,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 filter=${1:-'all()'}
-cargo build --locked --release -q -p s2ds --bin s2ds
-# The workspace's test build, as kind-tests/run-tests.sh makes it: it holds the binaries used
-# here (testcluster, scistream-demo, kubectl-scistream, s2ds), and after run-tests.sh (as in CI)
-# nothing is compiled again. A `-p` selection unifies dependency features differently (kube,
+# The workspace's test build, as kind-tests/run-tests.sh makes it, and its binaries, as
+# kind-tests/demo.sh builds them: they hold what is used here (testcluster, scistream-demo,
+# kubectl-scistream, s2ds), and after run-tests.sh and demo.sh (as in CI) nothing is compiled
+# again. A `-p` selection unifies dependency features differently (kube,
 # tonic, serde_json, ...) and rebuilt most of the dependency tree: 10 min of a CI run.
-cargo build --locked -q --workspace --tests
+cargo build --locked -q --workspace --tests --bins
 
 work=$(mktemp -d /tmp/scistream-external.XXXXXX)
 pids=()
@@ -77,7 +77,7 @@ fi
 echo "API-server mode: the suite took $((SECONDS - start)) s ($summary)"
 
 echo "== 2. one scenario against the demo's facilities as installed clusters"
-"$CARGO_TARGET_DIR/debug/scistream-demo" --s2ds "$CARGO_TARGET_DIR/release/s2ds" --loopback \
+"$CARGO_TARGET_DIR/debug/scistream-demo" --s2ds "$CARGO_TARGET_DIR/debug/s2ds" --loopback \
   --bytes $((16 << 20)) --keep --env-file "$work/env" >"$work/demo.log" 2>&1 &
 demo=$!
 pids+=("$demo")
