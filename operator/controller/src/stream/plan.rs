@@ -412,6 +412,8 @@ fn finish(
         None => Ok(Vec::new()),
     };
     // The same holding under other listeners: a held node's address changed (say so once).
+    // The same holding as the status records it: a status older than a relocation (the
+    // Gateway's cache ahead of the request's) is no address change.
     if let Ok(now) = &listeners
         && moved_note.is_none()
         && changes.is_empty()
@@ -419,6 +421,7 @@ fn finish(
         && !now.is_empty()
         && !status.listeners.is_empty()
         && status.listeners != *now
+        && reservation.as_ref().is_some_and(|r| r.nodes == status.allocations)
     {
         let note = notes::address_note(sr.spec.role, &status.listeners, now, &sr.name_any());
         events.push((reasons::ADDRESS_CHANGED, note.clone()));

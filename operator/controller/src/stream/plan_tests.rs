@@ -308,13 +308,14 @@ fn listeners_moved_off_a_lost_node_are_told_once_after_the_write() {
     }
     let first = observed(sr.clone(), Some(gw.clone()));
     let p = plan(&first);
+    let old_listeners = p.listeners.clone().expect("listeners");
     assert_eq!(p.changes, vec![Change::Relocate(vec![lost.clone()])]);
     assert!(p.events.is_empty(), "nothing is said before the move is written");
     // The write as the Gateway stores it, then the plan made again on it.
     let mut stored: GatewayStatus = gw.status.clone().unwrap_or_default();
     holding::apply_all(&gw.spec, &Default::default(), &mut stored, "me", &p.changes);
     gw.status = Some(stored);
-    let again = Observed { gateway: Some(Arc::new(gw)), held_before: Some(held), ..first };
+    let again = Observed { gateway: Some(Arc::new(gw)), held_before: Some(held.clone()), ..first };
     let p = plan(&again);
     assert!(p.changes.is_empty());
     assert_eq!(p.events.iter().map(|(r, _)| *r).collect::<Vec<_>>(), vec![reasons::NODE_LOST]);
@@ -324,6 +325,16 @@ fn listeners_moved_off_a_lost_node_are_told_once_after_the_write() {
     let (st, _) = status(&again, &p, None);
     assert!(conditions::is_true(&st.conditions, types::LISTENERS_MOVED));
     assert!(p.listeners.as_ref().is_ok_and(|l| !l.is_empty()));
+    // Looked at again while the request's cache still shows the status from before the move
+    // (old allocations and listeners) and the Gateway's shows the move: no address changed,
+    // nothing is said over the NodeLost note.
+    let mut stale = sr;
+    stale.status =
+        Some(StreamRequestStatus { allocations: held.nodes.clone(), listeners: old_listeners, ..Default::default() });
+    let late = Observed { request: Arc::new(stale), held_before: None, ..again };
+    let p = plan(&late);
+    assert!(p.changes.is_empty(), "{:?}", p.changes);
+    assert!(p.events.is_empty() && p.moved_note.is_none(), "{:?} {:?}", p.events, p.moved_note);
 }
 
 #[test]
@@ -433,7 +444,12 @@ fn a_held_nodes_new_address_moves_the_listeners_and_says_so_once() {
     let mut before = sr.clone();
     let old: Vec<String> = now.iter().map(|l| l.replacen(|c: char| c.is_ascii_digit(), "9", 1)).collect();
     assert_ne!(old, now);
-    before.status = Some(scistream_api::StreamRequestStatus { listeners: old.clone(), ..Default::default() });
+    let holding = holding::held(gw.status.as_ref(), "me").cloned().expect("held");
+    before.status = Some(scistream_api::StreamRequestStatus {
+        listeners: old.clone(),
+        allocations: holding.nodes.clone(),
+        ..Default::default()
+    });
     let o = observed(before, Some(gw.clone()));
     let p = plan(&o);
     assert!(p.changes.is_empty(), "the holding stays: {:?}", p.changes);
