@@ -159,7 +159,7 @@ async fn facility(
         operator_args.extend(["--relay-channel-addr".to_owned(), channel.to_string()]);
         operator_args.extend(["--relay-channel-advertise".to_owned(), channel.to_string()]);
     }
-    let operator = start_operator(&own_kubeconfig, name, control_port, &operator_args)?;
+    let mut operator = start_operator(&own_kubeconfig, name, control_port, &operator_args)?;
     let mut spec = json!({"nodeSelector": {"scistream.io/gateway": "dtn", "scistream.io/facility": name},
                  "bandwidth": opts.bandwidth, "podNamespace": GATEWAY_NS,
                  "implementation": opts.implementation_of(index), "policy": opts.policy,
@@ -176,7 +176,7 @@ async fn facility(
         "apiVersion": "scistream.io/v1alpha1", "kind": "Gateway", "metadata": {"name": "dtn"}, "spec": spec
     }))?;
     Api::<Gateway>::all(client.clone()).create(&PostParams::default(), &gateway).await?;
-    wait_gateway_ready(&client).await?;
+    wait_gateway_ready(&client, &mut operator).await.with_context(|| format!("{name}: starting"))?;
     Ok(Facility {
         name: name.to_owned(),
         client,
@@ -276,13 +276,24 @@ async fn wait_served(client: &Client) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_gateway_ready(client: &Client) -> anyhow::Result<()> {
+/// Waits until the Gateway has both nodes Ready; an operator that stopped meanwhile (a flag
+/// refused, a port another process took first) is reported with its error at once, not as a
+/// Gateway never reconciled.
+async fn wait_gateway_ready(client: &Client, operator: &mut OperatorTask) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let gw = Api::<Gateway>::all(client.clone()).get("dtn").await?;
         let status = gw.status.unwrap_or_default();
         if status.ready_nodes == 2 {
             return Ok(());
+        }
+        if operator.1.is_finished() {
+            let outcome = match (&mut operator.1).await {
+                Ok(Ok(())) => "it returned".to_owned(),
+                Ok(Err(e)) => format!("{e:#}"),
+                Err(e) => format!("its task failed: {e}"),
+            };
+            bail!("the operator stopped before Gateway dtn was Ready: {outcome}");
         }
         if Instant::now() > deadline {
             bail!("Gateway dtn not ready after 30s: {:?}", status.conditions);
@@ -315,9 +326,26 @@ async fn start_agent(
     Ok(agent.start().await?)
 }
 
-/// A free port on 127.0.0.1 for a facility's control endpoint.
+/// Where [`free_port`] looks: below Linux's default ephemeral range (32768-60999), which
+/// sockets bound to port 0 and outgoing connections take their ports from.
+const CHOSEN_PORTS: std::ops::Range<u16> = 20000..32768;
+
+/// A free port on 127.0.0.1 for a facility's control endpoint or relay channel, chosen at
+/// random outside the ephemeral range: a restarted operator binds it again, and a port of
+/// that range was given, while the operator was down, to another test's socket bound to port
+/// 0 (seen in CI: `operator_restarted_in_every_phase` found its control port taken).
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    use std::hash::{BuildHasher, Hasher};
+    let span = u64::from(CHOSEN_PORTS.end - CHOSEN_PORTS.start);
+    for attempt in 0..1000u64 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(attempt);
+        let port = CHOSEN_PORTS.start + u16::try_from(h.finish() % span)?;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free port on 127.0.0.1 in {CHOSEN_PORTS:?} after 1000 tries")
 }
 
 /// Starts facility `name`'s operator in this process, with its control endpoint on
