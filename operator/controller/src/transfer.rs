@@ -142,16 +142,21 @@ async fn sample(ctx: &Context, pages: &mut Pages<'_>, sr: &StreamRequest) -> Opt
     if gateway.spec.implementation != Implementation::S2ds {
         return None;
     }
-    let shared = gateway.spec.shared_metrics_port();
-    let key = shared.map(|_| crate::stream::shared::key(&sr.spec.stream_id, sr.spec.role));
+    let shared = gateway.spec.shared_metrics_port().is_some();
+    let key = shared.then(|| crate::stream::shared::key(&sr.spec.stream_id, sr.spec.role));
     let nodes = &gateway.status.as_ref()?.nodes;
     let mut total = 0;
     for allocation in &sr.status.as_ref()?.allocations {
-        let port = shared.map(i32::from).or(allocation.metrics_port)?;
-        let lan = nodes.iter().find(|n| n.name == allocation.node)?.lan_address.as_deref()?;
-        let host = if lan.contains(':') { format!("[{lan}]") } else { lan.to_owned() };
-        let page = pages.get(format!("http://{host}:{port}/metrics")).await?;
-        total += producer_to_consumer_bytes(page, key.as_deref());
+        let node = nodes.iter().find(|n| n.name == allocation.node)?;
+        let url = if shared {
+            // Where the node's shared relay was told to serve.
+            format!("http://{}/metrics", crate::gateway::node_relays::metrics_address(&gateway.spec, node)?)
+        } else {
+            let (lan, port) = (node.lan_address.as_deref()?, allocation.metrics_port?);
+            let host = if lan.contains(':') { format!("[{lan}]") } else { lan.to_owned() };
+            format!("http://{host}:{port}/metrics")
+        };
+        total += producer_to_consumer_bytes(pages.get(url).await?, key.as_deref());
     }
     Some(total)
 }

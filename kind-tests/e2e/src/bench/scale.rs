@@ -164,11 +164,7 @@ impl Facility {
 
     /// StreamRequest reconciles the operator started so far.
     pub async fn reconciles(&self) -> anyhow::Result<f64> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut s = tokio::net::TcpStream::connect(self.metrics).await?;
-        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: operator\r\n\r\n").await?;
-        let mut page = String::new();
-        s.read_to_string(&mut page).await?;
+        let page = http_get(self.metrics, "/metrics").await?;
         Ok(counter(&page, "scistream_reconciles_total{controller=\"streamrequest\"}"))
     }
 
@@ -262,19 +258,15 @@ impl Facility {
     /// The streams each shared relay serves, from its `/readyz` (`ready (N streams)`); empty
     /// with relays per stream.
     pub async fn shared_relay_streams(&self) -> anyhow::Result<Vec<usize>> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         if !self.shared {
             return Ok(Vec::new());
         }
         let gw = Api::<Gateway>::all(self.client.clone()).get("dtn").await?;
         let mut counts = Vec::new();
         for node in gw.status.iter().flat_map(|s| &s.nodes) {
-            let port = gw.spec.shared_metrics_port().context("a Shared Gateway has a metrics port")?;
-            let lan = node.lan_address.as_deref().context("a node without a LAN address")?;
-            let mut s = tokio::net::TcpStream::connect((lan, port)).await?;
-            s.write_all(b"GET /readyz HTTP/1.0\r\nHost: relay\r\n\r\n").await?;
-            let mut page = String::new();
-            s.read_to_string(&mut page).await?;
+            let relay = scistream_controller::gateway::node_relays::metrics_address(&gw.spec, node)
+                .with_context(|| format!("{}'s shared relay has no metrics address", node.name))?;
+            let page = http_get(relay, "/readyz").await?;
             let count = page
                 .split_once("\r\n\r\n")
                 .and_then(|(_, body)| body.split_once('(')?.1.split_once(" streams)")?.0.parse().ok())
@@ -472,6 +464,17 @@ pub async fn churn(
     );
     f.stop().await;
     Ok(())
+}
+
+/// The whole answer (status line, headers, body) to `GET path` at `addr` (HTTP/1.0: the
+/// server closes when done).
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await?;
+    let mut page = String::new();
+    s.read_to_string(&mut page).await?;
+    Ok(page)
 }
 
 /// What the shared relays still serve once every stream is deleted (the operator takes a
