@@ -264,12 +264,15 @@ impl Hub {
             let desired = state.desired.get(relay);
             let reported = state.reported.entry(relay.clone()).or_default();
             for s in applied.streams {
-                if desired.is_some_and(|d| d.contains_key(&s.stream_id)) {
-                    reported.insert(s.stream_id.clone(), s.clone());
+                // A state reported again unchanged (a snapshot's answer) wakes nobody.
+                let before = if desired.is_some_and(|d| d.contains_key(&s.stream_id)) {
+                    reported.insert(s.stream_id.clone(), s.clone())
                 } else {
-                    reported.remove(&s.stream_id);
+                    reported.remove(&s.stream_id)
+                };
+                if before.as_ref() != Some(&s) {
+                    published.push(Report { relay: relay.clone(), state: s });
                 }
-                published.push(Report { relay: relay.clone(), state: s });
             }
         }
         for report in published {

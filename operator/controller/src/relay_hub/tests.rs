@@ -97,8 +97,14 @@ fn reports_are_kept_for_streams_still_wanted_and_published() {
     hub.applied(&key("gw-a"), call, Applied { version: 1, streams: vec![ready.clone(), stale.clone()] });
     assert_eq!(hub.reported(&key("gw-a"), "s1"), Some(ready.clone()));
     assert_eq!(hub.reported(&key("gw-a"), "gone"), None);
-    assert_eq!(reports.try_recv().unwrap(), Report { relay: key("gw-a"), state: ready });
+    assert_eq!(reports.try_recv().unwrap(), Report { relay: key("gw-a"), state: ready.clone() });
     assert_eq!(reports.try_recv().unwrap().state, stale);
+    // The same state again (a snapshot's answer) wakes nobody; a change does.
+    hub.applied(&key("gw-a"), call, Applied { version: 2, streams: vec![ready.clone()] });
+    assert!(reports.try_recv().is_err(), "an unchanged state is not published again");
+    let failed = StreamState { ready: false, error: "bind: address in use".into(), ..ready.clone() };
+    hub.applied(&key("gw-a"), call, Applied { version: 3, streams: vec![failed.clone()] });
+    assert_eq!(reports.try_recv().unwrap().state, failed);
     hub.remove(&key("gw-a"), "s1");
     assert_eq!(hub.reported(&key("gw-a"), "s1"), None, "a removed stream's report is dropped with it");
 }
