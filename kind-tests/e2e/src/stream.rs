@@ -468,7 +468,25 @@ pub async fn assert_released(world: &World, stream_id: &str) -> anyhow::Result<(
 /// released): as [`assert_nothing_left`] for every stream, and the Gateways' counters all at
 /// zero (ports in use on every node, bandwidth promised, streams).
 pub async fn assert_all_clean(world: &World) -> anyhow::Result<()> {
-    leftovers(world, keys::LABEL_STREAM_ID, None, true).await
+    // The Gateways write their totals shortly after the last release (a burst of releases is
+    // one write): give them a few seconds.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        match leftovers(world, keys::LABEL_STREAM_ID, None, true).await {
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::debug!(error = %e, "not clean yet");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+/// The holdings the StreamRequests on Gateway `dtn` of `client`'s cluster record in their
+/// statuses: the durable record of who holds which ports (the Gateway keeps totals only).
+pub async fn holdings(client: &kube::Client) -> anyhow::Result<Vec<scistream_api::Reservation>> {
+    let all = Api::<StreamRequest>::all(client.clone()).list(&ListParams::default()).await?;
+    Ok(all.items.iter().filter(|r| r.spec.gateway == "dtn").filter_map(StreamRequest::holding).collect())
 }
 
 async fn leftovers(world: &World, selector: &str, stream_id: Option<&str>, requests_too: bool) -> anyhow::Result<()> {
@@ -484,7 +502,8 @@ async fn leftovers(world: &World, selector: &str, stream_id: Option<&str>, reque
             false => 0,
         };
         let status = Api::<Gateway>::all(f.client.clone()).get("dtn").await?.status.unwrap_or_default();
-        let held = status.reservations.iter().filter(|r| stream_id.is_none_or(|id| r.stream_id == id)).count();
+        let held = holdings(&f.client).await?;
+        let held = held.iter().filter(|r| stream_id.is_none_or(|id| r.stream_id == id)).count();
         if !pods.items.is_empty() || !cms.items.is_empty() || !secrets.items.is_empty() || held + requests != 0 {
             bail!(
                 "{}: left behind: {} StreamRequests, {} pods, {} ConfigMaps, {} Secrets, {} reservations",
@@ -539,8 +558,9 @@ pub async fn describe(world: &World) -> String {
             ));
         }
         let gw = Api::<Gateway>::all(f.client.clone()).get("dtn").await.ok().and_then(|g| g.status).unwrap_or_default();
-        let held: Vec<&str> = gw.reservations.iter().map(|r| r.request.as_str()).collect();
-        out.push_str(&format!("\n{}: Gateway reservations {held:?}, {} ports in use", f.name, gw.ports_in_use));
+        let held = holdings(&f.client).await.unwrap_or_default();
+        let held: Vec<&str> = held.iter().map(|r| r.request.as_str()).collect();
+        out.push_str(&format!("\n{}: holdings {held:?}, Gateway counts {} ports in use", f.name, gw.ports_in_use));
     }
     out
 }

@@ -378,7 +378,7 @@ async fn a_facility_installed_from_the_chart_streams() {
             Api::<k8s_openapi::api::core::v1::Pod>::namespaced(admin.clone(), gateway_ns).list(&lp).await.ok()?;
         let cms =
             Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(admin.clone(), gateway_ns).list(&lp).await.ok()?;
-        let held = gateways.get("dtn").await.ok()?.status.map(|s| s.reservations.len()).unwrap_or(0);
+        let held = gateways.get("dtn").await.ok()?.status.map_or(0, |s| s.streams + s.ports_in_use);
         (pods.items.is_empty() && cms.items.is_empty() && held == 0).then_some(())
     })
     .await;

@@ -8,8 +8,8 @@
 use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::{Context as _, ensure};
-use kube::Api;
-use scistream_api::{Gateway, Phase, StreamRequest};
+
+use scistream_api::{Phase, StreamRequest};
 use scistream_e2e::{
     faults,
     introspection::{Introspection, globus_claims},
@@ -204,11 +204,9 @@ async fn unchanged_s2uc_streams_run_at_full_speed_with_their_rate_reserved() {
         for (i, name) in [(0, &p), (1, &c)] {
             let sr = legacy::raw_request(w, i, name).await?;
             ensure!(sr["status"]["rateEnforcement"] == "ReservationOnly", "{name}: {}", sr["status"]);
-            let gw = Api::<Gateway>::all(w.facilities[i].client.clone()).get("dtn").await?;
-            let held: Vec<i64> = gw
-                .status
+            let held: Vec<i64> = stream::holdings(&w.facilities[i].client)
+                .await?
                 .iter()
-                .flat_map(|s| &s.reservations)
                 .filter(|r| r.stream_id == u)
                 .map(|r| r.bandwidth_bps)
                 .collect();

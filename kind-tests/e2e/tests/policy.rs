@@ -96,8 +96,9 @@ async fn refused(w: &world::World, so: &stream::StreamOptions, rule: &str) -> an
         Err(e) if e.to_string().contains(rule) && e.to_string().contains("Gateway dtn's policy refuses") => {}
         other => bail!("{}: expected a refusal naming {rule:?}, got {other:?}", so.name),
     }
-    let gw = Api::<Gateway>::all(w.facilities[0].client.clone()).get("dtn").await?;
-    let held = gw.status.map(|s| s.reservations).unwrap_or_default();
-    ensure!(held.is_empty(), "{}: the Gateway holds {held:?} for a refused request", so.name);
+    let held = stream::holdings(&w.facilities[0].client).await?;
+    ensure!(held.is_empty(), "{}: {held:?} held for a refused request", so.name);
+    let gw = Api::<Gateway>::all(w.facilities[0].client.clone()).get("dtn").await?.status.unwrap_or_default();
+    ensure!(gw.streams == 0 && gw.ports_in_use == 0, "{}: the Gateway counts streams for a refused request", so.name);
     Ok(())
 }

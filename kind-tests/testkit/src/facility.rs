@@ -12,7 +12,7 @@ use kube::{
     Api, Client, CustomResourceExt, ResourceExt,
     api::{ListParams, Patch, PatchParams, PostParams},
 };
-use scistream_api::{Gateway, StreamRequest, keys};
+use scistream_api::{Gateway, Reservation, StreamRequest, keys};
 use scistream_testcluster::TestCluster;
 use serde_json::json;
 
@@ -229,6 +229,25 @@ impl Facility {
         }
     }
 
+    /// The holdings the StreamRequests on Gateway `gateway` record in their statuses (every
+    /// namespace): the durable record of who holds which ports.
+    pub async fn holdings_on(&self, gateway: &str) -> Vec<Reservation> {
+        holdings_on(&self.client, gateway).await
+    }
+
+    /// Checks no port is recorded by two StreamRequests and, while an operator runs, waits up
+    /// to `secs` until Gateway `dtn`'s totals (streams, ports in use, bandwidth promised)
+    /// count exactly the holdings its StreamRequests record (the operator writes them after
+    /// each change). Returns the holdings.
+    pub async fn wait_totals_match_holdings(&self, secs: u64) -> Vec<Reservation> {
+        if self.operators.is_empty() {
+            let held = self.holdings_on("dtn").await;
+            scistream_core::allocator::check(&held, None).expect("no port recorded by two StreamRequests");
+            return held;
+        }
+        wait_totals_match_holdings(&self.client, "dtn", secs).await
+    }
+
     /// Waits until the request is gone, then checks nothing of it is left.
     pub async fn assert_released(&self, name: &str, stream_id: &str) {
         self.wait_gone(name, 30).await;
@@ -245,9 +264,8 @@ impl Facility {
         assert!(cms.list(&lp).await.unwrap().items.is_empty(), "ConfigMaps left");
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), GATEWAY_NS);
         assert!(secrets.list(&lp).await.unwrap().items.is_empty(), "Secrets left");
-        let gw = self.gateway().await;
-        let held = gw.status.iter().flat_map(|s| &s.reservations).filter(|r| r.stream_id == stream_id).count();
-        assert_eq!(held, 0, "reservations left: {:#?}", gw.status);
+        let held = self.wait_totals_match_holdings(30).await;
+        assert!(!held.iter().any(|r| r.stream_id == stream_id), "still held: {held:#?}");
     }
 
     /// Stops every operator (each must exit cleanly), the stand-in kubelet and the API server.
@@ -257,5 +275,44 @@ impl Facility {
         }
         drop(self.kubelet);
         self.cluster.shutdown().await;
+    }
+}
+
+/// See [`Facility::holdings_on`].
+pub async fn holdings_on(client: &Client, gateway: &str) -> Vec<Reservation> {
+    let all = Api::<StreamRequest>::all(client.clone()).list(&ListParams::default()).await.unwrap();
+    all.items.iter().filter(|r| r.spec.gateway == gateway).filter_map(StreamRequest::holding).collect()
+}
+
+/// What a Gateway's totals say: (streams, ports in use, bandwidth promised).
+fn totals_of(gateway: &Gateway) -> (i32, i32, i64) {
+    gateway.status.as_ref().map_or((0, 0, 0), |s| (s.streams, s.ports_in_use, s.bandwidth_promised_bps))
+}
+
+/// The totals `held` adds up to.
+fn totals(held: &[Reservation]) -> (i32, i32, i64) {
+    let ports = scistream_core::allocator::used_ports(held).values().map(|p| p.len()).sum::<usize>();
+    let streams = i32::try_from(held.len()).unwrap_or(i32::MAX);
+    (streams, i32::try_from(ports).unwrap_or(i32::MAX), held.iter().map(|r| r.bandwidth_bps).sum())
+}
+
+/// See [`Facility::wait_totals_match_holdings`]; also checks no port is recorded twice.
+pub async fn wait_totals_match_holdings(client: &Client, gateway: &str, secs: u64) -> Vec<Reservation> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    let api: Api<Gateway> = Api::all(client.clone());
+    loop {
+        let held = holdings_on(client, gateway).await;
+        scistream_core::allocator::check(&held, None).expect("no port recorded by two StreamRequests");
+        let gw = api.get(gateway).await.unwrap();
+        if totals_of(&gw) == totals(&held) {
+            return held;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "Gateway {gateway} counts (streams, ports, bps) {:?}, its StreamRequests record {:?}: {held:#?}",
+            totals_of(&gw),
+            totals(&held)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -19,8 +19,6 @@ use crate::{Written, rate::RATE_PATTERN};
 
 /// Pattern of a namespace name (DNS-1123 label).
 pub const NAMESPACE_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
-/// Most reservations a Gateway's status may list.
-pub const MAX_RESERVATIONS: u32 = 4096;
 /// Most gateway nodes a Gateway's status lists.
 pub const MAX_NODES: u32 = 256;
 
@@ -385,9 +383,13 @@ pub struct GatewayStatus {
     /// Number of streams holding resources here.
     #[serde(default)]
     pub streams: i32,
-    /// Holdings, one per stream.
+    /// Holdings, one per stream: not part of the API (the schema has no such field, so the API
+    /// server would prune it, and the operator never sends it). Each stream's holding is
+    /// recorded in its own StreamRequest's status (`allocations`, `grantedRate`); the operator
+    /// keeps them all in memory (its ledger, rebuilt from the StreamRequests at start) and fills
+    /// this field of the Gateways it plans with, so one object does not grow with the streams.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = MAX_RESERVATIONS))]
+    #[schemars(skip)]
     pub reservations: Vec<Reservation>,
     /// `Ready`, with a reason saying what to fix when the gateway is unusable.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -386,3 +386,21 @@ pub struct StreamRequestStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 }
+
+impl StreamRequest {
+    /// The holding this request's status records on its Gateway (`allocations` and
+    /// `grantedRate`), if it holds ports: the durable record the operator's ledger is rebuilt
+    /// from. A granted rate that does not parse counts as `spec.rate`.
+    pub fn holding(&self) -> Option<crate::Reservation> {
+        use kube::ResourceExt;
+        let status = self.status.as_ref().filter(|s| !s.allocations.is_empty())?;
+        let rate = status.granted_rate.as_deref().and_then(|r| r.parse::<Rate>().ok()).unwrap_or(self.spec.rate.get());
+        Some(crate::Reservation {
+            request: format!("{}/{}", self.namespace().unwrap_or_default(), self.name_any()),
+            stream_id: self.spec.stream_id.clone(),
+            uid: self.uid().unwrap_or_default(),
+            bandwidth_bps: i64::try_from(rate.bps()).unwrap_or(i64::MAX),
+            nodes: status.allocations.clone(),
+        })
+    }
+}

@@ -17,7 +17,7 @@ use kube::{
 };
 use scistream_api::{Gateway, StreamRequest};
 
-use crate::{metrics::Metrics, relay_hub::channel::Channel, reservations::GatewayWriter};
+use crate::{ledger::Ledger, metrics::Metrics, relay_hub::channel::Channel, reservations::GatewayWriter};
 
 /// Relay images per implementation.
 #[derive(Clone, Debug)]
@@ -129,6 +129,8 @@ pub struct Context {
     pub failures: Mutex<HashMap<ObjectRef<StreamRequest>, u32>>,
     /// Takes turns writing each Gateway's status.
     pub gateway_writer: GatewayWriter,
+    /// Every stream's holding on its Gateway.
+    pub ledger: Ledger,
     /// The shared relays' configuration channel, when the operator serves it.
     pub channel: Option<Arc<Channel>>,
     /// Uids of the Gateways and StreamRequests reconciled since start, kept only while the
@@ -160,6 +162,7 @@ impl Context {
             synced,
             failures: Mutex::new(HashMap::new()),
             gateway_writer: GatewayWriter::default(),
+            ledger: Ledger::default(),
             reconciled: Mutex::new(channel.is_some().then(HashSet::new)),
             channel,
             reconciled_changed: tokio::sync::Notify::new(),

@@ -25,6 +25,9 @@ pub enum Error {
     /// Another writer changed the Gateway's reservations first, too many times in a row.
     #[error("gateway {0} kept changing under us; will retry")]
     Contended(String),
+    /// The holdings ledger is not rebuilt yet.
+    #[error(transparent)]
+    NotSeeded(#[from] crate::ledger::NotSeeded),
     /// Relay pods of a released stream are still stopping.
     #[error("{0} relay pod(s) still stopping")]
     StillTerminating(usize),
@@ -58,6 +61,8 @@ pub enum Reason {
     CertificateFailed,
     /// The Gateway's reservations kept changing under us.
     Contended,
+    /// The holdings ledger is not rebuilt yet.
+    NotSeeded,
     /// Relay pods are still stopping.
     StillTerminating,
     /// No relay could be planned.
@@ -78,6 +83,7 @@ impl Reason {
             Reason::MissingField => "MissingField",
             Reason::CertificateFailed => "CertificateFailed",
             Reason::Contended => "Contended",
+            Reason::NotSeeded => "NotSeeded",
             Reason::StillTerminating => "StillTerminating",
             Reason::PlanFailed => "PlanFailed",
             Reason::FinalizerFailed => "FinalizerFailed",
@@ -111,6 +117,7 @@ impl Error {
             Error::MissingField(_) => Reason::MissingField,
             Error::Certificate(_) => Reason::CertificateFailed,
             Error::Contended(_) => Reason::Contended,
+            Error::NotSeeded(_) => Reason::NotSeeded,
             Error::StillTerminating(_) => Reason::StillTerminating,
             Error::Plan(_) => Reason::PlanFailed,
             Error::Finalizer(e) => match e.as_ref() {

@@ -11,6 +11,7 @@ pub mod context;
 pub mod error;
 pub mod gateway;
 pub mod lease;
+pub mod ledger;
 pub mod metrics;
 pub mod names;
 pub mod publish;

@@ -1,16 +1,17 @@
 //! The one way the Gateway's status is written: start from the Gateway as we last stored it
 //! (or read it), change it, and replace it with that `resourceVersion`. A concurrent writer
-//! (another operator replica that wrongly believes it leads, or a user) makes the API answer
-//! 409 Conflict and we start over from a fresh read, so two writers never both hand out the
-//! same port. Within this process the writers of one Gateway take turns (one lock per
-//! Gateway), so they do not conflict with each other and need no read before each write;
-//! changes submitted while another write is under way go together in the next one (group
-//! commit: one write for many streams, not one each, of a status that grows with them).
+//! (a user, or another replica) makes the API answer 409 Conflict and we start over from a
+//! fresh read. Within this process the writers of one Gateway take turns (one lock per
+//! Gateway), so they do not conflict with each other and need no read before each write.
+//! The status holds totals only: who holds what is in the ledger ([`crate::ledger`]), whose
+//! holdings each write counts.
 
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
 };
+
+use scistream_api::Reservation;
 
 use kube::{
     Api, Client,
@@ -26,25 +27,13 @@ use crate::{
 /// Attempts before giving up on a gateway that keeps changing under us.
 const ATTEMPTS: usize = 8;
 
-/// A change to a Gateway's status: returns whether it changed anything.
-pub type StatusChange = Box<dyn FnMut(&Gateway, &mut GatewayStatus) -> bool + Send>;
-
-/// A submitted change and where its outcome goes (`None`: the write failed).
-struct Waiting {
-    change: StatusChange,
-    done: tokio::sync::oneshot::Sender<Option<Option<Gateway>>>,
-}
-
-/// One Gateway: the turn to write, with the Gateway as our last write stored it, and the
-/// changes waiting for the next write.
+/// One Gateway: the turn to write, with the Gateway as our last write stored it.
 #[derive(Default)]
 struct Slot {
     turn: tokio::sync::Mutex<Option<Gateway>>,
-    queue: Mutex<Vec<Waiting>>,
 }
 
-/// Per Gateway: a turn to write, the Gateway as our last write stored it, and the changes
-/// waiting for the next write.
+/// Per Gateway: a turn to write, and the Gateway as our last write stored it.
 #[derive(Default)]
 pub struct GatewayWriter {
     slots: Mutex<HashMap<String, Arc<Slot>>>,
@@ -62,46 +51,9 @@ impl GatewayWriter {
     }
 }
 
-/// Submits `change` to the named Gateway's status and returns the Gateway as stored after
-/// the write that carried it (`None` if the Gateway does not exist). Changes submitted while
-/// a write is under way are applied in order, each to the status as the ones before it left
-/// it, and written together by whichever submitter takes the next turn.
-pub async fn submit(
-    client: &Client,
-    writer: &GatewayWriter,
-    name: &str,
-    cached: Option<&Gateway>,
-    change: StatusChange,
-) -> Result<Option<Gateway>> {
-    let slot = writer.slot(name);
-    let (done, mut outcome) = tokio::sync::oneshot::channel();
-    slot.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(Waiting { change, done });
-    let mut last = slot.turn.lock().await;
-    if let Ok(written) = outcome.try_recv() {
-        return written.ok_or_else(|| Error::Contended(name.to_owned()));
-    }
-    let mut batch = std::mem::take(&mut *slot.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
-    let written = write(client, &mut last, name, cached, |gw, st| {
-        let mut changed = false;
-        for w in batch.iter_mut() {
-            changed |= (w.change)(gw, st);
-        }
-        changed
-    })
-    .await;
-    let shared = written.as_ref().ok().cloned();
-    for w in batch {
-        let _ = w.done.send(shared.clone());
-    }
-    match outcome.try_recv() {
-        Ok(Some(stored)) => Ok(stored),
-        _ => written,
-    }
-}
-
 /// Applies `change` to the named Gateway's status with optimistic concurrency; `change`
 /// returns whether it changed anything (no write otherwise). Counters and summaries are
-/// recomputed on every write, so they always agree with the reservations. `cached` is the
+/// recomputed from `held` (the Gateway's holdings) on every write. `cached` is the
 /// Gateway as the caller's cache has it: a starting point when this process has not written
 /// it yet. Returns the Gateway as stored afterwards, or `None` if it does not exist.
 pub async fn update_gateway_status(
@@ -109,11 +61,12 @@ pub async fn update_gateway_status(
     writer: &GatewayWriter,
     name: &str,
     cached: Option<&Gateway>,
+    held: &[Reservation],
     change: impl FnMut(&Gateway, &mut GatewayStatus) -> bool,
 ) -> Result<Option<Gateway>> {
     let slot = writer.slot(name);
     let mut last = slot.turn.lock().await;
-    write(client, &mut last, name, cached, change).await
+    write(client, &mut last, name, cached, held, change).await
 }
 
 /// One write in our turn: from `last` (or `cached`, or a fresh read), retried from a fresh
@@ -123,6 +76,7 @@ async fn write(
     last: &mut Option<Gateway>,
     name: &str,
     cached: Option<&Gateway>,
+    held: &[Reservation],
     mut change: impl FnMut(&Gateway, &mut GatewayStatus) -> bool,
 ) -> Result<Option<Gateway>> {
     let api: Api<Gateway> = Api::all(client.clone());
@@ -148,7 +102,9 @@ async fn write(
         if !change(&gateway, &mut status) {
             return Ok(Some(gateway));
         }
+        status.reservations = held.to_vec();
         summarize(&gateway.spec, &mut status);
+        status.reservations = Vec::new();
         if status == before {
             return Ok(Some(gateway));
         }

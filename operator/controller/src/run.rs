@@ -227,9 +227,11 @@ pub async fn run_until(args: Args, token: CancellationToken) -> anyhow::Result<(
     // after the change is in the Gateway cache, so a woken request reads it.
     let (wake_tx, wake_rx) = futures::channel::mpsc::unbounded::<ObjectRef<StreamRequest>>();
     let report_wake = wake_tx.clone();
+    let ledger_wake = wake_tx.clone();
     // A Gateway's spec or nodes changing may make another conflict with it (or stop): the
     // other Gateways are reconciled again.
     let (gw_wake_tx, gw_wake_rx) = futures::channel::mpsc::unbounded::<ObjectRef<Gateway>>();
+    let ledger_gw_wake = gw_wake_tx.clone();
     let gw_events = {
         let requests = requests.clone();
         let peers = gateways.clone();
@@ -286,6 +288,19 @@ pub async fn run_until(args: Args, token: CancellationToken) -> anyhow::Result<(
         synced,
         channel.clone(),
     );
+    {
+        // A change of holdings: the Gateway writes its totals (and follows with its in-use
+        // finalizer); capacity given back wakes the requests waiting for it.
+        let requests = requests.clone();
+        ctx.ledger.on_change(move |notice| {
+            let _ = ledger_gw_wake.unbounded_send(ObjectRef::new(&notice.gateway));
+            if notice.freed {
+                for r in requests_to_wake(&requests, &notice.gateway, triggers::Wake::Waiting) {
+                    let _ = ledger_wake.unbounded_send(r);
+                }
+            }
+        });
+    }
     if let Some(channel) = channel {
         tokio::spawn(open_channel(ctx.clone(), channel.clone()));
         tokio::spawn(wake_on_reports(channel, requests.clone(), report_wake, token.clone()));
@@ -297,6 +312,8 @@ pub async fn run_until(args: Args, token: CancellationToken) -> anyhow::Result<(
         .watches_stream(node_events, move |_node: Node| {
             all_gateways.state().iter().map(|g| ObjectRef::from_obj(g.as_ref())).collect::<Vec<_>>()
         })
+        // No debounce: a steady trickle of holding changes would put the totals off for ever.
+        // Changes while a reconcile runs still come together in the next one.
         .with_config(ControllerConfig::default().concurrency(2))
         .graceful_shutdown_on(token.clone().cancelled_owned())
         .run(gateway::reconcile, gateway_error_policy, ctx.clone())
@@ -311,7 +328,7 @@ pub async fn run_until(args: Args, token: CancellationToken) -> anyhow::Result<(
         .for_each(|_| futures::future::ready(()));
 
     let readiness = {
-        let (stores, ready) = (stores.clone(), ready.clone());
+        let (stores, ready, ctx) = (stores.clone(), ready.clone(), ctx.clone());
         async move {
             let _ = stores.gateways.wait_until_ready().await;
             let _ = stores.requests.wait_until_ready().await;
@@ -319,6 +336,9 @@ pub async fn run_until(args: Args, token: CancellationToken) -> anyhow::Result<(
             let _ = stores.pods.wait_until_ready().await;
             let _ = stores.config_maps.wait_until_ready().await;
             let _ = stores.namespaces.wait_until_ready().await;
+            // Every holding, from the requests' statuses, before any reconcile decides one.
+            let held = ctx.ledger.seed(stores.requests.state().iter().map(AsRef::as_ref));
+            tracing::info!(held, "holdings read from the StreamRequests");
             ready.store(true, Ordering::Relaxed);
             let _ = synced_tx.send(true);
             tracing::info!("caches synced; reconciling");

@@ -2,9 +2,9 @@
 //! acts on changed: its spec, its deletion, its finalizers or annotations, or the Hello the
 //! control endpoint recorded; not for the operator's own status writes nor the transfer
 //! statistics. A Gateway change wakes every request on it when its spec or nodes changed,
-//! only the requests waiting for capacity when capacity was freed, and none when a request
-//! took capacity (which never helps another). Nodes wake the Gateways when what a Gateway
-//! reads of them changed, not on heartbeats.
+//! and none when only its totals did: capacity given back wakes the requests waiting for it
+//! from the ledger, where it is given back ([`crate::ledger::Notice`]). Nodes wake the
+//! Gateways when what a Gateway reads of them changed, not on heartbeats.
 
 use std::hash::{Hash, Hasher};
 
@@ -52,10 +52,11 @@ pub fn node_predicate(node: &Node) -> Option<u64> {
 
 /// The Gateway fields its own reconcile acts on: spec, deletion, and whether streams hold it
 /// (its in-use finalizer), with how many while it is being deleted (its `InUse` message).
+/// (The ledger wakes it too, on each change of its holdings.)
 pub fn gateway_predicate(gw: &Gateway) -> Option<u64> {
-    let held = gw.status.as_ref().map_or(0, |s| s.reservations.len());
+    let held = gw.status.as_ref().map_or(0, |s| s.streams);
     let deleting = gw.metadata.deletion_timestamp.is_some();
-    let counted = if deleting { held } else { usize::from(held > 0) };
+    let counted = if deleting { held } else { i32::from(held > 0) };
     Some(hash_of(&(gw.uid(), gw.metadata.generation, deleting, counted)))
 }
 
@@ -63,8 +64,6 @@ pub fn gateway_predicate(gw: &Gateway) -> Option<u64> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GatewayShape {
     layout: u64,
-    ports_held: usize,
-    bandwidth_held: i64,
 }
 
 impl GatewayShape {
@@ -73,16 +72,11 @@ impl GatewayShape {
         let status = gw.status.as_ref();
         let nodes: Vec<_> =
             status.iter().flat_map(|s| &s.nodes).map(|n| (&n.name, n.ready, &n.wan_address, &n.lan_address)).collect();
-        let reservations = status.iter().flat_map(|s| &s.reservations);
         // Its Ready verdict too: a Gateway that stops conflicting admits its waiting requests.
         let ready = status
             .and_then(|s| scistream_api::conditions::find(&s.conditions, scistream_api::conditions::types::READY))
             .map(|c| (&c.status, &c.reason));
-        Self {
-            layout: hash_of(&(gw.uid(), &gw.spec, nodes, ready)),
-            ports_held: reservations.clone().flat_map(|r| &r.nodes).map(|a| a.ports.len()).sum(),
-            bandwidth_held: reservations.map(|r| r.bandwidth_bps).sum(),
-        }
+        Self { layout: hash_of(&(gw.uid(), &gw.spec, nodes, ready)) }
     }
 }
 
@@ -100,13 +94,7 @@ pub enum Wake {
 /// Whom a Gateway's change from `before` to `after` concerns (`None`: not seen / deleted).
 pub fn wake(before: Option<&GatewayShape>, after: Option<&GatewayShape>) -> Wake {
     match (before, after) {
-        (Some(b), Some(a)) if b.layout == a.layout => {
-            if a.ports_held < b.ports_held || a.bandwidth_held < b.bandwidth_held {
-                Wake::Waiting
-            } else {
-                Wake::Nobody
-            }
-        }
+        (Some(b), Some(a)) if b.layout == a.layout => Wake::Nobody,
         _ => Wake::All,
     }
 }

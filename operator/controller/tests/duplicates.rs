@@ -50,8 +50,7 @@ async fn a_second_request_with_the_stream_id_and_role_fails_naming_the_first() {
         assert!(c.message.contains(&first), "{name}: {}", c.message);
     }
     // Only the first holds ports, and it is still Ready.
-    let gw = f.gateway().await;
-    let held: Vec<String> = gw.status.iter().flat_map(|s| &s.reservations).map(|r| r.request.clone()).collect();
+    let held: Vec<String> = f.wait_totals_match_holdings(10).await.into_iter().map(|r| r.request).collect();
     assert_eq!(held, [format!("{USER_NS}/first")]);
     let first = f.requests().get("first").await.unwrap();
     assert_eq!(first.status.as_ref().and_then(|s| s.phase), Some(Phase::Ready), "{}", first.name_any());

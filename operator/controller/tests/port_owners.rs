@@ -55,11 +55,12 @@ fn is_ready(sr: &StreamRequest) -> bool {
     sr.status.as_ref().and_then(|s| s.phase) == Some(Phase::Ready)
 }
 
-/// (node, ports and health port) held by each reservation of Gateway `name`.
+/// (node, ports and health port) held by each stream on Gateway `name`, as its request
+/// records them.
 async fn held(f: &Facility, name: &str) -> Vec<(String, Vec<i32>)> {
-    let gw = Api::<Gateway>::all(f.client.clone()).get(name).await.unwrap();
-    let reservations = gw.status.into_iter().flat_map(|s| s.reservations);
+    let reservations = f.holdings_on(name).await;
     reservations
+        .into_iter()
         .flat_map(|r| r.nodes)
         .map(|a| (a.node, a.ports.iter().chain(&a.metrics_port).copied().collect()))
         .collect()

@@ -32,8 +32,7 @@ fn allocations(sr: &StreamRequest) -> Vec<NodeAllocation> {
 }
 
 async fn assert_holdings_match_live_streams(f: &Facility) {
-    let gw = f.gateway().await;
-    let reservations = gw.status.map(|s| s.reservations).unwrap_or_default();
+    let reservations = f.wait_totals_match_holdings(30).await;
     allocator::check(&reservations, None).expect("no port held twice");
     let live = f.requests().list(&Default::default()).await.unwrap().items;
     let mut live_uids: Vec<String> =

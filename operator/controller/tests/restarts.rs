@@ -39,8 +39,8 @@ fn reason(sr: &StreamRequest, type_: &str) -> String {
 }
 
 async fn assert_holdings_match_live_streams(f: &Facility) {
-    let gw = f.gateway().await;
-    let reservations = gw.status.map(|s| s.reservations).unwrap_or_default();
+    // The Gateway counts exactly what the requests record, no port twice.
+    let reservations = f.wait_totals_match_holdings(30).await;
     allocator::check(&reservations, None).expect("no port held twice");
     // A live request reporting allocations holds exactly those; one waiting (Pending) holds none.
     let live = f.requests().list(&Default::default()).await.unwrap().items;

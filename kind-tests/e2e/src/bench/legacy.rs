@@ -8,8 +8,8 @@
 use std::{path::Path, time::Duration};
 
 use anyhow::{Context as _, bail};
-use kube::Api;
-use scistream_api::{Gateway, Phase};
+
+use scistream_api::Phase;
 use serde_json::json;
 
 use crate::{
@@ -88,9 +88,8 @@ async fn cases(world: &World, opts: &Options, python: std::path::PathBuf, bytes:
         for (f, name) in names.iter().enumerate() {
             let sr = legacy::raw_request(world, f, name).await?;
             enforcement.push(sr["status"]["rateEnforcement"].as_str().unwrap_or("(absent)").to_owned());
-            let gw = Api::<Gateway>::all(world.facilities[f].client.clone()).get("dtn").await?;
-            let held = gw.status.iter().flat_map(|s| &s.reservations).filter(|r| r.stream_id == uid);
-            reserved_bps.extend(held.map(|r| r.bandwidth_bps));
+            let held = crate::stream::holdings(&world.facilities[f].client).await?;
+            reserved_bps.extend(held.iter().filter(|r| r.stream_id == uid).map(|r| r.bandwidth_bps));
         }
         let released = client
             .actions(&uid, json!([{"do": "release", "at": "producer"}, {"do": "release", "at": "consumer"}]))

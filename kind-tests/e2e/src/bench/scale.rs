@@ -243,14 +243,15 @@ impl Facility {
         }
     }
 
-    /// What is left behind: relay pods, ConfigMaps, Secrets, reservations, and StreamRequests.
+    /// What is left behind: relay pods, ConfigMaps, Secrets, streams the Gateway counts as
+    /// holding, and StreamRequests.
     pub async fn leftovers(&self) -> anyhow::Result<[usize; 5]> {
         let lp = ListParams::default().labels(keys::LABEL_STREAM_ID);
         let pods = Api::<Pod>::namespaced(self.client.clone(), GATEWAY_NS).list(&lp).await?.items.len();
         let cms = Api::<ConfigMap>::namespaced(self.client.clone(), GATEWAY_NS).list(&lp).await?.items.len();
         let secrets = Api::<Secret>::namespaced(self.client.clone(), GATEWAY_NS).list(&lp).await?.items.len();
         let gw = Api::<Gateway>::all(self.client.clone()).get("dtn").await?;
-        let held = gw.status.map(|s| s.reservations.len()).unwrap_or(0);
+        let held = gw.status.map_or(0, |s| usize::try_from(s.streams).unwrap_or(0));
         let live = self.requests().list(&ListParams::default()).await?.items.len();
         Ok([pods, cms, secrets, held, live])
     }
@@ -357,7 +358,7 @@ pub async fn run(
     let gateway = Api::<Gateway>::all(f.client.clone()).get("dtn").await?;
     let bytes = serde_json::to_vec(&gateway)?.len();
     println!(
-        "  Gateway dtn holding {n} reservations: {:.0} KiB of JSON ({:.0} bytes a stream; etcd refuses a request over 1.5 MiB by default); API server (this process) peak RSS {:.0} MiB",
+        "  Gateway dtn with {n} streams: {:.0} KiB of JSON ({:.0} bytes a stream; etcd refuses a request over 1.5 MiB by default); API server (this process) peak RSS {:.0} MiB",
         bytes as f64 / 1024.0,
         bytes as f64 / n as f64,
         usage(std::process::id())?.peak_rss as f64 / f64::from(1 << 20)

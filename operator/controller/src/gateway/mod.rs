@@ -1,5 +1,5 @@
 //! The Gateway controller: finds the gateway's nodes and their addresses, checks its pod
-//! namespace, releases reservations of StreamRequests that no longer exist, and keeps the
+//! namespace, releases the holdings of StreamRequests that no longer exist, and keeps the
 //! status (nodes, ports, bandwidth, Ready) current.
 
 mod in_use;
@@ -15,7 +15,7 @@ use k8s_openapi::{
 };
 use kube::{Api, ResourceExt, runtime::controller::Action};
 use scistream_api::{
-    Gateway, GatewayNodeStatus, StreamRequest,
+    Gateway, GatewayNodeStatus, Reservation, StreamRequest,
     conditions::{self, Reason, reasons},
     keys,
 };
@@ -60,12 +60,12 @@ async fn namespace_problem(ctx: &Context, name: &str) -> Result<Option<(Reason, 
     Ok(problem.map(|p| (reasons::NAMESPACE_NOT_PRIVILEGED, p)))
 }
 
-/// Uids of reservations whose StreamRequest is gone (checked against the API, not only the
+/// Uids of holdings whose StreamRequest is gone (checked against the API, not only the
 /// cache, so a request the cache has not seen yet keeps its holding).
-async fn vanished(ctx: &Context, gateway: &Gateway) -> Result<BTreeSet<String>> {
+async fn vanished(ctx: &Context, held: &[Reservation]) -> Result<BTreeSet<String>> {
     let mut gone = BTreeSet::new();
     let live: BTreeSet<String> = ctx.stores.requests.state().iter().filter_map(|r| r.uid()).collect();
-    for r in gateway.status.iter().flat_map(|s| &s.reservations) {
+    for r in held {
         if live.contains(&r.uid) {
             continue;
         }
@@ -95,6 +95,9 @@ async fn reconcile_gateway(gateway: &Arc<Gateway>, ctx: &Arc<Context>) -> Result
     let ctx = ctx.clone();
     let _timer = ctx.metrics.reconcile(CONTROLLER);
     ctx.caches_ready().await;
+    if !ctx.ledger.seeded() {
+        return Err(crate::ledger::NotSeeded.into());
+    }
     let name = gateway.name_any();
     let mut nodes: Vec<_> = ctx
         .stores
@@ -119,17 +122,19 @@ async fn reconcile_gateway(gateway: &Arc<Gateway>, ctx: &Arc<Context>) -> Result
         ctx.stores.gateways.state().iter().filter(|g| g.name_any() != name).map(|g| claim(g)).collect();
     let conflict = status::conflict(&claim(&gateway), &others);
     let (ready, reason, message) = status::readiness(&gateway.spec, &nodes, problem, conflict);
-    let gone = vanished(&ctx, &gateway).await?;
+    let mut held = ctx.ledger.reservations(&name);
+    for uid in vanished(&ctx, &held).await? {
+        if ctx.ledger.release(Some(&name), &uid) {
+            tracing::info!(uid = %uid, "released the holding of a StreamRequest that no longer exists");
+        }
+        held.retain(|r| r.uid != uid);
+    }
     let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now());
     let generation = gateway.metadata.generation;
     let deleting = gateway.metadata.deletion_timestamp.is_some();
-    let stored = update_gateway_status(&ctx.client, &ctx.gateway_writer, &name, Some(&gateway), |_, st| {
+    let stored = update_gateway_status(&ctx.client, &ctx.gateway_writer, &name, Some(&gateway), &held, |_, st| {
         st.nodes = nodes.iter().map(|(_, s)| s.clone()).collect();
-        for uid in &gone {
-            tracing::info!(uid = %uid, "released the reservation of a StreamRequest that no longer exists");
-        }
-        st.reservations.retain(|r| !gone.contains(&r.uid));
-        let verdict = match in_use::deleting_note(&name, deleting, &st.reservations) {
+        let verdict = match in_use::deleting_note(&name, deleting, &held) {
             Some(note) => conditions::new(conditions::types::READY, false, reasons::IN_USE, note, generation, &now),
             None => conditions::new(conditions::types::READY, ready, reason, message.clone(), generation, &now),
         };
@@ -145,7 +150,7 @@ async fn reconcile_gateway(gateway: &Arc<Gateway>, ctx: &Arc<Context>) -> Result
         again = node_relays::reconcile(&ctx, &gateway, &ready).await?;
     }
     if let Some(stored) = &stored {
-        let in_use = stored.status.as_ref().is_some_and(|s| !s.reservations.is_empty());
+        let in_use = !held.is_empty();
         let has = stored.finalizers().iter().any(|f| f == keys::FINALIZER_GATEWAY);
         if let Some(change) = in_use::finalizer_change(has, deleting, in_use) {
             let api: Api<Gateway> = Api::all(ctx.client.clone());

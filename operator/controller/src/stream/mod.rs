@@ -2,8 +2,9 @@
 //! report, and on deletion release everything (finalizer).
 //!
 //! `reconcile` = finalizer(apply | cleanup). `apply` observes (from the caches: the request,
-//! its Gateway, its relay pods and ConfigMap, the requests queued before it), plans
-//! ([`plan::plan`], pure), acts (at most one Gateway status write, then the key Secret,
+//! its Gateway with the holdings the ledger keeps, its relay pods and ConfigMap, the requests
+//! queued before it), plans ([`plan::plan`], pure), acts (the holding changed in the ledger
+//! and recorded in the request's status before any relay uses it, then the key Secret,
 //! ConfigMap and pods, each idempotent on its own and skipped when already so) and reports
 //! (status, events).
 
@@ -36,7 +37,7 @@ use crate::{
     context::Context,
     error::{Error, Result},
     metrics::ErrorLabels,
-    names, reservations,
+    names,
 };
 
 use holding::Change;
@@ -103,13 +104,13 @@ fn side<'a>(sr: &'a StreamRequest, gateway: &'a Gateway) -> Side<'a> {
 
 /// The request as the caches show it, with what it depends on.
 async fn observe(ctx: &Context, sr: &Arc<StreamRequest>) -> Result<plan::Observed> {
-    let gateway = find_gateway(ctx, &sr.spec.gateway).await?;
+    let gateway = find_gateway(ctx, &sr.spec.gateway).await?.map(|g| ctx.ledger.view(&g));
     let uid = sr.uid().unwrap_or_default();
     let (mut pods, mut config_map, mut older_waiting) = (Vec::new(), None, Vec::new());
     let mut held_elsewhere = Default::default();
     let mut shared_seen = None;
     if let Some(gw) = gateway.as_deref() {
-        held_elsewhere = holding::held_elsewhere(gw, ctx.stores.gateways.state().iter().map(AsRef::as_ref));
+        held_elsewhere = ctx.ledger.held_elsewhere(&gw.name_any());
         let side = side(sr, gw);
         let status = gw.status.as_ref();
         let nodes = nodes_of(gw, &uid);
@@ -227,31 +228,23 @@ fn queued_before(ctx: &Context, sr: &StreamRequest, gateway: &Gateway) -> Vec<De
     older.iter().map(|o| holding::demand(o, &gateway.spec)).collect()
 }
 
-/// Writes the planned change of `uid`'s holding to the Gateway (one status write) and
-/// returns the Gateway as stored. The change is applied to the Gateway as stored when it is
-/// written: a part that no longer fits is not written, and the plan made again says so.
-async fn write_holding(ctx: &Context, gateway: &Gateway, uid: &str, changes: &[Change]) -> Result<Option<Gateway>> {
-    let (who, what, gateways) = (uid.to_owned(), changes.to_vec(), ctx.stores.gateways.clone());
-    let change: reservations::StatusChange = Box::new(move |gw, st| {
-        // Read again at each attempt: another Gateway's holdings may have changed too.
-        let elsewhere = holding::held_elsewhere(gw, gateways.state().iter().map(AsRef::as_ref));
-        let (changed, refusal) = holding::apply_all(&gw.spec, &elsewhere, st, &who, &what);
-        if let Some(e) = refusal {
-            tracing::info!(reason = %e, "the Gateway changed since it was read; planning again");
-        }
-        changed
-    });
-    let stored =
-        reservations::submit(&ctx.client, &ctx.gateway_writer, &gateway.name_any(), Some(gateway), change).await?;
-    if let Some(r) = stored.as_ref().and_then(|g| holding::held(g.status.as_ref(), uid)) {
-        if changes.iter().any(|c| matches!(c, Change::Reserve(_))) {
+/// Makes the planned change of `uid`'s holding in the ledger and returns the Gateway with
+/// the holdings after it. A part that no longer fits (another request took the capacity
+/// since the plan was made) is not made, and the plan made again says so.
+fn change_holding(ctx: &Context, gateway: &Gateway, uid: &str, changes: &[Change]) -> Result<Arc<Gateway>> {
+    let applied = ctx.ledger.apply(gateway, uid, changes)?;
+    if let Some(e) = &applied.refusal {
+        tracing::info!(reason = %e, "the Gateway changed since it was read; planning again");
+    }
+    if let Some(r) = holding::held(applied.gateway.status.as_ref(), uid) {
+        if applied.changed && changes.iter().any(|c| matches!(c, Change::Reserve(_))) {
             let ports: Vec<String> = r.nodes.iter().map(|a| format!("{}:{:?}", a.node, a.ports)).collect();
             tracing::info!(ports = %ports.join(" "), bandwidth_bps = r.bandwidth_bps, "reserved");
         }
-    } else if changes.contains(&Change::Release) {
+    } else if applied.changed && changes.contains(&Change::Release) {
         tracing::info!("released");
     }
-    Ok(stored)
+    Ok(applied.gateway)
 }
 
 async fn apply(sr: &Arc<StreamRequest>, ctx: &Context) -> Result<Action> {
@@ -261,16 +254,17 @@ async fn apply(sr: &Arc<StreamRequest>, ctx: &Context) -> Result<Action> {
         && let Some(gateway) = observed.gateway.clone()
     {
         let uid = sr.uid().unwrap_or_default();
-        let stored = write_holding(ctx, &gateway, &uid, &plan.changes).await?;
+        let changed = change_holding(ctx, &gateway, &uid, &plan.changes)?;
         observed.held_before = holding::held(gateway.status.as_ref(), &uid).cloned();
-        observed.gateway = stored.map(Arc::new);
+        observed.gateway = Some(changed);
         if plan.decision.phase == Phase::Failed {
             observed.failed = Some((plan.decision.ready.reason, plan.decision.ready.message.clone()));
         }
         plan = plan::plan(&observed);
     }
-    let status = sr.status.clone().unwrap_or_default();
-    let mut certificate = status.certificate.clone();
+    // The status as stored, or as this reconcile wrote it.
+    let mut stored = sr.status.clone().unwrap_or_default();
+    let mut certificate = stored.certificate.clone();
     if let Some(gateway) = observed.gateway.as_deref() {
         let side = side(sr, gateway);
         if plan.key_secret && (certificate.is_none() || !observed.relays_present()) {
@@ -281,6 +275,13 @@ async fn apply(sr: &Arc<StreamRequest>, ctx: &Context) -> Result<Action> {
                 let (Some(reservation), addresses) = (plan.reservation.as_ref(), plan::addresses(gateway)) else {
                     return Err(Error::MissingField("a reservation for the relays"));
                 };
+                // The holding is recorded before a relay binds its ports: the ledger a
+                // restarted operator rebuilds from the requests' statuses then has it.
+                let (desired, _) = plan::status(&observed, &plan, certificate.clone());
+                if desired.allocations != stored.allocations || desired.granted_rate != stored.granted_rate {
+                    report::write_over(ctx, sr, &stored, desired.clone(), &plan.decision).await?;
+                    stored = desired;
+                }
                 let set = children::RelaySet {
                     side: &side,
                     gateway,
@@ -323,7 +324,7 @@ async fn apply(sr: &Arc<StreamRequest>, ctx: &Context) -> Result<Action> {
     for (reason, note) in plan.events.iter().chain(warning.iter()) {
         report::warn(ctx, sr, *reason, note).await;
     }
-    report::write(ctx, sr, desired, &plan.decision).await?;
+    report::write_over(ctx, sr, &stored, desired, &plan.decision).await?;
     Ok(Action::requeue(plan.next))
 }
 
@@ -358,8 +359,11 @@ async fn cleanup(sr: &StreamRequest, ctx: &Context) -> Result<Action> {
     if stopping > 0 {
         return Err(Error::StillTerminating(stopping));
     }
-    if let Some(gateway) = find_gateway(ctx, &sr.spec.gateway).await? {
-        write_holding(ctx, &gateway, &uid, &[Change::Release]).await?;
+    if !ctx.ledger.seeded() {
+        return Err(crate::ledger::NotSeeded.into());
+    }
+    if ctx.ledger.release(None, &uid) {
+        tracing::info!("released");
     }
     Ok(Action::await_change())
 }

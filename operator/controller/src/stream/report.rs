@@ -111,8 +111,18 @@ pub async fn write(
     status: StreamRequestStatus,
     decision: &Decision,
 ) -> Result<bool> {
-    let current = sr.status.clone().unwrap_or_default();
-    if current == status {
+    write_over(ctx, sr, &sr.status.clone().unwrap_or_default(), status, decision).await
+}
+
+/// [`write`], where `current` is the status as stored (as this reconcile last wrote it).
+pub async fn write_over(
+    ctx: &Context,
+    sr: &StreamRequest,
+    current: &StreamRequestStatus,
+    status: StreamRequestStatus,
+    decision: &Decision,
+) -> Result<bool> {
+    if *current == status {
         return Ok(false);
     }
     let ns = sr.namespace().ok_or(Error::MissingField(".metadata.namespace"))?;
