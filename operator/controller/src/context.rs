@@ -131,6 +131,8 @@ pub struct Context {
     pub gateway_writer: GatewayWriter,
     /// Every stream's holding on its Gateway.
     pub ledger: Ledger,
+    /// When each Gateway's orphaned relay objects were last swept.
+    pub sweeps: crate::gateway::sweep::Sweeps,
     /// The shared relays' configuration channel, when the operator serves it.
     pub channel: Option<Arc<Channel>>,
     /// Uids of the Gateways and StreamRequests reconciled since start, kept only while the
@@ -163,6 +165,7 @@ impl Context {
             failures: Mutex::new(HashMap::new()),
             gateway_writer: GatewayWriter::default(),
             ledger: Ledger::default(),
+            sweeps: crate::gateway::sweep::Sweeps::default(),
             reconciled: Mutex::new(channel.is_some().then(HashSet::new)),
             channel,
             reconciled_changed: tokio::sync::Notify::new(),

@@ -29,33 +29,57 @@ use crate::{context::Context, metrics::PhaseLabels};
 /// Field manager of `status.transfer`.
 pub const FIELD_MANAGER: &str = "scistream-operator-transfer";
 
-/// Bytes relayed from the producer towards the consumer, from an s2ds `/metrics` page: the
+/// Bytes relayed from the producer towards the consumer on one s2ds `/metrics` page: the
 /// `target_to_client` direction on both sides (producer side: the producer application is
-/// the target; consumer side: the peer gateway is). `stream`: only that stream's series (a
-/// shared relay's page has every stream's); `None`: every series (a relay of one stream).
-pub fn producer_to_consumer_bytes(metrics: &str, stream: Option<&str>) -> u64 {
-    metrics
-        .lines()
-        .filter_map(|l| l.strip_prefix("s2ds_bytes_total{"))
-        .filter_map(|l| l.split_once('}'))
-        .filter(|(labels, _)| {
+/// the target; consumer side: the peer gateway is), by stream. A shared relay's page has every
+/// stream's series and is read once for all of them.
+#[derive(Debug, Default, PartialEq)]
+pub struct Page {
+    by_stream: HashMap<String, u64>,
+    total: u64,
+}
+
+impl Page {
+    /// Reads a page (malformed lines are skipped, not summed).
+    pub fn parse(metrics: &str) -> Self {
+        let mut page = Page::default();
+        for (labels, value) in
+            metrics.lines().filter_map(|l| l.strip_prefix("s2ds_bytes_total{")).filter_map(|l| l.split_once('}'))
+        {
             let label = |name: &str| {
                 labels.split(',').find_map(|kv| kv.strip_prefix(name)?.strip_prefix("=\"")?.strip_suffix('"'))
             };
-            label("direction") == Some("target_to_client") && stream.is_none_or(|s| label("stream") == Some(s))
-        })
-        .filter_map(|(_, value)| value.trim().split(' ').next()?.parse::<f64>().ok())
-        .map(|v| v as u64)
-        .sum()
+            if label("direction") != Some("target_to_client") {
+                continue;
+            }
+            let Some(bytes) = value.trim().split(' ').next().and_then(|v| v.parse::<f64>().ok()) else { continue };
+            let bytes = bytes as u64;
+            page.total += bytes;
+            if let Some(stream) = label("stream") {
+                *page.by_stream.entry(stream.to_owned()).or_default() += bytes;
+            }
+        }
+        page
+    }
+
+    /// `stream`'s bytes (`STREAM.ROLE` on a shared relay), or every series' (`None`: a relay
+    /// of one stream).
+    pub fn bytes(&self, stream: Option<&str>) -> u64 {
+        match stream {
+            Some(s) => self.by_stream.get(s).copied().unwrap_or(0),
+            None => self.total,
+        }
+    }
 }
 
 /// Whether `recorded` already says what a sample of `bytes` would: the same bytes, and no
-/// throughput or none (`0bps`, which is no valid `Rate` to parse: rates start at 1kbps).
+/// throughput or none (`0bps`, which is no valid `Rate` to parse: rates start at 1kbps). A
+/// stream that has relayed nothing and has no record needs none: thousands of streams set up
+/// and not yet used cost no write each.
 pub fn unchanged(recorded: Option<&TransferStatus>, bytes: u64) -> bool {
-    recorded.is_some_and(|t| {
-        t.bytes == i64::try_from(bytes).unwrap_or(i64::MAX)
-            && t.throughput.as_deref().is_none_or(|r| r == Rate::from_bps(0).to_string())
-    })
+    let Some(recorded) = recorded else { return bytes == 0 };
+    recorded.bytes == i64::try_from(bytes).unwrap_or(i64::MAX)
+        && recorded.throughput.as_deref().is_none_or(|r| r == Rate::from_bps(0).to_string())
 }
 
 /// Throughput between two samples (None on the first sample or after a counter reset).
@@ -74,16 +98,16 @@ type Http = HttpClient<hyper_util::client::legacy::connect::HttpConnector, Empty
 /// streams (and a relay that did not answer is not asked again until the next interval).
 struct Pages<'a> {
     http: &'a Http,
-    read: HashMap<String, Option<String>>,
+    read: HashMap<String, Option<Page>>,
 }
 
 impl Pages<'_> {
-    async fn get(&mut self, url: String) -> Option<&str> {
+    async fn get(&mut self, url: String) -> Option<&Page> {
         if !self.read.contains_key(&url) {
-            let page = fetch(self.http, &url).await;
+            let page = fetch(self.http, &url).await.map(|p| Page::parse(&p));
             self.read.insert(url.clone(), page);
         }
-        self.read.get(&url)?.as_deref()
+        self.read.get(&url)?.as_ref()
     }
 }
 
@@ -156,7 +180,7 @@ async fn sample(ctx: &Context, pages: &mut Pages<'_>, sr: &StreamRequest) -> Opt
             let host = if lan.contains(':') { format!("[{lan}]") } else { lan.to_owned() };
             format!("http://{host}:{port}/metrics")
         };
-        total += producer_to_consumer_bytes(pages.get(url).await?, key.as_deref());
+        total += pages.get(url).await?.bytes(key.as_deref());
     }
     Some(total)
 }
@@ -189,9 +213,10 @@ mod tests {
             s2ds_bytes_total{stream=\"s\",listener=\"1\",direction=\"target_to_client\"} 24\n\
             s2ds_bytes_total{stream=\"s\",listener=\"0\",direction=\"client_to_target\"} 7\n\
             s2ds_connections_open{stream=\"s\",listener=\"0\"} 1\n";
-        assert_eq!(producer_to_consumer_bytes(page, None), 1024);
-        assert_eq!(producer_to_consumer_bytes(page, Some("s")), 1024);
-        assert_eq!(producer_to_consumer_bytes("", None), 0);
+        let page = Page::parse(page);
+        assert_eq!(page.bytes(None), 1024);
+        assert_eq!(page.bytes(Some("s")), 1024);
+        assert_eq!(Page::parse("").bytes(None), 0);
     }
 
     #[test]
@@ -204,12 +229,14 @@ mod tests {
             s2ds_bytes_total{stream=\"a.producer\",listener=\"0\",direction=\"client_to_target\"} 7\n\
             s2ds_bytes_total_created{stream=\"a.producer\",listener=\"0\",direction=\"target_to_client\"} 1.7e9\n\
             s2ds_bytes_total{stream=\"a.producer\",listener=\"2\",direction=\"target_to_client\"} 3 1733550000000\n";
-        assert_eq!(producer_to_consumer_bytes(page, Some("a.producer")), 1027, "its series only, a timestamp ignored");
-        assert_eq!(producer_to_consumer_bytes(page, Some("a.consumer")), 1000, "the other side of the stream");
-        assert_eq!(producer_to_consumer_bytes(page, Some("ab.producer")), 5, "a name that extends another's");
-        assert_eq!(producer_to_consumer_bytes(page, Some("b.producer")), 0);
+        let page = Page::parse(page);
+        assert_eq!(page.bytes(Some("a.producer")), 1027, "its series only, a timestamp ignored");
+        assert_eq!(page.bytes(Some("a.consumer")), 1000, "the other side of the stream");
+        assert_eq!(page.bytes(Some("ab.producer")), 5, "a name that extends another's");
+        assert_eq!(page.bytes(Some("b.producer")), 0);
+        assert_eq!(page.bytes(None), 2032, "every series of the page");
         // Malformed lines are skipped, not summed.
-        assert_eq!(producer_to_consumer_bytes("s2ds_bytes_total{direction=\"target_to_client\" 5\n", None), 0);
+        assert_eq!(Page::parse("s2ds_bytes_total{direction=\"target_to_client\" 5\n").bytes(None), 0);
     }
 
     #[test]
@@ -225,7 +252,8 @@ mod tests {
         let idle = throughput(Some((5, t0)), 5, t1).map(|r| r.to_string());
         assert_eq!(idle.as_deref(), Some("0bps"));
         for (status, bytes, same) in [
-            (None, 0, false),
+            (None, 0, true),
+            (None, 1, false),
             (Some(recorded(0, None)), 0, true),
             (Some(recorded(5, idle.as_deref())), 5, true),
             (Some(recorded(5, idle.as_deref())), 6, false),

@@ -250,10 +250,19 @@ impl Facility {
         let pods = Api::<Pod>::namespaced(self.client.clone(), GATEWAY_NS).list(&lp).await?.items.len();
         let cms = Api::<ConfigMap>::namespaced(self.client.clone(), GATEWAY_NS).list(&lp).await?.items.len();
         let secrets = Api::<Secret>::namespaced(self.client.clone(), GATEWAY_NS).list(&lp).await?.items.len();
-        let gw = Api::<Gateway>::all(self.client.clone()).get("dtn").await?;
-        let held = gw.status.map_or(0, |s| usize::try_from(s.streams).unwrap_or(0));
         let live = self.requests().list(&ListParams::default()).await?.items.len();
-        Ok([pods, cms, secrets, held, live])
+        // The Gateway's count follows the holdings (eventually): up to 30 s for it to agree.
+        let streams =
+            |g: Option<&Gateway>| g.and_then(|g| g.status.as_ref()).and_then(|s| usize::try_from(s.streams).ok());
+        let gateways = Api::<Gateway>::all(self.client.clone());
+        let agreed = kube::runtime::wait::await_condition(gateways.clone(), "dtn", move |g: Option<&Gateway>| {
+            streams(g).unwrap_or(0) == live
+        });
+        let held = match tokio::time::timeout(Duration::from_secs(30), agreed).await {
+            Ok(Ok(g)) => streams(g.as_ref()),
+            _ => streams(gateways.get_opt("dtn").await?.as_ref()),
+        };
+        Ok([pods, cms, secrets, held.unwrap_or(0), live])
     }
 
     /// The streams each shared relay serves, from its `/readyz` (`ready (N streams)`); empty
@@ -355,7 +364,20 @@ pub async fn run(
         usage1.cpu.saturating_sub(usage0.cpu).as_secs_f64(),
         usage1.peak_rss as f64 / f64::from(1 << 20)
     );
-    let gateway = Api::<Gateway>::all(f.client.clone()).get("dtn").await?;
+    // The Gateway's totals follow the holdings (eventually): the idle period starts once they
+    // count every stream, so that it measures an operator with nothing left to do.
+    let counted = |g: Option<&Gateway>| {
+        g.and_then(|g| g.status.as_ref()).is_some_and(|s| usize::try_from(s.streams).is_ok_and(|c| c == n))
+    };
+    let settle = tokio::time::timeout(
+        Duration::from_secs(60),
+        kube::runtime::wait::await_condition(Api::<Gateway>::all(f.client.clone()), "dtn", counted),
+    );
+    let gateway = match settle.await {
+        Ok(Ok(Some(g))) => g,
+        _ => bail!("the Gateway's totals did not count the {n} streams within 60 s of all being Ready"),
+    };
+    println!("  Gateway totals count every stream {:.1} s after the last Ready", last.elapsed().as_secs_f64());
     let bytes = serde_json::to_vec(&gateway)?.len();
     println!(
         "  Gateway dtn with {n} streams: {:.0} KiB of JSON ({:.0} bytes a stream; etcd refuses a request over 1.5 MiB by default); API server (this process) peak RSS {:.0} MiB",

@@ -5,7 +5,7 @@
 mod in_use;
 pub mod node_relays;
 pub mod status;
-mod sweep;
+pub mod sweep;
 
 use std::{collections::BTreeSet, sync::Arc};
 
@@ -145,7 +145,12 @@ async fn reconcile_gateway(gateway: &Arc<Gateway>, ctx: &Arc<Context>) -> Result
     .await?;
     let mut again = false;
     if namespace_usable {
-        sweep::sweep(&ctx, &gateway).await?;
+        if ctx.sweeps.due(&name, std::time::Instant::now(), ctx.config.resync)
+            && let Err(e) = sweep::sweep(&ctx, &gateway).await
+        {
+            ctx.sweeps.forget(&name);
+            return Err(e);
+        }
         let ready: Vec<GatewayNodeStatus> = nodes.iter().filter(|(_, s)| s.ready).map(|(_, s)| s.clone()).collect();
         again = node_relays::reconcile(&ctx, &gateway, &ready).await?;
     }

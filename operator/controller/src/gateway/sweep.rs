@@ -1,8 +1,16 @@
 //! The orphan sweep: relay pods, ConfigMaps and Secrets in a gateway's namespace whose
 //! StreamRequest no longer exists are deleted. Normally the finalizer removes them; this
-//! catches whatever a crash, a forced finalizer removal or a bug left behind.
+//! catches whatever a crash, a forced finalizer removal or a bug left behind. It runs on a
+//! Gateway's first reconcile in this process and then at most once per resync interval
+//! ([`Sweeps::due`]): a Gateway reconciles on every change of its holdings, and listing
+//! thousands of relay objects each time was the operator's largest cost in memory at 1,000
+//! streams (the largest allocation site of a 170 MiB peak, in transient lists).
 
-use std::collections::BTreeSet;
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::Mutex,
+    time::{Duration, Instant},
+};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::{Api, ResourceExt, api::ListParams};
@@ -13,6 +21,28 @@ use crate::{
     error::{Error, Result},
     stream::children::delete,
 };
+
+/// When each Gateway was last swept.
+#[derive(Default)]
+pub struct Sweeps(Mutex<HashMap<String, Instant>>);
+
+impl Sweeps {
+    /// Whether `gateway` is to be swept at `now` (never swept, or last swept at least
+    /// `every` ago); if it is, `now` is recorded as its last sweep.
+    pub fn due(&self, gateway: &str, now: Instant, every: Duration) -> bool {
+        let mut last = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let due = last.get(gateway).is_none_or(|t| now.saturating_duration_since(*t) >= every);
+        if due {
+            last.insert(gateway.to_owned(), now);
+        }
+        due
+    }
+
+    /// Sweeps `gateway` at its next reconcile (a sweep that failed is tried again).
+    pub fn forget(&self, gateway: &str) {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(gateway);
+    }
+}
 
 /// `namespace/name` of the StreamRequest an object belongs to, with its stream id.
 fn owner(
@@ -73,4 +103,28 @@ pub async fn sweep(ctx: &Context, gateway: &Gateway) -> Result<usize> {
     sweep_kind!(ConfigMap, "ConfigMap");
     sweep_kind!(Secret, "Secret");
     Ok(deleted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gateway_is_swept_first_then_once_per_interval() {
+        let sweeps = Sweeps::default();
+        let every = Duration::from_secs(300);
+        let t0 = Instant::now();
+        for (gateway, after, due) in [
+            ("dtn", 0, true),
+            ("dtn", 1, false),
+            ("other", 1, true),
+            ("dtn", 299, false),
+            ("dtn", 300, true),
+            ("dtn", 301, false),
+        ] {
+            assert_eq!(sweeps.due(gateway, t0 + Duration::from_secs(after), every), due, "{gateway} at {after} s");
+        }
+        sweeps.forget("dtn");
+        assert!(sweeps.due("dtn", t0 + Duration::from_secs(302), every), "swept again once forgotten");
+    }
 }
