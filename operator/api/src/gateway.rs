@@ -401,6 +401,38 @@ pub struct GatewayStatus {
     pub observed_generation: Option<i64>,
 }
 
+impl GatewayStatus {
+    /// A copy without the holdings (which may be thousands).
+    pub fn without_reservations(&self) -> Self {
+        let GatewayStatus {
+            nodes,
+            ready_nodes,
+            ports_in_use,
+            ports_total,
+            ports_summary,
+            bandwidth_promised_bps,
+            bandwidth_summary,
+            streams,
+            reservations: _,
+            conditions,
+            observed_generation,
+        } = self;
+        GatewayStatus {
+            nodes: nodes.clone(),
+            ready_nodes: *ready_nodes,
+            ports_in_use: *ports_in_use,
+            ports_total: *ports_total,
+            ports_summary: ports_summary.clone(),
+            bandwidth_promised_bps: *bandwidth_promised_bps,
+            bandwidth_summary: bandwidth_summary.clone(),
+            streams: *streams,
+            reservations: Vec::new(),
+            conditions: conditions.clone(),
+            observed_generation: *observed_generation,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

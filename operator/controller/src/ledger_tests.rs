@@ -112,7 +112,7 @@ fn changes_are_told_with_whether_capacity_was_given_back() {
     assert_eq!(mine, vec![5101, 5102]);
     let again = ledger.apply(&dtn, "me", &[Change::Reserve(want("me", 2, 1))]).expect("seeded");
     assert!(!again.changed, "reserving twice is one holding");
-    assert!(Arc::ptr_eq(&a.gateway, &again.gateway), "no change, the same view");
+    assert_eq!(a.gateway, again.gateway, "no change, the same view");
     let bigger = ledger.apply(&dtn, "me", &[Change::Resize(3_000_000_000)]).expect("seeded");
     assert!(bigger.changed);
     let smaller = ledger.apply(&dtn, "me", &[Change::Resize(500_000_000)]).expect("seeded");
@@ -152,5 +152,30 @@ fn a_view_is_made_again_when_the_gateway_or_its_holdings_change() {
     ledger.apply(&dtn, "a", &[Change::Reserve(want("a", 1, 1))]).expect("seeded");
     let held = ledger.view(&dtn);
     assert_eq!(held.status.as_ref().map(|s| s.reservations.len()), Some(1));
+    assert!(dtn.status.as_ref().is_some_and(|s| s.reservations.is_empty()), "the cached Gateway is untouched");
+}
+
+#[test]
+fn a_held_stream_plans_with_its_own_holding_and_a_refused_change_with_every_holding() {
+    let ledger = Ledger::default();
+    ledger.seed(std::iter::empty());
+    let dtn = gw("dtn", 10);
+    let count = |g: &Gateway| g.status.as_ref().map(|s| s.reservations.len());
+    ledger.apply(&dtn, "a", &[Change::Reserve(want("a", 2, 1))]).expect("seeded");
+    let b = ledger.apply(&dtn, "b", &[Change::Reserve(want("b", 1, 1))]).expect("seeded");
+    assert_eq!(count(&b.gateway), Some(1), "b holds: its plan after the change reads its own holding");
+    let own = ledger.view_for(&dtn, "a");
+    assert_eq!(own.status.as_ref().map(|s| s.reservations[0].uid.as_str()), Some("a"));
+    assert_eq!(count(&own), Some(1));
+    assert_eq!(count(&ledger.view_for(&dtn, "c")), Some(2), "a request waiting for capacity sees every holding");
+    // A new rate the Gateway cannot give: refused under the lock, and the plan made again
+    // reads every holding to say why.
+    let refused = ledger.apply(&own, "a", &[Change::Resize(20_000_000_000)]).expect("seeded");
+    assert!(!refused.changed && refused.refusal.is_some());
+    assert_eq!(count(&refused.gateway), Some(2));
+    let resized = ledger.apply(&own, "a", &[Change::Resize(2_000_000_000)]).expect("seeded");
+    assert!(resized.changed && resized.refusal.is_none());
+    assert_eq!(resized.gateway.status.as_ref().map(|s| s.reservations[0].bandwidth_bps), Some(2_000_000_000));
+    assert_eq!(ledger.reservations("dtn").len(), 2, "planning from a light view dropped no holding");
     assert!(dtn.status.as_ref().is_some_and(|s| s.reservations.is_empty()), "the cached Gateway is untouched");
 }

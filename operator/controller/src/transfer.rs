@@ -156,7 +156,8 @@ pub async fn run(ctx: Arc<Context>, interval: Duration, token: CancellationToken
             previous.insert(uid, (bytes, now));
             record(&ctx, sr, bytes, rate).await;
         }
-        previous.retain(|uid, _| requests.iter().any(|r| r.uid().as_deref() == Some(uid)));
+        let live: std::collections::HashSet<String> = requests.iter().filter_map(|r| r.uid()).collect();
+        previous.retain(|uid, _| live.contains(uid));
     }
 }
 

@@ -104,8 +104,8 @@ fn side<'a>(sr: &'a StreamRequest, gateway: &'a Gateway) -> Side<'a> {
 
 /// The request as the caches show it, with what it depends on.
 async fn observe(ctx: &Context, sr: &Arc<StreamRequest>) -> Result<plan::Observed> {
-    let gateway = find_gateway(ctx, &sr.spec.gateway).await?.map(|g| ctx.ledger.view(&g));
     let uid = sr.uid().unwrap_or_default();
+    let gateway = find_gateway(ctx, &sr.spec.gateway).await?.map(|g| ctx.ledger.view_for(&g, &uid));
     let (mut pods, mut config_map, mut older_waiting) = (Vec::new(), None, Vec::new());
     let mut held_elsewhere = Default::default();
     let mut shared_seen = None;
