@@ -153,14 +153,8 @@ impl Ledger {
         self.lock().seeded
     }
 
-    /// `cached` with the holdings on it (the same `Arc` until either changes).
-    pub fn view(&self, cached: &Gateway) -> Arc<Gateway> {
-        let mut inner = self.lock();
-        view(inner.book(&cached.name_any()), cached)
-    }
-
     /// `cached` with what planning `uid` needs: its own holding alone when it holds one, every
-    /// holding otherwise. A held stream's plan reads only its own holding, and a change it
+    /// holding otherwise (the same `Arc` until the Gateway or its holdings change). A held stream's plan reads only its own holding, and a change it
     /// plans (a relocation, a new rate) is decided again here, under the lock, against every
     /// holding ([`Ledger::apply`]), which gives the full view back when it refuses it. (Each
     /// full view copies every holding: at 5,000 streams, a copy in every reconcile was most

@@ -140,17 +140,17 @@ fn a_change_that_no_longer_fits_is_refused_and_changes_nothing() {
 }
 
 #[test]
-fn a_view_is_made_again_when_the_gateway_or_its_holdings_change() {
+fn a_full_view_is_made_again_when_the_gateway_or_its_holdings_change() {
     let ledger = Ledger::default();
     ledger.seed(std::iter::empty());
     let mut dtn = gw("dtn", 10);
-    let first = ledger.view(&dtn);
-    assert!(Arc::ptr_eq(&first, &ledger.view(&dtn)));
+    let first = ledger.view_for(&dtn, "nobody");
+    assert!(Arc::ptr_eq(&first, &ledger.view_for(&dtn, "nobody")));
     dtn.metadata.resource_version = Some("2".into());
-    let newer = ledger.view(&dtn);
+    let newer = ledger.view_for(&dtn, "nobody");
     assert!(!Arc::ptr_eq(&first, &newer), "a newer Gateway");
     ledger.apply(&dtn, "a", &[Change::Reserve(want("a", 1, 1))]).expect("seeded");
-    let held = ledger.view(&dtn);
+    let held = ledger.view_for(&dtn, "nobody");
     assert_eq!(held.status.as_ref().map(|s| s.reservations.len()), Some(1));
     assert!(dtn.status.as_ref().is_some_and(|s| s.reservations.is_empty()), "the cached Gateway is untouched");
 }

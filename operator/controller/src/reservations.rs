@@ -102,9 +102,7 @@ async fn write(
         if !change(&gateway, &mut status) {
             return Ok(Some(gateway));
         }
-        status.reservations = held.to_vec();
-        summarize(&gateway.spec, &mut status);
-        status.reservations = Vec::new();
+        summarize(&gateway.spec, held, &mut status);
         if status == before {
             return Ok(Some(gateway));
         }

@@ -10,7 +10,7 @@ use k8s_openapi::{
     jiff::Timestamp,
 };
 use scistream_api::{
-    GatewaySpec, GatewayStatus, PortRange,
+    GatewaySpec, GatewayStatus, PortRange, Reservation,
     conditions::{Reason, reasons},
     gateway::{AddressSource, GatewayNodeStatus, NodeAddressType},
     keys,
@@ -191,9 +191,9 @@ pub fn readiness(
     (true, reasons::GATEWAY_READY, format!("{ready} of {} gateway nodes ready", nodes.len()))
 }
 
-/// Fills the counters and summaries of `status` from its nodes and reservations.
-pub fn summarize(spec: &GatewaySpec, status: &mut GatewayStatus) {
-    let used = allocator::used_ports(&status.reservations);
+/// Fills the counters and summaries of `status` from its nodes and the Gateway's holdings.
+pub fn summarize(spec: &GatewaySpec, held: &[Reservation], status: &mut GatewayStatus) {
+    let used = allocator::used_ports(held);
     let counts: BTreeMap<String, usize> = used.iter().map(|(n, p)| ((*n).to_owned(), p.len())).collect();
     for node in &mut status.nodes {
         node.ports_in_use = counts.get(&node.name).copied().unwrap_or(0) as i32;
@@ -203,11 +203,11 @@ pub fn summarize(spec: &GatewaySpec, status: &mut GatewayStatus) {
     status.ports_in_use = counts.values().sum::<usize>() as i32;
     status.ports_total = (spec.stream_ports().len() * ready) as i32;
     status.ports_summary = Some(format!("{}/{}", status.ports_in_use, status.ports_total));
-    let promised = allocator::promised(&status.reservations);
+    let promised = allocator::promised(held);
     status.bandwidth_promised_bps = i64::try_from(promised.bps()).unwrap_or(i64::MAX);
     let declared = spec.bandwidth.to_string();
     status.bandwidth_summary = Some(format!("{promised}/{declared}"));
-    status.streams = status.reservations.len() as i32;
+    status.streams = held.len() as i32;
 }
 
 #[cfg(test)]

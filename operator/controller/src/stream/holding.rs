@@ -3,7 +3,7 @@
 //! stored when it is written (optimistic concurrency). What is written is what the plan
 //! meant, or nothing when the Gateway changed under it so that it no longer fits.
 
-use scistream_api::{Gateway, GatewaySpec, GatewayStatus, Rate, Reservation, StreamRequest};
+use scistream_api::{GatewaySpec, GatewayStatus, Rate, Reservation, StreamRequest};
 use scistream_core::allocator::{self, AllocError, Demand, HeldElsewhere};
 
 /// One change to a stream's holding.
@@ -22,20 +22,6 @@ pub enum Change {
 /// Ready gateway nodes, from a Gateway's status.
 pub fn usable_nodes(status: Option<&GatewayStatus>) -> Vec<String> {
     status.iter().flat_map(|s| &s.nodes).filter(|n| n.ready).map(|n| n.name.clone()).collect()
-}
-
-/// The ports each node of `gateway` holds through the other Gateways of `all` (one owner per
-/// node port across Gateways: the allocator never hands these out on `gateway`).
-pub fn held_elsewhere<'a>(gateway: &Gateway, all: impl IntoIterator<Item = &'a Gateway>) -> HeldElsewhere {
-    use kube::ResourceExt;
-    let mut held = HeldElsewhere::new();
-    for other in all.into_iter().filter(|g| g.name_any() != gateway.name_any()) {
-        let reservations = other.status.iter().flat_map(|s| &s.reservations).cloned().collect::<Vec<_>>();
-        for (node, ports) in allocator::used_ports(&reservations) {
-            held.entry(node.to_owned()).or_default().extend(ports);
-        }
-    }
-    held
 }
 
 /// The holding of `uid`, if any.

@@ -279,7 +279,7 @@ async fn apply(sr: &Arc<StreamRequest>, ctx: &Context) -> Result<Action> {
                 // restarted operator rebuilds from the requests' statuses then has it.
                 let (desired, _) = plan::status(&observed, &plan, certificate.clone());
                 if desired.allocations != stored.allocations || desired.granted_rate != stored.granted_rate {
-                    report::write_over(ctx, sr, &stored, desired.clone(), &plan.decision).await?;
+                    report::write(ctx, sr, &stored, desired.clone(), &plan.decision).await?;
                     stored = desired;
                 }
                 let set = children::RelaySet {
@@ -324,7 +324,7 @@ async fn apply(sr: &Arc<StreamRequest>, ctx: &Context) -> Result<Action> {
     for (reason, note) in plan.events.iter().chain(warning.iter()) {
         report::warn(ctx, sr, *reason, note).await;
     }
-    report::write_over(ctx, sr, &stored, desired, &plan.decision).await?;
+    report::write(ctx, sr, &stored, desired, &plan.decision).await?;
     Ok(Action::requeue(plan.next))
 }
 

@@ -103,19 +103,10 @@ fn apply_body(status: &StreamRequestStatus) -> serde_json::Value {
     })
 }
 
-/// Writes `status` if it differs from the stored one, and publishes an event when the phase
-/// changed. Returns whether anything was written.
+/// Writes `status` if it differs from `current` (the status as stored, or as this reconcile
+/// last wrote it), and publishes an event when the phase changed. Returns whether anything
+/// was written.
 pub async fn write(
-    ctx: &Context,
-    sr: &StreamRequest,
-    status: StreamRequestStatus,
-    decision: &Decision,
-) -> Result<bool> {
-    write_over(ctx, sr, &sr.status.clone().unwrap_or_default(), status, decision).await
-}
-
-/// [`write`], where `current` is the status as stored (as this reconcile last wrote it).
-pub async fn write_over(
     ctx: &Context,
     sr: &StreamRequest,
     current: &StreamRequestStatus,

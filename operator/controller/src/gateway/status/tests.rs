@@ -84,21 +84,21 @@ fn empty_selector_match_and_namespace_problems_are_explained() {
 #[test]
 fn summaries_count_ports_bandwidth_and_streams() {
     let s = spec();
+    let held = vec![Reservation {
+        request: "ns/x".into(),
+        uid: "u".into(),
+        bandwidth_bps: 2_500_000_000,
+        nodes: vec![NodeAllocation { node: "a".into(), ports: vec![5100, 5101], metrics_port: Some(5102) }],
+        ..Default::default()
+    }];
     let mut st = GatewayStatus {
         nodes: vec![
             GatewayNodeStatus { name: "a".into(), ready: true, ..Default::default() },
             GatewayNodeStatus { name: "b".into(), ready: false, ..Default::default() },
         ],
-        reservations: vec![Reservation {
-            request: "ns/x".into(),
-            uid: "u".into(),
-            bandwidth_bps: 2_500_000_000,
-            nodes: vec![NodeAllocation { node: "a".into(), ports: vec![5100, 5101], metrics_port: Some(5102) }],
-            ..Default::default()
-        }],
         ..Default::default()
     };
-    summarize(&s, &mut st);
+    summarize(&s, &held, &mut st);
     assert_eq!((st.ready_nodes, st.ports_in_use, st.ports_total, st.streams), (1, 3, 10, 1));
     assert_eq!(st.nodes[0].ports_in_use, 3);
     assert_eq!(st.ports_summary.as_deref(), Some("3/10"));
@@ -109,7 +109,7 @@ fn summaries_count_ports_bandwidth_and_streams() {
         relay_model: scistream_api::RelayModel::Shared,
         ..scistream_api::S2dsSettings::DEFAULT
     });
-    summarize(&shared, &mut st);
+    summarize(&shared, &held, &mut st);
     assert_eq!((st.ports_in_use, st.ports_total), (3, 9));
 }
 
