@@ -4,7 +4,6 @@
 //! a relay pod's processes killed, a gateway node lost.
 
 use std::{
-    collections::BTreeSet,
     net::SocketAddr,
     path::Path,
     time::{Duration, Instant},
@@ -206,15 +205,8 @@ pub async fn check_holdings(world: &World) -> anyhow::Result<Vec<usize>> {
     let mut counts = Vec::new();
     for f in &world.facilities {
         let reservations = crate::stream::holdings(&f.client).await?;
-        let mut seen = BTreeSet::new();
-        for r in &reservations {
-            for a in &r.nodes {
-                for port in a.ports.iter().chain(a.metrics_port.iter()) {
-                    if !seen.insert((a.node.clone(), *port)) {
-                        bail!("{}: port {port} on {} is held twice: {reservations:?}", f.name, a.node);
-                    }
-                }
-            }
+        if let Err(e) = scistream_core::allocator::check(&reservations, None) {
+            bail!("{}: {e}: {reservations:?}", f.name);
         }
         counts.push(reservations.len());
     }

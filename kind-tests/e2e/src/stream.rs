@@ -482,11 +482,9 @@ pub async fn assert_all_clean(world: &World) -> anyhow::Result<()> {
     }
 }
 
-/// The holdings the StreamRequests on Gateway `dtn` of `client`'s cluster record in their
-/// statuses: the durable record of who holds which ports (the Gateway keeps totals only).
+/// The holdings on Gateway `dtn` of `client`'s cluster ([`scistream_testkit::holdings_on`]).
 pub async fn holdings(client: &kube::Client) -> anyhow::Result<Vec<scistream_api::Reservation>> {
-    let all = Api::<StreamRequest>::all(client.clone()).list(&ListParams::default()).await?;
-    Ok(all.items.iter().filter(|r| r.spec.gateway == "dtn").filter_map(StreamRequest::holding).collect())
+    Ok(scistream_testkit::holdings_on(client, "dtn").await?)
 }
 
 async fn leftovers(world: &World, selector: &str, stream_id: Option<&str>, requests_too: bool) -> anyhow::Result<()> {

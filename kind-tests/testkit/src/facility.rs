@@ -232,7 +232,7 @@ impl Facility {
     /// The holdings the StreamRequests on Gateway `gateway` record in their statuses (every
     /// namespace): the durable record of who holds which ports.
     pub async fn holdings_on(&self, gateway: &str) -> Vec<Reservation> {
-        holdings_on(&self.client, gateway).await
+        holdings_on(&self.client, gateway).await.unwrap()
     }
 
     /// Checks no port is recorded by two StreamRequests and, while an operator runs, waits up
@@ -278,10 +278,12 @@ impl Facility {
     }
 }
 
-/// See [`Facility::holdings_on`].
-pub async fn holdings_on(client: &Client, gateway: &str) -> Vec<Reservation> {
-    let all = Api::<StreamRequest>::all(client.clone()).list(&ListParams::default()).await.unwrap();
-    all.items.iter().filter(|r| r.spec.gateway == gateway).filter_map(StreamRequest::holding).collect()
+/// The holdings the StreamRequests on Gateway `gateway` of `client`'s cluster record in their
+/// statuses (every namespace): the durable record of who holds which ports (the Gateway keeps
+/// totals only).
+pub async fn holdings_on(client: &Client, gateway: &str) -> kube::Result<Vec<Reservation>> {
+    let all = Api::<StreamRequest>::all(client.clone()).list(&ListParams::default()).await?;
+    Ok(all.items.iter().filter(|r| r.spec.gateway == gateway).filter_map(StreamRequest::holding).collect())
 }
 
 /// What a Gateway's totals say: (streams, ports in use, bandwidth promised).
@@ -301,7 +303,7 @@ pub async fn wait_totals_match_holdings(client: &Client, gateway: &str, secs: u6
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     let api: Api<Gateway> = Api::all(client.clone());
     loop {
-        let held = holdings_on(client, gateway).await;
+        let held = holdings_on(client, gateway).await.unwrap();
         scistream_core::allocator::check(&held, None).expect("no port recorded by two StreamRequests");
         let gw = api.get(gateway).await.unwrap();
         if totals_of(&gw) == totals(&held) {

@@ -17,7 +17,7 @@ mod kubelet;
 mod operator;
 mod wait;
 
-pub use facility::{Facility, FacilityBuilder, GATEWAY_NS, USER_NS, gateway_spec, open_policy};
+pub use facility::{Facility, FacilityBuilder, GATEWAY_NS, USER_NS, gateway_spec, holdings_on, open_policy};
 pub use kubelet::{StandInKubelet, node};
 pub use operator::{OperatorOptions, OperatorTask, operator_args, spawn_operator};
 pub use wait::{request_until, wait_until};
