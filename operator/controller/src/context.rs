@@ -10,10 +10,7 @@ use std::{
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod};
 use kube::{
     Client,
-    runtime::{
-        events::{Recorder, Reporter},
-        reflector::{ObjectRef, Store},
-    },
+    runtime::reflector::{ObjectRef, Store},
 };
 use scistream_api::{Gateway, StreamRequest};
 
@@ -116,7 +113,7 @@ pub struct Context {
     /// API client.
     pub client: Client,
     /// Publishes events.
-    pub recorder: Recorder,
+    pub events: crate::events::Publisher,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
     /// Settings.
@@ -153,10 +150,14 @@ impl Context {
         synced: tokio::sync::watch::Receiver<bool>,
         channel: Option<Arc<Channel>>,
     ) -> Arc<Self> {
-        let reporter =
-            Reporter { controller: scistream_api::keys::FIELD_MANAGER_OPERATOR.to_owned(), instance: Some(instance) };
+        let controller = scistream_api::keys::FIELD_MANAGER_OPERATOR.to_owned();
         Arc::new(Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            events: crate::events::Publisher::new(
+                client.clone(),
+                controller,
+                instance,
+                crate::events::DEFAULT_CAPACITY,
+            ),
             client,
             metrics,
             config,

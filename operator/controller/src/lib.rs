@@ -9,6 +9,7 @@ pub mod certs;
 pub mod children;
 pub mod context;
 pub mod error;
+pub mod events;
 pub mod gateway;
 pub mod lease;
 pub mod ledger;

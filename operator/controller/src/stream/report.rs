@@ -5,7 +5,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{
     Api, Resource, ResourceExt,
     api::{Patch, PatchParams},
-    runtime::events::{Event, EventType},
 };
 use scistream_api::{Phase, StreamRequest, StreamRequestStatus, conditions, conditions::Reason, keys};
 use scistream_core::phase::{Decision, Verdict};
@@ -13,6 +12,7 @@ use scistream_core::phase::{Decision, Verdict};
 use crate::{
     context::Context,
     error::{Error, Result},
+    events::{Event, EventType},
 };
 
 /// The status fields the operator owns.
@@ -138,16 +138,10 @@ pub async fn warn(ctx: &Context, sr: &StreamRequest, reason: Reason, note: &str)
     publish(ctx, sr, EventType::Warning, reason.as_str(), note).await;
 }
 
-/// Publishes an event about `sr`; the note is cut to the API's 1 kB limit. Best effort.
+/// Publishes an event about `sr` (the publisher cuts the note to the API's 1 kB). Best effort.
 async fn publish(ctx: &Context, sr: &StreamRequest, type_: EventType, reason: &str, note: &str) {
-    let event = Event {
-        type_,
-        reason: reason.to_owned(),
-        note: Some(note.chars().take(1000).collect()),
-        action: "Reconcile".to_owned(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &sr.object_ref(&())).await {
+    let event = Event { type_, reason, note, action: "Reconcile" };
+    if let Err(e) = ctx.events.publish(event, &sr.object_ref(&())).await {
         tracing::warn!(error = %e, "could not publish an event");
     }
 }
