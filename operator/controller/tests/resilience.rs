@@ -11,7 +11,7 @@ use kube::{
 };
 use scistream_api::{NodeAllocation, Phase, StreamRequest};
 use scistream_core::allocator;
-use scistream_testkit::{Facility, GATEWAY_NS, USER_NS, gateway_spec, wait_until};
+use scistream_testkit::{Facility, GATEWAY_NS, OperatorOptions, USER_NS, gateway_spec, wait_until};
 use serde_json::json;
 
 fn id(n: u32) -> String {
@@ -190,24 +190,29 @@ async fn a_lost_gateway_node_moves_its_listeners() {
 }
 
 /// Regression: relay objects left without a StreamRequest (here made by hand, as a crash
-/// or a forced finalizer removal would leave them) are swept by the Gateway controller.
+/// or a forced finalizer removal would leave them) are swept by the Gateway controller, more
+/// of them than one page of the sweep's LIST holds, in one sweep (the next is a resync away).
 #[tokio::test]
 async fn orphaned_relay_objects_are_swept() {
     let mut f = Facility::start("sweep").await;
     f.apply_gateway(gateway_spec(5119)).await;
-    let orphan: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(json!({
-        "metadata": {"name": "s2ds-orphan", "namespace": GATEWAY_NS,
-            "labels": {"app.kubernetes.io/managed-by": "scistream-operator", "app.kubernetes.io/component": "s2ds",
-                       "scistream.io/gateway": "dtn", "scistream.io/stream-id": id(9)},
-            "annotations": {"scistream.io/request": "science/gone"}}
-    }))
-    .unwrap();
     let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(f.client.clone(), GATEWAY_NS);
-    cms.create(&Default::default(), &orphan).await.unwrap();
-    f.start_operator(false);
-    wait_until(Duration::from_secs(20), || {
+    let orphans = scistream_controller::gateway::sweep::PAGE as usize + 10;
+    for i in 0..orphans {
+        let orphan: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(json!({
+            "metadata": {"name": format!("s2ds-orphan-{i}"), "namespace": GATEWAY_NS,
+                "labels": {"app.kubernetes.io/managed-by": "scistream-operator", "app.kubernetes.io/component": "s2ds",
+                           "scistream.io/gateway": "dtn", "scistream.io/stream-id": id(9)},
+                "annotations": {"scistream.io/request": "science/gone"}}
+        }))
+        .unwrap();
+        cms.create(&Default::default(), &orphan).await.unwrap();
+    }
+    f.start_operator_with(OperatorOptions::quick().resync_seconds(600));
+    wait_until(Duration::from_secs(30), || {
         let cms = cms.clone();
-        async move { cms.get_opt("s2ds-orphan").await.unwrap().is_none() }
+        let ours = kube::api::ListParams::default().labels("scistream.io/gateway=dtn");
+        async move { cms.list(&ours).await.unwrap().items.is_empty() }
     })
     .await;
     f.shutdown().await;
