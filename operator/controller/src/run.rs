@@ -203,7 +203,7 @@ pub async fn run_until(args: Args, token: CancellationToken) -> anyhow::Result<(
     let (pods, pod_writer) = reflector::store::<Pod>();
     let pod_events = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default().labels(&relay_pod_selector()))
         .default_backoff()
-        .modify(cache::trim)
+        .modify(cache::trim_pod)
         .reflect(pod_writer)
         .touched_objects();
     let (config_maps, cm_writer) = reflector::store::<ConfigMap>();

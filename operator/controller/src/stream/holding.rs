@@ -49,6 +49,26 @@ fn bps(rate: Rate) -> i64 {
     i64::try_from(rate.bps()).unwrap_or(i64::MAX)
 }
 
+/// What `demand` would hold on the Gateway whose holdings are `status`, which holds nothing
+/// for it yet; `status` is only read (a reconcile plans against the ledger's view, shared, and
+/// with thousands of streams copying it for each admission was most of the planning's work).
+pub fn reserve(
+    spec: &GatewaySpec,
+    elsewhere: &HeldElsewhere,
+    status: &GatewayStatus,
+    demand: &Demand,
+) -> Result<Reservation, AllocError> {
+    let nodes = usable_nodes(Some(status));
+    let capacity = allocator::Capacity {
+        port_range: spec.stream_ports(),
+        bandwidth: spec.bandwidth.get(),
+        nodes: &nodes,
+        reservations: &status.reservations,
+        elsewhere,
+    };
+    allocator::reserve(&capacity, demand)
+}
+
 /// Applies `change` for `uid` to `status`. `Ok(true)` when the status changed, `Ok(false)`
 /// when it already was so, `Err` with the reason when the change does not fit (then
 /// `status` is left as it was).

@@ -240,7 +240,8 @@ pub fn plan(o: &Observed) -> Plan {
         (_, None, Some(_)) => Capacity::Waiting { reason: reasons::HELLO_TIMEOUT, message: "released".to_owned() },
         (Ok(_), None, None) => {
             let me = holding::demand(sr, &gateway.spec);
-            let current = gw_status.cloned().unwrap_or_default();
+            let nothing = scistream_api::GatewayStatus::default();
+            let current = gw_status.unwrap_or(&nothing);
             let namespace = sr.namespace().unwrap_or_default();
             let held = Usage::of(&namespace, &current.reservations);
             if let Some(message) = admission::closed(gateway) {
@@ -248,7 +249,7 @@ pub fn plan(o: &Observed) -> Plan {
             } else if let Limit::Wait(message) = policy.check_limits(&namespace, held, rate) {
                 Capacity::Waiting { reason: reasons::NAMESPACE_LIMIT, message }
             } else if let Some(older) =
-                holding::yields_to(&gateway.spec, &o.held_elsewhere, &current, &me, &o.older_waiting)
+                holding::yields_to(&gateway.spec, &o.held_elsewhere, current, &me, &o.older_waiting)
             {
                 yielded = true;
                 Capacity::Waiting {
@@ -259,12 +260,10 @@ pub fn plan(o: &Observed) -> Plan {
                     ),
                 }
             } else {
-                let mut after = current;
-                match holding::apply(&gateway.spec, &o.held_elsewhere, &mut after, &uid, &Change::Reserve(me.clone())) {
-                    Ok(_) => {
-                        let r = holding::held(Some(&after), &uid).cloned();
-                        let summary = r.as_ref().map(|r| summary(r, held_rate(r))).unwrap_or_default();
-                        reservation = r;
+                match holding::reserve(&gateway.spec, &o.held_elsewhere, current, &me) {
+                    Ok(r) => {
+                        let summary = summary(&r, held_rate(&r));
+                        reservation = Some(r);
                         changes.push(Change::Reserve(me));
                         Capacity::Reserved { age: Duration::ZERO, summary }
                     }
