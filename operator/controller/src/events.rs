@@ -12,8 +12,9 @@
 //! [`Publisher`] keeps the same behaviour with less: per event only what a repeat needs (its
 //! object's name and namespace, the count, when it was last seen), for at most
 //! [`DEFAULT_CAPACITY`] events, the least recently published dropped first; an entry older
-//! than [`SERIES_WINDOW`] is a new event. A repeat sends a merge patch of `series` alone. What
-//! the cache forgets only costs a new Event object where a series would have been.
+//! than [`SERIES_WINDOW`] is a new event. A repeat sends a merge patch of `series` alone, or
+//! creates the event again if the first one is gone. What the cache forgets only costs a new
+//! Event object where a series would have been.
 //!
 //! The decision is pure ([`Seen::next`]) and table-tested; [`Publisher::publish`] does the I/O.
 
@@ -154,22 +155,36 @@ impl Publisher {
         let ns = regarding.namespace.as_deref().unwrap_or("default");
         let api: Api<K8sEvent> = Api::namespaced(self.client.clone(), ns);
         let seen = match send {
-            Send::Create => {
-                let event = self.event(ev, regarding, now);
-                let name = event.metadata.name.clone().unwrap_or_default();
-                api.create(&PostParams::default(), &event).await?;
-                Seen { name, count: 1, last: now }
-            }
+            Send::Create => self.create(&api, ev, regarding, now).await?,
             Send::Series { name, count } => {
                 let patch = serde_json::json!({
                     "series": EventSeries { count, last_observed_time: MicroTime(now) },
                 });
-                api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
-                Seen { name, count, last: now }
+                match api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+                    Ok(_) => Seen { name, count, last: now },
+                    // The first Event is gone (deleted, or expired by the API server's event
+                    // TTL): this one starts a new series.
+                    Err(kube::Error::Api(e)) if e.code == 404 => self.create(&api, ev, regarding, now).await?,
+                    Err(e) => return Err(e),
+                }
             }
         };
         self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).put(key, seen);
         Ok(())
+    }
+
+    /// Creates the first Event of a series.
+    async fn create(
+        &self,
+        api: &Api<K8sEvent>,
+        ev: Event<'_>,
+        regarding: &ObjectReference,
+        now: Timestamp,
+    ) -> kube::Result<Seen> {
+        let event = self.event(ev, regarding, now);
+        let name = event.metadata.name.clone().unwrap_or_default();
+        api.create(&PostParams::default(), &event).await?;
+        Ok(Seen { name, count: 1, last: now })
     }
 
     /// The Event object first published for `ev`.

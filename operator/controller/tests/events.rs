@@ -77,6 +77,14 @@ async fn repeats_are_a_series_and_the_memory_of_them_is_bounded() {
     let about_c = events_about(&events, "c").await;
     assert_eq!(about_c.iter().map(count).collect::<Vec<_>>(), [2]);
 
+    // A repeat of an event whose object is gone (deleted, or expired by the API server's TTL)
+    // is published anew rather than lost.
+    let first = events_about(&events, "c").await.remove(0);
+    events.delete(first.metadata.name.as_deref().expect("named"), &Default::default()).await.expect("delete");
+    p.publish(normal("Ready", "Ready: anew"), &refs[2]).await.expect("publish");
+    let about_c = events_about(&events, "c").await;
+    assert_eq!(about_c.iter().map(|e| (count(e), e.note.as_deref())).collect::<Vec<_>>(), [(1, Some("Ready: anew"))]);
+
     // A note longer than the API's 1 kB is cut, not refused.
     let long = "x".repeat(5000);
     p.publish(normal("Long", &long), &refs[1]).await.expect("publish");
