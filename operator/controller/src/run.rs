@@ -210,7 +210,7 @@ pub async fn run_until(args: Args, token: CancellationToken) -> anyhow::Result<(
     let cm_cache =
         watcher(Api::<ConfigMap>::all(client.clone()), watcher::Config::default().labels(&relay_pod_selector()))
             .default_backoff()
-            .modify(cache::trim)
+            .modify(cache::trim_config_map)
             .reflect(cm_writer)
             .for_each(|_| futures::future::ready(()));
     tokio::spawn(cm_cache);

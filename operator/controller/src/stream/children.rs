@@ -180,13 +180,14 @@ pub async fn ensure_relays(
     Ok(())
 }
 
-/// Whether the cached ConfigMap already holds what we would apply (then nothing is written).
+/// Whether the cached ConfigMap already holds what we would apply (then nothing is written);
+/// the cache keeps the digest of a ConfigMap's data ([`crate::cache::trim_config_map`]).
 fn same_config_map(cached: Option<&ConfigMap>, desired: &ConfigMap) -> bool {
     let Some(cached) = cached else { return false };
     let contains = |have: &BTreeMap<String, String>, want: &BTreeMap<String, String>| {
         want.iter().all(|(k, v)| have.get(k) == Some(v))
     };
-    cached.data == desired.data
+    cached.data == crate::cache::digested(desired.data.as_ref())
         && contains(cached.labels(), desired.labels())
         && contains(cached.annotations(), desired.annotations())
 }
