@@ -154,9 +154,10 @@ impl Ledger {
     }
 
     /// `cached` with what planning `uid` needs: its own holding alone when it holds one, every
-    /// holding otherwise (the same `Arc` until the Gateway or its holdings change). A held stream's plan reads only its own holding, and a change it
-    /// plans (a relocation, a new rate) is decided again here, under the lock, against every
-    /// holding ([`Ledger::apply`]), which gives the full view back when it refuses it. (Each
+    /// holding otherwise (the same `Arc` until the Gateway or its holdings change). A held
+    /// stream's plan reads only its own holding, and a change it plans (a relocation, a new
+    /// rate) is decided again here, under the lock, against every holding
+    /// ([`Ledger::apply`]), which gives the full view back when it refuses it. (Each
     /// full view copies every holding: at 5,000 streams, a copy in every reconcile was most
     /// of the operator's CPU.)
     pub fn view_for(&self, cached: &Gateway, uid: &str) -> Arc<Gateway> {

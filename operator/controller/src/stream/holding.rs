@@ -59,14 +59,23 @@ pub fn reserve(
     demand: &Demand,
 ) -> Result<Reservation, AllocError> {
     let nodes = usable_nodes(Some(status));
-    let capacity = allocator::Capacity {
+    allocator::reserve(&capacity(spec, elsewhere, &nodes, &status.reservations), demand)
+}
+
+/// What the allocator may hand out on the Gateway of `spec`, on `nodes`, beside `reservations`.
+fn capacity<'a>(
+    spec: &GatewaySpec,
+    elsewhere: &'a HeldElsewhere,
+    nodes: &'a [String],
+    reservations: &'a [Reservation],
+) -> allocator::Capacity<'a> {
+    allocator::Capacity {
         port_range: spec.stream_ports(),
         bandwidth: spec.bandwidth.get(),
-        nodes: &nodes,
-        reservations: &status.reservations,
+        nodes,
+        reservations,
         elsewhere,
-    };
-    allocator::reserve(&capacity, demand)
+    }
 }
 
 /// Applies `change` for `uid` to `status`. `Ok(true)` when the status changed, `Ok(false)`
@@ -80,34 +89,20 @@ pub fn apply(
     uid: &str,
     change: &Change,
 ) -> Result<bool, AllocError> {
-    let nodes = usable_nodes(Some(status));
-    fn cap<'a>(
-        spec: &GatewaySpec,
-        elsewhere: &'a HeldElsewhere,
-        nodes: &'a [String],
-        reservations: &'a [Reservation],
-    ) -> allocator::Capacity<'a> {
-        allocator::Capacity {
-            port_range: spec.stream_ports(),
-            bandwidth: spec.bandwidth.get(),
-            nodes,
-            reservations,
-            elsewhere,
-        }
-    }
     match change {
         Change::Reserve(demand) => {
             if status.reservations.iter().any(|r| r.uid == demand.uid) {
                 return Ok(false);
             }
-            let r = allocator::reserve(&cap(spec, elsewhere, &nodes, &status.reservations), demand)?;
+            let r = reserve(spec, elsewhere, status, demand)?;
             status.reservations.push(r);
             Ok(true)
         }
         Change::Relocate(lost) => {
+            let nodes = usable_nodes(Some(status));
             let mut reservations = status.reservations.clone();
             for node in lost {
-                match allocator::relocate(&cap(spec, elsewhere, &nodes, &reservations), uid, node)? {
+                match allocator::relocate(&capacity(spec, elsewhere, &nodes, &reservations), uid, node)? {
                     Some(r) => {
                         for slot in reservations.iter_mut().filter(|x| x.uid == r.uid) {
                             *slot = r.clone();
